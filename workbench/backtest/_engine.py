@@ -1,0 +1,334 @@
+"""The simulation core every template kernel shares: margin accounting, fills, metrics.
+
+Each template is a numba kernel that walks the bars once and calls the helpers here to
+fill orders and to accumulate metrics. The same kernel serves ``backtest`` (one run,
+recording every fill and the equity curve) and ``sweep`` (thousands of runs in parallel,
+recording nothing but the metrics), so a sweep row is bit-for-bit what ``backtest`` gives.
+
+Accounting model (documented in README "How backtests account"):
+
+* A position has signed ``units``, an average ``entry`` price and the ``margin`` it locks.
+  Opening ``q`` units at price ``p`` with leverage ``L`` locks ``q*p/L`` of cash as margin
+  and pays ``q*p*fee``. Equity is ``cash + margin + units*(price - entry)``.
+* At ``L == 1`` this is exactly spot accounting (and vectorbt's): longs pay the full
+  notional, shorts post it as collateral.
+* At ``L > 1`` the position is an isolated-margin perpetual: it is liquidated when the
+  price reaches ``entry*(1 - 1/L + mmr)`` (longs) or ``entry*(1 + 1/L - mmr)`` (shorts);
+  the margin is lost and whatever the position still held is kept as the liquidation fee.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# -- the state vector of one run (float64 slots) -----------------------------------------
+CASH = 0
+UNITS = 1
+ENTRY = 2
+MARGIN = 3
+FEES = 4
+TRADE_PNL = 5  # realised PnL (net of fees) of the trade now open
+TRADES = 6
+WINS = 7
+GROSS_WIN = 8
+GROSS_LOSS = 9
+LIQUIDATIONS = 10
+N_FILLS = 11
+DAY = 12  # current UTC day number, for the daily-loss limit
+DAY_START_EQUITY = 13
+HALTED = 14  # 1 while the daily-loss limit stops new entries until the next day
+STATE_SIZE = 15
+
+# -- the run settings vector (float64 slots) ---------------------------------------------
+C_INIT_CASH = 0
+C_FEE_TAKER = 1
+C_FEE_MAKER = 2
+C_SLIPPAGE = 3
+C_LEVERAGE = 4
+C_MMR = 5  # maintenance margin rate
+C_ANN_FACTOR = 6  # bars per year
+C_MAX_POSITION = 7  # max notional (quote currency), inf = no limit
+C_MAX_DAILY_LOSS = 8  # quote currency, inf = no limit
+CFG_SIZE = 9
+
+# -- fill kinds --------------------------------------------------------------------------
+FILL_ENTRY = 0
+FILL_EXIT = 1
+FILL_STOP = 2
+FILL_TAKE_PROFIT = 3
+FILL_LIQUIDATION = 4
+FILL_RISK = 5  # closed by the daily-loss limit
+FILL_KINDS = ("entry", "exit", "stop_loss", "take_profit", "liquidation", "risk_limit")
+
+# -- the metrics accumulator (float64 slots) ---------------------------------------------
+A_N = 0
+A_MEAN = 1
+A_M2 = 2
+A_DOWN_SQ = 3
+A_PEAK = 4
+A_MAX_DD = 5
+A_PREV = 6
+A_EXPOSED = 7
+A_LAST = 8
+ACC_SIZE = 9
+
+METRIC_NAMES = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown",
+    "win_rate",
+    "profit_factor",
+    "expectancy",
+    "exposure",
+    "trades",
+    "fees_paid",
+    "liquidations",
+    "final_equity",
+    "fills",
+)
+N_METRICS = len(METRIC_NAMES)
+
+
+@njit(cache=True)
+def new_state(cfg):
+    state = np.zeros(STATE_SIZE)
+    state[CASH] = cfg[C_INIT_CASH]
+    state[DAY] = -1.0
+    return state
+
+
+@njit(cache=True)
+def new_accumulator(cfg):
+    acc = np.zeros(ACC_SIZE)
+    acc[A_PEAK] = cfg[C_INIT_CASH]
+    acc[A_PREV] = cfg[C_INIT_CASH]
+    acc[A_LAST] = cfg[C_INIT_CASH]
+    return acc
+
+
+@njit(cache=True)
+def equity(state, price):
+    return state[CASH] + state[MARGIN] + state[UNITS] * (price - state[ENTRY])
+
+
+@njit(cache=True)
+def _record(state, fills, bar, size, price, fee, kind):
+    k = int(state[N_FILLS])
+    if k < fills.shape[0]:
+        fills[k, 0] = bar
+        fills[k, 1] = size
+        fills[k, 2] = price
+        fills[k, 3] = fee
+        fills[k, 4] = kind
+    state[N_FILLS] = k + 1
+
+
+@njit(cache=True)
+def _close_trade(state):
+    pnl = state[TRADE_PNL]
+    state[TRADES] += 1
+    if pnl > 0:
+        state[WINS] += 1
+        state[GROSS_WIN] += pnl
+    else:
+        state[GROSS_LOSS] -= pnl
+    state[TRADE_PNL] = 0.0
+    state[ENTRY] = 0.0
+    state[MARGIN] = 0.0
+    state[UNITS] = 0.0
+
+
+@njit(cache=True)
+def fill(state, cfg, fills, bar, size, price, fee_rate, kind):
+    """Trade ``size`` units (positive buys) at ``price``; a reversal closes then opens."""
+    if size == 0.0:
+        return
+    fee = abs(size) * price * fee_rate
+    state[FEES] += fee
+    _record(state, fills, bar, size, price, fee, kind)
+    units = state[UNITS]
+    remaining = size
+    if units != 0.0 and (units > 0.0) != (size > 0.0):
+        closing = min(abs(size), abs(units))
+        direction = 1.0 if units > 0.0 else -1.0
+        realised = closing * (price - state[ENTRY]) * direction
+        released = state[MARGIN] * closing / abs(units)
+        share = fee * closing / abs(size)
+        state[CASH] += released + realised - share
+        state[TRADE_PNL] += realised - share
+        state[MARGIN] -= released
+        state[UNITS] = units - direction * closing
+        remaining = size + direction * closing
+        if abs(state[UNITS]) <= 1e-12 * closing:
+            _close_trade(state)
+    if remaining != 0.0:
+        share = fee * abs(remaining) / abs(size)
+        notional = abs(remaining) * price
+        margin = notional / cfg[C_LEVERAGE]
+        held = abs(state[UNITS])
+        state[ENTRY] = (state[ENTRY] * held + price * abs(remaining)) / (held + abs(remaining))
+        state[UNITS] += remaining
+        state[MARGIN] += margin
+        state[CASH] -= margin + share
+        state[TRADE_PNL] -= share
+
+
+@njit(cache=True)
+def liquidation_price(state, cfg):
+    """The price at which the open position is liquidated; NaN when it cannot be."""
+    lev = cfg[C_LEVERAGE]
+    if lev <= 1.0 or state[UNITS] == 0.0:
+        return np.nan
+    if state[UNITS] > 0.0:
+        return state[ENTRY] * (1.0 - 1.0 / lev + cfg[C_MMR])
+    return state[ENTRY] * (1.0 + 1.0 / lev - cfg[C_MMR])
+
+
+@njit(cache=True)
+def liquidate(state, fills, bar, price):
+    """Close the whole position at ``price``, losing its margin (isolated margin)."""
+    units = state[UNITS]
+    left = state[MARGIN] + units * (price - state[ENTRY])
+    fee = max(left, 0.0)
+    state[FEES] += fee
+    state[LIQUIDATIONS] += 1
+    _record(state, fills, bar, -units, price, fee, FILL_LIQUIDATION)
+    state[TRADE_PNL] -= state[MARGIN]
+    _close_trade(state)
+
+
+@njit(cache=True)
+def entry_units(state, cfg, price, budget, fee_rate):
+    """Units that ``budget`` of cash buys as margin plus fee, within the position limit.
+
+    The fee comes out of the budget, as in vectorbt's all-in sizing, so a budget equal
+    to the cash at leverage 1 spends exactly the cash.
+    """
+    budget = min(budget, state[CASH])
+    if budget <= 0.0:
+        return 0.0
+    units = budget / (price * (1.0 / cfg[C_LEVERAGE] + fee_rate))
+    room = cfg[C_MAX_POSITION] - abs(state[UNITS]) * price
+    if units * price > room:
+        units = max(room, 0.0) / price
+    return units
+
+
+@njit(cache=True)
+def new_day(state, cfg, day, price):
+    """Start of a bar: roll the daily-loss window over at UTC midnight."""
+    if day != state[DAY]:
+        state[DAY] = day
+        state[DAY_START_EQUITY] = equity(state, price)
+        state[HALTED] = 0.0
+
+
+@njit(cache=True)
+def daily_loss_breached(state, cfg, price):
+    """True when today's loss reached the limit: the kernel flattens and halts entries."""
+    if state[HALTED] == 1.0:
+        return False
+    if state[DAY_START_EQUITY] - equity(state, price) >= cfg[C_MAX_DAILY_LOSS]:
+        state[HALTED] = 1.0
+        return True
+    return False
+
+
+@njit(cache=True)
+def close_all(state, cfg, fills, bar, price, kind):
+    """Market-close the whole position at ``price`` with slippage and the taker fee."""
+    units = state[UNITS]
+    if units == 0.0:
+        return
+    slip = cfg[C_SLIPPAGE]
+    fill_price = price * (1.0 - slip) if units > 0.0 else price * (1.0 + slip)
+    fill(state, cfg, fills, bar, -units, fill_price, cfg[C_FEE_TAKER], kind)
+
+
+@njit(cache=True)
+def market_entry(state, cfg, fills, bar, side, price, fraction):
+    """Open ``side`` (+1 long, -1 short) at ``price`` with adverse slippage, ``fraction`` of equity."""
+    slip = cfg[C_SLIPPAGE]
+    fill_price = price * (1.0 + slip) if side > 0 else price * (1.0 - slip)
+    budget = equity(state, fill_price) * fraction
+    units = entry_units(state, cfg, fill_price, budget, cfg[C_FEE_TAKER])
+    if units > 0.0:
+        fill(state, cfg, fills, bar, side * units, fill_price, cfg[C_FEE_TAKER], FILL_ENTRY)
+
+
+@njit(cache=True)
+def limit_fill(side, limit, open_, high, low, cfg):
+    """Where a resting limit order fills in a bar: (price, fee rate), or (NaN, 0) if it does not.
+
+    A bar that opens through the limit fills at the open as a taker; one that trades
+    through it later fills at the limit as a maker.
+    """
+    if side > 0:
+        if open_ <= limit:
+            return open_, cfg[C_FEE_TAKER]
+        if low <= limit:
+            return limit, cfg[C_FEE_MAKER]
+    else:
+        if open_ >= limit:
+            return open_, cfg[C_FEE_TAKER]
+        if high >= limit:
+            return limit, cfg[C_FEE_MAKER]
+    return np.nan, 0.0
+
+
+@njit(cache=True)
+def end_bar(state, acc, equity_out, position_out, bar, close):
+    """Mark to the close, update the metrics and (when recording) the curves."""
+    value = equity(state, close)
+    prev = acc[A_PREV]
+    ret = value / prev - 1.0 if prev > 0.0 else 0.0
+    n = acc[A_N] + 1.0
+    delta = ret - acc[A_MEAN]
+    acc[A_MEAN] += delta / n
+    acc[A_M2] += delta * (ret - acc[A_MEAN])
+    acc[A_N] = n
+    if ret < 0.0:
+        acc[A_DOWN_SQ] += ret * ret
+    if value > acc[A_PEAK]:
+        acc[A_PEAK] = value
+    elif acc[A_PEAK] > 0.0:
+        drawdown = 1.0 - value / acc[A_PEAK]
+        if drawdown > acc[A_MAX_DD]:
+            acc[A_MAX_DD] = drawdown
+    if state[UNITS] != 0.0:
+        acc[A_EXPOSED] += 1.0
+    acc[A_PREV] = value
+    acc[A_LAST] = value
+    if equity_out.shape[0] > 0:
+        equity_out[bar] = value
+        position_out[bar] = state[UNITS]
+
+
+@njit(cache=True)
+def finish(state, acc, cfg, out):
+    """Write the run's metrics into ``out`` (ordered as METRIC_NAMES)."""
+    n = acc[A_N]
+    ann = cfg[C_ANN_FACTOR]
+    init = cfg[C_INIT_CASH]
+    total = acc[A_LAST] / init - 1.0
+    out[0] = total
+    out[1] = (1.0 + total) ** (ann / n) - 1.0 if n > 0 and total > -1.0 else -1.0
+    std = np.sqrt(acc[A_M2] / (n - 1.0)) if n > 1 else np.nan
+    out[2] = acc[A_MEAN] / std * np.sqrt(ann) if std > 0.0 else np.nan
+    down = np.sqrt(acc[A_DOWN_SQ] / n) if n > 0 else np.nan
+    out[3] = acc[A_MEAN] / down * np.sqrt(ann) if down > 0.0 else np.nan
+    out[4] = out[1] / acc[A_MAX_DD] if acc[A_MAX_DD] > 0.0 else np.nan
+    out[5] = acc[A_MAX_DD]
+    trades = state[TRADES]
+    out[6] = state[WINS] / trades if trades > 0 else np.nan
+    out[7] = state[GROSS_WIN] / state[GROSS_LOSS] if state[GROSS_LOSS] > 0.0 else np.nan
+    out[8] = (state[GROSS_WIN] - state[GROSS_LOSS]) / trades if trades > 0 else np.nan
+    out[9] = acc[A_EXPOSED] / n if n > 0 else np.nan
+    out[10] = trades
+    out[11] = state[FEES]
+    out[12] = state[LIQUIDATIONS]
+    out[13] = acc[A_LAST]
+    out[14] = state[N_FILLS]

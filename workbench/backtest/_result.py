@@ -1,0 +1,145 @@
+"""The result of one backtest: metrics, curves, fills, trades, a chart and a vectorbt Portfolio."""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.backtest import _engine as e
+from workbench.errors import WorkbenchError
+from workbench.strategies import Template
+
+_METRIC_LABELS = {
+    "total_return": ("Total return", "{:.2%}"),
+    "cagr": ("CAGR", "{:.2%}"),
+    "sharpe": ("Sharpe ratio", "{:.2f}"),
+    "sortino": ("Sortino ratio", "{:.2f}"),
+    "calmar": ("Calmar ratio", "{:.2f}"),
+    "max_drawdown": ("Max drawdown", "{:.2%}"),
+    "win_rate": ("Win rate", "{:.2%}"),
+    "profit_factor": ("Profit factor", "{:.2f}"),
+    "expectancy": ("Expectancy (per trade)", "{:,.2f}"),
+    "exposure": ("Exposure", "{:.2%}"),
+    "trades": ("Closed trades", "{:.0f}"),
+    "fees_paid": ("Fees paid", "{:,.2f}"),
+    "liquidations": ("Liquidations", "{:.0f}"),
+    "final_equity": ("Final equity", "{:,.2f}"),
+    "fills": ("Fills", "{:.0f}"),
+}
+
+
+class BacktestResult:
+    """What :func:`workbench.backtest` returns.
+
+    Attributes:
+        metrics: ``{name: value}``: total_return, cagr, sharpe, sortino, calmar, max_drawdown
+            (fractions; ratios annualised over a 365-day year), win_rate, profit_factor,
+            expectancy (quote currency per closed trade), exposure (share of bars in a
+            position), trades (closed), fees_paid, liquidations, final_equity.
+        equity: equity at each bar's close (quote currency).
+        position: signed position (base units) at each bar's close.
+        fills: every fill: time, size (+ buy, - sell), price, fee, kind.
+        trades: round trips from flat to flat: entry/exit time and price, side, size, pnl.
+    """
+
+    def __init__(self, *, template: Template, params: dict[str, Any], risk: dict[str, float | None],
+                 settings: dict[str, float], candles: pd.DataFrame, metrics: dict[str, float],
+                 equity: np.ndarray, position: np.ndarray, fills: np.ndarray, leverage: float):
+        self.template = template
+        self.params = params
+        self.risk = risk
+        self.settings = settings
+        self.candles = candles
+        self.metrics = metrics
+        self.leverage = leverage
+        index = candles.index
+        self.equity = pd.Series(equity, index=index, name="equity")
+        self.position = pd.Series(position, index=index, name="position")
+        raw = fills[:min(int(metrics["fills"]), fills.shape[0])]
+        self.fills = pd.DataFrame({
+            "time": index[raw[:, 0].astype(np.int64)],
+            "size": raw[:, 1],
+            "price": raw[:, 2],
+            "fee": raw[:, 3],
+            "kind": pd.Categorical.from_codes(raw[:, 4].astype(np.int64), categories=list(e.FILL_KINDS)),
+        })
+        self._fill_bars = raw[:, 0].astype(np.int64)
+
+    @property
+    def strategy(self) -> dict[str, Any]:
+        """The brief's JSON form of what was backtested, ready to save as a strategy."""
+        return {"type": self.template.name, "params": dict(self.params), "risk_limits": dict(self.risk)}
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        rows, position, opened, entry_cost, fees = [], 0.0, None, 0.0, 0.0
+        for fill in self.fills.itertuples(index=False):
+            size = fill.size
+            # a reversal crosses zero: split it into the closing part and the opening part
+            parts = [size] if position == 0 or np.sign(position + size) == np.sign(position) or \
+                position + size == 0 else [-position, size + position]
+            for part in parts:
+                fee = fill.fee * abs(part) / abs(size)
+                if position == 0:
+                    opened, entry_cost, fees, peak = fill, 0.0, 0.0, 0.0
+                position += part
+                entry_cost += part * fill.price
+                fees += fee
+                peak = max(peak, abs(position))
+                if abs(position) <= 1e-12 * abs(part):
+                    rows.append({"entry_time": opened.time, "exit_time": fill.time,
+                                 "side": "long" if opened.size > 0 else "short", "size": peak,
+                                 "entry_price": opened.price, "exit_price": fill.price,
+                                 "pnl": -entry_cost - fees, "fees": fees, "exit_kind": fill.kind})
+                    position = 0.0
+        columns = ["entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "pnl", "fees",
+                   "exit_kind"]
+        return pd.DataFrame(rows, columns=columns)
+
+    @cached_property
+    def drawdown(self) -> pd.Series:
+        peak = np.maximum.accumulate(np.maximum(self.equity.to_numpy(), self.settings["init_cash"]))
+        return pd.Series(self.equity.to_numpy() / peak - 1.0, index=self.equity.index, name="drawdown")
+
+    @cached_property
+    def portfolio(self):
+        """The fills replayed through ``vectorbt.Portfolio`` for its analytics and plots.
+
+        vectorbt's open-source Portfolio has no margin, so only unleveraged runs can be
+        replayed; their value matches :attr:`equity` (tests hold it to 1e-9).
+        """
+        if self.leverage != 1:
+            raise WorkbenchError(
+                f"this run uses leverage {self.leverage:g}: vectorbt's open-source Portfolio cannot "
+                "borrow for longs, so leveraged runs are simulated by the workbench's margin engine "
+                "only; use .equity, .trades and .metrics (or backtest with leverage=1 for a Portfolio)")
+        from workbench.backtest._replay import replay
+
+        return replay(self)
+
+    @cached_property
+    def figure(self):
+        """A bokeh figure: price with fills, equity, drawdown, on one linked time axis."""
+        from workbench.backtest._chart import result_figure
+
+        return result_figure(self)
+
+    def stats(self) -> pd.Series:
+        """The metrics as a labelled, formatted Series (what notebooks display)."""
+        labels, values = [], []
+        for name, (label, fmt) in _METRIC_LABELS.items():
+            value = self.metrics[name]
+            labels.append(label)
+            values.append("n/a" if value != value else fmt.format(value))
+        return pd.Series(values, index=labels, name=f"{self.template.name}")
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (f"<BacktestResult {self.template.name} {self.params} total_return={m['total_return']:.4f} "
+                f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}>")
+
+    def _repr_html_(self) -> str:
+        return self.stats().to_frame().to_html()
+

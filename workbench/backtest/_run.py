@@ -1,0 +1,224 @@
+"""``backtest`` and ``sweep``: validate, build the indicators, call the template kernel."""
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numba import njit, prange
+
+from workbench.backtest import _engine as e
+from workbench.backtest._result import BacktestResult
+from workbench.errors import ParameterError
+from workbench.strategies import Template, get_template, kernel_for
+from workbench.strategies._indicators import IndicatorKey, stack
+
+_YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default year too
+
+
+def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: float,
+              maintenance_margin: float) -> dict[str, float]:
+    if isinstance(fees, Mapping):
+        unknown = set(fees) - {"maker", "taker"}
+        if unknown:
+            raise ParameterError(f"fees: unknown key {sorted(unknown)[0]!r}; use 'maker' and 'taker'",
+                                 param="fees", value=fees)
+        maker, taker = fees.get("maker", 0.0), fees.get("taker", 0.0)
+    else:
+        maker = taker = fees
+    checks = {"fees (maker)": (maker, 0.0, 0.1), "fees (taker)": (taker, 0.0, 0.1),
+              "slippage": (slippage, 0.0, 0.1), "maintenance_margin": (maintenance_margin, 0.0, 0.5),
+              "init_cash": (init_cash, 1e-9, 1e15)}
+    for name, (value, low, high) in checks.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
+                                 f"{high:g} (a fraction: 0.001 is 0.1%)", param=name.split()[0], value=value)
+    return {"fee_maker": float(maker), "fee_taker": float(taker), "slippage": float(slippage),
+            "init_cash": float(init_cash), "maintenance_margin": float(maintenance_margin)}
+
+
+def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage: float,
+         bar: pd.Timedelta) -> np.ndarray:
+    cfg = np.zeros(e.CFG_SIZE)
+    cfg[e.C_INIT_CASH] = settings["init_cash"]
+    cfg[e.C_FEE_TAKER] = settings["fee_taker"]
+    cfg[e.C_FEE_MAKER] = settings["fee_maker"]
+    cfg[e.C_SLIPPAGE] = settings["slippage"]
+    cfg[e.C_LEVERAGE] = leverage
+    cfg[e.C_MMR] = settings["maintenance_margin"]
+    cfg[e.C_ANN_FACTOR] = _YEAR / bar
+    cfg[e.C_MAX_POSITION] = risk.get("max_position_size") or np.inf
+    cfg[e.C_MAX_DAILY_LOSS] = risk.get("max_daily_loss") or np.inf
+    return cfg
+
+
+class _Market:
+    """The candles as the contiguous float arrays the kernels read, plus the UTC day number."""
+
+    def __init__(self, candles: pd.DataFrame):
+        from workbench.data import validate_candles
+
+        self.candles = validate_candles(candles)
+        index = self.candles.index
+        self.arrays = {c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
+                       for c in ("open", "high", "low", "close")}
+        self.day = (index.as_unit("ns").asi8 // 86_400_000_000_000).astype(np.int64)
+        self.bar = pd.Timedelta(index[1] - index[0]) if len(index) > 1 else pd.Timedelta(hours=1)
+        if len(index) > 2:
+            self.bar = pd.Series(index).diff().min()
+
+    def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
+        a = self.arrays
+        kernel.simulate(a["open"], a["high"], a["low"], a["close"], self.day, ind, rows, params, cfg,
+                        fills, equity_out, position_out, out)
+
+
+def _resolve(template: str | Template) -> Template:
+    return template if isinstance(template, Template) else get_template(template)
+
+
+def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
+             risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
+             slippage: float = 0.0005, init_cash: float = 10_000.0,
+             maintenance_margin: float = 0.005) -> BacktestResult:
+    """Backtest one parameter set of a template on candles.
+
+    Args:
+        template: a template name (``"channel"``, ``"ema_reversal"``, ``"market_making"``)
+            or a :class:`Template`.
+        candles: a tidy candle frame (:func:`workbench.load_candles`, :func:`workbench.read_candles`).
+        params: parameters; missing ones take the template's defaults.
+        risk: risk limits ``max_position_size`` (notional) and ``max_daily_loss`` in the quote
+            currency; missing ones take the template's defaults, ``None`` switches one off.
+        fees: fee rate of the traded notional (0.001 = 0.1%), or ``{"maker": .., "taker": ..}``.
+        slippage: adverse price move of market orders, as a fraction of the price.
+        init_cash: starting balance in the quote currency.
+        maintenance_margin: the maintenance margin rate of leveraged positions.
+
+    Returns:
+        A :class:`BacktestResult`: ``.metrics``, ``.equity``, ``.trades``, ``.fills``,
+        ``.figure`` (bokeh) and ``.portfolio`` (the same fills replayed by vectorbt).
+
+    Raises:
+        ParameterError: a parameter, limit or setting outside its range (named in the message).
+        CandleError: candles that would give a wrong backtest.
+
+    Example:
+        >>> import workbench as wb
+        >>> result = wb.backtest("channel", wb.load_candles(), {"entry_window": 48})
+        >>> round(result.metrics["total_return"], 4)  # doctest: +SKIP
+    """
+    tpl = _resolve(template)
+    params = tpl.validate(params)
+    limits = tpl.validate_risk(risk)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin)
+    market = _Market(candles)
+    kernel = kernel_for(tpl.name)
+    cfg = _cfg(settings, limits, kernel.leverage(params), market.bar)
+    keys = kernel.indicator_keys(params)
+    ind = stack(keys, market.arrays)
+    n = len(market.candles)
+    fills = np.zeros((n * kernel.fills_per_bar + 1, 5))
+    equity_out, position_out, out = np.zeros(n), np.zeros(n), np.zeros(e.N_METRICS)
+    market.run(kernel, ind, np.arange(len(keys)), kernel.param_vector(params), cfg, fills,
+               equity_out, position_out, out)
+    return BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
+                          candles=market.candles, metrics=dict(zip(e.METRIC_NAMES, out.tolist())),
+                          equity=equity_out, position=position_out, fills=fills, leverage=cfg[e.C_LEVERAGE])
+
+
+@njit(cache=True, parallel=True)
+def _run_many(simulate, open_, high, low, close, day, ind, rows, params, cfgs, out):
+    no_fills = np.zeros((0, 5))
+    no_curve = np.zeros(0)
+    for j in prange(params.shape[0]):
+        simulate(open_, high, low, close, day, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
+                 no_curve, out[j])
+
+
+def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the grid's axes (scalars are fixed values), validated."""
+    axes = {}
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or (
+                name in tpl.params and tpl.params[name].kind == "float_list"
+                and not any(isinstance(v, (list, tuple)) for v in values)):
+            values = [values]
+        axes[name] = list(values)
+        if not axes[name]:
+            raise ParameterError(f"grid axis {name!r} has no values", param=name, value=values)
+    names = list(axes)
+    return [tpl.validate(dict(zip(names, combo))) for combo in itertools.product(*axes.values())]
+
+
+def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
+          risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
+          slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
+          sort_by: str = "sharpe", progress: bool = True, chunk_size: int | None = None) -> pd.DataFrame:
+    """Backtest every combination of a parameter grid; a ranked table of metrics.
+
+    Each row equals what :func:`backtest` gives for that combination: both run the same
+    compiled kernel. Combinations run in parallel on every core, in chunks; the progress
+    bar (tqdm: a widget in notebooks, text in a terminal) advances per chunk, and an
+    interrupt (Ctrl-C, or the notebook's stop button) keeps the rows already done.
+
+    Args:
+        grid: ``{parameter: values}``; a scalar (or, for a ladder, one list) fixes a value.
+            Parameters not in the grid take the template's defaults.
+        sort_by: the metric to rank by (descending; ascending for ``max_drawdown``).
+        Other arguments: as :func:`backtest`.
+
+    Example:
+        >>> table = wb.sweep("channel", candles, {"entry_window": range(10, 200, 10),
+        ...                                       "exit_window": [12, 24, 48]})  # doctest: +SKIP
+        >>> table.head()  # best first  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    tpl = _resolve(template)
+    if sort_by not in e.METRIC_NAMES:
+        raise ParameterError(f"sort_by: {sort_by!r} is not a metric; choose one of {', '.join(e.METRIC_NAMES)}",
+                             param="sort_by", value=sort_by)
+    combos = _combinations(tpl, grid)
+    limits = tpl.validate_risk(risk)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin)
+    market = _Market(candles)
+    kernel = kernel_for(tpl.name)
+    keys: dict[IndicatorKey, int] = {}
+    rows = np.array([[keys.setdefault(k, len(keys)) for k in kernel.indicator_keys(c)] for c in combos],
+                    dtype=np.int64)
+    ind = stack(list(keys), market.arrays)
+    params = np.array([kernel.param_vector(c) for c in combos])
+    cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market.bar) for c in combos])
+    out = np.full((len(combos), e.N_METRICS), np.nan)
+    size = chunk_size or max(1, min(len(combos), 2_000_000 // max(len(market.candles), 1) * 8))
+    done = 0
+    a = market.arrays
+    bar = tqdm(total=len(combos), desc=f"sweep {tpl.name}", unit="run", disable=not progress)
+    try:
+        for start in range(0, len(combos), size):
+            stop = min(start + size, len(combos))
+            _run_many(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, ind,
+                      rows[start:stop], params[start:stop], cfgs[start:stop], out[start:stop])
+            done = stop
+            bar.update(stop - start)
+    except KeyboardInterrupt:
+        warnings.warn(f"sweep interrupted: returning the {done} of {len(combos)} combinations done",
+                      stacklevel=2)
+    finally:
+        bar.close()
+    swept = [name for name in grid if name in tpl.params]
+    table = pd.DataFrame({name: [c[name] for c in combos[:done]] for name in swept})
+    metrics = pd.DataFrame(out[:done], columns=list(e.METRIC_NAMES))
+    table = pd.concat([table, metrics], axis=1)
+    table["trades"] = table["trades"].astype(int)
+    ascending = sort_by == "max_drawdown"
+    table = table.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    table.attrs.update(template=tpl.name, combinations=len(combos), completed=done,
+                       interrupted=done < len(combos), bars=len(market.candles))
+    return table
+

@@ -1,0 +1,1 @@
+"""Exchanges behind one interface: ccxt clients (Gate, Binance) and the paper exchange."""

@@ -1,0 +1,1 @@
+"""JupyterHub integration: provisioning tenants and the workbench service."""

@@ -1,0 +1,1 @@
+"""Scheduled headless runs of promoted notebooks on the procrastinate job queue."""

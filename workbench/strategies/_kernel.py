@@ -1,0 +1,47 @@
+"""How a template's numba kernel plugs into backtest and sweep (registered by name).
+
+A kernel class names the indicators its parameters need, packs the parameters into a
+float vector, and points at one ``simulate`` function compiled by numba::
+
+    simulate(open, high, low, close, day, indicators, rows, params, cfg,
+             fills, equity_out, position_out, metrics_out)
+
+``indicators[rows[k]]`` is the k-th indicator the kernel asked for. ``fills``,
+``equity_out`` and ``position_out`` are empty in a sweep, sized to record in a backtest.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from workbench.strategies._indicators import IndicatorKey
+
+KERNELS: dict[str, type[Kernel]] = {}
+
+
+def register(cls: type[Kernel]) -> type[Kernel]:
+    """Class decorator: make ``cls`` the kernel of the template ``cls.name``."""
+    KERNELS[cls.name] = cls
+    return cls
+
+
+class Kernel:
+    name: ClassVar[str]
+    #: upper bound of fills one bar can produce, to size the fill record of a backtest
+    fills_per_bar: ClassVar[int] = 2
+
+    @staticmethod
+    def indicator_keys(params: Mapping[str, Any]) -> list[IndicatorKey]:
+        raise NotImplementedError
+
+    @staticmethod
+    def param_vector(params: Mapping[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def leverage(params: Mapping[str, Any]) -> float:
+        return float(params.get("leverage", 1))
+
+    simulate: ClassVar[Any]

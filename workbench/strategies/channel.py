@@ -1,0 +1,102 @@
+"""The ``channel`` template: Donchian channel breakout or reversion, long, short or both.
+
+Semantics (also in ``templates/channel.json``): the signal is evaluated at the close of
+bar t against the channel of bars t-N..t-1, and fills at the open of bar t+1.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from workbench.backtest import _engine as e
+from workbench.strategies._kernel import Kernel, register
+
+_MODES = ("breakout", "reversion")
+_DIRECTIONS = ("long", "short", "both")
+
+
+@njit(cache=True)
+def _target(side, close, upper_entry, lower_entry, upper_exit, lower_exit, reversion, direction):
+    """The side (+1 long, -1 short, 0 flat) wanted after the close of a bar."""
+    if reversion:
+        long_entry = close < lower_entry
+        long_exit = close > upper_exit
+        short_entry = close > upper_entry
+        short_exit = close < lower_exit
+    else:
+        long_entry = close > upper_entry
+        long_exit = close < lower_exit
+        short_entry = close < lower_entry
+        short_exit = close > upper_exit
+    can_long = direction != 1
+    can_short = direction != 0
+    if side > 0 and long_exit:
+        side = 0
+    elif side < 0 and short_exit:
+        side = 0
+    if side == 0:
+        if can_long and long_entry:
+            return 1
+        if can_short and short_entry:
+            return -1
+    elif side > 0 and can_short and short_entry and not long_entry:
+        return -1
+    elif side < 0 and can_long and long_entry and not short_entry:
+        return 1
+    return side
+
+
+@njit(cache=True)
+def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out):
+    reversion = p[0] == 1.0
+    direction = int(p[1])
+    fraction = p[2]
+    upper_entry, lower_entry = ind[rows[0]], ind[rows[1]]
+    upper_exit, lower_exit = ind[rows[2]], ind[rows[3]]
+    state = e.new_state(cfg)
+    acc = e.new_accumulator(cfg)
+    target = 0
+    risk_exit = False
+    for t in range(close.shape[0]):
+        e.new_day(state, cfg, day[t], open_[t])
+        side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
+        if target != side:
+            e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
+            if target != 0:
+                e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
+        risk_exit = False
+        side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
+        if e.daily_loss_breached(state, cfg, close[t]) or state[e.HALTED] == 1.0:
+            target = 0
+            risk_exit = side != 0
+        else:  # NaN bands (warm-up, or a side not traded) compare False: no signal
+            target = _target(side, close[t], upper_entry[t], lower_entry[t], upper_exit[t],
+                             lower_exit[t], reversion, direction)
+        e.end_bar(state, acc, equity_out, position_out, t, close[t])
+    e.finish(state, acc, cfg, out)
+
+
+@register
+class Channel(Kernel):
+    name = "channel"
+    fills_per_bar = 2
+    simulate = simulate
+
+    @staticmethod
+    def indicator_keys(params: Mapping[str, Any]) -> list[tuple[str, int]]:
+        n, m = params["entry_window"], params["exit_window"]
+        keys = [("high_max", n), ("low_min", n), ("high_max", m), ("low_min", m)]
+        if params["direction"] == "both":
+            return keys
+        # one side reads two of the four bands; the others share one NaN row (sweep memory)
+        upper_entry = (params["direction"] == "long") == (params["mode"] == "breakout")
+        used = (0, 3) if upper_entry else (1, 2)
+        return [key if i in used else ("unused", 0) for i, key in enumerate(keys)]
+
+    @staticmethod
+    def param_vector(params: Mapping[str, Any]) -> np.ndarray:
+        return np.array([_MODES.index(params["mode"]), _DIRECTIONS.index(params["direction"]),
+                         params["position_size"]], dtype=np.float64)
