@@ -208,7 +208,7 @@ def entry_units(state, cfg, price, budget, fee_rate):
     to the cash at leverage 1 spends exactly the cash.
     """
     budget = min(budget, state[CASH])
-    if budget <= 0.0:
+    if budget <= cfg[C_INIT_CASH] * 1e-9:  # rounding dust after a total loss is no budget
         return 0.0
     units = budget / (price * (1.0 / cfg[C_LEVERAGE] + fee_rate))
     room = cfg[C_MAX_POSITION] - abs(state[UNITS]) * price

@@ -1,0 +1,194 @@
+"""backtest and sweep on the real bundled candles: vectorbt agrees, sweeps equal backtests."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import workbench as wb
+
+NO_LIMITS = {"max_position_size": None, "max_daily_loss": None}
+CASES = [
+    ("channel", {"entry_window": 48, "exit_window": 24}),
+    ("channel", {"entry_window": 30, "exit_window": 60, "direction": "both"}),
+    ("channel", {"entry_window": 20, "exit_window": 10, "mode": "reversion", "direction": "short"}),
+    ("ema_reversal", {"ema_window": 24, "dip_levels": [1.0, 2.0, 3.0], "stop_loss": 4.0}),
+    ("market_making", {"spread": 1.0, "inventory": "both"}),
+    ("market_making", {"spread": 0.6, "reference": "ema", "ema_window": 12}),
+]
+
+
+@pytest.fixture(scope="module")
+def candles() -> pd.DataFrame:
+    return wb.load_candles().iloc[-4000:]  # the last ~5.5 months of the bundled BTC/USD hours
+
+
+def _close(a: float, b: float, rel: float = 1e-9) -> bool:
+    return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+@pytest.mark.parametrize("template, params", CASES)
+def test_vectorbt_replays_the_same_fills_to_the_same_equity_and_metrics(candles, template, params):
+    result = wb.backtest(template, candles, params)
+    portfolio = result.portfolio
+    value = portfolio.value().to_numpy()
+    assert np.max(np.abs(value / result.equity.to_numpy() - 1)) < 1e-9
+    returns = portfolio.returns().vbt.returns(freq="1h")
+    m = result.metrics
+    for ours, theirs in [(m["sharpe"], returns.sharpe_ratio()), (m["sortino"], returns.sortino_ratio()),
+                         (m["cagr"], returns.annualized()), (m["calmar"], returns.calmar_ratio()),
+                         (m["max_drawdown"], -portfolio.max_drawdown()),
+                         (m["total_return"], portfolio.total_return()),
+                         (m["fees_paid"], portfolio.orders.fees.sum())]:
+        assert _close(ours, theirs), (ours, theirs)
+    assert len(portfolio.orders.records) == len(result.fills)
+
+
+def test_channel_trades_equal_vectorbts_standard_from_signals_pipeline(candles):
+    import vectorbt as vbt
+
+    n, m, fees, slippage = 48, 24, 0.001, 0.0005
+    result = wb.backtest("channel", candles, {"entry_window": n, "exit_window": m}, fees=fees, slippage=slippage)
+    high, low, close = candles["high"], candles["low"], candles["close"]
+    entries = close > high.rolling(n).max().shift(1)
+    exits = close < low.rolling(m).min().shift(1)
+    portfolio = vbt.Portfolio.from_signals(close, entries.shift(1, fill_value=False),
+                                           exits.shift(1, fill_value=False), price=candles["open"],
+                                           fees=fees, slippage=slippage, init_cash=10_000, freq="1h")
+    theirs = portfolio.trades.records_readable
+    ours = result.trades
+    assert len(ours) == int(portfolio.trades.closed.count())
+    closed = theirs[theirs["Status"] == "Closed"]
+    assert list(ours["entry_time"]) == list(closed["Entry Timestamp"])
+    assert list(ours["exit_time"]) == list(closed["Exit Timestamp"])
+    assert _close(result.equity.iloc[-1], portfolio.value().iloc[-1])
+
+
+def test_leveraged_runs_have_no_vectorbt_portfolio_and_say_why(candles):
+    result = wb.backtest("ema_reversal", candles, {"leverage": 5})
+    with pytest.raises(wb.WorkbenchError, match="leverage 5: vectorbt's open-source Portfolio cannot borrow"):
+        result.portfolio
+
+
+@pytest.mark.parametrize("template, grid", [
+    ("channel", {"entry_window": range(10, 110, 10), "exit_window": [5, 12, 24, 48],
+                 "direction": ["long", "both"]}),
+    ("ema_reversal", {"ema_window": [12, 50], "stop_loss": [0.5, 2.0, 5.0], "leverage": [1, 3, 20],
+                      "take_profit": [[1.0], [1.0, 2.0, 4.0]]}),
+    ("market_making", {"spread": [0.2, 0.8, 2.0], "order_size": [0.05, 0.2], "inventory": ["long_only", "both"]}),
+])
+def test_every_sweep_row_equals_the_backtest_of_that_combination(candles, template, grid):
+    table = wb.sweep(template, candles, grid, progress=False)
+    expected = int(np.prod([len(list(v)) for v in grid.values()]))
+    assert len(table) == expected and table.attrs["completed"] == expected
+    ranked = table["sharpe"].dropna()
+    assert ranked.is_monotonic_decreasing
+    for rank in np.random.default_rng(7).choice(table.index, size=6, replace=False):
+        row = table.loc[rank]
+        params = {name: row[name] for name in grid}
+        metrics = wb.backtest(template, candles, params).metrics
+        for name, value in metrics.items():
+            assert _close(value, float(row[name])), (params, name, value, row[name])
+
+
+def test_sweep_fixed_values_and_defaults(candles):
+    table = wb.sweep("channel", candles, {"entry_window": [20, 40], "exit_window": 10}, progress=False)
+    assert table["exit_window"].tolist() == [10, 10]
+    assert set(table.columns) >= {"entry_window", "exit_window", "sharpe", "max_drawdown", "trades"}
+
+
+def test_an_interrupted_sweep_keeps_the_rows_already_done(candles):
+    grid = {"entry_window": range(2, 1202), "exit_window": [5, 10]}  # 2400 runs, one per chunk
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(UserWarning, match=r"sweep interrupted: returning the \d+ of 2400"):
+            table = wb.sweep("channel", candles, grid, progress=False, chunk_size=4)
+    finally:
+        timer.cancel()
+    assert table.attrs["interrupted"] and 0 < len(table) < 2400
+    assert table.attrs["completed"] == len(table)
+    first = table.sort_values(["entry_window", "exit_window"]).iloc[0]
+    again = wb.backtest("channel", candles, {"entry_window": int(first["entry_window"]),
+                                             "exit_window": int(first["exit_window"])})
+    assert _close(again.metrics["sharpe"], first["sharpe"])
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda c: wb.backtest("channel", c, fees=-0.1), "fees (maker): -0.1 is not allowed"),
+    (lambda c: wb.backtest("channel", c, fees={"makr": 0.1}), "fees: unknown key 'makr'"),
+    (lambda c: wb.backtest("channel", c, slippage=0.5), "slippage: 0.5 is not allowed"),
+    (lambda c: wb.backtest("channel", c, init_cash=0), "init_cash: 0 is not allowed"),
+    (lambda c: wb.backtest("channel", c, risk={"max_daily_loss": -5}), "risk limit 'max_daily_loss': -5"),
+    (lambda c: wb.backtest("channel", c, risk={"max_loss": 5}), "unknown risk limit 'max_loss'"),
+    (lambda c: wb.sweep("channel", c, {"entry_window": []}), "grid axis 'entry_window' has no values"),
+    (lambda c: wb.sweep("channel", c, {"entry_window": [10, 1]}), "'entry_window': 1 is not allowed"),
+    (lambda c: wb.sweep("channel", c, {}, sort_by="alpha"), "sort_by: 'alpha' is not a metric"),
+])
+def test_bad_settings_are_refused_with_a_precise_message(candles, call, fragment):
+    with pytest.raises(wb.ParameterError) as info:
+        call(candles)
+    assert fragment in str(info.value)
+
+
+def test_figure_has_price_equity_and_drawdown_on_one_time_axis(candles):
+    result = wb.backtest("channel", candles)
+    figure = result.figure
+    price, equity, drawdown = figure.children
+    assert equity.x_range is price.x_range and drawdown.x_range is price.x_range
+    scatter = [r for r in price.renderers if "scatter" in type(r.glyph).__name__.lower()]
+    assert sum(len(r.data_source.data["price"]) for r in scatter) == len(result.fills)
+
+
+def test_result_exposes_the_strategy_json_and_stats(candles):
+    result = wb.backtest("ema_reversal", candles, {"leverage": 3})
+    assert result.strategy == {"type": "ema_reversal", "params": result.params, "risk_limits": NO_LIMITS}
+    stats = result.stats()
+    assert stats["Closed trades"] == str(int(result.metrics["trades"]))
+    assert "Sharpe ratio" in result._repr_html_()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_backtest_prints_json_metrics_equal_to_the_api(tmp_path, candles):
+    path = tmp_path / "candles.csv"
+    candles.reset_index().to_csv(path, index=False)
+    run = _cli("backtest", "channel", "--candles", str(path), "--params", '{"entry_window": 30}', "--json")
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    expected = wb.backtest("channel", candles, {"entry_window": 30}).metrics
+    assert out["strategy"]["params"]["entry_window"] == 30
+    assert _close(out["metrics"]["sharpe"], expected["sharpe"])
+
+
+def test_cli_sweep_ranks_a_grid(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"entry_window": [20, 40, 80], "exit_window": [10, 20]}))
+    run = _cli("sweep", "channel", "--candles", "bundled", "--grid", f"@{grid}", "--json", "--top", "3")
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert rows[0]["sharpe"] >= rows[1]["sharpe"] >= rows[2]["sharpe"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["backtest", "channel", "--candles", "bundled", "--params", '{"entry_window": 1}'],
+     "workbench backtest: error: parameter 'entry_window': 1 is not allowed"),
+    (["backtest", "channel", "--candles", "bundled", "--params", "{oops"],
+     "workbench backtest: error: --params: invalid JSON at line 1 column 2"),
+    (["backtest", "nope", "--candles", "bundled"], "workbench backtest: error: unknown template 'nope'"),
+    (["sweep", "channel", "--candles", "/nonexistent.csv", "--grid", "{}"], "workbench sweep: error:"),
+])
+def test_cli_bad_input_exits_2_with_one_clear_line(args, message):
+    run = _cli(*args)
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,448 @@
+"""workbench.data: the bundled candles, CSV reading and validation, repairs, resampling, and
+fetch_candles with the real ccxt.binance client talking to a loopback Binance."""
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from loopback_exchange import BinanceSpot
+
+import workbench as wb
+from workbench.errors import CandleError, ParameterError
+
+BUNDLED = Path(wb.__file__).parent / "data" / "btcusd_1h_bitfinex.csv.gz"
+HEADER = "time,open,high,low,close,volume"
+GOOD = [  # hourly candles, lines 2..7 of a file with HEADER on line 1
+    "2019-01-01 00:00,3800.0,3850.0,3790.0,3840.0,10.0",
+    "2019-01-01 01:00,3840.0,3880.0,3830.0,3870.0,12.0",
+    "2019-01-01 02:00,3870.0,3900.0,3860.0,3890.0,8.0",
+    "2019-01-01 03:00,3890.0,3895.0,3850.0,3860.0,9.5",
+    "2019-01-01 04:00,3860.0,3870.0,3820.0,3825.0,11.0",
+    "2019-01-01 05:00,3825.0,3840.0,3800.0,3835.0,7.0",
+]
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER, name: str = "candles.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def replaced(index: int, row: str) -> list[str]:
+    rows = list(GOOD)
+    rows[index] = row
+    return rows
+
+
+def candle_error(path: Path, **kwargs) -> str:
+    with pytest.raises(CandleError) as caught:
+        wb.read_candles(path, **kwargs)
+    return str(caught.value)
+
+
+# --- the bundled series -------------------------------------------------------------------
+
+
+def test_bundled_candles_are_tidy():
+    candles = wb.load_candles()
+    assert len(candles) == 17_583
+    assert candles.index[0] == pd.Timestamp("2017-07-01 11:00", tz="UTC")
+    assert candles.index[-1] == pd.Timestamp("2019-07-04 01:00", tz="UTC")
+    assert candles.index.name == "time" and str(candles.index.dtype) == "datetime64[ns, UTC]"
+    assert list(candles.columns) == ["open", "high", "low", "close", "volume"]
+    assert (candles.dtypes == "float64").all()
+    assert candles.index.is_monotonic_increasing and candles.index.is_unique
+    assert (np.diff(candles.index.asi8) == 3_600 * 10**9).all()  # no gaps
+    assert candles.attrs["timeframe"] == "1h" and candles.attrs["symbol"] == "BTC/USD"
+    assert "Bitfinex" in candles.attrs["source"]
+    # first line of the file: 2019-07-04 01:00,BTCUSD,11849.99,11880.0,11790.01,11849.69,303.61,...
+    assert candles.loc["2019-07-04 01:00"].tolist() == [11849.99, 11880.0, 11790.01, 11849.69, 303.61]
+    assert (candles["volume"] == 0).sum() == 28  # hours without trades, kept as they are
+
+
+def test_bundled_file_needs_exactly_the_documented_sort(tmp_path):
+    message = candle_error(BUNDLED)
+    assert "line 14371 (2017-11-12 03:00 UTC): out of order: comes after the later candle 2017-11-12 08:00 UTC" in message
+    assert "repair=['sort']" in message
+    raw = pd.read_csv(BUNDLED)
+    ascending = pd.to_datetime(raw["Date"], utc=True).iloc[::-1].to_numpy()
+    assert (ascending != wb.load_candles().index.to_numpy()).sum() == 10  # the rows the sort moves
+
+
+def test_unknown_bundled_name():
+    with pytest.raises(CandleError, match="no bundled candles named 'ethusd_1h'; available: btcusd_1h"):
+        wb.load_candles("ethusd_1h")
+
+
+# --- layouts --------------------------------------------------------------------------------
+
+
+def test_bitfinex_layout_newest_first_with_base_volume(tmp_path):
+    path = write_csv(tmp_path, [
+        "2019-01-01 02:00,ETHUSD,140.0,141.0,139.0,140.5,50.0,7025.0",
+        "2019-01-01 01:00,ETHUSD,139.0,140.5,138.5,140.0,40.0,5600.0",
+        "2019-01-01 00:00,ETHUSD,138.0,139.5,137.0,139.0,30.0,4170.0",
+    ], header="Date,Symbol,Open,High,Low,Close,VolumeFrom,VolumeTo")
+    candles = wb.read_candles(path)
+    assert candles.index[0] == pd.Timestamp("2019-01-01 00:00", tz="UTC")
+    assert candles["volume"].tolist() == [30.0, 40.0, 50.0]
+    assert candles.attrs == {"timeframe": "1h", "symbol": "ETHUSD", "source": str(path)}
+
+
+@pytest.mark.parametrize(("header", "times"), [
+    ("Timestamp,Open,High,Low,Close,Volume", ["1546300800000", "1546301100000", "1546301400000"]),  # ms
+    ("unix,open,high,low,close,volume", ["1546300800", "1546301100", "1546301400"]),  # seconds
+    ("date,OPEN,HIGH,LOW,CLOSE,VOL", ["2019-01-01T01:00:00+01:00", "2019-01-01T01:05:00+01:00", "2019-01-01T01:10:00+01:00"]),
+])
+def test_common_layouts_and_time_formats(tmp_path, header, times):
+    prices = ["10.0,11.0,9.0,10.5,1.0", "10.5,12.0,10.0,11.0,2.0", "11.0,11.5,10.5,11.2,3.0"]
+    candles = wb.read_candles(write_csv(tmp_path, [f"{t},{p}" for t, p in zip(times, prices)], header=header))
+    assert candles.index.tolist() == list(pd.date_range("2019-01-01 00:00", periods=3, freq="5min", tz="UTC"))
+    assert candles.attrs["timeframe"] == "5m"
+    assert candles["close"].tolist() == [10.5, 11.0, 11.2]
+
+
+def test_tidy_frame_round_trips_through_csv_and_gzip_stream():
+    candles = wb.load_candles().iloc[:500]
+    buffer = io.BytesIO(gzip.compress(candles.to_csv().encode()))
+    with gzip.open(buffer, "rt") as stream:
+        again = wb.read_candles(stream)
+    pd.testing.assert_frame_equal(again, candles, check_freq=False)
+
+
+def test_blank_lines_do_not_shift_line_numbers(tmp_path):
+    rows = [*GOOD[:2], "", replaced(2, "2019-01-01 02:00,3870.0,3900.0,3860.0,3890.0,-8.0")[2]]
+    message = candle_error(write_csv(tmp_path, rows))
+    assert "line 5 (2019-01-01 02:00 UTC): volume -8.0 is negative" in message
+
+
+def test_timeframe_is_inferred_despite_a_gap_or_taken_as_given(tmp_path):
+    daily = ["2019-01-01,1,2,0.5,1.5,1", "2019-01-02,1.5,2,1,1.8,1", "2019-01-03,1.8,2,1,1.2,1"]
+    assert wb.read_candles(write_csv(tmp_path, daily)).attrs["timeframe"] == "1d"
+    message = candle_error(write_csv(tmp_path, daily), timeframe="12h")
+    assert "line 3 (2019-01-02 00:00 UTC): 1 12h candle missing before it (previous candle 2019-01-01 00:00 UTC)" in message
+
+
+# --- validation errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    (replaced(2, "yesterday,3870.0,3900.0,3860.0,3890.0,8.0"),
+     "line 4: timestamp 'yesterday' is not a date"),
+    (replaced(2, ",3870.0,3900.0,3860.0,3890.0,8.0"), "line 4: timestamp is missing"),
+    (replaced(1, "2019-01-01 01:00,3840.0,3810.0,3850.5,3870.0,12.0"),
+     "line 3 (2019-01-01 01:00 UTC): high 3810.0 is below low 3850.5"),
+    (replaced(1, "2019-01-01 01:00,3900.0,3880.0,3830.0,3870.0,12.0"),
+     "line 3 (2019-01-01 01:00 UTC): open 3900.0 is outside [low 3830.0, high 3880.0]"),
+    (replaced(1, "2019-01-01 01:00,3840.0,3880.0,3830.0,3820.0,12.0"),
+     "line 3 (2019-01-01 01:00 UTC): close 3820.0 is outside [low 3830.0, high 3880.0]"),
+    (replaced(3, "2019-01-01 03:00,3890.0,3895.0,3850.0,,9.5"), "line 5 (2019-01-01 03:00 UTC): close is missing"),
+    (replaced(3, "2019-01-01 03:00,3890.0,3895.0,0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): low 0.0 is not positive"),
+    (replaced(3, "2019-01-01 03:00,abc,3895.0,3850.0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): open 'abc' is not a number"),
+    (replaced(3, "2019-01-01 03:00,3890.0,inf,3850.0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): high inf is not finite"),
+    (replaced(4, "2019-01-01 04:00,3860.0,3870.0,3820.0,3825.0,-1.0"),
+     "line 6 (2019-01-01 04:00 UTC): volume -1.0 is negative"),
+    ([*GOOD[:3], GOOD[2], *GOOD[3:]], "line 5 (2019-01-01 02:00 UTC): duplicate: repeats line 4"),
+    ([*GOOD[:3], GOOD[2].replace("8.0", "9.0"), *GOOD[3:]],
+     "line 5 (2019-01-01 02:00 UTC): duplicate: has the same time as, but other values than, line 4"),
+    ([GOOD[0], GOOD[1], GOOD[4], GOOD[5]],
+     "line 4 (2019-01-01 04:00 UTC): 2 1h candles missing before it (previous candle 2019-01-01 01:00 UTC)"),
+    ([GOOD[0], GOOD[2], GOOD[1], *GOOD[3:]],
+     "line 4 (2019-01-01 01:00 UTC): out of order: comes after the later candle 2019-01-01 02:00 UTC"),
+    ([*GOOD, "2019-01-01 06:30,3835.0,3840.0,3800.0,3835.0,7.0"],
+     "line 8 (2019-01-01 06:30 UTC): 90m after the previous candle (2019-01-01 05:00 UTC), not a whole number of 1h candles"),
+])
+def test_each_defect_is_an_error_naming_line_time_and_problem(tmp_path, rows, expected):
+    message = candle_error(write_csv(tmp_path, rows, name="bad.csv"))
+    assert expected in message
+    assert message.startswith(f"{tmp_path / 'bad.csv'}: 1 problem in the")
+
+
+@pytest.mark.parametrize(("header", "missing"), [
+    ("time,open,high,low,close", "volume"),
+    ("when,open,high,low,close,volume", "time"),
+    ("Date,Open,Low,Close,VolumeTo", "high, volume"),
+])
+def test_missing_columns_are_named(tmp_path, header, missing):
+    message = candle_error(write_csv(tmp_path, ["2019-01-01 00:00,1,2,3,4"], header=header))
+    assert f"missing column(s) {missing}; found {header.replace(',', ', ')}" in message
+
+
+def test_many_bad_rows_quote_the_first_few_and_count_the_rest(tmp_path):
+    times = pd.date_range("2019-01-01", periods=30, freq="1h")
+    rows = [f"{t:%Y-%m-%d %H:%M},10,9,11,10,1" if i % 3 == 0 else f"{t:%Y-%m-%d %H:%M},10,11,9,10,1" for i, t in enumerate(times)]
+    message = candle_error(write_csv(tmp_path, rows))
+    assert "10 problems in the 1h candles" in message
+    assert "line 2 (2019-01-01 00:00 UTC): high 9.0 is below low 11.0" in message
+    assert "line 14 (2019-01-01 12:00 UTC)" in message and "line 17 " not in message
+    assert "... and 5 more" in message
+    assert "repair=['drop_invalid']" in message
+
+
+def test_all_defects_of_one_row_are_named_together(tmp_path):
+    message = candle_error(write_csv(tmp_path, replaced(0, "2019-01-01 00:00,-5,3850.0,3790.0,3840.0,-1")))
+    assert "line 2 (2019-01-01 00:00 UTC): open -5.0 is not positive; volume -1.0 is negative; open -5.0 is outside" in message
+
+
+def test_mixed_symbols_empty_files_and_unknown_repairs(tmp_path):
+    header = "date,symbol,open,high,low,close,volume"
+    mixed = write_csv(tmp_path, ["2019-01-01 00:00,BTCUSD,1,2,1,2,1", "2019-01-01 01:00,ETHUSD,1,2,1,2,1"], header=header)
+    assert "column symbol holds 2 symbols (BTCUSD, ETHUSD)" in candle_error(mixed)
+    assert "no candles" in candle_error(write_csv(tmp_path, []))
+    (tmp_path / "empty.csv").write_text("")
+    assert "not a readable CSV file" in candle_error(tmp_path / "empty.csv")
+    with pytest.raises(ParameterError, match="unknown repair 'dedupe'; choose from drop_invalid, sort, drop_duplicates, fill_gaps"):
+        wb.read_candles(write_csv(tmp_path, GOOD), repair="dedupe")
+    assert "timeframe '1M' is not understood (monthly candles have no fixed length)" in candle_error(write_csv(tmp_path, GOOD), timeframe="1M")
+
+
+def test_validate_candles_names_rows_of_a_frame_by_position_and_time():
+    frame = pd.read_csv(io.StringIO("\n".join([HEADER, *GOOD])), index_col="time", parse_dates=True)
+    frame.loc[pd.Timestamp("2019-01-01 02:00"), "low"] = 3950.0
+    with pytest.raises(CandleError, match=r"row 2 \(2019-01-01 02:00 UTC\): high 3900.0 is below low 3950.0"):
+        wb.validate_candles(frame)
+    frame.attrs.update(symbol="BTC/USDT", timeframe="1h")
+    tidy = wb.validate_candles(frame, repair=["drop_invalid", "fill_gaps"])
+    assert tidy.attrs == {"timeframe": "1h", "symbol": "BTC/USDT"}
+    assert len(tidy) == 6 and tidy.loc["2019-01-01 02:00"].tolist() == [3870.0, 3870.0, 3870.0, 3870.0, 0.0]
+    assert str(tidy.index.dtype) == "datetime64[ns, UTC]"  # naive times are taken as UTC
+    single = wb.validate_candles(tidy.iloc[:1])  # one candle: the timeframe comes from attrs
+    assert single.attrs["timeframe"] == "1h"
+    bare = tidy.iloc[:1].copy()
+    bare.attrs = {}
+    with pytest.raises(CandleError, match="cannot infer the timeframe from 1 candle"):
+        wb.validate_candles(bare)
+
+
+# --- repairs ----------------------------------------------------------------------------------
+
+
+def test_sort_and_drop_duplicates_keep_the_last_of_equal_times(tmp_path):
+    rows = [GOOD[3], GOOD[0], GOOD[2], GOOD[1], GOOD[1].replace("12.0", "13.0"), GOOD[4], GOOD[5]]
+    message = candle_error(write_csv(tmp_path, rows), repair="sort")
+    assert "duplicate: has the same time as, but other values than, line 5" in message
+    candles = wb.read_candles(write_csv(tmp_path, rows), repair=["drop_duplicates", "sort"])
+    expected = wb.read_candles(write_csv(tmp_path, GOOD))
+    expected.loc["2019-01-01 01:00", "volume"] = 13.0
+    pd.testing.assert_frame_equal(candles, expected)
+
+
+def test_fill_gaps_inserts_flat_zero_volume_candles(tmp_path):
+    candles = wb.read_candles(write_csv(tmp_path, [GOOD[0], GOOD[1], GOOD[4], GOOD[5]]), repair="fill_gaps")
+    assert len(candles) == 6
+    filled = candles.loc["2019-01-01 02:00":"2019-01-01 03:00"]
+    assert filled.to_numpy().tolist() == [[3870.0, 3870.0, 3870.0, 3870.0, 0.0]] * 2
+    assert candles.loc["2019-01-01 04:00"].tolist() == [3860.0, 3870.0, 3820.0, 3825.0, 11.0]
+
+
+def test_drop_invalid_then_fill_gaps(tmp_path):
+    rows = replaced(2, "2019-01-01 02:00,3870.0,3800.0,3860.0,3890.0,8.0")  # high < low
+    message = candle_error(write_csv(tmp_path, rows), repair="drop_invalid")
+    assert "line 5 (2019-01-01 03:00 UTC): 1 1h candle missing before it" in message
+    assert "repair=['fill_gaps']" in message
+    candles = wb.read_candles(write_csv(tmp_path, rows), repair=["fill_gaps", "drop_invalid"])
+    assert candles.loc["2019-01-01 02:00"].tolist() == [3870.0, 3870.0, 3870.0, 3870.0, 0.0]
+    assert len(candles) == 6
+
+
+# --- resample ---------------------------------------------------------------------------------
+
+
+def hourly(values: list[tuple[float, float, float, float, float]], start: str) -> pd.DataFrame:
+    index = pd.date_range(start, periods=len(values), freq="1h", tz="UTC", name="time")
+    frame = pd.DataFrame(values, index=index, columns=["open", "high", "low", "close", "volume"])
+    frame.attrs["timeframe"] = "1h"
+    return frame
+
+
+def test_resample_to_4h_aggregates_and_drops_incomplete_buckets():
+    rows = [(10 + i, 12 + i, 9 + i, 11 + i, float(i)) for i in range(12)]  # 01:00 .. 12:00
+    result = wb.resample(hourly(rows, "2019-01-01 01:00"), "4h")
+    # 00:00 bucket has only 01-03, 12:00 only 12:00: both incomplete. 04:00 = rows 3..6, 08:00 = rows 7..10.
+    assert result.index.tolist() == [pd.Timestamp("2019-01-01 04:00", tz="UTC"), pd.Timestamp("2019-01-01 08:00", tz="UTC")]
+    assert result.to_numpy().tolist() == [[13.0, 18.0, 12.0, 17.0, 18.0], [17.0, 22.0, 16.0, 21.0, 34.0]]
+    assert result.attrs["timeframe"] == "4h" and result.index.name == "time"
+
+
+def test_resample_weekly_starts_on_monday_and_bundled_daily_sums_volume():
+    daily = wb.resample(wb.load_candles(), "1d")
+    assert daily.index[0] == pd.Timestamp("2017-07-02", tz="UTC")  # 2017-07-01 starts at 11:00
+    hours = wb.load_candles().loc["2017-07-02"]
+    assert daily.iloc[0].tolist() == [hours.open.iloc[0], hours.high.max(), hours.low.min(), hours.close.iloc[-1], pytest.approx(hours.volume.sum())]
+    weekly = wb.resample(daily, "1w")
+    assert {t.day_name() for t in weekly.index} == {"Monday"}
+    assert weekly.index[0] == pd.Timestamp("2017-07-03", tz="UTC")
+
+
+def test_resample_refuses_finer_or_uneven_timeframes():
+    candles = hourly([(10, 12, 9, 11, 1)] * 8, "2019-01-01")
+    with pytest.raises(CandleError, match="cannot resample 1h candles to the finer timeframe 15m"):
+        wb.resample(candles, "15m")
+    with pytest.raises(CandleError, match="90m is not a whole number of 1h candles"):
+        wb.resample(candles, "90m")
+
+
+# --- fetch_candles against a loopback Binance -------------------------------------------------
+
+START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def synthetic(count: int, start: pd.Timestamp = START) -> pd.DataFrame:
+    """A random-walk hourly series with 2-decimal prices (exact through Binance's strings)."""
+    rng = np.random.default_rng(7)
+    close = np.round(40_000 + np.cumsum(rng.normal(0, 50, count)), 2)
+    open_ = np.r_[close[0], close[:-1]]
+    frame = pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.round(np.maximum(open_, close) + 10, 2),
+            "low": np.round(np.minimum(open_, close) - 10, 2),
+            "close": close,
+            "volume": np.round(rng.uniform(1, 100, count), 4),
+        },
+        index=pd.date_range(start, periods=count, freq="1h", tz="UTC", name="time", unit="ns"),
+    )
+    frame.attrs["timeframe"] = "1h"
+    return frame
+
+
+@pytest.fixture
+def binance():
+    with BinanceSpot({"BTC/USDT": synthetic(2500)}) as server:
+        yield server
+
+
+def klines_starts(server: BinanceSpot) -> list[pd.Timestamp]:
+    return [pd.Timestamp(int(r.query["startTime"]), unit="ms", tz="UTC") for r in server.requests_to("/api/v3/klines")]
+
+
+def test_fetch_pages_through_more_than_one_page(binance, tmp_path):
+    until = START + pd.Timedelta(hours=2500)
+    candles = wb.fetch_candles(binance.client(), "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(candles, binance.candles["BTC/USDT"], check_flags=False, check_freq=False)
+    assert candles.attrs == {"timeframe": "1h", "symbol": "BTC/USDT", "source": "binance"}
+    assert [r.query["limit"] for r in binance.requests_to("/api/v3/klines")] == ["1000"] * 3
+    assert klines_starts(binance) == [START, START + pd.Timedelta(hours=1000), START + pd.Timedelta(hours=2000)]
+    cache = pd.read_csv(tmp_path / "binance" / "BTC-USDT_1h.csv")
+    assert list(cache.columns) == ["time", "open", "high", "low", "close", "volume"]
+    assert cache["time"].iloc[0] == START.value // 10**6 and len(cache) == 2500
+    assert [p.name for p in (tmp_path / "binance").iterdir()] == ["BTC-USDT_1h.csv"]  # no temporary left
+
+
+def test_second_fetch_only_asks_for_what_is_new_then_works_offline(binance, tmp_path):
+    client = binance.client()
+    first = wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path)
+    assert len(first) == 1000 and klines_starts(binance) == [START]
+    binance.requests.clear()
+    until = START + pd.Timedelta(hours=2500)
+    second = wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
+    assert klines_starts(binance) == [START + pd.Timedelta(hours=1000), START + pd.Timedelta(hours=2000)]
+    pd.testing.assert_frame_equal(second, binance.candles["BTC/USDT"], check_flags=False, check_freq=False)
+    binance.requests.clear()
+    wb.fetch_candles(client, "BTC/USDT", "1h", since=START + pd.Timedelta(hours=5), until=until, cache_dir=tmp_path)
+    assert binance.requests == []  # covered by the cache: no request at all
+
+    binance.stop()
+    again = wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(again, second)  # exchange down, range cached: served without a request
+    offline = wb.fetch_candles("binance", "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path, offline=True)
+    pd.testing.assert_frame_equal(offline, second)
+    everything = wb.fetch_candles("binance", "BTC/USDT", cache_dir=tmp_path, offline=True)
+    pd.testing.assert_frame_equal(everything, second)
+    with pytest.raises(CandleError, match=r"offline: the cache .* holds 2024-01-01 00:00 UTC to 2024-04-14 03:00 UTC, so "
+                       r"binance BTC/USDT 1h candles from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing"):
+        wb.fetch_candles("binance", "BTC/USDT", "1h", since="2023-12-01", until=until, cache_dir=tmp_path, offline=True)
+
+
+def test_network_failure_after_the_last_closed_candle_serves_what_arrived(tmp_path):
+    now = pd.Timestamp.now(tz="UTC").floor("1h")
+    series = synthetic(1003, start=now - pd.Timedelta(hours=1000))  # 1000 closed, then forming, then future
+    with BinanceSpot({"BTC/USDT": series}) as server:
+        server.fail("/api/v3/klines", 503, after=1)  # the page after the closed candles fails
+        with pytest.warns(RuntimeWarning, match=r"binance unreachable \(binance GET .* 503"):
+            candles = wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=series.index[0], cache_dir=tmp_path)
+    if pd.Timestamp.now(tz="UTC").floor("1h") == now:  # the hour did not turn during the test
+        assert len(candles) == 1000 and candles.index[-1] == now - pd.Timedelta(hours=1)
+
+
+def test_network_down_and_cache_short_of_the_range(binance, tmp_path):
+    client = binance.client()
+    wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=300), cache_dir=tmp_path)
+    binance.stop()  # the one page fetched holds 1000 candles, all cached
+    assert len(wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path)) == 1000
+    with pytest.raises(CandleError, match=r"could not fetch binance BTC/USDT 1h candles \(NetworkError: .*"
+                       r"the cache .* holds 2024-01-01 00:00 UTC to 2024-02-11 15:00 UTC: candles from 2024-02-11 16:00 UTC on are missing"):
+        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1001), cache_dir=tmp_path)
+
+
+def test_server_errors_and_unknown_symbols_are_clear(binance, tmp_path):
+    client = binance.client()
+    with pytest.raises(CandleError, match=r"binance has no market 'DOGE/USDT'"):
+        wb.fetch_candles(client, "DOGE/USDT", "1h", since=START, cache_dir=tmp_path)
+    binance.fail("/api/v3/klines", 503)
+    with pytest.raises(CandleError, match=r"could not fetch binance BTC/USDT 1h candles \(ExchangeNotAvailable: .* 503 .*there is no cache at"):
+        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path)
+    assert not (tmp_path / "binance").exists()
+    binance.clear_faults()
+    binance.fail("/api/v3/klines", 400, {"code": -1120, "msg": "Invalid interval."}, times=1)
+    with pytest.raises(CandleError, match=r"binance refused the BTC/USDT 1h candle request: binance .*Invalid interval"):
+        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path)
+    with pytest.raises(CandleError, match="unknown exchange 'binanse'; did you mean binance"):
+        wb.fetch_candles("binanse", "BTC/USDT", cache_dir=tmp_path)
+
+
+def test_partial_pages_before_a_failure_are_kept_and_resumed(binance, tmp_path):
+    client = binance.client()
+    until = START + pd.Timedelta(hours=2500)
+    binance.fail("/api/v3/klines", 502, after=1)
+    with pytest.raises(CandleError, match="candles from 2024-02-11 16:00 UTC on are missing"):
+        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
+    binance.clear_faults()
+    binance.requests.clear()
+    assert len(wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)) == 2500
+    assert klines_starts(binance) == [START + pd.Timedelta(hours=1000), START + pd.Timedelta(hours=2000)]
+
+
+def test_still_forming_candle_is_dropped(tmp_path):
+    before = pd.Timestamp.now(tz="UTC").floor("1h")
+    series = synthetic(60, start=before - pd.Timedelta(hours=50))  # runs 10 hours into the future
+    with BinanceSpot({"BTC/USDT": series}) as server:
+        candles = wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=series.index[0], cache_dir=tmp_path)
+    after = pd.Timestamp.now(tz="UTC").floor("1h")
+    assert candles.index[-1] in {before - pd.Timedelta(hours=1), after - pd.Timedelta(hours=1)}
+    assert candles.index[0] == series.index[0]
+    cached = pd.read_csv(tmp_path / "binance" / "BTC-USDT_1h.csv")
+    assert cached["time"].iloc[-1] == candles.index[-1].value // 10**6  # the forming candle is not cached
+
+
+def test_exchange_data_is_validated(tmp_path):
+    series = synthetic(30)
+    series = series.drop(series.index[10:12])
+    series.iloc[20, series.columns.get_loc("high")] = 1.0
+    with BinanceSpot({"BTC/USDT": series}) as server:
+        with pytest.raises(CandleError) as caught:
+            wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=30), cache_dir=tmp_path)
+        assert "row 10 (2024-01-01 12:00 UTC): 2 1h candles missing before it" in str(caught.value)
+        assert "row 20 (2024-01-01 22:00 UTC): high 1.0 is below low" in str(caught.value)
+        repaired = wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=30),
+                                    cache_dir=tmp_path, repair=["drop_invalid", "fill_gaps"])
+    assert len(repaired) == 30 and repaired.loc["2024-01-01 22:00", "volume"] == 0.0
+
+
+def test_import_workbench_stays_light():
+    code = "import sys, workbench, workbench.data; print(sorted(m for m in ('ccxt', 'vectorbt', 'numba') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_default_cache_lives_in_the_workbench_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    expected = tmp_path / "cache" / "candles" / "binance" / "BTC-USDT_1h.csv"
+    with pytest.raises(CandleError, match=f"offline: there is no cache at {expected}"):
+        wb.fetch_candles("binance", "BTC/USDT", offline=True)

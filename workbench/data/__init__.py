@@ -1,0 +1,180 @@
+"""Candles: the bundled sample, any OHLCV CSV, any ccxt exchange (cached), and resampling.
+
+Every function returns the *tidy candle frame* the rest of the workbench relies on:
+
+- index: a UTC ``DatetimeIndex`` named ``time`` holding candle OPEN times, ascending,
+  without duplicates or gaps for the timeframe;
+- columns: exactly ``open, high, low, close, volume`` (float64; volume in the base asset);
+- ``frame.attrs``: ``"timeframe"`` (ccxt style: "1m", "5m", "1h", "4h", "1d"...), plus
+  ``"symbol"`` and ``"source"`` when known.
+
+Candles that would make a backtest silently wrong raise ``workbench.errors.CandleError``
+naming the row and the problem. Fixes only happen when asked for with ``repair=``:
+
+- ``"drop_invalid"``: drop rows with a missing or unparsable time, a missing, non-numeric,
+  infinite or non-positive price, negative volume, high below low, or open/close outside
+  [low, high];
+- ``"sort"``: put rows in time order (a file that is simply newest-first is reversed
+  without asking: that is a layout, not a defect);
+- ``"drop_duplicates"``: of rows sharing a timestamp keep the one that comes last in
+  oldest-first order, as an appended, later download supersedes an earlier one (in a
+  newest-first file that is the one nearer the top);
+- ``"fill_gaps"``: insert each missing candle as a flat candle at the previous close
+  (open = high = low = close) with zero volume, i.e. "no trades".
+
+Repairs run in that order whatever order they are given in.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.data._layout import candle_table
+from workbench.data._resample import resample_candles
+from workbench.data._validate import validate
+from workbench.errors import CandleError
+
+if TYPE_CHECKING:  # pragma: no cover - ccxt loads only when fetch_candles runs
+    import ccxt
+
+__all__ = ["fetch_candles", "load_candles", "read_candles", "resample", "validate_candles"]
+
+
+@dataclass(frozen=True)
+class _Bundled:
+    file: str
+    symbol: str
+    source: str
+    repair: tuple[str, ...]
+
+
+_BUNDLED = {
+    "btcusd_1h": _Bundled(
+        file="btcusd_1h_bitfinex.csv.gz",
+        symbol="BTC/USD",
+        source="Bitfinex via CryptoDataDownload (bundled btcusd_1h_bitfinex.csv.gz)",
+        repair=("sort",),
+    ),
+}
+
+
+def load_candles(name: str = "btcusd_1h") -> pd.DataFrame:
+    """Bundled real candles, as a tidy frame.
+
+    ``"btcusd_1h"``: BTC/USD hourly from Bitfinex, 2017-07-01 11:00 to 2019-07-04 01:00 UTC,
+    17,583 candles (see ATTRIBUTION.md). The file is newest-first, and in it 10 rows
+    between 2017-11-11 23:00 and 2017-11-12 08:00 UTC are out of place; the loader applies
+    ``repair="sort"``, which moves exactly those 10. Nothing else is changed: the file has no
+    duplicates, gaps or invalid rows. 28 hours traded nothing (zero volume, flat candles)
+    and are kept as such.
+    """
+    try:
+        bundled = _BUNDLED[name]
+    except KeyError:
+        raise CandleError(f"no bundled candles named {name!r}; available: {', '.join(_BUNDLED)}") from None
+    with resources.as_file(resources.files(__name__).joinpath(bundled.file)) as path:
+        candles = read_candles(path, repair=bundled.repair)
+    candles.attrs.update(symbol=bundled.symbol, source=bundled.source)
+    return candles
+
+
+def read_candles(
+    source: str | os.PathLike | IO,
+    *,
+    timeframe: str | None = None,
+    repair: str | Sequence[str] = (),
+) -> pd.DataFrame:
+    """Candles from an OHLCV CSV file (path or open file; .gz and other compressions work).
+
+    Recognised layouts: Bitfinex/CryptoDataDownload (Date, Symbol, Open, High, Low, Close,
+    VolumeFrom, VolumeTo; newest first; volume = VolumeFrom, the base-asset volume) and any
+    table with a time column (time, timestamp, datetime, date or unix, any case) plus open,
+    high, low, close, volume. Times may be ISO 8601 text (naive means UTC) or epoch seconds
+    or milliseconds. A symbol column must name one market; it becomes ``attrs["symbol"]``.
+
+    ``timeframe`` defaults to the most common spacing of the rows. Errors name the file
+    line and timestamp of each bad row; ``repair`` fixes named defects deliberately (see the
+    module docstring: drop_invalid, sort, drop_duplicates, fill_gaps).
+    """
+    label = str(getattr(source, "name", "<stream>")) if hasattr(source, "read") else os.fspath(source)
+    try:
+        raw = pd.read_csv(source, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise CandleError(f"{label}: not a readable CSV file ({err})") from err
+    lines = np.arange(len(raw)) + 2  # line 1 is the header
+    blank = raw.isna().all(axis=1).to_numpy()
+    raw, lines = raw[~blank], lines[~blank]
+    table, symbol = candle_table(raw, label)
+    candles = validate(table, source=label, lines=lines, timeframe=timeframe, repair=repair)
+    candles.attrs.update({"symbol": symbol} if symbol else {}, source=label)
+    return candles
+
+
+def validate_candles(
+    frame: pd.DataFrame,
+    *,
+    timeframe: str | None = None,
+    repair: str | Sequence[str] = (),
+) -> pd.DataFrame:
+    """``frame`` checked and returned as a new tidy candle frame.
+
+    Accepts a frame indexed by time or with a time column, and OHLCV columns in any case.
+    ``timeframe`` defaults to ``frame.attrs["timeframe"]``, else the most common spacing.
+    Errors name each bad row by position and timestamp; ``repair`` as in ``read_candles``.
+    """
+    source = str(frame.attrs.get("source", "candles"))
+    table, symbol = candle_table(frame, source)
+    candles = validate(table, source=source, timeframe=timeframe or frame.attrs.get("timeframe"), repair=repair)
+    kept = {key: frame.attrs[key] for key in ("symbol", "source") if key in frame.attrs}
+    candles.attrs.update(kept, **({"symbol": symbol} if symbol and "symbol" not in kept else {}))
+    return candles
+
+
+def fetch_candles(
+    exchange: str | ccxt.Exchange,
+    symbol: str,
+    timeframe: str = "1h",
+    since: Any = None,
+    until: Any = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool = False,
+    repair: str | Sequence[str] = (),
+) -> pd.DataFrame:
+    """Closed candles of ``symbol`` from a ccxt exchange (id like ``"binance"`` or an instance).
+
+    ``since``/``until`` (datetime, ISO string or ms since 1970; naive means UTC) bound the
+    candle open times, ``until`` exclusive. ``until`` defaults to now; the still-forming
+    candle is never returned. ``since`` defaults to the start of the cache, or the last
+    1000 candles when nothing is cached.
+
+    Results go to a cache (``cache_dir``, default ``<workbench home>/cache/candles``, one
+    CSV per exchange/symbol/timeframe). The next call only fetches what lies outside it,
+    paging through ``fetch_ohlcv`` with the exchange's largest page. ``offline=True``
+    serves from the cache without touching the network (without ``until``: up to the last
+    cached candle); if the network fails, the cache serves only when it covers the whole
+    range (with a RuntimeWarning). Otherwise, and for unknown symbols or exchange refusals,
+    a CandleError says what happened. Candles are validated like a CSV; exchanges do
+    have outages, so ``repair="fill_gaps"`` may be needed for long histories.
+    """
+    from workbench.data._ccxt_cache import fetch
+
+    return fetch(exchange, symbol, timeframe, since, until, cache_dir=cache_dir, offline=offline, repair=repair)
+
+
+def resample(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """``candles`` aggregated to the coarser ``timeframe`` (open first, high max, low min,
+    close last, volume sum).
+
+    Buckets start on multiples of the timeframe since 1970-01-01 UTC (weekly ones on
+    Monday, as on exchanges); an incomplete bucket at either end is dropped rather than
+    passed off as a whole candle. A finer timeframe, or one that is not a whole number of
+    the input candles, is refused with a CandleError.
+    """
+    return resample_candles(validate_candles(candles), timeframe)

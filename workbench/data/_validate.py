@@ -1,0 +1,274 @@
+"""Turn a raw candle table into the tidy frame, or say exactly which rows are wrong.
+
+A backtest on broken candles runs happily and lies, so every defect is an error that names
+the row (its CSV line number when there is one, and its timestamp) and the problem. The
+only fixes are the repairs the caller names; they run in a fixed order: drop_invalid, sort,
+drop_duplicates, fill_gaps.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from workbench.data._layout import COLUMNS
+from workbench.data._timeframe import format_timeframe, infer_timeframe, parse_timeframe
+from workbench.errors import CandleError, ParameterError
+
+REPAIRS = ("drop_invalid", "sort", "drop_duplicates", "fill_gaps")
+_SHOWN = 5  # problems quoted in a message; the rest are counted
+
+
+def repairs(repair: str | Sequence[str]) -> frozenset[str]:
+    """The requested repair names, checked against the known ones."""
+    names = (repair,) if isinstance(repair, str) else tuple(repair or ())
+    unknown = [name for name in names if name not in REPAIRS]
+    if unknown:
+        raise ParameterError(
+            f"unknown repair {unknown[0]!r}; choose from {', '.join(REPAIRS)}",
+            param="repair",
+            value=unknown[0],
+        )
+    return frozenset(names)
+
+
+def format_time(ts: pd.Timestamp) -> str:
+    """A candle time as people read it: '2019-01-03 04:00 UTC' (seconds only when present)."""
+    pattern = "%Y-%m-%d %H:%M:%S" if ts.second or ts.microsecond else "%Y-%m-%d %H:%M"
+    return ts.strftime(pattern) + " UTC"
+
+
+@dataclass
+class _Report:
+    """Problems found so far: for each kind, the row positions and how to describe one row.
+
+    Texts are only built for the few rows a message quotes, so a file with a million bad
+    rows is reported as fast as one with three.
+    """
+
+    source: str
+    lines: np.ndarray | None  # file line by row position, when the rows come from a file
+    times: pd.Series  # parsed time by row position
+    found: list[tuple[np.ndarray, Callable[[int], str], str | None]] = field(default_factory=list)
+
+    def row(self, position: int) -> str:
+        return f"line {self.lines[position]}" if self.lines is not None else f"row {position}"
+
+    def where(self, position: int) -> str:
+        time = self.times.iloc[position]
+        return self.row(position) if pd.isna(time) else f"{self.row(position)} ({format_time(time)})"
+
+    def add(self, positions: np.ndarray, describe: Callable[[int], str], fix: str | None) -> None:
+        if len(positions):
+            self.found.append((np.sort(np.asarray(positions, dtype=np.int64)), describe, fix))
+
+    def raise_if_any(self, timeframe: str | None = None) -> None:
+        if not self.found:
+            return
+        count = sum(len(positions) for positions, _, _ in self.found)
+        first = sorted(
+            (int(position), describe)
+            for positions, describe, _ in self.found
+            for position in positions[:_SHOWN]
+        )[:_SHOWN]
+        lines = [f"  {self.where(position)}: {describe(position)}" for position, describe in first]
+        if count > _SHOWN:
+            lines.append(f"  ... and {count - _SHOWN} more")
+        fixes = {fix for _, _, fix in self.found if fix}
+        advice = "Fix the data"
+        if fixes:
+            chosen = [name for name in REPAIRS if name in fixes]
+            advice += f", or repair it deliberately with repair={chosen!r} (see help(workbench.read_candles))"
+        framing = f" {timeframe}" if timeframe else ""
+        raise CandleError(
+            f"{self.source}: {count} problem{'s' if count > 1 else ''} in the{framing} candles:\n"
+            + "\n".join(lines)
+            + f"\n{advice}."
+        )
+
+
+def validate(
+    table: pd.DataFrame,
+    *,
+    source: str,
+    lines: Sequence[int] | None = None,
+    timeframe: str | None = None,
+    repair: str | Sequence[str] = (),
+) -> pd.DataFrame:
+    """The tidy candle frame from ``table`` (columns time, open, high, low, close, volume, unparsed).
+
+    ``lines`` gives the file line of each row, so messages can quote it.
+    Rows keep their original position as index label until the tidy frame is built.
+    """
+    fixes = repairs(repair)
+    step = parse_timeframe(timeframe) if timeframe else None
+    if table.empty:
+        raise CandleError(f"{source}: no candles")
+    table = table.reset_index(drop=True)
+    work = pd.DataFrame({"time": _parse_times(table["time"])})
+    for column in COLUMNS:
+        work[column] = _parse_numbers(table[column])
+    report = _Report(source, None if lines is None else np.asarray(lines), work["time"])
+
+    invalid = _check_rows(table, work, report, record="drop_invalid" not in fixes)
+    if "drop_invalid" in fixes:
+        work = work[~invalid]
+    timeless = work["time"].isna().any()  # rows that belong somewhere unknown
+    work = _check_order(work[work["time"].notna()], report, fixes)
+    if work.empty:
+        report.raise_if_any(timeframe)
+        raise CandleError(f"{source}: no valid candles left after repair={sorted(fixes)!r}")
+    if work["time"].is_monotonic_increasing and not timeless:  # else spacing means nothing
+        if step is None:
+            try:
+                step = parse_timeframe(infer_timeframe(pd.DatetimeIndex(work["time"])))
+            except CandleError:
+                report.raise_if_any(timeframe)
+                raise
+        work = _check_spacing(work, step, report, fill="fill_gaps" in fixes and not report.found)
+    name = format_timeframe(step) if step is not None else timeframe
+    report.raise_if_any(name)
+
+    frame = work.set_index(pd.DatetimeIndex(work["time"], name="time"))[list(COLUMNS)].astype("float64")
+    frame.attrs["timeframe"] = name
+    return frame
+
+
+def _parse_times(raw: pd.Series) -> pd.Series:
+    """UTC timestamps; NaT where a value is missing or unparsable. Naive times are taken as UTC."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        parsed = raw.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(raw.dtype):
+        parsed = raw.dt.tz_localize("UTC")
+    else:
+        numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
+        numbers = raw if numeric else pd.to_numeric(raw.astype(object), errors="coerce")
+        if numbers.notna().sum() * 2 > raw.notna().sum():
+            parsed = pd.to_datetime(numbers, unit=_epoch_unit(numbers), utc=True, errors="coerce")
+        else:
+            parsed = pd.to_datetime(raw.astype(object), format="ISO8601", utc=True, errors="coerce")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _epoch_unit(numbers: pd.Series) -> str:
+    """Seconds, milliseconds, micro- or nanoseconds since 1970, told apart by magnitude."""
+    largest = float(numbers.abs().max())
+    return "s" if largest < 1e11 else "ms" if largest < 1e14 else "us" if largest < 1e17 else "ns"
+
+
+def _parse_numbers(raw: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype("float64").to_numpy()
+    return pd.to_numeric(raw.astype(object), errors="coerce").astype("float64").to_numpy()
+
+
+def _check_rows(table: pd.DataFrame, work: pd.DataFrame, report: _Report, *, record: bool) -> np.ndarray:
+    """Flag rows with a missing or unparsable time, or impossible prices or volume."""
+    low, high = work["low"].to_numpy(), work["high"].to_numpy()
+    checks: list[tuple[np.ndarray, Callable[[int], str]]] = []
+    absent_time = table["time"].isna().to_numpy()
+    checks.append((absent_time, lambda i: "timestamp is missing"))
+    checks.append((
+        work["time"].isna().to_numpy() & ~absent_time,
+        lambda i: f"timestamp {table['time'].iloc[i]!r} is not a date (expected ISO 8601 or epoch seconds/milliseconds)",
+    ))
+    for column in COLUMNS:
+        values = work[column].to_numpy()
+        absent = table[column].isna().to_numpy()
+        checks.append((absent, lambda i, c=column: f"{c} is missing"))
+        checks.append((np.isnan(values) & ~absent, lambda i, c=column: f"{c} {table[c].iloc[i]!r} is not a number"))
+        checks.append((np.isinf(values), lambda i, c=column, v=values: f"{c} {float(v[i])!r} is not finite"))
+        if column == "volume":
+            checks.append((values < 0, lambda i, v=values: f"volume {float(v[i])!r} is negative"))
+        else:
+            checks.append((values <= 0, lambda i, c=column, v=values: f"{c} {float(v[i])!r} is not positive"))
+    checks.append((high < low, lambda i: f"high {float(high[i])!r} is below low {float(low[i])!r}"))
+    for column in ("open", "close"):
+        values = work[column].to_numpy()
+        outside = (high >= low) & ((values < low) | (values > high))
+        checks.append((
+            outside,
+            lambda i, c=column, v=values: f"{c} {float(v[i])!r} is outside [low {float(low[i])!r}, high {float(high[i])!r}]",
+        ))
+    invalid = np.logical_or.reduce([mask for mask, _ in checks])
+    if record:
+        report.add(
+            np.flatnonzero(invalid),
+            lambda i: "; ".join(describe(i) for mask, describe in checks if mask[i]),
+            "drop_invalid",
+        )
+    return invalid
+
+
+def _check_order(work: pd.DataFrame, report: _Report, fixes: frozenset[str]) -> pd.DataFrame:
+    """Put rows in time order: reverse a newest-first table, sort or report, then handle duplicates."""
+    steps = work["time"].diff()
+    if (steps < pd.Timedelta(0)).sum() > (steps > pd.Timedelta(0)).sum():
+        work = work.iloc[::-1]  # a newest-first layout (like Bitfinex's files), not a defect
+    times = work["time"]
+    if not times.is_monotonic_increasing:
+        if "sort" not in fixes:
+            later = times.cummax().shift()
+            report.add(
+                work.index[(times < later).to_numpy()],
+                lambda i: f"out of order: comes after the later candle {format_time(later[i])}",
+                "sort",
+            )
+            return work
+        work = work.sort_values("time", kind="stable")
+        times = work["time"]
+    if "drop_duplicates" in fixes:
+        return work[~times.duplicated(keep="last")]
+    repeated = times.duplicated(keep="first").to_numpy()
+    earlier = dict(zip(work.index[1:], work.index[:-1]))
+
+    def describe(i: int) -> str:
+        first = earlier[i]
+        same = work.loc[i, list(COLUMNS)].equals(work.loc[first, list(COLUMNS)])
+        relation = "repeats" if same else "has the same time as, but other values than,"
+        return f"duplicate: {relation} {report.row(first)}"
+
+    report.add(work.index[repeated], describe, "drop_duplicates")
+    return work
+
+
+def _check_spacing(work: pd.DataFrame, step: pd.Timedelta, report: _Report, *, fill: bool) -> pd.DataFrame:
+    """Report (or fill with flat zero-volume candles) missing candles; report off-grid spacing."""
+    times = work["time"]
+    gaps = times.diff()
+    previous = times.shift()
+    name = format_timeframe(step)
+    off_grid = (gaps % step != pd.Timedelta(0)) & gaps.notna()
+    report.add(
+        work.index[off_grid.to_numpy()],
+        lambda i: f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles",
+        None,
+    )
+    if fill and not off_grid.any():
+        return _fill_gaps(work, step)
+    missing = (gaps > step) & ~off_grid
+
+    def describe(i: int) -> str:
+        count = int(gaps[i] / step) - 1
+        return f"{count} {name} candle{'s' if count > 1 else ''} missing before it (previous candle {format_time(previous[i])})"
+
+    report.add(work.index[missing.to_numpy()], describe, "fill_gaps")
+    return work
+
+
+def _duration(gap: pd.Timedelta) -> str:
+    return format_timeframe(gap) if gap > pd.Timedelta(0) and gap % pd.Timedelta(seconds=1) == pd.Timedelta(0) else str(gap)
+
+
+def _fill_gaps(work: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
+    """Missing candles become flat candles at the previous close with zero volume."""
+    frame = work.set_index("time")
+    full = frame.reindex(pd.date_range(frame.index[0], frame.index[-1], freq=step, name="time"))
+    added = full["close"].isna()
+    close = full["close"].ffill()
+    for column in ("open", "high", "low", "close"):
+        full[column] = full[column].where(~added, close)
+    full["volume"] = full["volume"].where(~added, 0.0)
+    return full.reset_index()
