@@ -330,7 +330,7 @@ class BinanceAccount(BinanceSpot):
         def verify(request: Request) -> Reply:
             if request.headers.get("X-MBX-APIKEY") != self.api_key:
                 return self._error(401, -2015, "Invalid API-key, IP, or permissions for action.")
-            params = dict(request.params)
+            params = dict(request.query)
             signature = params.pop("signature", "")
             expected = hmac.new(self.secret.encode(), urlencode(params).encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(signature, expected):

@@ -1,0 +1,81 @@
+"""The vault interface the notebook helpers talk to, and the choice of implementation.
+
+``LocalVault`` (single-user mode) holds the master keyring in this process and reads and
+writes PostgreSQL directly. In the hub deployment a tenant's server must not hold the
+master key, so it gets another ``VaultBackend`` that forwards the same calls over HTTP to
+the hub's workbench service, which runs a ``LocalVault`` on the trusted side. That class
+belongs to the JupyterHub issue: it implements the abstract methods below and is
+installed with ``workbench.vault.use(...)`` (or chosen in ``backend()``) — nothing else
+in the vault changes.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from workbench.vault._exchange import ExchangeKeys
+from workbench.vault._secret import Secret
+
+
+@dataclass(frozen=True)
+class Account:
+    """An exchange account as listings show it: the key only as a masked hint."""
+
+    id: int
+    exchange: str
+    label: str
+    permissions: str
+    is_active: bool
+    key_hint: str
+    created_at: datetime
+
+
+class VaultBackend(abc.ABC):
+    """Stores a tenant's exchange keys encrypted and hands them out only to trusted callers."""
+
+    @abc.abstractmethod
+    def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
+                    permissions: str, label: str) -> int:
+        """Encrypt and store the keys of a new exchange account; its id."""
+
+    @abc.abstractmethod
+    def accounts(self) -> list[Account]:
+        """The tenant's accounts, newest last, keys masked."""
+
+    @abc.abstractmethod
+    def deactivate(self, account_id: int) -> None:
+        """Keep the account but stop live runs from getting its keys."""
+
+    @abc.abstractmethod
+    def remove(self, account_id: int) -> None:
+        """Delete the account and its ciphertexts."""
+
+    @abc.abstractmethod
+    def keys_for(self, account_id: int) -> ExchangeKeys:
+        """The decrypted keys of an active account, for the process that trades with it."""
+
+    @abc.abstractmethod
+    def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Call the exchange with the account's keys; the non-zero balance totals."""
+
+
+_backend: VaultBackend | None = None
+
+
+def backend() -> VaultBackend:
+    """The vault of this process: the one set with ``use``, else a ``LocalVault``."""
+    global _backend
+    if _backend is None:
+        from workbench.vault._local import LocalVault
+
+        _backend = LocalVault()
+    return _backend
+
+
+def use(vault: VaultBackend | None) -> None:
+    """Make ``vault`` the one the module-level helpers use (``None``: back to the default)."""
+    global _backend
+    _backend = vault
