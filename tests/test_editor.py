@@ -63,4 +63,4 @@ def test_save_hands_the_strategy_json_to_the_callback(candles):
     strategy, name = saved[0]
     assert name == "wide quotes" and strategy["type"] == "market_making" and strategy["params"]["spread"] == 0.8
     assert "saved: 7" in editor.status.value
-    assert wb.editor("channel", candles).save_button.disabled  # nothing to save to
+    assert wb.editor("channel", candles, on_save=None).save_button.disabled  # nothing to save to

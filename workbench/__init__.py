@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import CandleError, ParameterError, TemplateError, WorkbenchError
+from workbench.errors import CandleError, ParameterError, StrategyError, TemplateError, WorkbenchError
 
 __version__ = "0.1.0"
 
@@ -36,15 +36,21 @@ _LAZY = {
     "sweep": "workbench.backtest:sweep",
     "BacktestResult": "workbench.backtest:BacktestResult",
     "editor": "workbench.ui:editor",
+    "save_strategy": "workbench.strategies:save_strategy",
+    "list_strategies": "workbench.strategies:list_strategies",
+    "load_strategy": "workbench.strategies:load_strategy",
+    "clone_strategy": "workbench.strategies:clone_strategy",
+    "delete_strategy": "workbench.strategies:delete_strategy",
     "vault": "workbench.vault",
 }
 
-__all__ = sorted([*_LAZY, "CandleError", "ParameterError", "TemplateError", "WorkbenchError"])
+__all__ = sorted([*_LAZY, "CandleError", "ParameterError", "StrategyError", "TemplateError", "WorkbenchError"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, load_candles, read_candles, resample, validate_candles
-    from workbench.strategies import Template, get_template, templates
+    from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
+                                      load_strategy, save_strategy, templates)
     from workbench.ui import editor
 
 

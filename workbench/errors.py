@@ -27,6 +27,10 @@ class TemplateError(WorkbenchError, LookupError):
     """An unknown template name or a malformed template spec."""
 
 
+class StrategyError(WorkbenchError):
+    """A saved strategy that does not exist, or an operation its state refuses."""
+
+
 class VaultError(WorkbenchError):
     """A key-vault failure: a missing or malformed master key, a ciphertext that does not
     decrypt, an unknown account or exchange. Never carries a plaintext key."""

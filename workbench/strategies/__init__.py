@@ -4,6 +4,10 @@
 parameters (errors name the parameter, the value and the allowed range) and turns them
 into the brief's strategy JSON. The specs live in the top-level ``templates/`` folder; the
 compiled kernels that simulate them are registered by name in this package.
+
+Saved strategies (``save_strategy``, ``list_strategies``, ``load_strategy``,
+``clone_strategy``, ``delete_strategy``) keep a template + parameters + risk limits per
+tenant in PostgreSQL; saving an existing name adds a version.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from functools import cache
 from workbench.errors import TemplateError
 from workbench.strategies._spec import Param, Template, load_specs
 
-__all__ = ["Param", "Template", "get_template", "templates", "kernel_for"]
+__all__ = ["Param", "SavedStrategy", "Template", "clone_strategy", "delete_strategy", "get_template",
+           "kernel_for", "list_strategies", "load_strategy", "save_strategy", "templates"]
 
 _KERNEL_MODULES = {
     "channel": "workbench.strategies.channel",
@@ -48,3 +53,8 @@ def kernel_for(name: str):
     if name not in KERNELS:
         importlib.import_module(_KERNEL_MODULES[name])
     return KERNELS[name]
+
+
+# saved strategies (PostgreSQL); defined after the template helpers they use
+from workbench.strategies._saved import (  # noqa: E402
+    SavedStrategy, clone_strategy, delete_strategy, list_strategies, load_strategy, save_strategy)

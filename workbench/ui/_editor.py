@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.strategies import Param, Template, get_template
+from workbench.strategies import Param, Template, get_template, save_strategy
 
 _SLIDER_STEPS = 500  # longer ranges get a number box: a slider that wide is unusable
 _STYLE = {"description_width": "150px"}
@@ -125,12 +125,17 @@ class StrategyEditor(widgets.VBox):
         return saved
 
 
+def _save_to_store(strategy: dict[str, Any], name: str) -> Any:
+    """The default "Save as strategy": a new strategy (or version) in your saved strategies."""
+    return save_strategy(name, strategy)
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def editor(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-           on_save: Callable[[dict[str, Any], str], Any] | None = None,
+           on_save: Callable[[dict[str, Any], str], Any] | None = _save_to_store,
            **backtest_options: Any) -> StrategyEditor:
     """An ipywidgets editor of a template's parameters over a live backtest.
 
@@ -138,7 +143,9 @@ def editor(template: str | Template, candles: pd.DataFrame, params: Mapping[str,
         template: a template name or :class:`Template`.
         candles: the candles to backtest on.
         params: starting parameters (defaults for the missing ones).
-        on_save: called as ``on_save(strategy_json, name)`` by the "Save as strategy" button.
+        on_save: called as ``on_save(strategy_json, name)`` by the "Save as strategy" button;
+            by default it saves to your strategies (:func:`workbench.save_strategy`), ``None``
+            hides the saving.
         backtest_options: ``risk``, ``fees``, ``slippage``, ``init_cash`` as for :func:`backtest`.
 
     Example:
