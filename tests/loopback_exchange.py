@@ -5,7 +5,12 @@ that matters (its request building, signing and response parsing). So the bounda
 moved to HTTP: ``LoopbackExchange`` is a small threaded HTTP server on an ephemeral
 loopback port that routes ``(method, path)`` to handlers, records every request, and can
 be told to fail. ``BinanceSpot`` adds Binance's spot market-data endpoints in Binance's own
-formats. Other venues (Gate.io) and order endpoints are further subclasses or routes.
+formats; ``BinanceAccount`` its signed account endpoint. ``Binance`` and ``Gate`` are
+trading venues (spot and USDT perpetuals) over one ``Book`` of balances, positions,
+orders and trades, checking each venue's request signatures. Faults on demand: ``fail``
+(any status, e.g. 5xx, or 429 with a Retry-After header), ``delay`` (slower than the
+client's timeout), ``lose_response`` (the request is carried out, then the connection is
+dropped or answered 5xx: "accepted but the response was lost"), ``Book.partial_next``.
 
     with BinanceSpot({"BTC/USDT": candles}) as server:
         exchange = server.client()            # a real ccxt.binance talking to the server
@@ -21,10 +26,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import pandas as pd
 
@@ -38,6 +44,8 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""  # as sent, still percent-encoded (Gate signs the decoded string)
+    path_params: dict[str, str] = field(default_factory=dict)  # from "{name}" route segments
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class Reply:
 
 Handler = Callable[[Request], Reply]
 
+# a Reply body that makes the server close the connection without answering
+DROP = object()
+
 
 @dataclass
 class _Fault:
@@ -59,6 +70,8 @@ class _Fault:
     reply: Reply
     remaining: int | None  # None: until cleared
     after: int  # matching requests still let through before the fault starts
+    delay: float = 0.0  # seconds to wait, then answer normally
+    lose: bool = False  # run the handler, then answer ``reply`` (DROP: no answer) instead
 
 
 class LoopbackExchange:
@@ -68,13 +81,19 @@ class LoopbackExchange:
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []  # exceptions raised by handlers (answered with 500)
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._patterns: list[tuple[str, re.Pattern, Handler]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def route(self, method: str, path: str, handler: Handler) -> None:
-        self._routes[(method.upper(), path)] = handler
+        """``path`` may hold ``{name}`` segments; their values arrive in ``request.path_params``."""
+        if "{" in path:
+            pattern = re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+            self._patterns.append((method.upper(), pattern, handler))
+        else:
+            self._routes[(method.upper(), path)] = handler
 
     def fail(
         self,
@@ -85,11 +104,25 @@ class LoopbackExchange:
         method: str | None = None,
         times: int | None = None,
         after: int = 0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer requests to ``path`` with ``status``: after letting ``after`` through, the
-        next ``times`` ones (all, until cleared, when None)."""
+        """Answer requests to ``path`` with ``status`` (and ``headers``, e.g. Retry-After): after
+        letting ``after`` through, the next ``times`` ones (all, until cleared, when None)."""
         with self._lock:
-            self._faults.append(_Fault(method and method.upper(), path, Reply(status, body), times, after))
+            self._faults.append(_Fault(method and method.upper(), path, Reply(status, body, headers or {}), times, after))
+
+    def delay(self, path: str, seconds: float, *, method: str | None = None, times: int | None = 1) -> None:
+        """Answer the next ``times`` requests to ``path`` only after ``seconds`` (a timeout)."""
+        with self._lock:
+            self._faults.append(_Fault(method and method.upper(), path, Reply(200, None), times, 0, delay=seconds))
+
+    def lose_response(self, path: str, *, method: str | None = None, times: int | None = 1,
+                      status: int | None = None) -> None:
+        """Carry out the next ``times`` requests to ``path``, then drop the connection without
+        answering (``status=None``) or answer ``status`` (e.g. 502) instead of the result."""
+        reply = Reply(status, "Bad Gateway") if status else Reply(0, DROP)
+        with self._lock:
+            self._faults.append(_Fault(method and method.upper(), path, reply, times, 0, lose=True))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -155,11 +188,23 @@ class LoopbackExchange:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
-        if fault is not None:
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        elif fault is not None and not fault.lose:
             return fault.reply
+        reply = self._dispatch(request)
+        return fault.reply if fault is not None and fault.lose else reply
+
+    def _dispatch(self, request: Request) -> Reply:
         handler = self._routes.get((request.method, request.path))
         if handler is None:
-            return Reply(404, f"no route for {request.method} {request.path}")
+            for method, pattern, candidate in self._patterns:
+                match = pattern.match(request.path)
+                if method == request.method and match:
+                    handler, request = candidate, replace(request, path_params=match.groupdict())
+                    break
+            else:
+                return Reply(404, f"no route for {request.method} {request.path}")
         try:
             return handler(request)
         except Exception as err:  # a bug in a handler must show in the test, not hang it
@@ -177,8 +222,12 @@ class _HTTPHandler(BaseHTTPRequestHandler):
             query=dict(parse_qsl(url.query, keep_blank_values=True)),
             headers=dict(self.headers.items()),
             body=self.rfile.read(length),
+            raw_query=url.query,
         )
         reply = self.server.exchange.handle(request)  # type: ignore[attr-defined]
+        if reply.body is DROP:
+            self.close_connection = True
+            return
         is_text = isinstance(reply.body, str)
         payload = reply.body.encode() if is_text else json.dumps(reply.body).encode()
         self.send_response(reply.status)
@@ -187,7 +236,10 @@ class _HTTPHandler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except ConnectionError:  # the client gave up (its timeout): nothing to answer
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = _serve
 
@@ -330,7 +382,7 @@ class BinanceAccount(BinanceSpot):
         def verify(request: Request) -> Reply:
             if request.headers.get("X-MBX-APIKEY") != self.api_key:
                 return self._error(401, -2015, "Invalid API-key, IP, or permissions for action.")
-            params = dict(request.query)
+            params = _form(request)
             signature = params.pop("signature", "")
             expected = hmac.new(self.secret.encode(), urlencode(params).encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(signature, expected):
@@ -345,3 +397,766 @@ class BinanceAccount(BinanceSpot):
         return Reply(200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
                            "canDeposit": True, "updateTime": self._now_ms(), "accountType": "SPOT",
                            "balances": balances, "permissions": ["SPOT"]})
+
+
+def _form(request: Request) -> dict[str, str]:
+    """The query parameters plus, for a urlencoded body (Binance POSTs), the body's."""
+    params = dict(request.query)
+    if request.body and "json" not in request.headers.get("Content-Type", ""):
+        params.update(parse_qsl(request.body.decode(), keep_blank_values=True))
+    return params
+
+
+def _s(value: Decimal) -> str:
+    """A decimal as exchanges write it: plain notation, no exponent."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+# -- the venue-neutral account: balances, positions, orders, trades ------------------------
+
+@dataclass(frozen=True)
+class Instrument:
+    """A market a venue lists. Quantities are base units (venues convert contracts)."""
+
+    symbol: str  # unified ("BTC/USDT", "BTC/USDT:USDT")
+    base: str
+    quote: str
+    swap: bool = False
+    contract_size: Decimal = Decimal(1)
+
+
+@dataclass
+class BookOrder:
+    id: int
+    client_id: str
+    instrument: Instrument
+    side: str  # "buy" | "sell"
+    type: str  # "market" | "limit"
+    amount: Decimal  # base units
+    price: Decimal | None
+    created_ms: int
+    reduce_only: bool = False
+    filled: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)  # quote value filled
+    fee: Decimal = Decimal(0)
+    status: str = "open"  # open | filled | canceled | expired
+    updated_ms: int = 0
+    locked: Decimal = Decimal(0)  # what the resting order holds of the account (quote or base)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.amount - self.filled
+
+    @property
+    def average(self) -> Decimal:
+        return self.cost / self.filled if self.filled else Decimal(0)
+
+
+@dataclass(frozen=True)
+class BookTrade:
+    id: int
+    order: BookOrder
+    amount: Decimal
+    price: Decimal
+    fee: Decimal
+    time_ms: int
+    maker: bool
+
+
+class Reject(Exception):
+    """An order the account cannot take: ``reason`` is "insufficient", "duplicate" or "not_found"."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Book:
+    """Balances, positions, orders and trades of ONE account, venue-neutral.
+
+    Market orders fill at once at ``prices[symbol]``; limit orders fill at once (at the
+    current price) when marketable, otherwise rest and fill at their limit when
+    ``set_price`` crosses them. ``partial_next(fraction)`` makes the next fill take only
+    that fraction: the rest of a market order expires, a limit order keeps resting. Spot
+    fees are paid in the quote currency; swaps keep a signed position with an entry price,
+    margin ``notional / leverage`` and realised PnL in the settle (quote) currency. A client
+    order id is accepted once per account.
+    """
+
+    def __init__(self, instruments: list[Instrument], balances: Mapping[str, Any], *, fee: Any,
+                 prices: Mapping[str, Any], clock: Callable[[], float]) -> None:
+        self.instruments = {i.symbol: i for i in instruments}
+        self.balances = {asset: Decimal(str(v)) for asset, v in balances.items()}
+        self.fee = Decimal(str(fee))
+        self.prices = {symbol: Decimal(str(p)) for symbol, p in prices.items()}
+        self.positions: dict[str, list[Decimal]] = {}  # symbol -> [signed size, entry price]
+        self.leverage: dict[str, int] = {}
+        self.orders: dict[int, BookOrder] = {}
+        self.trades: list[BookTrade] = []
+        self._clock = clock
+        self._partial: Decimal | None = None
+        self._ids = iter(range(1001, 10**9))
+        self.lock = threading.RLock()
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- what tests do ------------------------------------------------------------------
+    def set_price(self, symbol: str, price: Any) -> None:
+        """Move the market: resting limit orders the new price crosses fill at their limit."""
+        with self.lock:
+            self.prices[symbol] = Decimal(str(price))
+            for order in list(self.orders.values()):
+                crossed = order.price is not None and (
+                    (order.side == "buy" and self.prices[symbol] <= order.price)
+                    or (order.side == "sell" and self.prices[symbol] >= order.price))
+                if order.status == "open" and order.instrument.symbol == symbol and crossed:
+                    self._fill(order, order.price, maker=True)
+
+    def partial_next(self, fraction: Any) -> None:
+        with self.lock:
+            self._partial = Decimal(str(fraction))
+
+    def by_client_id(self, client_id: str) -> BookOrder | None:
+        with self.lock:
+            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+
+    # -- what venues call ---------------------------------------------------------------
+    def free(self, asset: str) -> Decimal:
+        with self.lock:
+            held = self.balances.get(asset, Decimal(0))
+            held -= sum((o.locked for o in self.orders.values() if self._locked_asset(o) == asset), Decimal(0))
+            return held - self.used_margin(asset)
+
+    def locked(self, asset: str) -> Decimal:
+        with self.lock:
+            return sum((o.locked for o in self.orders.values() if self._locked_asset(o) == asset), Decimal(0))
+
+    def used_margin(self, asset: str) -> Decimal:
+        with self.lock:
+            return sum((abs(size) * entry / self.leverage_of(symbol) for symbol, (size, entry) in self.positions.items()
+                        if self.instruments[symbol].quote == asset), Decimal(0))
+
+    def leverage_of(self, symbol: str) -> int:
+        return self.leverage.get(symbol, 10)
+
+    def position(self, symbol: str) -> tuple[Decimal, Decimal]:
+        with self.lock:
+            size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
+            return size, entry
+
+    def place(self, instrument: Instrument, side: str, type: str, amount: Decimal, price: Decimal | None,
+              client_id: str, reduce_only: bool = False) -> BookOrder:
+        with self.lock:
+            if self.by_client_id(client_id) is not None:
+                raise Reject("duplicate")
+            current = self.prices[instrument.symbol]
+            reference = price if type == "limit" else current
+            needed = self._needed(instrument, side, amount, reference)
+            if needed > self.free(self._asset(instrument, side)):
+                raise Reject("insufficient")
+            now = self.now_ms()
+            order = BookOrder(next(self._ids), client_id, instrument, side, type, amount, price, now,
+                              reduce_only, updated_ms=now)
+            self.orders[order.id] = order
+            marketable = type == "market" or (side == "buy" and current <= price) or (side == "sell" and current >= price)
+            if marketable:
+                self._fill(order, current, maker=False)
+                if type == "market" and order.status == "open":
+                    order.status = "expired"  # an unfilled remainder of a market order does not rest
+            if order.status == "open":
+                order.locked = self._needed(instrument, side, order.remaining, price)
+            return order
+
+    def cancel(self, order: BookOrder) -> BookOrder:
+        with self.lock:
+            if order.status != "open":
+                raise Reject("not_found")
+            order.status, order.locked, order.updated_ms = "canceled", Decimal(0), self.now_ms()
+            return order
+
+    # -- accounting ---------------------------------------------------------------------
+    def _asset(self, instrument: Instrument, side: str) -> str:
+        return instrument.base if side == "sell" and not instrument.swap else instrument.quote
+
+    def _locked_asset(self, order: BookOrder) -> str:
+        return self._asset(order.instrument, order.side)
+
+    def _needed(self, instrument: Instrument, side: str, amount: Decimal, price: Decimal) -> Decimal:
+        if not instrument.swap:
+            return amount if side == "sell" else amount * price * (1 + self.fee)
+        size, _ = self.positions.get(instrument.symbol, (Decimal(0), Decimal(0)))
+        closing = min(amount, abs(size)) if (size > 0) == (side == "sell") and size else Decimal(0)
+        return (amount - closing) * price / self.leverage_of(instrument.symbol) + amount * price * self.fee
+
+    def _fill(self, order: BookOrder, price: Decimal, *, maker: bool) -> None:
+        amount = order.remaining
+        if self._partial is not None:
+            amount, self._partial = (amount * self._partial).quantize(Decimal("1e-8")), None
+        instrument, fee = order.instrument, amount * price * self.fee
+        if instrument.swap:
+            self._trade_swap(instrument.symbol, amount if order.side == "buy" else -amount, price)
+            self.balances[instrument.quote] -= fee
+        else:
+            sign = 1 if order.side == "buy" else -1
+            self.balances[instrument.base] = self.balances.get(instrument.base, Decimal(0)) + sign * amount
+            self.balances[instrument.quote] = self.balances.get(instrument.quote, Decimal(0)) - sign * amount * price - fee
+        order.filled += amount
+        order.cost += amount * price
+        order.fee += fee
+        order.updated_ms = self.now_ms()
+        if order.remaining <= 0:
+            order.status = "filled"
+        if order.locked:
+            order.locked = self._needed(instrument, order.side, order.remaining, order.price) if order.remaining > 0 else Decimal(0)
+        self.trades.append(BookTrade(next(self._ids), order, amount, price, fee, order.updated_ms, maker))
+
+    def _trade_swap(self, symbol: str, signed: Decimal, price: Decimal) -> None:
+        size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
+        if size and (size > 0) != (signed > 0):
+            closing = min(abs(signed), abs(size))
+            direction = 1 if size > 0 else -1
+            self.balances[self.instruments[symbol].quote] += closing * (price - entry) * direction
+            size -= direction * closing
+            signed += direction * closing
+        if signed:
+            entry = (entry * abs(size) + price * abs(signed)) / (abs(size) + abs(signed))
+            size += signed
+        if size:
+            self.positions[symbol] = [size, entry]
+        else:
+            self.positions.pop(symbol, None)
+
+
+# -- Binance: spot (/api/v3) and USDⓈ-M futures (/fapi) ----------------------------------
+
+_BINANCE_STATUS = {"filled": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED"}
+
+
+class Binance(BinanceAccount):
+    """Binance spot and USDⓈ-M perpetual trading for one account, signatures checked.
+
+    ``balances`` is the spot wallet, ``futures_balances`` the futures wallet; ``markets``
+    lists spot symbols ("BTC/USDT"), each also traded as the perpetual "BTC/USDT:USDT";
+    ``prices`` the current prices (one per spot symbol, shared by its perpetual). Answers
+    in Binance's formats and error codes: -2010 (duplicate order, insufficient balance),
+    -4116 / -2019 (the same on futures), -2013 / -2011 (unknown order).
+    """
+
+    FUTURES_FILTERS = [
+        {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
+        {"filterType": "LOT_SIZE", "stepSize": "0.001", "maxQty": "1000", "minQty": "0.001"},
+        {"filterType": "MARKET_LOT_SIZE", "stepSize": "0.001", "maxQty": "120", "minQty": "0.001"},
+        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+        {"filterType": "MIN_NOTIONAL", "notional": "100"},
+    ]
+
+    def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
+                 futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
+                 prices: Mapping[str, Any] | None = None, fee: Any = "0.001", **kwargs: Any) -> None:
+        super().__init__(api_key, secret, {}, **kwargs)
+        self.markets = tuple(markets)
+        prices = dict(prices or {symbol: "30000" for symbol in markets})
+        spot = [Instrument(s, *s.split("/")) for s in markets]
+        swaps = [Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True) for s in markets]
+        self.spot = Book(spot, balances, fee=fee, prices=prices, clock=self.clock)
+        self.futures = Book(swaps, futures_balances or {"USDT": "0"}, fee=fee, clock=self.clock,
+                            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        self.route("GET", "/api/v3/exchangeInfo", self._exchange_info)
+        self.route("GET", "/api/v3/account", self._signed(self._spot_account))
+        for api, book in (("/api/v3", self.spot), ("/fapi/v1", self.futures)):
+            self.route("POST", f"{api}/order", self._signed(self._create(book)))
+            self.route("GET", f"{api}/order", self._signed(self._get(book)))
+            self.route("DELETE", f"{api}/order", self._signed(self._cancel(book)))
+            self.route("GET", f"{api}/openOrders", self._signed(self._open_orders(book)))
+        self.route("GET", "/api/v3/myTrades", self._signed(self._trades(self.spot)))
+        self.route("GET", "/fapi/v1/userTrades", self._signed(self._trades(self.futures)))
+        self.route("GET", "/fapi/v1/exchangeInfo", self._futures_info)
+        self.route("GET", "/fapi/v1/klines", self._klines)
+        self.route("GET", "/fapi/v3/account", self._signed(self._futures_account))
+        self.route("GET", "/fapi/v3/positionRisk", self._signed(self._position_risk))
+        self.route("GET", "/fapi/v1/leverageBracket", self._signed(self._brackets))
+        self.route("POST", "/fapi/v1/leverage", self._signed(self._set_leverage))
+
+    def set_price(self, symbol: str, price: Any) -> None:
+        """The spot symbol's price, for both its spot market and its perpetual."""
+        self.spot.set_price(symbol, price)
+        self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
+
+    def config(self, market_type: str = "spot") -> dict[str, Any]:
+        """ccxt constructor options for a ``ccxt.binance`` that talks to this server."""
+        import ccxt
+
+        types = {"spot": ["spot"], "swap": ["linear"]}[market_type]
+        return {"urls": {"api": self._rewrite(ccxt.binance().urls["api"])},
+                "options": {"fetchMarkets": {"types": types}, "fetchMargins": False, "defaultType": market_type}}
+
+    def _exchange_info(self, request: Request) -> Reply:
+        reply = super()._exchange_info(request)
+        listed = dict.fromkeys([*self.candles, *self.markets])
+        return Reply(200, {**reply.body, "symbols": [self._symbol_info(symbol) for symbol in listed]})
+
+    def _futures_info(self, request: Request) -> Reply:
+        symbols = []
+        for symbol in self.markets:
+            base, quote = symbol.split("/")
+            symbols.append({
+                "symbol": self.market_id(symbol), "pair": self.market_id(symbol), "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000", "baseAsset": base,
+                "quoteAsset": quote, "marginAsset": quote, "pricePrecision": 2, "quantityPrecision": 3,
+                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "triggerProtect": "0.0500",
+                "liquidationFee": "0.012500", "marketTakeBound": "0.05", "filters": self.FUTURES_FILTERS,
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            })
+        return Reply(200, {"timezone": "UTC", "serverTime": self._now_ms(), "futuresType": "U_MARGINED",
+                           "rateLimits": [], "exchangeFilters": [],
+                           "assets": [{"asset": "USDT", "marginAvailable": True}], "symbols": symbols})
+
+    def _instrument(self, book: Book, market_id: str | None) -> Instrument | None:
+        return next((i for i in book.instruments.values() if self.market_id(i.symbol.split(":")[0]) == market_id), None)
+
+    def _order_json(self, order: BookOrder, book: Book) -> dict[str, Any]:
+        status = _BINANCE_STATUS.get(order.status) or ("PARTIALLY_FILLED" if order.filled else "NEW")
+        common = {
+            "symbol": self.market_id(order.instrument.symbol.split(":")[0]), "orderId": order.id,
+            "clientOrderId": order.client_id, "price": _s(order.price or Decimal(0)), "origQty": _s(order.amount),
+            "executedQty": _s(order.filled), "status": status, "timeInForce": "GTC", "type": order.type.upper(),
+            "side": order.side.upper(), "time": order.created_ms, "updateTime": order.updated_ms,
+        }
+        if book is self.futures:
+            return {**common, "avgPrice": _s(order.average), "cumQty": _s(order.filled), "cumQuote": _s(order.cost),
+                    "reduceOnly": order.reduce_only, "closePosition": False, "positionSide": "BOTH", "stopPrice": "0",
+                    "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": order.type.upper(),
+                    "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0}
+        return {**common, "orderListId": -1, "cummulativeQuoteQty": _s(order.cost), "isWorking": True,
+                "workingTime": order.created_ms, "origQuoteOrderQty": "0", "selfTradePreventionMode": "EXPIRE_MAKER"}
+
+    def _create(self, book: Book) -> Handler:
+        futures = book is self.futures
+
+        def create(request: Request) -> Reply:
+            params = _form(request)
+            instrument = self._instrument(book, params.get("symbol"))
+            if instrument is None:
+                return self._error(400, -1121, "Invalid symbol.")
+            price = Decimal(params["price"]) if "price" in params else None
+            try:
+                order = book.place(instrument, params["side"].lower(), params["type"].lower(), Decimal(params["quantity"]),
+                                   price, params["newClientOrderId"], params.get("reduceOnly") == "true")
+            except Reject as reject:
+                if reject.reason == "duplicate":
+                    return self._error(400, -4116, "ClientOrderId is duplicated.") if futures else \
+                        self._error(400, -2010, "Duplicate order sent.")
+                return self._error(400, -2019, "Margin is insufficient.") if futures else \
+                    self._error(400, -2010, "Account has insufficient balance for requested action.")
+            body = self._order_json(order, book)
+            if not futures:
+                fills = [{"price": _s(t.price), "qty": _s(t.amount), "commission": _s(t.fee),
+                          "commissionAsset": instrument.quote, "tradeId": t.id} for t in book.trades if t.order is order]
+                body.update(transactTime=order.created_ms, fills=fills)
+            return Reply(200, body)
+        return create
+
+    def _find(self, book: Book, params: Mapping[str, str]) -> BookOrder | None:
+        if "origClientOrderId" in params:
+            return book.by_client_id(params["origClientOrderId"])
+        return book.orders.get(int(params.get("orderId", 0)))
+
+    def _get(self, book: Book) -> Handler:
+        def get(request: Request) -> Reply:
+            order = self._find(book, _form(request))
+            if order is None:
+                return self._error(400, -2013, "Order does not exist.")
+            return Reply(200, self._order_json(order, book))
+        return get
+
+    def _cancel(self, book: Book) -> Handler:
+        def cancel(request: Request) -> Reply:
+            order = self._find(book, _form(request))
+            try:
+                book.cancel(order) if order is not None else None
+            except Reject:
+                order = None
+            if order is None:
+                return self._error(400, -2011, "Unknown order sent.")
+            return Reply(200, self._order_json(order, book))
+        return cancel
+
+    def _open_orders(self, book: Book) -> Handler:
+        def open_orders(request: Request) -> Reply:
+            symbol = _form(request).get("symbol")
+            return Reply(200, [self._order_json(o, book) for o in book.orders.values()
+                               if o.status == "open" and (symbol is None or self._instrument(book, symbol) is o.instrument)])
+        return open_orders
+
+    def _trades(self, book: Book) -> Handler:
+        futures = book is self.futures
+
+        def trades(request: Request) -> Reply:
+            params = _form(request)
+            instrument = self._instrument(book, params.get("symbol"))
+            start, end = int(params.get("startTime", 0)), int(params.get("endTime", 10**15))
+            rows = []
+            for t in book.trades:
+                if t.order.instrument is instrument and start <= t.time_ms <= end:
+                    row = {"symbol": params["symbol"], "id": t.id, "orderId": t.order.id, "price": _s(t.price),
+                           "qty": _s(t.amount), "quoteQty": _s(t.amount * t.price), "commission": _s(t.fee),
+                           "commissionAsset": instrument.quote, "time": t.time_ms, "maker": t.maker}
+                    if futures:
+                        row.update(side=t.order.side.upper(), buyer=t.order.side == "buy", positionSide="BOTH", realizedPnl="0")
+                    else:
+                        row.update(orderListId=-1, isBuyer=t.order.side == "buy", isMaker=t.maker, isBestMatch=True)
+                    rows.append(row)
+            return Reply(200, rows[-int(params.get("limit", 500)):])
+        return trades
+
+    def _spot_account(self, request: Request) -> Reply:
+        balances = [{"asset": asset, "free": _s(self.spot.free(asset)), "locked": _s(self.spot.locked(asset))}
+                    for asset in self.spot.balances]
+        return Reply(200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
+                           "canDeposit": True, "updateTime": self._now_ms(), "accountType": "SPOT",
+                           "balances": balances, "permissions": ["SPOT"]})
+
+    def _futures_account(self, request: Request) -> Reply:
+        assets = []
+        for asset, wallet in self.futures.balances.items():
+            margin = self.futures.used_margin(asset) + self.futures.locked(asset)
+            assets.append({"asset": asset, "walletBalance": _s(wallet), "unrealizedProfit": "0",
+                           "marginBalance": _s(wallet), "maintMargin": "0", "initialMargin": _s(margin),
+                           "positionInitialMargin": _s(self.futures.used_margin(asset)),
+                           "openOrderInitialMargin": _s(self.futures.locked(asset)), "crossWalletBalance": _s(wallet),
+                           "crossUnPnl": "0", "availableBalance": _s(self.futures.free(asset)),
+                           "maxWithdrawAmount": _s(self.futures.free(asset)), "updateTime": self._now_ms()})
+        return Reply(200, {"totalWalletBalance": "0", "assets": assets, "positions": []})
+
+    def _position_risk(self, request: Request) -> Reply:
+        rows = []
+        for symbol, (size, entry) in list(self.futures.positions.items()):
+            mark = self.futures.prices[symbol]
+            leverage = self.futures.leverage_of(symbol)
+            rows.append({
+                "symbol": self.market_id(symbol.split(":")[0]), "positionSide": "BOTH", "positionAmt": _s(size),
+                "entryPrice": _s(entry), "breakEvenPrice": _s(entry), "markPrice": _s(mark),
+                "unRealizedProfit": _s(size * (mark - entry)), "liquidationPrice": "0", "isolatedMargin": "0",
+                "notional": _s(size * mark), "marginAsset": "USDT", "isolatedWallet": "0",
+                "initialMargin": _s(abs(size) * mark / leverage), "maintMargin": "0",
+                "positionInitialMargin": _s(abs(size) * mark / leverage), "openOrderInitialMargin": "0", "adl": 0,
+                "bidNotional": "0", "askNotional": "0", "updateTime": self._now_ms()})
+        return Reply(200, rows)
+
+    def _brackets(self, request: Request) -> Reply:
+        return Reply(200, [{"symbol": self.market_id(s), "notionalCoef": 1.0, "brackets": [
+            {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000000, "notionalFloor": 0,
+             "maintMarginRatio": 0.004, "cum": 0.0}]} for s in self.markets])
+
+    def _set_leverage(self, request: Request) -> Reply:
+        params = _form(request)
+        instrument = self._instrument(self.futures, params.get("symbol"))
+        leverage = int(params["leverage"])
+        if instrument is None or not 1 <= leverage <= 125:
+            return self._error(400, -4028, f"Leverage {leverage} is not valid")
+        self.futures.leverage[instrument.symbol] = leverage
+        return Reply(200, {"leverage": leverage, "maxNotionalValue": "50000000", "symbol": params["symbol"]})
+
+
+# -- Gate API v4: spot and USDT-settled futures -------------------------------------------
+
+class Gate(LoopbackExchange):
+    """Gate spot and USDT perpetual trading for one account, API v4, signatures checked.
+
+    Signed requests carry KEY, Timestamp and SIGN headers; SIGN is the hex HMAC-SHA512, keyed
+    by the secret, of "METHOD\\n/api/v4/PATH\\nQUERY\\nhex SHA512(body)\\nTIMESTAMP". Failures
+    answer Gate's labels: INVALID_KEY, INVALID_SIGNATURE, REQUEST_EXPIRED (401),
+    BALANCE_NOT_ENOUGH / INSUFFICIENT_AVAILABLE, ORDER_NOT_FOUND, and REPEATED_CREATION for a
+    reused ``text`` (the loopback's choice: Gate itself documents no such check, which is
+    why the tick looks an order up by client id before placing it). Perpetual contracts are
+    ``CONTRACT_SIZE`` base units each; spot market buys are sized in quote currency.
+    """
+
+    API = "/api/v4"
+    CONTRACT_SIZE = Decimal("0.0001")
+    MAX_SKEW_S = 60
+
+    def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
+                 futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
+                 prices: Mapping[str, Any] | None = None, fee: Any = "0.002",
+                 candles: Mapping[str, pd.DataFrame] | None = None, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.api_key, self.secret, self.clock = api_key, secret, clock
+        self.markets, self.candles = tuple(markets), dict(candles or {})
+        prices = dict(prices or {symbol: "30000" for symbol in markets})
+        self.spot = Book([Instrument(s, *s.split("/")) for s in markets], balances, fee=fee, prices=prices, clock=clock)
+        self.futures = Book([Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True,
+                                        contract_size=self.CONTRACT_SIZE) for s in markets],
+                            futures_balances or {"USDT": "0"}, fee=fee, clock=clock,
+                            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        api, fut = self.API, f"{self.API}/futures/usdt"
+        self.route("GET", f"{api}/spot/currency_pairs", self._currency_pairs)
+        self.route("GET", f"{api}/margin/currency_pairs", lambda request: Reply(200, []))
+        self.route("GET", f"{fut}/contracts", self._contracts)
+        self.route("GET", f"{api}/spot/candlesticks", self._candles(futures=False))
+        self.route("GET", f"{fut}/candlesticks", self._candles(futures=True))
+        self.route("GET", f"{api}/spot/accounts", self._signed(self._spot_accounts))
+        self.route("GET", f"{fut}/accounts", self._signed(self._futures_account))
+        self.route("GET", f"{fut}/positions", self._signed(self._positions))
+        self.route("POST", f"{fut}/positions/{{contract}}/leverage", self._signed(self._set_leverage))
+        for prefix, book in ((f"{api}/spot", self.spot), (fut, self.futures)):
+            self.route("POST", f"{prefix}/orders", self._signed(self._create(book)))
+            self.route("GET", f"{prefix}/orders", self._signed(self._list_orders(book)))
+            self.route("GET", f"{prefix}/orders/{{order_id}}", self._signed(self._get(book)))
+            self.route("DELETE", f"{prefix}/orders/{{order_id}}", self._signed(self._cancel(book)))
+        self.route("GET", f"{api}/spot/open_orders", self._signed(self._spot_open_orders))
+        self.route("GET", f"{api}/spot/my_trades", self._signed(self._trades(self.spot)))
+        self.route("GET", f"{fut}/my_trades_timerange", self._signed(self._trades(self.futures)))
+
+    def set_price(self, symbol: str, price: Any) -> None:
+        self.spot.set_price(symbol, price)
+        self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
+
+    def api_urls(self) -> dict[str, Any]:
+        """ccxt's ``urls["api"]`` for ``ccxt.gate``, pointed at this server."""
+        import ccxt
+
+        return self._rewrite(ccxt.gate().urls["api"])
+
+    @staticmethod
+    def market_id(symbol: str) -> str:
+        return symbol.split(":")[0].replace("/", "_")
+
+    @staticmethod
+    def _error(status: int, label: str, message: str) -> Reply:
+        return Reply(status, {"label": label, "message": message})
+
+    def _signed(self, handler: Handler) -> Handler:
+        def verify(request: Request) -> Reply:
+            if request.headers.get("KEY") != self.api_key:
+                return self._error(401, "INVALID_KEY", "Invalid key provided")
+            stamp = request.headers.get("Timestamp", "0")
+            payload = "\n".join([request.method, request.path, unquote(request.raw_query),
+                                 hashlib.sha512(request.body).hexdigest(), stamp])
+            expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha512).hexdigest()
+            if not hmac.compare_digest(request.headers.get("SIGN", ""), expected):
+                return self._error(401, "INVALID_SIGNATURE", "Signature mismatch")
+            if abs(float(stamp) - self.clock()) > self.MAX_SKEW_S:
+                return self._error(401, "REQUEST_EXPIRED", f"gap between request Timestamp and server time exceeds {self.MAX_SKEW_S}")
+            return handler(request)
+        return verify
+
+    def _currency_pairs(self, request: Request) -> Reply:
+        return Reply(200, [{"id": self.market_id(s), "base": s.split("/")[0], "quote": s.split("/")[1], "fee": "0.2",
+                            "min_base_amount": "0.0001", "min_quote_amount": "3", "amount_precision": 4,
+                            "precision": 2, "trade_status": "tradable", "sell_start": 0, "buy_start": 0}
+                           for s in self.markets])
+
+    def _contracts(self, request: Request) -> Reply:
+        return Reply(200, [{"name": self.market_id(s), "type": "direct", "quanto_multiplier": _s(self.CONTRACT_SIZE),
+                            "leverage_min": "1", "leverage_max": "100", "maintenance_rate": "0.005",
+                            "mark_type": "index", "mark_price": _s(self.futures.prices[f"{s}:{s.split('/')[1]}"]),
+                            "order_price_round": "0.1", "mark_price_round": "0.01", "order_price_deviate": "0.5",
+                            "order_size_min": 1, "order_size_max": 1000000, "maker_fee_rate": "0.0002",
+                            "taker_fee_rate": "0.0005", "in_delisting": False, "status": "trading",
+                            "enable_decimal": False} for s in self.markets])
+
+    def _candles(self, futures: bool) -> Handler:
+        from ccxt.base.exchange import Exchange
+
+        def candles(request: Request) -> Reply:
+            q = request.query
+            market_id = q.get("contract" if futures else "currency_pair")
+            symbol = next((s for s in self.candles if self.market_id(s) == market_id), None)
+            if symbol is None:
+                return self._error(400, "INVALID_CURRENCY_PAIR", f"invalid currency pair {market_id}")
+            frame = self.candles[symbol]
+            if q.get("interval") != frame.attrs["timeframe"]:
+                return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: interval")
+            opens = frame.index.as_unit("s").asi8
+            visible = opens <= self.clock()
+            if "from" in q:
+                visible &= opens >= int(q["from"])
+            if "to" in q:
+                visible &= opens <= int(q["to"])
+            page = frame[visible]
+            page = page.head(int(q.get("limit", 100))) if "from" in q else page.tail(int(q.get("limit", 100)))
+            step = Exchange.parse_timeframe(frame.attrs["timeframe"])
+            rows = []
+            for opened, c in zip(page.index.as_unit("s").asi8, page.itertuples(index=False)):
+                closed = "true" if opened + step <= self.clock() else "false"
+                if futures:
+                    rows.append({"t": int(opened), "v": int(c.volume), "c": f"{c.close:.8f}", "h": f"{c.high:.8f}",
+                                 "l": f"{c.low:.8f}", "o": f"{c.open:.8f}", "sum": f"{c.volume * c.close:.8f}"})
+                else:
+                    rows.append([str(int(opened)), f"{c.volume * c.close:.8f}", f"{c.close:.8f}", f"{c.high:.8f}",
+                                 f"{c.low:.8f}", f"{c.open:.8f}", f"{c.volume:.8f}", closed])
+            return Reply(200, rows)
+        return candles
+
+    def _instrument(self, book: Book, market_id: str | None) -> Instrument | None:
+        return next((i for i in book.instruments.values() if self.market_id(i.symbol) == market_id), None)
+
+    def _contracts_of(self, amount: Decimal) -> str:
+        return _s(amount / self.CONTRACT_SIZE)
+
+    def _order_json(self, order: BookOrder, book: Book) -> dict[str, Any]:
+        finish = {"filled": "filled", "canceled": "cancelled", "expired": "ioc"}.get(order.status)
+        if book is self.futures:
+            sign = 1 if order.side == "buy" else -1
+            return {"id": order.id, "user": 1, "contract": self.market_id(order.instrument.symbol),
+                    "create_time": order.created_ms / 1000, "finish_time": order.updated_ms / 1000 if finish else None,
+                    "finish_as": finish or "_new", "status": "finished" if finish else "open",
+                    "size": sign * int(Decimal(self._contracts_of(order.amount))),
+                    "left": sign * int(Decimal(self._contracts_of(order.remaining))),
+                    "iceberg": 0, "price": _s(order.price or Decimal(0)), "fill_price": _s(order.average),
+                    "is_close": False, "is_reduce_only": order.reduce_only, "is_liq": False,
+                    "tif": "gtc" if order.type == "limit" else "ioc", "text": order.client_id,
+                    "tkfr": "0.0005", "mkfr": "0.0002", "refu": 0, "stp_act": "-", "amend_text": "-"}
+        market_buy = order.type == "market" and order.side == "buy"
+        amount = order.amount * book.prices[order.instrument.symbol] if market_buy else order.amount
+        left = amount - order.cost if market_buy else order.remaining
+        return {"id": str(order.id), "text": order.client_id, "amend_text": "-",
+                "create_time": str(order.created_ms // 1000), "update_time": str(order.updated_ms // 1000),
+                "create_time_ms": order.created_ms, "update_time_ms": order.updated_ms,
+                "status": "open" if order.status == "open" else ("cancelled" if order.status == "canceled" else "closed"),
+                "currency_pair": self.market_id(order.instrument.symbol), "type": order.type, "account": "spot",
+                "side": order.side, "amount": _s(amount), "price": _s(order.price or Decimal(0)),
+                "time_in_force": "gtc" if order.type == "limit" else "ioc", "iceberg": "0",
+                "left": _s(left),
+                "filled_amount": _s(order.filled), "fill_price": _s(order.cost), "filled_total": _s(order.cost),
+                "avg_deal_price": _s(order.average), "fee": _s(order.fee), "fee_currency": order.instrument.quote,
+                "point_fee": "0", "gt_fee": "0", "gt_maker_fee": "0", "gt_taker_fee": "0", "gt_discount": False,
+                "rebated_fee": "0", "rebated_fee_currency": order.instrument.quote, "finish_as": finish or "open"}
+
+    def _create(self, book: Book) -> Handler:
+        futures = book is self.futures
+
+        def create(request: Request) -> Reply:
+            body = json.loads(request.body or b"{}")
+            instrument = self._instrument(book, body.get("contract" if futures else "currency_pair"))
+            if instrument is None:
+                return self._error(400, "INVALID_CURRENCY_PAIR", "invalid currency pair")
+            price = Decimal(str(body.get("price") or 0)) or None
+            if futures:
+                size = Decimal(str(body["size"]))
+                side, amount = ("buy" if size > 0 else "sell"), abs(size) * self.CONTRACT_SIZE
+                type = "market" if price is None else "limit"
+            else:
+                side, type, amount = body["side"], body.get("type", "limit"), Decimal(body["amount"])
+                if type == "market" and side == "buy":  # spot market buys spend a quote amount
+                    amount = (amount / book.prices[instrument.symbol]).quantize(Decimal("1e-8"), ROUND_DOWN)
+            try:
+                order = book.place(instrument, side, type, amount, price if type == "limit" else None,
+                                   body.get("text", ""), bool(body.get("reduce_only")))
+            except Reject as reject:
+                if reject.reason == "duplicate":
+                    return self._error(400, "REPEATED_CREATION", "duplicate text")
+                return self._error(400, "INSUFFICIENT_AVAILABLE", "insufficient available balance") if futures else \
+                    self._error(400, "BALANCE_NOT_ENOUGH", "Not enough balance")
+            return Reply(201, self._order_json(order, book))
+        return create
+
+    def _find(self, book: Book, order_id: str) -> BookOrder | None:
+        if order_id.startswith("t-"):
+            return book.by_client_id(order_id)
+        return book.orders.get(int(order_id)) if order_id.isdigit() else None
+
+    def _get(self, book: Book) -> Handler:
+        def get(request: Request) -> Reply:
+            order = self._find(book, request.path_params["order_id"])
+            if order is None:
+                return self._error(404, "ORDER_NOT_FOUND", "Order not found")
+            return Reply(200, self._order_json(order, book))
+        return get
+
+    def _cancel(self, book: Book) -> Handler:
+        def cancel(request: Request) -> Reply:
+            order = self._find(book, request.path_params["order_id"])
+            try:
+                book.cancel(order) if order is not None else None
+            except Reject:
+                order = None
+            if order is None:
+                return self._error(404, "ORDER_NOT_FOUND", "Order not found")
+            return Reply(200, self._order_json(order, book))
+        return cancel
+
+    def _list_orders(self, book: Book) -> Handler:
+        def list_orders(request: Request) -> Reply:
+            q = request.query
+            instrument = self._instrument(book, q.get("contract", q.get("currency_pair")))
+            wanted = q.get("status", "open")
+            return Reply(200, [self._order_json(o, book) for o in book.orders.values()
+                               if o.instrument is instrument and (o.status == "open") == (wanted == "open")])
+        return list_orders
+
+    def _spot_open_orders(self, request: Request) -> Reply:
+        """GET /spot/open_orders: open orders grouped by currency pair."""
+        pairs: dict[str, list] = {}
+        for order in self.spot.orders.values():
+            if order.status == "open":
+                pairs.setdefault(self.market_id(order.instrument.symbol), []).append(self._order_json(order, self.spot))
+        wanted = request.query.get("currency_pair")
+        return Reply(200, [{"currency_pair": pair, "total": len(orders), "orders": orders}
+                           for pair, orders in pairs.items() if wanted in (None, pair)])
+
+    def _trades(self, book: Book) -> Handler:
+        futures = book is self.futures
+
+        def trades(request: Request) -> Reply:
+            q = request.query
+            instrument = self._instrument(book, q.get("contract", q.get("currency_pair")))
+            start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
+            rows = []
+            for t in book.trades:
+                if t.order.instrument is not instrument or not start <= t.time_ms / 1000 <= end:
+                    continue
+                role = "maker" if t.maker else "taker"
+                if futures:
+                    sign = 1 if t.order.side == "buy" else -1
+                    rows.append({"id": t.id, "create_time": t.time_ms / 1000, "contract": self.market_id(instrument.symbol),
+                                 "order_id": str(t.order.id), "size": sign * int(Decimal(self._contracts_of(t.amount))),
+                                 "close_size": 0, "price": _s(t.price), "role": role, "text": t.order.client_id,
+                                 "fee": _s(t.fee), "point_fee": "0"})
+                else:
+                    rows.append({"id": str(t.id), "create_time": str(t.time_ms // 1000), "create_time_ms": f"{t.time_ms}.000",
+                                 "currency_pair": self.market_id(instrument.symbol), "side": t.order.side, "role": role,
+                                 "amount": _s(t.amount), "price": _s(t.price), "order_id": str(t.order.id),
+                                 "fee": _s(t.fee), "fee_currency": instrument.quote, "point_fee": "0", "gt_fee": "0",
+                                 "text": t.order.client_id, "amend_text": "-"})
+            return Reply(200, rows[-int(q.get("limit", 100)):])
+        return trades
+
+    def _spot_accounts(self, request: Request) -> Reply:
+        return Reply(200, [{"currency": asset, "available": _s(self.spot.free(asset)),
+                            "locked": _s(self.spot.locked(asset)), "update_id": 1} for asset in self.spot.balances])
+
+    def _futures_account(self, request: Request) -> Reply:
+        wallet = self.futures.balances.get("USDT", Decimal(0))
+        return Reply(200, {"user": 1, "currency": "USDT", "total": _s(wallet), "unrealised_pnl": "0",
+                           "position_margin": _s(self.futures.used_margin("USDT")),
+                           "order_margin": _s(self.futures.locked("USDT")), "available": _s(self.futures.free("USDT")),
+                           "point": "0", "bonus": "0", "in_dual_mode": False, "enable_evolved_classic": False})
+
+    def _position_json(self, symbol: str) -> dict[str, Any]:
+        size, entry = self.futures.position(symbol)
+        mark, leverage = self.futures.prices[symbol], self.futures.leverage_of(symbol)
+        return {"user": 1, "contract": self.market_id(symbol), "size": int(Decimal(self._contracts_of(size))),
+                "leverage": str(leverage), "risk_limit": "1000000", "leverage_max": "100", "maintenance_rate": "0.005",
+                "value": _s(abs(size) * mark), "margin": _s(abs(size) * entry / leverage), "entry_price": _s(entry),
+                "liq_price": "0", "mark_price": _s(mark), "unrealised_pnl": _s(size * (mark - entry)),
+                "realised_pnl": "0", "history_pnl": "0", "last_close_pnl": "0", "realised_point": "0",
+                "history_point": "0", "adl_ranking": 5, "pending_orders": 0, "close_order": None, "mode": "single",
+                "cross_leverage_limit": "0", "update_time": int(self.clock()), "open_time": int(self.clock())}
+
+    def _positions(self, request: Request) -> Reply:
+        return Reply(200, [self._position_json(symbol) for symbol in list(self.futures.positions)])
+
+    def _set_leverage(self, request: Request) -> Reply:
+        instrument = self._instrument(self.futures, request.path_params["contract"])
+        leverage = int(request.query.get("leverage", "0"))
+        if instrument is None:
+            return self._error(400, "CONTRACT_NOT_FOUND", "contract not found")
+        if not 1 <= leverage <= 100:
+            return self._error(400, "LEVERAGE_TOO_HIGH" if leverage > 100 else "LEVERAGE_TOO_LOW", f"leverage {leverage}")
+        self.futures.leverage[instrument.symbol] = leverage
+        return Reply(200, self._position_json(instrument.symbol))

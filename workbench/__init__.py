@@ -42,6 +42,7 @@ _LAZY = {
     "clone_strategy": "workbench.strategies:clone_strategy",
     "delete_strategy": "workbench.strategies:delete_strategy",
     "vault": "workbench.vault",
+    "open_exchange": "workbench.exchange:open_exchange",
 }
 
 __all__ = sorted([*_LAZY, "CandleError", "ParameterError", "StrategyError", "TemplateError", "WorkbenchError"])

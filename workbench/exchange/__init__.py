@@ -1,1 +1,53 @@
-"""Exchanges behind one interface: ccxt clients (Gate, Binance) and the paper exchange."""
+"""Exchanges behind one interface: ccxt clients (Gate, Binance) and the paper exchange.
+
+A trading tick talks to any of them the same way::
+
+    from workbench.exchange import open_exchange
+    ex = open_exchange("binance", api_key=keys.api_key, secret=keys.secret, market_type="swap")
+    ex = open_exchange("paper", candles=wb.load_candles(), market_type="swap")  # replayed history
+
+    ex.markets(); ex.market("BTC/USDT:USDT")          # Market: precision, limits, contract size
+    ex.now()                                         # exchange time (paper: the replay clock)
+    ex.fetch_ohlcv(symbol, "1h")                     # closed candles, a tidy candle frame
+    ex.fetch_balance()                               # {currency: Balance}
+    ex.fetch_position(symbol)                        # Position (signed base units; spot: base held)
+    ex.fetch_open_orders(symbol)                     # [Order]
+    ex.fetch_order_by_client_id(symbol, cid)         # Order or None: was it accepted?
+    ex.create_order(symbol, "buy", "limit", amount, price, client_order_id=cid)
+    ex.cancel_order(symbol, order_id)
+    ex.fetch_my_trades(symbol, since)                # [Fill], oldest first
+    ex.set_leverage(symbol, 5)                       # swaps only
+
+Money is ``Decimal``; amounts are base units everywhere (contracts are converted). Orders
+are rounded to the market's precision and checked against its limits before they are sent.
+Failures raise ``workbench.errors.ExchangeError`` subclasses (``AuthenticationFailed``,
+``InsufficientFunds``, ``InvalidOrder``/``DuplicateOrder``, ``OrderNotFound``,
+``RateLimited`` with ``retry_after``, ``ExchangeUnavailable`` when the outcome is unknown),
+never showing keys.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from workbench.exchange._registry import open_exchange, register
+from workbench.exchange._types import Balance, Exchange, Fill, Market, Order, Position
+
+# loaded on first use: the ccxt client pulls in ccxt, the paper exchange numba
+_LAZY = {
+    "CcxtExchange": "workbench.exchange._ccxt",
+    "PaperExchange": "workbench.exchange._paper",
+    "ReplayClock": "workbench.exchange._clock",
+    "PaperStore": "workbench.exchange._paper_store",
+    "PaperAccount": "workbench.exchange._paper_store",
+    "PaperPosition": "workbench.exchange._paper_store",
+    "MemoryPaperStore": "workbench.exchange._paper_store",
+}
+
+__all__ = sorted(["Balance", "Exchange", "Fill", "Market", "Order", "Position", "open_exchange", "register", *_LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'workbench.exchange' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -1,0 +1,325 @@
+"""The interface over ccxt's unified API, for Binance and Gate (spot and USDT perpetuals).
+
+What differs between venues is kept in ``_VENUES``: which markets ccxt loads, and how a
+client order id is sent (Binance ``newClientOrderId`` via ccxt's ``clientOrderId``; Gate
+``text``, which must start with "t-"). The client is built by the vault's
+``client()``, so ccxt's debug log masks the keys; ccxt errors become workbench errors
+whose messages have the keys scrubbed out.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+import pandas as pd
+
+from workbench.errors import (AuthenticationFailed, DuplicateOrder, ExchangeError, ExchangeUnavailable,
+                              InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited)
+from workbench.exchange._types import MARKET_TYPES, Balance, Exchange, Fill, Market, Order, Position
+from workbench.vault import ExchangeKeys, Secret
+
+# ccxt messages that mean "this client order id was used before" (Binance spot, USDⓈ-M, Gate)
+_DUPLICATE_MARKERS = ("Duplicate order sent", "-4116", "REPEATED_CREATION")
+# ccxt maps Binance futures codes by host name; these messages mean "not enough margin" anywhere
+_INSUFFICIENT_MARKERS = ("Margin is insufficient",)
+_STATUSES = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
+             "expired": "expired", "rejected": "rejected"}
+
+
+@dataclass(frozen=True)
+class _Venue:
+    options: Mapping[str, Mapping[str, Any]]  # ccxt options per market type
+    config: Mapping[str, Any]  # ccxt constructor settings for every market type
+    client_id_param: str
+    client_id_prefix: str = ""
+
+
+_VENUES = {
+    "binance": _Venue(
+        options={
+            "spot": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}},
+            "swap": {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
+        },
+        client_id_param="clientOrderId",
+        config={"options": {"fetchMargins": False, "fetchCurrencies": False}},
+    ),
+    "gate": _Venue(
+        options={
+            "spot": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}},
+            "swap": {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]},
+                     "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}}},
+        },
+        client_id_param="text",
+        client_id_prefix="t-",
+        # classic (non-unified) accounts; currencies are not needed to trade
+        config={"options": {"unifiedAccount": False}, "has": {"fetchCurrencies": False}},
+    ),
+}
+
+VENUES = tuple(_VENUES)
+
+
+def _reveal(value: Any) -> str:
+    return value.reveal() if hasattr(value, "reveal") else str(value)
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _time(ms: Any) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+
+
+class CcxtExchange(Exchange):
+    """A ccxt client for one account and market type. ``urls`` replaces ccxt's ``urls["api"]``
+    (e.g. a loopback server); ``config`` adds ccxt constructor settings (``timeout`` in ms,
+    ``enableRateLimit``...); ``clock`` gives seconds since 1970 (which candles are closed)."""
+
+    def __init__(self, name: str, *, api_key: Any = None, secret: Any = None, password: Any = None,
+                 market_type: str = "spot", urls: Mapping[str, Any] | None = None,
+                 config: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time) -> None:
+        if name not in _VENUES:
+            raise ExchangeError(f"exchange {name!r} is not supported; use one of {', '.join(VENUES)}")
+        if market_type not in MARKET_TYPES:
+            raise ExchangeError(f"{name}: market_type {market_type!r}; use one of {MARKET_TYPES}")
+        self.name, self.market_type, self._clock = name, market_type, clock
+        venue = self._venue = _VENUES[name]
+        settings = {**(config or {})}
+        options = {**venue.config.get("options", {}), **venue.options[market_type], **settings.pop("options", {})}
+        settings.update({key: value for key, value in venue.config.items() if key != "options"})
+        settings["options"] = options
+        if urls is not None:
+            settings["urls"] = {"api": dict(urls)}
+        if api_key is not None or secret is not None:
+            from workbench.vault._exchange import client
+
+            keys = ExchangeKeys(None, name, Secret(_reveal(api_key or "")), Secret(_reveal(secret or "")),
+                                Secret(_reveal(password)) if password else None)
+            self._redactions = keys.redactions()
+            self._client = client(keys, settings)
+        else:  # market data only
+            self._redactions = []
+            self._client = getattr(ccxt, name)(settings)
+        self._markets: dict[str, Market] | None = None
+
+    # -- markets ------------------------------------------------------------------------
+    def markets(self, reload: bool = False) -> dict[str, Market]:
+        if self._markets is None or reload:
+            with self._calling("load_markets"):
+                loaded = self._client.load_markets(reload=reload)
+            self._markets = {symbol: self._market(m) for symbol, m in loaded.items()
+                             if m.get("type") == self.market_type and (self.market_type == "spot" or m.get("linear"))}
+        return self._markets
+
+    @staticmethod
+    def _market(m: Mapping[str, Any]) -> Market:
+        size = _dec(m.get("contractSize")) or Decimal(1)
+        limits, precision = m.get("limits") or {}, m.get("precision") or {}
+        min_amount = _dec((limits.get("amount") or {}).get("min"))
+        return Market(
+            symbol=m["symbol"], id=m["id"], type=m["type"], base=m["base"], quote=m["quote"],
+            settle=m.get("settle"), contract_size=size,
+            amount_step=_dec(precision.get("amount")) * size, price_step=_dec(precision.get("price")),
+            min_amount=None if min_amount is None else min_amount * size,
+            min_cost=_dec((limits.get("cost") or {}).get("min")),
+            max_leverage=_dec((limits.get("leverage") or {}).get("max")),
+            maker_fee=_dec(m.get("maker")), taker_fee=_dec(m.get("taker")),
+        )
+
+    def _round_amount(self, market: Market, amount: Decimal) -> Decimal:
+        try:
+            contracts = self._client.amount_to_precision(market.symbol, str(amount / market.contract_size))
+        except ccxt.InvalidOrder:  # below one step: ccxt refuses; our check says why
+            return Decimal(0)
+        return Decimal(contracts) * market.contract_size
+
+    def _round_price(self, market: Market, price: Decimal) -> Decimal:
+        return Decimal(self._client.price_to_precision(market.symbol, str(price)))
+
+    # -- reading ------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+
+    def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: datetime | None = None,
+                    limit: int | None = None) -> pd.DataFrame:
+        from workbench.data import validate_candles
+
+        market = self.market(symbol)
+        since_ms = None if since is None else int(since.timestamp() * 1000)
+        with self._calling("fetch_ohlcv"):
+            # one more than asked for: the newest may be the forming candle, which is not closed
+            rows = self._client.fetch_ohlcv(market.symbol, timeframe, since_ms, limit and limit + 1)
+        step_ms = self._client.parse_timeframe(timeframe) * 1000
+        now_ms = self._clock() * 1000
+        rows = [row[:6] for row in rows if row[0] + step_ms <= now_ms][-limit if limit else None:]
+        frame = pd.DataFrame(rows, columns=["time", "open", "high", "low", "close", "volume"], dtype="float64")
+        frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
+        frame = frame.set_index("time")
+        frame.attrs.update(timeframe=timeframe, symbol=symbol, source=f"{self.name} {self.market_type}")
+        return validate_candles(frame, timeframe=timeframe) if len(frame) else frame
+
+    def fetch_balance(self) -> dict[str, Balance]:
+        with self._calling("fetch_balance"):
+            raw = self._client.fetch_balance({"type": self.market_type})
+        result = {}
+        for currency, account in raw.items():
+            if isinstance(account, dict) and {"free", "used", "total"} <= account.keys() and currency not in ("free", "used", "total"):
+                values = [_dec(account.get(k)) or Decimal(0) for k in ("free", "used", "total")]
+                result[currency] = Balance(currency, *values)
+        return result
+
+    def fetch_position(self, symbol: str) -> Position:
+        market = self.market(symbol)
+        if market.type == "spot":
+            held = self.fetch_balance().get(market.base)
+            return Position(symbol, held.total if held else Decimal(0))
+        with self._calling("fetch_positions"):
+            positions = self._client.fetch_positions([symbol])
+        for p in positions:
+            contracts = _dec(p.get("contracts")) or Decimal(0)
+            if p.get("symbol") == symbol and contracts:
+                sign = -1 if p.get("side") == "short" else 1
+                return Position(
+                    symbol, sign * contracts * market.contract_size, _dec(p.get("entryPrice")),
+                    _dec(p.get("leverage")), _dec(p.get("unrealizedPnl")),
+                    _dec(p.get("initialMargin") if p.get("initialMargin") is not None else p.get("collateral")),
+                    _dec(p.get("liquidationPrice")))
+        return Position(symbol, Decimal(0))
+
+    def fetch_open_orders(self, symbol: str) -> list[Order]:
+        market = self.market(symbol)
+        with self._calling("fetch_open_orders"):
+            return [self._order(o, market) for o in self._client.fetch_open_orders(symbol)]
+
+    def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Order | None:
+        market = self.market(symbol)
+        params = {"clientOrderId": self._venue.client_id_prefix + client_order_id}
+        try:
+            with self._calling("fetch_order"):
+                return self._order(self._client.fetch_order(None, symbol, params), market)
+        except OrderNotFound:
+            return None
+
+    def fetch_my_trades(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+        market = self.market(symbol)
+        since_ms = None if since is None else int(since.timestamp() * 1000)
+        with self._calling("fetch_my_trades"):
+            trades = self._client.fetch_my_trades(symbol, since_ms)
+        fills = (self._fill(t, market) for t in trades)  # Gate's "from" is whole seconds
+        return sorted((f for f in fills if since is None or f.timestamp >= since), key=lambda f: (f.timestamp, f.id))
+
+    # -- trading ------------------------------------------------------------------------
+    def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
+               client_order_id: str, reduce_only: bool) -> Order:
+        params: dict[str, Any] = {self._venue.client_id_param: self._venue.client_id_prefix + client_order_id}
+        if reduce_only:
+            if market.type != "swap":
+                raise InvalidOrder(f"{self.name} {market.symbol}: reduce_only is for swaps")
+            params["reduceOnly"] = True
+        if self.name == "gate" and market.type == "spot" and type == "market" and side == "buy":
+            if price is None:  # Gate sizes spot market buys in quote currency
+                raise InvalidOrder(f"gate {market.symbol}: a spot market buy needs a reference price "
+                                   "(Gate spends amount x price of the quote currency)")
+            params["cost"] = str(amount * price)
+        contracts = str(amount / market.contract_size)
+        limit = str(price) if type == "limit" else None
+        with self._calling("create_order"):
+            raw = self._client.create_order(market.symbol, type, side, contracts, limit, params)
+        return self._order(raw, market)
+
+    def cancel_order(self, symbol: str, order_id: str) -> Order:
+        market = self.market(symbol)
+        with self._calling("cancel_order"):
+            return self._order(self._client.cancel_order(order_id, symbol), market)
+
+    def set_leverage(self, symbol: str, leverage: int) -> None:
+        market = self.market(symbol)
+        if market.type != "swap":
+            raise InvalidOrder(f"{self.name} {symbol}: leverage is set on swaps only, not on {market.type}")
+        if market.max_leverage is not None and leverage > market.max_leverage:
+            raise InvalidOrder(f"{self.name} {symbol}: leverage {leverage} is above the market's maximum {market.max_leverage}")
+        with self._calling("set_leverage"):
+            self._client.set_leverage(int(leverage), symbol)
+
+    def close(self) -> None:
+        session = getattr(self._client, "session", None)
+        if session is not None:
+            session.close()
+
+    # -- conversions --------------------------------------------------------------------
+    def _client_id(self, raw: Any) -> str | None:
+        prefix = self._venue.client_id_prefix
+        if raw and prefix and str(raw).startswith(prefix):
+            return str(raw)[len(prefix):]
+        return raw or None
+
+    def _order(self, o: Mapping[str, Any], market: Market) -> Order:
+        size = market.contract_size
+        amount = _dec(o.get("amount")) or Decimal(0)
+        filled = _dec(o.get("filled")) or Decimal(0)
+        return Order(
+            id=str(o["id"]), client_order_id=self._client_id(o.get("clientOrderId")), symbol=market.symbol,
+            side=o.get("side"), type=o.get("type"), amount=amount * size,
+            price=_dec(o.get("price")) if o.get("type") == "limit" else None,
+            filled=filled * size, average=_dec(o.get("average")) if filled else None,
+            status=_STATUSES.get(o.get("status"), "open"), timestamp=_time(o.get("timestamp")))
+
+    def _fill(self, t: Mapping[str, Any], market: Market) -> Fill:
+        fee = t.get("fee") or {}
+        taker = t.get("takerOrMaker")
+        info = t.get("info") or {}
+        return Fill(
+            id=str(t["id"]), order_id=str(t.get("order")), client_order_id=self._client_id(info.get("text")),
+            symbol=market.symbol, side=t.get("side"), amount=(_dec(t.get("amount")) or Decimal(0)) * market.contract_size,
+            price=_dec(t.get("price")), fee=_dec(fee.get("cost")) or Decimal(0), fee_currency=fee.get("currency"),
+            timestamp=_time(t.get("timestamp")), taker=None if taker is None else taker == "taker")
+
+    # -- errors -------------------------------------------------------------------------
+    @contextmanager
+    def _calling(self, operation: str) -> Iterator[None]:
+        """Turn ccxt's exceptions into ours, saying what failed, without the keys."""
+        try:
+            yield
+        except ccxt.BaseError as exc:
+            raise self._translate(operation, exc) from None
+
+    def _translate(self, operation: str, exc: ccxt.BaseError) -> ExchangeError:
+        detail = f"{type(exc).__name__}: {exc}"
+        for plain, shown in self._redactions:
+            detail = detail.replace(plain, shown)
+        where = f"{self.name} {self.market_type} {operation}"
+        if isinstance(exc, ccxt.AuthenticationError):
+            return AuthenticationFailed(f"{where}: authentication failed (API key, secret or permissions "
+                                        f"rejected): {detail}")
+        if isinstance(exc, ccxt.InsufficientFunds) or any(marker in str(exc) for marker in _INSUFFICIENT_MARKERS):
+            return InsufficientFunds(f"{where}: insufficient funds for the order: {detail}")
+        if isinstance(exc, ccxt.OrderNotFound):
+            return OrderNotFound(f"{where}: no such order: {detail}")
+        if isinstance(exc, ccxt.ExchangeError) and any(marker in str(exc) for marker in _DUPLICATE_MARKERS):
+            return DuplicateOrder(f"{where}: the client order id was used before: {detail}")
+        if isinstance(exc, (ccxt.InvalidOrder, ccxt.BadRequest, ccxt.BadSymbol)):
+            return InvalidOrder(f"{where}: the exchange rejected the order: {detail}")
+        if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+            retry_after = _retry_after(getattr(self._client, "last_response_headers", None))
+            wait = f"retry after {retry_after:g} s" if retry_after is not None else "no Retry-After given"
+            return RateLimited(f"{where}: rate limited ({wait}): {detail}", retry_after=retry_after)
+        if isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce):
+            kind = "timed out" if isinstance(exc, ccxt.RequestTimeout) else "unavailable"
+            return ExchangeUnavailable(f"{where}: the exchange is {kind}; the outcome of the request is "
+                                       f"unknown: {detail}")
+        return ExchangeError(f"{where}: {detail}")
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    value = (headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date: rare from exchanges; treat as unknown
+        return None
