@@ -151,7 +151,7 @@ def test_result_exposes_the_strategy_json_and_stats(candles):
     result = wb.backtest("ema_reversal", candles, {"leverage": 3})
     assert result.strategy == {"type": "ema_reversal", "params": result.params, "risk_limits": NO_LIMITS}
     stats = result.stats()
-    assert stats["Closed trades"] == str(int(result.metrics["trades"]))
+    assert stats.loc["Closed trades", "ema_reversal"] == str(int(result.metrics["trades"]))
     assert "Sharpe ratio" in result._repr_html_()
 
 

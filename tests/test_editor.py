@@ -20,7 +20,7 @@ def test_controls_follow_the_schema(candles):
     assert isinstance(controls["position_size"], widgets.FloatSlider)  # 0.01..1 by 0.01
     assert isinstance(controls["stop_loss"], widgets.BoundedFloatText)  # 0.05..90 by 0.05
     assert isinstance(controls["dip_levels"], widgets.FloatsInput)
-    assert controls["dip_levels"].value == [0.3, 0.5, 0.8]
+    assert controls["dip_levels"].value == [5.0, 10.0, 15.0]
     assert isinstance(wb.editor("channel", candles).controls["mode"], widgets.Dropdown)
     assert editor.result is not None and editor.error is None
 

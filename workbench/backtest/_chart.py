@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Title
 from bokeh.plotting import figure
 
 if TYPE_CHECKING:
@@ -37,9 +37,10 @@ def _x(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
 def result_figure(result: BacktestResult, *, width: int = 900):
     """Three linked panels; hover shows values, fills are marked by kind."""
     close = _thin(result.candles["close"])
-    price = figure(height=300, width=width, x_axis_type="datetime", title=(
-        f"{result.template.title}: {', '.join(f'{k}={v}' for k, v in result.params.items())}"),
-        tools="xpan,xwheel_zoom,box_zoom,reset,save")
+    price = figure(height=300, width=width, x_axis_type="datetime", title=result.template.title,
+                   tools="xpan,xwheel_zoom,box_zoom,reset,save")
+    price.add_layout(Title(text=", ".join(f"{k}={v}" for k, v in result.params.items()),
+                           text_font_size="8pt", text_font_style="normal"), "above")
     price.line(_x(close.index), close.to_numpy(), color="#555555", legend_label="close")
     fills = result.fills
     styles = {"buy": ("triangle", "#2ca02c"), "sell": ("inverted_triangle", "#d62728")}

@@ -15,6 +15,13 @@ Accounting model (documented in README "How backtests account"):
 * At ``L > 1`` the position is an isolated-margin perpetual: it is liquidated when the
   price reaches ``entry*(1 - 1/L + mmr)`` (longs) or ``entry*(1 + 1/L - mmr)`` (shorts);
   the margin is lost and whatever the position still held is kept as the liquidation fee.
+
+Live intent: a live session runs the same kernel over the closed candles plus the forming
+bar (known so far: its open, so ``high == low == close == open``) and passes an ``intent``
+array (empty in backtests and sweeps, so they pay one comparison per bar). On that last
+bar each kernel writes the orders the bar needs with ``intend``: what it fills at the open
+(market orders, marketable limits) and what must rest through the bar (limits, stops),
+with the sizes its own sizing rules give (``workbench.live`` sends them).
 """
 from __future__ import annotations
 
@@ -60,10 +67,22 @@ FILL_LIQUIDATION = 4
 FILL_RISK = 5  # closed by the daily-loss limit
 FILL_KINDS = ("entry", "exit", "stop_loss", "take_profit", "liquidation", "risk_limit")
 
+# -- live intent rows: (leg, order type, signed size, price) -----------------------------
+I_LEG = 0
+I_TYPE = 1
+I_SIZE = 2
+I_PRICE = 3
+INTENT_WIDTH = 4
+INTENT_ROWS = 24  # more than any kernel intends for one bar
+ORDER_MARKET = 0
+ORDER_LIMIT = 1
+ORDER_STOP = 2  # stop-market: triggers when the bar trades through the price (see stop_fill)
+ORDER_TYPES = ("market", "limit", "stop")
+
 # -- the metrics accumulator (float64 slots) ---------------------------------------------
 A_N = 0
-A_MEAN = 1
-A_M2 = 2
+A_SUM = 1  # of returns; plain sums keep the per-bar update free of a division chain
+A_SUM_SQ = 2
 A_DOWN_SQ = 3
 A_PEAK = 4
 A_MAX_DD = 5
@@ -220,7 +239,7 @@ def entry_units(state, cfg, price, budget, fee_rate):
 @njit(cache=True)
 def new_day(state, cfg, day, price):
     """Start of a bar: roll the daily-loss window over at UTC midnight."""
-    if day != state[DAY]:
+    if day != state[DAY] and cfg[C_MAX_DAILY_LOSS] != np.inf:
         state[DAY] = day
         state[DAY_START_EQUITY] = equity(state, price)
         state[HALTED] = 0.0
@@ -229,7 +248,7 @@ def new_day(state, cfg, day, price):
 @njit(cache=True)
 def daily_loss_breached(state, cfg, price):
     """True when today's loss reached the limit: the kernel flattens and halts entries."""
-    if state[HALTED] == 1.0:
+    if state[HALTED] == 1.0 or cfg[C_MAX_DAILY_LOSS] == np.inf:
         return False
     if state[DAY_START_EQUITY] - equity(state, price) >= cfg[C_MAX_DAILY_LOSS]:
         state[HALTED] = 1.0
@@ -280,16 +299,68 @@ def limit_fill(side, limit, open_, high, low, cfg):
 
 
 @njit(cache=True)
+def stop_fill(side, stop, open_, high, low, cfg):
+    """Where a resting stop-market order fills in a bar, or NaN if the bar does not reach it.
+
+    A sell stop (closing a long) triggers when the low reaches the stop and fills at
+    ``min(open, stop)`` (the open when the bar gaps through it) less slippage, as a taker;
+    a buy stop mirrors it.
+    """
+    slip = cfg[C_SLIPPAGE]
+    if side < 0:
+        if low <= stop:
+            return min(open_, stop) * (1.0 - slip)
+    elif high >= stop:
+        return max(open_, stop) * (1.0 + slip)
+    return np.nan
+
+
+@njit(cache=True)
+def stop_or_liquidation(state, cfg, stop, open_, high, low):
+    """Which protective exit of the open position a bar triggers: ``(FILL_LIQUIDATION, price)``,
+    ``(FILL_STOP, fill price)`` or ``(-1, NaN)``. ``stop`` is the stop price (NaN: none).
+
+    Worst case first: the liquidation wins when it is nearer than the stop, or when the stop
+    would fill beyond it (a gap), since isolated margin never loses more than the margin.
+    """
+    units = state[UNITS]
+    side = -1 if units > 0.0 else 1  # the stop closes the position
+    price = np.nan if np.isnan(stop) else stop_fill(side, stop, open_, high, low, cfg)
+    liq = liquidation_price(state, cfg)
+    if not np.isnan(liq):
+        if units > 0.0:
+            if low <= liq and (np.isnan(stop) or liq >= stop or price <= liq):
+                return FILL_LIQUIDATION, liq
+        elif high >= liq and (np.isnan(stop) or liq <= stop or price >= liq):
+            return FILL_LIQUIDATION, liq
+    if not np.isnan(price):
+        return FILL_STOP, price
+    return -1, np.nan
+
+
+@njit(cache=True)
+def intend(intent, live, leg, order_type, size, price):
+    """Append an order to a live session's ``intent`` (no-op unless ``live``, or for size 0)."""
+    if not live or size == 0.0:
+        return
+    for k in range(intent.shape[0]):
+        if np.isnan(intent[k, I_LEG]):
+            intent[k, I_LEG] = leg
+            intent[k, I_TYPE] = order_type
+            intent[k, I_SIZE] = size
+            intent[k, I_PRICE] = price
+            return
+
+
+@njit(cache=True)
 def end_bar(state, acc, equity_out, position_out, bar, close):
     """Mark to the close, update the metrics and (when recording) the curves."""
     value = equity(state, close)
     prev = acc[A_PREV]
     ret = value / prev - 1.0 if prev > 0.0 else 0.0
-    n = acc[A_N] + 1.0
-    delta = ret - acc[A_MEAN]
-    acc[A_MEAN] += delta / n
-    acc[A_M2] += delta * (ret - acc[A_MEAN])
-    acc[A_N] = n
+    acc[A_N] += 1.0
+    acc[A_SUM] += ret
+    acc[A_SUM_SQ] += ret * ret
     if ret < 0.0:
         acc[A_DOWN_SQ] += ret * ret
     if value > acc[A_PEAK]:
@@ -316,10 +387,11 @@ def finish(state, acc, cfg, out):
     total = acc[A_LAST] / init - 1.0
     out[0] = total
     out[1] = (1.0 + total) ** (ann / n) - 1.0 if n > 0 and total > -1.0 else -1.0
-    std = np.sqrt(acc[A_M2] / (n - 1.0)) if n > 1 else np.nan
-    out[2] = acc[A_MEAN] / std * np.sqrt(ann) if std > 0.0 else np.nan
+    mean = acc[A_SUM] / n if n > 0 else np.nan
+    std = np.sqrt(max(acc[A_SUM_SQ] - acc[A_SUM] * mean, 0.0) / (n - 1.0)) if n > 1 else np.nan
+    out[2] = mean / std * np.sqrt(ann) if std > 0.0 else np.nan
     down = np.sqrt(acc[A_DOWN_SQ] / n) if n > 0 else np.nan
-    out[3] = acc[A_MEAN] / down * np.sqrt(ann) if down > 0.0 else np.nan
+    out[3] = mean / down * np.sqrt(ann) if down > 0.0 else np.nan
     out[4] = out[1] / acc[A_MAX_DD] if acc[A_MAX_DD] > 0.0 else np.nan
     out[5] = acc[A_MAX_DD]
     trades = state[TRADES]

@@ -126,14 +126,13 @@ class BacktestResult:
 
         return result_figure(self)
 
-    def stats(self) -> pd.Series:
-        """The metrics as a labelled, formatted Series (what notebooks display)."""
-        labels, values = [], []
+    def stats(self) -> pd.DataFrame:
+        """The metrics labelled and formatted, one row each (a table in notebooks)."""
+        rows = {}
         for name, (label, fmt) in _METRIC_LABELS.items():
             value = self.metrics[name]
-            labels.append(label)
-            values.append("n/a" if value != value else fmt.format(value))
-        return pd.Series(values, index=labels, name=f"{self.template.name}")
+            rows[label] = "n/a" if value != value else fmt.format(value)
+        return pd.DataFrame({self.template.name: rows})
 
     def __repr__(self) -> str:
         m = self.metrics
@@ -141,5 +140,5 @@ class BacktestResult:
                 f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}>")
 
     def _repr_html_(self) -> str:
-        return self.stats().to_frame().to_html()
+        return self.stats().to_html()
 

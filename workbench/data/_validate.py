@@ -222,10 +222,12 @@ def _check_order(work: pd.DataFrame, report: _Report, fixes: frozenset[str]) -> 
     if "drop_duplicates" in fixes:
         return work[~times.duplicated(keep="last")]
     repeated = times.duplicated(keep="first").to_numpy()
-    earlier = dict(zip(work.index[1:], work.index[:-1]))
+    if not repeated.any():
+        return work
+    position = {label: k for k, label in enumerate(work.index)}
 
     def describe(i: int) -> str:
-        first = earlier[i]
+        first = work.index[position[i] - 1]
         same = work.loc[i, list(COLUMNS)].equals(work.loc[first, list(COLUMNS)])
         relation = "repeats" if same else "has the same time as, but other values than,"
         return f"duplicate: {relation} {report.row(first)}"

@@ -103,7 +103,7 @@ class StrategyEditor(widgets.VBox):
         self.error = None
         self.result = result
         self.status.value = '<span style="color:#27ae60">&#10003; backtest up to date</span>'
-        self.metrics_view.value = result.stats().to_frame("").to_html(border=0)
+        self.metrics_view.value = result.stats().to_html(border=0, header=False)
         from bokeh.io import output_notebook, show
 
         self.chart.clear_output(wait=True)
