@@ -88,8 +88,7 @@ A_PEAK = 4
 A_MAX_DD = 5
 A_PREV = 6
 A_EXPOSED = 7
-A_LAST = 8
-ACC_SIZE = 9
+ACC_SIZE = 8
 
 METRIC_NAMES = (
     "total_return",
@@ -124,7 +123,6 @@ def new_accumulator(cfg):
     acc = np.zeros(ACC_SIZE)
     acc[A_PEAK] = cfg[C_INIT_CASH]
     acc[A_PREV] = cfg[C_INIT_CASH]
-    acc[A_LAST] = cfg[C_INIT_CASH]
     return acc
 
 
@@ -354,25 +352,28 @@ def intend(intent, live, leg, order_type, size, price):
 
 @njit(cache=True)
 def end_bar(state, acc, equity_out, position_out, bar, close):
-    """Mark to the close, update the metrics and (when recording) the curves."""
+    """Mark to the close, update the metrics and (when recording) the curves.
+
+    Bars where the equity did not move (flat, or an unchanged close) cost no division: a
+    sweep spends most of its time here.
+    """
     value = equity(state, close)
     prev = acc[A_PREV]
-    ret = value / prev - 1.0 if prev > 0.0 else 0.0
     acc[A_N] += 1.0
-    acc[A_SUM] += ret
-    acc[A_SUM_SQ] += ret * ret
-    if ret < 0.0:
-        acc[A_DOWN_SQ] += ret * ret
-    if value > acc[A_PEAK]:
-        acc[A_PEAK] = value
-    elif acc[A_PEAK] > 0.0:
-        drawdown = 1.0 - value / acc[A_PEAK]
-        if drawdown > acc[A_MAX_DD]:
-            acc[A_MAX_DD] = drawdown
+    if value != prev:
+        ret = value / prev - 1.0 if prev > 0.0 else 0.0
+        acc[A_SUM] += ret
+        acc[A_SUM_SQ] += ret * ret
+        if ret < 0.0:
+            acc[A_DOWN_SQ] += ret * ret
+        peak = acc[A_PEAK]
+        if value > peak:
+            acc[A_PEAK] = value
+        elif value < peak * (1.0 - acc[A_MAX_DD]) and peak > 0.0:
+            acc[A_MAX_DD] = 1.0 - value / peak
+        acc[A_PREV] = value
     if state[UNITS] != 0.0:
         acc[A_EXPOSED] += 1.0
-    acc[A_PREV] = value
-    acc[A_LAST] = value
     if equity_out.shape[0] > 0:
         equity_out[bar] = value
         position_out[bar] = state[UNITS]
@@ -384,7 +385,7 @@ def finish(state, acc, cfg, out):
     n = acc[A_N]
     ann = cfg[C_ANN_FACTOR]
     init = cfg[C_INIT_CASH]
-    total = acc[A_LAST] / init - 1.0
+    total = acc[A_PREV] / init - 1.0
     out[0] = total
     out[1] = (1.0 + total) ** (ann / n) - 1.0 if n > 0 and total > -1.0 else -1.0
     mean = acc[A_SUM] / n if n > 0 else np.nan
@@ -402,5 +403,5 @@ def finish(state, acc, cfg, out):
     out[10] = trades
     out[11] = state[FEES]
     out[12] = state[LIQUIDATIONS]
-    out[13] = acc[A_LAST]
+    out[13] = acc[A_PREV]
     out[14] = state[N_FILLS]
