@@ -62,8 +62,20 @@ def run(args: list[str]) -> int:
     return subprocess.run(command, env=env).returncode
 
 
+def _ensure_chromium() -> None:
+    """The browser tests drive Debian's chromium (never a downloaded browser build): install it
+    when running as root; otherwise those tests skip and say how to install it."""
+    if Path("/usr/bin/chromium").exists() or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    _say("installing chromium for the browser tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], check=True, env=env)
+
+
 def test(args: list[str]) -> int:
     _setup("dev")  # the tests keep their state in temporary folders, never in var/
+    _ensure_chromium()
     result = subprocess.run([str(PYTHON), "-m", "pytest", *(args or ["tests"])], cwd=ROOT, env=_environment())
     return result.returncode
 

@@ -50,6 +50,15 @@ def _seed(tenant: store.Tenant) -> dict[str, int]:
         notebook = add(store.LiveNotebook(**owner, session_id=trading.id, source_path="live.ipynb",
                                           content="{}", schedule="*/5 * * * *"))
         s.add(store.NotebookRun(**owner, live_notebook_id=notebook.id, scheduled_for=NOW))
+        paper = add(store.PaperAccountRow(**owner, account="session-1", currency="USDT", cash=Decimal("1000")))
+        s.add(store.PaperPositionRow(**owner, account_id=paper.id, symbol="BTC/USDT", units=Decimal("0.01"),
+                                     entry=Decimal("60000"), margin=Decimal("600"), leverage=Decimal(1)))
+        s.add(store.PaperOrderRow(**owner, account_id=paper.id, id="P1", symbol="BTC/USDT", side="buy", type="limit",
+                                  amount=Decimal("0.01"), price=Decimal("60000"), filled=Decimal("0.01"),
+                                  status="closed", ts=NOW))
+        s.add(store.PaperFillRow(**owner, account_id=paper.id, id="T2", seq=0, order_id="P1", symbol="BTC/USDT",
+                                 side="buy", amount=Decimal("0.01"), price=Decimal("60000"), fee=Decimal("0.6"),
+                                 ts=NOW))
         return {"strategies": strategy.id, "exchange_accounts": account.id, "trading_sessions": trading.id,
                 "orders": order.id, "live_notebooks": notebook.id}
 

@@ -43,6 +43,12 @@ _LAZY = {
     "delete_strategy": "workbench.strategies:delete_strategy",
     "vault": "workbench.vault",
     "open_exchange": "workbench.exchange:open_exchange",
+    "live": "workbench.live",
+    "scheduler": "workbench.scheduler",
+    "promote": "workbench.scheduler:promote",
+    "demote": "workbench.scheduler:demote",
+    "promote_button": "workbench.scheduler:promote_button",
+    "dashboard": "workbench.scheduler:dashboard",
 }
 
 __all__ = sorted([*_LAZY, "CandleError", "ParameterError", "StrategyError", "TemplateError", "WorkbenchError"])

@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "workbench.backtest._cli",
     "workbench.store._cli",
     "workbench.vault._cli",
+    "workbench.scheduler._cli",
 ]
 
 

@@ -80,3 +80,22 @@ class RateLimited(ExchangeError):
 class ExchangeUnavailable(ExchangeError):
     """The exchange did not answer in time, dropped the connection or answered 5xx: the request's
     outcome is unknown, so an order may or may not exist (look it up by client order id)."""
+
+
+class HubError(WorkbenchError):
+    """A hub setting, tenant provisioning step or workbench-service call that failed; names
+    the setting, tenant or endpoint and the reason."""
+
+
+class SchedulerError(WorkbenchError):
+    """A promotion, schedule or live-notebook operation the scheduler refuses; names the
+    notebook, session or schedule and what is wrong with it."""
+
+
+class SessionError(WorkbenchError):
+    """A live trading session that does not exist, or a state change its state refuses (says
+    from which state to which, and what is allowed)."""
+
+
+class RiskLimitBreached(SessionError):
+    """A live session broke one of its risk limits; names the limit, its value and by how much."""

@@ -58,10 +58,10 @@ def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage:
 class _Market:
     """The candles as the contiguous float arrays the kernels read, plus the UTC day number."""
 
-    def __init__(self, candles: pd.DataFrame):
+    def __init__(self, candles: pd.DataFrame, validate: bool = True):
         from workbench.data import validate_candles
 
-        self.candles = validate_candles(candles)
+        self.candles = validate_candles(candles) if validate else candles
         index = self.candles.index
         self.arrays = {c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
                        for c in ("open", "high", "low", "close")}
@@ -73,7 +73,7 @@ class _Market:
     def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
         a = self.arrays
         kernel.simulate(a["open"], a["high"], a["low"], a["close"], self.day, ind, rows, params, cfg,
-                        fills, equity_out, position_out, out)
+                        fills, equity_out, position_out, out, np.zeros((0, e.INTENT_WIDTH)))
 
 
 def _resolve(template: str | Template) -> Template:
@@ -134,9 +134,10 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
 def _run_many(simulate, open_, high, low, close, day, ind, rows, params, cfgs, out):
     no_fills = np.zeros((0, 5))
     no_curve = np.zeros(0)
+    no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
         simulate(open_, high, low, close, day, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
-                 no_curve, out[j])
+                 no_curve, out[j], no_intent)
 
 
 def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]]:

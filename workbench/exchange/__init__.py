@@ -9,11 +9,13 @@ A trading tick talks to any of them the same way::
     ex.markets(); ex.market("BTC/USDT:USDT")          # Market: precision, limits, contract size
     ex.now()                                         # exchange time (paper: the replay clock)
     ex.fetch_ohlcv(symbol, "1h")                     # closed candles, a tidy candle frame
+    ex.fetch_price(symbol, "1h")                     # the forming candle's open: what orders are sized at
     ex.fetch_balance()                               # {currency: Balance}
     ex.fetch_position(symbol)                        # Position (signed base units; spot: base held)
     ex.fetch_open_orders(symbol)                     # [Order]
     ex.fetch_order_by_client_id(symbol, cid)         # Order or None: was it accepted?
     ex.create_order(symbol, "buy", "limit", amount, price, client_order_id=cid)
+    ex.order_types                                   # ("market", "limit"); paper adds "stop" (stop-market)
     ex.cancel_order(symbol, order_id)
     ex.fetch_my_trades(symbol, since)                # [Fill], oldest first
     ex.set_leverage(symbol, 5)                       # swaps only
@@ -42,6 +44,7 @@ _LAZY = {
     "PaperAccount": "workbench.exchange._paper_store",
     "PaperPosition": "workbench.exchange._paper_store",
     "MemoryPaperStore": "workbench.exchange._paper_store",
+    "PostgresPaperStore": "workbench.exchange._paper_pg",
 }
 
 __all__ = sorted(["Balance", "Exchange", "Fill", "Market", "Order", "Position", "open_exchange", "register", *_LAZY])

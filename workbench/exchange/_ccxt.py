@@ -165,6 +165,19 @@ class CcxtExchange(Exchange):
         frame.attrs.update(timeframe=timeframe, symbol=symbol, source=f"{self.name} {self.market_type}")
         return validate_candles(frame, timeframe=timeframe) if len(frame) else frame
 
+    def fetch_price(self, symbol: str, timeframe: str = "1m") -> Decimal:
+        market = self.market(symbol)
+        step_ms, now_ms = self._client.parse_timeframe(timeframe) * 1000, int(self._clock() * 1000)
+        with self._calling("fetch_ohlcv"):  # the last closed candle and the forming one
+            rows = self._client.fetch_ohlcv(market.symbol, timeframe, now_ms // step_ms * step_ms - step_ms, 2)
+        forming = [row for row in rows if row[0] <= now_ms < row[0] + step_ms]
+        if forming:
+            return Decimal(str(forming[0][1]))
+        closed = [row for row in rows if row[0] + step_ms <= now_ms]
+        if not closed:
+            raise ExchangeError(f"{self.name} {self.market_type} fetch_ohlcv: no recent {timeframe} candle of {symbol}")
+        return Decimal(str(closed[-1][4]))  # no trade yet in the forming candle: the last close
+
     def fetch_balance(self) -> dict[str, Balance]:
         with self._calling("fetch_balance"):
             raw = self._client.fetch_balance({"type": self.market_type})
@@ -269,7 +282,8 @@ class CcxtExchange(Exchange):
             side=o.get("side"), type=o.get("type"), amount=amount * size,
             price=_dec(o.get("price")) if o.get("type") == "limit" else None,
             filled=filled * size, average=_dec(o.get("average")) if filled else None,
-            status=_STATUSES.get(o.get("status"), "open"), timestamp=_time(o.get("timestamp")))
+            status=_STATUSES.get(o.get("status"), "open"), timestamp=_time(o.get("timestamp")),
+            reduce_only=bool(o.get("reduceOnly")))
 
     def _fill(self, t: Mapping[str, Any], market: Market) -> Fill:
         fee = t.get("fee") or {}

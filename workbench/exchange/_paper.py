@@ -5,9 +5,13 @@ backtest engine's own functions (``workbench.backtest._engine``): a market order
 the open of the forming bar (the replay clock's "now") with adverse slippage and the taker
 fee; a resting limit order is matched against each bar that closes after it was placed
 with ``limit_fill`` (at the limit as maker when the bar trades through it, at the open as
-taker when the bar opens through it); cash, margin, entry and realised PnL follow
-``fill``; an isolated-margin swap position is liquidated as ``liquidate`` does, before
-limit orders of the same bar. Amounts are not rounded (the backtest does not round).
+taker when the bar opens through it); a resting stop-market order (``type="stop"``) fills
+with ``stop_fill`` (at the stop, or the open when the bar gaps through it, less slippage,
+as a taker); cash, margin, entry and realised PnL follow ``fill``; an isolated-margin swap
+position is liquidated as ``liquidate`` does, the position's stop or its liquidation coming
+first as ``stop_or_liquidation`` decides, before limit orders of the same bar. Reduce-only
+orders lock nothing, fill at most the position and lapse when it is closed. Amounts are not
+rounded (the backtest does not round).
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ class PaperExchange(Exchange):
     quote currency. State lives in ``store`` (default: this process's memory)."""
 
     name = "paper"
+    order_types = ("market", "limit", "stop")
 
     def __init__(self, candles: pd.DataFrame | Mapping[str, pd.DataFrame], *, clock: ReplayClock | None = None,
                  market_type: str = "spot", account: str = "paper", store: PaperStore | None = None,
@@ -128,7 +133,7 @@ class PaperExchange(Exchange):
                                                 float(vector[e.MARGIN]), leverage)
 
     def _match_closed_bars(self, state: PaperAccount) -> None:
-        """Liquidations and resting limit orders, bar by bar, for every bar closed since the last call."""
+        """Liquidations, stops and resting limit orders, bar by bar, for every bar closed since the last call."""
         for symbol, candles in self._candles.items():
             times = candles.index
             first = 0 if state.synced is None else int(times.searchsorted(pd.Timestamp(state.synced)))
@@ -136,29 +141,75 @@ class PaperExchange(Exchange):
             resting = [o for o in state.orders.values() if o.symbol == symbol and o.status == "open"]
             if not resting and not state.positions.get(symbol, PaperPosition()).units:
                 continue
-            opens, highs, lows = (candles[c].to_numpy() for c in ("open", "high", "low"))
+            opens, highs, lows, closes = (candles[c].to_numpy() for c in ("open", "high", "low", "close"))
             for j in range(first, last):
-                self._liquidate(state, symbol, j, times[j].to_pydatetime(), highs[j], lows[j])
-                for order in [o for o in state.orders.values() if o.symbol == symbol and o.status == "open"]:
-                    if order.timestamp > times[j].to_pydatetime():
-                        continue  # placed after this bar opened
-                    side = 1 if order.side == "buy" else -1
-                    cfg = self._cfg(state.positions.get(symbol, PaperPosition()).leverage)
-                    limit = float(order.price)
-                    price, fee_rate = e.limit_fill(side, limit, opens[j], highs[j], lows[j], cfg)
-                    if not math.isnan(price):
-                        opened_through = opens[j] <= limit if side > 0 else opens[j] >= limit
-                        self._trade(state, order, side * float(order.remaining), price, fee_rate,
-                                    times[j].to_pydatetime(), taker=bool(opened_through))
+                self._match_bar(state, symbol, times[j].to_pydatetime(), opens[j], highs[j], lows[j], closes[j])
         state.synced = self.clock.now
 
-    def _liquidate(self, state: PaperAccount, symbol: str, bar: int, when: datetime, high: float, low: float) -> None:
+    def _match_bar(self, state: PaperAccount, symbol: str, when: datetime, open_: float, high: float, low: float,
+                   close: float) -> None:
+        """One bar, in the engine's order: the position's stop or liquidation (worst case first,
+        ``stop_or_liquidation``), other stops, then limit orders along the bar's likely path
+        (a rising bar goes open-low-high-close, so buys fill before sells; a falling bar the
+        reverse; the nearer price first on each side), as the templates assume."""
+        live = [o for o in state.orders.values() if o.symbol == symbol and o.status == "open" and o.timestamp <= when]
         position = state.positions.get(symbol, PaperPosition())
-        cfg = self._cfg(position.leverage)
+        stops = [o for o in live if o.type == "stop"]
+        protective = next((o for o in stops if position.units and o.reduce_only
+                           and (o.side == "sell") == (position.units > 0)), None)
+        if position.units:
+            kind, price = e.stop_or_liquidation(self._vector(state, position), self._cfg(position.leverage),
+                                                np.nan if protective is None else float(protective.price),
+                                                open_, high, low)
+            if kind == e.FILL_LIQUIDATION:
+                self._liquidate(state, symbol, when, price)
+            elif kind == e.FILL_STOP:
+                self._fill_resting(state, protective, price, self._fees["taker"], when, taker=True)
+        for order in stops:
+            if state.orders[order.id].status == "open" and order is not protective:
+                side = 1 if order.side == "buy" else -1
+                price = e.stop_fill(side, float(order.price), open_, high, low, self._cfg(1.0))
+                if not math.isnan(price):
+                    self._fill_resting(state, order, price, self._fees["taker"], when, taker=True)
+        rising = close >= open_
+        limits = sorted((o for o in live if o.type == "limit"),
+                        key=lambda o: ((o.side == "buy") != rising, -float(o.price) if o.side == "buy" else float(o.price)))
+        for order in limits:
+            if state.orders[order.id].status != "open":
+                continue
+            side = 1 if order.side == "buy" else -1
+            limit = float(order.price)
+            cfg = self._cfg(state.positions.get(symbol, PaperPosition()).leverage)
+            price, fee_rate = e.limit_fill(side, limit, open_, high, low, cfg)
+            if not math.isnan(price):
+                opened_through = open_ <= limit if side > 0 else open_ >= limit
+                self._fill_resting(state, order, price, fee_rate, when, taker=bool(opened_through))
+        self._cancel_spent_reduce_only(state, symbol)
+
+    def _fill_resting(self, state: PaperAccount, order: Order, price: float, fee_rate: float, when: datetime,
+                      taker: bool) -> None:
+        """Fill what is left of a resting order; a reduce-only one at most the position it reduces."""
+        order = state.orders[order.id]
+        side = 1.0 if order.side == "buy" else -1.0
+        size = float(order.remaining)
+        if order.reduce_only:
+            units = state.positions.get(order.symbol, PaperPosition()).units
+            size = min(size, abs(units)) if units and (units > 0) != (side > 0) else 0.0
+        if size > 0.0:
+            self._trade(state, order, side * size, price, fee_rate, when, taker=taker)
+
+    @staticmethod
+    def _cancel_spent_reduce_only(state: PaperAccount, symbol: str) -> None:
+        """Reduce-only orders lapse once the position they reduce is closed (as on Binance futures)."""
+        units = state.positions.get(symbol, PaperPosition()).units
+        for order in list(state.orders.values()):
+            if order.symbol == symbol and order.status == "open" and order.reduce_only and (
+                    not units or (units > 0) == (order.side == "buy")):
+                state.orders[order.id] = replace(order, status="canceled")
+
+    def _liquidate(self, state: PaperAccount, symbol: str, when: datetime, liq: float) -> None:
+        position = state.positions.get(symbol, PaperPosition())
         vector = self._vector(state, position)
-        liq = e.liquidation_price(vector, cfg)
-        if math.isnan(liq) or not (low <= liq if position.units > 0 else high >= liq):
-            return
         record = np.zeros((1, 5))
         e.liquidate(vector, record, 0, liq)
         self._store_vector(state, symbol, vector, position.leverage)
@@ -204,6 +255,10 @@ class PaperExchange(Exchange):
             closed = closed[closed.index >= pd.Timestamp(since)]
         return closed.tail(limit) if limit else closed
 
+    def fetch_price(self, symbol: str, timeframe: str | None = None) -> Decimal:
+        """The forming bar's open (after the replay: the last close)."""
+        return _d(self._price_now(self.market(symbol).symbol))
+
     def fetch_balance(self) -> dict[str, Balance]:
         state = self._load()
         locked = self._locked(state)
@@ -223,7 +278,7 @@ class PaperExchange(Exchange):
         locked: dict[str, float] = {}
         worst_fee = max(self._fees.values())
         for order in state.orders.values():
-            if order.status != "open":
+            if order.status != "open" or order.reduce_only:  # a reduce-only order only releases
                 continue
             remaining, price = float(order.remaining), float(order.price)
             leverage = state.positions.get(order.symbol, PaperPosition()).leverage
@@ -276,12 +331,13 @@ class PaperExchange(Exchange):
         if type == "market":
             open_ = self._price_now(market.symbol)
             fill_price = open_ * (1.0 + self._slippage) if sign > 0 else open_ * (1.0 - self._slippage)
-            self._check_funds(state, market, side, size, fill_price, self._fees["taker"])
-        else:
+            if not reduce_only:
+                self._check_funds(state, market, side, size, fill_price, self._fees["taker"])
+        elif not reduce_only:
             self._check_funds(state, market, side, size, float(price), max(self._fees.values()))
         order = Order(id=f"P{state.next_id}", client_order_id=client_order_id, symbol=market.symbol, side=side,
-                      type=type, amount=amount, price=price if type == "limit" else None, filled=Decimal(0),
-                      average=None, status="open", timestamp=self.clock.now)
+                      type=type, amount=amount, price=price if type != "market" else None, filled=Decimal(0),
+                      average=None, status="open", timestamp=self.clock.now, reduce_only=reduce_only)
         state.next_id += 1
         state.orders[order.id] = order
         if type == "market":

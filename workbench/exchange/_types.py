@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MARKET_TYPES = ("spot", "swap")
 SIDES = ("buy", "sell")
-ORDER_TYPES = ("market", "limit")
+ORDER_TYPES = ("market", "limit", "stop")  # "stop": stop-market, ``price`` is the trigger
 # the strictest venue's rule (Gate: at most 28 characters after its "t-" prefix)
 _CLIENT_ID = re.compile(r"[0-9A-Za-z_.-]{1,28}")
 
@@ -78,13 +78,14 @@ class Order:
     client_order_id: str | None  # as the caller gave it (without Gate's "t-" prefix)
     symbol: str
     side: str  # "buy" | "sell"
-    type: str  # "market" | "limit"
+    type: str  # "market" | "limit" | "stop"
     amount: Decimal  # base units
-    price: Decimal | None  # the limit price; None for market orders
+    price: Decimal | None  # the limit (or stop trigger) price; None for market orders
     filled: Decimal
     average: Decimal | None  # average fill price
     status: str  # "open" | "closed" | "canceled" | "expired" | "rejected" (the store's names)
     timestamp: datetime | None
+    reduce_only: bool = False
 
     @property
     def remaining(self) -> Decimal:
@@ -113,6 +114,8 @@ class Exchange(ABC):
 
     name: str
     market_type: str
+    #: the order types this exchange accepts (a live session emulates the others)
+    order_types: tuple[str, ...] = ("market", "limit")
 
     # -- markets ------------------------------------------------------------------------
     @abstractmethod
@@ -136,6 +139,11 @@ class Exchange(ABC):
     def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: datetime | None = None,
                     limit: int | None = None) -> pd.DataFrame:
         """CLOSED candles only, as the workbench's tidy candle frame (open times, oldest first)."""
+
+    @abstractmethod
+    def fetch_price(self, symbol: str, timeframe: str = "1m") -> Decimal:
+        """The open of the forming candle of ``timeframe``: the price an order sent now is
+        measured against (a backtest fills market orders at the next bar's open)."""
 
     @abstractmethod
     def fetch_balance(self) -> dict[str, Balance]:
@@ -169,8 +177,9 @@ class Exchange(ABC):
         minimum-cost check. Placing the same client order id twice is refused by the
         exchange (``DuplicateOrder``).
         """
-        if side not in SIDES or type not in ORDER_TYPES:
-            raise InvalidOrder(f"{self.name}: order side {side!r} / type {type!r}; use one of {SIDES} / {ORDER_TYPES}")
+        if side not in SIDES or type not in self.order_types:
+            raise InvalidOrder(f"{self.name}: order side {side!r} / type {type!r}; use one of {SIDES} / "
+                               f"{self.order_types}")
         if not isinstance(client_order_id, str) or not _CLIENT_ID.fullmatch(client_order_id):
             raise InvalidOrder(f"{self.name}: client_order_id {client_order_id!r} must be 1-28 characters "
                                "of letters, digits, '_', '-' or '.'")
@@ -186,8 +195,8 @@ class Exchange(ABC):
         market = self.market(symbol)
         what = f"{self.name} {symbol}"
         raw_amount = _decimal(amount, "amount", what)
-        if type == "limit" and price is None:
-            raise InvalidOrder(f"{what}: a limit order needs a price")
+        if type in ("limit", "stop") and price is None:
+            raise InvalidOrder(f"{what}: a {type} order needs a price")
         raw_price = None if price is None else _decimal(price, "price", what)
         if raw_amount <= 0 or (raw_price is not None and raw_price <= 0):
             raise InvalidOrder(f"{what}: amount {raw_amount} and price {raw_price} must be positive")

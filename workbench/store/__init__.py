@@ -66,7 +66,8 @@ _MODULES = {
                                  "tenant_url", "validate_name"],
     "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
                                "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
-                               "TenantDataKey", "TradingSession"],
+                               "TenantDataKey", "TradingSession",
+                               "PaperAccountRow", "PaperFillRow", "PaperOrderRow", "PaperPositionRow"],
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

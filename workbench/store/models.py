@@ -189,11 +189,20 @@ class TradingSession(TenantOwned):
     total_pnl: Mapped[Decimal] = mapped_column(server_default=text("0"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # how workbench.live trades it (revision 0005)
+    market_type: Mapped[str] = mapped_column(server_default=text("'spot'"))
+    timeframe: Mapped[str] = mapped_column(server_default=text("'1h'"))
+    settings: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    init_equity: Mapped[Decimal | None]  # the equity the session's simulation starts from
+    history_from: Mapped[datetime | None]  # first candle the indicators read (warm-up)
+    anchor_at: Mapped[datetime | None]  # first candle the session trades
+    last_tick_at: Mapped[datetime | None]  # the candle of the last completed tick
+    failed_ticks: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # in a row
 
 
 class Order(TenantOwned):
     """An order a session placed; ``client_order_id`` is deterministic per tick, so a retried
-    tick finds its order instead of placing it twice."""
+    tick finds its order instead of placing it twice. ``leg`` names its role in the tick."""
 
     __tablename__ = "orders"
     __table_args__ = (
@@ -217,6 +226,10 @@ class Order(TenantOwned):
     status: Mapped[str] = mapped_column(server_default=text("'new'"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    candle_at: Mapped[datetime | None]  # the tick's candle (revision 0005)
+    leg: Mapped[str | None]
+    average: Mapped[Decimal | None]
+    reduce_only: Mapped[bool] = mapped_column(server_default=text("false"))
 
 
 class Fill(TenantOwned):
@@ -298,6 +311,7 @@ class LiveNotebook(TenantOwned):
     status: Mapped[str] = mapped_column(server_default=text("'active'"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    next_run_at: Mapped[datetime | None]  # the scheduler's next due time (None: not scheduled)
 
 
 class NotebookRun(TenantOwned):
@@ -321,3 +335,86 @@ class NotebookRun(TenantOwned):
     error: Mapped[str | None]
     failing_cell: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created_at()
+    job_id: Mapped[int | None]  # the procrastinate job that executes it
+    timings: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))  # seconds per phase
+
+
+class PaperAccountRow(TenantOwned):
+    """A paper exchange account (``workbench.exchange.PaperAccount``): cash in ``currency``,
+    the time its resting orders were matched up to, and a ``version`` bumped by every save
+    (a save that finds another version lost a race and is refused)."""
+
+    __tablename__ = "paper_accounts"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "account"),
+    )
+
+    id: Mapped[int] = _id()
+    account: Mapped[str]
+    currency: Mapped[str]
+    cash: Mapped[Decimal]
+    synced: Mapped[datetime | None]
+    next_id: Mapped[int] = mapped_column(server_default=text("1"))
+    version: Mapped[int] = mapped_column(server_default=text("1"))
+
+
+def _paper_account_fk() -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(["tenant_id", "account_id"], ["paper_accounts.tenant_id", "paper_accounts.id"],
+                                ondelete="CASCADE")
+
+
+class PaperPositionRow(TenantOwned):
+    """The backtest engine's position slots of one symbol of a paper account."""
+
+    __tablename__ = "paper_positions"
+    __table_args__ = (_paper_account_fk(),)
+
+    account_id: Mapped[int] = mapped_column(primary_key=True)
+    symbol: Mapped[str] = mapped_column(primary_key=True)
+    units: Mapped[Decimal]
+    entry: Mapped[Decimal]
+    margin: Mapped[Decimal]
+    leverage: Mapped[Decimal]
+
+
+class PaperOrderRow(TenantOwned):
+    """An order of a paper account, every state (``id`` is the paper exchange's order id)."""
+
+    __tablename__ = "paper_orders"
+    __table_args__ = (_paper_account_fk(), _one_of("side", ORDER_SIDES), _one_of("status", ORDER_STATUSES))
+
+    account_id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    client_order_id: Mapped[str | None]
+    symbol: Mapped[str]
+    side: Mapped[str]
+    type: Mapped[str]
+    amount: Mapped[Decimal]
+    price: Mapped[Decimal | None]
+    filled: Mapped[Decimal]
+    average: Mapped[Decimal | None]
+    status: Mapped[str]
+    ts: Mapped[datetime | None]
+    reduce_only: Mapped[bool] = mapped_column(server_default=text("false"))
+
+
+class PaperFillRow(TenantOwned):
+    """A fill of a paper account (``seq`` keeps them in the order they happened)."""
+
+    __tablename__ = "paper_fills"
+    __table_args__ = (_paper_account_fk(), UniqueConstraint("account_id", "seq"))
+
+    account_id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[str] = mapped_column(primary_key=True)
+    seq: Mapped[int]
+    order_id: Mapped[str]
+    client_order_id: Mapped[str | None]
+    symbol: Mapped[str]
+    side: Mapped[str]
+    amount: Mapped[Decimal]
+    price: Mapped[Decimal]
+    fee: Mapped[Decimal]
+    fee_currency: Mapped[str | None]
+    ts: Mapped[datetime]
+    taker: Mapped[bool | None]

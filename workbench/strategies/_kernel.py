@@ -4,10 +4,12 @@ A kernel class names the indicators its parameters need, packs the parameters in
 float vector, and points at one ``simulate`` function compiled by numba::
 
     simulate(open, high, low, close, day, indicators, rows, params, cfg,
-             fills, equity_out, position_out, metrics_out)
+             fills, equity_out, position_out, metrics_out, intent)
 
 ``indicators[rows[k]]`` is the k-th indicator the kernel asked for. ``fills``,
 ``equity_out`` and ``position_out`` are empty in a sweep, sized to record in a backtest.
+``intent`` is empty except in a live tick, where the kernel writes the orders of its last
+(forming) bar into it (see ``workbench.backtest._engine.intend``).
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class Kernel:
     name: ClassVar[str]
     #: upper bound of fills one bar can produce, to size the fill record of a backtest
     fills_per_bar: ClassVar[int] = 2
+    #: live intent leg codes -> names (used in client order ids), and the codes that only reduce
+    legs: ClassVar[dict[int, str]] = {}
+    reducing: ClassVar[set[int]] = set()
 
     @staticmethod
     def indicator_keys(params: Mapping[str, Any]) -> list[IndicatorKey]:

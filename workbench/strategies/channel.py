@@ -2,6 +2,7 @@
 
 Semantics (also in ``templates/channel.json``): the signal is evaluated at the close of
 bar t against the channel of bars t-N..t-1, and fills at the open of bar t+1.
+Live intent legs: ``LEG_EXIT`` (close the position) and ``LEG_ENTRY``, market orders.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from workbench.strategies._kernel import Kernel, register
 
 _MODES = ("breakout", "reversion")
 _DIRECTIONS = ("long", "short", "both")
+LEG_EXIT, LEG_ENTRY = 0, 1
 
 
 @njit(cache=True)
@@ -50,7 +52,7 @@ def _target(side, close, upper_entry, lower_entry, upper_exit, lower_exit, rever
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out):
+def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     reversion = p[0] == 1.0
     direction = int(p[1])
     fraction = p[2]
@@ -60,13 +62,18 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     acc = e.new_accumulator(cfg)
     target = 0
     risk_exit = False
+    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
         e.new_day(state, cfg, day[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if target != side:
+            before = state[e.UNITS]
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
+            e.intend(intent, t == last, LEG_EXIT, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
             if target != 0:
+                before = state[e.UNITS]
                 e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
+                e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
         risk_exit = False
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if e.daily_loss_breached(state, cfg, close[t]) or state[e.HALTED] == 1.0:
@@ -84,6 +91,8 @@ class Channel(Kernel):
     name = "channel"
     fills_per_bar = 2
     simulate = simulate
+    legs = {LEG_EXIT: "exit", LEG_ENTRY: "entry"}
+    reducing = {LEG_EXIT}
 
     @staticmethod
     def indicator_keys(params: Mapping[str, Any]) -> list[tuple[str, int]]:

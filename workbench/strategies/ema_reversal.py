@@ -3,6 +3,8 @@
 Semantics (also in ``templates/ema_reversal.json``): during bar t the unfilled dip levels
 rest at ema[t-1]*(1-dip/100); exits are checked before entries, worst case first
 (liquidation or stop-loss, then take-profits); leverage > 1 is an isolated-margin position.
+Live intent: a stop-market order for the whole position, the take-profit ladder and the
+unfilled dip levels as limit orders, each sized as the kernel would fill it.
 """
 from __future__ import annotations
 
@@ -18,32 +20,37 @@ from workbench.strategies._kernel import Kernel, register
 _LADDER = 8  # the schema's max_items for dip_levels and take_profit
 P_STOP, P_SIZE, P_DIPS, P_TPS, P_DIP0 = 0, 1, 2, 3, 4
 P_TP0 = P_DIP0 + _LADDER
+# live intent legs: the risk close, the stop, take-profit k (LEG_TP0 + k), dip level k
+LEG_RISK, LEG_STOP, LEG_TP0, LEG_DIP0 = 0, 1, 2, 2 + _LADDER
 
 
 @njit(cache=True)
-def _exits(state, cfg, fills, t, open_, high, low, p, tps_done, tp_unit):
+def _exits(state, cfg, fills, t, open_, high, low, p, tps_done, tp_unit, intent, live):
     """Liquidation, stop-loss, take-profits; returns (exited, tps_done, tp_unit)."""
     entry = state[e.ENTRY]
     stop = entry * (1.0 - p[P_STOP] / 100.0)
-    stop_fill = min(open_, stop) * (1.0 - cfg[e.C_SLIPPAGE])
-    liq = e.liquidation_price(state, cfg)
-    # the liquidation comes first when it is nearer than the stop, or when the stop would
-    # fill beyond it (a gap): isolated margin never loses more than the margin
-    if not np.isnan(liq) and low <= liq and (liq >= stop or stop_fill <= liq):
-        e.liquidate(state, fills, t, liq)
+    kind, price = e.stop_or_liquidation(state, cfg, stop, open_, high, low)
+    if kind == e.FILL_LIQUIDATION:  # the exchange liquidates: no order of ours
+        e.liquidate(state, fills, t, price)
         return True, tps_done, tp_unit
-    if low <= stop:
-        e.fill(state, cfg, fills, t, -state[e.UNITS], stop_fill, cfg[e.C_FEE_TAKER], e.FILL_STOP)
+    if kind == e.FILL_STOP:
+        e.intend(intent, live, LEG_STOP, e.ORDER_MARKET, -state[e.UNITS], open_)
+        e.fill(state, cfg, fills, t, -state[e.UNITS], price, cfg[e.C_FEE_TAKER], e.FILL_STOP)
         return True, tps_done, tp_unit
+    e.intend(intent, live, LEG_STOP, e.ORDER_STOP, -state[e.UNITS], stop)
     exited = False
     n_tps = int(p[P_TPS])
     while tps_done < n_tps:
-        price, fee = e.limit_fill(-1, entry * (1.0 + p[P_TP0 + tps_done] / 100.0), open_, high, low, cfg)
+        limit = entry * (1.0 + p[P_TP0 + tps_done] / 100.0)
+        price, fee = e.limit_fill(-1, limit, open_, high, low, cfg)
+        unit = state[e.UNITS] / n_tps if tps_done == 0 else tp_unit
         if np.isnan(price):
+            if live:  # the rest of the ladder rests through the bar, each level as it would fill
+                _intend_take_profits(intent, state[e.UNITS], entry, p, tps_done, unit)
             break
-        if tps_done == 0:
-            tp_unit = state[e.UNITS] / n_tps
+        tp_unit = unit
         size = state[e.UNITS] if tps_done == n_tps - 1 else min(tp_unit, state[e.UNITS])
+        e.intend(intent, live, LEG_TP0 + tps_done, e.ORDER_LIMIT, -size, price)  # marketable: at the open
         e.fill(state, cfg, fills, t, -size, price, fee, e.FILL_TAKE_PROFIT)
         tps_done += 1
         exited = True
@@ -53,7 +60,30 @@ def _exits(state, cfg, fills, t, open_, high, low, p, tps_done, tp_unit):
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out):
+def _intend_take_profits(intent, units, entry, p, tps_done, tp_unit):
+    n_tps = int(p[P_TPS])
+    for k in range(tps_done, n_tps):
+        size = units if k == n_tps - 1 else min(tp_unit, units)
+        e.intend(intent, True, LEG_TP0 + k, e.ORDER_LIMIT, -size, entry * (1.0 + p[P_TP0 + k] / 100.0))
+        units = units - size
+
+
+@njit(cache=True)
+def _intend_dips(intent, state, cfg, ema_prev, p, dips_done, level_budget):
+    """The unfilled ladder levels as resting limit buys, each sized as the kernel sizes it when
+    it fills at its limit (maker fee) after the levels above it."""
+    ghost = state.copy()
+    no_fills = np.zeros((0, 5))
+    for k in range(dips_done, int(p[P_DIPS])):
+        limit = ema_prev * (1.0 - p[P_DIP0 + k] / 100.0)
+        units = e.entry_units(ghost, cfg, limit, level_budget, cfg[e.C_FEE_MAKER])
+        if units > 0.0:
+            e.intend(intent, True, LEG_DIP0 + k, e.ORDER_LIMIT, units, limit)
+            e.fill(ghost, cfg, no_fills, 0, units, limit, cfg[e.C_FEE_MAKER], e.FILL_ENTRY)
+
+
+@njit(cache=True)
+def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     ema = ind[rows[0]]
     n_dips = int(p[P_DIPS])
     state = e.new_state(cfg)
@@ -63,16 +93,19 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     tp_unit = 0.0
     level_budget = 0.0
     risk_close = False
+    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
+        live = t == last
         e.new_day(state, cfg, day[t], open_[t])
         exited = False
         if risk_close:
+            e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
             risk_close = False
             exited = True
         if state[e.UNITS] > 0.0:
             exited, tps_done, tp_unit = _exits(state, cfg, fills, t, open_[t], high[t], low[t], p,
-                                               tps_done, tp_unit)
+                                               tps_done, tp_unit, intent, live)
         if state[e.UNITS] == 0.0:
             dips_done = 0
             tps_done = 0
@@ -83,9 +116,12 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
                 limit = ema[t - 1] * (1.0 - p[P_DIP0 + dips_done] / 100.0)
                 price, fee = e.limit_fill(1, limit, open_[t], high[t], low[t], cfg)
                 if np.isnan(price):
+                    if live:
+                        _intend_dips(intent, state, cfg, ema[t - 1], p, dips_done, level_budget)
                     break
                 units = e.entry_units(state, cfg, price, level_budget, fee)
                 if units > 0.0:
+                    e.intend(intent, live, LEG_DIP0 + dips_done, e.ORDER_LIMIT, units, price)
                     e.fill(state, cfg, fills, t, units, price, fee, e.FILL_ENTRY)
                 dips_done += 1
         if e.daily_loss_breached(state, cfg, close[t]) and state[e.UNITS] != 0.0:
@@ -99,6 +135,9 @@ class EmaReversal(Kernel):
     name = "ema_reversal"
     fills_per_bar = 2 * _LADDER + 2
     simulate = simulate
+    legs = {LEG_RISK: "risk", LEG_STOP: "stop", **{LEG_TP0 + k: f"tp{k}" for k in range(_LADDER)},
+            **{LEG_DIP0 + k: f"dip{k}" for k in range(_LADDER)}}
+    reducing = {LEG_RISK, LEG_STOP, *range(LEG_TP0, LEG_TP0 + _LADDER)}
 
     @staticmethod
     def indicator_keys(params: Mapping[str, Any]) -> list[tuple[str, int]]:

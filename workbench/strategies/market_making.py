@@ -2,6 +2,8 @@
 
 Semantics (also in ``templates/market_making.json``): quotes at ref[t-1]*(1 -/+ spread/200)
 fill when bar t trades through them, bid first on a rising bar, ask first on a falling one.
+Live intent: both quotes as limit orders, each sized as if it filled first (the kernel sizes
+the second quote of a bar after the first filled: see ``workbench.live`` on parity).
 """
 from __future__ import annotations
 
@@ -15,13 +17,17 @@ from workbench.backtest import _engine as e
 from workbench.strategies._kernel import Kernel, register
 
 P_SPREAD, P_ORDER, P_INVENTORY, P_SHORTS = 0, 1, 2, 3
+LEG_RISK, LEG_BID, LEG_ASK = 0, 1, 2  # live intent legs
 
 
 @njit(cache=True)
-def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units):
+def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units, intent, live):
     price, fee = e.limit_fill(side, limit, open_, high, low, cfg)
-    if np.isnan(price):
-        return
+    resting = np.isnan(price)
+    if resting:
+        if not live:
+            return
+        price, fee = limit, cfg[e.C_FEE_MAKER]  # a live quote rests; sized as if filled first
     units = state[e.UNITS]
     if side > 0:
         size = min(quote, max_units - units)
@@ -30,19 +36,24 @@ def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units
     else:
         size = min(quote, units + max_units)
     if size > 1e-12 * quote:
-        e.fill(state, cfg, fills, t, side * size, price, fee, e.FILL_ENTRY)
+        e.intend(intent, live, LEG_BID if side > 0 else LEG_ASK, e.ORDER_LIMIT, side * size, price)
+        if not resting:
+            e.fill(state, cfg, fills, t, side * size, price, fee, e.FILL_ENTRY)
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out):
+def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     ref = ind[rows[0]]
     half = p[P_SPREAD] / 200.0
     state = e.new_state(cfg)
     acc = e.new_accumulator(cfg)
     risk_close = False
+    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
+        live = t == last
         e.new_day(state, cfg, day[t], open_[t])
         if risk_close:
+            e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
             risk_close = False
         elif t > 0 and state[e.HALTED] == 0.0:
@@ -54,9 +65,10 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             first = 1 if close[t] >= open_[t] else -1
             for side in (first, -first):
                 if side > 0:
-                    _quote(state, cfg, fills, t, 1, bid, open_[t], high[t], low[t], quote, max_long)
+                    _quote(state, cfg, fills, t, 1, bid, open_[t], high[t], low[t], quote, max_long, intent, live)
                 else:
-                    _quote(state, cfg, fills, t, -1, ask, open_[t], high[t], low[t], quote, max_short)
+                    _quote(state, cfg, fills, t, -1, ask, open_[t], high[t], low[t], quote, max_short, intent,
+                           live)
         if e.daily_loss_breached(state, cfg, close[t]) and state[e.UNITS] != 0.0:
             risk_close = True
         e.end_bar(state, acc, equity_out, position_out, t, close[t])
@@ -68,6 +80,8 @@ class MarketMaking(Kernel):
     name = "market_making"
     fills_per_bar = 2
     simulate = simulate
+    legs = {LEG_RISK: "risk", LEG_BID: "bid", LEG_ASK: "ask"}
+    reducing = {LEG_RISK}
 
     @staticmethod
     def indicator_keys(params: Mapping[str, Any]) -> list[tuple[str, int]]:

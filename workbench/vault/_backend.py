@@ -11,6 +11,7 @@ in the vault changes.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,6 +69,10 @@ _backend: VaultBackend | None = None
 def backend() -> VaultBackend:
     """The vault of this process: the one set with ``use``, else a ``LocalVault``."""
     global _backend
+    if _backend is None and os.environ.get("WORKBENCH_SERVICE_URL"):  # a tenant server in the hub
+        from workbench.hub._vault import ServiceVault
+
+        _backend = ServiceVault()
     if _backend is None:
         from workbench.vault._local import LocalVault
 

@@ -1,0 +1,118 @@
+"""A session's records: its orders (written before they are sent), fills, equity snapshots.
+
+Each function is its own committed transaction (``db()`` opens one, as the tenant), so what
+is recorded survives a crash right after it: the order row of a leg exists before the order
+is sent (write-ahead), and a fill is recorded once whatever happens (unique per order and
+exchange trade id).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from workbench import store
+from workbench.exchange import Fill, Order
+from workbench.live._plan import Leg
+
+_OPEN = ("new", "open")
+Db = Callable[[], AbstractContextManager[Session]]
+
+
+def client_id(session_id: int, candle: datetime, leg: str) -> str:
+    """The deterministic client order id of a leg: session, candle (minutes, hex) and leg;
+    at most 28 characters of letters, digits and '-' (Gate's limit)."""
+    return f"wb{session_id}-{int(candle.timestamp()) // 60:x}-{leg}"
+
+
+def orders(db: Db, session_id: int, *, candle: datetime | None = None, pending: bool = False) -> list[store.Order]:
+    """The session's orders: of one candle, or all still new or open (``pending``)."""
+    query = select(store.Order).where(store.Order.session_id == session_id).order_by(store.Order.id)
+    if candle is not None:
+        query = query.where(store.Order.candle_at == candle)
+    if pending:
+        query = query.where(store.Order.status.in_(_OPEN))
+    with db() as scope:
+        return list(scope.scalars(query))
+
+
+def record_intent(db: Db, session_id: int, candle: datetime, leg: Leg, cid: str, amount: Decimal,
+                  price: Decimal | None) -> store.Order:
+    """Write-ahead: the leg's order row, status ``new``, before anything is sent."""
+    with db() as scope:
+        row = store.Order(session_id=session_id, client_order_id=cid, side=leg.side, type=leg.type,
+                          price=price if leg.type != "market" else None, amount=amount, candle_at=candle,
+                          leg=leg.name, reduce_only=leg.reduce_only)
+        scope.add(row)
+        scope.flush()
+        return row
+
+
+def record_order(db: Db, session_id: int, cid: str, order: Order | None, *, status: str | None = None) -> None:
+    """What the exchange says about an order of ours (None: it never got it)."""
+    values = {"status": status} if order is None else {
+        "exchange_order_id": order.id, "status": status or order.status, "filled": order.filled,
+        "average": order.average}
+    with db() as scope:
+        scope.execute(update(store.Order).where(store.Order.session_id == session_id,
+                                                store.Order.client_order_id == cid).values(**values))
+
+
+def record_fills(db: Db, session_id: int, fills: list[Fill], *, adopt: bool) -> int:
+    """Record the fills of the session's orders (``adopt``: also those of orders the exchange
+    placed itself, e.g. a paper liquidation); how many were new."""
+    if not fills:
+        return 0
+    new = 0
+    with db() as scope:
+        known = dict(scope.execute(select(store.Order.exchange_order_id, store.Order.id).where(
+            store.Order.session_id == session_id,
+            store.Order.exchange_order_id.in_({f.order_id for f in fills}))).all())
+        for fill in fills:
+            order_id = known.get(fill.order_id)
+            if order_id is None and adopt and fill.client_order_id is None:
+                order_id = known[fill.order_id] = _adopt(scope, session_id, fill)
+            if order_id is None:
+                continue
+            inserted = scope.execute(insert(store.Fill).values(
+                order_id=order_id, exchange_trade_id=fill.id, price=fill.price, amount=fill.amount, fee=fill.fee,
+                fee_currency=fill.fee_currency, ts=fill.timestamp).on_conflict_do_nothing().returning(store.Fill.id))
+            new += inserted.first() is not None
+    return new
+
+
+def _adopt(scope, session_id: int, fill: Fill) -> int:
+    row = store.Order(session_id=session_id, client_order_id=f"x-{fill.order_id}"[:28],
+                      exchange_order_id=fill.order_id, side=fill.side, type="market", amount=fill.amount,
+                      filled=fill.amount, average=fill.price, status="closed", leg="exchange")
+    scope.add(row)
+    scope.flush()
+    return row.id
+
+
+def last_fill_at(db: Db, session_id: int) -> datetime | None:
+    with db() as scope:
+        return scope.scalar(select(func.max(store.Fill.ts)).join(
+            store.Order, store.Order.id == store.Fill.order_id).where(store.Order.session_id == session_id))
+
+
+def day_start_equity(db: Db, session_id: int, midnight: datetime) -> Decimal | None:
+    """The first equity snapshot of the UTC day starting at ``midnight``."""
+    with db() as scope:
+        return scope.scalar(select(store.EquitySnapshot.equity).where(
+            store.EquitySnapshot.session_id == session_id, store.EquitySnapshot.ts >= midnight)
+            .order_by(store.EquitySnapshot.ts).limit(1))
+
+
+def snapshot(db: Db, session_id: int, at: datetime, balance: Decimal, equity: Decimal, position: Decimal,
+             pnl: Decimal) -> None:
+    """The session's balance, equity, position and PnL at candle ``at`` (a retried tick overwrites it)."""
+    values = {"balance": balance, "equity": equity, "position": position, "pnl": pnl}
+    with db() as scope:
+        statement = insert(store.EquitySnapshot).values(session_id=session_id, ts=at, **values)
+        scope.execute(statement.on_conflict_do_update(index_elements=["session_id", "ts"], set_=values))

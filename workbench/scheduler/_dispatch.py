@@ -1,0 +1,101 @@
+"""The dispatcher: turns due live notebooks into queued runs and procrastinate jobs.
+
+Every worker runs it once a second; any number may, because each pass locks the due live
+notebooks it handles (``FOR UPDATE SKIP LOCKED``) and a run is unique per live notebook and
+scheduled time. In one transaction a pass creates the run, advances ``next_run_at`` and
+defers the job (procrastinate's own ``procrastinate_defer_jobs_v1``), so a crash leaves
+either all three or none.
+
+Coalescing: a live notebook whose due time passed while everything was down gets one run,
+for the latest due time, never one per missed time. A due session whose previous job is
+still waiting gets a ``skipped`` run instead of a second job. Sessions that are not
+``running`` get no run; their schedule moves on.
+
+Abandoned runs: a worker that dies mid-run stops sending heartbeats; the next pass after
+``stalled_after`` seconds marks its run ``failed`` (abandoned) and its job failed, which
+releases the session's lock. Such a run is not started again: its process died with the
+worker (``_runner`` watches its parent), and the next scheduled run reconciles the
+session with the exchange, as every tick does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import procrastinate
+from procrastinate.jobs import Status
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+
+from workbench import store
+from workbench.scheduler._execute import database
+from workbench.scheduler._queue import QUEUE, SCHEMA, TASK, session_lock
+from workbench.scheduler._schedule import parse_schedule
+from workbench.store.models import LiveNotebook, NotebookRun, TradingSession
+
+_log = logging.getLogger("workbench.scheduler")
+
+_DEFER = text(f"SELECT unnest({SCHEMA}.procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :lock, "
+              f"CAST(:args AS jsonb), NULL)::{SCHEMA}.procrastinate_job_to_defer_v1]))")
+_WAITING = text(f"SELECT 1 FROM {SCHEMA}.procrastinate_jobs WHERE queueing_lock = :lock AND status = 'todo'")
+
+
+def dispatch_due(now: datetime | None = None) -> list[int]:
+    """One dispatcher pass; the ids of the runs it queued."""
+    now = now or datetime.now(timezone.utc)
+    queued = []
+    with store.owner_session() as db:
+        due = db.execute(select(LiveNotebook, TradingSession.status)
+                         .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
+                               & (TradingSession.id == LiveNotebook.session_id))
+                         .where(LiveNotebook.status == "active", LiveNotebook.next_run_at <= now)
+                         .order_by(LiveNotebook.next_run_at)
+                         .with_for_update(of=LiveNotebook, skip_locked=True)).all()
+        if due:  # procrastinate's functions resolve their tables through the search path
+            db.execute(text(f"SET LOCAL search_path TO {SCHEMA}, public"))
+        for live, session_status in due:
+            schedule = parse_schedule(live.schedule)
+            scheduled_for = schedule.latest(now)  # coalesced: one run however many were missed
+            live.next_run_at = schedule.next_after(now)
+            if session_status != "running":
+                continue
+            lock = session_lock(live.session_id)
+            if db.execute(_WAITING, {"lock": lock}).first() is not None:
+                continue  # the session's previous run has not started yet: it is this one, late
+            run_id = db.scalar(insert(NotebookRun)
+                               .values(tenant_id=live.tenant_id, live_notebook_id=live.id, scheduled_for=scheduled_for)
+                               .on_conflict_do_nothing().returning(NotebookRun.id))
+            if run_id is None:
+                continue
+            job_id = db.scalar(_DEFER, {"queue": QUEUE, "task": TASK, "lock": lock,
+                                        "args": json.dumps({"run_id": run_id})})
+            db.execute(update(NotebookRun).where(NotebookRun.id == run_id).values(job_id=job_id))
+            queued.append(run_id)
+    if queued:
+        _log.info("queued runs %s", queued)
+    return queued
+
+
+async def sweep_abandoned(app: procrastinate.App, stalled_after: float) -> list[int]:
+    """Mark the runs of dead workers failed and their jobs failed; the run ids."""
+    jobs = await app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=stalled_after)
+    abandoned = []
+    for job in jobs:
+        run_id = job.task_kwargs.get("run_id")
+        if run_id is not None and await database(_abandon, run_id, stalled_after):
+            abandoned.append(run_id)
+        await app.job_manager.finish_job(job=job, status=Status.FAILED, delete_job=False)
+    if abandoned:
+        _log.warning("runs %s abandoned by a worker that stopped", abandoned)
+    return abandoned
+
+
+def _abandon(run_id: int, stalled_after: float) -> bool:
+    with store.owner_session() as db:
+        return db.execute(update(NotebookRun)
+                          .where(NotebookRun.id == run_id, NotebookRun.status.in_(("queued", "running")))
+                          .values(status="failed", finished_at=func.clock_timestamp(),
+                                  error=f"abandoned: the worker running it stopped (no heartbeat for "
+                                        f"{stalled_after:g} s); not retried, the next scheduled run "
+                                        f"picks up the session's state")).rowcount > 0

@@ -1,0 +1,162 @@
+"""Exchange keys for one run, from the worker's memory to the run's kernel, and nowhere else.
+
+The worker (trusted: it holds the master key) decrypts the keys of the run's session account
+and serves them **once** over a unix socket in the run's private folder (0700, socket 0600,
+both owned by the account the run executes as). The kernel gets the socket's path and a
+one-time token in its environment, never the keys; the first connection that presents the
+token and comes from the run's unix user (``SO_PEERCRED``) gets the keys, any connection
+closes the socket for good. Inside the run, ``RunVault`` is the vault backend, so the
+tenant's code calls ``workbench.vault.keys_for(account)`` as it would anywhere else.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import secrets
+import socket
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import VaultError
+from workbench.vault import Account, ExchangeKeys, Secret, VaultBackend, use
+from workbench.vault._exchange import check as check_keys
+
+SOCKET_ENV = "WORKBENCH_RUN_KEYS"
+TOKEN_ENV = "WORKBENCH_RUN_KEYS_TOKEN"
+ACCOUNT_ENV = "WORKBENCH_RUN_ACCOUNT"
+SESSION_ENV = "WORKBENCH_RUN_SESSION"
+_MAX_REQUEST = 256
+_TIMEOUT = 10.0
+
+
+class KeyHandoff:
+    """Worker side: serves ``keys`` once to the run's process; ``environment()`` is what the
+    run needs to ask for them. ``token`` is also a redaction (it must not reach outputs)."""
+
+    def __init__(self, keys: ExchangeKeys, folder: Path, uid: int | None = None, gid: int | None = None):
+        self._keys = keys
+        self.path = folder / "keys.sock"
+        self.token = secrets.token_urlsafe(32)
+        self._uid = os.getuid() if uid is None else uid
+        self._owner = (uid, gid) if uid is not None else None
+        self._server: asyncio.base_events.Server | None = None
+        self.served = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o600)
+        if self._owner:
+            os.chown(self.path, *self._owner)
+
+    def environment(self) -> dict[str, str]:
+        return {SOCKET_ENV: str(self.path), TOKEN_ENV: self.token, ACCOUNT_ENV: str(self._keys.account_id)}
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.served:  # only the first connection is answered
+            writer.close()
+            return
+        self.served = True
+        await self.close()
+        try:
+            peer_uid = _peer_uid(writer.get_extra_info("socket"))
+            line = await asyncio.wait_for(reader.readline(), _TIMEOUT)
+            token = line[:_MAX_REQUEST].strip().decode(errors="replace")
+            if peer_uid == self._uid and hmac.compare_digest(token.encode(), self.token.encode()):
+                writer.write(json.dumps(_as_json(self._keys)).encode() + b"\n")
+                await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class RunVault(VaultBackend):
+    """Kernel side: the vault inside a live run. It can hand out the keys of the run's own
+    session account, fetched once from the worker; everything else is refused."""
+
+    def __init__(self, path: str | None, token: str | None, account_id: int | None, session_id: str):
+        self._path, self._token, self._account = path, token, account_id
+        self._session = session_id
+        self._keys: ExchangeKeys | None = None
+
+    def keys_for(self, account_id: int) -> ExchangeKeys:
+        if self._account is None:
+            raise VaultError(f"session #{self._session} trades on paper: it has no exchange account, so "
+                             f"this run has no keys")
+        if int(account_id) != self._account:
+            raise VaultError(f"this run of session #{self._session} may use only the keys of its own "
+                             f"account {self._account}, not account {account_id}")
+        if self._keys is None:
+            self._keys = self._fetch()
+        return self._keys
+
+    def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
+        return check_keys(self.keys_for(account_id), ccxt_config)
+
+    def add_account(self, *args: Any) -> int:
+        raise self._refused("add_account")
+
+    def accounts(self) -> list[Account]:
+        raise self._refused("accounts")
+
+    def deactivate(self, account_id: int) -> None:
+        raise self._refused("deactivate")
+
+    def remove(self, account_id: int) -> None:
+        raise self._refused("remove")
+
+    def _refused(self, what: str) -> VaultError:
+        return VaultError(f"vault.{what} is not available inside a live run of session #{self._session}; "
+                          f"use it from your notebook server")
+
+    def _fetch(self) -> ExchangeKeys:
+        token, self._token = self._token, None
+        if not token or not self._path:
+            raise VaultError(f"this run of session #{self._session} already received its keys once; "
+                             f"they are served a single time")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(_TIMEOUT)
+                conn.connect(self._path)
+                conn.sendall(token.encode() + b"\n")
+                reply = conn.makefile("rb").readline()
+        except OSError as exc:
+            raise VaultError(f"the worker did not hand over the keys of account {self._account} "
+                             f"({type(exc).__name__}: {exc.strerror or exc})") from None
+        if not reply:
+            raise VaultError(f"the worker refused the keys of account {self._account} to this process")
+        data = json.loads(reply)
+        return ExchangeKeys(data["account_id"], data["exchange"], Secret(data["api_key"]),
+                            Secret(data["secret"]), Secret(data["passphrase"]) if data["passphrase"] else None)
+
+
+def install_from_environment() -> None:
+    """Make ``RunVault`` this process's vault when it is a live run (called at kernel start);
+    the token leaves the environment at once, so tenant code printing it finds nothing."""
+    session = os.environ.pop(SESSION_ENV, None)
+    if session is None:
+        return
+    account = os.environ.pop(ACCOUNT_ENV, None)
+    use(RunVault(os.environ.pop(SOCKET_ENV, None), os.environ.pop(TOKEN_ENV, None),
+                 int(account) if account else None, session))
+
+
+def _as_json(keys: ExchangeKeys) -> dict[str, Any]:
+    return {"account_id": keys.account_id, "exchange": keys.exchange, "api_key": keys.api_key.reveal(),
+            "secret": keys.secret.reveal(), "passphrase": keys.passphrase.reveal() if keys.passphrase else None}
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    """The unix user of the process at the other end (Linux ``SO_PEERCRED``)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
