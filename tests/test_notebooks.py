@@ -20,6 +20,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT = 600  # seconds per notebook; each takes well under a minute
 CELL_TIMEOUT = 300  # a hung cell is named by nbval before the whole run is killed
+_STATE_VARIABLES = {"WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_TENANT_DATABASE_URL",
+                    "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE", "WORKBENCH_DB_ROLE_SECRET",
+                    "WORKBENCH_ROLE_PREFIX"}
 # notebooks show the public API only: nothing private (a leading underscore) of workbench
 _PRIVATE_USE = re.compile(r"\b(?:workbench|wb)(?:\.\w+)*\._\w*"
                           r"|from\s+workbench[\w.]*\s+import\s+[^\n]*(?<![\w.])_\w*")
@@ -51,8 +54,11 @@ def test_notebook_is_saved_clean_and_uses_the_public_api(notebook: Path) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.name)
 def test_notebook_runs_under_nbval(notebook: Path, tmp_path: Path) -> None:
+    # a notebook is a fresh user's: its own home, embedded database and master key, never the
+    # database or keys another test's fixtures put into this process's environment
+    inherited = {k: v for k, v in os.environ.items() if k not in _STATE_VARIABLES}
     env = {
-        **os.environ,
+        **inherited,
         "WORKBENCH_HOME": str(tmp_path / "workbench_home"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter_runtime"),  # kernel connection files
         "IPYTHONDIR": str(tmp_path / "ipython"),
