@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the workbench, or its tests, on a machine that only has Python 3.11+.
 
-    python3 dev.py run     # the product on 127.0.0.1 (JupyterLab with the example notebooks)
+    python3 dev.py run     # the product on http://127.0.0.1:8000 (JupyterHub, one server per tenant)
     python3 dev.py test    # the whole test suite (extra arguments go to pytest)
 
 Both create ``.venv`` and install the project into it on the first run, then only when
@@ -57,9 +57,8 @@ def run(args: list[str]) -> int:
     env = _environment()
     env.setdefault("WORKBENCH_HOME", str(ROOT / "var"))
     _say(f"state in {env['WORKBENCH_HOME']}; open the URL printed below (Ctrl-C stops)")
-    command = [str(VENV / "bin" / "jupyter"), "lab", "--ip=127.0.0.1", "--no-browser",
-               f"--notebook-dir={ROOT / 'notebooks'}", *args]
-    return subprocess.run(command, env=env).returncode
+    # the hub, its proxy and service, and the worker (workbench/hub/_launcher.py)
+    return subprocess.run([str(VENV / "bin" / "workbench"), "hub", *args], env=env).returncode
 
 
 def _ensure_chromium() -> None:

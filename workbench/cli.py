@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "workbench.store._cli",
     "workbench.vault._cli",
     "workbench.scheduler._cli",
+    "workbench.hub._cli",
 ]
 
 

@@ -1,1 +1,55 @@
-"""JupyterHub integration: provisioning tenants and the workbench service."""
+"""JupyterHub integration: provisioning tenants, their isolated servers, the workbench
+service, read-only dashboards, and the one command that runs it all.
+
+    workbench hub                    # what `python3 dev.py run` starts (see _launcher)
+
+Modules, one concern each:
+
+- ``_settings``: every setting, from the environment (``Settings.from_env()``);
+- ``_provision``: approval makes a tenant (database role, workspace, unix account as root);
+  removal retires it (``provision``, ``deprovision``);
+- ``_auth``: NativeAuthenticator wired to provisioning (``WorkbenchAuthenticator``);
+- ``_spawner``/``_kube``: one server per tenant with its own role and no trusted secret;
+  ``dash-<session>`` named servers run only Voila (``_dashboard``);
+- ``_service`` (+ ``_records``, ``_hubapi``): the hub-managed workbench service behind
+  JupyterHub OAuth: vault, schedules, runs, dashboard sharing, all for the caller only;
+- ``_vault``: ``ServiceVault``, the vault a tenant's server uses (``workbench.vault.backend()``
+  picks it when ``WORKBENCH_SERVICE_URL`` is set);
+- ``_demo``, ``_launcher``, ``_cli``: first-run accounts, start and stop, the command.
+
+The trust model and the sharing design are in ``hub_config/README.md``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_MODULES = {
+    "workbench.hub._settings": ["Settings"],
+    "workbench.hub._provision": ["deprovision", "provision"],
+    "workbench.hub._vault": ["ServiceVault"],
+    "workbench.hub._launcher": ["run"],
+}
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.hub._launcher import run
+    from workbench.hub._provision import deprovision, provision
+    from workbench.hub._settings import Settings
+    from workbench.hub._vault import ServiceVault
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'workbench.hub' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
