@@ -22,6 +22,13 @@ array (empty in backtests and sweeps, so they pay one comparison per bar). On th
 bar each kernel writes the orders the bar needs with ``intend``: what it fills at the open
 (market orders, marketable limits) and what must rest through the bar (limits, stops),
 with the sizes its own sizing rules give (``workbench.live`` sends them).
+
+The per-bar hot path: a sweep spends nearly all its time in the few lines every bar runs,
+and a helper that *writes* into an array costs about 10 ns per call there (numba does not
+inline it and keeps the array's reference count), more than the bar's own work. So what
+runs on every bar only reads the state (``equity``, ``daily_loss_breached``) or works on
+scalars (the metric sums travel as a tuple through ``mark``); the kernels record the curves
+themselves, and the writers (``fill``, ``new_day``...) run only when something happens.
 """
 from __future__ import annotations
 
@@ -79,17 +86,6 @@ ORDER_LIMIT = 1
 ORDER_STOP = 2  # stop-market: triggers when the bar trades through the price (see stop_fill)
 ORDER_TYPES = ("market", "limit", "stop")
 
-# -- the metrics accumulator (float64 slots) ---------------------------------------------
-A_N = 0
-A_SUM = 1  # of returns; plain sums keep the per-bar update free of a division chain
-A_SUM_SQ = 2
-A_DOWN_SQ = 3
-A_PEAK = 4
-A_MAX_DD = 5
-A_PREV = 6
-A_EXPOSED = 7
-ACC_SIZE = 8
-
 METRIC_NAMES = (
     "total_return",
     "cagr",
@@ -116,14 +112,6 @@ def new_state(cfg):
     state[CASH] = cfg[C_INIT_CASH]
     state[DAY] = -1.0
     return state
-
-
-@njit(cache=True)
-def new_accumulator(cfg):
-    acc = np.zeros(ACC_SIZE)
-    acc[A_PEAK] = cfg[C_INIT_CASH]
-    acc[A_PREV] = cfg[C_INIT_CASH]
-    return acc
 
 
 @njit(cache=True)
@@ -235,23 +223,24 @@ def entry_units(state, cfg, price, budget, fee_rate):
 
 
 @njit(cache=True)
-def new_day(state, cfg, day, price):
-    """Start of a bar: roll the daily-loss window over at UTC midnight."""
-    if day != state[DAY] and cfg[C_MAX_DAILY_LOSS] != np.inf:
-        state[DAY] = day
-        state[DAY_START_EQUITY] = equity(state, price)
-        state[HALTED] = 0.0
+def tracks_daily_loss(cfg):
+    """Whether the run has a daily-loss limit (the kernels skip the daily bookkeeping if not)."""
+    return cfg[C_MAX_DAILY_LOSS] != np.inf
+
+
+@njit(cache=True)
+def new_day(state, day, price):
+    """Roll the daily-loss window over: call on the first bar of a UTC day (``day != state[DAY]``)."""
+    state[DAY] = day
+    state[DAY_START_EQUITY] = equity(state, price)
+    state[HALTED] = 0.0
 
 
 @njit(cache=True)
 def daily_loss_breached(state, cfg, price):
-    """True when today's loss reached the limit: the kernel flattens and halts entries."""
-    if state[HALTED] == 1.0 or cfg[C_MAX_DAILY_LOSS] == np.inf:
-        return False
-    if state[DAY_START_EQUITY] - equity(state, price) >= cfg[C_MAX_DAILY_LOSS]:
-        state[HALTED] = 1.0
-        return True
-    return False
+    """True on the bar today's loss first reaches the limit; the kernel then sets ``HALTED``
+    (no new entries until the next day) and flattens."""
+    return state[HALTED] == 0.0 and state[DAY_START_EQUITY] - equity(state, price) >= cfg[C_MAX_DAILY_LOSS]
 
 
 @njit(cache=True)
@@ -351,57 +340,60 @@ def intend(intent, live, leg, order_type, size, price):
 
 
 @njit(cache=True)
-def end_bar(state, acc, equity_out, position_out, bar, close):
-    """Mark to the close, update the metrics and (when recording) the curves.
-
-    Bars where the equity did not move (flat, or an unchanged close) cost no division: a
-    sweep spends most of its time here.
-    """
-    value = equity(state, close)
-    prev = acc[A_PREV]
-    acc[A_N] += 1.0
-    if value != prev:
-        ret = value / prev - 1.0 if prev > 0.0 else 0.0
-        acc[A_SUM] += ret
-        acc[A_SUM_SQ] += ret * ret
-        if ret < 0.0:
-            acc[A_DOWN_SQ] += ret * ret
-        peak = acc[A_PEAK]
-        if value > peak:
-            acc[A_PEAK] = value
-        elif value < peak * (1.0 - acc[A_MAX_DD]) and peak > 0.0:
-            acc[A_MAX_DD] = 1.0 - value / peak
-        acc[A_PREV] = value
-    if state[UNITS] != 0.0:
-        acc[A_EXPOSED] += 1.0
-    if equity_out.shape[0] > 0:
-        equity_out[bar] = value
-        position_out[bar] = state[UNITS]
+def new_metrics(cfg):
+    """The running metric sums, a tuple the kernel carries from bar to bar (see ``mark``):
+    bars, sum of returns, sum of squared returns, sum of squared negative returns, equity peak,
+    max drawdown, last equity, bars exposed. Plain sums keep the update free of a division chain."""
+    init = cfg[C_INIT_CASH]
+    return (0.0, 0.0, 0.0, 0.0, init, 0.0, init, 0.0)
 
 
 @njit(cache=True)
-def finish(state, acc, cfg, out):
-    """Write the run's metrics into ``out`` (ordered as METRIC_NAMES)."""
-    n = acc[A_N]
+def mark(m, value, exposed):
+    """Fold a bar's closing equity ``value`` into the metric sums ``m``; returns the new sums.
+
+    A bar whose equity did not move (flat, or an unchanged close) costs no division.
+    """
+    bars, s1, s2, down, peak, max_dd, prev, held = m
+    bars += 1.0
+    if exposed:
+        held += 1.0
+    if value != prev:
+        ret = value / prev - 1.0 if prev > 0.0 else 0.0
+        s1 += ret
+        s2 += ret * ret
+        if ret < 0.0:
+            down += ret * ret
+        if value > peak:
+            peak = value
+        elif value < peak * (1.0 - max_dd) and peak > 0.0:
+            max_dd = 1.0 - value / peak
+        prev = value
+    return (bars, s1, s2, down, peak, max_dd, prev, held)
+
+
+@njit(cache=True)
+def finish(state, m, cfg, out):
+    """Write the run's metrics into ``out`` (ordered as METRIC_NAMES) from the sums ``m``."""
+    n, s1, s2, down_sq, _, max_dd, last, held = m
     ann = cfg[C_ANN_FACTOR]
-    init = cfg[C_INIT_CASH]
-    total = acc[A_PREV] / init - 1.0
+    total = last / cfg[C_INIT_CASH] - 1.0
     out[0] = total
     out[1] = (1.0 + total) ** (ann / n) - 1.0 if n > 0 and total > -1.0 else -1.0
-    mean = acc[A_SUM] / n if n > 0 else np.nan
-    std = np.sqrt(max(acc[A_SUM_SQ] - acc[A_SUM] * mean, 0.0) / (n - 1.0)) if n > 1 else np.nan
+    mean = s1 / n if n > 0 else np.nan
+    std = np.sqrt(max(s2 - s1 * mean, 0.0) / (n - 1.0)) if n > 1 else np.nan
     out[2] = mean / std * np.sqrt(ann) if std > 0.0 else np.nan
-    down = np.sqrt(acc[A_DOWN_SQ] / n) if n > 0 else np.nan
+    down = np.sqrt(down_sq / n) if n > 0 else np.nan
     out[3] = mean / down * np.sqrt(ann) if down > 0.0 else np.nan
-    out[4] = out[1] / acc[A_MAX_DD] if acc[A_MAX_DD] > 0.0 else np.nan
-    out[5] = acc[A_MAX_DD]
+    out[4] = out[1] / max_dd if max_dd > 0.0 else np.nan
+    out[5] = max_dd
     trades = state[TRADES]
     out[6] = state[WINS] / trades if trades > 0 else np.nan
     out[7] = state[GROSS_WIN] / state[GROSS_LOSS] if state[GROSS_LOSS] > 0.0 else np.nan
     out[8] = (state[GROSS_WIN] - state[GROSS_LOSS]) / trades if trades > 0 else np.nan
-    out[9] = acc[A_EXPOSED] / n if n > 0 else np.nan
+    out[9] = held / n if n > 0 else np.nan
     out[10] = trades
     out[11] = state[FEES]
     out[12] = state[LIQUIDATIONS]
-    out[13] = acc[A_PREV]
+    out[13] = last
     out[14] = state[N_FILLS]

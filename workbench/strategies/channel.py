@@ -59,12 +59,15 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     upper_entry, lower_entry = ind[rows[0]], ind[rows[1]]
     upper_exit, lower_exit = ind[rows[2]], ind[rows[3]]
     state = e.new_state(cfg)
-    acc = e.new_accumulator(cfg)
+    metrics = e.new_metrics(cfg)
+    daily = e.tracks_daily_loss(cfg)
+    recording = equity_out.shape[0] > 0
     target = 0
     risk_exit = False
     last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
-        e.new_day(state, cfg, day[t], open_[t])
+        if daily and day[t] != state[e.DAY]:
+            e.new_day(state, day[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if target != side:
             before = state[e.UNITS]
@@ -76,14 +79,20 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
                 e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
         risk_exit = False
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
-        if e.daily_loss_breached(state, cfg, close[t]) or state[e.HALTED] == 1.0:
+        if daily and e.daily_loss_breached(state, cfg, close[t]):
+            state[e.HALTED] = 1.0
+        if state[e.HALTED] == 1.0:
             target = 0
             risk_exit = side != 0
         else:  # NaN bands (warm-up, or a side not traded) compare False: no signal
             target = _target(side, close[t], upper_entry[t], lower_entry[t], upper_exit[t],
                              lower_exit[t], reversion, direction)
-        e.end_bar(state, acc, equity_out, position_out, t, close[t])
-    e.finish(state, acc, cfg, out)
+        value = e.equity(state, close[t])
+        if recording:
+            equity_out[t] = value
+            position_out[t] = state[e.UNITS]
+        metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+    e.finish(state, metrics, cfg, out)
 
 
 @register

@@ -46,12 +46,15 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     ref = ind[rows[0]]
     half = p[P_SPREAD] / 200.0
     state = e.new_state(cfg)
-    acc = e.new_accumulator(cfg)
+    metrics = e.new_metrics(cfg)
+    daily = e.tracks_daily_loss(cfg)
+    recording = equity_out.shape[0] > 0
     risk_close = False
     last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
         live = t == last
-        e.new_day(state, cfg, day[t], open_[t])
+        if daily and day[t] != state[e.DAY]:
+            e.new_day(state, day[t], open_[t])
         if risk_close:
             e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
@@ -69,10 +72,15 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
                 else:
                     _quote(state, cfg, fills, t, -1, ask, open_[t], high[t], low[t], quote, max_short, intent,
                            live)
-        if e.daily_loss_breached(state, cfg, close[t]) and state[e.UNITS] != 0.0:
-            risk_close = True
-        e.end_bar(state, acc, equity_out, position_out, t, close[t])
-    e.finish(state, acc, cfg, out)
+        if daily and e.daily_loss_breached(state, cfg, close[t]):
+            state[e.HALTED] = 1.0
+            risk_close = state[e.UNITS] != 0.0
+        value = e.equity(state, close[t])
+        if recording:
+            equity_out[t] = value
+            position_out[t] = state[e.UNITS]
+        metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+    e.finish(state, metrics, cfg, out)
 
 
 @register
