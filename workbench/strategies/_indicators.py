@@ -7,36 +7,50 @@ known at its close), so a kernel can never look ahead. A sweep computes each dis
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit
 
 IndicatorKey = tuple[str, int]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_extreme_before(values, window, want_max):
-    """Max (or min) of ``values[t-window:t]``: the window *before* bar t; NaN until full."""
+    """Max (or min) of ``values[t-window:t]``: the window *before* bar t; NaN until full.
+
+    van Herk / Gil-Werman: cut the series into blocks of ``window`` bars; any window spans
+    the tail of one block and the head of the next, so its extreme is the larger of a
+    running extreme from the block's end backwards and one from the next block's start
+    forwards. Three comparisons per bar whatever the window, without branches to mispredict.
+    """
     n = values.shape[0]
     out = np.full(n, np.nan)
-    queue = np.empty(n, np.int64)  # indices of a monotonic deque
-    head = 0
-    tail = 0
-    for t in range(n):
-        if t >= window:
-            out[t] = values[queue[head]]
-        # push bar t so it is in the window of bars t+1..t+window
-        v = values[t]
-        while tail > head and ((values[queue[tail - 1]] <= v) if want_max else (values[queue[tail - 1]] >= v)):
-            tail -= 1
-        queue[tail] = t
-        tail += 1
-        if queue[head] <= t - window:
-            head += 1
+    if window > n - 1 or window < 1:
+        return out
+    sign = 1.0 if want_max else -1.0
+    forward = np.empty(n)  # extreme from the start of the block to i
+    backward = np.empty(n)  # extreme from i to the end of the block
+    for start in range(0, n, window):
+        end = min(start + window, n)
+        running = sign * values[start]
+        for i in range(start, end):
+            v = sign * values[i]
+            running = v if v > running else running
+            forward[i] = running
+        running = sign * values[end - 1]
+        for i in range(end - 1, start - 1, -1):
+            v = sign * values[i]
+            running = v if v > running else running
+            backward[i] = running
+    for t in range(window, n):
+        a, b = backward[t - window], forward[t - 1]
+        out[t] = sign * (a if a > b else b)
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ema(values, span):
     """Exponential moving average with alpha = 2/(span+1), seeded with the first close.
 
@@ -88,8 +102,21 @@ def compute(key: IndicatorKey, candles: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def stack(keys: list[IndicatorKey], candles: dict[str, np.ndarray]) -> np.ndarray:
-    """The indicators for ``keys`` as rows of one C-contiguous 2-D array."""
+    """The indicators for ``keys`` as rows of one C-contiguous 2-D array.
+
+    Rows are computed on as many threads as numba uses (the compiled indicators release
+    the GIL): a sweep's indicators take about half the time on two cores.
+    """
     out = np.empty((len(keys), candles["close"].shape[0]))
-    for row, key in enumerate(keys):
-        out[row] = compute(key, candles)
+
+    def fill(row: int) -> None:
+        out[row] = compute(keys[row], candles)
+
+    threads = min(numba.get_num_threads(), len(keys))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fill, range(len(keys))))
+    else:
+        for row in range(len(keys)):
+            fill(row)
     return out
