@@ -362,11 +362,10 @@ def mark(m, value, exposed):
         ret = value / prev - 1.0 if prev > 0.0 else 0.0
         s1 += ret
         s2 += ret * ret
-        if ret < 0.0:
-            down += ret * ret
-        if value > peak:
-            peak = value
-        elif value < peak * (1.0 - max_dd) and peak > 0.0:
+        loss = min(ret, 0.0)  # no branch: the sign of a return is a coin flip to the predictor
+        down += loss * loss
+        peak = max(peak, value)
+        if value < peak * (1.0 - max_dd) and peak > 0.0:  # rare: a deeper drawdown
             max_dd = 1.0 - value / peak
         prev = value
     return (bars, s1, s2, down, peak, max_dd, prev, held)
