@@ -63,12 +63,12 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
     target = 0
+    side = 0  # of the position: only this kernel's own orders change it (no leverage, no stops)
     risk_exit = False
     last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
     for t in range(close.shape[0]):
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
-        side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if target != side:
             before = state[e.UNITS]
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
@@ -77,11 +77,11 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
                 before = state[e.UNITS]
                 e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
                 e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
+            side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         risk_exit = False
-        side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if daily and e.daily_loss_breached(state, cfg, close[t]):
             state[e.HALTED] = 1.0
-        if state[e.HALTED] == 1.0:
+        if daily and state[e.HALTED] == 1.0:
             target = 0
             risk_exit = side != 0
         else:  # NaN bands (warm-up, or a side not traded) compare False: no signal
