@@ -29,28 +29,18 @@ never showing keys.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from workbench._lazy import lazy_exports
 from workbench.exchange._registry import open_exchange, register
 from workbench.exchange._types import Balance, Exchange, Fill, Market, Order, Position
 
 # loaded on first use: the ccxt client pulls in ccxt, the paper exchange numba
-_LAZY = {
-    "CcxtExchange": "workbench.exchange._ccxt",
-    "PaperExchange": "workbench.exchange._paper",
-    "ReplayClock": "workbench.exchange._clock",
-    "PaperStore": "workbench.exchange._paper_store",
-    "PaperAccount": "workbench.exchange._paper_store",
-    "PaperPosition": "workbench.exchange._paper_store",
-    "MemoryPaperStore": "workbench.exchange._paper_store",
-    "PostgresPaperStore": "workbench.exchange._paper_pg",
-}
-
-__all__ = sorted(["Balance", "Exchange", "Fill", "Market", "Order", "Position", "open_exchange", "register", *_LAZY])
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'workbench.exchange' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "CcxtExchange": "workbench.exchange._ccxt:CcxtExchange",
+    "PaperExchange": "workbench.exchange._paper:PaperExchange",
+    "ReplayClock": "workbench.exchange._clock:ReplayClock",
+    "PaperStore": "workbench.exchange._paper_store:PaperStore",
+    "PaperAccount": "workbench.exchange._paper_store:PaperAccount",
+    "PaperPosition": "workbench.exchange._paper_store:PaperPosition",
+    "MemoryPaperStore": "workbench.exchange._paper_store:MemoryPaperStore",
+    "PostgresPaperStore": "workbench.exchange._paper_pg:PostgresPaperStore",
+}, eager=["Balance", "Exchange", "Fill", "Market", "Order", "Position", "open_exchange", "register"])

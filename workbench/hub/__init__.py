@@ -21,8 +21,9 @@ The trust model and the sharing design are in ``hub_config/README.md``.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench._lazy import from_modules, lazy_exports
 
 _MODULES = {
     "workbench.hub._settings": ["Settings"],
@@ -30,26 +31,10 @@ _MODULES = {
     "workbench.hub._vault": ["ServiceVault"],
     "workbench.hub._launcher": ["run"],
 }
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.hub._launcher import run
     from workbench.hub._provision import deprovision, provision
     from workbench.hub._settings import Settings
     from workbench.hub._vault import ServiceVault
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'workbench.hub' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__

@@ -52,8 +52,9 @@ locked strategy, a duplicate client order id) are SQLAlchemy ``IntegrityError``.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench._lazy import from_modules, lazy_exports
 
 # public name -> module, imported on first access (PEP 562), so the CLI can import
 # workbench.store._cli without loading SQLAlchemy, Alembic and psycopg
@@ -69,9 +70,7 @@ _MODULES = {
                                "TenantDataKey", "TradingSession",
                                "PaperAccountRow", "PaperFillRow", "PaperOrderRow", "PaperPositionRow"],
 }
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.store._engine import (TENANT_URL_ENV, database_url, dispose, embedded_server,
@@ -83,17 +82,3 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
                                         LiveNotebook, NotebookRun, Order, Strategy, Tenant,
                                         TenantDataKey, TradingSession)
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'workbench.store' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
