@@ -159,6 +159,10 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
     assert service(hub, ta, "GET", f"live/{live_id}").json()["session_id"] == session
     assert [r["id"] for r in service(hub, ta, "GET", f"runs?session={session}").json()] == [run_id]
     assert [a_["id"] for a_ in service(hub, ta, "GET", "vault/accounts").json()] == [account]
+    # a connectivity check signs with the owner's key: it may not be sent to a host the tenant names
+    for option in ({"urls": {"api": "http://127.0.0.1:9/"}}, {"hostname": "attacker.example"}):
+        answer = service(hub, ta, "POST", f"vault/accounts/{account}/check", json={"ccxt_config": option})
+        assert answer.status_code == 400 and "ccxt_config may set only" in answer.json()["error"]
 
     # the other tenant gets 404 from each of them (and its own lists stay empty of them)
     attempts = [("GET", f"sessions/{session}"), ("GET", f"live/{live_id}"), ("GET", f"runs/{run_id}"),

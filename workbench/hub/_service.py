@@ -55,8 +55,10 @@ from workbench.vault import Secret
 _log = logging.getLogger("workbench.hub.service")
 _ID = r"(\d+)"
 _ACCOUNT_FIELDS = {"exchange", "api_key", "secret", "passphrase", "permissions", "label"}
-# ccxt options a tenant may pass to a connectivity check (no logger, no verbose, no keys)
-_CHECK_OPTIONS = {"timeout", "urls", "options", "hostname"}
+# ccxt options a tenant may pass to a connectivity check: no logger, no verbose, no keys, and
+# nothing that moves the requests elsewhere (urls, hostname, proxies): the service signs them
+# with the tenant's key, which must go to the exchange only, never to a host the tenant names
+_CHECK_OPTIONS = {"timeout", "options"}
 
 
 class _Handler(HubOAuthenticated, web.RequestHandler):
