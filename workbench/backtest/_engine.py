@@ -326,6 +326,29 @@ def stop_or_liquidation(state, cfg, stop, open_, high, low):
 
 
 @njit(cache=True)
+def target_side(side, long_entry, long_exit, short_entry, short_exit, can_long, can_short):
+    """The side (+1 long, -1 short, 0 flat) a signal strategy wants after a bar's close.
+
+    Exits first; from flat, a long entry wins over a short one; an opposite entry reverses
+    the position unless both entries fire at once (then it stays).
+    """
+    if side > 0 and long_exit:
+        side = 0
+    elif side < 0 and short_exit:
+        side = 0
+    if side == 0:
+        if can_long and long_entry:
+            return 1
+        if can_short and short_entry:
+            return -1
+    elif side > 0 and can_short and short_entry and not long_entry:
+        return -1
+    elif side < 0 and can_long and long_entry and not short_entry:
+        return 1
+    return side
+
+
+@njit(cache=True)
 def intend(intent, live, leg, order_type, size, price):
     """Append an order to a live session's ``intent`` (no-op unless ``live``, or for size 0)."""
     if not live or size == 0.0:

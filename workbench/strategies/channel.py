@@ -33,22 +33,7 @@ def _target(side, close, upper_entry, lower_entry, upper_exit, lower_exit, rever
         long_exit = close < lower_exit
         short_entry = close < lower_entry
         short_exit = close > upper_exit
-    can_long = direction != 1
-    can_short = direction != 0
-    if side > 0 and long_exit:
-        side = 0
-    elif side < 0 and short_exit:
-        side = 0
-    if side == 0:
-        if can_long and long_entry:
-            return 1
-        if can_short and short_entry:
-            return -1
-    elif side > 0 and can_short and short_entry and not long_entry:
-        return -1
-    elif side < 0 and can_long and long_entry and not short_entry:
-        return 1
-    return side
+    return e.target_side(side, long_entry, long_exit, short_entry, short_exit, direction != 1, direction != 0)
 
 
 @njit(cache=True)
