@@ -244,6 +244,63 @@ def run_backtesting(candles: pd.DataFrame, combos: list[Combo]) -> dict:
             "trades": trades, "equity": equity}
 
 
+# -- the rules template against the channel template ------------------------------------------
+
+RULE_CHANNEL = ("vars n = 100, m = 50\n"
+                "buy 100% when close > DONCHIAN($n).high\n"
+                "exit long when close < DONCHIAN($m).low\n")  # channel breakout, long only, all in
+
+
+def run_rules_vs_channel(candles: pd.DataFrame, entries: list[int], exits: list[int], repeats: int) -> dict:
+    """Sweep the same grid with ``channel`` and with the equivalent ``rules`` strategy (each
+    ``repeats`` times, alternating); check that every combination trades alike."""
+    from workbench.backtest import backtest, sweep
+
+    costs = dict(risk=NO_RISK, fees=FEES, slippage=SLIPPAGE, init_cash=INIT_CASH)
+    channel_grid = {"entry_window": entries, "exit_window": exits, **FIXED}
+    rules_grid = {"rules": RULE_CHANNEL, "n": entries, "m": exits}
+    sweep("channel", candles.iloc[:1000], {"entry_window": [10, 20], "exit_window": [5, 10], **FIXED}, **costs,
+          progress=False)
+    sweep("rules", candles.iloc[:1000], {"rules": RULE_CHANNEL, "n": [10, 20], "m": [5, 10]}, **costs,
+          progress=False)
+    times: dict[str, list[float]] = {"channel": [], "rules": []}
+    for _ in range(repeats):
+        for name, grid in (("channel", channel_grid), ("rules", rules_grid)):
+            started = time.perf_counter()
+            table = sweep(name, candles, grid, **costs, progress=False)
+            times[name].append(time.perf_counter() - started)
+            if name == "channel":
+                channel = table.sort_values(["entry_window", "exit_window"])
+            else:
+                rules = table.sort_values(["n", "m"])
+    metrics = ["total_return", "sharpe", "trades", "fills", "fees_paid", "max_drawdown"]
+    same_rows = bool(np.array_equal(channel[metrics].to_numpy(), rules[metrics].to_numpy(), equal_nan=True))
+    n, m = entries[len(entries) // 2], exits[len(exits) // 2]
+    ours = backtest("rules", candles, {"rules": RULE_CHANNEL, "n": n, "m": m}, **costs)
+    theirs = backtest("channel", candles, {"entry_window": n, "exit_window": m, **FIXED}, **costs)
+    return {"bars": len(candles), "combos": len(channel), "times": times,
+            "channel": statistics.median(times["channel"]), "rules": statistics.median(times["rules"]),
+            "same_rows": same_rows, "same_fills": bool(ours.fills.equals(theirs.fills)), "checked": (n, m),
+            "fills": len(ours.fills)}
+
+
+def rules_section(candles: pd.DataFrame) -> list[str]:
+    """Print the rules-vs-channel comparison (issue 7: within 3x of the channel's speed, same trades)."""
+    print(f"\nrules template vs channel: {RULE_CHANNEL!r}\n  the same {len(PEER_ENTRY) * len(PEER_EXIT)}-combination "
+          f"grid over {len(candles):,} bars, both threads, each timed {REPEATS} times (alternating)")
+    run = _fresh_process(run_rules_vs_channel, candles, PEER_ENTRY, PEER_EXIT, REPEATS)
+    for name in ("channel", "rules"):
+        rate = run["bars"] * run["combos"] / run[name] / 1e6
+        print(f"  {name:<8} wall {run[name]:.3f} s (runs " + ", ".join(f"{t:.3f}" for t in run["times"][name])
+              + f"), {rate:.1f} M bar-evaluations/s")
+    ratio = run["rules"] / run["channel"]
+    print(f"  rules / channel wall = {ratio:.2f}x (target <= 3x); sweep rows (return, Sharpe, trades, fills, fees, "
+          f"drawdown) {'identical' if run['same_rows'] else 'DIFFER'}; backtest {run['checked']}: "
+          f"{run['fills']} fills {'identical' if run['same_fills'] else 'DIFFER'}")
+    problems = [] if run["same_rows"] and run["same_fills"] else ["the rules sweep trades unlike the channel sweep"]
+    return problems + ([f"rules sweep {ratio:.2f}x slower than channel (target 3x)"] if ratio > 3 else [])
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def _rate(run: dict) -> float:
@@ -349,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nparity:")
     problems = _parity(workbench, vectorbt, backtesting, len(candles))
+    problems += rules_section(candles)
     for problem in problems:
         print(f"  DISAGREEMENT: {problem}")
 

@@ -23,12 +23,28 @@ class ParameterError(WorkbenchError, ValueError):
         self.value = value
 
 
+class RuleError(ParameterError):
+    """A rule strategy that does not parse or does not fit its schema. Text errors carry the
+    ``line`` and ``column`` (1-based) and say what was expected there; JSON errors name the path
+    (``long.entry.and[1].left``); unknown indicators, variables and bad values are named."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
+        super().__init__(message, param="rules")
+        self.line = line
+        self.column = column
+
+
 class TemplateError(WorkbenchError, LookupError):
     """An unknown template name or a malformed template spec."""
 
 
 class StrategyError(WorkbenchError):
     """A saved strategy that does not exist, or an operation its state refuses."""
+
+
+class MarketError(WorkbenchError):
+    """A marketplace listing that does not exist or is not visible, an action only its author
+    (or the operator) may take, or a paid listing cloned without an entitlement."""
 
 
 class VaultError(WorkbenchError):
@@ -99,3 +115,9 @@ class SessionError(WorkbenchError):
 
 class RiskLimitBreached(SessionError):
     """A live session broke one of its risk limits; names the limit, its value and by how much."""
+
+
+class NotifyError(WorkbenchError, ValueError):
+    """A notification channel that is malformed, unknown, or refused what was sent to it; names
+    the channel, the setting or the failure. Never carries a channel secret (bot token, webhook
+    URL or signing secret, SMTP password)."""

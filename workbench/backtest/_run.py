@@ -64,7 +64,7 @@ class _Market:
         self.candles = validate_candles(candles) if validate else candles
         index = self.candles.index
         self.arrays = {c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
-                       for c in ("open", "high", "low", "close")}
+                       for c in ("open", "high", "low", "close", "volume")}
         self.day = (index.as_unit("ns").asi8 // 86_400_000_000_000).astype(np.int64)
         self.bar = pd.Timedelta(index[1] - index[0]) if len(index) > 1 else pd.Timedelta(hours=1)
         if len(index) > 2:
@@ -144,7 +144,7 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
     """Every combination of the grid's axes (scalars are fixed values), validated."""
     axes = {}
     for name, values in grid.items():
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or (
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) or (
                 name in tpl.params and tpl.params[name].kind == "float_list"
                 and not any(isinstance(v, (list, tuple)) for v in values)):
             values = [values]
@@ -211,8 +211,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
                       stacklevel=2)
     finally:
         bar.close()
-    swept = [name for name in grid if name in tpl.params]
-    table = pd.DataFrame({name: [c[name] for c in combos[:done]] for name in swept})
+    table = pd.DataFrame({name: [tpl.axis(c, name) for c in combos[:done]] for name in grid})
     metrics = pd.DataFrame(out[:done], columns=list(e.METRIC_NAMES))
     table = pd.concat([table, metrics], axis=1)
     table["trades"] = table["trades"].astype(int)

@@ -39,7 +39,7 @@ import pandas as pd
 from workbench.backtest import _engine as e
 from workbench.backtest._run import _cfg, _Market, _settings
 from workbench.strategies import get_template, kernel_for
-from workbench.strategies._indicators import stack
+from workbench.strategies._indicators import lookback, stack
 
 _WARMUP_SPANS = 3  # an EMA seeded this many spans back has forgotten its seed (weight < e^-6)
 
@@ -68,8 +68,8 @@ class Plan:
 
 def warmup_bars(template: str, params: Mapping[str, Any]) -> int:
     """Closed candles the indicators need before the first traded bar."""
-    windows = [window for _, window in kernel_for(template).indicator_keys(params)]
-    return _WARMUP_SPANS * max(windows + [1])
+    keys = kernel_for(template).indicator_keys(params)
+    return _WARMUP_SPANS * max([lookback(key) for key in keys] + [1])
 
 
 def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | None], candles: pd.DataFrame,

@@ -76,7 +76,8 @@ def _strategy(strategy: str | int | SavedStrategy) -> SavedStrategy:
 
 def _can_short(template: str, params: Mapping[str, Any]) -> bool:
     return (template == "channel" and params.get("direction") != "long") or (
-        template == "market_making" and params.get("inventory") == "both")
+        template == "market_making" and params.get("inventory") == "both") or (
+        template == "rules" and params["rules"].get("short") is not None)
 
 
 def create_session(strategy: str | int | SavedStrategy, symbol: str | None = None, *, exchange: str = "paper",
@@ -108,9 +109,9 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
     if unknown:
         raise SessionError(f"create_session: unknown setting {unknown[0]!r}; the settings are "
                            f"{', '.join(sorted({*_DEFAULTS, 'max_leverage', 'data', 'replay_from', 'replay_end', 'capital', 'ccxt'}))}")
-    own = kernel_for(saved.template).leverage(saved.params)
-    leverage = int(own if leverage is None else leverage)
-    if "leverage" in saved.params and leverage != own:
+    own = kernel_for(saved.template).strategy_leverage(saved.params)
+    leverage = int((own or 1) if leverage is None else leverage)
+    if own is not None and leverage != own:
         raise SessionError(f"leverage {leverage} differs from strategy {saved}'s own leverage {own:g}; "
                            "save a version of the strategy with that leverage instead")
     if leverage < 1:

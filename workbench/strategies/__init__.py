@@ -24,6 +24,7 @@ _KERNEL_MODULES = {
     "channel": "workbench.strategies.channel",
     "ema_reversal": "workbench.strategies.ema_reversal",
     "market_making": "workbench.strategies.market_making",
+    "rules": "workbench.strategies.rules._kernel",
 }
 
 

@@ -1,8 +1,10 @@
 """Indicators the template kernels read, each a float64 array aligned with the candles.
 
 Every indicator value at bar ``t`` uses only bars before ``t`` (or ``t`` itself, for values
-known at its close), so a kernel can never look ahead. A sweep computes each distinct
-(indicator, window) once and shares it across every parameter combination that uses it.
+known at its close), so a kernel can never look ahead. A key is a tuple ``(name, *args)``,
+e.g. ``("ema", 12)`` or ``("macd", 12, 26, 9, "signal")``; a sweep computes each distinct
+key once and shares it across every parameter combination that uses it, and keys built from
+other keys (a rule's signal rows) reuse them through the same cache.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit
 
-IndicatorKey = tuple[str, int]
+IndicatorKey = tuple  # (name, *args): hashable, e.g. ("high_max", 48)
 
 
 @njit(cache=True, nogil=True)
@@ -66,6 +68,48 @@ def _ema(values, span):
     return out
 
 
+@njit(cache=True, nogil=True)
+def _rolling_mean_std(values, window):
+    """Mean and population standard deviation of ``values[t-window+1:t+1]``; NaN until full.
+
+    Two passes over each window (not running sums), so a flat window gives exactly 0 and
+    long series accumulate no rounding drift.
+    """
+    n = values.shape[0]
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    for t in range(window - 1, n):
+        total = 0.0
+        for k in range(t - window + 1, t + 1):
+            total += values[k]
+        m = total / window
+        sq = 0.0
+        for k in range(t - window + 1, t + 1):
+            sq += (values[k] - m) ** 2
+        mean[t] = m
+        std[t] = np.sqrt(sq / window)
+    return mean, std
+
+
+@njit(cache=True, nogil=True)
+def _wilder(values, window):
+    """Wilder's smoothing of ``values[1:]``: the mean of bars 1..window at bar ``window``, then
+    ``(previous * (window - 1) + value) / window``; NaN before (bar 0 has no change)."""
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    if n <= window:
+        return out
+    total = 0.0
+    for t in range(1, window + 1):
+        total += values[t]
+    value = total / window
+    out[window] = value
+    for t in range(window + 1, n):
+        value = (value * (window - 1) + values[t]) / window
+        out[t] = value
+    return out
+
+
 def _high_max(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
     return _rolling_extreme_before(candles["high"], window, True)
 
@@ -82,23 +126,100 @@ def _close(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
     return candles["close"]
 
 
+def _price(candles: dict[str, np.ndarray], field: str) -> np.ndarray:
+    """A candle field as it is: open, high, low, close or volume."""
+    return candles[field]
+
+
+def _sma(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
+    return _rolling_mean_std(candles["close"], window)[0]
+
+
+def _bollinger(candles: dict[str, np.ndarray], window: int, width: float, output: str) -> np.ndarray:
+    """Bollinger bands: the SMA of the close -/+ ``width`` population standard deviations."""
+    mean, std = _rolling_mean_std(candles["close"], window)
+    return {"upper": mean + width * std, "middle": mean, "lower": mean - width * std}[output]
+
+
+def _rsi(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
+    """Wilder's RSI: 100 * avg_gain / (avg_gain + avg_loss), 50 when the price did not move."""
+    change = np.diff(candles["close"], prepend=np.nan)
+    gain = _wilder(np.where(change > 0.0, change, 0.0), window)
+    loss = _wilder(np.where(change < 0.0, -change, 0.0), window)
+    total = gain + loss
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0.0, 100.0 * gain / total, np.where(np.isnan(total), np.nan, 50.0))
+
+
+def _atr(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
+    """Wilder's average true range; the true range of bar t needs the close of bar t-1."""
+    high, low, close = candles["high"], candles["low"], candles["close"]
+    previous = np.concatenate(([np.nan], close[:-1]))
+    true_range = np.maximum(high - low, np.maximum(np.abs(high - previous), np.abs(low - previous)))
+    return _wilder(true_range, window)
+
+
+def _macd(candles: Cache, fast: int, slow: int, signal: int, output: str) -> np.ndarray:
+    """MACD line = EMA(fast) - EMA(slow) of the close; signal = EMA(signal) of the line, seeded
+    with its first value; hist = line - signal. Reads its parts from the cache."""
+    if output == "line":
+        return candles[("ema", fast)] - candles[("ema", slow)]
+    line = candles[("macd", fast, slow, signal, "line")]
+    if output == "hist":
+        return line - candles[("macd", fast, slow, signal, "signal")]
+    start = max(fast, slow) - 1
+    smooth = np.full(line.shape[0], np.nan)
+    if start < line.shape[0]:
+        smooth[start:] = _ema(np.ascontiguousarray(line[start:]), signal)
+    return smooth
+
+
 def _unused(candles: dict[str, np.ndarray], window: int) -> np.ndarray:
     """A band a kernel does not read in this configuration: NaN never triggers a signal."""
     return np.full(candles["close"].shape[0], np.nan)
 
 
-INDICATORS: dict[str, Callable[[dict[str, np.ndarray], int], np.ndarray]] = {
+INDICATORS: dict[str, Callable[..., np.ndarray]] = {
     "high_max": _high_max,
     "low_min": _low_min,
     "ema": _close_ema,
     "close": _close,
     "unused": _unused,
+    "price": _price,
+    "sma": _sma,
+    "bb": _bollinger,
+    "rsi": _rsi,
+    "atr": _atr,
+    "macd": _macd,
+}
+
+#: bars of history a key needs before its values settle (default: its first argument, the window)
+LOOKBACK: dict[str, Callable[..., int]] = {
+    "price": lambda field: 0,
+    "rsi": lambda window: window + 1,
+    "atr": lambda window: window + 1,
+    "macd": lambda fast, slow, signal, output: max(fast, slow) + signal,
 }
 
 
+def lookback(key: IndicatorKey) -> int:
+    """How many bars before a value ``key`` needs (the live warm-up asks for a multiple of it)."""
+    name, *args = key
+    return int(LOOKBACK[name](*args)) if name in LOOKBACK else int(args[0])
+
+
+class Cache(dict):
+    """The candle arrays plus every indicator computed so far, by key: ``cache[key]`` computes
+    a missing key once (an indicator built from others, like a rule's signal, reads them here)."""
+
+    def __missing__(self, key: IndicatorKey) -> np.ndarray:
+        name, *args = key
+        value = self[key] = INDICATORS[name](self, *args)
+        return value
+
+
 def compute(key: IndicatorKey, candles: dict[str, np.ndarray]) -> np.ndarray:
-    name, window = key
-    return INDICATORS[name](candles, window)
+    return Cache(candles)[key]
 
 
 def stack(keys: list[IndicatorKey], candles: dict[str, np.ndarray]) -> np.ndarray:
@@ -108,9 +229,11 @@ def stack(keys: list[IndicatorKey], candles: dict[str, np.ndarray]) -> np.ndarra
     the GIL): a sweep's indicators take about half the time on two cores.
     """
     out = np.empty((len(keys), candles["close"].shape[0]))
+    cache = Cache(candles)  # shared: rows built from other keys compute each part once
 
     def fill(row: int) -> None:
-        out[row] = compute(keys[row], candles)
+        out[row] = cache[keys[row]]
+        cache.pop(keys[row], None)  # the row lives on in ``out``; the parts rows share stay cached
 
     threads = min(numba.get_num_threads(), len(keys))
     if threads > 1:

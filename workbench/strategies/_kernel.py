@@ -45,8 +45,16 @@ class Kernel:
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
         raise NotImplementedError
 
+    @classmethod
+    def leverage(cls, params: Mapping[str, Any]) -> float:
+        """The leverage a run trades at: the strategy's own, else 1."""
+        own = cls.strategy_leverage(params)
+        return 1.0 if own is None else own
+
     @staticmethod
-    def leverage(params: Mapping[str, Any]) -> float:
-        return float(params.get("leverage", 1))
+    def strategy_leverage(params: Mapping[str, Any]) -> float | None:
+        """The leverage the strategy's parameters set, or None (a live session may not differ from it)."""
+        value = params.get("leverage")
+        return None if value is None else float(value)
 
     simulate: ClassVar[Any]

@@ -19,7 +19,7 @@ from typing import Any
 
 from workbench.errors import ParameterError, TemplateError
 
-_KINDS = ("int", "float", "choice", "bool", "float_list")
+_KINDS = ("int", "float", "choice", "bool", "float_list", "rules")
 RISK_LIMITS = ("max_position_size", "max_daily_loss")
 
 
@@ -44,6 +44,8 @@ class Param:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.kind == "bool":
             return "true or false"
+        if self.kind == "rules":
+            return "a rule strategy as text or JSON (workbench.parse_rules)"
         bounds = f"{_fmt(self.min)} to {_fmt(self.max)}"
         if self.kind == "float_list":
             return (f"a list of {self.min_items} to {self.max_items} ascending numbers, "
@@ -54,6 +56,8 @@ class Param:
         """The value converted to the parameter's type; ParameterError when out of schema."""
         try:
             return self._convert(value)
+        except ParameterError:  # a rule error says where in the rule, precisely
+            raise
         except (TypeError, ValueError) as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise ParameterError(
@@ -63,6 +67,10 @@ class Param:
             ) from None
 
     def _convert(self, value: Any) -> Any:
+        if self.kind == "rules":  # text or JSON -> canonical JSON (workbench.strategies.rules)
+            from workbench.strategies.rules import parse_rules
+
+            return parse_rules(value)
         if self.kind == "choice":
             if value not in self.choices:
                 raise ValueError("")
@@ -148,6 +156,10 @@ class Template:
             out[name] = value
         return out
 
+    def axis(self, params: Mapping[str, Any], name: str) -> Any:
+        """The value of sweep axis ``name`` in validated ``params`` (a sweep table column)."""
+        return params[name]
+
     def strategy(self, params: Mapping[str, Any] | None = None,
                  risk_limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The brief's JSON form: ``{"type": ..., "params": ..., "risk_limits": ...}``."""
@@ -178,10 +190,13 @@ def parse_spec(spec: Mapping[str, Any], source: str) -> Template:
                           choices=tuple(raw.get("choices", ())), **options)
             param.check(param.default)
             params[name] = param
-        return Template(name=spec["name"], title=spec.get("title", spec["name"]),
-                        description=spec.get("description", ""), params=params,
-                        risk_limits=dict(spec.get("risk_limits", {})),
-                        semantics=dict(spec.get("semantics", {})))
+        cls = Template
+        if any(p.kind == "rules" for p in params.values()):  # its variables are parameters too
+            from workbench.strategies.rules import RuleTemplate as cls
+        return cls(name=spec["name"], title=spec.get("title", spec["name"]),
+                   description=spec.get("description", ""), params=params,
+                   risk_limits=dict(spec.get("risk_limits", {})),
+                   semantics=dict(spec.get("semantics", {})))
     except KeyError as exc:
         raise TemplateError(f"{source}: missing field {exc.args[0]!r}") from None
     except ParameterError as exc:
