@@ -1,13 +1,15 @@
-"""Plaintext exchange keys leak nowhere: the whole vault flow with canary keys, then a search.
+"""Plaintext exchange keys and channel secrets leak nowhere: the vault and notification flows with
+canary secrets, then a search.
 
 Single-user mode as a user gets it (no DATABASE_URL: the embedded PostgreSQL and the
 generated master key live in WORKBENCH_HOME), every logger at DEBUG including SQLAlchemy's
 statement and parameter echo and ccxt's request log. Keys are added through the helpers,
 the ipywidgets form and a notebook run by papermill (keys reach its kernel through the
 environment, never its source), checked against a loopback Binance, listed, rotated,
-deactivated and removed. Then the random canary strings are searched for in the captured
-logs and outputs, a ``pg_dump`` of the database, every file under WORKBENCH_HOME and the
-executed notebook, and found in none.
+deactivated and removed; notification channels (Telegram bot token, webhook URL and signing
+secret, SMTP password) are added, tested, fail and deliver against loopback servers. Then the
+random canary strings are searched for in the captured logs and outputs, a ``pg_dump`` of the
+database, every file under WORKBENCH_HOME and the executed notebook, and found in none.
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ import nbformat
 import papermill
 import pytest
 from loopback_exchange import BinanceAccount
+from loopback_notify import SmtpServer, TelegramBotApi, WebhookReceiver
 from sqlalchemy import make_url
 
 import workbench
 from workbench import store, vault
 from workbench.cli import main
-from workbench.errors import VaultError
+from workbench.errors import NotifyError, VaultError
+from workbench.notify._delivery import Policy, deliver
+from workbench.notify._http import ALLOW_PRIVATE_ENV
 from workbench.store._server import POSTGRES_BIN_PATH
 from workbench.vault import _keyring
 
@@ -100,6 +105,48 @@ def _in_process_flow(exchange: BinanceAccount, canaries: dict[str, str], capsys)
     return [*shown, out, err]
 
 
+def _notify_flow(canaries: dict[str, str], capsys) -> list[str]:
+    """Notification channels with canary secrets (bot token, webhook URL path and signing secret,
+    SMTP password) added through the helpers and the form, tested, failing and delivering against
+    the loopback servers; everything shown, returned or raised."""
+    shown = []
+    telegram = TelegramBotApi(f"12345:{canaries['tg_token']}", "424242")
+    hook = WebhookReceiver(f"/hooks/{canaries['hook_path']}", canaries["hook_secret"])
+    smtp = SmtpServer("bot", canaries["smtp_password"])
+    with telegram, hook, smtp:
+        phone = workbench.notify.add_telegram("phone", telegram.token, "424242", api_url=telegram.base)
+        workbench.notify.add_telegram("wrong", f"12345:{canaries['tg_wrong']}", "424242", api_url=telegram.base)
+        workbench.notify.add_webhook("ops", hook.url, secret=canaries["hook_secret"])
+        workbench.notify.add_email("desk", "127.0.0.1", "bot@example.com", "me@example.com", port=smtp.port,
+                                   security="none", username="bot", password=canaries["smtp_password"])
+        form = workbench.notify.form()
+        box = form.children[0]
+        box.children[0].value, box.children[1].value = "webhook", "from the form"
+        url, signing = box.children[2].children
+        url.value = f"{hook.base}/hooks/{canaries['form_hook_path']}"
+        signing.value = canaries["form_hook_secret"]
+        box.children[-1].click()
+        shown += [box.children[1].value, form.children[2].value, form.children[3].value]
+        shown += [workbench.notify.test(name) for name in ("phone", "ops", "desk")]
+        for name in ("wrong", "from the form"):  # the bot refuses the token; no hook at that path
+            with pytest.raises(NotifyError) as info:
+                workbench.notify.test(name)
+            shown.append(str(info.value))
+        telegram.fail(500)
+        workbench.notify.send("canary check")
+        report = deliver(Policy(timeout=2.0, backoff=0.0))
+        report.add(deliver(Policy(timeout=2.0, backoff=0.0)))
+        shown.append(repr(report))
+        assert report.sent == 3 and len(telegram.messages) == 2 and len(smtp.messages) == 2
+        assert len(hook.received) == 2
+    assert main(["notify", "list"]) == 0
+    shown += [workbench.notify.channels().to_string(), workbench.notify.notifications().to_string(),
+              workbench.notify.notifications()._repr_html_()]
+    workbench.notify.remove(phone)
+    out, err = capsys.readouterr()
+    return [*shown, out, err]
+
+
 _NOTEBOOK = [
     ("import logging, os\n"
      "logging.basicConfig(level=logging.DEBUG, force=True)\n"
@@ -148,8 +195,12 @@ def test_canary_keys_are_nowhere(single_user_home, debug_log, tmp_path, monkeypa
                                         "form_key", "form_secret", "form_passphrase")}
     canaries.update(key=exchange.api_key, secret_=exchange.secret, nb_key=nb_exchange.api_key,
                     nb_secret=nb_exchange.secret)
+    canaries.update({k: _canary(k) for k in ("tg_token", "tg_wrong", "hook_path", "hook_secret", "smtp_password",
+                                             "form_hook_path", "form_hook_secret")})
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")  # the channels' servers are on loopback
     with exchange, nb_exchange:
         shown = _in_process_flow(exchange, canaries, capsys)
+        shown += _notify_flow(canaries, capsys)
         executed = _run_notebook(tmp_path, nb_exchange, monkeypatch)
         assert exchange.requests_to("/api/v3/account") and nb_exchange.requests_to("/api/v3/account")
     dump = _pg_dump()
@@ -170,3 +221,6 @@ def test_canary_keys_are_nowhere(single_user_home, debug_log, tmp_path, monkeypa
     assert vault.mask(nb_exchange.api_key).encode() in places["executed notebook"]
     assert b"INSERT INTO exchange_accounts" in places["executed notebook"]
     assert any(p.name == "master.key" for p in files) and any("postgres" in p.parts for p in files)
+    assert b"INSERT INTO notification_channels" in places["captured logs"] and b"COPY public.notification_channels" in dump
+    assert b"sent a test message to 'ops' (http://127.0.0.1:" in places["outputs and errors"]
+    assert b"telegram answered 401: Unauthorized" in places["outputs and errors"]

@@ -18,7 +18,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from workbench import store
 from workbench.store._server import OWNER
-from workbench.store.models import Base
+from workbench.store.models import Base, NotificationChannel, NotificationDelivery, NotificationEvent
 
 TENANT_TABLES = [table.name for table in Base.metadata.sorted_tables if "tenant_id" in table.c]
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -59,6 +59,9 @@ def _seed(tenant: store.Tenant) -> dict[str, int]:
         s.add(store.PaperFillRow(**owner, account_id=paper.id, id="T2", seq=0, order_id="P1", symbol="BTC/USDT",
                                  side="buy", amount=Decimal("0.01"), price=Decimal("60000"), fee=Decimal("0.6"),
                                  ts=NOW))
+        channel = add(NotificationChannel(**owner, name="phone", kind="telegram", config={"chat_id": "1"}))
+        event = add(NotificationEvent(**owner, session_id=trading.id, kind="message", dedup_key="m1"))
+        s.add(NotificationDelivery(**owner, event_id=event.id, channel_id=channel.id))
         return {"strategies": strategy.id, "exchange_accounts": account.id, "trading_sessions": trading.id,
                 "orders": order.id, "live_notebooks": notebook.id}
 

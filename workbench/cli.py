@@ -20,6 +20,8 @@ _COMMAND_MODULES = [
     "workbench.vault._cli",
     "workbench.scheduler._cli",
     "workbench.hub._cli",
+    "workbench.notify._cli",
+    "workbench.market._cli",
 ]
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey,
-                        ForeignKeyConstraint, Identity, Integer, LargeBinary, MetaData, Numeric,
+                        ForeignKeyConstraint, Identity, Index, Integer, LargeBinary, MetaData, Numeric,
                         Text, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -120,6 +120,8 @@ class Strategy(TenantOwned):
     parent_id: Mapped[int | None]
     is_locked: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = _created_at()
+    # the marketplace listing this strategy was cloned from (revision 0008)
+    listing_id: Mapped[int | None] = mapped_column(ForeignKey("market_listings.id", ondelete="SET NULL"))
 
 
 class TenantDataKey(TenantOwned):
@@ -418,3 +420,158 @@ class PaperFillRow(TenantOwned):
     fee_currency: Mapped[str | None]
     ts: Mapped[datetime]
     taker: Mapped[bool | None]
+
+
+# --- the strategy marketplace (revision 0008) ------------------------------------------------
+# Shared between tenants, so keyed by tenant *name* (never reused) rather than tenant_id: a row
+# names its author or grantee, and the policies in the migration decide who sees what.
+
+LISTING_STATUSES = ("listed", "withdrawn")
+
+
+class MarketListing(Base):
+    """A published strategy: everything the catalogue shows, snapshotted at publication (the
+    author's later edits to their own strategy change nothing here). Every tenant reads the
+    ``listed`` ones; only the author (``author`` = the connected tenant) writes."""
+
+    __tablename__ = "market_listings"
+    __table_args__ = (
+        _one_of("status", LISTING_STATUSES),
+        CheckConstraint("name <> ''", name="name"),
+        CheckConstraint("price >= 0", name="price"),
+        CheckConstraint("version >= 1", name="version"),
+    )
+
+    id: Mapped[int] = _id()
+    author: Mapped[str] = mapped_column(ForeignKey("tenants.name"), server_default=text("current_tenant_name()"))
+    name: Mapped[str]
+    description: Mapped[str] = mapped_column(server_default=text("''"))
+    template: Mapped[str]
+    dataset: Mapped[str]  # the named data set the metrics were measured on
+    dataset_info: Mapped[dict[str, Any]]  # symbol, timeframe, range, bars, source, sha256
+    settings: Mapped[dict[str, Any]]  # the backtest's fees, slippage, initial cash...
+    metrics: Mapped[dict[str, Any]]
+    equity_curve: Mapped[dict[str, Any]]  # {"time": [epoch seconds], "equity": [...]}: the chart
+    price: Mapped[Decimal] = mapped_column(server_default=text("0"))
+    currency: Mapped[str] = mapped_column(server_default=text("'USD'"))
+    status: Mapped[str] = mapped_column(server_default=text("'listed'"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    withdrawn_at: Mapped[datetime | None]
+
+
+class MarketListingParams(Base):
+    """What a clone copies: readable by the author, and by others only while the listing is
+    listed and free or they hold an entitlement to it."""
+
+    __tablename__ = "market_listing_params"
+
+    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    params: Mapped[dict[str, Any]]
+    risk_limits: Mapped[dict[str, Any]]
+
+
+class MarketEntitlement(Base):
+    """The right of tenant ``grantee`` to clone a paid listing, granted by the listing's author
+    (``granted_by``) or by the operator (``granted_by`` NULL). No payment is processed here."""
+
+    __tablename__ = "market_entitlements"
+
+    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    grantee: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
+    granted_by: Mapped[str | None] = mapped_column(server_default=text("current_tenant_name()"))
+    created_at: Mapped[datetime] = _created_at()
+
+
+# --- notifications (revision 0007) ------------------------------------------------------------
+
+NOTIFICATION_DELIVERY_STATUSES = ("pending", "sent", "failed", "skipped")
+
+
+class NotificationChannel(TenantOwned):
+    """Where a tenant hears what its sessions do: a transport (``kind``: telegram, webhook,
+    email, ...) with its settings in ``config``; the secret ones (bot token, webhook URL and
+    signing secret, SMTP password) only as one ciphertext under the tenant's data key
+    (``workbench.vault``). It wants the event kinds in ``events``, of session ``session_id``
+    (None: of every session). ``failures`` counts failed attempts in a row; too many disable it."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "name"),
+        ForeignKeyConstraint(["tenant_id", "data_key_version"],
+                             ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]),
+        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
+                             ondelete="CASCADE"),
+        CheckConstraint("name <> ''", name="name"),
+        CheckConstraint("rate_limit > 0", name="rate_limit"),
+    )
+
+    id: Mapped[int] = _id()
+    name: Mapped[str]
+    kind: Mapped[str]
+    config: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    secret_ct: Mapped[bytes | None]
+    data_key_version: Mapped[int | None] = mapped_column(Integer)
+    events: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    session_id: Mapped[int | None]
+    enabled: Mapped[bool] = mapped_column(server_default=text("true"))
+    disabled_reason: Mapped[str | None]
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    paused_until: Mapped[datetime | None]  # a rate limit the far end asked for (429 retry_after)
+    rate_limit: Mapped[int] = mapped_column(Integer, server_default=text("20"))  # messages per minute
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class NotificationEvent(TenantOwned):
+    """The outbox: one thing that happened (``kind`` and its facts in ``data``), written by the
+    transaction that caused it (the triggers of revision 0007), at most once per ``dedup_key``,
+    and only when a channel wants it."""
+
+    __tablename__ = "notification_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "dedup_key"),
+        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
+                             ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = _id()
+    session_id: Mapped[int | None] = mapped_column(index=True)
+    kind: Mapped[str]
+    dedup_key: Mapped[str]
+    data: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _created_at()
+
+
+class NotificationDelivery(TenantOwned):
+    """One event for one channel: ``pending`` until the workers send it (``attempts``, the next
+    at ``next_attempt_at``), then ``sent``, ``failed`` (``error`` says why) or ``skipped``
+    (its channel was disabled)."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel_id"),
+        ForeignKeyConstraint(["tenant_id", "event_id"], ["notification_events.tenant_id", "notification_events.id"],
+                             ondelete="CASCADE"),
+        ForeignKeyConstraint(["tenant_id", "channel_id"],
+                             ["notification_channels.tenant_id", "notification_channels.id"], ondelete="CASCADE"),
+        _one_of("status", NOTIFICATION_DELIVERY_STATUSES),
+        Index("ix_notification_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notification_deliveries_channel_id_last_attempt_at", "channel_id", "last_attempt_at"),
+    )
+
+    id: Mapped[int] = _id()
+    event_id: Mapped[int]
+    channel_id: Mapped[int]
+    status: Mapped[str] = mapped_column(server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = _created_at()

@@ -35,6 +35,7 @@ class SavedStrategy:
     is_locked: bool
     parent_id: int | None
     created_at: datetime
+    listing_id: int | None = None  # the marketplace listing it was cloned from
 
     @property
     def strategy(self) -> dict[str, Any]:
@@ -54,7 +55,7 @@ class SavedStrategy:
 def _row(row) -> SavedStrategy:
     return SavedStrategy(id=row.id, name=row.name, version=row.version, template=row.template,
                          params=dict(row.params), risk_limits=dict(row.risk_limits), is_locked=row.is_locked,
-                         parent_id=row.parent_id, created_at=row.created_at)
+                         parent_id=row.parent_id, created_at=row.created_at, listing_id=row.listing_id)
 
 
 def _find(scope, strategy: str | int, version: int | None = None):

@@ -105,6 +105,22 @@ class LocalVault(VaultBackend):
     def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
         return _exchange.check(self._decrypt(account_id, active_only=False), ccxt_config)
 
+    # --- other secrets of the tenant (e.g. notification channels) ----------------------------
+
+    def seal(self, session: Session, owner: str, field: str, value: Secret) -> tuple[int, bytes]:
+        """Encrypt ``value`` under the tenant's current data key, bound to ``owner`` (a name no
+        exchange account id can take, e.g. ``notification-channel/7``) and ``field``; the data key
+        version and the ciphertext, to store with the row of ``owner``."""
+        version, data_key = self._current_data_key(session)
+        context = _envelope.field_context(self.tenant_id, owner, field)
+        return version, _envelope.seal(data_key, version, value.reveal().encode(), context)
+
+    def unseal(self, session: Session, owner: str, field: str, version: int, blob: bytes) -> Secret:
+        """The plaintext that :meth:`seal` encrypted for ``owner`` and ``field``."""
+        context = _envelope.field_context(self.tenant_id, owner, field)
+        what = f"the {field} of {owner} of tenant {self.tenant!r}"
+        return Secret(_envelope.unseal(self._data_key(session, version), version, blob, context, what).decode())
+
     # --- decryption -------------------------------------------------------------------------
 
     def _decrypt(self, account_id: int, active_only: bool) -> ExchangeKeys:
