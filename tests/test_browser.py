@@ -4,19 +4,23 @@ editor of ``01_quickstart`` backtests, a canary exchange key goes in through the
 the live paper notebook is promoted and its runs appear, the session dashboard opens and is
 shared; another tenant then sees that dashboard and nothing else of the first one. Finally
 the canary key is searched for in the logs, a database dump and every file, and found in
-none.
+none. The rule builder is driven in Voila: rows added, numbers typed, errors shown, a backtest
+drawn.
 """
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import socket
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
-from hub_harness import PASSWORD, Hub, running_hub
+from hub_harness import PASSWORD, Hub, free_port, running_hub
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from workbench import store
@@ -192,3 +196,57 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
 
     homes = [Path(f"/home/jupyter-{name}") for name in (trader, viewer) if os.geteuid() == 0]
     _canary_nowhere(hub, [canary_key, canary_secret], homes)
+
+
+RULE = ("vars fast = 12, slow = 26\n"
+        "buy 50% when EMA($fast) > EMA($slow) and (RSI(14) < 60 or not close > BB(20, 2).upper)\n"
+        "    stop_loss 2% take_profit 1%, 2.5%\n"
+        "exit long when EMA($fast) crosses_below EMA($slow)\n")
+
+
+def test_the_rule_builder_in_voila(browser, tmp_path: Path):
+    """The builder's widgets in a real page: a row added, a variable typed (wrong, then right),
+    the text form following, a backtest whose bokeh chart draws offline."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    notebook = tmp_path / "builder.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(
+        f"import workbench as wb\nwb.rule_builder(wb.load_candles().iloc[-2000:], {RULE!r}, on_save=None)")],
+        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}), notebook)
+    port = free_port()
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    with open(tmp_path / "voila.log", "wb") as log:
+        voila = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--no-browser",
+                                  "--Voila.ip=127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    page = browser.new_page()
+    page.set_default_timeout(LONG)
+    try:
+        deadline = time.monotonic() + 60
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        page.goto(f"http://127.0.0.1:{port}/")
+        text = page.locator("pre", has_text="buy 50% when")
+        text.wait_for()
+        assert text.inner_text().strip() == RULE.strip()
+        page.get_by_role("button", name="row").first.click()  # + row in the first group
+        page.locator("pre", has_text="EMA($slow) and RSI(14) < 30) and (RSI(14) < 60").wait_for()
+        fast = page.get_by_placeholder("value").first
+        fast.fill("x")
+        fast.press("Enter")
+        page.get_by_text("variable 'fast': 'x' is not a number").first.wait_for()
+        fast.fill("20")
+        fast.press("Enter")
+        page.locator("pre", has_text="vars fast = 20, slow = 26").wait_for()
+        page.get_by_text("rules valid; press Backtest").first.wait_for()
+        page.get_by_role("button", name="Backtest").click()
+        page.get_by_text("backtest up to date").first.wait_for()
+        page.get_by_text("Sharpe ratio").first.wait_for()
+        page.frame_locator("iframe.wb-backtest-chart").locator("canvas").first.wait_for()
+    except Exception:
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "workbench-rule-builder-failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+        voila.terminate()
+        voila.wait(30)

@@ -15,10 +15,10 @@ Heavy dependencies (vectorbt, numba, bokeh, ipywidgets, ccxt) load on first use,
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from workbench.errors import CandleError, ParameterError, StrategyError, TemplateError, WorkbenchError
+from workbench._lazy import lazy_exports
+from workbench.errors import CandleError, ParameterError, RuleError, StrategyError, TemplateError, WorkbenchError
 
 __version__ = "0.1.0"
 
@@ -36,11 +36,15 @@ _LAZY = {
     "sweep": "workbench.backtest:sweep",
     "BacktestResult": "workbench.backtest:BacktestResult",
     "editor": "workbench.ui:editor",
+    "rule_builder": "workbench.ui:rule_builder",
     "save_strategy": "workbench.strategies:save_strategy",
     "list_strategies": "workbench.strategies:list_strategies",
     "load_strategy": "workbench.strategies:load_strategy",
     "clone_strategy": "workbench.strategies:clone_strategy",
     "delete_strategy": "workbench.strategies:delete_strategy",
+    "parse_rules": "workbench.strategies.rules:parse_rules",
+    "rules_text": "workbench.strategies.rules:rules_text",
+    "rule_indicators": "workbench.strategies.rules:rule_indicators",
     "vault": "workbench.vault",
     "open_exchange": "workbench.exchange:open_exchange",
     "live": "workbench.live",
@@ -49,29 +53,18 @@ _LAZY = {
     "demote": "workbench.scheduler:demote",
     "promote_button": "workbench.scheduler:promote_button",
     "dashboard": "workbench.scheduler:dashboard",
+    "notify": "workbench.notify",
+    "market": "workbench.market",
 }
 
-__all__ = sorted([*_LAZY, "CandleError", "ParameterError", "StrategyError", "TemplateError", "WorkbenchError"])
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
+    "CandleError", "ParameterError", "RuleError", "StrategyError", "TemplateError", "WorkbenchError"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, load_candles, read_candles, resample, validate_candles
     from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
                                       load_strategy, save_strategy, templates)
-    from workbench.ui import editor
+    from workbench.strategies.rules import parse_rules, rule_indicators, rules_text
+    from workbench.ui import editor, rule_builder
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, _, attribute = _LAZY[name].partition(":")
-    except KeyError:
-        raise AttributeError(f"module 'workbench' has no attribute {name!r}") from None
-    value = importlib.import_module(module)
-    if attribute:
-        value = getattr(value, attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
