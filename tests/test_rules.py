@@ -120,7 +120,7 @@ def test_the_catalogue_describes_every_indicator_for_a_builder():
     ("buy 10% when EMA($fast) > 1", 1, 18, "unknown variable 'fast'; declare it in \"vars\""),
     ("buy 120% when close > 1", 1, 5, "size (percent of the balance): 120 is not allowed; expected a number above "
                                       "0 and at most 100"),
-    ("buy 10% when close > 1\n  stop_loss 100%", 2, 13, "long stop_loss (percent): 100 is not allowed"),
+    ("buy 10% when close > 1\n  stop_loss 100%", 2, 13, "long.stop_loss: 100 is not allowed"),
     ("buy 10% when close > 1 take_profit 1%\n  take_profit 2%", 2, 3, "take_profit is given twice"),
     ("buy 10% when close > 1\nbuy 20% when close > 2", 2, 1, "a second buy rule (the first is at line 1)"),
     ("exit short when close > 1\nbuy 10% when close > 1", 1, 1, "'exit short' needs a sell rule to exit from"),

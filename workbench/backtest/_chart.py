@@ -39,7 +39,7 @@ def result_figure(result: BacktestResult, *, width: int = 900):
     close = _thin(result.candles["close"])
     price = figure(height=300, width=width, x_axis_type="datetime", title=result.template.title,
                    tools="xpan,xwheel_zoom,box_zoom,reset,save")
-    price.add_layout(Title(text=", ".join(f"{k}={v}" for k, v in result.params.items()),
+    price.add_layout(Title(text=result.template.describe(result.params),
                            text_font_size="8pt", text_font_style="normal"), "above")
     price.line(_x(close.index), close.to_numpy(), color="#555555", legend_label="close")
     fills = result.fills

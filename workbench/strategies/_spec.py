@@ -160,6 +160,10 @@ class Template:
         """The value of sweep axis ``name`` in validated ``params`` (a sweep table column)."""
         return params[name]
 
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """Validated ``params`` in one line, for a chart's subtitle."""
+        return ", ".join(f"{k}={v}" for k, v in params.items())
+
     def strategy(self, params: Mapping[str, Any] | None = None,
                  risk_limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The brief's JSON form: ``{"type": ..., "params": ..., "risk_limits": ...}``."""

@@ -214,7 +214,10 @@ class _Normaliser:
         try:
             return where.check(value)
         except RuleError as exc:
-            raise RuleError(f"{path}: {exc}") from None
+            message = str(exc)
+            if where.what.split(" (")[0].replace(" ", ".") == path:  # the label only repeats the path
+                message = message.removeprefix(f"{where.what}: ")
+            raise RuleError(f"{path}: {message}") from None
 
     @_located
     def condition(self, node: Any, path: str, depth: int = 0) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.strategies._spec import Template
 from workbench.strategies.rules._model import with_values
+from workbench.strategies.rules._text import to_text
 
 
 class RuleTemplate(Template):
@@ -25,3 +26,7 @@ class RuleTemplate(Template):
     def axis(self, params: Mapping[str, Any], name: str) -> Any:
         """A sweep table column: a variable's value, or the parameter's."""
         return params["rules"]["vars"][name] if name != "rules" else params[name]
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """The rule's canonical text, its statements joined on one line."""
+        return " · ".join(line.strip() for line in to_text(params["rules"]).splitlines())
