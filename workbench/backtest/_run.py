@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -9,6 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numba import njit, prange
+
+# Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
+# other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its
+# OpenMP layer (at the first parallel run); explicit settings win.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 from workbench.backtest import _engine as e
 from workbench.backtest._result import BacktestResult
