@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-# Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
-# other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its
-# OpenMP layer (at the first parallel run); explicit settings win.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "0")
-
 from workbench.backtest import _engine as e
 from workbench.backtest._result import BacktestResult
 from workbench.errors import ParameterError
 from workbench.strategies import Template, get_template, kernel_for
 from workbench.strategies._indicators import IndicatorKey, stack
+
+# Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
+# other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its
+# OpenMP layer (at the first parallel run); explicit settings win.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "0")
 
 _YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default year too
 
