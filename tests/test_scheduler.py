@@ -19,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,8 +33,10 @@ from workbench import store
 from workbench.cli import main
 from workbench.errors import SchedulerError, VaultError
 from workbench.scheduler import demote, live_notebooks, parse_schedule, pause, promote, resume, run_now, stop
-from workbench.scheduler._dispatch import dispatch_due
+from workbench.scheduler._dispatch import demand, dispatch_due
+from workbench.scheduler._execute import _read_output, execute_run, tenant_setup
 from workbench.scheduler._keys import KeyHandoff, RunVault
+from workbench.scheduler._pool import KernelPool
 from workbench.store.models import EquitySnapshot, LiveNotebook, NotebookRun, Strategy, TradingSession
 from workbench.vault import ExchangeKeys, LocalVault, Secret
 
@@ -309,6 +311,24 @@ def test_dispatch_skips_sessions_that_are_not_running(database, tmp_path, monkey
         assert s.get(LiveNotebook, live.id).next_run_at > later  # the schedule moved on: no burst on start
 
 
+def test_demand_counts_live_notebooks_of_running_sessions_soonest_due_first(database, tmp_path, monkeypatch):
+    alice, bob = _tenant("alice"), _tenant("bob")
+    path = _notebook(tmp_path, "x = 1")
+    now = datetime.now(UTC)
+    due = {}
+    for tenant, minutes in ((alice, 60), (alice, 30), (bob, 5), (bob, 1)):
+        session_id = _trading_session(tenant)
+        due[session_id] = now + timedelta(minutes=minutes)
+        live = _promote_as(tenant, path, session_id, "candle:1h", monkeypatch)
+        with store.owner_session() as s:
+            s.get(LiveNotebook, live.id).next_run_at = due[session_id]
+    with store.owner_session() as s:  # bob's soonest session is paused: it needs no kernel
+        s.get(TradingSession, min(due, key=due.get)).status = "paused"
+    wanted = demand()
+    assert [(t, n) for t, n in wanted.tenants if t in (alice, bob)] == [(bob, 1), (alice, 2)]
+    assert wanted.next_due <= now + timedelta(minutes=5)
+
+
 def test_tenants_cannot_reach_the_job_queue(database, monkeypatch):
     alice = _tenant("alice")
     with _as(alice, monkeypatch), store.session() as s, pytest.raises(Exception, match="permission denied"):
@@ -429,30 +449,44 @@ def test_a_failing_notebook_is_recorded_with_its_cell_and_not_retried(embedded_o
         assert s.get(TradingSession, session_id).status == "running"
 
 
-def _run_processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline", "environ"]):
+def _alive(pids) -> list[int]:
+    """Those of ``pids`` still running (a zombie has exited)."""
+    alive = []
+    for pid in pids:
         try:
-            if any(marker in part for part in process.info["cmdline"] or []):
-                found.append(process)
-        except psutil.Error:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
             pass
-    return found
+    return alive
+
+
+def _descendants(pid: int) -> list[int]:
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
+_PID_PROBE = "import os, pathlib\npathlib.Path({path!r}).write_text(f'{{os.getpid()}} {{os.getppid()}}')"
 
 
 @pytest.mark.slow
 def test_a_killed_worker_leaves_its_run_failed_and_the_session_runs_on(embedded_only, tmp_path, monkeypatch):
     alice = _tenant("alice")
     session_id = _trading_session(alice)
-    path = _notebook(tmp_path, _SNAPSHOT, "import time\ntime.sleep(600)")
+    pids = tmp_path / "kernel.pid"
+    path = _notebook(tmp_path, _SNAPSHOT, _PID_PROBE.format(path=str(pids)), "import time\ntime.sleep(600)")
     _promote_as(alice, path, session_id, EVERY_SECOND, monkeypatch)
     with _worker(tmp_path / "a.log", "--stalled-after", "3") as first:
         running = _wait(lambda: [r for r in _runs(session_id) if r.status == "running"], 60, "a running run")
-        _wait(lambda: _run_processes(f"workbench-run-{running[0].id}-"), 30, "the run process")
+        _wait(pids.exists, 30, "the run's kernel")
+        kernel, slot = map(int, pids.read_text().split())
+        spawned = _descendants(first.pid)  # the zygote, the run's slot and kernel, warm kernels
+        assert {kernel, slot} <= set(spawned)
+        folder = Path(psutil.Process(kernel).cwd()).parent  # the run's notebook, its output so far
         first.kill()
         first.wait()
-    # the run process and its kernel go with the worker: no orphan keeps trading
-    _wait(lambda: not _run_processes(f"workbench-run-{running[0].id}-"), 10, "the orphaned run to exit")
+    # the run, its kernel, the zygote and the warm kernels go with the worker: no orphan keeps trading
+    _wait(lambda: not _alive(spawned), 10, "the killed worker's processes to exit")
+    assert not folder.exists()
     with store.owner_session() as s:  # the next run must not sleep, or it would be abandoned too
         s.execute(update(LiveNotebook).where(LiveNotebook.session_id == session_id, LiveNotebook.status == "active")
                   .values(content=nbformat.writes(nbformat.read(_notebook(tmp_path, _SNAPSHOT, name="quick.ipynb"), 4))))
@@ -463,6 +497,204 @@ def test_a_killed_worker_leaves_its_run_failed_and_the_session_runs_on(embedded_
     abandoned = next(r for r in _runs(session_id) if r.id == running[0].id)
     assert abandoned.error.startswith("abandoned: the worker running it stopped")
     assert not any(r.status in ("queued", "running") for r in _runs(session_id) if r.id <= running[0].id)
+
+
+# --- warm kernels ------------------------------------------------------------------------------
+
+_KERNEL_PROBE = """\
+import json, os
+from sqlalchemy import text
+from workbench import store
+with store.session() as s:
+    role = s.execute(text("SELECT current_user")).scalar()
+print(json.dumps({"kernel": os.getpid(), "slot": os.getppid(), "uid": os.getuid(), "role": role,
+                  "names": sorted(name for name in globals() if not name.startswith("_"))}))
+"""
+
+
+@asynccontextmanager
+async def _kernel_pool(tenant: str, size: int = 1) -> AsyncIterator[KernelPool]:
+    """A worker's pool keeping ``size`` kernels warm for ``tenant``; everything killed after."""
+    pool = KernelPool(size, tenant_setup)
+    await pool.start()
+    pool.want([(tenant, size)])
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _warm(pool: KernelPool, count: int = 1, unlike: set[int] = frozenset()) -> list[tuple[str, int, int]]:
+    """The pool's warm (tenant, slot pid, kernel pid), once ``count`` of them are ready and not in ``unlike``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        warm = [k for k in pool.kernels()["warm"] if k[2] not in unlike]
+        if len(warm) >= count:
+            return warm
+        await asyncio.sleep(0.1)
+    pytest.fail(f"no {count} warm kernels after 60 s: {pool.kernels()}")
+
+
+def _queued_run(live: LiveNotebook) -> int:
+    """A run of ``live`` as the dispatcher leaves it (queued), without its job."""
+    with store.owner_session() as s:
+        run = NotebookRun(tenant_id=live.tenant_id, live_notebook_id=live.id, scheduled_for=datetime.now(UTC))
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def _run(run_id: int) -> NotebookRun:
+    with store.owner_session() as s:
+        return s.get(NotebookRun, run_id)
+
+
+def _probe(run: NotebookRun) -> dict:
+    output = nbformat.read(run.output_path, as_version=4)
+    return json.loads(next(o["text"] for o in output.cells[-1].outputs if o.get("name") == "stdout"))
+
+
+@pytest.mark.slow
+def test_a_warm_kernel_serves_one_run_as_its_tenant_and_is_replaced(embedded_only, tmp_path, monkeypatch):
+    alice = _tenant("alice")
+    session_id = _trading_session(alice)
+    live = _promote_as(alice, _notebook(tmp_path, _KERNEL_PROBE), session_id, "candle:1h", monkeypatch)
+
+    async def scenario():
+        async with _kernel_pool(alice) as pool:
+            ((_, slot, kernel),) = await _warm(pool)
+            first = _queued_run(live)
+            await execute_run(first, "test", pool)
+            run = _run(first)
+            assert run.status == "succeeded", run.error
+            assert run.timings["warm"] is True and run.timings["kernel_wait"] < 0.5
+            probe = _probe(run)
+            assert (probe["kernel"], probe["slot"]) == (kernel, slot)  # the run took the warm kernel
+            assert probe["role"].endswith(alice) and probe["uid"] == os.getuid()
+            # a fresh namespace: IPython's own names and the notebook's, nothing of the zygote or the arming
+            assert set(probe["names"]) == {"In", "Out", "exit", "get_ipython", "open", "quit", "session_id",
+                                           "run_id", "scheduled_for", "json", "os", "text", "store", "s", "role"}
+            assert not _alive([slot, kernel])  # used once, then killed
+            ((_, new_slot, new_kernel),) = await _warm(pool, unlike={kernel})  # and replaced
+            second = _queued_run(live)
+            await execute_run(second, "test", pool)
+            assert _probe(_run(second))["kernel"] == new_kernel
+            zygote = pool.kernels()["zygote"]
+            assert not {"DATABASE_URL", "WORKBENCH_DATABASE_URL", "WORKBENCH_TENANT_DATABASE_URL",
+                        "WORKBENCH_DB_ROLE_SECRET", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
+                        "WORKBENCH_HOME"} & set(psutil.Process(zygote).environ())  # it holds no secret
+            spawned = [zygote, *_descendants(zygote)]
+        assert not _alive(spawned)  # closing the pool (the worker stopping) kills everything it started
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_lost_kernels_are_replaced_and_crashed_runs_recorded(embedded_only, tmp_path, monkeypatch):
+    alice = _tenant("alice")
+    session_id = _trading_session(alice)
+    live = _promote_as(alice, _notebook(tmp_path, _KERNEL_PROBE), session_id, "candle:1h", monkeypatch)
+
+    def content(*cells: str) -> None:
+        with store.owner_session() as s:
+            s.get(LiveNotebook, live.id).content = nbformat.writes(nbformat.read(_notebook(tmp_path, *cells), 4))
+
+    async def scenario():
+        async with _kernel_pool(alice) as pool:
+            ((_, _, kernel),) = await _warm(pool)
+            os.kill(kernel, signal.SIGKILL)  # a warm kernel dies while it waits: the pool warms another
+            ((_, _, kernel),) = await _warm(pool, unlike={kernel})
+            os.kill(kernel, signal.SIGKILL)  # and one dies just as a run takes it: the run takes another
+            run_id = _queued_run(live)
+            await execute_run(run_id, "test", pool)
+            run = _run(run_id)
+            assert run.status == "succeeded", run.error
+            assert _probe(run)["kernel"] != kernel
+            content("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")  # the kernel crashes mid-run
+            run_id = _queued_run(live)
+            await execute_run(run_id, "test", pool)
+            run = _run(run_id)
+            assert run.status == "failed" and "DeadKernelError" in run.error, run.error
+            content("import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(600)")  # its slot dies
+            run_id = _queued_run(live)
+            await execute_run(run_id, "test", pool, timeout=60)
+            run = _run(run_id)
+            assert run.status == "failed" and run.error.startswith("the run failed outside its cells: the run's "
+                                                                   "process died"), run.error
+            content(_KERNEL_PROBE)  # the pool is still fine
+            run_id = _queued_run(live)
+            await execute_run(run_id, "test", pool)
+            assert _run(run_id).status == "succeeded"
+            zygote = pool.kernels()["zygote"]
+            os.kill(zygote, signal.SIGKILL)  # even without its zygote: the next kernel comes from a new one
+            await _warm(pool)
+            for _ in range(2):
+                run_id = _queued_run(live)
+                await execute_run(run_id, "test", pool)
+                assert _run(run_id).status == "succeeded"
+            assert pool.kernels()["zygote"] != zygote
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_leaves_no_process_behind(embedded_only, tmp_path, monkeypatch):
+    alice = _tenant("alice")
+    sessions = [_trading_session(alice) for _ in range(2)]
+    for session_id in sessions:
+        _promote_as(alice, _notebook(tmp_path, "x = 1"), session_id, "candle:1h", monkeypatch)
+    with _worker(tmp_path / "worker.log", "--warm-kernels", "2") as worker:
+        # the zygote, and a slot and its kernel for each live notebook
+        spawned = _wait(lambda: len(_descendants(worker.pid)) >= 5 and _descendants(worker.pid), 60, "warm kernels")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    _wait(lambda: not _alive(spawned), 10, "the worker's processes to exit")
+
+
+def test_a_tenant_whose_kernels_cannot_start_gets_an_error_and_a_pause():
+    calls = []
+
+    async def setup(tenant: str):
+        calls.append(tenant)
+        raise SchedulerError(f"tenant {tenant!r} has no database role")
+
+    async def scenario():
+        pool = KernelPool(2, setup)
+        await pool.start()
+        try:
+            pool.want([("ghost", 2)])
+            await asyncio.sleep(0.5)
+            assert calls == ["ghost", "ghost"]
+            for _ in range(3):  # the dispatcher asks every second: no retry storm
+                pool.want([("ghost", 2)])
+                await asyncio.sleep(0.1)
+            assert len(calls) == 2 and pool.kernels()["warming"] == 0
+            with pytest.raises(SchedulerError, match="has no database role"):  # a run still gets the error
+                await pool.acquire("ghost")
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_output_notebook_is_read_only_as_the_runs_own_regular_file(tmp_path):
+    output = tmp_path / "output.ipynb"
+    output.write_text("{}")
+    assert _read_output(output, os.getuid()) == "{}"
+    assert _read_output(output, os.getuid() + 1) is None  # someone else's file
+    secret = tmp_path / "secret"
+    secret.write_text("not the tenant's")
+    output.unlink()
+    output.symlink_to(secret)
+    assert _read_output(output, os.getuid()) is None  # a symlink planted in the tenant's work folder
+    assert _read_output(tmp_path / "missing.ipynb", os.getuid()) is None
+
+
+def test_the_worker_refuses_bad_pool_settings(capsys):
+    assert main(["worker", "--concurrency", "0"]) == 2
+    assert main(["worker", "--warm-kernels", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--concurrency must be at least 1, not 0" in err and "--warm-kernels must be 0 or more, not -1" in err
 
 
 @pytest.mark.slow

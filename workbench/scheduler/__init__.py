@@ -13,16 +13,18 @@ From a notebook (as the tenant)::
     wb.scheduler.stop(3)                 # demote and stop the trading session
     wb.dashboard(3)                      # the session's live dashboard (also served by Voila)
 
-On the trusted side, ``workbench worker`` runs one worker (dispatcher + runs); start as
-many as needed, on any machine that reaches the database. How a run executes:
-``_dispatch`` (due runs -> jobs), ``_execute`` (the worker's side), ``_runner`` (the run
-process), ``_keys`` (exchange keys handed to the run in memory), ``_schedule`` (cron and
-candle schedules).
+On the trusted side, ``workbench worker`` runs one worker (dispatcher + runs + warm kernels);
+start as many as needed, on any machine that reaches the database. How a run executes:
+``_dispatch`` (due runs -> jobs), ``_execute`` (the worker's side), ``_pool`` (the worker's
+warm kernels, forked by ``_zygote``), ``_slot`` (one run's processes: papermill and its
+kernel, as the tenant), ``_keys`` (exchange keys handed to the run in memory), ``_schedule``
+(cron and candle schedules).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench._lazy import from_modules, lazy_exports
 
 _MODULES = {
     "workbench.scheduler._promote": ["INJECTED", "LiveStatus", "check_notebook", "demote", "live_notebooks",
@@ -34,9 +36,7 @@ _MODULES = {
     "workbench.scheduler._button": ["promote_button"],
     "workbench.scheduler._dashboard": ["dashboard", "serve_dashboard"],
 }
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.scheduler._button import promote_button
@@ -48,16 +48,3 @@ if TYPE_CHECKING:  # pragma: no cover
     from workbench.scheduler._schedule import Schedule, parse_schedule
     from workbench.scheduler._worker import WorkerOptions, run_worker
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'workbench.scheduler' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__

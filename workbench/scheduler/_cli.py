@@ -27,8 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action.set_defaults(func=_change, change=name.replace("-", "_"))
 
     worker = subparsers.add_parser("worker", help="run one scheduler worker (dispatcher + notebook runs)")
-    worker.add_argument("--concurrency", type=int, default=4, help="runs executed at once (default 4)")
-    worker.add_argument("--dispatch-interval", type=float, default=1.0, metavar="SECONDS")
+    worker.add_argument("--concurrency", type=int, default=10, help="runs executed at once (default 10)")
+    worker.add_argument("--warm-kernels", type=int, default=10, metavar="N",
+                        help="ready kernels kept for the tenants with live notebooks, ~55 MB each "
+                             "(default 10; 0: every run forks its kernel when it starts)")
+    worker.add_argument("--dispatch-interval", type=float, default=1.0, metavar="SECONDS",
+                        help="longest pause between dispatcher passes (it also wakes at each due time)")
     worker.add_argument("--heartbeat", type=float, default=2.0, metavar="SECONDS")
     worker.add_argument("--stalled-after", type=float, default=15.0, metavar="SECONDS",
                         help="a worker without heartbeat this long is dead; its runs are marked abandoned")
@@ -100,13 +104,19 @@ def _change(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import logging
 
+    from workbench.errors import SchedulerError
     from workbench.scheduler._worker import WorkerOptions, run_worker
 
+    if args.concurrency < 1:
+        raise SchedulerError(f"--concurrency must be at least 1, not {args.concurrency}")
+    if args.warm_kernels < 0:
+        raise SchedulerError(f"--warm-kernels must be 0 or more, not {args.warm_kernels}")
     _require_schema()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_worker(WorkerOptions(concurrency=args.concurrency, dispatch_interval=args.dispatch_interval,
-                             heartbeat=args.heartbeat, stalled_after=args.stalled_after))
+    run_worker(WorkerOptions(concurrency=args.concurrency, warm_kernels=args.warm_kernels,
+                             dispatch_interval=args.dispatch_interval, heartbeat=args.heartbeat,
+                             stalled_after=args.stalled_after))
     return 0
 
 

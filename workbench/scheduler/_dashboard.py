@@ -26,6 +26,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from workbench import store
+from workbench.notify._outbox import notifications_html
 from workbench.store.models import EquitySnapshot, Fill, LiveNotebook, NotebookRun, Order, TradingSession
 
 SESSION_ENV = "WORKBENCH_SESSION_ID"
@@ -201,7 +202,8 @@ def _tables_html(data: dict[str, Any]) -> str:
                    orders)
             + _table("Fills", "wb-fills", ("time", "side", "price", "amount", "fee"), fills)
             + "<h4>Runs</h4><table class='wb-table wb-runs'><tr><th>run</th><th>scheduled</th><th>started</th>"
-              "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>")
+              "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>"
+            + notifications_html(data["session"].id))
 
 
 def _table(title: str, css: str, header: tuple[str, ...], rows: list[tuple]) -> str:

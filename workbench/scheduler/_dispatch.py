@@ -1,10 +1,11 @@
 """The dispatcher: turns due live notebooks into queued runs and procrastinate jobs.
 
-Every worker runs it once a second; any number may, because each pass locks the due live
-notebooks it handles (``FOR UPDATE SKIP LOCKED``) and a run is unique per live notebook and
-scheduled time. In one transaction a pass creates the run, advances ``next_run_at`` and
-defers the job (procrastinate's own ``procrastinate_defer_jobs_v1``), so a crash leaves
-either all three or none.
+Every worker runs it at each due time and at least once a second (``demand`` tells it the
+next due time); any number may, because each pass locks the due live notebooks it handles
+(``FOR UPDATE SKIP LOCKED``) and a run is unique per live notebook and scheduled time. In
+one transaction a pass creates the run, advances ``next_run_at`` and defers the job
+(procrastinate's own ``procrastinate_defer_jobs_v1``), so a crash leaves either all three or
+none.
 
 Coalescing: a live notebook whose due time passed while everything was down gets one run,
 for the latest due time, never one per missed time. A due session whose previous job is
@@ -14,13 +15,17 @@ still waiting gets a ``skipped`` run instead of a second job. Sessions that are 
 Abandoned runs: a worker that dies mid-run stops sending heartbeats; the next pass after
 ``stalled_after`` seconds marks its run ``failed`` (abandoned) and its job failed, which
 releases the session's lock. Such a run is not started again: its process died with the
-worker (``_runner`` watches its parent), and the next scheduled run reconciles the
+worker (its slot watches the worker's socket), and the next scheduled run reconciles the
 session with the exchange, as every tick does.
+
+Demand: ``demand`` counts each tenant's live notebooks of running sessions, soonest due
+first; the worker keeps warm kernels for them (``_pool``).
 """
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import procrastinate
@@ -32,7 +37,7 @@ from workbench import store
 from workbench.scheduler._execute import database
 from workbench.scheduler._queue import QUEUE, SCHEMA, TASK, session_lock
 from workbench.scheduler._schedule import parse_schedule
-from workbench.store.models import LiveNotebook, NotebookRun, TradingSession
+from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSession
 
 _log = logging.getLogger("workbench.scheduler")
 
@@ -75,6 +80,28 @@ def dispatch_due(now: datetime | None = None) -> list[int]:
     if queued:
         _log.info("queued runs %s", queued)
     return queued
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Who will need kernels, and when the dispatcher is next needed."""
+
+    tenants: list[tuple[str, int]]  # (tenant, live notebooks of running sessions), soonest due first
+    next_due: datetime | None  # the earliest due time among them
+
+
+def demand() -> Demand:
+    """Each tenant's live notebooks of running sessions, soonest due first."""
+    soonest = func.min(LiveNotebook.next_run_at)
+    with store.owner_session() as db:
+        rows = db.execute(select(Tenant.name, func.count(), soonest)
+                          .join(LiveNotebook, LiveNotebook.tenant_id == Tenant.id)
+                          .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
+                                & (TradingSession.id == LiveNotebook.session_id))
+                          .where(LiveNotebook.status == "active", TradingSession.status == "running",
+                                 Tenant.removed_at.is_(None))
+                          .group_by(Tenant.name).order_by(soonest)).all()
+    return Demand([(name, count) for name, count, _ in rows], min((due for *_, due in rows if due), default=None))
 
 
 async def sweep_abandoned(app: procrastinate.App, stalled_after: float) -> list[int]:

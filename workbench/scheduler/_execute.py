@@ -1,27 +1,28 @@
-"""The worker's side of one run: claim it, start the run process as the tenant, record the outcome.
+"""The worker's side of one run: claim it, run it in a warm kernel of its tenant, record the outcome.
 
-The run process (``_runner``) gets an environment built from an allow-list: the tenant's own
-database URL, a private HOME, WORKBENCH_HOME, IPython and Jupyter folders inside the run's
-0700 temporary folder, the key hand-off (``_keys``) when the session trades on an exchange
-account. The owner URL, the role secret and the master key never reach it. When the worker
-runs as root and the unix account ``jupyter-<tenant>`` exists, the run process runs as it.
+A run takes a kernel from the worker's pool (``_pool``): a process of the run's tenant that
+has run nothing yet, started with an environment built from an allow-list: the tenant's own
+database URL, a private HOME and WORKBENCH_HOME, IPython and Jupyter folders inside the
+slot's 0700 temporary folder. The owner URL, the role secret and the master key never reach
+it. When the worker runs as root and the unix account ``jupyter-<tenant>`` exists, the kernel
+runs as it. When the session trades on an exchange account, its keys are decrypted now and
+handed to this run's kernel only (``_keys``).
 
 Outcomes: ``succeeded``; ``failed`` with the failing cell's number (among the notebook's
-code cells) and its error, or the run process's own error; ``skipped`` when the live
-notebook or the session stopped being runnable after the run was queued. A failed notebook
-is not retried: the next scheduled run starts from the exchange's and database's state.
+code cells) and its error, or the run's own error (kernel died, timeout); ``skipped`` when
+the live notebook or the session stopped being runnable after the run was queued. A failed
+notebook is not retried: the next scheduled run starts from the exchange's and database's
+state. Only a kernel lost before the run started (nothing of the run executed) is replaced
+by another one.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pwd
 import re
-import shutil
-import sys
-import tempfile
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,17 +36,16 @@ from sqlalchemy.exc import DBAPIError
 
 from workbench import store
 from workbench._home import home
-from workbench.scheduler._keys import SESSION_ENV, KeyHandoff
-from workbench.scheduler._runner import PARENT_ENV
+from workbench.scheduler._keys import KeyHandoff
+from workbench.scheduler._pool import Finished, KernelPool, Slot, SlotLost, TenantSetup, passed_environment
 from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSession
 
 _log = logging.getLogger("workbench.scheduler")
 
 RUN_TIMEOUT = 600.0  # seconds a run may take before it is killed
-_PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")
+_ATTEMPTS = 3  # kernels a run may lose before its start (each is replaced) before it fails
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TRACEBACK_LINES = 12
-_STARTUP = "from workbench.scheduler._keys import install_from_environment\ninstall_from_environment()\n"
 _DB_RETRY_SECONDS = 120.0
 T = TypeVar("T")
 
@@ -71,15 +71,15 @@ class Outcome:
     timings: dict[str, Any] = field(default_factory=dict)
 
 
-async def execute_run(run_id: int, worker: str, timeout: float = RUN_TIMEOUT) -> None:
-    """Run ``run_id`` if it is still queued; record how it ended."""
+async def execute_run(run_id: int, worker: str, pool: KernelPool, timeout: float = RUN_TIMEOUT) -> None:
+    """Run ``run_id`` in a kernel from ``pool`` if it is still queued; record how it ended."""
     claim = await database(_claim, run_id)
     if claim is None:
         return
     _log.info("run #%d of session #%d (%s) started by %s", run_id, claim.session_id, claim.tenant, worker)
     try:
-        outcome = await _execute(claim, timeout)
-    except Exception as exc:  # the worker's own part failed (spawn, vault, disk): say so on the run
+        outcome = await _execute(claim, pool, timeout)
+    except Exception as exc:  # the worker's own part failed (kernel, vault, disk): say so on the run
         _log.exception("run #%d could not be executed", run_id)
         outcome = Outcome("failed", f"the worker could not execute the run: {type(exc).__name__}: {exc}")
     await database(_record, claim.run_id, outcome)
@@ -102,6 +102,11 @@ async def database(call: Callable[..., T], *args: Any) -> T:
             await asyncio.sleep(1.0)
 
 
+async def tenant_setup(tenant: str) -> TenantSetup:
+    """How ``tenant``'s kernels run; the pool asks for every kernel it starts."""
+    return await database(_tenant_setup, tenant)
+
+
 def run_account(tenant: str) -> pwd.struct_passwd | None:
     """The unix account a run of ``tenant`` executes as: ``jupyter-<tenant>`` when this worker
     runs as root and the account exists, else None (the worker's own account; development)."""
@@ -111,6 +116,20 @@ def run_account(tenant: str) -> pwd.struct_passwd | None:
         return pwd.getpwnam(f"jupyter-{tenant}")
     except KeyError:
         return None
+
+
+def _tenant_setup(tenant: str) -> TenantSetup:
+    """The tenant's kernels' environment (an allow-list: nothing else is inherited) and account."""
+    account = run_account(tenant)
+    owner = (account.pw_uid, account.pw_gid) if account else None
+    tenant_home = home() / "runs" / tenant / "home"
+    tenant_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if owner:
+        os.chown(tenant_home, *owner)
+    env = passed_environment()
+    env.update({"HOME": str(tenant_home), "WORKBENCH_HOME": str(tenant_home),
+                store.TENANT_URL_ENV: store.tenant_url(tenant), "MPLBACKEND": "Agg"})
+    return TenantSetup(env, owner)
 
 
 def _claim(run_id: int) -> Claim | None:
@@ -140,72 +159,56 @@ def _record(run_id: int, outcome: Outcome) -> None:
                            finished_at=func.clock_timestamp()))
 
 
-async def _execute(claim: Claim, timeout: float) -> Outcome:
-    account = run_account(claim.tenant)
-    owner = (account.pw_uid, account.pw_gid) if account else None
-    folder = Path(tempfile.mkdtemp(prefix=f"workbench-run-{claim.run_id}-"))
+async def _execute(claim: Claim, pool: KernelPool, timeout: float) -> Outcome:
+    asked = time.time()
+    lost: SlotLost | None = None
+    for _ in range(_ATTEMPTS):
+        try:
+            slot, warm = await pool.acquire(claim.tenant)
+        except SlotLost as exc:
+            lost = exc
+            continue
+        try:
+            return await _run_in(slot, warm, claim, timeout, asked)
+        except SlotLost as exc:
+            lost = exc
+            _log.warning("run #%d: %s; taking another kernel", claim.run_id, exc)
+        finally:  # a kernel serves one run: after it (or a timeout, or the worker stopping) it is killed
+            await pool.release(slot)
+    assert lost is not None
+    raise lost
+
+
+@dataclass(frozen=True)
+class _Clock:
+    asked: float  # the run asked the pool for a kernel (unix time)
+    acquired: float  # it had a ready one
+    warm: bool  # one was ready at once
+
+
+async def _run_in(slot: Slot, warm: bool, claim: Claim, timeout: float, asked: float) -> Outcome:
+    acquired = time.time()
     handoff: KeyHandoff | None = None
+    redactions: list[tuple[str, str]] = []
+    arm: list[Any] = [claim.session_id, None, None, None]
     try:
-        env = await database(_environment, claim, folder, owner)
-        redactions: list[tuple[str, str]] = []
         if claim.account_id is not None:
             keys = await database(_keys_of, claim)
-            handoff = KeyHandoff(keys, folder, *(owner or (None, None)))
+            handoff = KeyHandoff(keys, slot.folder, *(slot.owner or (None, None)))
             await handoff.start()
-            env.update(handoff.environment())
+            arm = [claim.session_id, claim.account_id, str(handoff.path), handoff.token]
             redactions = [*keys.redactions(), (handoff.token, "***")]
-        source, output = folder / "input.ipynb", folder / "output.ipynb"
-        source.write_text(claim.content, encoding="utf-8")
-        if owner:
-            for path in (folder, source, *folder.rglob("*")):
-                os.chown(path, *owner)
         parameters = {"session_id": claim.session_id, "run_id": claim.run_id,
                       "scheduled_for": claim.scheduled_for.isoformat()}
-        spawned = time.time()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workbench.scheduler._runner", str(source), str(output), json.dumps(parameters),
-            env=env, cwd=folder, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            **({"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}))
         try:
-            log, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except asyncio.TimeoutError:
-            _kill(process.pid)
-            await process.wait()
+            finished = await slot.run({"notebook": claim.content, "parameters": parameters, "arm": arm}, timeout)
+        except TimeoutError:
             return Outcome("failed", f"timed out: the run took longer than {timeout:g} s and was killed")
-        except asyncio.CancelledError:  # the worker is shutting down: the run must not outlive it
-            _kill(process.pid)
-            raise
-        return _outcome(claim, output, _redact(log.decode(errors="replace"), redactions),
-                        process.returncode, spawned, redactions)
+        output = _read_output(slot.work / "output.ipynb", slot.owner[0] if slot.owner else os.getuid())
+        return _outcome(claim, output, slot.output(), finished, redactions, _Clock(asked, acquired, warm))
     finally:
         if handoff is not None:
             await handoff.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _environment(claim: Claim, folder: Path, owner: tuple[int, int] | None) -> dict[str, str]:
-    """The run process's whole environment (an allow-list: nothing else is inherited)."""
-    tenant_home = home() / "runs" / claim.tenant / "home"
-    tenant_home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if owner:
-        os.chown(tenant_home, *owner)
-    startup = folder / "ipython" / "profile_default" / "startup"
-    startup.mkdir(parents=True)
-    (startup / "00-workbench-run.py").write_text(_STARTUP)
-    env = {name: value for name, value in os.environ.items() if name in _PASSED_ENV or name.startswith("LC_")}
-    env.update({
-        "HOME": str(tenant_home),
-        "WORKBENCH_HOME": str(tenant_home),
-        store.TENANT_URL_ENV: store.tenant_url(claim.tenant),
-        "IPYTHONDIR": str(folder / "ipython"),
-        "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(folder / "jupyter"),
-        "MPLBACKEND": "Agg",
-        SESSION_ENV: str(claim.session_id),
-        PARENT_ENV: str(os.getpid()),
-    })
-    return env
 
 
 def _keys_of(claim: Claim) -> Any:
@@ -214,22 +217,35 @@ def _keys_of(claim: Claim) -> Any:
     return LocalVault(tenant=claim.tenant).keys_for(claim.account_id)
 
 
-def _outcome(claim: Claim, output: Path, log: str, returncode: int, spawned: float,
-             redactions: list[tuple[str, str]]) -> Outcome:
-    finished = time.time()
+def _read_output(path: Path, uid: int) -> str | None:
+    """The output notebook the run wrote, if it is a regular file of the run's own account: the
+    work folder is the tenant's, so a symlink or someone else's file there is not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, encoding="utf-8") as file:
+        info = os.fstat(fd)
+        return file.read() if stat.S_ISREG(info.st_mode) and info.st_uid == uid else None
+
+
+def _outcome(claim: Claim, output: str | None, log: str, finished: Finished, redactions: list[tuple[str, str]],
+             clock: _Clock) -> Outcome:
+    done = time.time()
     notebook = None
     saved = None
-    if output.exists():
-        text = _redact(output.read_text(encoding="utf-8"), redactions)
+    if output is not None:
+        text = _redact(output, redactions)
         saved = _save(claim, text)
         notebook = nbformat.reads(text, as_version=4)
-    timings = _timings(notebook, _marks(log), spawned, finished)
-    if returncode == 0 and notebook is not None:
+    timings = _timings(notebook, clock, done)
+    if finished.code == 0 and notebook is not None:
         return Outcome("succeeded", output_path=saved, timings=timings)
     cell, error = _failing_cell(notebook) if notebook is not None else (None, None)
     if error is None:
-        tail = "\n".join(line for line in log.splitlines() if not line.startswith("{"))[-2000:]
-        error = f"the run process exited with status {returncode}:\n{tail}".rstrip()
+        tail = _redact(log, redactions)[-2000:]
+        error = f"the run failed outside its cells: {_redact(finished.error or 'no output notebook', redactions)}"
+        error = f"{error}\n{tail}".rstrip()
     return Outcome("failed", error, cell, saved, timings)
 
 
@@ -260,27 +276,17 @@ def _failing_cell(notebook: Any) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _marks(log: str) -> dict[str, float]:
-    for line in log.splitlines():
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                break
-    return {}
-
-
-def _timings(notebook: Any, marks: dict[str, float], spawned: float, finished: float) -> dict[str, Any]:
-    """Seconds per phase: process start and papermill import, kernel start (to the first
-    cell), each code cell, and cells summed by tag (e.g. ``imports``, ``tick``)."""
-    timings: dict[str, Any] = {"total": round(finished - spawned, 3)}
-    if "papermill_ready" in marks:
-        timings["process"] = round(marks["papermill_ready"] - spawned, 3)
-    cells = [cell for cell in _code_cells(notebook)] if notebook is not None else []
+def _timings(notebook: Any, clock: _Clock, finished: float) -> dict[str, Any]:
+    """Seconds per phase: waiting for a ready kernel (``kernel_wait``, 0 when one was ``warm``),
+    from asking for it to the first cell (``kernel_start``), each code cell, cells summed by tag
+    (e.g. ``imports``, ``tick``), and the ``total`` from asking for a kernel to the end."""
+    timings: dict[str, Any] = {"total": round(finished - clock.asked, 3), "warm": clock.warm,
+                               "kernel_wait": round(clock.acquired - clock.asked, 3)}
+    cells = _code_cells(notebook) if notebook is not None else []
     meta = [cell.get("metadata", {}).get("papermill", {}) for cell in cells]
     starts = [datetime.fromisoformat(m["start_time"]).timestamp() for m in meta if m.get("start_time")]
-    if starts and "papermill_ready" in marks:
-        timings["kernel_start"] = round(min(starts) - marks["papermill_ready"], 3)
+    if starts:
+        timings["kernel_start"] = round(min(starts) - clock.asked, 3)
     timings["cells"] = [round(m.get("duration") or 0.0, 3) for m in meta]
     for cell, m in zip(cells, meta):
         for tag in cell.get("metadata", {}).get("tags", []):
@@ -293,19 +299,3 @@ def _redact(text: str, redactions: list[tuple[str, str]]) -> str:
     for plain, shown in redactions:
         text = text.replace(plain, shown)
     return text
-
-
-def _kill(pid: int) -> None:
-    """Kill the run process and everything it started (its kernel runs in a session of its own)."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-        processes = [*parent.children(recursive=True), parent]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass

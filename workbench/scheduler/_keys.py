@@ -1,12 +1,15 @@
 """Exchange keys for one run, from the worker's memory to the run's kernel, and nowhere else.
 
 The worker (trusted: it holds the master key) decrypts the keys of the run's session account
-and serves them **once** over a unix socket in the run's private folder (0700, socket 0600,
-both owned by the account the run executes as). The kernel gets the socket's path and a
-one-time token in its environment, never the keys; the first connection that presents the
-token and comes from the run's unix user (``SO_PEERCRED``) gets the keys, any connection
-closes the socket for good. Inside the run, ``RunVault`` is the vault backend, so the
-tenant's code calls ``workbench.vault.keys_for(account)`` as it would anywhere else.
+when the run starts and serves them **once** over a unix socket in the run's folder (the
+worker's, 0700, or 0711 when the run executes as another account; the socket 0600, owned by
+the account the run executes as). The kernel is already
+running by then (a warm kernel, see ``_pool``): just before the notebook's first cell it is
+armed (``arm``) with the run's session, the socket's path and a one-time token, never the
+keys; the first connection that presents the token and comes from the run's unix user
+(``SO_PEERCRED``) gets the keys, any connection closes the socket for good. Inside the run,
+``RunVault`` is the vault backend, so the tenant's code calls
+``workbench.vault.keys_for(account)`` as it would anywhere else.
 """
 from __future__ import annotations
 
@@ -25,17 +28,13 @@ from workbench.errors import VaultError
 from workbench.vault import Account, ExchangeKeys, Secret, VaultBackend, use
 from workbench.vault._exchange import check as check_keys
 
-SOCKET_ENV = "WORKBENCH_RUN_KEYS"
-TOKEN_ENV = "WORKBENCH_RUN_KEYS_TOKEN"
-ACCOUNT_ENV = "WORKBENCH_RUN_ACCOUNT"
-SESSION_ENV = "WORKBENCH_RUN_SESSION"
 _MAX_REQUEST = 256
 _TIMEOUT = 10.0
 
 
 class KeyHandoff:
-    """Worker side: serves ``keys`` once to the run's process; ``environment()`` is what the
-    run needs to ask for them. ``token`` is also a redaction (it must not reach outputs)."""
+    """Worker side: serves ``keys`` once to the run's kernel, which asks with ``path`` and
+    ``token`` (see ``arm``). ``token`` is also a redaction (it must not reach outputs)."""
 
     def __init__(self, keys: ExchangeKeys, folder: Path, uid: int | None = None, gid: int | None = None):
         self._keys = keys
@@ -51,9 +50,6 @@ class KeyHandoff:
         os.chmod(self.path, 0o600)
         if self._owner:
             os.chown(self.path, *self._owner)
-
-    def environment(self) -> dict[str, str]:
-        return {SOCKET_ENV: str(self.path), TOKEN_ENV: self.token, ACCOUNT_ENV: str(self._keys.account_id)}
 
     async def close(self) -> None:
         if self._server is not None:
@@ -140,15 +136,10 @@ class RunVault(VaultBackend):
                             Secret(data["secret"]), Secret(data["passphrase"]) if data["passphrase"] else None)
 
 
-def install_from_environment() -> None:
-    """Make ``RunVault`` this process's vault when it is a live run (called at kernel start);
-    the token leaves the environment at once, so tenant code printing it finds nothing."""
-    session = os.environ.pop(SESSION_ENV, None)
-    if session is None:
-        return
-    account = os.environ.pop(ACCOUNT_ENV, None)
-    use(RunVault(os.environ.pop(SOCKET_ENV, None), os.environ.pop(TOKEN_ENV, None),
-                 int(account) if account else None, session))
+def arm(session_id: int, account_id: int | None, path: str | None, token: str | None) -> None:
+    """Make ``RunVault`` this kernel's vault for one run; the slot calls it (a silent execute,
+    nothing kept in the tenant's namespace or history) right before the notebook runs."""
+    use(RunVault(path, token, account_id, str(session_id)))
 
 
 def _as_json(keys: ExchangeKeys) -> dict[str, Any]:

@@ -24,11 +24,13 @@ blueprint = procrastinate.Blueprint()
 
 @blueprint.task(name="run_notebook", queue=QUEUE, pass_context=True)
 async def run_notebook(context: procrastinate.JobContext, run_id: int) -> None:
-    """Execute run ``run_id``; its outcome is recorded on the run, so the job itself fails
-    only when the worker could not do its part (never because the notebook failed)."""
+    """Execute run ``run_id`` in a kernel of the worker's pool (``additional_context["pool"]``);
+    its outcome is recorded on the run, so the job itself fails only when the worker could not
+    do its part (never because the notebook failed)."""
     from workbench.scheduler._execute import execute_run
 
-    await execute_run(run_id, worker=f"{context.worker_name}/job {context.job.id}")
+    await execute_run(run_id, worker=f"{context.worker_name}/job {context.job.id}",
+                      pool=context.additional_context["pool"])
 
 
 def session_lock(session_id: int) -> str:
@@ -43,7 +45,12 @@ def libpq_url(url: str | None = None) -> str:
 
 
 def queue_app(url: str | None = None, pool_size: int = 4) -> procrastinate.App:
-    """A procrastinate App connected as the owner to the workbench database."""
+    """A procrastinate App connected as the owner to the workbench database.
+
+    Once per process: procrastinate namespaces the blueprint's tasks in place, so a second App
+    would register them under ``workbench:workbench:...``. The App can be opened again after
+    its connection was lost.
+    """
     connector = PsycopgConnector(conninfo=libpq_url(url), min_size=1, max_size=pool_size,
                                  kwargs={"options": f"-c search_path={SCHEMA}"})
     app = procrastinate.App(connector=connector)
