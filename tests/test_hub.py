@@ -4,8 +4,9 @@ for the module, started by the product's own launcher code.
 Covered: sign-up needs an admin's approval, which provisions the tenant (database role,
 unix account as root, workspace); a tenant's server runs as its own account with its own
 database role and no trusted secret; a tenant reaches nobody else's server; every service
-endpoint answers 404 for another tenant's account, session, live notebook, run or
-dashboard; the ServiceVault a tenant server uses; a dashboard shared read-only (no code,
+endpoint answers 404 for another tenant's account, session, live notebook, run, dashboard
+or notification channel; the ServiceVault a tenant server uses, and its notification
+channels (added, tested, listed and removed through the service); a dashboard shared read-only (no code,
 no JupyterLab, no files, no other dashboards, revocable); removing a tenant.
 """
 from __future__ import annotations
@@ -22,15 +23,20 @@ from datetime import datetime, timezone
 import pytest
 import requests
 from hub_harness import Hub, running_hub, server_environment
+from loopback_notify import WebhookReceiver
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from workbench import store, vault
-from workbench.errors import HubError, VaultError
+from workbench import notify, store, vault
+from workbench.errors import HubError, NotifyError, VaultError
 from workbench.hub._launcher import prepare
+from workbench.hub._notify import ServiceChannels
 from workbench.hub._provision import unix_name
 from workbench.hub._settings import Settings
 from workbench.hub._vault import ServiceVault
+from workbench.notify import _channels
+from workbench.notify._http import ALLOW_PRIVATE_ENV
+from workbench.store.models import NotificationChannel
 
 pytestmark = pytest.mark.slow
 ROOT = os.geteuid() == 0
@@ -38,7 +44,7 @@ ROOT = os.geteuid() == 0
 
 @pytest.fixture(scope="module")
 def hub() -> Hub:
-    with running_hub() as running:
+    with running_hub(env={ALLOW_PRIVATE_ENV: "1"}) as running:  # the service sends to loopback receivers
         yield running
 
 
@@ -153,12 +159,22 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
         db.add(run)
         db.flush()
         run_id = run.id
+    created = service(hub, ta, "POST", "notify/channels",
+                      json={"kind": "webhook", "name": "a-ops", "settings": {"url": "https://hooks.example.com/T0/B0"}})
+    assert created.status_code == 201, created.text
+    channel = created.json()["id"]
 
     # the owner sees them
     assert service(hub, ta, "GET", f"sessions/{session}").status_code == 200
     assert service(hub, ta, "GET", f"live/{live_id}").json()["session_id"] == session
     assert [r["id"] for r in service(hub, ta, "GET", f"runs?session={session}").json()] == [run_id]
     assert [a_["id"] for a_ in service(hub, ta, "GET", "vault/accounts").json()] == [account]
+    assert [(c["id"], c["target"]) for c in service(hub, ta, "GET", "notify/channels").json()] == [
+        (channel, "https://hooks.example.com/…")]
+    for bad, error in (({"settings": {}}, "a webhook channel needs url"), ({"session": "1"}, "field 'session'"),
+                       ({"secret": "x"}, "unknown fields ['secret']")):
+        answer = service(hub, ta, "POST", "notify/channels", json={"kind": "webhook", "name": "a-2", **bad})
+        assert answer.status_code == 400 and error in answer.json()["error"], answer.text
     # a connectivity check signs with the owner's key: it may not be sent to a host the tenant names
     for option in ({"urls": {"api": "http://127.0.0.1:9/"}}, {"hostname": "attacker.example"}):
         answer = service(hub, ta, "POST", f"vault/accounts/{account}/check", json={"ccxt_config": option})
@@ -171,7 +187,8 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
                 ("GET", f"vault/accounts/{account}/keys"), ("DELETE", f"vault/accounts/{account}"),
                 ("POST", f"dashboards/{session}"), ("GET", f"dashboards/{session}/shares"),
                 ("POST", f"dashboards/{session}/shares"), ("DELETE", f"dashboards/{session}/shares/{b}"),
-                ("POST", f"shared/{a}/{session}")]
+                ("POST", f"shared/{a}/{session}"), ("PATCH", f"notify/channels/{channel}"),
+                ("POST", f"notify/channels/{channel}/test"), ("DELETE", f"notify/channels/{channel}")]
     for method, path in attempts:
         answer = service(hub, tb, method, path, json={"user": b} if method == "POST" else None)
         assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
@@ -180,11 +197,14 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
     assert all(s["id"] != session for s in service(hub, tb, "GET", "sessions").json())
     assert service(hub, tb, "GET", f"runs?session={session}").json() == []
     assert service(hub, tb, "GET", "live").json() == []
+    assert service(hub, tb, "GET", "notify/channels").json() == []
     # the owner's own keys never leave the service either; no token, no answer
     assert service(hub, ta, "GET", f"vault/accounts/{account}/keys").status_code == 403
     for method, path in attempts[:3]:
         assert service(hub, None, method, path).status_code == 403
     assert service(hub, ta, "GET", "vault/accounts").json()[0]["is_active"] is True
+    assert service(hub, ta, "GET", "notify/channels").json()[0]["enabled"] is True
+    assert service(hub, ta, "DELETE", f"notify/channels/{channel}").status_code == 200
 
 
 def test_service_vault_is_what_a_tenant_server_uses(hub: Hub, tenants: dict, monkeypatch):
@@ -214,6 +234,54 @@ def test_service_vault_is_what_a_tenant_server_uses(hub: Hub, tenants: dict, mon
     # stored encrypted by the service: the database has no plaintext
     with store.owner_session() as db:
         assert db.query(store.ExchangeAccount).filter_by(label="b-main").count() == 0
+
+
+def test_a_tenant_server_adds_tests_and_removes_notification_channels(hub: Hub, tenants: dict, monkeypatch):
+    b = tenants["b"]
+    env = server_environment(b)
+    for name in ("WORKBENCH_SERVICE_URL", "JUPYTERHUB_API_TOKEN", store.TENANT_URL_ENV):
+        monkeypatch.setenv(name, env[name])  # the server's own token, its own database role
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV)  # only the service, which sends, allows loopback hosts
+    hook, signing = "/hooks/T0/" + "Q" * 24, "W" * 32
+    vault.use(None)
+    try:
+        with WebhookReceiver(hook, signing) as receiver:
+            assert isinstance(_channels.admin(), ServiceChannels)
+            channel = notify.add_webhook("ops", receiver.url, secret=signing, events=["run.failed"])
+            assert notify.test("ops") == f"sent a test message to 'ops' ({receiver.base}/…)"
+            [received] = receiver.received
+            assert received["json"]["event"] == "test" and "'ops' works" in received["json"]["text"]
+            listed = notify.channels()
+            assert list(listed.index) == [channel]
+            assert listed.loc[channel, ["target", "events"]].tolist() == [f"{receiver.base}/…", "run.failed"]
+
+            notify.disable(channel)
+            assert notify.channels().loc[channel, "state"] == "disabled by the user"
+            notify.enable(channel)
+            notify.subscribe("ops", events=["run.failed", "session.error"])
+            assert notify.channels().loc[channel, ["state", "events"]].tolist() == ["ok", "run.failed, session.error"]
+            receiver.fail(500)
+            with pytest.raises(NotifyError, match="test message was not delivered: the webhook answered 500") as failed:
+                notify.test(channel)
+            with pytest.raises(NotifyError, match="name 'ops' is already used"):
+                notify.add_webhook("ops", receiver.url)
+            with pytest.raises(NotifyError, match="no event kind 'nope'"):
+                notify.subscribe(channel, events=["nope"])
+            with store.owner_session() as db:
+                row = db.get(NotificationChannel, channel)
+                assert hook.encode() not in row.secret_ct and signing.encode() not in row.secret_ct
+            notify.remove("ops")
+            assert notify.channels().empty
+            with pytest.raises(NotifyError, match="no notification channel 'ops'"):
+                notify.remove("ops")
+            with pytest.raises(NotifyError, match=f"no notification channel {channel}"):
+                notify.test(channel)
+    finally:
+        vault.use(None)
+    # the secrets went only in request bodies: not in a message, nor the hub's and service's log
+    log = (hub.settings.home / "hub.log").read_text(errors="replace")
+    for secret in (hook, signing):
+        assert secret not in str(failed.value) and secret not in log
 
 
 def _kernel_websocket_accepts_code(hub: Hub, client, path: str, page: str) -> bool:

@@ -24,9 +24,14 @@ JSON API (under ``/services/workbench/api``)::
     DELETE dashboards/<session id>/shares/<user>   revoke (open pages are cut off)
     GET    shared                               dashboards others shared with the caller
     POST   shared/<owner>/<session id>          start a dashboard shared with the caller: {url}
+    GET    notify/channels                      the caller's notification channels (no secret)
+    POST   notify/channels                      {kind, name, settings, events?, session?, rate_limit?}: {id}
+    PATCH  notify/channels/<id>                 {events?, session?, enabled?, rate_limit?}
+    POST   notify/channels/<id>/test            send a test message now: {sent}
+    DELETE notify/channels/<id>
 
-Another tenant's account, session, live notebook, run or dashboard answers 404, exactly
-like one that does not exist.
+Another tenant's account, session, live notebook, run, dashboard or channel answers 404,
+exactly like one that does not exist. Request bodies (keys, channel secrets) are never logged.
 
     python -m workbench.hub._service     # run by the hub (JUPYTERHUB_* set)
 """
@@ -45,7 +50,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
-from workbench.errors import HubError, VaultError, WorkbenchError
+from workbench.errors import HubError, NotifyError, VaultError, WorkbenchError
 from workbench.hub import _records
 from workbench.hub._hubapi import HubAPI
 from workbench.hub._records import NotFound
@@ -59,6 +64,8 @@ _ACCOUNT_FIELDS = {"exchange", "api_key", "secret", "passphrase", "permissions",
 # nothing that moves the requests elsewhere (urls, hostname, proxies): the service signs them
 # with the tenant's key, which must go to the exchange only, never to a host the tenant names
 _CHECK_OPTIONS = {"timeout", "options"}
+_CHANNEL_FIELDS = {"kind", "name", "settings", "events", "session", "rate_limit"}
+_CHANNEL_CHANGES = {"events", "session", "enabled", "rate_limit"}
 
 
 class _Handler(HubOAuthenticated, web.RequestHandler):
@@ -112,6 +119,8 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(404, str(exc)) from None
         except VaultError as exc:
             raise web.HTTPError(404 if "has no exchange account" in str(exc) else 400, str(exc)) from None
+        except NotifyError as exc:
+            raise web.HTTPError(404 if str(exc).startswith("no notification channel") else 400, str(exc)) from None
         except WorkbenchError as exc:
             raise web.HTTPError(400, str(exc)) from None
 
@@ -177,6 +186,70 @@ class AccountActionHandler(_VaultHandler):
             raise web.HTTPError(404, f"tenant {self.tenant!r} has no exchange account {account_id}")
         raise web.HTTPError(403, "plaintext keys are handed only to live runs, which the workers start; "
                                  "a notebook server never receives them")
+
+
+class _ChannelHandler(_VaultHandler):
+    """The caller's notification channels, changed by ``Admin`` with the caller's vault."""
+
+    def admin(self) -> Any:
+        from workbench.notify._channels import Admin
+
+        return Admin(vault=self.vault())
+
+
+def _check_session(body: dict[str, Any]) -> None:
+    session = body.get("session")
+    if session is not None and (not isinstance(session, int) or isinstance(session, bool)):
+        raise web.HTTPError(400, "field 'session' must be a trading session id, or null for every session")
+
+
+class ChannelsHandler(_ChannelHandler):
+    async def get(self) -> None:
+        def listing() -> list[dict[str, Any]]:
+            from workbench import store
+            from workbench.notify._channels import listing
+
+            with store.tenant_session(self.tenant) as db:
+                return listing(db).reset_index().to_dict("records")
+        self.answer(await self.call(listing))
+
+    async def post(self) -> None:
+        body = self.body()
+        unknown = set(body) - _CHANNEL_FIELDS
+        if unknown:
+            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(_CHANNEL_FIELDS)}")
+        for field in ("kind", "name"):
+            if not isinstance(body.get(field), str):
+                raise web.HTTPError(400, f"field {field!r} is required (a string)")
+        if not isinstance(body.get("settings", {}), dict):
+            raise web.HTTPError(400, "field 'settings' must be an object of the transport's settings")
+        _check_session(body)
+        channel_id = await self.call(lambda: self.admin().add(
+            body["kind"], body["name"], body.get("settings", {}), body.get("events"), body.get("session"),
+            body.get("rate_limit")))
+        self.answer({"id": channel_id}, 201)
+
+
+class ChannelHandler(_ChannelHandler):
+    async def patch(self, channel_id: str) -> None:
+        changes = self.body()
+        unknown = set(changes) - _CHANNEL_CHANGES
+        if unknown:
+            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(_CHANNEL_CHANGES)}")
+        if not isinstance(changes.get("enabled", True), bool):
+            raise web.HTTPError(400, "field 'enabled' must be true or false")
+        _check_session(changes)
+        await self.call(lambda: self.admin().change(int(channel_id), **changes))
+        self.answer({"changed": int(channel_id)})
+
+    async def delete(self, channel_id: str) -> None:
+        await self.call(lambda: self.admin().remove(int(channel_id)))
+        self.answer({"removed": int(channel_id)})
+
+
+class ChannelTestHandler(_ChannelHandler):
+    async def post(self, channel_id: str) -> None:
+        self.answer({"sent": await self.call(lambda: self.admin().test(int(channel_id)))})
 
 
 class SessionsHandler(_Handler):
@@ -328,6 +401,9 @@ def make_app(vaults: Callable[[str], Any] | None = None) -> web.Application:
         (f"{api}/dashboards/{_ID}/shares/([^/]+)", ShareHandler),
         (f"{api}/shared", SharedHandler),
         (f"{api}/shared/([^/]+)/{_ID}", SharedHandler),
+        (f"{api}/notify/channels", ChannelsHandler),
+        (f"{api}/notify/channels/{_ID}", ChannelHandler),
+        (f"{api}/notify/channels/{_ID}/test", ChannelTestHandler),
     ]
     hub_prefix = urlparse(os.environ.get("JUPYTERHUB_BASE_URL", "/")).path or "/"
     return web.Application(routes, vaults=vaults or _local_vaults(), hub_api=HubAPI(),

@@ -6,6 +6,7 @@ token (``JUPYTERHUB_API_TOKEN``), so the service knows the tenant without being 
 which the hub's spawner does for every tenant server; notebook code does not change.
 Plaintext keys only travel one way, into the service; ``keys_for`` is refused by design
 (live runs get their keys from the workers, never from a notebook server).
+``ServiceClient`` is the HTTP part, shared with the notification channels' client (``_notify``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import requests
 
-from workbench.errors import VaultError
+from workbench.errors import VaultError, WorkbenchError
 from workbench.hub._settings import SERVICE_URL_ENV
 from workbench.vault._backend import Account, VaultBackend
 from workbench.vault._exchange import ExchangeKeys
@@ -25,20 +26,46 @@ from workbench.vault._secret import Secret
 _TIMEOUT = 60.0
 
 
-class ServiceVault(VaultBackend):
-    """Forwards the vault calls to the workbench service at ``url`` (default: from the environment)."""
+class ServiceClient:
+    """Calls one resource of the workbench service (``path`` under its ``api/``) as this server's
+    hub user; its failures raise ``error`` with the service's reason. Request bodies may carry
+    secrets: they go in the JSON body only, never in the URL or a message."""
+
+    error: type[WorkbenchError] = VaultError
+    path = ""
 
     def __init__(self, url: str | None = None, token: str | None = None):
         url = url or os.environ.get(SERVICE_URL_ENV)
         token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not url or not token:
-            raise VaultError(f"ServiceVault needs {SERVICE_URL_ENV} and JUPYTERHUB_API_TOKEN (set by the hub)")
-        self._api = url.rstrip("/") + "/api/vault/accounts"
+            raise self.error(f"{type(self).__name__} needs {SERVICE_URL_ENV} and JUPYTERHUB_API_TOKEN "
+                             "(set by the hub)")
+        self._api = url.rstrip("/") + "/api/" + self.path
         self._http = requests.Session()
         self._http.headers["Authorization"] = f"token {token}"
 
     def __repr__(self) -> str:
-        return f"ServiceVault({self._api!r})"
+        return f"{type(self).__name__}({self._api!r})"
+
+    def _call(self, method: str, path: str, body: Any, what: str) -> Any:
+        try:
+            response = self._http.request(method, self._api + path, json=body, timeout=_TIMEOUT)
+        except requests.RequestException as exc:
+            # the exception may quote the request; name only the kind of failure
+            raise self.error(f"cannot {what}: the workbench service did not answer ({type(exc).__name__})") from None
+        if response.ok:
+            return response.json()
+        try:
+            message = response.json().get("error") or response.reason
+        except ValueError:
+            message = response.reason
+        raise self.error(f"cannot {what}: {message}")
+
+
+class ServiceVault(ServiceClient, VaultBackend):
+    """Forwards the vault calls to the workbench service at ``url`` (default: from the environment)."""
+
+    path = "vault/accounts"
 
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
                     permissions: str, label: str) -> int:
@@ -65,17 +92,3 @@ class ServiceVault(VaultBackend):
     def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
         return self._call("POST", f"/{int(account_id)}/check", {"ccxt_config": dict(ccxt_config or {})},
                           f"check account {account_id}")
-
-    def _call(self, method: str, path: str, body: Any, what: str) -> Any:
-        try:
-            response = self._http.request(method, self._api + path, json=body, timeout=_TIMEOUT)
-        except requests.RequestException as exc:
-            # the exception may quote the request; name only the kind of failure
-            raise VaultError(f"cannot {what}: the workbench service did not answer ({type(exc).__name__})") from None
-        if response.ok:
-            return response.json()
-        try:
-            message = response.json().get("error") or response.reason
-        except ValueError:
-            message = response.reason
-        raise VaultError(f"cannot {what}: {message}")

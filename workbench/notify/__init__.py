@@ -62,9 +62,9 @@ def add_channel(kind: str, name: str, *, events: Iterable[str] | str | None = No
     """Add a channel of transport ``kind`` (``transports()``) named ``name``; its id. It hears
     ``events`` (default ``DEFAULT_EVENTS``; ``"all"``) of ``session`` (default every session),
     at most ``rate_limit`` messages a minute (default 20). ``settings`` are the transport's."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
-    return Admin().add(kind, name, settings, events, session, rate_limit)
+    return admin().add(kind, name, settings, events, session, rate_limit)
 
 
 def add_telegram(name: str, bot_token: str, chat_id: int | str, **options: Any) -> int:
@@ -95,39 +95,39 @@ def channels() -> pd.DataFrame:
 
 def test(channel: Channel) -> str:
     """Send a test message through ``channel`` (id or name) now; NotifyError says why it failed."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
-    return Admin().test(channel)
+    return admin().test(channel)
 
 
 def subscribe(channel: Channel, events: Iterable[str] | str | None = None, session: int | None = _UNCHANGED) -> None:
     """Set the event kinds ``channel`` hears (None: ``DEFAULT_EVENTS``; ``"all"``), and the
     session it hears about when ``session`` is given (None: every session)."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
     changes: dict[str, Any] = {"events": events}
     if session is not _UNCHANGED:
         changes["session"] = session
-    Admin().change(channel, **changes)
+    admin().change(channel, **changes)
 
 
 def enable(channel: Channel) -> None:
     """Deliver through ``channel`` again (after it was disabled), its failure count cleared."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
-    Admin().change(channel, enabled=True)
+    admin().change(channel, enabled=True)
 
 
 def disable(channel: Channel) -> None:
     """Stop delivering through ``channel`` (it keeps its settings)."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
-    Admin().change(channel, enabled=False)
+    admin().change(channel, enabled=False)
 
 
 def remove(channel: Channel) -> None:
     """Delete ``channel`` and its sealed secrets (past notifications stay listed)."""
-    from workbench.notify._channels import Admin
+    from workbench.notify._channels import admin
 
-    Admin().remove(channel)
+    admin().remove(channel)
 

@@ -2,14 +2,14 @@
 
 Writing a channel seals its secrets with the tenant's data key (``LocalVault.seal``: the
 vault's own envelope encryption, bound to the channel's row), so it runs where the master key
-is: the notebook's own process in single-user mode (like ``workbench.vault``), the workers
-when they deliver. Listing reads as the tenant (row-level security), anywhere.
+is: the notebook's own process in single-user mode (like ``workbench.vault``), the hub's
+workbench service for a tenant's server (``admin()``), the workers when they deliver.
+Listing reads as the tenant (row-level security), anywhere.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from sqlalchemy.orm import Session
 
+    from workbench.hub._notify import ServiceChannels
     from workbench.vault import LocalVault
 
 _log = logging.getLogger("workbench.notify")
@@ -68,17 +69,27 @@ def scrub(text: str, secrets: Mapping[str, Secret]) -> str:
     return text
 
 
-class Admin:
-    """Changes the channels of one tenant (default: the tenant of ``store.session()``)."""
+def admin() -> Admin | ServiceChannels:
+    """Who changes this process's channels: an ``Admin`` here, unless the vault is the workbench
+    service's (a tenant's server in the hub, no master key), then the service does it."""
+    from workbench import vault
+    from workbench.hub._vault import ServiceVault
 
-    def __init__(self, tenant: str | None = None):
-        if os.environ.get("WORKBENCH_SERVICE_URL"):
-            raise NotifyError("this server holds no master key: in the hub, channels are added by the workbench "
-                              "service, which does not offer it yet; ask the operator to add the channel with "
-                              "`workbench notify` on the trusted side")
+    if isinstance(vault.backend(), ServiceVault):
+        from workbench.hub._notify import ServiceChannels
+
+        return ServiceChannels()
+    return Admin()
+
+
+class Admin:
+    """Changes the channels of one tenant (default: the tenant of ``store.session()``), with
+    ``vault`` (default: a ``LocalVault`` of that tenant) sealing their secrets."""
+
+    def __init__(self, tenant: str | None = None, vault: LocalVault | None = None):
         from workbench.vault import LocalVault
 
-        self.vault = LocalVault(tenant)
+        self.vault = vault or LocalVault(tenant)
         self.tenant_id = self.vault.tenant_id
 
     def add(self, kind: str, name: str, settings: Mapping[str, Any], events: Iterable[str] | str | None,
