@@ -257,7 +257,7 @@ def test_backtests_run_on_demand_with_chart_and_metrics(candles):
     expected = wb.backtest("rules", candles, {"rules": RICH}, risk={"max_daily_loss": 500}, fees=0.002)
     assert builder.result.metrics == expected.metrics and builder.result.params["rules"] == parse_rules(RICH)
     assert "Sharpe ratio" in builder.metrics_view.value and "backtest up to date" in builder.status.value
-    assert builder.chart.value.startswith('<iframe class="wb-backtest-chart"')  # BokehJS inline: works offline
+    assert builder.chart.value.startswith("<iframe class='wb-backtest-chart'")  # BokehJS inline: works offline
     assert "Bokeh.embed" in builder.chart.value and builder.result.figure.children[0].title.text == "Custom rules"
     first = builder.result
     builder.variables.rows[0].value.value = "20"  # a change does not run the backtest

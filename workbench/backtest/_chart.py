@@ -1,7 +1,8 @@
 """The bokeh chart of a backtest: price with fills, equity and drawdown on one time axis."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import html
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -67,3 +68,20 @@ def result_figure(result: BacktestResult, *, width: int = 900):
     dd.varea(x=_x(drawdown.index), y1=drawdown.to_numpy(), y2=0.0, color="#d62728", alpha=0.4)
     dd.yaxis.formatter = NumeralTickFormatter(format="0%")
     return column(price, eq, dd)
+
+
+def standalone_html(figure: Any, *, title: str, css_class: str, style: str | None = None) -> str:
+    """A bokeh figure as a standalone page (BokehJS inline, so it works offline) in an iframe,
+    which JupyterLab and Voila both show without a bokeh extension or a trusted notebook.
+    ``style`` defaults to the figure's own size."""
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    if style is None:
+        parts = getattr(figure, "children", None) or [figure]
+        width = max(part.width or 600 for part in parts) + 40
+        height = sum(part.height or 300 for part in parts) + 40
+        style = f"width:{width}px;max-width:100%;height:{height}px;border:0"
+    page = file_html(figure, INLINE, title=title)
+    return (f"<iframe class='{css_class}' title='{title}' srcdoc=\"{html.escape(page)}\" "
+            f"style='{style}'></iframe>")

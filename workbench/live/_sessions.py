@@ -12,7 +12,6 @@ at the last closed candle, with the account's equity at that moment.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -74,12 +73,6 @@ def _strategy(strategy: str | int | SavedStrategy) -> SavedStrategy:
     return strategy if isinstance(strategy, SavedStrategy) else load_strategy(strategy)
 
 
-def _can_short(template: str, params: Mapping[str, Any]) -> bool:
-    return (template == "channel" and params.get("direction") != "long") or (
-        template == "market_making" and params.get("inventory") == "both") or (
-        template == "rules" and params["rules"].get("short") is not None)
-
-
 def create_session(strategy: str | int | SavedStrategy, symbol: str | None = None, *, exchange: str = "paper",
                    account: int | None = None, market_type: str | None = None, timeframe: str = "1h",
                    leverage: int | None = None, **settings: Any) -> int:
@@ -109,7 +102,8 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
     if unknown:
         raise SessionError(f"create_session: unknown setting {unknown[0]!r}; the settings are "
                            f"{', '.join(sorted({*_DEFAULTS, 'max_leverage', 'data', 'replay_from', 'replay_end', 'capital', 'ccxt'}))}")
-    own = kernel_for(saved.template).strategy_leverage(saved.params)
+    kernel = kernel_for(saved.template)
+    own = kernel.strategy_leverage(saved.params)
     leverage = int((own or 1) if leverage is None else leverage)
     if own is not None and leverage != own:
         raise SessionError(f"leverage {leverage} differs from strategy {saved}'s own leverage {own:g}; "
@@ -120,7 +114,7 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
     if leverage > max_leverage:
         raise SessionError(f"risk limit max_leverage {max_leverage} is below the session's leverage {leverage}")
     if market_type is None:
-        market_type = "swap" if leverage > 1 or _can_short(saved.template, saved.params) else "spot"
+        market_type = "swap" if leverage > 1 or kernel.can_short(saved.params) else "spot"
     if market_type not in ("spot", "swap"):
         raise SessionError(f"market_type {market_type!r}: use 'spot' or 'swap'")
     if market_type == "spot" and leverage > 1:

@@ -120,14 +120,12 @@ class SessionDashboard(widgets.VBox):
         key = (len(equity), equity.index[-1] if len(equity) else None)
         if key == self._drawn:
             return
-        from bokeh.embed import file_html
-        from bokeh.resources import INLINE
+        from workbench.backtest._chart import standalone_html
 
         values = equity["equity"].astype(float)
-        page = file_html(_figure(pd.to_datetime(equity.index, utc=True).tz_convert(None), values), INLINE,
-                         title="equity")
-        self.chart.value = (f"<iframe class='wb-chart' title='equity and drawdown' srcdoc=\"{html.escape(page)}\" "
-                            f"style='width:100%;height:470px;border:0'></iframe>")
+        self.chart.value = standalone_html(_figure(pd.to_datetime(equity.index, utc=True).tz_convert(None), values),
+                                           title="equity and drawdown", css_class="wb-chart",
+                                           style="width:100%;height:470px;border:0")
         self._drawn = key
 
 

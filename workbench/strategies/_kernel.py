@@ -57,4 +57,9 @@ class Kernel:
         value = params.get("leverage")
         return None if value is None else float(value)
 
+    @staticmethod
+    def can_short(params: Mapping[str, Any]) -> bool:
+        """Whether the strategy can hold a short position (its live session then needs a swap market)."""
+        return False
+
     simulate: ClassVar[Any]

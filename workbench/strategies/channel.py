@@ -100,6 +100,10 @@ class Channel(Kernel):
         return [key if i in used else ("unused", 0) for i, key in enumerate(keys)]
 
     @staticmethod
+    def can_short(params: Mapping[str, Any]) -> bool:
+        return params["direction"] != "long"
+
+    @staticmethod
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
         return np.array([_MODES.index(params["mode"]), _DIRECTIONS.index(params["direction"]),
                          params["position_size"]], dtype=np.float64)

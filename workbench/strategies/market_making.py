@@ -98,6 +98,10 @@ class MarketMaking(Kernel):
         return [("close", 0)]
 
     @staticmethod
+    def can_short(params: Mapping[str, Any]) -> bool:
+        return params["inventory"] == "both"
+
+    @staticmethod
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
         return np.array([params["spread"], params["order_size"], params["max_inventory"],
                          1.0 if params["inventory"] == "both" else 0.0])

@@ -13,6 +13,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
+from workbench.backtest._chart import standalone_html
 from workbench.errors import WorkbenchError
 from workbench.strategies import Template, save_strategy
 
@@ -70,7 +71,7 @@ class BacktestForm(widgets.VBox):
 
     def _say(self, message: str, ok: bool = True) -> None:
         mark, colour = ("&#10003;", "#27ae60") if ok else ("&#9888;", "#c0392b")
-        self.status.value = f'<span style="color:{colour}">{mark} {escape(message)}</span>'
+        self.status.value = f'<span style="color:{colour}">{mark} {html.escape(message, quote=False)}</span>'
 
     def _run(self, params: Mapping[str, Any]) -> Any:
         """Backtest ``params``; show the chart and metrics, or the error (keeping the last result)."""
@@ -82,7 +83,7 @@ class BacktestForm(widgets.VBox):
         self.result = result
         self._ok("backtest up to date")
         self.metrics_view.value = result.stats().to_html(border=0, header=False)
-        self.chart.value = chart_html(result.figure)
+        self.chart.value = standalone_html(result.figure, title="backtest chart", css_class="wb-backtest-chart")
         return result
 
     def _save(self, strategy: dict[str, Any]) -> Any:
@@ -99,24 +100,6 @@ class BacktestForm(widgets.VBox):
         return saved
 
 
-def chart_html(figure: Any) -> str:
-    """A bokeh figure as a standalone page (BokehJS inline, so it works offline) in an iframe,
-    which JupyterLab and Voila both show without a bokeh extension or a trusted notebook."""
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
-
-    parts = getattr(figure, "children", None) or [figure]
-    width = max(part.width or 600 for part in parts) + 40
-    height = sum(part.height or 300 for part in parts) + 40
-    page = file_html(figure, INLINE, title="backtest")
-    return (f'<iframe class="wb-backtest-chart" title="backtest chart" srcdoc="{html.escape(page)}" '
-            f'style="width:{width}px;max-width:100%;height:{height}px;border:0"></iframe>')
-
-
 def save_to_store(strategy: dict[str, Any], name: str) -> Any:
     """The default "Save as strategy": a new strategy (or version) in your saved strategies."""
     return save_strategy(name, strategy)
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -13,6 +13,8 @@ buttons.
 """
 from __future__ import annotations
 
+import html
+
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -27,7 +29,7 @@ from workbench.strategies.rules import parse_rules, rule_indicators, rules_text
 from workbench.strategies.rules._model import COMPARATORS
 from workbench.strategies.rules._text import condition as _condition_text
 from workbench.strategies.rules._text import number as _show_number
-from workbench.ui._form import BacktestForm, OnSave, escape, save_to_store
+from workbench.ui._form import BacktestForm, OnSave, save_to_store
 
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")  # as the rule text writes numbers
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -256,7 +258,7 @@ class _Row(widgets.HBox):
                 node = {"left": self.left.json("left"), "op": self.op.value, "right": self.right.json("right")}
                 node = check.condition({"not": node} if self.negate.value else node)
         except RuleError as exc:
-            self.message.value = f'<span style="color:#c0392b">&#9888; {escape(str(exc))}</span>'
+            self.message.value = f'<span style="color:#c0392b">&#9888; {html.escape(str(exc), quote=False)}</span>'
             check.errors.append(f"{what}: {exc}")
             return None
         self.message.value = ""
@@ -592,7 +594,7 @@ class RuleBuilder(BacktestForm):
         """The text form; while the form has an error, the last good one, faded."""
         style = "margin:0;padding:4px;font-family:monospace;white-space:pre;background:#f7f7f7" + (
             ";opacity:0.4" if faded else "")
-        self.text_view.value = f'<pre style="{style}">{escape(self._shown_text)}</pre>'
+        self.text_view.value = f'<pre style="{style}">{html.escape(self._shown_text, quote=False)}</pre>'
 
     def backtest(self) -> Any:
         """Backtest the form's rules on the candles (the Backtest button); the result, or None

@@ -175,6 +175,10 @@ class Rules(Kernel):
         return keys
 
     @staticmethod
+    def can_short(params: Mapping[str, Any]) -> bool:
+        return params["rules"].get("short") is not None
+
+    @staticmethod
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
         rules = resolve(params["rules"])
         p = np.full(2 * BLOCK, np.nan)
