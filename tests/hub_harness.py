@@ -229,3 +229,32 @@ def server_environment(user: str, name: str = "") -> dict[str, str]:
         raise AssertionError(f"no server process of {user}/{name}")
     return min(found, key=lambda item: item[0])[1]
 
+
+
+def approved_tenant(hub: Hub, label: str) -> str:
+    """A new tenant that signed up and was approved by an admin (approval provisions it)."""
+    name = hub.new_name(label)
+    hub.client().signup(name)
+    admin = hub.admin()
+    assert admin.get(admin.url(f"/hub/authorize/{name}")).status_code == 200
+    return name
+
+
+def as_tenant(name: str, command: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """``command`` run by bash as tenant ``name``'s unix account in its home, as its JupyterLab
+    terminal would run it (root only)."""
+    account = pwd.getpwnam(unix_name(name))
+    return subprocess.run(["/bin/bash", "-c", command], user=account.pw_uid, group=account.pw_gid, extra_groups=[],
+                          cwd=account.pw_dir, env={"HOME": account.pw_dir, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def restart_server(client: Client, user: str, timeout: float = 120.0) -> None:
+    """Stop ``user``'s default server (if running) and start it again: the spawner provisions first."""
+    client.hub_api("DELETE", f"/users/{user}/server")
+    deadline = time.monotonic() + timeout
+    while client.hub_api("GET", f"/users/{user}").json().get("servers", {}).get(""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server {user} did not stop in {timeout} s")
+        time.sleep(0.3)
+    client.start_server(user, timeout=timeout)
