@@ -75,10 +75,12 @@ def tenants(database):
 
 
 def _snapshot(conn: psycopg.Connection) -> dict[str, list]:
-    """Every row the connection can see, per table, in a stable order."""
+    """Every row the connection can see, per table it may read, in a stable order."""
+    readable = [table for table in ["tenants", *TENANT_TABLES] if conn.execute(
+        "SELECT has_table_privilege(current_user, %s, 'SELECT')", [table]).fetchone()[0]]
     return {table: sorted(json.dumps(row, default=str) for (row,) in conn.execute(
         sql.SQL("SELECT to_jsonb(t) FROM {} t").format(sql.Identifier(table))))
-        for table in ["tenants", *TENANT_TABLES]}
+        for table in readable}
 
 
 def _connect(database, name: str) -> psycopg.Connection:
@@ -99,7 +101,9 @@ def test_a_tenant_sees_exactly_its_own_rows(alice, tenants):
     alice_id = tenants["alice"][0].id
     seen = _snapshot(alice)
     assert [json.loads(row)["name"] for row in seen["tenants"]] == ["alice"]
-    for table in TENANT_TABLES:
+    # the vault's data keys are the trusted side's alone
+    assert sorted(set(TENANT_TABLES) - set(seen)) == ["tenant_data_keys"]
+    for table in set(TENANT_TABLES) & set(seen):
         rows = [json.loads(row) for row in seen[table]]
         assert len(rows) == 1 and rows[0]["tenant_id"] == alice_id, table
     assert alice.execute("SELECT current_tenant_id()").fetchone()[0] == alice_id
@@ -129,14 +133,15 @@ def test_rows_cannot_be_written_into_another_tenant(alice, tenants):
     alice_ids = tenants["alice"][1]
     refused = [
         ("INSERT INTO strategies (tenant_id, name, template) VALUES (%s, 'x', 'channel')", [bob.id]),
-        ("INSERT INTO tenant_data_keys (tenant_id, version, wrapped_key, master_key_version) "
-         "VALUES (%s, 9, 'x', 1)", [bob.id]),
         ("UPDATE strategies SET tenant_id = %s WHERE id = %s", [bob.id, alice_ids["strategies"]]),
         ("UPDATE orders SET tenant_id = %s", [bob.id]),
     ]
     for statement, params in refused:
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             alice.execute(statement, params)
+    with pytest.raises(errors.InsufficientPrivilege, match="permission denied for table tenant_data_keys"):
+        alice.execute("INSERT INTO tenant_data_keys (tenant_id, version, wrapped_key, master_key_version) "
+                      "VALUES (%s, 9, 'x', 1)", [bob.id])
     # own tenant_id (the default), but pointing at bob's rows: the composite keys refuse
     dangling = [
         ("INSERT INTO trading_sessions (strategy_id, exchange, symbol) VALUES (%s, 'binance', 'BTC/USDT')",
@@ -191,7 +196,7 @@ def test_library_sessions_are_isolated_the_same_way(tenants):
     alice, _ = tenants["alice"]
     bob, bob_ids = tenants["bob"]
     with store.tenant_session("alice") as s:
-        for model in (store.Strategy, store.TenantDataKey, store.ExchangeAccount, store.TradingSession,
+        for model in (store.Strategy, store.ExchangeAccount, store.TradingSession,
                       store.Order, store.Fill, store.EquitySnapshot, store.BacktestResult,
                       store.LiveNotebook, store.NotebookRun):
             rows = s.scalars(select(model)).all()
@@ -203,6 +208,9 @@ def test_library_sessions_are_isolated_the_same_way(tenants):
     with pytest.raises(ProgrammingError, match="row-level security"):
         with store.tenant_session("alice") as s:
             s.add(store.Strategy(tenant_id=bob.id, name="planted", template="channel"))
+    with pytest.raises(ProgrammingError, match="permission denied for table tenant_data_keys"):
+        with store.tenant_session("alice") as s:
+            s.scalars(select(store.TenantDataKey)).all()
     with store.owner_session() as s:
         assert s.scalar(select(store.Strategy).where(store.Strategy.name == "planted")) is None
         assert s.get(store.TradingSession, bob_ids["trading_sessions"]).status == "paused"
@@ -218,7 +226,7 @@ def test_creating_a_tenant_mid_test_changes_nothing_for_the_others(database, ten
     with _connect(database, "carol") as c:
         seen = _snapshot(c)
         assert [json.loads(row)["name"] for row in seen["strategies"]] == ["carols"]
-        assert all(not seen[table] for table in TENANT_TABLES if table != "strategies")
+        assert all(not seen[table] for table in TENANT_TABLES if table in seen and table != "strategies")
     with _connect(database, "alice") as a, _connect(database, "bob") as b:
         assert (_snapshot(a), _snapshot(b)) == before
     assert carol.role_name == f"{database.name}_carol"

@@ -62,9 +62,9 @@ _MODULES = {
     "workbench.store._engine": ["TENANT_URL_ENV", "database_url", "dispose", "embedded_server",
                                 "engine_for", "owner_engine", "owner_session", "session_scope"],
     "workbench.store._migrate": ["current_revision", "downgrade", "head_revision", "upgrade"],
-    "workbench.store._tenants": ["LOCAL_TENANT", "create_tenant", "current_tenant", "list_tenants",
-                                 "remove_tenant", "session", "tenant_engine", "tenant_session",
-                                 "tenant_url", "validate_name"],
+    "workbench.store._tenants": ["LOCAL_TENANT", "check_tenant_roles", "create_tenant", "current_tenant",
+                                 "list_tenants", "remove_tenant", "restore_role", "session",
+                                 "tenant_engine", "tenant_session", "tenant_url", "validate_name"],
     "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
                                "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
                                "TenantDataKey", "TradingSession",
@@ -76,9 +76,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.store._engine import (TENANT_URL_ENV, database_url, dispose, embedded_server,
                                          engine_for, owner_engine, owner_session, session_scope)
     from workbench.store._migrate import current_revision, downgrade, head_revision, upgrade
-    from workbench.store._tenants import (LOCAL_TENANT, create_tenant, current_tenant,
-                                          list_tenants, remove_tenant, session, tenant_engine,
-                                          tenant_session, tenant_url, validate_name)
+    from workbench.store._tenants import (LOCAL_TENANT, check_tenant_roles, create_tenant,
+                                          current_tenant, list_tenants, remove_tenant, restore_role,
+                                          session, tenant_engine, tenant_session, tenant_url,
+                                          validate_name)
     from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
                                         LiveNotebook, NotebookRun, Order, Strategy, Tenant,
                                         TenantDataKey, TradingSession)

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     url = actions.add_parser("url", help="print the owner's (or a tenant's) connection URL")
     url.add_argument("--tenant", metavar="NAME", help="print this tenant's URL instead")
     url.set_defaults(func=_url)
+    actions.add_parser("check", help="what tenant roles may still do that they should not, and "
+                       "roles their tenants changed (restored); exit status 1 when anything is found"
+                       ).set_defaults(func=_check)
 
     tenant = subparsers.add_parser("tenant", help="add, list and remove tenants")
     actions = tenant.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -104,6 +107,18 @@ def _url(args: argparse.Namespace) -> int:
         _require_head()
         print(_tenants.tenant_url(args.tenant))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from workbench.store import _tenants
+
+    _require_head()
+    found = _tenants.check_tenant_roles()
+    for line in found:
+        print(line)
+    if not found:
+        print("tenant roles have only what the workbench grants them")
+    return 1 if found else 0
 
 
 def _tenant_add(args: argparse.Namespace) -> int:

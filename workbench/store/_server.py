@@ -43,6 +43,7 @@ from psycopg import sql
 from sqlalchemy import URL
 
 from workbench.errors import DatabaseError
+from workbench.store._rls import close_public_access
 from workbench.store._secret import password_verifier, role_password
 
 OWNER = "workbench"  # the trusted role: owns the database, creates tenant roles, bypasses RLS
@@ -183,6 +184,12 @@ class EmbeddedServer:
                             [DATABASE]).fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(DATABASE), sql.Identifier(OWNER)))
+        # the owner is no superuser, so its migrations cannot take PUBLIC's large-object
+        # functions and the like; done here, also in template1 for databases created later
+        for database in ("template1", DATABASE):
+            with psycopg.connect(host=str(self.socket_dir), dbname=database, user=_SUPERUSER,
+                                 password=role_password(_SUPERUSER)) as conn:
+                close_public_access(conn, keep=OWNER)
 
     def _run(self, user: pwd.struct_passwd | None, program: str, *args: str) -> None:
         """Run a PostgreSQL program (as ``user`` when root), in its own session so a Ctrl-C in

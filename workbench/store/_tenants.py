@@ -5,9 +5,18 @@ NOCREATEROLE, NOBYPASSRLS, NOINHERIT) and membership in nothing, so it can neith
 row-level security nor ``SET ROLE`` to anyone else. Role names are cluster-wide, while a
 workbench database is one of many on a server (parallel test runs, other deployments), so a
 role is named ``<prefix><tenant>`` with the prefix ``<database>_`` (or ``WORKBENCH_ROLE_PREFIX``).
+
+PostgreSQL lets every role change its own password and its own session defaults
+(``ALTER ROLE current_user PASSWORD ... / SET ...``), and no trigger can stop it (event
+triggers do not fire for roles, which live outside any database). A changed password would
+lock the trusted side out of the tenant's runs; changed defaults would follow the tenant's
+runs around. So whenever the trusted side hands out a tenant's URL (:func:`tenant_url`: each
+server start and each run), :func:`restore_role` checks that the derived password still logs
+in and that the role has no defaults, puts both back when not, and logs what it undid.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -23,13 +32,15 @@ from workbench.errors import TenantError
 from workbench.store._engine import (TENANT_URL_ENV, database_url, engine_for, normalize_url,
                                      owner_session, session_scope)
 from workbench.store._migrate import current_revision, head_revision, upgrade
-from workbench.store._rls import driver, grant_tenant, revoke_tenant
+from workbench.store._rls import driver, grant_tenant, public_exposures, revoke_tenant
 from workbench.store._secret import password_verifier, role_password
 from workbench.store.models import Tenant, TradingSession
 
 LOCAL_TENANT = "local"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MAX_ROLE_LENGTH = 63  # PostgreSQL's NAMEDATALEN - 1
+_INVALID_PASSWORD = "28P01"  # SQLSTATE invalid_password
+_log = logging.getLogger(__name__)
 
 
 def validate_name(name: object) -> str:
@@ -99,9 +110,58 @@ def list_tenants(include_removed: bool = False) -> list[Tenant]:
 
 
 def tenant_url(name: str | Tenant) -> str:
-    """SQLAlchemy URL of tenant ``name``'s own role (same server and database as the owner)."""
+    """SQLAlchemy URL of tenant ``name``'s own role (same server and database as the owner),
+    with the role put back as provisioned if the tenant changed it (:func:`restore_role`)."""
     with owner_session() as session:
         role = _active_tenant(session, name).role_name
+    restore_role(role)
+    return _role_url(role)
+
+
+def restore_role(role: str) -> list[str]:
+    """Undo what tenant role ``role`` may change about itself: its password (checked by
+    logging in with the derived one) and its session defaults. What was undone, also logged."""
+    changed = []
+    try:
+        psycopg.connect(make_url(_role_url(role)).set(drivername="postgresql").render_as_string(
+            hide_password=False), connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        if getattr(exc, "sqlstate", None) != _INVALID_PASSWORD and "password authentication failed" not in str(exc):
+            raise
+        changed.append("password")
+    with owner_session() as session:
+        conn = driver(session.connection())
+        defaults = conn.execute(
+            "SELECT d.datname, s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+            "LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = %s", [role]).fetchall()
+        if not changed and not defaults:
+            return changed
+        # two processes may restore at once; ALTER ROLE on one row at a time
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('workbench role ' || %s))", [role])
+        target = sql.Identifier(role)
+        if changed:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                target, sql.Literal(password_verifier(conn, role))))
+        for database, settings in defaults:
+            changed.append(f"defaults {', '.join(settings)}" + (f" in database {database}" if database else ""))
+            where = sql.SQL(" IN DATABASE {}").format(sql.Identifier(database)) if database else sql.SQL("")
+            conn.execute(sql.SQL("ALTER ROLE {}{} RESET ALL").format(target, where))
+    _log.warning("database role %s had been changed by its tenant (%s); restored", role, "; ".join(changed))
+    return changed
+
+
+def check_tenant_roles() -> list[str]:
+    """The operator's check: what PUBLIC (so every tenant) may still do on this server, and
+    which tenant roles had been changed (now restored); one line each, empty when all is well."""
+    with owner_session() as session:
+        found = public_exposures(driver(session.connection()))
+    for tenant in list_tenants():
+        found += [f"tenant {tenant.name} had changed its role's {what}; restored"
+                  for what in restore_role(tenant.role_name)]
+    return found
+
+
+def _role_url(role: str) -> str:
     return make_url(database_url()).set(username=role, password=role_password(role)
                                         ).render_as_string(hide_password=False)
 
