@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from workbench.errors import WorkbenchError
 
@@ -25,8 +26,25 @@ _COMMAND_MODULES = [
 ]
 
 
+def one_line(message: str) -> str:
+    """A multi-line error (a candle report quotes one row per line) as one line for stderr:
+    a line ending in ':' introduces the next, the others are separated by '; '."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (sub-command parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(subparsers)
@@ -38,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except WorkbenchError as exc:
-        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"workbench {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a file named on the command line that cannot be read or written
         print(f"workbench {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)

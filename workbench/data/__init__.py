@@ -128,7 +128,8 @@ def validate_candles(
     ``timeframe`` defaults to ``frame.attrs["timeframe"]``, else the most common spacing.
     Errors name each bad row by position and timestamp; ``repair`` as in ``read_candles``.
     """
-    source = str(frame.attrs.get("source", "candles"))
+    # rows of a frame are quoted by position, not by the line of the file it may come from
+    source = f"candles DataFrame (from {frame.attrs['source']})" if "source" in frame.attrs else "candles DataFrame"
     table, symbol = candle_table(frame, source)
     candles = validate(table, source=source, timeframe=timeframe or frame.attrs.get("timeframe"), repair=repair)
     kept = {key: frame.attrs[key] for key in ("symbol", "source") if key in frame.attrs}

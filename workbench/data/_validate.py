@@ -68,14 +68,17 @@ class _Report:
         if not self.found:
             return
         count = sum(len(positions) for positions, _, _ in self.found)
-        first = sorted(
-            (int(position), describe)
-            for positions, describe, _ in self.found
-            for position in positions[:_SHOWN]
-        )[:_SHOWN]
-        lines = [f"  {self.where(position)}: {describe(position)}" for position, describe in first]
-        if count > _SHOWN:
-            lines.append(f"  ... and {count - _SHOWN} more")
+        quoted: dict[int, list[str]] = {}  # a row with several problems is quoted once, all of them
+        for position, describe in sorted(
+            ((int(position), describe) for positions, describe, _ in self.found for position in positions[:_SHOWN]),
+            key=lambda item: item[0],
+        ):
+            if position in quoted or len(quoted) < _SHOWN:
+                quoted.setdefault(position, []).append(describe(position))
+        lines = [f"  {self.where(position)}: {'; '.join(texts)}" for position, texts in quoted.items()]
+        shown = sum(len(texts) for texts in quoted.values())
+        if count > shown:
+            lines.append(f"  ... and {count - shown} more")
         fixes = {fix for _, _, fix in self.found if fix}
         advice = "Fix the data"
         if fixes:
