@@ -14,7 +14,16 @@ Accounting model (documented in README "How backtests account"):
   notional, shorts post it as collateral.
 * At ``L > 1`` the position is an isolated-margin perpetual: it is liquidated when the
   price reaches ``entry*(1 - 1/L + mmr)`` (longs) or ``entry*(1 + 1/L - mmr)`` (shorts);
-  the margin is lost and whatever the position still held is kept as the liquidation fee.
+  the margin is lost (the liquidation fill's fee column holds what the position still held,
+  kept by the exchange; it counts in ``liquidation_loss``, not in ``fees_paid``).
+* A short is a perpetual at any leverage (a spot account cannot short): at ``L == 1`` it is
+  liquidated like any short, at ``entry*(2 - mmr)``, so it never loses more than its collateral.
+  An unleveraged long is spot and cannot be liquidated.
+* A protective stop and the liquidation: the nearer price fills first (the stop at its
+  usual price, the open when the bar gaps through both; the liquidation at its price).
+* Ruin: when a fill leaves the account flat with no equity (at most 1e-9 of the initial
+  cash), the run stops trading; the rest of the curve is flat at that value (bars of zero
+  return in the metrics) and ``ruined`` is 1.
 
 Live intent: a live session runs the same kernel over the closed candles plus the forming
 bar (known so far: its open, so ``high == low == close == open``) and passes an ``intent``
@@ -51,7 +60,9 @@ N_FILLS = 11
 DAY = 12  # current UTC day number, for the daily-loss limit
 DAY_START_EQUITY = 13
 HALTED = 14  # 1 while the daily-loss limit stops new entries until the next day
-STATE_SIZE = 15
+LIQUIDATION_LOSS = 15  # margin lost to liquidations
+RUIN_BAR = 16  # bar + 1 of the ruin, 0 while the account stands
+STATE_SIZE = 17
 
 # -- the run settings vector (float64 slots) ---------------------------------------------
 C_INIT_CASH = 0
@@ -102,6 +113,8 @@ METRIC_NAMES = (
     "liquidations",
     "final_equity",
     "fills",
+    "liquidation_loss",
+    "ruined",
 )
 N_METRICS = len(METRIC_NAMES)
 
@@ -183,26 +196,66 @@ def fill(state, cfg, fills, bar, size, price, fee_rate, kind):
 
 @njit(cache=True)
 def liquidation_price(state, cfg):
-    """The price at which the open position is liquidated; NaN when it cannot be."""
+    """The price at which the open position is liquidated; NaN when it cannot be (flat, or
+    an unleveraged long: spot). A short is a perpetual at any leverage, 1 included."""
     lev = cfg[C_LEVERAGE]
-    if lev <= 1.0 or state[UNITS] == 0.0:
-        return np.nan
-    if state[UNITS] > 0.0:
+    units = state[UNITS]
+    if units > 0.0 and lev > 1.0:
         return state[ENTRY] * (1.0 - 1.0 / lev + cfg[C_MMR])
-    return state[ENTRY] * (1.0 + 1.0 / lev - cfg[C_MMR])
+    if units < 0.0:
+        return state[ENTRY] * (1.0 + 1.0 / lev - cfg[C_MMR])
+    return np.nan
 
 
 @njit(cache=True)
 def liquidate(state, fills, bar, price):
-    """Close the whole position at ``price``, losing its margin (isolated margin)."""
+    """Close the whole position at ``price``, losing its margin (isolated margin).
+
+    What the position still held at ``price`` stays with the exchange: it is the fill's fee
+    column and part of ``liquidation_loss`` (the whole margin), not a trading fee.
+    """
     units = state[UNITS]
     left = state[MARGIN] + units * (price - state[ENTRY])
-    fee = max(left, 0.0)
-    state[FEES] += fee
     state[LIQUIDATIONS] += 1
-    _record(state, fills, bar, -units, price, fee, FILL_LIQUIDATION)
+    state[LIQUIDATION_LOSS] += state[MARGIN]
+    _record(state, fills, bar, -units, price, max(left, 0.0), FILL_LIQUIDATION)
     state[TRADE_PNL] -= state[MARGIN]
     _close_trade(state)
+
+
+@njit(cache=True)
+def liquidation_reached(state, cfg, fills, bar, open_, high, low):
+    """Liquidate the open position if the bar reaches its liquidation price; whether it did.
+
+    Called with ``high == low == open`` for a position an order closes at the open: a bar
+    that opens through the liquidation price liquidates it before the order can.
+    """
+    kind, price = stop_or_liquidation(state, cfg, np.nan, open_, high, low)
+    if kind == FILL_LIQUIDATION:
+        liquidate(state, fills, bar, price)
+        return True
+    return False
+
+
+@njit(cache=True)
+def ruined(state, cfg, bar):
+    """Whether the account is ruined: flat with no equity left (at most 1e-9 of the initial
+    cash: rounding dust); records the bar. Called after the fills that can lose it all."""
+    if state[UNITS] == 0.0 and state[CASH] <= cfg[C_INIT_CASH] * 1e-9:
+        state[RUIN_BAR] = bar + 1.0
+        return True
+    return False
+
+
+@njit(cache=True)
+def rest_after_ruin(m, bar, n, value, equity_out, position_out):
+    """The bars after a ruin at ``bar`` (itself already marked) up to ``n``: flat at ``value``,
+    nothing traded, each a bar of zero return in the metric sums ``m``; returns the new sums."""
+    if equity_out.shape[0] > 0:
+        equity_out[bar + 1:] = value
+        position_out[bar + 1:] = 0.0
+    bars, s1, s2, down, peak, max_dd, prev, held = m
+    return (bars + (n - bar - 1), s1, s2, down, peak, max_dd, prev, held)
 
 
 @njit(cache=True)
@@ -212,14 +265,40 @@ def entry_units(state, cfg, price, budget, fee_rate):
     The fee comes out of the budget, as in vectorbt's all-in sizing, so a budget equal
     to the cash at leverage 1 spends exactly the cash.
     """
-    budget = min(budget, state[CASH])
+    return _affordable(cfg, state[CASH], abs(state[UNITS]), price, budget, fee_rate)
+
+
+@njit(cache=True)
+def _affordable(cfg, cash, held, price, budget, fee_rate):
+    """Units that ``budget`` (at most ``cash``) buys at ``price`` on top of ``held`` units,
+    keeping the absolute notional within the position limit."""
+    budget = min(budget, cash)
     if budget <= cfg[C_INIT_CASH] * 1e-9:  # rounding dust after a total loss is no budget
         return 0.0
     units = budget / (price * (1.0 / cfg[C_LEVERAGE] + fee_rate))
-    room = cfg[C_MAX_POSITION] - abs(state[UNITS]) * price
+    room = cfg[C_MAX_POSITION] - held * price
     if units * price > room:
         units = max(room, 0.0) / price
     return units
+
+
+@njit(cache=True)
+def order_units(state, cfg, side, size, price, fee_rate):
+    """``size`` units of an order on ``side`` (+1 buy, -1 sell) cut to what the account allows.
+
+    What it closes of the position always fills; what it opens (or adds), long or short,
+    must be paid for (margin and fee; in a reversal from the cash the close frees) and keeps
+    the position's absolute notional within max_position_size.
+    """
+    units = state[UNITS]
+    closing = min(size, max(-side * units, 0.0))
+    if closing == 0.0:  # it opens or grows the position
+        return min(size, entry_units(state, cfg, price, size * price * (1.0 + fee_rate), fee_rate))
+    if size <= closing:
+        return size
+    opening = size - closing  # a reversal: once flat, the position's equity is cash, less the close's fee
+    cash = equity(state, price) - closing * price * fee_rate
+    return closing + min(opening, _affordable(cfg, cash, 0.0, price, opening * price * (1.0 + fee_rate), fee_rate))
 
 
 @njit(cache=True)
@@ -307,8 +386,10 @@ def stop_or_liquidation(state, cfg, stop, open_, high, low):
     """Which protective exit of the open position a bar triggers: ``(FILL_LIQUIDATION, price)``,
     ``(FILL_STOP, fill price)`` or ``(-1, NaN)``. ``stop`` is the stop price (NaN: none).
 
-    Worst case first: the liquidation wins when it is nearer than the stop, or when the stop
-    would fill beyond it (a gap), since isolated margin never loses more than the margin.
+    The nearer price fills first, as on an exchange: a resting stop nearer than the
+    liquidation price triggers first and fills at its usual price (the open, less slippage,
+    when the bar gaps through both); otherwise the exchange liquidates at its liquidation
+    price (also when the bar gaps through it). A tie goes to the liquidation.
     """
     units = state[UNITS]
     side = -1 if units > 0.0 else 1  # the stop closes the position
@@ -316,9 +397,9 @@ def stop_or_liquidation(state, cfg, stop, open_, high, low):
     liq = liquidation_price(state, cfg)
     if not np.isnan(liq):
         if units > 0.0:
-            if low <= liq and (np.isnan(stop) or liq >= stop or price <= liq):
+            if low <= liq and not stop > liq:  # NaN stop compares False: no stop
                 return FILL_LIQUIDATION, liq
-        elif high >= liq and (np.isnan(stop) or liq <= stop or price >= liq):
+        elif high >= liq and not stop < liq:
             return FILL_LIQUIDATION, liq
     if not np.isnan(price):
         return FILL_STOP, price
@@ -419,3 +500,5 @@ def finish(state, m, cfg, out):
     out[12] = state[LIQUIDATIONS]
     out[13] = last
     out[14] = state[N_FILLS]
+    out[15] = state[LIQUIDATION_LOSS]
+    out[16] = 1.0 if state[RUIN_BAR] > 0.0 else 0.0

@@ -27,6 +27,8 @@ _METRIC_LABELS = {
     "liquidations": ("Liquidations", "{:.0f}"),
     "final_equity": ("Final equity", "{:,.2f}"),
     "fills": ("Fills", "{:.0f}"),
+    "liquidation_loss": ("Margin lost to liquidations", "{:,.2f}"),
+    "ruined": ("Ruined", "{:.0f}"),
 }
 
 
@@ -37,7 +39,9 @@ class BacktestResult:
         metrics: ``{name: value}``: total_return, cagr, sharpe, sortino, calmar, max_drawdown
             (fractions; ratios annualised over a 365-day year), win_rate, profit_factor,
             expectancy (quote currency per closed trade), exposure (share of bars in a
-            position), trades (closed), fees_paid, liquidations, final_equity.
+            position), trades (closed), fees_paid (maker and taker fees only), liquidations,
+            final_equity, fills, liquidation_loss (the margin liquidations took), ruined (1 when
+            the account lost everything and stopped trading: see :attr:`ruined_at`).
         equity: equity at each bar's close (quote currency).
         position: signed position (base units) at each bar's close.
         fills: every fill: time, size (+ buy, - sell), price, fee, kind.
@@ -66,6 +70,12 @@ class BacktestResult:
             "kind": pd.Categorical.from_codes(raw[:, 4].astype(np.int64), categories=list(e.FILL_KINDS)),
         })
         self._fill_bars = raw[:, 0].astype(np.int64)
+
+    @property
+    def ruined_at(self) -> pd.Timestamp | None:
+        """The bar whose fill (a liquidation, a stop...) left the account with nothing; no
+        trade follows it and the equity stays at its last value. None when it never happened."""
+        return self.fills["time"].iloc[-1] if self.metrics["ruined"] else None
 
     @property
     def strategy(self) -> dict[str, Any]:
@@ -136,8 +146,9 @@ class BacktestResult:
 
     def __repr__(self) -> str:
         m = self.metrics
+        ruin = f" ruined_at={self.ruined_at}" if m["ruined"] else ""
         return (f"<BacktestResult {self.template.name} {self.params} total_return={m['total_return']:.4f} "
-                f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}>")
+                f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}{ruin}>")
 
     def _repr_html_(self) -> str:
         return self.stats().to_html()

@@ -33,7 +33,11 @@ def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: flo
         if unknown:
             raise ParameterError(f"fees: unknown key {sorted(unknown)[0]!r}; use 'maker' and 'taker'",
                                  param="fees", value=fees)
-        maker, taker = fees.get("maker", 0.0), fees.get("taker", 0.0)
+        missing = [side for side in ("maker", "taker") if side not in fees]
+        if missing:  # a rate left out is not free: say so rather than trade it at 0
+            raise ParameterError(f"fees: {dict(fees)!r} has no {missing[0]!r} rate; give both 'maker' and "
+                                 "'taker', or one number for both", param="fees", value=fees)
+        maker, taker = fees["maker"], fees["taker"]
     else:
         maker = taker = fees
     checks = {"fees (maker)": (maker, 0.0, 0.1), "fees (taker)": (taker, 0.0, 0.1),
@@ -49,6 +53,11 @@ def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: flo
 
 def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage: float,
          bar: pd.Timedelta) -> np.ndarray:
+    mmr = settings["maintenance_margin"]
+    if mmr * leverage >= 1.0:  # the liquidation price would sit at (or beyond) the entry
+        raise ParameterError(
+            f"maintenance_margin: {mmr:g} is not allowed with leverage {leverage:g}; expected a number from 0 "
+            f"to below 1/leverage = {1.0 / leverage:g}", param="maintenance_margin", value=mmr)
     cfg = np.zeros(e.CFG_SIZE)
     cfg[e.C_INIT_CASH] = settings["init_cash"]
     cfg[e.C_FEE_TAKER] = settings["fee_taker"]
@@ -132,9 +141,15 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     equity_out, position_out, out = np.zeros(n), np.zeros(n), np.zeros(e.N_METRICS)
     market.run(kernel, ind, np.arange(len(keys)), kernel.param_vector(params), cfg, fills,
                equity_out, position_out, out)
-    return BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
-                          candles=market.candles, metrics=dict(zip(e.METRIC_NAMES, out.tolist())),
-                          equity=equity_out, position=position_out, fills=fills, leverage=cfg[e.C_LEVERAGE])
+    result = BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
+                            candles=market.candles, metrics=dict(zip(e.METRIC_NAMES, out.tolist())),
+                            equity=equity_out, position=position_out, fills=fills, leverage=cfg[e.C_LEVERAGE])
+    if result.ruined_at is not None:
+        last = result.fills.iloc[-1]
+        warnings.warn(f"{tpl.name}: the account was ruined at {last['time']} by a {last['kind']} fill (equity "
+                      f"{result.metrics['final_equity']:,.2f}); nothing is traded after it", RuntimeWarning,
+                      stacklevel=2)
+    return result
 
 
 @njit(cache=True, parallel=True)
@@ -222,6 +237,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
     metrics = pd.DataFrame(out[:done], columns=list(e.METRIC_NAMES))
     table = pd.concat([table, metrics], axis=1)
     table["trades"] = table["trades"].astype(int)
+    table["ruined"] = table["ruined"].astype(bool)
     ascending = sort_by == "max_drawdown"
     table = table.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")

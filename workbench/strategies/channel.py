@@ -2,6 +2,8 @@
 
 Semantics (also in ``templates/channel.json``): the signal is evaluated at the close of
 bar t against the channel of bars t-N..t-1, and fills at the open of bar t+1.
+A short (a perpetual, unleveraged) is liquidated when a bar reaches its liquidation price
+(see ``workbench.backtest._engine``); a ruin stops the run.
 Live intent legs: ``LEG_EXIT`` (close the position) and ``LEG_ENTRY``, market orders.
 """
 from __future__ import annotations
@@ -48,21 +50,29 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
     target = 0
-    side = 0  # of the position: only this kernel's own orders change it (no leverage, no stops)
+    side = 0  # of the position: only this kernel's own orders and a liquidation change it
     risk_exit = False
-    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
-    for t in range(close.shape[0]):
+    ruin = False
+    n = close.shape[0]
+    last = n - 1 if intent.shape[0] > 0 else -1
+    for t in range(n):
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
         if target != side:
-            before = state[e.UNITS]
-            e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
-            e.intend(intent, t == last, LEG_EXIT, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
-            if target != 0:
+            if side < 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):
+                ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar
+            else:
                 before = state[e.UNITS]
-                e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
-                e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
+                e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
+                e.intend(intent, t == last, LEG_EXIT, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
+                if target != 0:
+                    before = state[e.UNITS]
+                    e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
+                    e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
             side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
+        if side < 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], high[t], low[t]):
+            side = 0  # a short is a perpetual at leverage 1 too (engine.liquidation_price)
+            ruin = e.ruined(state, cfg, t)
         risk_exit = False
         if daily and e.daily_loss_breached(state, cfg, close[t]):
             state[e.HALTED] = 1.0
@@ -77,13 +87,16 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             equity_out[t] = value
             position_out[t] = state[e.UNITS]
         metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+        if ruin:
+            metrics = e.rest_after_ruin(metrics, t, n, value, equity_out, position_out)
+            break
     e.finish(state, metrics, cfg, out)
 
 
 @register
 class Channel(Kernel):
     name = "channel"
-    fills_per_bar = 2
+    fills_per_bar = 3  # an exit and an entry at the open, then the new short's liquidation
     simulate = simulate
     legs = {LEG_EXIT: "exit", LEG_ENTRY: "entry"}
     reducing = {LEG_EXIT}

@@ -2,7 +2,8 @@
 
 Semantics (also in ``templates/ema_reversal.json``): during bar t the unfilled dip levels
 rest at ema[t-1]*(1-dip/100); exits are checked before entries, worst case first
-(liquidation or stop-loss, then take-profits); leverage > 1 is an isolated-margin position.
+(liquidation or stop-loss, the nearer first, then take-profits); leverage > 1 is an
+isolated-margin position; a ruin stops the run.
 Live intent: a stop-market order for the whole position, the take-profit ladder and the
 unfilled dip levels as limit orders, each sized as the kernel would fill it.
 """
@@ -95,20 +96,25 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     tp_unit = 0.0
     level_budget = 0.0
     risk_close = False
-    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
-    for t in range(close.shape[0]):
+    ruin = False
+    n = close.shape[0]
+    last = n - 1 if intent.shape[0] > 0 else -1
+    for t in range(n):
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
         exited = False
-        if risk_close:
-            e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
-            e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
+        if risk_close:  # unless the open gapped through the liquidation price: then the exchange's
+            if not e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):
+                e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
+                e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
             risk_close = False
             exited = True
         if state[e.UNITS] > 0.0:
             exited, tps_done, tp_unit = _exits(state, cfg, fills, t, open_[t], high[t], low[t], p,
                                                tps_done, tp_unit, intent, live)
+        if exited:
+            ruin = e.ruined(state, cfg, t)
         if state[e.UNITS] == 0.0:
             dips_done = 0
             tps_done = 0
@@ -135,6 +141,9 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             equity_out[t] = value
             position_out[t] = state[e.UNITS]
         metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+        if ruin:
+            metrics = e.rest_after_ruin(metrics, t, n, value, equity_out, position_out)
+            break
     e.finish(state, metrics, cfg, out)
 
 

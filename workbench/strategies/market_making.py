@@ -2,6 +2,8 @@
 
 Semantics (also in ``templates/market_making.json``): quotes at ref[t-1]*(1 -/+ spread/200)
 fill when bar t trades through them, bid first on a rising bar, ask first on a falling one.
+Short inventory is an unleveraged perpetual: liquidated when a bar reaches its liquidation
+price (checked for the inventory held at the bar's open); a ruin stops the run.
 Live intent: both quotes as limit orders, each sized as if it filled first (the kernel sizes
 the second quote of a bar after the first filled: see ``workbench.live`` on parity).
 """
@@ -28,13 +30,9 @@ def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units
         if not live:
             return
         price, fee = limit, cfg[e.C_FEE_MAKER]  # a live quote rests; sized as if filled first
-    units = state[e.UNITS]
-    if side > 0:
-        size = min(quote, max_units - units)
-        if units >= 0.0:  # a buy that grows a long needs cash (and room under the limit)
-            size = min(size, e.entry_units(state, cfg, price, size * price * (1.0 + fee), fee))
-    else:
-        size = min(quote, units + max_units)
+    # within the inventory limit on its side; what opens a position (long or short) is paid
+    # for and within max_position_size (engine.order_units)
+    size = e.order_units(state, cfg, side, min(quote, max_units - side * state[e.UNITS]), price, fee)
     if size > 1e-12 * quote:
         e.intend(intent, live, LEG_BID if side > 0 else LEG_ASK, e.ORDER_LIMIT, side * size, price)
         if not resting:
@@ -50,12 +48,21 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
     risk_close = False
-    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
-    for t in range(close.shape[0]):
+    ruin = False
+    n = close.shape[0]
+    last = n - 1 if intent.shape[0] > 0 else -1
+    for t in range(n):
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
-        if risk_close:
+        # short inventory (a perpetual, unleveraged) held into the bar: liquidated if the bar
+        # reaches its liquidation price (worst case first: before the quotes; none after it)
+        liquidated = state[e.UNITS] < 0.0 and e.liquidation_reached(
+            state, cfg, fills, t, open_[t], open_[t] if risk_close else high[t], low[t])
+        if liquidated:
+            ruin = e.ruined(state, cfg, t)
+            risk_close = False
+        elif risk_close:
             e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
             risk_close = False
@@ -80,6 +87,9 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             equity_out[t] = value
             position_out[t] = state[e.UNITS]
         metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+        if ruin:
+            metrics = e.rest_after_ruin(metrics, t, n, value, equity_out, position_out)
+            break
     e.finish(state, metrics, cfg, out)
 
 

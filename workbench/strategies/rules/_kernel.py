@@ -5,7 +5,8 @@ condition holds at a bar's close, see ``_evaluate``) as the channel kernel reads
 and the actions from the parameter vector. Semantics (also in ``templates/rules.json``):
 signals at the close of bar t, market orders at the open of t+1; while a position is open,
 a stop (the tighter of the stop-loss and the trailing stop), the liquidation price and the
-take-profit ladder are checked inside each bar, worst case first.
+take-profit ladder are checked inside each bar, worst case first (the stop or the
+liquidation: the nearer first); a short is liquidated at leverage 1 too; a ruin stops the run.
 Live intent legs: ``exit`` and ``entry`` (market), ``stop`` (stop-market), ``tp0``.. (limits).
 """
 from __future__ import annotations
@@ -101,10 +102,9 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     short_entry, short_exit = ind[rows[2]], ind[rows[3]]
     can_long, can_short = p[B_ON] == 1.0, p[BLOCK + B_ON] == 1.0
     # whether a side has anything to check inside a bar (else a position costs nothing extra)
+    # (a short is a perpetual, liquidated at any leverage: always checked)
     leveraged = cfg[e.C_LEVERAGE] > 1.0
     guard_long = leveraged or not (np.isnan(p[B_STOP]) and np.isnan(p[B_TRAIL]) and p[B_TPS] == 0.0)
-    guard_short = leveraged or not (np.isnan(p[BLOCK + B_STOP]) and np.isnan(p[BLOCK + B_TRAIL])
-                                    and p[BLOCK + B_TPS] == 0.0)
     state = e.new_state(cfg)
     metrics = e.new_metrics(cfg)
     daily = e.tracks_daily_loss(cfg)
@@ -114,12 +114,18 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     best = np.nan  # the best price since the entry, up to the previous bar (trailing stop)
     tps_done = 0
     tp_unit = 0.0
-    last = close.shape[0] - 1 if intent.shape[0] > 0 else -1
-    for t in range(close.shape[0]):
+    ruin = False
+    n = close.shape[0]
+    last = n - 1 if intent.shape[0] > 0 else -1
+    for t in range(n):
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
+        if target != side and side != 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t],
+                                                                   open_[t]):
+            ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar
+            side = target = 0
         if target != side:
             before = state[e.UNITS]
             e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK if risk_exit else e.FILL_EXIT)
@@ -135,10 +141,12 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], p, 0, best,
                                          tps_done, tp_unit, intent, live)
             best = max(best, high[t])
-        elif state[e.UNITS] < 0.0 and guard_short:
+            ruin = ruin or e.ruined(state, cfg, t)
+        elif state[e.UNITS] < 0.0:
             tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], p, BLOCK, best,
                                          tps_done, tp_unit, intent, live)
             best = min(best, low[t])
+            ruin = ruin or e.ruined(state, cfg, t)
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if daily and e.daily_loss_breached(state, cfg, close[t]):
             state[e.HALTED] = 1.0
@@ -153,6 +161,9 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
             equity_out[t] = value
             position_out[t] = state[e.UNITS]
         metrics = e.mark(metrics, value, state[e.UNITS] != 0.0)
+        if ruin:
+            metrics = e.rest_after_ruin(metrics, t, n, value, equity_out, position_out)
+            break
     e.finish(state, metrics, cfg, out)
 
 
