@@ -1160,3 +1160,57 @@ class Gate(LoopbackExchange):
             return self._error(400, "LEVERAGE_TOO_HIGH" if leverage > 100 else "LEVERAGE_TOO_LOW", f"leverage {leverage}")
         self.futures.leverage[instrument.symbol] = leverage
         return Reply(200, self._position_json(instrument.symbol))
+
+
+# -- key permissions: what an API key may do (the vault asks when a key is added or checked) ----
+
+
+def answer_binance_key_restrictions(server: BinanceAccount, *, withdrawals: bool = False, ip_restrict: bool = True,
+                                    spot_trading: bool = True, futures: bool = False, margin: bool = False) -> None:
+    """Serve ``GET /sapi/v1/account/apiRestrictions`` on ``server`` (signed, USER_DATA) in Binance's
+    format (https://developers.binance.com/docs/wallet/account/api-key-permission): the flags of
+    the one key the server knows. Binance lets a key withdraw only with an IP restriction."""
+    def restrictions(request: Request) -> Reply:
+        answer = {"ipRestrict": ip_restrict, "createTime": 1698645219000, "enableReading": True,
+                  "enableWithdrawals": withdrawals, "enableInternalTransfer": False, "enableMargin": margin,
+                  "enableFutures": futures, "permitsUniversalTransfer": False, "enableVanillaOptions": False,
+                  "enableFixApiTrade": False, "enableFixReadOnly": True, "enableSpotAndMarginTrading": spot_trading,
+                  "enablePortfolioMarginTrading": False}
+        if spot_trading:
+            answer["tradingAuthorityExpirationTime"] = 1893456000000  # when the trading permission lapses
+        return Reply(200, answer)
+    server.route("GET", "/sapi/v1/account/apiRestrictions", server._signed(restrictions))
+
+
+def answer_gate_key_permissions(server: Gate, perms: Mapping[str, bool], *, ip_whitelist: tuple[str, ...] = (),
+                                account_permission: bool = True) -> None:
+    """Serve Gate APIv4's key information for ``server``'s key, ``perms`` being {name: read_only}:
+
+    - ``GET /account/main_keys`` ("Query All Main Account Key Information"): every key of the main
+      account with ``perms`` [{name, read_only}], ``ip_whitelist`` and the key shown as its first 12
+      characters then ``*****``; a key without the ``account`` permission gets 403 ``FORBIDDEN``
+      "Request API key does not have account permission";
+    - ``DELETE /withdrawals/{withdrawal_id}`` (cancel a withdrawal): 403 ``FORBIDDEN`` without the
+      ``wallet`` permission, 403 ``READ_ONLY`` "API key is read-only" with it read-only, else (no
+      such withdrawal here) 404 ``NOT_FOUND``. Labels from Gate APIv4's error list.
+    """
+    def main_keys(request: Request) -> Reply:
+        if not account_permission:
+            return server._error(403, "FORBIDDEN", "Request API key does not have account permission")
+        mine = {"state": 1, "mode": 1, "name": "workbench", "user_id": 1, "currency_pairs": [],
+                "perms": [{"name": name, "read_only": read_only} for name, read_only in perms.items()],
+                "ip_whitelist": list(ip_whitelist), "key": server.api_key[:12] + "*****",
+                "created_at": 1753030929, "update_at": 1756300567, "last_access": 1753030929}
+        other = {**mine, "name": "another key", "perms": [{"name": "wallet", "read_only": False}], "ip_whitelist": [],
+                 "key": "zz" + server.api_key[2:12] + "*****"}
+        return Reply(200, [other, mine])
+
+    def cancel_withdrawal(request: Request) -> Reply:
+        if "wallet" not in perms:
+            return server._error(403, "FORBIDDEN", "Request API key does not have wallet permission")
+        if perms["wallet"]:
+            return server._error(403, "READ_ONLY", "API key is read-only")
+        return server._error(404, "NOT_FOUND", f"withdrawal {request.path_params['withdrawal_id']} not found")
+
+    server.route("GET", f"{server.API}/account/main_keys", server._signed(main_keys))
+    server.route("DELETE", f"{server.API}/withdrawals/{{withdrawal_id}}", server._signed(cancel_withdrawal))

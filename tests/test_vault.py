@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from loopback_exchange import BinanceAccount
+from loopback_exchange import BinanceAccount, Gate, answer_binance_key_restrictions, answer_gate_key_permissions
 
 import workbench
 from sqlalchemy import select
@@ -27,7 +27,8 @@ from sqlalchemy import select
 from workbench import store, vault
 from workbench.cli import main
 from workbench.errors import VaultError
-from workbench.vault import LocalVault, _envelope, _keyring, _rotate
+from workbench.notify._channels import Admin, open_secrets
+from workbench.vault import LocalVault, _envelope, _keyring, _permissions, _rotate
 from workbench.vault._exchange import ExchangeKeys, check, validate_exchange
 from workbench.vault._secret import Secret, mask
 
@@ -488,3 +489,217 @@ def test_vault_commands_stop_on_a_bad_master_key_with_what_to_do(vault_db, monke
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == (f"workbench vault: error: the master key file {path} is accessible to group or "
                            f"others (mode 0644); run `chmod 600 {path}`")
+
+
+# --- what a key may do: asked of the exchange when it is added or checked ------------------------
+
+
+@pytest.fixture
+def operator(monkeypatch):
+    """The operator's settings: egress addresses set, withdrawal keys not allowed."""
+    monkeypatch.setenv(_permissions.EGRESS_IPS_ENV, "203.0.113.7, 2001:db8::7")
+    monkeypatch.delenv(_permissions.ALLOW_WITHDRAWALS_ENV, raising=False)
+
+
+def _stored_accounts() -> int:
+    with store.owner_session() as s:
+        return len(s.scalars(select(store.ExchangeAccount)).all())
+
+
+def test_binance_key_that_may_withdraw_is_refused_and_not_stored(vault_db, operator, binance, monkeypatch):
+    answer_binance_key_restrictions(binance, withdrawals=True, ip_restrict=True)
+    with pytest.raises(VaultError) as info:
+        workbench.vault.add_account("binance", binance.api_key, binance.secret, ccxt_config=binance.config())
+    assert str(info.value) == (f"binance key {mask(binance.api_key)} may withdraw funds, which the workbench refuses "
+                               "(turn withdrawals off for it on the exchange); it was not stored")
+    assert _stored_accounts() == 0 and workbench.vault.audit().empty
+    calls = binance.requests_to("/sapi/v1/account/apiRestrictions")
+    assert len(calls) == 1 and calls[0].headers["X-MBX-APIKEY"] == binance.api_key and "signature" in calls[0].query
+
+    monkeypatch.setenv(_permissions.ALLOW_WITHDRAWALS_ENV, "1")  # the operator allows such keys explicitly
+    account = workbench.vault.add_account("binance", binance.api_key, binance.secret, ccxt_config=binance.config())
+    listed = workbench.vault.accounts().loc[account]
+    assert bool(listed["can_withdraw"]) and bool(listed["ip_restricted"]) and listed["key_warning"] == ""
+
+
+def test_binance_key_without_ip_restriction_is_stored_with_a_warning_naming_the_egress_ips(vault_db, operator, binance):
+    answer_binance_key_restrictions(binance, ip_restrict=False, spot_trading=False)
+    with pytest.warns(workbench.vault.KeyWarning) as warned:
+        account = workbench.vault.add_account("binance", binance.api_key, binance.secret, permissions="trade",
+                                              ccxt_config=binance.config())
+    hint = mask(binance.api_key)
+    assert [str(w.message) for w in warned] == [
+        f"binance key {hint} is not restricted to IP addresses: whitelist 203.0.113.7, 2001:db8::7 for it on the "
+        f"exchange; binance key {hint} may not trade, but the account is for trading: enable trading for it on "
+        "the exchange"]
+    listed = workbench.vault.accounts().loc[account]
+    assert listed["can_withdraw"] is False or not listed["can_withdraw"]
+    assert not listed["ip_restricted"] and "203.0.113.7" in listed["key_warning"]
+    with store.owner_session() as s:
+        review = s.get(store.models.ExchangeKeyReview, account)
+    assert review.abilities["read"] and not review.abilities["withdrawals"] and not review.abilities["futures"]
+
+
+def test_check_asks_again_and_deactivates_a_key_that_may_now_withdraw(vault_db, operator, binance):
+    answer_binance_key_restrictions(binance)
+    account = workbench.vault.add_account("binance", binance.api_key, binance.secret, ccxt_config=binance.config())
+    assert workbench.vault.check(account, binance.config()) == {"BTC": 0.5, "USDT": 1200.0}
+    answer_binance_key_restrictions(binance, withdrawals=True)  # someone enabled withdrawals on the exchange
+    with pytest.raises(VaultError, match=rf"may withdraw funds, .*; exchange account {account} is deactivated$"):
+        workbench.vault.check(account, binance.config())
+    assert not workbench.vault.accounts().loc[account, "is_active"]
+    with pytest.raises(VaultError, match="is deactivated"):
+        workbench.vault.keys_for(account)
+    assert len(binance.requests_to("/api/v3/account")) == 1  # the refused check fetched no balance
+
+
+@pytest.fixture
+def gate():
+    with Gate(_random_key(32), _random_key(64), {"USDT": "100"}) as server:
+        yield server
+
+
+def _add_gate(server) -> int:
+    return workbench.vault.add_account("gate", server.api_key, server.secret,
+                                       ccxt_config={"urls": {"api": server.api_urls()}})
+
+
+def test_gate_key_with_a_writable_wallet_is_refused(vault_db, operator, gate):
+    answer_gate_key_permissions(gate, {"spot": False, "wallet": False, "account": True}, ip_whitelist=("203.0.113.7",))
+    with pytest.raises(VaultError, match=rf"^gate key {re.escape(mask(gate.api_key))} may withdraw funds"):
+        _add_gate(gate)
+    assert _stored_accounts() == 0 and len(gate.requests_to("/api/v4/account/main_keys")) == 1
+
+
+def test_gate_key_whitelist_missing_an_egress_ip_is_named(vault_db, operator, gate):
+    answer_gate_key_permissions(gate, {"spot": False, "wallet": True, "account": True}, ip_whitelist=("203.0.113.7",))
+    with pytest.warns(workbench.vault.KeyWarning, match=r"restricted to IP addresses that lack 2001:db8::7: add them"):
+        account = _add_gate(gate)
+    listed = workbench.vault.accounts().loc[account]
+    assert not listed["can_withdraw"] and listed["ip_restricted"]
+
+
+@pytest.mark.parametrize("wallet, can_withdraw", [(None, False), (True, False), (False, True)])
+def test_gate_key_without_the_account_permission_is_probed(vault_db, operator, gate, wallet, can_withdraw):
+    perms = {"spot": False} | ({} if wallet is None else {"wallet": wallet})
+    answer_gate_key_permissions(gate, perms, account_permission=False)
+    if can_withdraw:
+        with pytest.raises(VaultError, match="may withdraw funds"):
+            _add_gate(gate)
+    else:
+        with pytest.warns(workbench.vault.KeyWarning, match="did not say whether it is restricted to IP addresses; "
+                                                              "whitelist 203.0.113.7, 2001:db8::7"):
+            _add_gate(gate)
+    probes = gate.requests_to("/api/v4/withdrawals/0", method="DELETE")
+    assert len(probes) == 1 and probes[0].headers["KEY"] == gate.api_key
+
+
+def test_keys_the_exchange_cannot_be_asked_about_are_stored_with_a_warning(vault_db, operator):
+    with pytest.warns(workbench.vault.KeyWarning, match=r"could not ask the exchange what it may do \(the workbench "
+                                                        r"does not know how to ask okx\)"):
+        account = workbench.vault.add_account("okx", _random_key(), _random_key(), _random_key(12))
+    with BinanceAccount(_random_key(), _random_key(), {}) as server:  # a wrong key: the exchange refuses to say
+        answer_binance_key_restrictions(server, withdrawals=True)
+        with pytest.warns(workbench.vault.KeyWarning, match="could not ask the exchange .*AuthenticationError") as w:
+            workbench.vault.add_account("binance", _random_key(), _random_key(), ccxt_config=server.config())
+    assert "signature" not in str(w[0].message) and workbench.vault.accounts().loc[account, "can_withdraw"] is None
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    (_permissions.EGRESS_IPS_ENV, "203.0.113.7, gateway", "WORKBENCH_EGRESS_IPS lists 'gateway', which is not an IP"),
+    (_permissions.ALLOW_WITHDRAWALS_ENV, "yes", "WORKBENCH_ALLOW_WITHDRAWAL_KEYS='yes': set it to 1 (allow) or 0"),
+])
+def test_bad_operator_settings_are_one_line_errors(vault_db, binance, monkeypatch, variable, value, message):
+    answer_binance_key_restrictions(binance, withdrawals=True, ip_restrict=False)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(VaultError, match=re.escape(message)):
+        workbench.vault.add_account("binance", binance.api_key, binance.secret, ccxt_config=binance.config())
+    assert _stored_accounts() == 0
+
+
+# --- the audit log of key uses ----------------------------------------------------------------------
+
+
+def test_every_use_of_a_decrypted_key_is_in_the_tenants_audit_log(vault_db, operator, binance):
+    answer_binance_key_restrictions(binance)
+    account = workbench.vault.add_account("binance", binance.api_key, binance.secret, label="audited",
+                                          ccxt_config=binance.config())
+    workbench.vault.check(account, binance.config())
+    LocalVault().keys_for(account, vault.KeyUse("live run", session_id=7, run_id=42))
+    workbench.vault.keys_for(account)
+    log = workbench.vault.audit()
+    assert list(log.columns) == ["used_at", "account_id", "exchange", "key_hint", "purpose", "session_id", "run_id",
+                                 "actor"]
+    assert log["purpose"].tolist() == ["keys_for", "live run", "check", "add: asked the exchange what it may do"]
+    assert set(log["account_id"]) == {account} and set(log["key_hint"]) == {mask(binance.api_key)}
+    run = log.iloc[1]
+    assert (run["session_id"], run["run_id"]) == (7, 42) and f"pid {os.getpid()}" in run["actor"]
+    assert log["used_at"].is_monotonic_decreasing
+    text = log.to_string() + log.to_json(date_format="iso")
+    assert binance.api_key not in text and binance.secret not in text
+    workbench.vault.remove(account)
+    assert len(workbench.vault.audit(account)) == 4  # the log outlives the account
+
+
+def test_tenant_data_key_rotation_reencrypts_its_keys_and_secrets_and_deletes_the_old_key(vault_db, capsys):
+    accounts = _tenants_with_accounts(["alice", "bob"])
+    alice_accounts = {a: k for a, (t, k) in accounts.items() if t == "alice"}
+    more, keys = _account(LocalVault("alice"), "okx", passphrase=_random_key(12))
+    alice_accounts[more] = keys
+    channel = Admin("alice").add("webhook", "ops", {"url": "https://example.com/hook/" + "s" * 20}, None, None, None)
+    bob_wrapped = _wrapped_keys()
+    before = _ciphertexts()
+
+    assert main(["vault", "rotate", "--tenant", "alice"]) == 0
+    assert ("tenant 'alice': data key version 2 now encrypts 2 exchange account(s) and 1 notification channel(s); "
+            "old version(s) [1] deleted") in capsys.readouterr().out
+    with store.owner_session() as s:
+        versions = {(row.tenant_id, row.version) for row in s.scalars(select(store.TenantDataKey))}
+    alice_id = next(t.id for t in store.list_tenants() if t.name == "alice")
+    assert {v for t, v in versions if t == alice_id} == {2}
+    after = _ciphertexts()
+    assert all(after[a] != before[a] and after[a][0][1:5] == (2).to_bytes(4, "big") for a in alice_accounts)
+    assert all(after[a] == before[a] for a in accounts if a not in alice_accounts)
+    assert {t: w for t, w in _wrapped_keys().items() if t != alice_id} == {
+        t: w for t, w in bob_wrapped.items() if t != alice_id}
+    for account, keys in alice_accounts.items():
+        assert _plain(LocalVault("alice").keys_for(account)) == keys
+    _assert_all_decrypt(accounts)
+    with store.owner_session() as s:
+        row = s.get(store.models.NotificationChannel, channel)
+        assert open_secrets(LocalVault("alice"), s, row)["url"].reveal().endswith("s" * 20)
+    with store.tenant_session("alice") as s:
+        purposes = s.scalars(select(store.models.KeyUseRecord.purpose)).all()
+    assert purposes.count("re-encrypted under data key version 2") == 2
+
+
+def _ciphertexts() -> dict[int, tuple[bytes, bytes]]:
+    with store.owner_session() as s:
+        return {row.id: (row.api_key_ct, row.secret_ct) for row in s.scalars(select(store.ExchangeAccount))}
+
+
+@pytest.mark.slow
+def test_tenant_data_key_rotation_killed_midway_changes_nothing(vault_db):
+    store.create_tenant("alice")
+    alice = LocalVault("alice")
+    accounts = {a: k for a, k in (_account(alice) for _ in range(3))}
+    before = _ciphertexts()
+    rotation = _workbench("vault", "rotate", "--tenant", "alice", **{_rotate.PAUSE_ENV: "2"})
+    deadline = time.monotonic() + 60
+    while "paused after 2 accounts" not in rotation.stderr.readline():
+        assert rotation.poll() is None and time.monotonic() < deadline, rotation.stderr.read()
+    assert all(_plain(LocalVault("alice").keys_for(a)) == k for a, k in accounts.items())  # readable meanwhile
+    rotation.kill()
+    rotation.wait()
+    assert _ciphertexts() == before and _rotate.status().accounts_by_data_key_version == {1: 3}
+
+    again = _workbench("vault", "rotate", "--tenant", "alice")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert "data key version 2 now encrypts 3 exchange account(s)" in out
+    assert all(_plain(LocalVault("alice").keys_for(a)) == k for a, k in accounts.items())
+
+
+def test_tenant_data_key_rotation_of_an_unknown_tenant_says_so(vault_db, capsys):
+    assert main(["vault", "rotate", "--tenant", "nobody"]) == 2
+    assert "no active tenant named 'nobody'" in capsys.readouterr().err

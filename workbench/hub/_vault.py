@@ -68,7 +68,10 @@ class ServiceVault(ServiceClient, VaultBackend):
     path = "vault/accounts"
 
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str) -> int:
+                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+        if ccxt_config:  # the service signs with the key: where the exchange is, is the operator's choice
+            raise VaultError("ccxt_config cannot be passed when adding a key through the workbench service, "
+                             "which asks the exchange itself")
         body = {"exchange": exchange, "api_key": api_key.reveal(), "secret": secret.reveal(),
                 "permissions": permissions, "label": label}
         if passphrase:

@@ -212,9 +212,10 @@ async def _run_in(slot: Slot, warm: bool, claim: Claim, timeout: float, asked: f
 
 
 def _keys_of(claim: Claim) -> Any:
-    from workbench.vault import LocalVault
+    from workbench.vault import KeyUse, LocalVault
 
-    return LocalVault(tenant=claim.tenant).keys_for(claim.account_id)
+    use = KeyUse("live run", session_id=claim.session_id, run_id=claim.run_id)  # recorded in the key audit log
+    return LocalVault(tenant=claim.tenant).keys_for(claim.account_id, use)
 
 
 def _read_output(path: Path, uid: int) -> str | None:

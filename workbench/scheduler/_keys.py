@@ -105,6 +105,9 @@ class RunVault(VaultBackend):
     def accounts(self) -> list[Account]:
         raise self._refused("accounts")
 
+    def key_warning(self, account_id: int) -> str:
+        return ""  # the run cannot list accounts; the notebook server shows the warnings
+
     def deactivate(self, account_id: int) -> None:
         raise self._refused("deactivate")
 

@@ -575,3 +575,45 @@ class NotificationDelivery(TenantOwned):
     sent_at: Mapped[datetime | None]
     error: Mapped[str | None]
     created_at: Mapped[datetime] = _created_at()
+
+
+# --- what exchange keys may do, and the audit of their use (revision 0010) -------------------
+
+
+class ExchangeKeyReview(TenantOwned):
+    """The exchange's latest answer about an account's key: may it withdraw, is it restricted
+    to IP addresses (None: the exchange could not tell), what else it may do, and the warning
+    the tenant was shown ('' when none). Written by the trusted side only."""
+
+    __tablename__ = "exchange_key_reviews"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "account_id"], ["exchange_accounts.tenant_id", "exchange_accounts.id"],
+                             ondelete="CASCADE"),
+    )
+
+    account_id: Mapped[int] = mapped_column(primary_key=True)
+    can_withdraw: Mapped[bool | None]
+    ip_restricted: Mapped[bool | None]
+    abilities: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    warning: Mapped[str] = mapped_column(server_default=text("''"))
+    reviewed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class KeyUseRecord(TenantOwned):
+    """One use of an account's key by the trusted side (``purpose``: check, live run, ...), by
+    ``actor`` (the process), for session ``session_id`` and run ``run_id`` when a run used it.
+    Append-only: triggers refuse UPDATE, DELETE and TRUNCATE; tenants may only read theirs.
+    No foreign key to the account, so the record outlives it."""
+
+    __tablename__ = "key_use_audit"
+    __table_args__ = (Index("ix_key_use_audit_tenant_id_used_at", "tenant_id", "used_at"),)
+
+    id: Mapped[int] = _id()
+    account_id: Mapped[int]
+    exchange: Mapped[str]
+    key_hint: Mapped[str]
+    purpose: Mapped[str]
+    actor: Mapped[str]
+    session_id: Mapped[int | None]
+    run_id: Mapped[int | None]
+    used_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -8,7 +8,12 @@ From a notebook::
     account = wb.vault.add_account("binance", api_key, secret, permissions="read", label="main")
     wb.vault.accounts()                              # keys masked: ab12…9f
     wb.vault.check(account)                          # fetch_balance through ccxt, or a clear VaultError
+    wb.vault.audit()                                 # every use of the tenant's keys, newest first
     wb.vault.deactivate(account); wb.vault.remove(account)
+
+Adding and checking a key asks the exchange what it may do (``_permissions``): a key that may
+withdraw is refused unless the operator allows such keys, and a ``KeyWarning`` says what to
+fix (e.g. the IP addresses to whitelist for it). Every use of a decrypted key is in ``audit()``.
 
 ``keys_for(account)`` gives the trading process its keys as ``Secret`` objects, which
 print masked. The helpers use ``backend()``: a ``LocalVault`` (this process holds the
@@ -17,11 +22,12 @@ stored: ``_envelope`` (ciphertext format), ``_keyring`` (master key), ``_rotate`
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from workbench.errors import VaultError
-from workbench.vault._backend import Account, VaultBackend, backend, use
+from workbench.vault._backend import Account, KeyUse, VaultBackend, backend, use
 from workbench.vault._exchange import ExchangeKeys
 from workbench.vault._form import form
 from workbench.vault._secret import Secret, mask
@@ -31,22 +37,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from workbench.vault._local import LocalVault
 
-__all__ = ["Account", "ExchangeKeys", "LocalVault", "Secret", "VaultBackend", "VaultError", "accounts",
-           "add_account", "backend", "check", "deactivate", "form", "keys_for", "mask", "remove", "use"]
+__all__ = ["Account", "ExchangeKeys", "KeyUse", "KeyWarning", "LocalVault", "Secret", "VaultBackend", "VaultError", "accounts",
+           "add_account", "audit", "backend", "check", "deactivate", "form", "keys_for", "mask", "remove", "use"]
+
+
+class KeyWarning(UserWarning):
+    """Something to fix about a stored key (e.g. no IP restriction); it was stored all the same."""
 
 
 def add_account(exchange: str, api_key: str | Secret, secret: str | Secret, passphrase: str | Secret | None = None,
-                permissions: str = "read", label: str = "") -> int:
-    """Encrypt and store an exchange account's keys; its id. ``exchange`` is a ccxt id."""
-    return backend().add_account(exchange, Secret(api_key), Secret(secret),
-                                 Secret(passphrase) if passphrase else None, permissions, label)
+                permissions: str = "read", label: str = "", ccxt_config: Mapping[str, Any] | None = None) -> int:
+    """Ask the exchange what the key may do, then encrypt and store the account's keys; its id.
+
+    ``exchange`` is a ccxt id; ``ccxt_config`` adds ccxt constructor options (timeout, urls) for
+    that question. A key that may withdraw is refused (``VaultError``); what else to fix comes
+    as a ``KeyWarning``.
+    """
+    vault = backend()
+    account_id = vault.add_account(exchange, Secret(api_key), Secret(secret),
+                                   Secret(passphrase) if passphrase else None, permissions, label, ccxt_config)
+    _warn_about(vault, account_id)
+    return account_id
 
 
 def accounts() -> pd.DataFrame:
     """The tenant's exchange accounts, one row each, the API key shown only as its hint."""
     import pandas as pd
 
-    columns = ["id", "exchange", "label", "permissions", "is_active", "key_hint", "created_at"]
+    columns = ["id", "exchange", "label", "permissions", "is_active", "key_hint", "created_at", "can_withdraw",
+               "ip_restricted", "key_warning"]
     return pd.DataFrame([vars(a) for a in backend().accounts()], columns=columns).set_index("id")
 
 
@@ -63,17 +82,34 @@ def remove(account_id: int) -> None:
 def check(account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Call the exchange's ``fetch_balance`` with the account's keys; the non-zero totals.
 
-    ``ccxt_config`` adds ccxt constructor options (timeout, proxies, urls). Failures raise a
-    ``VaultError`` that says what went wrong (authentication, permissions, network) and
-    never contains a key.
+    ``ccxt_config`` adds ccxt constructor options (timeout, proxies, urls). First the exchange
+    is asked what the key may do: one that may withdraw is deactivated and refused, other
+    findings come as a ``KeyWarning``. Failures raise a ``VaultError`` that says what went
+    wrong (authentication, permissions, network) and never contains a key.
     """
-    return backend().check(account_id, ccxt_config)
+    vault = backend()
+    balances = vault.check(account_id, ccxt_config)
+    _warn_about(vault, account_id)
+    return balances
+
+
+def audit(account_id: int | None = None, limit: int = 200) -> pd.DataFrame:
+    """Every use of this tenant's decrypted keys, newest first: when, which account, what for,
+    which session and run, which process. Read with the tenant's own database role."""
+    from workbench.vault._audit import audit as read_audit
+
+    return read_audit(account_id, limit)
 
 
 def keys_for(account_id: int) -> ExchangeKeys:
     """The decrypted keys of an active account as ``Secret`` objects, for the trading process."""
     return backend().keys_for(account_id)
 
+
+def _warn_about(vault: VaultBackend, account_id: int) -> None:
+    warning = vault.key_warning(account_id)
+    if warning:
+        warnings.warn(warning, KeyWarning, stacklevel=3)
 
 
 def __getattr__(name: str) -> Any:

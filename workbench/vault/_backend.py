@@ -23,7 +23,8 @@ from workbench.vault._secret import Secret
 
 @dataclass(frozen=True)
 class Account:
-    """An exchange account as listings show it: the key only as a masked hint."""
+    """An exchange account as listings show it: the key only as a masked hint, and what the
+    exchange last said about it (``None``: not asked, or it could not tell)."""
 
     id: int
     exchange: str
@@ -32,6 +33,19 @@ class Account:
     is_active: bool
     key_hint: str
     created_at: datetime
+    can_withdraw: bool | None = None
+    ip_restricted: bool | None = None
+    key_warning: str = ""
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """Why a key is decrypted, for the audit log: ``purpose`` (e.g. ``live run``), for which
+    session and run."""
+
+    purpose: str
+    session_id: int | None = None
+    run_id: int | None = None
 
 
 class VaultBackend(abc.ABC):
@@ -39,8 +53,8 @@ class VaultBackend(abc.ABC):
 
     @abc.abstractmethod
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str) -> int:
-        """Encrypt and store the keys of a new exchange account; its id."""
+                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+        """Ask the exchange what the key may do, then encrypt and store it; its id."""
 
     @abc.abstractmethod
     def accounts(self) -> list[Account]:
@@ -61,6 +75,10 @@ class VaultBackend(abc.ABC):
     @abc.abstractmethod
     def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Call the exchange with the account's keys; the non-zero balance totals."""
+
+    def key_warning(self, account_id: int) -> str:
+        """What to fix about the account's key, from the exchange's last answer ('' when nothing)."""
+        return next((a.key_warning for a in self.accounts() if a.id == account_id), "")
 
 
 _backend: VaultBackend | None = None

@@ -48,7 +48,9 @@ def form(vault: VaultBackend | None = None) -> ipywidgets.VBox:
             message.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
             return
         api_key.value = secret.value = passphrase.value = label.value = ""
-        message.value = f"Added {html.escape(exchange.value)} account {account_id}."
+        warning = vault.key_warning(account_id)
+        message.value = f"Added {html.escape(exchange.value)} account {account_id}." + (
+            f' <span style="color:#8a6d00">{html.escape(warning)}</span>' if warning else "")
         table.value = _accounts_html(vault)
 
     add.on_click(on_add)

@@ -9,6 +9,10 @@ Envelope encryption: each tenant has a random AES-256 data key (``tenant_data_ke
 stored wrapped by the current master key; the account fields are sealed under the data
 key (format in ``_envelope``). Rotating the master key then re-wraps one short row per
 tenant instead of re-encrypting every account. Unwrapped data keys are cached in memory.
+
+Each decryption of an account's key is recorded in ``key_use_audit`` in the transaction that
+read it (``_audit``), and a key is asked about at the exchange when it is added or checked
+(``_permissions``): one that may withdraw is refused.
 """
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from workbench import store
 from workbench.errors import VaultError
-from workbench.store.models import PERMISSIONS, ExchangeAccount, TenantDataKey
-from workbench.vault import _envelope, _exchange, _keyring
-from workbench.vault._backend import Account, VaultBackend
+from workbench.store.models import PERMISSIONS, ExchangeAccount, ExchangeKeyReview, TenantDataKey
+from workbench.vault import _envelope, _exchange, _keyring, _permissions
+from workbench.vault._audit import record, this_process
+from workbench.vault._backend import Account, KeyUse, VaultBackend
 from workbench.vault._exchange import ExchangeKeys
 from workbench.vault._secret import Secret, mask
 
@@ -41,8 +46,10 @@ class LocalVault(VaultBackend):
     """The vault of tenant ``tenant`` (default: the tenant of ``store.session()``, in
     single-user mode ``local``). A missing or malformed master key stops it here."""
 
-    def __init__(self, tenant: str | None = None, keyring: _keyring.Keyring | None = None):
+    def __init__(self, tenant: str | None = None, keyring: _keyring.Keyring | None = None,
+                 actor: str | None = None):
         self._keyring = keyring or _keyring.load()
+        self.actor = actor or this_process()  # who the audit log says used the keys
         if tenant is None:
             found = store.current_tenant()
         else:
@@ -58,7 +65,9 @@ class LocalVault(VaultBackend):
     # --- VaultBackend ---------------------------------------------------------------------
 
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str) -> int:
+                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+        """Ask the exchange what the key may do (``ccxt_config``: where it is), refuse it if it may
+        withdraw, then encrypt and store it with the exchange's answer."""
         name = _exchange.validate_exchange(exchange, bool(passphrase))
         if permissions not in PERMISSIONS:
             raise VaultError(f"permissions={permissions!r}: choose one of {', '.join(PERMISSIONS)}")
@@ -67,6 +76,12 @@ class LocalVault(VaultBackend):
                 raise VaultError(f"{field} is empty; paste the {field.replace('_', ' ')} the exchange gave you")
         hint = mask(api_key.reveal())
         label = label or f"{name} {hint}"
+        with store.owner_session() as session:
+            self._refuse_taken_label(session, label)
+        review = _permissions.review_key(ExchangeKeys(None, name, api_key, secret, passphrase), ccxt_config)
+        refusal = _permissions.refusal(review, name, hint)
+        if refusal:
+            raise VaultError(f"{refusal}; it was not stored")
         with store.owner_session() as session:
             self._refuse_taken_label(session, label)
             version, data_key = self._current_data_key(session)
@@ -79,15 +94,21 @@ class LocalVault(VaultBackend):
                     context = _envelope.field_context(self.tenant_id, row.id, field)
                     setattr(row, f"{field}_ct", _envelope.seal(data_key, version, value.reveal().encode(), context))
             account_id = row.id
+            self._store_review(session, row, review)
+            record(session, self.tenant_id, account_id, name, hint, KeyUse("add: asked the exchange what it may do"),
+                   self.actor)
         _log.info("tenant %s added %s account %s (key %s)", self.tenant, name, account_id, hint)
         return account_id
 
     def accounts(self) -> list[Account]:
         with store.owner_session() as session:
-            rows = session.scalars(select(ExchangeAccount).where(ExchangeAccount.tenant_id == self.tenant_id)
+            rows = session.execute(select(ExchangeAccount, ExchangeKeyReview)
+                                   .outerjoin(ExchangeKeyReview, ExchangeKeyReview.account_id == ExchangeAccount.id)
+                                   .where(ExchangeAccount.tenant_id == self.tenant_id)
                                    .order_by(ExchangeAccount.id)).all()
-            return [Account(r.id, r.exchange, r.label, r.permissions, r.is_active, r.key_hint, r.created_at)
-                    for r in rows]
+            return [Account(r.id, r.exchange, r.label, r.permissions, r.is_active, r.key_hint, r.created_at,
+                            *((k.can_withdraw, k.ip_restricted, k.warning) if k else (None, None, "")))
+                    for r, k in rows]
 
     def deactivate(self, account_id: int) -> None:
         with store.owner_session() as session:
@@ -99,11 +120,25 @@ class LocalVault(VaultBackend):
             session.delete(self._account(session, account_id))
         _log.info("tenant %s removed exchange account %s", self.tenant, account_id)
 
-    def keys_for(self, account_id: int) -> ExchangeKeys:
-        return self._decrypt(account_id, active_only=True)
+    def keys_for(self, account_id: int, use: KeyUse | None = None) -> ExchangeKeys:
+        """The keys of an active account; ``use`` says what for in the audit log."""
+        return self._decrypt(account_id, use or KeyUse("keys_for"), active_only=True)
 
     def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
-        return _exchange.check(self._decrypt(account_id, active_only=False), ccxt_config)
+        """Ask the exchange what the key may do (a key that may withdraw is deactivated and
+        refused), then fetch the balance with it."""
+        keys = self._decrypt(account_id, KeyUse("check"), active_only=False)
+        review = _permissions.review_key(keys, ccxt_config)
+        with store.owner_session() as session:
+            row = self._account(session, account_id)
+            self._store_review(session, row, review)
+            refusal = _permissions.refusal(review, row.exchange, row.key_hint)
+            if refusal:
+                row.is_active = False
+        if refusal:
+            _log.warning("tenant %s: exchange account %s may withdraw; deactivated", self.tenant, account_id)
+            raise VaultError(f"{refusal}; exchange account {account_id} is deactivated")
+        return _exchange.check(keys, ccxt_config)
 
     # --- other secrets of the tenant (e.g. notification channels) ----------------------------
 
@@ -123,21 +158,36 @@ class LocalVault(VaultBackend):
 
     # --- decryption -------------------------------------------------------------------------
 
-    def _decrypt(self, account_id: int, active_only: bool) -> ExchangeKeys:
+    def _decrypt(self, account_id: int, use: KeyUse, active_only: bool) -> ExchangeKeys:
         with store.owner_session() as session:
             row = self._account(session, account_id)
             if active_only and not row.is_active:
                 raise VaultError(f"exchange account {account_id} is deactivated; add its keys again to trade with it")
-            data_key = self._data_key(session, row.data_key_version)
-            plain = {}
-            for field in _FIELDS:
-                blob = getattr(row, f"{field}_ct")
-                if blob is None:
-                    continue
-                what = f"the {field} of exchange account {account_id}"
-                context = _envelope.field_context(self.tenant_id, row.id, field)
-                plain[field] = Secret(_envelope.unseal(data_key, row.data_key_version, blob, context, what).decode())
-            return ExchangeKeys(account_id, row.exchange, **plain)
+            keys = self.open_account(session, row)
+            record(session, self.tenant_id, row.id, row.exchange, row.key_hint, use, self.actor)
+            return keys
+
+    def open_account(self, session: Session, row: ExchangeAccount) -> ExchangeKeys:
+        """The plaintext keys of ``row`` (the caller records the use)."""
+        data_key = self._data_key(session, row.data_key_version)
+        plain = {}
+        for field in _FIELDS:
+            blob = getattr(row, f"{field}_ct")
+            if blob is None:
+                continue
+            what = f"the {field} of exchange account {row.id}"
+            context = _envelope.field_context(self.tenant_id, row.id, field)
+            plain[field] = Secret(_envelope.unseal(data_key, row.data_key_version, blob, context, what).decode())
+        return ExchangeKeys(row.id, row.exchange, **plain)
+
+    def _store_review(self, session: Session, row: ExchangeAccount, review: _permissions.KeyReview) -> None:
+        warning = "; ".join(review.warnings(row.exchange, row.key_hint, row.permissions))
+        values = dict(can_withdraw=review.can_withdraw, ip_restricted=review.ip_restricted,
+                      abilities=_permissions.describe(review), warning=warning, reviewed_at=func.now())
+        session.execute(insert(ExchangeKeyReview).values(tenant_id=self.tenant_id, account_id=row.id, **values)
+                        .on_conflict_do_update(index_elements=[ExchangeKeyReview.account_id], set_=values))
+        if warning:
+            _log.warning("tenant %s, exchange account %s: %s", self.tenant, row.id, warning)
 
     def _data_key(self, session: Session, version: int) -> bytes:
         if version not in self._data_keys:

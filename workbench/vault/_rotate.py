@@ -1,4 +1,5 @@
-"""Master-key rotation and status (``workbench vault rotate`` / ``workbench vault status``).
+"""Master-key rotation and status (``workbench vault rotate`` / ``workbench vault status``), and
+the rotation of one tenant's data key (``workbench vault rotate --tenant NAME``, at the end).
 
 Rotation re-wraps each tenant's data key (one short row) under a new master key; the data
 keys themselves, and so every account ciphertext, stay the same. Three steps, each safe
@@ -17,7 +18,8 @@ After a crash every row is wrapped under a version the keyring still holds, and 
 ``rotate`` again finishes the job instead of starting another rotation.
 
 Test hook: ``WORKBENCH_VAULT_ROTATE_PAUSE_AFTER=N`` makes step 2 stop after N tenants,
-print ``paused after N tenants`` on stderr and sleep, so a test can kill it mid-way.
+print ``paused after N tenants`` on stderr and sleep, so a test can kill it mid-way (a
+tenant's data key rotation: after N re-encrypted accounts).
 """
 from __future__ import annotations
 
@@ -31,9 +33,11 @@ from sqlalchemy import func, select, text
 
 from workbench import store
 from workbench.errors import VaultError
-from workbench.store.models import ExchangeAccount, Tenant, TenantDataKey
-from workbench.vault import _keyring
-from workbench.vault._local import DATA_KEY_LOCK, unwrap, wrap
+from workbench.store.models import ExchangeAccount, NotificationChannel, Tenant, TenantDataKey
+from workbench.vault import _envelope, _keyring
+from workbench.vault._audit import record, this_process
+from workbench.vault._backend import KeyUse
+from workbench.vault._local import _FIELDS, DATA_KEY_LOCK, LocalVault, unwrap, wrap
 
 PAUSE_ENV = "WORKBENCH_VAULT_ROTATE_PAUSE_AFTER"
 _ROTATE_LOCK = DATA_KEY_LOCK + 1
@@ -132,3 +136,66 @@ def _retire(keyring: _keyring.Keyring, report: Callable[[str], None]) -> bool:
             _keyring.write(keyring.without(old))
             report(f"retired master key version(s) {sorted(old)} from {keyring.source}")
     return True
+
+
+# --- one tenant's data key ----------------------------------------------------------------------
+
+# what else a tenant's data key seals, besides exchange accounts: notification channels' secrets,
+# bound to the owner and field that ``workbench.notify`` seals them with (``LocalVault.seal``)
+_CHANNEL_OWNER = "notification-channel/{}"
+_CHANNEL_FIELD = "secrets"
+
+
+def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
+    """Give ``tenant`` a new random data key, re-encrypt every ciphertext it seals (exchange
+    account fields, notification channel secrets) and delete the old data key; the new version.
+
+    One transaction: interrupted at any point, nothing changed and the old key still opens
+    everything; running it again rotates. Each re-encrypted account is a use of its key, so
+    it is recorded in the key audit log.
+    """
+    vault = LocalVault(tenant, actor=f"workbench vault rotate --tenant ({this_process()})")
+    pause_after = int(os.environ.get(PAUSE_ENV) or 0)
+    with store.owner_session() as session:
+        # shared: a master key rotation may not retire the version the new key is wrapped under
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:lock)"), {"lock": DATA_KEY_LOCK})
+        old = session.scalars(select(TenantDataKey).where(TenantDataKey.tenant_id == vault.tenant_id)
+                              .with_for_update()).all()
+        if not old:
+            raise VaultError(f"tenant {tenant!r} has no data key yet (it gets one with its first exchange account)")
+        version, data_key = max(row.version for row in old) + 1, os.urandom(_envelope.KEY_SIZE)
+        keyring = _keyring.load()
+        session.add(TenantDataKey(tenant_id=vault.tenant_id, version=version, master_key_version=keyring.current,
+                                  wrapped_key=wrap(keyring, keyring.current, vault.tenant_id, version, data_key)))
+        session.flush()
+        accounts = session.scalars(select(ExchangeAccount).where(ExchangeAccount.tenant_id == vault.tenant_id)
+                                   .order_by(ExchangeAccount.id).with_for_update()).all()
+        for done, row in enumerate(accounts, 1):
+            keys = vault.open_account(session, row)
+            for field in _FIELDS:
+                secret = getattr(keys, field)
+                if secret:
+                    context = _envelope.field_context(vault.tenant_id, row.id, field)
+                    setattr(row, f"{field}_ct", _envelope.seal(data_key, version, secret.reveal().encode(), context))
+            row.data_key_version = version
+            record(session, vault.tenant_id, row.id, row.exchange, row.key_hint,
+                   KeyUse(f"re-encrypted under data key version {version}"), vault.actor)
+            if done == pause_after:
+                session.flush()
+                print(f"paused after {done} accounts ({PAUSE_ENV})", file=sys.stderr, flush=True)
+                time.sleep(3600)
+        channels = session.scalars(select(NotificationChannel).where(NotificationChannel.tenant_id == vault.tenant_id,
+                                                                     NotificationChannel.secret_ct.is_not(None))
+                                   .with_for_update()).all()
+        for channel in channels:
+            owner = _CHANNEL_OWNER.format(channel.id)
+            plain = vault.unseal(session, owner, _CHANNEL_FIELD, channel.data_key_version, channel.secret_ct)
+            context = _envelope.field_context(vault.tenant_id, owner, _CHANNEL_FIELD)
+            channel.secret_ct = _envelope.seal(data_key, version, plain.reveal().encode(), context)
+            channel.data_key_version = version
+        session.flush()
+        for row in old:
+            session.delete(row)
+    report(f"tenant {tenant!r}: data key version {version} now encrypts {len(accounts)} exchange account(s) and "
+           f"{len(channels)} notification channel(s); old version(s) {sorted(r.version for r in old)} deleted")
+    return version
