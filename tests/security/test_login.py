@@ -15,7 +15,7 @@ import time
 import pytest
 from requests.adapters import HTTPAdapter
 
-from hub_harness import Client, Hub, running_hub
+from hub_harness import PASSWORD, Client, Hub, running_hub
 from workbench.hub._auth import LoginThrottle
 
 WRONG = "not the password 123"
@@ -99,6 +99,22 @@ def test_a_hammering_address_waits_longer_and_longer_while_the_user_gets_in(hub:
     count = int(re.search(r"saw (\d+) failed login", report).group(1))
     assert count >= 15 and "127.0.0.31" in report and "198.51.100" not in report
     assert owner.get(owner.url("/hub/failed-logins"), allow_redirects=False).status_code == 302  # told once
+
+
+def test_logging_in_before_approval_is_no_failed_login_but_a_wrong_password_is(hub: Hub):
+    """The right password for a pending sign-up is refused, and not reported after approval;
+    a wrong one is."""
+    patient, careless = hub.new_name("patient"), hub.new_name("careless")
+    for name in (patient, careless):
+        hub.client().signup(name)
+        assert _attempt(_client(hub, "127.0.0.41"), name, PASSWORD, spoof=False).status_code == 200  # refused
+    assert _attempt(_client(hub, "127.0.0.41"), careless, WRONG, spoof=False).status_code == 200
+    admin = hub.admin()
+    for name in (patient, careless):
+        assert admin.get(admin.url(f"/hub/authorize/{name}")).status_code == 200
+    assert "/hub/failed-logins" not in _client(hub, "127.0.0.42").login(patient, PASSWORD).url
+    told = _client(hub, "127.0.0.42").login(careless, PASSWORD)
+    assert "/hub/failed-logins" in told.url and re.search(r"saw 1 failed login\s", told.text)
 
 
 def test_the_throttle_grows_and_caps_its_delays():

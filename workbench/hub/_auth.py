@@ -130,9 +130,15 @@ class WorkbenchAuthenticator(NativeAuthenticator):
             report = self.throttle.succeeded(username, address)
             if report is not None:
                 self.failed_login_reports[username] = report
-        else:
+        elif not self._awaits_approval(data.get("username", ""), data.get("password", "")):
             self.note_failure(data.get("username", ""), address)
         return username
+
+    def _awaits_approval(self, username: str, password: str) -> bool:
+        """The right password for a sign-up not approved yet: refused, but not a failed login
+        its owner should be warned of after approval."""
+        user = self.get_user(username)
+        return user is not None and not user.is_authorized and user.is_valid_password(password)
 
     def note_failure(self, username: str, address: str) -> None:
         """Count a failed or refused attempt at ``username`` when such an account exists."""
