@@ -117,10 +117,12 @@ class LoopbackExchange:
             self._faults.append(_Fault(method and method.upper(), path, Reply(200, None), times, 0, delay=seconds))
 
     def lose_response(self, path: str, *, method: str | None = None, times: int | None = 1,
-                      status: int | None = None) -> None:
+                      status: int | None = None, body: Any = "Bad Gateway") -> None:
         """Carry out the next ``times`` requests to ``path``, then drop the connection without
-        answering (``status=None``) or answer ``status`` (e.g. 502) instead of the result."""
-        reply = Reply(status, "Bad Gateway") if status else Reply(0, DROP)
+        answering (``status=None``) or answer ``status`` and ``body`` instead of the result
+        (e.g. Binance's 503 ``{"code": -1007, ...}``: "Send status unknown; execution status
+        unknown", ``errors.md``)."""
+        reply = Reply(status, body) if status else Reply(0, DROP)
         with self._lock:
             self._faults.append(_Fault(method and method.upper(), path, reply, times, 0, lose=True))
 
@@ -313,6 +315,7 @@ class BinanceSpot(LoopbackExchange):
                 {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
                 {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
                 {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                {"filterType": "PERCENT_PRICE", "multiplierUp": "5", "multiplierDown": "0.2", "avgPriceMins": 5},
             ],
             "permissions": [],
             "permissionSets": [["SPOT"]],
@@ -442,6 +445,7 @@ class BookOrder:
     status: str = "open"  # open | filled | canceled | expired
     updated_ms: int = 0
     locked: Decimal = Decimal(0)  # what the resting order holds of the account (quote or base)
+    visible_at: float = 0.0  # monotonic time from which queries see it (delayed visibility)
 
     @property
     def remaining(self) -> Decimal:
@@ -461,10 +465,13 @@ class BookTrade:
     fee: Decimal
     time_ms: int
     maker: bool
+    fee_asset: str = ""
+    visible_at: float = 0.0  # monotonic time from which queries see it
 
 
 class Reject(Exception):
-    """An order the account cannot take: ``reason`` is "insufficient", "duplicate" or "not_found"."""
+    """An order the account cannot take: ``reason`` is "insufficient", "not_found" or a venue's
+    own (e.g. a filter that failed)."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -478,9 +485,16 @@ class Book:
     current price) when marketable, otherwise rest and fill at their limit when
     ``set_price`` crosses them. ``partial_next(fraction)`` makes the next fill take only
     that fraction: the rest of a market order expires, a limit order keeps resting. Spot
-    fees are paid in the quote currency; swaps keep a signed position with an entry price,
-    margin ``notional / leverage`` and realised PnL in the settle (quote) currency. A client
-    order id is accepted once per account.
+    fees are taken from the asset received (base on a buy, quote on a sell), as Binance and
+    Gate do unless fees are paid in BNB/GT (Binance spot ``rest-api.md``, the ``commissionAsset``
+    of each fill; Gate ``docs/Order.md`` ``fee_currency``); swaps keep a signed position with an
+    entry price, margin ``notional / leverage`` and realised PnL in the settle (quote) currency.
+
+    Client order ids are the venues' business (``Binance``, ``Gate``): the book keeps every
+    order and ``by_client_id`` answers the newest. ``visibility_delay`` seconds pass before an
+    accepted order and its trades show in queries: Binance documents its order and trade
+    queries as "Memory => Database" and answers -1007 "Send status unknown; execution status
+    unknown" when the matching engine is slow (``rest-api.md`` data sources, ``errors.md``).
     """
 
     def __init__(self, instruments: list[Instrument], balances: Mapping[str, Any], *, fee: Any,
@@ -497,6 +511,12 @@ class Book:
         self._partial: Decimal | None = None
         self._ids = iter(range(1001, 10**9))
         self.lock = threading.RLock()
+        self.visibility_delay = 0.0
+
+    def visible(self, record: BookOrder | BookTrade) -> bool:
+        """Whether queries see ``record`` yet (an accepted order becomes visible after
+        ``visibility_delay``)."""
+        return record.visible_at <= time.monotonic()
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -517,9 +537,15 @@ class Book:
         with self.lock:
             self._partial = Decimal(str(fraction))
 
-    def by_client_id(self, client_id: str) -> BookOrder | None:
+    def by_client_id(self, client_id: str, *, visible: bool = False) -> BookOrder | None:
+        """The newest order placed under ``client_id`` (``visible``: that queries can see)."""
         with self.lock:
-            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+            return next((o for o in reversed(self.orders.values())
+                         if o.client_id == client_id and (not visible or self.visible(o))), None)
+
+    def open_by_client_id(self, client_id: str) -> BookOrder | None:
+        with self.lock:
+            return next((o for o in self.orders.values() if o.client_id == client_id and o.status == "open"), None)
 
     # -- what venues call ---------------------------------------------------------------
     def free(self, asset: str) -> Decimal:
@@ -548,8 +574,6 @@ class Book:
     def place(self, instrument: Instrument, side: str, type: str, amount: Decimal, price: Decimal | None,
               client_id: str, reduce_only: bool = False) -> BookOrder:
         with self.lock:
-            if self.by_client_id(client_id) is not None:
-                raise Reject("duplicate")
             current = self.prices[instrument.symbol]
             reference = price if type == "limit" else current
             needed = self._needed(instrument, side, amount, reference)
@@ -557,7 +581,7 @@ class Book:
                 raise Reject("insufficient")
             now = self.now_ms()
             order = BookOrder(next(self._ids), client_id, instrument, side, type, amount, price, now,
-                              reduce_only, updated_ms=now)
+                              reduce_only, updated_ms=now, visible_at=time.monotonic() + self.visibility_delay)
             self.orders[order.id] = order
             marketable = type == "market" or (side == "buy" and current <= price) or (side == "sell" and current >= price)
             if marketable:
@@ -583,8 +607,8 @@ class Book:
         return self._asset(order.instrument, order.side)
 
     def _needed(self, instrument: Instrument, side: str, amount: Decimal, price: Decimal) -> Decimal:
-        if not instrument.swap:
-            return amount if side == "sell" else amount * price * (1 + self.fee)
+        if not instrument.swap:  # the fee comes out of what is received
+            return amount if side == "sell" else amount * price
         size, _ = self.positions.get(instrument.symbol, (Decimal(0), Decimal(0)))
         closing = min(amount, abs(size)) if (size > 0) == (side == "sell") and size else Decimal(0)
         return (amount - closing) * price / self.leverage_of(instrument.symbol) + amount * price * self.fee
@@ -593,14 +617,17 @@ class Book:
         amount = order.remaining
         if self._partial is not None:
             amount, self._partial = (amount * self._partial).quantize(Decimal("1e-8")), None
-        instrument, fee = order.instrument, amount * price * self.fee
+        instrument, fee, fee_asset = order.instrument, amount * price * self.fee, order.instrument.quote
         if instrument.swap:
             self._trade_swap(instrument.symbol, amount if order.side == "buy" else -amount, price)
             self.balances[instrument.quote] -= fee
         else:
             sign = 1 if order.side == "buy" else -1
-            self.balances[instrument.base] = self.balances.get(instrument.base, Decimal(0)) + sign * amount
-            self.balances[instrument.quote] = self.balances.get(instrument.quote, Decimal(0)) - sign * amount * price - fee
+            if order.side == "buy":  # the commission comes out of the base asset received
+                fee, fee_asset = amount * self.fee, instrument.base
+            base, quote = self.balances.get(instrument.base, Decimal(0)), self.balances.get(instrument.quote, Decimal(0))
+            self.balances[instrument.base] = base + sign * amount - (fee if order.side == "buy" else 0)
+            self.balances[instrument.quote] = quote - sign * amount * price - (fee if order.side == "sell" else 0)
         order.filled += amount
         order.cost += amount * price
         order.fee += fee
@@ -609,7 +636,8 @@ class Book:
             order.status = "filled"
         if order.locked:
             order.locked = self._needed(instrument, order.side, order.remaining, order.price) if order.remaining > 0 else Decimal(0)
-        self.trades.append(BookTrade(next(self._ids), order, amount, price, fee, order.updated_ms, maker))
+        self.trades.append(BookTrade(next(self._ids), order, amount, price, fee, order.updated_ms, maker, fee_asset,
+                                     max(order.visible_at, time.monotonic() + self.visibility_delay)))
 
     def _trade_swap(self, symbol: str, signed: Decimal, price: Decimal) -> None:
         size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
@@ -631,17 +659,261 @@ class Book:
 # -- Binance: spot (/api/v3) and USDⓈ-M futures (/fapi) ----------------------------------
 
 _BINANCE_STATUS = {"filled": "FILLED", "canceled": "CANCELED", "expired": "EXPIRED"}
+_HOUR_MS = 3_600_000
 
 
-class Binance(BinanceAccount):
+def _multiple(value: Decimal, step: Decimal) -> bool:
+    return step == 0 or value % step == 0
+
+
+def _window(params: Mapping[str, str], span_ms: int, now_ms: int) -> tuple[int, int] | None:
+    """The [start, end] a Binance history query covers, or None when it asks for more than
+    ``span_ms``: both bounds given, at most the span apart; one given, the span from (or up
+    to) it; none, the span up to now (``rest-api.md``: "The time between startTime and endTime
+    can't be longer than 24 hours"; USDⓈ-M ``userTrades``/``allOrders``: 7 days, "If
+    startTime and endTime are both not sent, then the last 7 days' data will be returned")."""
+    start, end = params.get("startTime"), params.get("endTime")
+    if start is not None and end is not None:
+        start, end = int(start), int(end)
+        return (start, end) if 0 <= end - start <= span_ms else None
+    if start is not None:
+        return int(start), int(start) + span_ms
+    end = int(end) if end is not None else now_ms
+    return end - span_ms, end
+
+
+# -- Binance stop orders: spot STOP_LOSS_LIMIT and USDⓈ-M conditional (algo) orders -------
+
+@dataclass
+class StopOrder:
+    """A stop resting with the venue until the price reaches ``trigger``: then a spot
+    STOP_LOSS_LIMIT becomes a limit order at ``limit`` under the same order id, a USDⓈ-M
+    STOP_MARKET a market order of its own (``actual``), reduce-only capped to the position."""
+
+    id: int
+    client_id: str
+    instrument: Instrument
+    side: str
+    amount: Decimal
+    trigger: Decimal
+    limit: Decimal | None  # None: market on trigger
+    reduce_only: bool
+    created_ms: int
+    status: str = "open"  # open | triggered | canceled | rejected
+    updated_ms: int = 0
+    actual: BookOrder | None = None  # the order the trigger released
+
+    def reached(self, price: Decimal) -> bool:
+        return price <= self.trigger if self.side == "sell" else price >= self.trigger
+
+
+class _BinanceStops:
+    """Stop orders as Binance runs them, for ``Binance`` (which owns ``spot`` and ``futures``).
+
+    Spot ``STOP_LOSS_LIMIT`` goes to ``POST /api/v3/order`` with ``stopPrice``, ``price`` and
+    ``timeInForce``; it rests untriggered ("the order is placed when the stopPrice is
+    reached", binance-spot-api-docs ``rest-api.md``, New order; a sell stop triggers when the
+    last price falls to ``stopPrice``) and is queried and cancelled like any order. USDⓈ-M
+    conditional orders are algo orders since 2025-12: ``POST /fapi/v1/algoOrder`` with
+    ``algoType=CONDITIONAL``, ``type=STOP_MARKET``, ``triggerPrice``, ``clientAlgoId``;
+    ``GET``/``DELETE /fapi/v1/algoOrder`` by ``algoId`` or ``clientAlgoId``,
+    ``GET /fapi/v1/openAlgoOrders``; statuses NEW, CANCELED, TRIGGERED, FINISHED, REJECTED,
+    and ``actualOrderId`` names the order the trigger placed (Binance derivatives docs "New
+    Algo Order", "Query Algo Order", "Event Algo Order Update"). A reduce-only stop with no
+    position left to reduce is rejected when it triggers.
+    """
+
+    spot: Book
+    futures: Book
+
+    def _route_stops(self) -> None:
+        self.stops: dict[int, StopOrder] = {}
+        self._plain = {(m, p): self._routes[(m, p)] for m, p in self._routes if p.startswith("/api/v3/")}
+        self.route("POST", "/api/v3/order", self._signed(self._spot_create_or_stop))
+        self.route("GET", "/api/v3/order", self._signed(self._spot_get_or_stop))
+        self.route("DELETE", "/api/v3/order", self._signed(self._spot_cancel_or_stop))
+        self.route("GET", "/api/v3/openOrders", self._signed(self._spot_open_with_stops))
+        self.route("POST", "/fapi/v1/algoOrder", self._signed(self._algo_create))
+        self.route("GET", "/fapi/v1/algoOrder", self._signed(self._algo_get))
+        self.route("DELETE", "/fapi/v1/algoOrder", self._signed(self._algo_cancel))
+        self.route("GET", "/fapi/v1/openAlgoOrders", self._signed(self._algo_open))
+
+    def trigger_stops(self, symbol: str) -> None:
+        """Release the stops the current price reaches (``set_price`` calls this)."""
+        for book in (self.spot, self.futures):
+            with book.lock:
+                for stop in list(self.stops.values()):
+                    price = book.prices.get(stop.instrument.symbol)
+                    if stop.status != "open" or stop.instrument.symbol not in book.instruments or price is None:
+                        continue
+                    if stop.reached(price):
+                        self._release(book, stop)
+
+    def _release(self, book: Book, stop: StopOrder) -> None:
+        stop.updated_ms = book.now_ms()
+        amount = stop.amount
+        if stop.reduce_only:
+            size, _ = book.position(stop.instrument.symbol)
+            closes = size and (size > 0) == (stop.side == "sell")
+            amount = min(amount, abs(size)) if closes else Decimal(0)
+        if amount <= 0:
+            stop.status = "rejected"
+            return
+        try:
+            order = book.place(stop.instrument, stop.side, "limit" if stop.limit else "market", amount, stop.limit,
+                               "" if stop.limit is None else stop.client_id, stop.reduce_only)
+        except Reject:
+            stop.status = "rejected"
+            return
+        if stop.limit is not None:  # spot: the same order id, now a limit order on the book
+            del book.orders[order.id]
+            order.id = stop.id
+            book.orders[order.id] = order
+        stop.status, stop.actual = "triggered", order
+
+    # -- spot ---------------------------------------------------------------------------
+    def _spot_stop(self, params: Mapping[str, str]) -> StopOrder | None:
+        if "origClientOrderId" in params:
+            return next((s for s in reversed(self.stops.values()) if s.client_id == params["origClientOrderId"]
+                         and s.status == "open" and s.instrument.symbol in self.spot.instruments), None)
+        stop = self.stops.get(int(params.get("orderId", 0)))
+        return stop if stop is not None and stop.status == "open" else None
+
+    def _spot_stop_json(self, stop: StopOrder) -> dict[str, Any]:
+        return {"symbol": self.market_id(stop.instrument.symbol), "orderId": stop.id, "orderListId": -1,
+                "clientOrderId": stop.client_id, "price": _s(stop.limit), "origQty": _s(stop.amount),
+                "executedQty": "0", "cummulativeQuoteQty": "0",
+                "status": {"open": "NEW", "canceled": "CANCELED", "rejected": "REJECTED"}.get(stop.status, "NEW"),
+                "timeInForce": "GTC", "type": "STOP_LOSS_LIMIT", "side": stop.side.upper(), "stopPrice": _s(stop.trigger),
+                "time": stop.created_ms, "updateTime": stop.updated_ms or stop.created_ms, "isWorking": False,
+                "workingTime": -1, "origQuoteOrderQty": "0", "selfTradePreventionMode": "EXPIRE_MAKER"}
+
+    def _spot_create_or_stop(self, request: Request) -> Reply:
+        params = _form(request)
+        if params.get("type") != "STOP_LOSS_LIMIT":
+            return self._plain[("POST", "/api/v3/order")](request)
+        instrument = self._instrument(self.spot, params.get("symbol"))
+        if instrument is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        if not {"stopPrice", "price", "timeInForce", "quantity"} <= params.keys():
+            return self._error(400, -1102, "Mandatory parameter was not sent, was empty/null, or malformed.")
+        quantity, limit = Decimal(params["quantity"]), Decimal(params["price"])
+        failure = self._filter_failure(self.spot, instrument, "limit", quantity, limit, False)
+        if failure is not None:
+            return failure
+        trigger, side = Decimal(params["stopPrice"]), params["side"].lower()
+        with self.spot.lock:
+            if self.spot.prices[instrument.symbol] <= trigger if side == "sell" else self.spot.prices[instrument.symbol] >= trigger:
+                return self._error(400, -2010, "Stop price would trigger immediately.")
+            if quantity > self.spot.free(instrument.base if side == "sell" else instrument.quote) and side == "sell":
+                return self._error(400, -2010, "Account has insufficient balance for requested action.")
+            now = self.spot.now_ms()
+            stop = StopOrder(next(self.spot._ids), params["newClientOrderId"], instrument, side, quantity, trigger, limit,
+                             False, now, updated_ms=now)
+            self.stops[stop.id] = stop
+        return Reply(200, {**self._spot_stop_json(stop), "transactTime": now, "fills": []})
+
+    def _spot_get_or_stop(self, request: Request) -> Reply:
+        stop = self._spot_stop(_form(request))
+        return Reply(200, self._spot_stop_json(stop)) if stop else self._plain[("GET", "/api/v3/order")](request)
+
+    def _spot_cancel_or_stop(self, request: Request) -> Reply:
+        stop = self._spot_stop(_form(request))
+        if stop is None:
+            return self._plain[("DELETE", "/api/v3/order")](request)
+        stop.status, stop.updated_ms = "canceled", self.spot.now_ms()
+        return Reply(200, self._spot_stop_json(stop))
+
+    def _spot_open_with_stops(self, request: Request) -> Reply:
+        reply = self._plain[("GET", "/api/v3/openOrders")](request)
+        instrument = self._instrument(self.spot, _form(request).get("symbol"))
+        resting = [self._spot_stop_json(s) for s in self.stops.values() if s.status == "open"
+                   and s.instrument.symbol in self.spot.instruments and instrument in (None, s.instrument)]
+        return Reply(reply.status, [*reply.body, *resting]) if reply.status == 200 else reply
+
+    # -- USDⓈ-M algo orders -------------------------------------------------------------
+    def _algo_json(self, stop: StopOrder) -> dict[str, Any]:
+        actual = stop.actual
+        status = {"open": "NEW", "canceled": "CANCELED", "rejected": "REJECTED"}.get(stop.status)
+        if status is None:  # triggered: FINISHED once the released order is done
+            status = "TRIGGERED" if actual is not None and actual.status == "open" else "FINISHED"
+        return {"algoId": stop.id, "clientAlgoId": stop.client_id, "algoType": "CONDITIONAL",
+                "orderType": "STOP_MARKET", "symbol": self.market_id(stop.instrument.symbol.split(":")[0]),
+                "side": stop.side.upper(), "positionSide": "BOTH", "timeInForce": "GTC", "quantity": _s(stop.amount),
+                "algoStatus": status, "actualOrderId": str(actual.id) if actual else "",
+                "actualPrice": _s(actual.average) if actual else "0", "triggerPrice": _s(stop.trigger), "price": "0",
+                "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE",
+                "priceMatch": "NONE", "closePosition": False, "priceProtect": False, "reduceOnly": stop.reduce_only,
+                "createTime": stop.created_ms, "updateTime": stop.updated_ms or stop.created_ms,
+                "triggerTime": stop.updated_ms if actual else 0, "goodTillDate": 0}
+
+    def _algo_find(self, params: Mapping[str, str]) -> StopOrder | None:
+        if "clientAlgoId" in params:
+            return next((s for s in reversed(self.stops.values()) if s.client_id == params["clientAlgoId"]
+                         and s.instrument.symbol in self.futures.instruments), None)
+        return self.stops.get(int(params.get("algoId", 0)))
+
+    def _algo_create(self, request: Request) -> Reply:
+        params = _form(request)
+        instrument = self._instrument(self.futures, params.get("symbol"))
+        if instrument is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        if params.get("algoType") != "CONDITIONAL" or params.get("type") != "STOP_MARKET" or "triggerPrice" not in params:
+            return self._error(400, -1102, "Mandatory parameter was not sent, was empty/null, or malformed.")
+        quantity, trigger, side = Decimal(params["quantity"]), Decimal(params["triggerPrice"]), params["side"].lower()
+        failure = self._filter_failure(self.futures, instrument, "limit", quantity, trigger, True)
+        if failure is not None:
+            return failure
+        with self.futures.lock:
+            price = self.futures.prices[instrument.symbol]
+            if price <= trigger if side == "sell" else price >= trigger:
+                return self._error(400, -2021, "Order would immediately trigger.")
+            if any(s.client_id == params.get("clientAlgoId") and s.status == "open" for s in self.stops.values()):
+                return self._error(400, -4116, "ClientOrderId is duplicated.")
+            now = self.futures.now_ms()
+            stop = StopOrder(next(self.futures._ids), params["clientAlgoId"], instrument, side, quantity, trigger, None,
+                             params.get("reduceOnly") == "true", now, updated_ms=now)
+            self.stops[stop.id] = stop
+        return Reply(200, self._algo_json(stop))
+
+    def _algo_get(self, request: Request) -> Reply:
+        stop = self._algo_find(_form(request))
+        return Reply(200, self._algo_json(stop)) if stop else self._error(400, -2013, "Order does not exist.")
+
+    def _algo_cancel(self, request: Request) -> Reply:
+        stop = self._algo_find(_form(request))
+        if stop is None or stop.status != "open":
+            return self._error(400, -2011, "Unknown order sent.")
+        stop.status, stop.updated_ms = "canceled", self.futures.now_ms()
+        return Reply(200, {"algoId": stop.id, "clientAlgoId": stop.client_id, "code": "200", "msg": "success"})
+
+    def _algo_open(self, request: Request) -> Reply:
+        instrument = self._instrument(self.futures, _form(request).get("symbol"))
+        return Reply(200, [self._algo_json(s) for s in self.stops.values() if s.status == "open"
+                           and s.instrument.symbol in self.futures.instruments and instrument in (None, s.instrument)])
+
+
+class Binance(_BinanceStops, BinanceAccount):
     """Binance spot and USDⓈ-M perpetual trading for one account, signatures checked.
 
     ``balances`` is the spot wallet, ``futures_balances`` the futures wallet; ``markets``
     lists spot symbols ("BTC/USDT"), each also traded as the perpetual "BTC/USDT:USDT";
     ``prices`` the current prices (one per spot symbol, shared by its perpetual). Answers
     in Binance's formats and error codes: -2010 (duplicate order, insufficient balance),
-    -4116 / -2019 (the same on futures), -2013 / -2011 (unknown order).
+    -4116 / -2019 (the same on futures), -2013 / -2011 (unknown order), -1013 / -1111 / -4164
+    (filter failures), -1127 (a history window too long).
+
+    Strict as Binance is: a ``newClientOrderId`` is refused only while an order with it is
+    open ("Orders with the same newClientOrderID can be accepted only when the previous one is
+    filled", ``rest-api.md``, New order; USDⓈ-M: "A unique id among open orders"), a lookup
+    by client id answers the newest such order, accepted orders become visible to queries
+    only after ``visibility_delay`` seconds (order and trade queries read "Memory =>
+    Database", ``rest-api.md``), every order passes the symbol's filters, and trade and order
+    history come in windows of 24 h (spot) or 7 days (USDⓈ-M).
     """
+
+    SPOT_HISTORY_MS = 24 * _HOUR_MS  # rest-api.md, myTrades and allOrders
+    FUTURES_HISTORY_MS = 7 * 24 * _HOUR_MS  # USDⓈ-M userTrades and allOrders
 
     FUTURES_FILTERS = [
         {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": "0.10"},
@@ -653,7 +925,8 @@ class Binance(BinanceAccount):
 
     def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
                  futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
-                 prices: Mapping[str, Any] | None = None, fee: Any = "0.001", **kwargs: Any) -> None:
+                 prices: Mapping[str, Any] | None = None, fee: Any = "0.001", visibility_delay: float = 0.3,
+                 **kwargs: Any) -> None:
         super().__init__(api_key, secret, {}, **kwargs)
         self.markets = tuple(markets)
         prices = dict(prices or {symbol: "30000" for symbol in markets})
@@ -662,6 +935,7 @@ class Binance(BinanceAccount):
         self.spot = Book(spot, balances, fee=fee, prices=prices, clock=self.clock)
         self.futures = Book(swaps, futures_balances or {"USDT": "0"}, fee=fee, clock=self.clock,
                             prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
         self.route("GET", "/api/v3/exchangeInfo", self._exchange_info)
         self.route("GET", "/api/v3/account", self._signed(self._spot_account))
         for api, book in (("/api/v3", self.spot), ("/fapi/v1", self.futures)):
@@ -669,6 +943,7 @@ class Binance(BinanceAccount):
             self.route("GET", f"{api}/order", self._signed(self._get(book)))
             self.route("DELETE", f"{api}/order", self._signed(self._cancel(book)))
             self.route("GET", f"{api}/openOrders", self._signed(self._open_orders(book)))
+            self.route("GET", f"{api}/allOrders", self._signed(self._all_orders(book)))
         self.route("GET", "/api/v3/myTrades", self._signed(self._trades(self.spot)))
         self.route("GET", "/fapi/v1/userTrades", self._signed(self._trades(self.futures)))
         self.route("GET", "/fapi/v1/exchangeInfo", self._futures_info)
@@ -677,11 +952,13 @@ class Binance(BinanceAccount):
         self.route("GET", "/fapi/v3/positionRisk", self._signed(self._position_risk))
         self.route("GET", "/fapi/v1/leverageBracket", self._signed(self._brackets))
         self.route("POST", "/fapi/v1/leverage", self._signed(self._set_leverage))
+        self._route_stops()
 
     def set_price(self, symbol: str, price: Any) -> None:
-        """The spot symbol's price, for both its spot market and its perpetual."""
+        """The spot symbol's price, for both its spot market and its perpetual; stops it reaches trigger."""
         self.spot.set_price(symbol, price)
         self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
+        self.trigger_stops(symbol)
 
     def config(self, market_type: str = "spot") -> dict[str, Any]:
         """ccxt constructor options for a ``ccxt.binance`` that talks to this server."""
@@ -742,27 +1019,69 @@ class Binance(BinanceAccount):
             if instrument is None:
                 return self._error(400, -1121, "Invalid symbol.")
             price = Decimal(params["price"]) if "price" in params else None
-            try:
-                order = book.place(instrument, params["side"].lower(), params["type"].lower(), Decimal(params["quantity"]),
-                                   price, params["newClientOrderId"], params.get("reduceOnly") == "true")
-            except Reject as reject:
-                if reject.reason == "duplicate":
+            quantity, type = Decimal(params["quantity"]), params["type"].lower()
+            failure = self._filter_failure(book, instrument, type, quantity, price, params.get("reduceOnly") == "true")
+            if failure is not None:
+                return failure
+            with book.lock:
+                if book.open_by_client_id(params["newClientOrderId"]) is not None:  # unique among open orders only
                     return self._error(400, -4116, "ClientOrderId is duplicated.") if futures else \
                         self._error(400, -2010, "Duplicate order sent.")
-                return self._error(400, -2019, "Margin is insufficient.") if futures else \
-                    self._error(400, -2010, "Account has insufficient balance for requested action.")
+                try:
+                    order = book.place(instrument, params["side"].lower(), type, quantity, price,
+                                       params["newClientOrderId"], params.get("reduceOnly") == "true")
+                except Reject:
+                    return self._error(400, -2019, "Margin is insufficient.") if futures else \
+                        self._error(400, -2010, "Account has insufficient balance for requested action.")
             body = self._order_json(order, book)
             if not futures:
                 fills = [{"price": _s(t.price), "qty": _s(t.amount), "commission": _s(t.fee),
-                          "commissionAsset": instrument.quote, "tradeId": t.id} for t in book.trades if t.order is order]
+                          "commissionAsset": t.fee_asset, "tradeId": t.id} for t in book.trades if t.order is order]
                 body.update(transactTime=order.created_ms, fills=fills)
             return Reply(200, body)
         return create
 
-    def _find(self, book: Book, params: Mapping[str, str]) -> BookOrder | None:
+    def _filter_failure(self, book: Book, instrument: Instrument, type: str, quantity: Decimal,
+                        price: Decimal | None, reduce_only: bool) -> Reply | None:
+        """The symbol's filters, as the exchange checks them before the matching engine:
+        spot answers -1013 "Filter failure: <FILTER>" (``errors.md``, Filter failures),
+        USDⓈ-M -1111 (quantity or price precision), -4164 (notional below the minimum unless
+        reduce-only), -4014 (price off the tick)."""
+        futures = book is self.futures
+        filters = {f["filterType"]: f for f in (self.FUTURES_FILTERS if futures
+                                                 else self._symbol_info(instrument.symbol)["filters"])}
+        lot, tick = filters["LOT_SIZE"], filters["PRICE_FILTER"]
+        reference = book.prices[instrument.symbol]
+
+        def spot(name: str) -> Reply:
+            return self._error(400, -1013, f"Filter failure: {name}")
+        if not (Decimal(lot["minQty"]) <= quantity <= Decimal(lot["maxQty"])) or not _multiple(quantity, Decimal(lot["stepSize"])):
+            return self._error(400, -1111, "Precision is over the maximum defined for this asset.") if futures else spot("LOT_SIZE")
+        if price is not None and (not Decimal(tick["minPrice"]) <= price <= Decimal(tick["maxPrice"])
+                                  or not _multiple(price, Decimal(tick["tickSize"]))):
+            return self._error(400, -4014, "Price not increased by tick size.") if futures else spot("PRICE_FILTER")
+        notional = quantity * (price if type == "limit" else reference)
+        if futures:
+            minimum = Decimal(filters["MIN_NOTIONAL"]["notional"])
+            if notional < minimum and not reduce_only:
+                return self._error(400, -4164, f"Order's notional must be no smaller than {minimum} (unless you choose reduce only).")
+            return None
+        rule = filters["NOTIONAL"]
+        if (type == "limit" or rule["applyMinToMarket"]) and notional < Decimal(rule["minNotional"]):
+            return spot("NOTIONAL")
+        if (type == "limit" or rule["applyMaxToMarket"]) and notional > Decimal(rule["maxNotional"]):
+            return spot("NOTIONAL")
+        band = filters["PERCENT_PRICE"]
+        if price is not None and not reference * Decimal(band["multiplierDown"]) <= price <= reference * Decimal(band["multiplierUp"]):
+            return spot("PERCENT_PRICE")
+        return None
+
+    def _find(self, book: Book, params: Mapping[str, str], *, visible: bool = True) -> BookOrder | None:
+        """The order a query names, if queries see it yet; by client id, the newest."""
         if "origClientOrderId" in params:
-            return book.by_client_id(params["origClientOrderId"])
-        return book.orders.get(int(params.get("orderId", 0)))
+            return book.by_client_id(params["origClientOrderId"], visible=visible)
+        order = book.orders.get(int(params.get("orderId", 0)))
+        return order if order is not None and (not visible or book.visible(order)) else None
 
     def _get(self, book: Book) -> Handler:
         def get(request: Request) -> Reply:
@@ -774,7 +1093,7 @@ class Binance(BinanceAccount):
 
     def _cancel(self, book: Book) -> Handler:
         def cancel(request: Request) -> Reply:
-            order = self._find(book, _form(request))
+            order = self._find(book, _form(request), visible=False)  # the matching engine knows it
             try:
                 book.cancel(order) if order is not None else None
             except Reject:
@@ -788,8 +1107,25 @@ class Binance(BinanceAccount):
         def open_orders(request: Request) -> Reply:
             symbol = _form(request).get("symbol")
             return Reply(200, [self._order_json(o, book) for o in book.orders.values()
-                               if o.status == "open" and (symbol is None or self._instrument(book, symbol) is o.instrument)])
+                               if o.status == "open" and book.visible(o)
+                               and (symbol is None or self._instrument(book, symbol) is o.instrument)])
         return open_orders
+
+    def _history_span(self, book: Book) -> int:
+        return self.FUTURES_HISTORY_MS if book is self.futures else self.SPOT_HISTORY_MS
+
+    def _all_orders(self, book: Book) -> Handler:
+        """GET allOrders: open, canceled and filled orders created in the window, oldest first."""
+        def all_orders(request: Request) -> Reply:
+            params = _form(request)
+            instrument = self._instrument(book, params.get("symbol"))
+            window = _window(params, self._history_span(book), self._now_ms())
+            if window is None:
+                return self._error(400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime.")
+            rows = [self._order_json(o, book) for o in book.orders.values() if o.instrument is instrument
+                    and book.visible(o) and window[0] <= o.created_ms <= window[1]]
+            return Reply(200, rows[:int(params.get("limit", 500))])
+        return all_orders
 
     def _trades(self, book: Book) -> Handler:
         futures = book is self.futures
@@ -797,13 +1133,16 @@ class Binance(BinanceAccount):
         def trades(request: Request) -> Reply:
             params = _form(request)
             instrument = self._instrument(book, params.get("symbol"))
-            start, end = int(params.get("startTime", 0)), int(params.get("endTime", 10**15))
+            window = _window(params, self._history_span(book), self._now_ms())
+            if window is None:
+                return self._error(400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime.")
+            start, end = window
             rows = []
             for t in book.trades:
-                if t.order.instrument is instrument and start <= t.time_ms <= end:
+                if t.order.instrument is instrument and start <= t.time_ms <= end and book.visible(t):
                     row = {"symbol": params["symbol"], "id": t.id, "orderId": t.order.id, "price": _s(t.price),
                            "qty": _s(t.amount), "quoteQty": _s(t.amount * t.price), "commission": _s(t.fee),
-                           "commissionAsset": instrument.quote, "time": t.time_ms, "maker": t.maker}
+                           "commissionAsset": t.fee_asset, "time": t.time_ms, "maker": t.maker}
                     if futures:
                         row.update(side=t.order.side.upper(), buyer=t.order.side == "buy", positionSide="BOTH", realizedPnl="0")
                     else:
@@ -869,11 +1208,23 @@ class Gate(LoopbackExchange):
     Signed requests carry KEY, Timestamp and SIGN headers; SIGN is the hex HMAC-SHA512, keyed
     by the secret, of "METHOD\\n/api/v4/PATH\\nQUERY\\nhex SHA512(body)\\nTIMESTAMP". Failures
     answer Gate's labels: INVALID_KEY, INVALID_SIGNATURE, REQUEST_EXPIRED (401),
-    BALANCE_NOT_ENOUGH / INSUFFICIENT_AVAILABLE, ORDER_NOT_FOUND, and REPEATED_CREATION for a
-    reused ``text`` (the loopback's choice: Gate itself documents no such check, which is
-    why the tick looks an order up by client id before placing it). Perpetual contracts are
-    ``CONTRACT_SIZE`` base units each; spot market buys are sized in quote currency.
+    BALANCE_NOT_ENOUGH / INSUFFICIENT_AVAILABLE, ORDER_NOT_FOUND, INVALID_PRECISION /
+    AMOUNT_TOO_LITTLE / INVALID_PARAM_VALUE / PRICE_TOO_DEVIATED (the market's limits).
+    Perpetual contracts are ``CONTRACT_SIZE`` base units each; spot market buys are sized in
+    quote currency.
+
+    Strict as Gate is: ``text`` is not unique (``docs/Order.md`` states only its format), so
+    a reused ``text`` is simply another order; an order is found by its ``text`` only while
+    it is in the book, on futures also "within 60 seconds after the end of the order. After
+    that, only order ID is accepted" (``docs/FuturesApi.md``, get_futures_order), on spot
+    "Only order ID can be used after the order is finished" (``docs/SpotApi.md``, get_order);
+    spot trade history covers 7 days from ``from`` (or up to ``to``, or now) and at most 30
+    days between them (``docs/SpotApi.md``, list_my_trades). ``visibility_delay`` as on
+    ``Book`` (0 unless a test asks: Gate documents no delay).
     """
+
+    TEXT_LOOKUP_AFTER_FINISH_S = {"spot": 0, "futures": 60}
+    SPOT_TRADES_DEFAULT_S, SPOT_TRADES_MAX_S = 7 * 86_400, 30 * 86_400
 
     API = "/api/v4"
     CONTRACT_SIZE = Decimal("0.0001")
@@ -882,7 +1233,8 @@ class Gate(LoopbackExchange):
     def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
                  futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
                  prices: Mapping[str, Any] | None = None, fee: Any = "0.002",
-                 candles: Mapping[str, pd.DataFrame] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 candles: Mapping[str, pd.DataFrame] | None = None, clock: Callable[[], float] = time.time,
+                 visibility_delay: float = 0.0) -> None:
         super().__init__()
         self.api_key, self.secret, self.clock = api_key, secret, clock
         self.markets, self.candles = tuple(markets), dict(candles or {})
@@ -892,6 +1244,7 @@ class Gate(LoopbackExchange):
                                         contract_size=self.CONTRACT_SIZE) for s in markets],
                             futures_balances or {"USDT": "0"}, fee=fee, clock=clock,
                             prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
         api, fut = self.API, f"{self.API}/futures/usdt"
         self.route("GET", f"{api}/spot/currency_pairs", self._currency_pairs)
         self.route("GET", f"{api}/margin/currency_pairs", lambda request: Reply(200, []))
@@ -1023,7 +1376,8 @@ class Gate(LoopbackExchange):
                 "time_in_force": "gtc" if order.type == "limit" else "ioc", "iceberg": "0",
                 "left": _s(left),
                 "filled_amount": _s(order.filled), "fill_price": _s(order.cost), "filled_total": _s(order.cost),
-                "avg_deal_price": _s(order.average), "fee": _s(order.fee), "fee_currency": order.instrument.quote,
+                "avg_deal_price": _s(order.average), "fee": _s(order.fee),
+                "fee_currency": order.instrument.base if order.side == "buy" else order.instrument.quote,
                 "point_fee": "0", "gt_fee": "0", "gt_maker_fee": "0", "gt_taker_fee": "0", "gt_discount": False,
                 "rebated_fee": "0", "rebated_fee_currency": order.instrument.quote, "finish_as": finish or "open"}
 
@@ -1044,21 +1398,53 @@ class Gate(LoopbackExchange):
                 side, type, amount = body["side"], body.get("type", "limit"), Decimal(body["amount"])
                 if type == "market" and side == "buy":  # spot market buys spend a quote amount
                     amount = (amount / book.prices[instrument.symbol]).quantize(Decimal("1e-8"), ROUND_DOWN)
-            try:
+            failure = self._limit_failure(book, instrument, body, price)
+            if failure is not None:
+                return failure
+            try:  # no uniqueness check on ``text``
                 order = book.place(instrument, side, type, amount, price if type == "limit" else None,
                                    body.get("text", ""), bool(body.get("reduce_only")))
-            except Reject as reject:
-                if reject.reason == "duplicate":
-                    return self._error(400, "REPEATED_CREATION", "duplicate text")
+            except Reject:
                 return self._error(400, "INSUFFICIENT_AVAILABLE", "insufficient available balance") if futures else \
                     self._error(400, "BALANCE_NOT_ENOUGH", "Not enough balance")
             return Reply(201, self._order_json(order, book))
         return create
 
-    def _find(self, book: Book, order_id: str) -> BookOrder | None:
+    def _limit_failure(self, book: Book, instrument: Instrument, body: Mapping[str, Any],
+                       price: Decimal | None) -> Reply | None:
+        """The market's limits as ``_currency_pairs``/``_contracts`` publish them."""
+        reference = book.prices[instrument.symbol]
+        if book is self.futures:
+            if Decimal(str(body["size"])) % 1:
+                return self._error(400, "INVALID_PARAM_VALUE", "size must be a whole number of contracts")
+            if price is not None and (price % Decimal("0.1") or abs(price - reference) > reference * Decimal("0.5")):
+                return self._error(400, "PRICE_TOO_DEVIATED" if price % Decimal("0.1") == 0 else "INVALID_PRECISION",
+                                   f"price {price} is off the tick 0.1 or deviates over 50% from the mark")
+            return None
+        amount = Decimal(body["amount"])
+        if price is not None and price.as_tuple().exponent < -2:
+            return self._error(400, "INVALID_PRECISION", f"price {price} has more than 2 decimals")
+        market_buy = body.get("type") == "market" and body["side"] == "buy"
+        if not market_buy and amount.as_tuple().exponent < -4:
+            return self._error(400, "INVALID_PRECISION", f"amount {amount} has more than 4 decimals")
+        if not market_buy and amount < Decimal("0.0001"):
+            return self._error(400, "AMOUNT_TOO_LITTLE", f"amount {amount} is below the minimum 0.0001")
+        total = amount if market_buy else amount * (price or reference)
+        if total < 3:
+            return self._error(400, "INVALID_PARAM_VALUE", f"Your order size {total} {instrument.quote} is too small. "
+                                                           f"The minimum is 3 {instrument.quote}")
+        return None
+
+    def _find(self, book: Book, order_id: str, *, visible: bool = True) -> BookOrder | None:
+        """By id; by ``text`` only while the order is open or just finished (see the class)."""
         if order_id.startswith("t-"):
-            return book.by_client_id(order_id)
-        return book.orders.get(int(order_id)) if order_id.isdigit() else None
+            order = book.by_client_id(order_id, visible=visible)
+            after = self.TEXT_LOOKUP_AFTER_FINISH_S["futures" if book is self.futures else "spot"]
+            if order is not None and order.status != "open" and book.now_ms() - order.updated_ms > after * 1000:
+                return None
+            return order
+        order = book.orders.get(int(order_id)) if order_id.isdigit() else None
+        return order if order is not None and (not visible or book.visible(order)) else None
 
     def _get(self, book: Book) -> Handler:
         def get(request: Request) -> Reply:
@@ -1070,7 +1456,7 @@ class Gate(LoopbackExchange):
 
     def _cancel(self, book: Book) -> Handler:
         def cancel(request: Request) -> Reply:
-            order = self._find(book, request.path_params["order_id"])
+            order = self._find(book, request.path_params["order_id"], visible=False)
             try:
                 book.cancel(order) if order is not None else None
             except Reject:
@@ -1085,15 +1471,18 @@ class Gate(LoopbackExchange):
             q = request.query
             instrument = self._instrument(book, q.get("contract", q.get("currency_pair")))
             wanted = q.get("status", "open")
-            return Reply(200, [self._order_json(o, book) for o in book.orders.values()
-                               if o.instrument is instrument and (o.status == "open") == (wanted == "open")])
+            start, end = float(q.get("from", 0)), float(q.get("to", 10**12))  # finished: by their end time
+            rows = [self._order_json(o, book) for o in book.orders.values()
+                    if o.instrument is instrument and (o.status == "open") == (wanted == "open") and book.visible(o)
+                    and (wanted == "open" or start <= o.updated_ms / 1000 <= end)]
+            return Reply(200, rows[:int(q.get("limit", 100))])
         return list_orders
 
     def _spot_open_orders(self, request: Request) -> Reply:
         """GET /spot/open_orders: open orders grouped by currency pair."""
         pairs: dict[str, list] = {}
         for order in self.spot.orders.values():
-            if order.status == "open":
+            if order.status == "open" and self.spot.visible(order):
                 pairs.setdefault(self.market_id(order.instrument.symbol), []).append(self._order_json(order, self.spot))
         wanted = request.query.get("currency_pair")
         return Reply(200, [{"currency_pair": pair, "total": len(orders), "orders": orders}
@@ -1106,9 +1495,16 @@ class Gate(LoopbackExchange):
             q = request.query
             instrument = self._instrument(book, q.get("contract", q.get("currency_pair")))
             start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
+            if not futures:
+                if "from" in q and "to" in q and end - start > self.SPOT_TRADES_MAX_S:
+                    return self._error(400, "INVALID_PARAM_VALUE", "the time range may not exceed 30 days")
+                if "to" not in q:
+                    end = (start if "from" in q else self.clock() - self.SPOT_TRADES_DEFAULT_S) + self.SPOT_TRADES_DEFAULT_S
+                if "from" not in q:
+                    start = end - self.SPOT_TRADES_DEFAULT_S
             rows = []
             for t in book.trades:
-                if t.order.instrument is not instrument or not start <= t.time_ms / 1000 <= end:
+                if t.order.instrument is not instrument or not start <= t.time_ms / 1000 <= end or not book.visible(t):
                     continue
                 role = "maker" if t.maker else "taker"
                 if futures:
@@ -1121,7 +1517,7 @@ class Gate(LoopbackExchange):
                     rows.append({"id": str(t.id), "create_time": str(t.time_ms // 1000), "create_time_ms": f"{t.time_ms}.000",
                                  "currency_pair": self.market_id(instrument.symbol), "side": t.order.side, "role": role,
                                  "amount": _s(t.amount), "price": _s(t.price), "order_id": str(t.order.id),
-                                 "fee": _s(t.fee), "fee_currency": instrument.quote, "point_fee": "0", "gt_fee": "0",
+                                 "fee": _s(t.fee), "fee_currency": t.fee_asset, "point_fee": "0", "gt_fee": "0",
                                  "text": t.order.client_id, "amend_text": "-"})
             return Reply(200, rows[-int(q.get("limit", 100)):])
         return trades

@@ -15,7 +15,8 @@ A trading tick talks to any of them the same way::
     ex.fetch_open_orders(symbol)                     # [Order]
     ex.fetch_order_by_client_id(symbol, cid)         # Order or None: was it accepted?
     ex.create_order(symbol, "buy", "limit", amount, price, client_order_id=cid)
-    ex.order_types                                   # ("market", "limit"); paper adds "stop" (stop-market)
+    ex.order_types                                   # ("market", "limit", "stop" where the venue has native stops)
+    capability(ex, market)                           # what the venue supports there (CAPABILITIES)
     ex.cancel_order(symbol, order_id)
     ex.fetch_my_trades(symbol, since)                # [Fill], oldest first
     ex.set_leverage(symbol, 5)                       # swaps only
@@ -30,6 +31,7 @@ never showing keys.
 from __future__ import annotations
 
 from workbench._lazy import lazy_exports
+from workbench.exchange._capabilities import CAPABILITIES, Capability, capability
 from workbench.exchange._registry import open_exchange, register
 from workbench.exchange._types import Balance, Exchange, Fill, Market, Order, Position
 
@@ -43,4 +45,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "PaperPosition": "workbench.exchange._paper_store:PaperPosition",
     "MemoryPaperStore": "workbench.exchange._paper_store:MemoryPaperStore",
     "PostgresPaperStore": "workbench.exchange._paper_pg:PostgresPaperStore",
-}, eager=["Balance", "Exchange", "Fill", "Market", "Order", "Position", "open_exchange", "register"])
+}, eager=["Balance", "CAPABILITIES", "Capability", "Exchange", "Fill", "Market", "Order", "Position", "capability",
+          "open_exchange", "register"])

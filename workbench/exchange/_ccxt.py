@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from workbench.errors import (AuthenticationFailed, DuplicateOrder, ExchangeError, ExchangeUnavailable,
                               InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited)
+from workbench.exchange._capabilities import capability
 from workbench.exchange._types import MARKET_TYPES, Balance, Exchange, Fill, Market, Order, Position
 from workbench.vault import ExchangeKeys, Secret
 
@@ -28,6 +29,8 @@ from workbench.vault import ExchangeKeys, Secret
 _DUPLICATE_MARKERS = ("Duplicate order sent", "-4116", "REPEATED_CREATION")
 # ccxt maps Binance futures codes by host name; these messages mean "not enough margin" anywhere
 _INSUFFICIENT_MARKERS = ("Margin is insufficient",)
+_STOP_LIMIT_SLACK = Decimal("0.005")
+_ALGO = "algo-"  # our id of a Binance USDⓈ-M conditional order (its algoId), until it triggers
 _STATUSES = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
              "expired": "expired", "rejected": "rejected"}
 
@@ -37,6 +40,10 @@ class _Venue:
     options: Mapping[str, Mapping[str, Any]]  # ccxt options per market type
     config: Mapping[str, Any]  # ccxt constructor settings for every market type
     client_id_param: str
+    # the longest time span one history query may cover, by market type: Binance spot myTrades
+    # and allOrders 24 h (rest-api.md), USDⓈ-M userTrades and allOrders 7 days; Gate spot
+    # my_trades 30 days (docs/SpotApi.md, list_my_trades; futures taken as the same)
+    history_span: Mapping[str, timedelta]
     client_id_prefix: str = ""
 
 
@@ -47,6 +54,7 @@ _VENUES = {
             "swap": {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}},
         },
         client_id_param="clientOrderId",
+        history_span={"spot": timedelta(hours=24), "swap": timedelta(days=7)},
         config={"options": {"fetchMargins": False, "fetchCurrencies": False}},
     ),
     "gate": _Venue(
@@ -56,6 +64,7 @@ _VENUES = {
                      "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}}},
         },
         client_id_param="text",
+        history_span={"spot": timedelta(days=30), "swap": timedelta(days=30)},
         client_id_prefix="t-",
         # classic (non-unified) accounts; currencies are not needed to trade
         config={"options": {"unifiedAccount": False}, "has": {"fetchCurrencies": False}},
@@ -108,6 +117,11 @@ class CcxtExchange(Exchange):
             self._redactions = []
             self._client = getattr(ccxt, name)(settings)
         self._markets: dict[str, Market] | None = None
+
+    @property
+    def order_types(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Market and limit everywhere; "stop" where the venue rests stops natively (CAPABILITIES)."""
+        return capability(self.name, self.market_type).order_types
 
     # -- markets ------------------------------------------------------------------------
     def markets(self, reload: bool = False) -> dict[str, Market]:
@@ -218,15 +232,71 @@ class CcxtExchange(Exchange):
             with self._calling("fetch_order"):
                 return self._order(self._client.fetch_order(None, symbol, params), market)
         except OrderNotFound:
+            if not (market.type == "swap" and "stop" in self.order_types):
+                return None
+        return self._conditional(market, client_order_id)
+
+    def _conditional(self, market: Market, client_order_id: str) -> Order | None:
+        """A USDⓈ-M stop by its ``clientAlgoId``: while it waits, the algo order; once it
+        triggered, the order it placed (whose fills carry that order's id), under our client id."""
+        try:
+            with self._calling("fetch_order"):
+                raw = self._client.fetch_order(None, market.symbol, {"clientOrderId": client_order_id, "trigger": True})
+        except OrderNotFound:
+            return None
+        released = (raw.get("info") or {}).get("actualOrderId")
+        if not released:
+            return self._order(raw, market)
+        with self._calling("fetch_order"):
+            actual = self._order(self._client.fetch_order(str(released), market.symbol), market)
+        return Order(actual.id, client_order_id, actual.symbol, actual.side, "stop", actual.amount,
+                     _dec(raw.get("triggerPrice")), actual.filled, actual.average, actual.status, actual.timestamp,
+                     actual.reduce_only)
+
+    def fetch_order(self, symbol: str, order_id: str) -> Order | None:
+        market = self.market(symbol)
+        try:
+            with self._calling("fetch_order"):
+                return self._order(self._client.fetch_order(order_id, symbol), market)
+        except OrderNotFound:
             return None
 
-    def fetch_my_trades(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+    def fetch_orders(self, symbol: str, since: datetime, until: datetime | None = None) -> list[Order]:
         market = self.market(symbol)
-        since_ms = None if since is None else int(since.timestamp() * 1000)
-        with self._calling("fetch_my_trades"):
-            trades = self._client.fetch_my_trades(symbol, since_ms)
-        fills = (self._fill(t, market) for t in trades)  # Gate's "from" is whole seconds
-        return sorted((f for f in fills if since is None or f.timestamp >= since), key=lambda f: (f.timestamp, f.id))
+        found: dict[str, Order] = {}
+        if not self._client.has.get("fetchOrders"):  # Gate: the open orders, then the finished ones by window
+            found.update((o.id, o) for o in self.fetch_open_orders(symbol))
+        fetch = self._client.fetch_orders if self._client.has.get("fetchOrders") else self._client.fetch_closed_orders
+        for page in self._history(fetch, "fetch_orders", symbol, since, until):
+            found.update((o.id, o) for o in (self._order(raw, market) for raw in page))
+        return sorted(found.values(), key=lambda o: (o.timestamp or since, o.id))
+
+    def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
+        market = self.market(symbol)
+        since = since or datetime.now(timezone.utc) - self._venue.history_span[self.market_type]
+        fills = {}
+        for page in self._history(self._client.fetch_my_trades, "fetch_my_trades", symbol, since, until):
+            fills.update((f.id, f) for f in (self._fill(t, market) for t in page))
+        # Gate's "from" is whole seconds
+        return sorted((f for f in fills.values() if f.timestamp >= since and (until is None or f.timestamp < until)),
+                      key=lambda f: (f.timestamp, f.id))
+
+    _PAGE = 500
+
+    def _history(self, fetch: Callable[..., list], operation: str, symbol: str, since: datetime,
+                 until: datetime | None) -> Iterator[list]:
+        """Pages of a history query from ``since`` to ``until`` (default now), in windows no
+        longer than the venue allows, a full page continuing from its newest record."""
+        span_ms = int(self._venue.history_span[self.market_type].total_seconds() * 1000)
+        start = int(since.timestamp() * 1000)
+        end = int((until or datetime.fromtimestamp(max(time.time(), self._clock()), timezone.utc)).timestamp() * 1000)
+        while start <= end:
+            stop = min(start + span_ms - 1, end)
+            with self._calling(operation):
+                page = fetch(symbol, start, self._PAGE, {"until": stop})
+            yield page
+            newest = max((row.get("timestamp") or start for row in page), default=start)
+            start = newest if len(page) >= self._PAGE and newest > start else stop + 1
 
     # -- trading ------------------------------------------------------------------------
     def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
@@ -243,12 +313,27 @@ class CcxtExchange(Exchange):
             params["cost"] = str(amount * price)
         contracts = str(amount / market.contract_size)
         limit = str(price) if type == "limit" else None
+        if type == "stop":  # ccxt's unified stop-loss: Binance STOP_LOSS_LIMIT (spot), STOP_MARKET algo (USDⓈ-M)
+            params["stopLossPrice"] = str(price)
+            type, limit = ("market", None) if market.type == "swap" else ("limit", str(self._stop_limit(market, side, price)))
         with self._calling("create_order"):
             raw = self._client.create_order(market.symbol, type, side, contracts, limit, params)
         return self._order(raw, market)
 
+    def _stop_limit(self, market: Market, side: str, trigger: Decimal) -> Decimal:
+        """A spot stop's limit: ``_STOP_LIMIT_SLACK`` beyond the trigger, so a falling market
+        still fills it (Binance spot has no stop-market order: ``STOP_LOSS`` is refused for
+        market-type stops by ccxt, and ``STOP_LOSS_LIMIT`` needs a price)."""
+        slack = 1 - _STOP_LIMIT_SLACK if side == "sell" else 1 + _STOP_LIMIT_SLACK
+        return self._round_price(market, trigger * slack)
+
     def cancel_order(self, symbol: str, order_id: str) -> Order:
         market = self.market(symbol)
+        if order_id.startswith(_ALGO):
+            with self._calling("cancel_order"):
+                self._client.cancel_order(order_id[len(_ALGO):], symbol, {"trigger": True})
+                raw = self._client.fetch_order(order_id[len(_ALGO):], symbol, {"trigger": True})
+            return self._order(raw, market)
         with self._calling("cancel_order"):
             return self._order(self._client.cancel_order(order_id, symbol), market)
 
@@ -277,10 +362,13 @@ class CcxtExchange(Exchange):
         size = market.contract_size
         amount = _dec(o.get("amount")) or Decimal(0)
         filled = _dec(o.get("filled")) or Decimal(0)
+        info = o.get("info") or {}
+        stop = o.get("triggerPrice") is not None
         return Order(
-            id=str(o["id"]), client_order_id=self._client_id(o.get("clientOrderId")), symbol=market.symbol,
-            side=o.get("side"), type=o.get("type"), amount=amount * size,
-            price=_dec(o.get("price")) if o.get("type") == "limit" else None,
+            id=f"{_ALGO}{info['algoId']}" if "algoId" in info else str(o["id"]),
+            client_order_id=self._client_id(o.get("clientOrderId")), symbol=market.symbol,
+            side=o.get("side"), type="stop" if stop else o.get("type"), amount=amount * size,
+            price=_dec(o.get("triggerPrice")) if stop else _dec(o.get("price")) if o.get("type") == "limit" else None,
             filled=filled * size, average=_dec(o.get("average")) if filled else None,
             status=_STATUSES.get(o.get("status"), "open"), timestamp=_time(o.get("timestamp")),
             reduce_only=bool(o.get("reduceOnly")))

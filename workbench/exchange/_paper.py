@@ -311,9 +311,19 @@ class PaperExchange(Exchange):
         return next((o for o in self._load().orders.values()
                      if o.symbol == symbol and o.client_order_id == client_order_id), None)
 
-    def fetch_my_trades(self, symbol: str, since: datetime | None = None) -> list[Fill]:
+    def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         symbol = self.market(symbol).symbol
-        return [f for f in self._load().fills if f.symbol == symbol and (since is None or f.timestamp >= since)]
+        return [f for f in self._load().fills if f.symbol == symbol and (since is None or f.timestamp >= since)
+                and (until is None or f.timestamp < until)]
+
+    def fetch_order(self, symbol: str, order_id: str) -> Order | None:
+        order = self._load().orders.get(order_id)
+        return order if order is not None and order.symbol == self.market(symbol).symbol else None
+
+    def fetch_orders(self, symbol: str, since: datetime, until: datetime | None = None) -> list[Order]:
+        symbol = self.market(symbol).symbol
+        return [o for o in self._load().orders.values() if o.symbol == symbol and o.timestamp is not None
+                and o.timestamp >= since and (until is None or o.timestamp < until)]
 
     def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
                client_order_id: str, reduce_only: bool) -> Order:

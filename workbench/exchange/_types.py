@@ -162,8 +162,19 @@ class Exchange(ABC):
         has none (so it was never accepted: placing it again is safe)."""
 
     @abstractmethod
-    def fetch_my_trades(self, symbol: str, since: datetime | None = None) -> list[Fill]:
-        """The account's fills in ``symbol`` at or after ``since``, oldest first."""
+    def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
+        """The account's fills in ``symbol`` at or after ``since`` (and before ``until``), oldest first."""
+
+    @abstractmethod
+    def fetch_order(self, symbol: str, order_id: str) -> Order | None:
+        """The order with the exchange's ``order_id``, or None when the exchange shows none
+        (yet: a venue may show an accepted order only after a delay)."""
+
+    @abstractmethod
+    def fetch_orders(self, symbol: str, since: datetime, until: datetime | None = None) -> list[Order]:
+        """The account's orders in ``symbol`` (open and finished) from ``since`` to ``until``
+        (default now): the order history that settles an order whose outcome is unknown, and
+        that reconciliation compares with the ledger."""
 
     # -- trading ------------------------------------------------------------------------
     def create_order(self, symbol: str, side: str, type: str, amount: Decimal | float | str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from sqlalchemy import func, select, update
@@ -27,7 +27,24 @@ Db = Callable[[], AbstractContextManager[Session]]
 def client_id(session_id: int, candle: datetime, leg: str) -> str:
     """The deterministic client order id of a leg: session, candle (minutes, hex) and leg;
     at most 28 characters of letters, digits and '-' (Gate's limit)."""
-    return f"wb{session_id}-{int(candle.timestamp()) // 60:x}-{leg}"
+    return f"{client_prefix(session_id)}{int(candle.timestamp()) // 60:x}-{leg}"
+
+
+def client_prefix(session_id: int) -> str:
+    """What every client order id of the session starts with."""
+    return f"wb{session_id}-"
+
+
+def parse_client_id(session_id: int, cid: str) -> tuple[datetime, str] | None:
+    """(candle, leg) of a client order id of the session, None when it is not one."""
+    prefix = client_prefix(session_id)
+    if not cid.startswith(prefix):
+        return None
+    minutes, _, leg = cid[len(prefix):].partition("-")
+    try:
+        return datetime.fromtimestamp(int(minutes, 16) * 60, tz=timezone.utc), leg
+    except ValueError:
+        return None
 
 
 def orders(db: Db, session_id: int, *, candle: datetime | None = None, pending: bool = False) -> list[store.Order]:
@@ -47,17 +64,31 @@ def record_intent(db: Db, session_id: int, candle: datetime, leg: Leg, cid: str,
     with db() as scope:
         row = store.Order(session_id=session_id, client_order_id=cid, side=leg.side, type=leg.type,
                           price=price if leg.type != "market" else None, amount=amount, candle_at=candle,
-                          leg=leg.name, reduce_only=leg.reduce_only)
+                          leg=leg.name, reduce_only=leg.reduce_only, sent_at=datetime.now(timezone.utc))
         scope.add(row)
         scope.flush()
         return row
 
 
-def record_order(db: Db, session_id: int, cid: str, order: Order | None, *, status: str | None = None) -> None:
-    """What the exchange says about an order of ours (None: it never got it)."""
+def mark_sent(db: Db, session_id: int, cid: str, resolution: str | None = None) -> datetime:
+    """An order is sent (again) now: its ``sent_at``, and why it is sent again."""
+    now = datetime.now(timezone.utc)
+    with db() as scope:
+        scope.execute(update(store.Order).where(store.Order.session_id == session_id,
+                                                store.Order.client_order_id == cid)
+                      .values(sent_at=now, resolution=resolution))
+    return now
+
+
+def record_order(db: Db, session_id: int, cid: str, order: Order | None, *, status: str | None = None,
+                 resolution: str | None = None) -> None:
+    """What the exchange says about an order of ours (None: it never got it), and how an
+    unknown outcome was settled (``resolution``)."""
     values = {"status": status} if order is None else {
         "exchange_order_id": order.id, "status": status or order.status, "filled": order.filled,
         "average": order.average}
+    if resolution is not None:
+        values["resolution"] = resolution
     with db() as scope:
         scope.execute(update(store.Order).where(store.Order.session_id == session_id,
                                                 store.Order.client_order_id == cid).values(**values))
@@ -84,6 +115,37 @@ def record_fills(db: Db, session_id: int, fills: list[Fill], *, adopt: bool) -> 
                 fee_currency=fill.fee_currency, ts=fill.timestamp).on_conflict_do_nothing().returning(store.Fill.id))
             new += inserted.first() is not None
     return new
+
+
+def adopt_order(db: Db, session_id: int, order: Order, resolution: str) -> None:
+    """Write the row of an order of the session's that the exchange has and the database does
+    not (e.g. after a restore from an older backup), so its fills are recorded like any other."""
+    candle, leg = parse_client_id(session_id, order.client_order_id) or (None, "exchange")
+    with db() as scope:
+        scope.execute(insert(store.Order).values(
+            session_id=session_id, client_order_id=order.client_order_id, exchange_order_id=order.id,
+            side=order.side, type=order.type if order.type in ("market", "limit", "stop") else "market",
+            price=order.price, amount=order.amount, filled=order.filled, average=order.average, status=order.status,
+            candle_at=candle, leg=leg, reduce_only=order.reduce_only, sent_at=order.timestamp, resolution=resolution,
+        ).on_conflict_do_nothing())
+
+
+def known_orders(db: Db, session_id: int) -> dict[str, str | None]:
+    """Every client order id of the session with its exchange order id (None: not heard back)."""
+    with db() as scope:
+        return dict(scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id)
+                                  .where(store.Order.session_id == session_id)).all())
+
+
+def position(db: Db, session_id: int, *, base: str | None = None) -> Decimal:
+    """The position the recorded fills make (signed base units); ``base``: spot, where a buy's
+    commission taken in the base asset is not held."""
+    with db() as scope:
+        rows = scope.execute(select(store.Order.side, store.Fill.amount, store.Fill.fee, store.Fill.fee_currency)
+                             .join(store.Order, store.Order.id == store.Fill.order_id)
+                             .where(store.Order.session_id == session_id)).all()
+    return sum(((r.amount if r.side == "buy" else -r.amount) - (r.fee if base and r.fee_currency == base else 0)
+                for r in rows), Decimal(0))
 
 
 def _adopt(scope, session_id: int, fill: Fill) -> int:

@@ -36,7 +36,12 @@ _MOVES = {  # (from, to) -> the verb that makes the move
 }
 STATES = ("running", "paused", "stopped", "error")
 _DEFAULTS = {"balance": 10_000.0, "fees": 0.001, "slippage": 0.0005, "flatten_on_breach": True,
-             "max_failures": 3, "retry_attempts": 4, "retry_max_wait": 30.0}
+             "max_failures": 3, "retry_attempts": 4, "retry_max_wait": 30.0, "on_error": "protect",
+             "stop_timeout": 60.0, "order_visibility_wait": 3.0, "unknown_orders": "cancel", "on_mismatch": "report"}
+# what reconciliation does with an open order of the session the database does not know, and
+# with a position that differs from the recorded fills (workbench/live/ORDERS.md)
+RECONCILE_CHOICES = {"unknown_orders": ("cancel", "adopt"), "on_mismatch": ("report", "pause")}
+ON_ERROR = ("flatten", "protect", "leave")  # what an ending session does with its position
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,21 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
 
     Settings: ``flatten_on_breach`` (True), ``max_leverage`` (= leverage), ``max_failures``
     (3 failed ticks in a row end in ``error``), ``retry_attempts`` (4), ``retry_max_wait``
-    (30 s); paper: ``balance`` (10,000), ``fees`` (0.001 or {"maker", "taker"}),
+    (30 s), ``on_error`` (what a session that errors or stops does with its position after
+    cancelling its open orders: ``"protect"``, the default, rests an exchange-native stop at
+    the strategy's last stop, else ``protect_stop`` % (the strategy's ``stop_loss``, else 5)
+    from the price, and closes at market where the venue has no native stops; ``"flatten"``
+    closes at market; ``"leave"`` leaves it), ``stop_timeout`` (60 s: how long ``stop`` and
+    ``pause`` wait for a running tick to give way), ``emulate_stops`` (allow a strategy with
+    stop-losses on a venue without native stops: they close one bar late at market); paper: ``balance`` (10,000), ``fees`` (0.001 or {"maker", "taker"}),
     ``slippage`` (0.0005), ``data`` (bundled candles, "btcusd_1h"), ``replay_from`` and
     ``replay_end`` (times; default: from the first candle after the warm-up); ccxt:
     ``slippage`` (the simulation's), ``capital`` (the equity the session may use; default
-    the quote balance), ``ccxt`` ({"urls": ..., "config": ...}, e.g. a test server).
+    the quote balance), ``ccxt`` ({"urls": ..., "config": ...}, e.g. a test server),
+    ``order_visibility_wait`` (3 s: how long the venue may take to show an accepted order
+    before one whose answer was lost counts as never accepted), ``unknown_orders`` ("cancel"
+    or "adopt" open orders of the session the database does not know), ``on_mismatch``
+    ("report", or "pause" when the venue's position differs from the recorded fills).
     """
     from workbench import store
     from workbench.data._timeframe import parse_timeframe
@@ -97,11 +112,17 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
 
     saved = _strategy(strategy)
     parse_timeframe(timeframe)
-    unknown = sorted(set(settings) - {*_DEFAULTS, "max_leverage", "data", "replay_from", "replay_end", "capital",
-                                      "ccxt"})
+    known = {*_DEFAULTS, "max_leverage", "data", "replay_from", "replay_end", "capital", "ccxt", "protect_stop",
+             "emulate_stops"}
+    unknown = sorted(set(settings) - known)
     if unknown:
         raise SessionError(f"create_session: unknown setting {unknown[0]!r}; the settings are "
-                           f"{', '.join(sorted({*_DEFAULTS, 'max_leverage', 'data', 'replay_from', 'replay_end', 'capital', 'ccxt'}))}")
+                           f"{', '.join(sorted(known))}")
+    if settings.get("on_error", "protect") not in ON_ERROR:
+        raise SessionError(f"on_error {settings['on_error']!r}: use one of {', '.join(ON_ERROR)}")
+    for name, choices in RECONCILE_CHOICES.items():
+        if settings.get(name, choices[0]) not in choices:
+            raise SessionError(f"{name} {settings[name]!r}: use one of {', '.join(choices)}")
     kernel = kernel_for(saved.template)
     own = kernel.strategy_leverage(saved.params)
     leverage = int((own or 1) if leverage is None else leverage)
@@ -119,6 +140,7 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
         raise SessionError(f"market_type {market_type!r}: use 'spot' or 'swap'")
     if market_type == "spot" and leverage > 1:
         raise SessionError(f"leverage {leverage} needs market_type 'swap'; spot trades at leverage 1")
+    _check_capability(exchange, market_type, saved, kernel, settings)
     if exchange == _venue.PAPER:
         if account is not None:
             raise SessionError("a paper session has no exchange account; leave account=None")
@@ -138,6 +160,18 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
         scope.add(row)
         scope.flush()
         return row.id
+
+
+def _check_capability(exchange: str, market_type: str, saved: SavedStrategy, kernel, settings: dict) -> None:
+    """Refuse, at creation, a strategy whose stops the venue cannot rest on its book (unless
+    ``emulate_stops``: the session then closes one bar late, at the next tick's market price)."""
+    from workbench.exchange import capability
+
+    offer = capability(exchange, market_type)
+    if "stop" in kernel.legs.values() and not offer.stop_loss and not settings.get("emulate_stops"):
+        raise SessionError(f"strategy {saved} places stop-losses, which {exchange} {market_type} sessions cannot "
+                           "rest on the exchange yet (workbench.exchange.CAPABILITIES); pass emulate_stops=True to "
+                           "close one bar late at market instead, or trade it where stops are native")
 
 
 def _check_account(account: int, exchange: str) -> None:
@@ -165,11 +199,15 @@ def _row(scope, session_id: int, *, lock: bool = False):
 
 
 def _move(row, to: str, message: str | None) -> None:
+    _check_move(row, to)
+    row.status, row.status_message = to, message
+
+
+def _check_move(row, to: str) -> None:
     if (row.status, to) not in _MOVES:
         allowed = [f"{target} ({verb})" for (source, target), verb in _MOVES.items() if source == row.status]
         raise SessionError(f"session #{row.id} cannot go from {row.status} to {to}; from {row.status} it can go "
                            f"to {', '.join(allowed) if allowed else 'nowhere: a stopped session is final'}")
-    row.status, row.status_message = to, message
 
 
 def start(session_id: int) -> SessionStatus:
@@ -249,26 +287,51 @@ def resume(session_id: int) -> SessionStatus:
 
 
 def pause(session_id: int) -> SessionStatus:
-    """Stop trading until ``resume``; open orders stay on the exchange."""
-    return _set(session_id, "paused", "paused by the user")
+    """Stop trading until ``resume``. A tick that is running gives way before its next order
+    (``pause`` waits up to the ``stop_timeout`` setting for it); open orders stay on the exchange."""
+    return _halt(session_id, "paused", "paused by the user")
 
 
-def stop(session_id: int) -> SessionStatus:
-    """End the session for good (its records stay). Open orders and the position are left as
-    they are on the exchange: close them there, or stop with a flat position."""
-    return _set(session_id, "stopped", "stopped by the user")
+def stop(session_id: int, *, opener=None) -> SessionStatus:
+    """End the session for good (its records stay). A running tick gives way first; then the
+    session's open orders are cancelled on the exchange and its position is closed at market,
+    protected by an exchange-native stop or left, as its ``on_error`` setting says (default
+    ``protect``); the status message, and so the ``session.stopped`` notification, says which.
+    ``opener``: the session factory to use (default ``store.session``; the hub's service
+    passes the caller's)."""
+    return _halt(session_id, "stopped", "stopped by the user", opener)
 
 
-def _set(session_id: int, to: str, message: str | None) -> SessionStatus:
+def _halt(session_id: int, to: str, message: str, opener=None) -> SessionStatus:
+    """Move to ``to`` holding the tick's lock, so no tick runs on after the move returns."""
+    from workbench import store
+    from workbench.live import _tick
+
+    with (opener or store.session)() as scope:
+        row = _row(scope, session_id)
+        _check_move(row, to)  # refused now, before any wait
+        wait = float(row.settings.get("stop_timeout", _DEFAULTS["stop_timeout"]))
+    with _tick.halted(session_id, wait=wait, opener=opener) as db:
+        if db is None:
+            raise SessionError(f"session #{session_id}: a tick still runs after {wait:g} s; it gives way before "
+                               f"its next order, so call {'stop' if to == 'stopped' else 'pause'}() again shortly")
+        if to == "stopped":
+            message = f"{message}; {_tick.wind_down(db, session_id)}"
+        with db() as scope:
+            _move(_row(scope, session_id, lock=True), to, message[:2000])
+    return status(session_id, opener=opener)
+
+
+def _set(session_id: int, to: str, message: str | None, opener=None) -> SessionStatus:
     from workbench import store
 
-    with store.session() as scope:
+    with (opener or store.session)() as scope:
         row = _row(scope, session_id, lock=True)
         if to == "running" and row.started_at is None and row.status == "paused":
             _anchor(scope, row)
             _refuse_shared_account(scope, row)
         _move(row, to, message)
-    return status(session_id)
+    return status(session_id, opener=opener)
 
 
 def mark_error(session_id: int, message: str, db=None) -> None:
@@ -283,11 +346,11 @@ def mark_error(session_id: int, message: str, db=None) -> None:
                       .values(status="error", status_message=message[:2000]))
 
 
-def status(session_id: int) -> SessionStatus:
+def status(session_id: int, *, opener=None) -> SessionStatus:
     """The session's state, balance, equity, position, PnL and open orders, from its records."""
     from workbench import store
 
-    with store.session() as scope:
+    with (opener or store.session)() as scope:
         return _status(scope, _row(scope, session_id))
 
 

@@ -20,6 +20,7 @@ any fault retrying cannot fix (keys, funds, a rejected order), put the session i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,21 +30,25 @@ from functools import partial
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import func, select, update
+from sqlalchemy import cast, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from workbench import store
 from workbench.data._timeframe import parse_timeframe
-from workbench.errors import (DuplicateOrder, ExchangeError, ExchangeUnavailable, InvalidOrder, OrderNotFound,
-                              RateLimited, RiskLimitBreached, VaultError)
-from workbench.exchange import Order
+from workbench.errors import (DuplicateOrder, ExchangeError, ExchangeUnavailable, InsufficientFunds, InvalidOrder,
+                              OrderNotFound, RateLimited, RiskLimitBreached, VaultError)
+from workbench.exchange import Fill, Order, capability
 from workbench.live import _ledger, _risk, _sessions, _venue
 from workbench.live._plan import Leg, Plan, plan
 
 _log = logging.getLogger("workbench.live")
 _LOCK_CLASS = 0x77626C76  # "wblv": advisory locks of live sessions, keyed by session id
+_HALT_CLASS = 0x77626C68  # "wblh": held by stop() and pause() while they wait for a tick to give way
 _TRANSIENT = (ExchangeUnavailable, RateLimited)
 _PAGE = 1000  # candles per fetch_ohlcv call
+_CLOCK_MARGIN = pd.Timedelta(minutes=5)  # history queries start this much earlier (clocks differ)
 T = TypeVar("T")
 
 
@@ -82,10 +87,12 @@ def tick(session_id: int, *, now: datetime | None = None) -> TickReport:
             row = _sessions._row(scope, session_id)
         if row.status != "running":
             return TickReport(session_id, row.status, skipped=f"the session is {row.status}")
+        if _halting(db, session_id):
+            return TickReport(session_id, row.status, skipped=_HALTING)
         step = _Tick(row, now, db)
         try:
             report = step.run()
-        except RiskLimitBreached:  # handled: the report says what was done about it
+        except (RiskLimitBreached, _Halted):  # handled: the report says what was done about it
             return step.report
         except (ExchangeError, VaultError) as exc:
             _failed(db, row, exc, final=not isinstance(exc, _TRANSIENT))
@@ -98,24 +105,92 @@ def tick(session_id: int, *, now: datetime | None = None) -> TickReport:
         return report
 
 
+class _Halted(Exception):
+    """The tick gave way: its session is being stopped or paused, or its market does not trade."""
+
+
+_HALTING = "the session is being stopped or paused"
+
+
+def _halting(db: _ledger.Db, session_id: int) -> bool:
+    """Whether ``stop()`` or ``pause()`` waits for this session's tick (it holds the halt lock)."""
+    with db() as scope:
+        return not scope.scalar(select(func.pg_try_advisory_xact_lock_shared(_HALT_CLASS, session_id)))
+
+
 @contextmanager
-def _exclusive(session_id: int) -> Iterator[_ledger.Db | None]:
+def halted(session_id: int, *, wait: float, opener: Callable[[], Any] | None = None) -> Iterator[_ledger.Db | None]:
+    """What ``stop()`` and ``pause()`` run in: tell a running tick to give way (it checks before
+    every order it sends), wait up to ``wait`` seconds for it to end, then hold the tick's own
+    lock for the block, so no tick runs meanwhile; None when the tick did not end in time."""
+    with (opener or store.session)() as scope:
+        engine = scope.get_bind()
+    with engine.connect() as connection:
+        connection.scalar(select(func.pg_advisory_lock(_HALT_CLASS, session_id)))
+        connection.commit()
+        try:
+            with _exclusive(session_id, wait=wait, opener=opener) as db:
+                yield db
+        finally:
+            connection.scalar(select(func.pg_advisory_unlock(_HALT_CLASS, session_id)))
+            connection.commit()
+
+
+@contextmanager
+def _exclusive(session_id: int, *, wait: float | None = None,
+               opener: Callable[[], Any] | None = None) -> Iterator[_ledger.Db | None]:
     """Hold the session's advisory lock for the block, on a connection of its own (so the
     server releases it when the process dies); yields how to open transactions as this
-    tenant, or None when another tick holds the lock."""
-    with store.session() as scope:
+    tenant, or None when another tick holds the lock (for longer than ``wait`` seconds)."""
+    with (opener or store.session)() as scope:
         engine = scope.get_bind()
     with engine.connect() as connection:  # the whole tick's work runs on it, one transaction at a time
-        if not connection.scalar(select(func.pg_try_advisory_lock(_LOCK_CLASS, session_id))):
+        if not _lock(connection, session_id, wait):
             yield None
             return
-        connection.commit()
         try:
             yield partial(store.session_scope, connection)
         finally:
             connection.rollback()
             connection.scalar(select(func.pg_advisory_unlock(_LOCK_CLASS, session_id)))
             connection.commit()
+
+
+def _lock(connection, session_id: int, wait: float | None) -> bool:
+    """Take the tick lock now (``wait`` None) or within ``wait`` seconds (PostgreSQL's lock_timeout)."""
+    if wait is None:
+        got = bool(connection.scalar(select(func.pg_try_advisory_lock(_LOCK_CLASS, session_id))))
+        connection.commit()
+        return got
+    connection.execute(text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": f"{max(1, int(wait * 1000))}ms"})
+    try:
+        connection.scalar(select(func.pg_advisory_lock(_LOCK_CLASS, session_id)))
+        got = True
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        got = False
+    connection.rollback()
+    connection.execute(text("RESET lock_timeout"))
+    connection.commit()
+    return got
+
+
+def wind_down(db: _ledger.Db, session_id: int, policy: str | None = None) -> str:
+    """Cancel the session's resting orders on the exchange and leave its position as ``policy``
+    says (default the session's ``on_error``); what was done, in words (the caller holds the
+    tick lock)."""
+    with db() as scope:
+        row = _sessions._row(scope, session_id)
+    if row.started_at is None:
+        return "it never traded"
+    step = _Tick(row, None, db)
+    try:
+        return step.wind_down(policy or step.settings.get("on_error", "protect"))
+    except (ExchangeError, VaultError) as exc:
+        done = f"{len(step.report.canceled)} open orders cancelled, " if step.report.canceled else ""
+        return (f"{done}its orders and position could NOT be secured on the exchange (check them there): "
+                f"{type(exc).__name__}: {exc}")
 
 
 def _failed(db: _ledger.Db, row, exc: BaseException, *, final: bool) -> None:
@@ -128,7 +203,8 @@ def _failed(db: _ledger.Db, row, exc: BaseException, *, final: bool) -> None:
     detail = f"{type(exc).__name__}: {exc}"
     if final or failures >= limit:
         why = "it cannot succeed by retrying" if final else f"{failures} ticks in a row failed"
-        _sessions.mark_error(row.id, f"stopped trading because {why}; last error: {detail}", db)
+        secured = wind_down(db, row.id)
+        _sessions.mark_error(row.id, f"stopped trading because {why}; {secured}; last error: {detail}", db)
     _log.warning("session %s: tick failed (%s of %s in a row): %s", row.id, failures, limit, detail)
 
 
@@ -142,6 +218,8 @@ class _Tick:
         self.paper = row.exchange == _venue.PAPER
         self.report = TickReport(row.id, "running")
         self.mine: dict[str, store.Order] = {}  # this candle's order rows by client order id
+        self._sent: dict[str, Order] = {}  # orders this tick sent, by exchange id, as the exchange answered
+        self._absent: set[str] = set()  # client ids resolved this tick as never accepted
         self._retrying = Retrying(retry=retry_if_exception_type(_TRANSIENT), wait=self._wait, reraise=True,
                                   stop=stop_after_attempt(int(self.settings.get("retry_attempts", 4))))
 
@@ -176,15 +254,72 @@ class _Tick:
                 return self.report
             if row.last_tick_at is None and self.market.type == "swap":
                 self._call(exchange.set_leverage, row.symbol, int(row.leverage))
-            price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
+            price = self.price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
             the_plan = self._plan(price)
             legs = [leg for leg in self._reconcile(the_plan, price) if not self._placed(leg)]
             equity, _, position = self._account(price)
             self._check_risk(legs, position, equity, price)
             for leg in legs:
+                self._give_way()
                 self._place(leg)
             self._record(price)
         return self.report
+
+    def _give_way(self) -> None:
+        """Before each order: end here when ``stop()`` or ``pause()`` waits for this tick
+        (what it sent so far is recorded; the stop cancels it)."""
+        if _halting(self.db, self.row.id):
+            self._record(self.price)
+            self.report.skipped = f"{_HALTING}; {len(self.report.placed)} orders were sent before it gave way"
+            raise _Halted(self.report.skipped)
+
+    def wind_down(self, policy: str) -> str:
+        """Cancel our resting orders, then flatten, protect or leave the position (``policy``)."""
+        row = self.row
+        self.report.status = "stopped"  # the records of a wind-down never complete a candle
+        candle = self._paper_candle() if self.paper else None
+        with _venue.open_venue(row.id, row.exchange, row.exchange_account_id, row.market_type, row.timeframe,
+                               self.settings, candle, self.db, since=self._settled()) as exchange:
+            self.exchange = exchange
+            if self.paper and exchange.clock.finished:
+                return "the replay had ended: nothing rests on the paper exchange"
+            self.candle = self.report.candle = candle or pd.Timestamp(exchange.now()).floor(self.step).to_pydatetime()
+            self.market = exchange.market(row.symbol)
+            self.mine = {r.client_order_id: r for r in _ledger.orders(self.db, row.id, candle=self.candle)}
+            resting = _ledger.orders(self.db, row.id, pending=True)
+            strategy_stop = next((r.price for r in reversed(resting) if r.type == "stop" and r.price), None)
+            self._cancel_pending()
+            self.price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
+            position = self._position()
+            outcome = self._secure(policy, position, self.price, strategy_stop)
+            self._record(self.price)
+        cancelled = len(self.report.canceled)
+        if not cancelled and outcome is None:
+            return "nothing rested or was held on the exchange"
+        done = [f"{cancelled} open order{'s' if cancelled != 1 else ''} cancelled"] if cancelled else []
+        return ", ".join(done + [outcome or "no position was held"])
+
+    def _secure(self, policy: str, position: Decimal, price: Decimal, stop_price: Decimal | None) -> str | None:
+        """Leave ``position`` flat (``flatten``), under an exchange-native stop (``protect``: at
+        the strategy's last stop, else ``protect_stop`` % from ``price``) or as it is (``leave``);
+        what was done (None: there was no position)."""
+        if not position:
+            return None
+        if not self._tradeable(abs(position), price):
+            return f"the position of {position:g} is below the market's minimum order and stays"
+        side = "sell" if position > 0 else "buy"
+        can_stop = capability(self.exchange, self.market).stop_loss
+        if policy == "protect" and can_stop:
+            percent = Decimal(str(self.settings.get("protect_stop", self.strategy.params.get("stop_loss") or 5)))
+            away = price * percent / 100
+            trigger = stop_price if stop_price is not None else (price - away if position > 0 else price + away)
+            self._place(Leg("guard", "stop", side, abs(position), trigger, True))
+            return f"the position of {position:g} is protected by a stop at {trigger:g} on the exchange"
+        if policy == "leave":
+            return f"the position of {position:g} was left without protection (on_error 'leave')"
+        self._place(Leg("flat", "market", side, abs(position), price, True))
+        why = "" if policy == "flatten" else f" ({self.exchange.name} {self.market.type} has no native stop)"
+        return f"the position of {position:g} was closed at market{why}"
 
     def _settled(self) -> datetime:
         """Everything before the last completed tick's candle is recorded (a margin of a day)."""
@@ -238,22 +373,13 @@ class _Tick:
                     slippage=slippage)
 
     def _reconcile(self, the_plan: Plan, price: Decimal) -> list[Leg]:
-        """Settle our orders of earlier candles (cancel what still rests: each candle plans its
-        own), refresh this candle's (a retried tick), and add a "sync" leg when the position
-        without this candle's fills is not the simulation's."""
-        symbol = self.row.symbol
+        """Adopt or cancel orders of ours the database does not know, settle our orders of
+        earlier candles (cancel what still rests: each candle plans its own), refresh this
+        candle's (a retried tick), and add a "sync" leg when the position without this
+        candle's fills is not the simulation's."""
+        self._adopt_unknown()
         for row in _ledger.orders(self.db, self.row.id, pending=True):
-            found = self._call(self.exchange.fetch_order_by_client_id, symbol, row.client_order_id)
-            if row.candle_at != self.candle and found is not None and found.status == "open":
-                try:
-                    found = self._call(self.exchange.cancel_order, symbol, found.id)
-                    self.report.canceled.append(row.client_order_id)
-                except OrderNotFound:  # it filled or lapsed meanwhile
-                    found = self._call(self.exchange.fetch_order_by_client_id, symbol, row.client_order_id)
-            if found is not None:
-                _ledger.record_order(self.db, self.row.id, row.client_order_id, found)
-            elif row.candle_at != self.candle:  # written, never accepted, and its candle is gone
-                _ledger.record_order(self.db, self.row.id, row.client_order_id, None, status="expired")
+            self._settle(row, cancel=row.candle_at != self.candle)
         self.mine = {row.client_order_id: row for row in _ledger.orders(self.db, self.row.id, candle=self.candle)}
         position = self._position()
         done_now = sum((r.filled if r.side == "buy" else -r.filled for r in self.mine.values()), Decimal(0))
@@ -319,13 +445,65 @@ class _Tick:
 
     def _cancel_pending(self) -> None:
         """Cancel every order of ours still resting; settle the records of the others."""
+        self._adopt_unknown()
         for row in _ledger.orders(self.db, self.row.id, pending=True):
-            found = self._call(self.exchange.fetch_order_by_client_id, self.row.symbol, row.client_order_id)
-            if found is not None and found.status == "open":
-                found = self._call(self.exchange.cancel_order, self.row.symbol, found.id)
-                self.report.canceled.append(row.client_order_id)
-            _ledger.record_order(self.db, self.row.id, row.client_order_id, found,
-                                 status=None if found else "expired")
+            self._settle(row, cancel=True)
+
+    def _settle(self, row: store.Order, *, cancel: bool) -> None:
+        """Bring one pending order row up to date with the exchange (``cancel``: if it still
+        rests, cancel it). A row that was never heard back from is resolved first; one the
+        exchange never got is ``expired`` (only once its candle is over: until then the leg
+        may still be sent)."""
+        symbol, cid = self.row.symbol, row.client_order_id
+        unknown = row.exchange_order_id is None
+        found = self._resolve(cid, row.sent_at or row.created_at) if unknown else \
+            self._call(self.exchange.fetch_order, symbol, row.exchange_order_id)
+        if found is None:
+            if unknown and (cancel or row.candle_at != self.candle):
+                _ledger.record_order(self.db, self.row.id, cid, None, status="expired",
+                                     resolution="never reached the exchange (none shown after the wait)")
+            elif unknown:
+                self._absent.add(cid)
+            return  # an accepted order the exchange does not show yet: next time
+        if cancel and found.status == "open":
+            try:
+                found = self._call(self.exchange.cancel_order, symbol, found.id)
+                self.report.canceled.append(cid)
+            except OrderNotFound:  # it filled or lapsed meanwhile
+                found = self._call(self.exchange.fetch_order, symbol, found.id) or found
+        _ledger.record_order(self.db, self.row.id, cid, found,
+                             resolution="found on the exchange after its answer was lost" if unknown else None)
+
+    def _adopt_unknown(self) -> None:
+        """Orders on the exchange with this session's client-id prefix that the database does not
+        know (a restore from an older backup, a row lost with a crashed database): write them,
+        cancelling those that still rest unless ``unknown_orders`` is "adopt" (then they are
+        handled like the session's own), and tell the user."""
+        known = _ledger.known_orders(self.db, self.row.id)
+        prefix, policy = _ledger.client_prefix(self.row.id), self.settings.get("unknown_orders", "cancel")
+        history = self._call(self.exchange.fetch_orders, self.row.symbol, self._settled())
+        strangers = [o for o in history if (o.client_order_id or "").startswith(prefix)
+                     and o.client_order_id not in known]
+        for order in strangers:
+            what = "adopted from the exchange: the database did not know it"
+            if order.status == "open" and policy == "cancel":
+                try:
+                    order = self._call(self.exchange.cancel_order, self.row.symbol, order.id)
+                    what = "cancelled on the exchange: the database did not know it"
+                except OrderNotFound:
+                    order = self._call(self.exchange.fetch_order, self.row.symbol, order.id) or order
+            _ledger.adopt_order(self.db, self.row.id, order, what)
+            self._notify(f"order {order.client_order_id} ({order.side} {order.amount:g}, {order.status}) {what}",
+                         key=f"unknown-order:{self.row.id}:{order.id}")
+        if strangers:
+            self.report.message = f"{len(strangers)} order(s) of this session unknown to the database reconciled"
+
+    def _notify(self, text: str, *, key: str) -> None:
+        """Tell the user's channels (a ``message`` event of the session, once per ``key``)."""
+        _log.warning("session %s: %s", self.row.id, text)
+        with self.db() as scope:
+            scope.execute(select(func.notification_emit_quietly(
+                func.current_tenant_id(), self.row.id, "message", key, cast({"text": text[:4000]}, JSONB))))
 
     # -- exactly once ---------------------------------------------------------------------
     def _placed(self, leg: Leg) -> bool:
@@ -345,27 +523,43 @@ class _Tick:
         except InvalidOrder as exc:
             self.report.emulated.append(f"{leg.name} (not sent: {exc})")
             return
+        unknown = row is not None and cid not in self._absent  # an earlier attempt may have sent it
         if row is None:
-            _ledger.record_intent(self.db, self.row.id, self.candle, leg, cid, amount, price)
+            row = _ledger.record_intent(self.db, self.row.id, self.candle, leg, cid, amount, price)
             checkpoint("intent_recorded", leg.name)
+        elif not unknown:  # resolved as never accepted: sent again from now
+            row.sent_at = _ledger.mark_sent(self.db, self.row.id, cid, "sent again: the exchange showed no order "
+                                            "under its client id after the wait")
         reduce_only = leg.reduce_only and (self.paper or self.market.type == "swap")
-        order = self._ensure(cid, lambda: self.exchange.create_order(
-            self.row.symbol, leg.side, leg.type, amount, price, client_order_id=cid, reduce_only=reduce_only),
-            sent_before=row is not None)
+        try:
+            order, resolution = self._ensure(cid, lambda: self.exchange.create_order(
+                self.row.symbol, leg.side, leg.type, amount, price, client_order_id=cid, reduce_only=reduce_only),
+                sent_at=row.sent_at or row.created_at, unknown=unknown)
+        except InsufficientFunds as exc:  # the account is not the simulation's: skip the leg, trade on
+            _ledger.record_order(self.db, self.row.id, cid, None, status="rejected", resolution=str(exc)[:500])
+            self.report.emulated.append(f"{leg.name} (refused by the exchange: {exc})")
+            return
         checkpoint("after_send", leg.name)
-        _ledger.record_order(self.db, self.row.id, cid, order)
+        _ledger.record_order(self.db, self.row.id, cid, order, resolution=resolution)
         checkpoint("after_write", leg.name)
         self.report.placed.append(cid)
+        self._sent[order.id] = order
 
     def _affordable(self, leg: Leg) -> Decimal:
         """The leg's amount, cut to what the account has when it differs from the simulation
-        (e.g. after fills away from its prices): an exit to the position, an entry to what the
-        free balance pays for."""
-        if leg.reduce_only or (leg.side == "sell" and self.market.type == "spot"):
-            held = abs(self._position())
-            if leg.amount > held:
-                self.report.emulated.append(f"{leg.name} (cut from {leg.amount:g} to the position {held:g})")
-            return min(leg.amount, held)
+        (fills away from its prices, commissions taken from the asset bought): a spot sell to
+        the base asset still free after the earlier legs of the tick (resting sells hold theirs),
+        a reduce-only leg to the position less the reduce-only orders resting on it, an entry
+        to what the free balance pays for."""
+        if leg.side == "sell" and self.market.type == "spot":
+            base = self._call(self.exchange.fetch_balance).get(self.market.base)
+            free = min(base.free if base else Decimal(0), max(self._position(), Decimal(0)))
+            return self._cut(leg, free, "the free base balance")
+        if leg.reduce_only:
+            position = self._position()
+            resting = sum((o.remaining for o in self._sent.values() if o.reduce_only and o.status == "open"
+                           and (o.side == "sell") == (position > 0)), Decimal(0))
+            return self._cut(leg, max(abs(position) - resting, Decimal(0)), "the position not yet covered")
         free = self._call(self.exchange.fetch_balance).get(self.market.settle or self.market.quote)
         fee = max(self.market.maker_fee or Decimal(0), self.market.taker_fee or Decimal(0))
         slipped = 1 + Decimal(str(self.settings.get("slippage", 0))) if leg.type == "market" else 1
@@ -378,31 +572,60 @@ class _Tick:
             return Decimal(0)
         return available * (1 - _risk.TOLERANCE) / unit_cost
 
-    def _ensure(self, cid: str, send: Callable[[], Order], *, sent_before: bool) -> Order:
-        """The order under ``cid``, sent at most once: whenever an earlier send may have reached
-        the exchange (a crashed attempt, a timeout, a lost response), ask first."""
-        for attempt in self._retrying:
-            with attempt:
-                if sent_before or attempt.retry_state.attempt_number > 1:
-                    found = self.exchange.fetch_order_by_client_id(self.row.symbol, cid)
-                    if found is not None:
-                        return found
-                checkpoint("before_send", cid)
-                try:
-                    return send()
-                except DuplicateOrder:
-                    found = self.exchange.fetch_order_by_client_id(self.row.symbol, cid)
-                    if found is None:
-                        raise
-                    return found
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+    def _cut(self, leg: Leg, available: Decimal, what: str) -> Decimal:
+        if leg.amount > available:
+            self.report.emulated.append(f"{leg.name} (cut from {leg.amount:g} to {what}, {available:g})")
+        return min(leg.amount, available)
+
+    def _ensure(self, cid: str, send: Callable[[], Order], *, sent_at: datetime, unknown: bool
+                ) -> tuple[Order, str | None]:
+        """The order under ``cid`` executed at most once, and how its outcome was settled when
+        an answer was missing. ``unknown``: an earlier attempt (last sent at ``sent_at``) may
+        have reached the exchange; then, and after every send whose answer is lost, the order
+        is resolved from the exchange's records before it is sent again (see ORDERS.md)."""
+        attempts, failure = int(self.settings.get("retry_attempts", 4)), None
+        for attempt in range(1, attempts + 1):
+            if unknown:
+                found = self._resolve(cid, sent_at)
+                if found is not None:
+                    return found, "found on the exchange after its answer was lost"
+                sent_at = _ledger.mark_sent(self.db, self.row.id, cid, "sent again: the exchange showed no "
+                                            "order under its client id after the wait")
+            checkpoint("before_send", cid)
+            try:
+                return send(), None
+            except DuplicateOrder as exc:  # Binance: an order under this id is open, so it was ours
+                failure = exc
+            except _TRANSIENT as exc:  # the outcome is unknown
+                failure = exc
+                time.sleep(min(float(self.settings.get("retry_max_wait", 30.0)),
+                               getattr(exc, "retry_after", None) or 0.5 * 2 ** (attempt - 1)))
+            unknown = True
+        raise failure
+
+    def _resolve(self, cid: str, sent_at: datetime) -> Order | None:
+        """What the exchange did with the order sent under ``cid`` at ``sent_at`` whose answer
+        never came (lost, timed out, the process died), from its own records: once the venue
+        has had ``order_visibility_wait`` seconds to show it, a lookup by client id, then the
+        order history since the send (a venue finds finished orders by client id only for a
+        while). None: the exchange has no such order, so it never got it."""
+        wait = 0.0 if self.paper else float(self.settings.get("order_visibility_wait", 3.0))
+        remaining = (pd.Timestamp(sent_at) + pd.Timedelta(seconds=wait) - pd.Timestamp.now(tz="UTC")).total_seconds()
+        if remaining > 0:
+            time.sleep(remaining)
+        found = self._call(self.exchange.fetch_order_by_client_id, self.row.symbol, cid)
+        if found is not None:
+            return found
+        history = self._call(self.exchange.fetch_orders, self.row.symbol, sent_at - _CLOCK_MARGIN)
+        return next((o for o in reversed(history) if o.client_order_id == cid), None)
 
     # -- records --------------------------------------------------------------------------
     def _record(self, price: Decimal) -> None:
-        since = _ledger.last_fill_at(self.db, self.row.id) or self.row.anchor_at
-        fills = self._call(self.exchange.fetch_my_trades, self.row.symbol, since)
+        fills = self._visible_fills()
         self.report.fills = _ledger.record_fills(self.db, self.row.id, fills, adopt=self.paper)
         checkpoint("fills_recorded")
+        self._hand_trades(fills)
+        self._compare_ledger()
         equity, balance, position = self._account(price)
         pnl = equity - Decimal(self.row.init_equity)
         _ledger.snapshot(self.db, self.row.id, self.candle, balance, equity, position, pnl)
@@ -412,3 +635,73 @@ class _Tick:
                 values["last_tick_at"] = self.candle
             scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id).values(**values))
         self.report.equity, self.report.position = equity, position
+
+    def _visible_fills(self) -> list[Fill]:
+        """The account's fills since the last recorded one, waiting (up to the visibility
+        wait) until those of the orders this tick sent show in full."""
+        since = (_ledger.last_fill_at(self.db, self.row.id) or self.row.anchor_at) - _CLOCK_MARGIN
+        deadline = time.monotonic() + (0.0 if self.paper else float(self.settings.get("order_visibility_wait", 3.0)))
+        while True:
+            fills = self._call(self.exchange.fetch_my_trades, self.row.symbol, since)
+            shown: dict[str, Decimal] = {}
+            for fill in fills:
+                shown[fill.order_id] = shown.get(fill.order_id, Decimal(0)) + fill.amount
+            if all(shown.get(o.id, 0) >= o.filled for o in self._sent.values()) or time.monotonic() >= deadline:
+                return fills
+            time.sleep(0.1)
+
+    def _unresolved(self) -> bool:
+        """Whether an order of ours was sent and not heard back from yet."""
+        return any(r.exchange_order_id is None for r in _ledger.orders(self.db, self.row.id, pending=True))
+
+    def _fee_in_base(self, fill: Fill) -> Decimal:
+        """The part of a spot fill's amount the venue kept as its commission."""
+        return fill.fee if self.market.type == "spot" and fill.fee_currency == self.market.base else Decimal(0)
+
+    def _compare_ledger(self) -> None:
+        """The position the recorded fills make against the venue's (net of what the session
+        started with): a difference is reported and, when ``on_mismatch`` is "pause", the
+        session pauses; by default the next tick's sync leg trades the account back to the
+        simulation."""
+        if self.paper or self._unresolved():
+            return
+        recorded = _ledger.position(self.db, self.row.id, base=self.market.base if self.market.type == "spot" else None)
+        held = self._position()
+        if abs(held - recorded) <= max(self.market.amount_step, abs(recorded) * Decimal("1e-9")):
+            return
+        text = (f"the exchange shows a position of {held:g} on {self.row.symbol} for this session, its recorded "
+                f"fills make {recorded:g} ({held - recorded:+g})")
+        self.report.message = text
+        self._notify(text, key=f"mismatch:{self.row.id}:{self.candle.isoformat()}")
+        if self.settings.get("on_mismatch", "report") == "pause":
+            with self.db() as scope:
+                scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id,
+                                                                 store.TradingSession.status == "running")
+                              .values(status="paused", status_message=f"paused: {text}"))
+            self.report.status = "paused"
+
+    def _hand_trades(self, fills: list[Fill]) -> None:
+        """Fills on the session's market that no order of the session made (trades by hand on
+        the same account): reported, and taken out of the session's position, so the sync leg
+        does not undo them. Judged only when every order of ours is accounted for."""
+        if self.paper or self._unresolved():
+            return
+        ours, prefix = set(_ledger.known_orders(self.db, self.row.id).values()), _ledger.client_prefix(self.row.id)
+        foreign = [f for f in fills if f.order_id not in ours and not (f.client_order_id or "").startswith(prefix)
+                   and f.timestamp >= pd.Timestamp(self.row.started_at or self.row.anchor_at)]
+        if not foreign:
+            return
+        with self.db() as scope:
+            row = scope.get(store.TradingSession, self.row.id, with_for_update=True)
+            seen = set(row.settings.get("hand_trades", []))
+            new = [f for f in foreign if f.id not in seen]
+            if not new:
+                return
+            moved = sum(((f.amount if f.side == "buy" else -f.amount) - self._fee_in_base(f) for f in new), Decimal(0))
+            offset = Decimal(row.settings.get("position_offset", "0")) + moved
+            row.settings = {**row.settings, "position_offset": str(offset),
+                            "hand_trades": sorted(seen | {f.id for f in new})}
+        self.settings["position_offset"] = str(offset)
+        self._notify(f"{len(new)} trade(s) on {self.row.symbol} not made by this session (by hand?), net "
+                     f"{moved:+g}; they are left as they are and not counted as the session's position",
+                     key=f"hand-trades:{self.row.id}:{min(f.id for f in new)}")

@@ -112,13 +112,14 @@ def demote(session: int, *, opener: Opener | None = None) -> LiveNotebook:
     return _change(session, "stopped", opener)
 
 
-def stop(session: int) -> LiveNotebook:
+def stop(session: int, *, opener: Opener | None = None) -> LiveNotebook:
     """Demote the session's live notebook and stop the trading session for good
-    (``workbench.live.stop``: its records stay, open orders and position are left as they are)."""
+    (``workbench.live.stop``: its records stay, its open orders are cancelled and its position
+    is closed, protected by a stop on the exchange or left, as its ``on_error`` setting says)."""
     from workbench import live as sessions
 
-    demoted = demote(session)
-    sessions.stop(session)
+    demoted = demote(session, opener=opener)
+    sessions.stop(session, opener=opener)
     return demoted
 
 

@@ -232,6 +232,10 @@ class Order(TenantOwned):
     leg: Mapped[str | None]
     average: Mapped[Decimal | None]
     reduce_only: Mapped[bool] = mapped_column(server_default=text("false"))
+    # revision 0012: when it was last sent, and how an unknown outcome was settled (or why
+    # reconciliation wrote the row); see workbench/live/ORDERS.md
+    sent_at: Mapped[datetime | None]
+    resolution: Mapped[str | None]
 
 
 class Fill(TenantOwned):

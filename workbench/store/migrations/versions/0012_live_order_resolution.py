@@ -1,11 +1,18 @@
 """Orders whose outcome is unknown, and what reconciliation with the exchange records.
 
+``orders.sent_at``: when the order was last sent (the write-ahead row is written just before
+each send), so a later attempt knows how long the exchange has had to show it before it is
+judged never accepted. ``orders.resolution``: how an order's fate was settled when the tick
+that sent it did not hear back (found by client id, found in the order history, absent after
+the wait and sent again), or why reconciliation wrote it (adopted from, or cancelled on, the
+exchange: an order of the session's the database did not know).
+
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07 02:00:00
 """
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 revision = '0012'
 down_revision = '0011'
@@ -14,8 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column('orders', sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('orders', sa.Column('resolution', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    op.drop_column('orders', 'resolution')
+    op.drop_column('orders', 'sent_at')
