@@ -84,6 +84,7 @@ c.JupyterHub.services = [{
 c.JupyterHub.load_roles = [
     {"name": "user", "description": "A tenant: their own servers and the workbench service",
      "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
-    {"name": "workbench-service", "description": "Start dashboard servers and manage their shares",
-     "scopes": ["read:users", "read:users:name", "servers", "shares"], "services": [SERVICE_NAME]},
+    # no "shares": a tenant's servers are never shared (a shared dashboard is rendered by the service)
+    {"name": "workbench-service", "description": "Start tenants' dashboard servers",
+     "scopes": ["read:users", "read:users:name", "servers"], "services": [SERVICE_NAME]},
 ]

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from hub_harness import PASSWORD, Hub, free_port, running_hub
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from sqlalchemy import text
 
 from workbench import store
 from workbench.store._server import POSTGRES_BIN_PATH
@@ -174,25 +175,39 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
     page.get_by_text("Live session").first.wait_for()
     page.goto(f"{hub.url}/services/workbench/")
     page.fill(f"#share-{session}", viewer)
-    page.locator(f"#sessions tr.row", has_text=str(session)).locator("button.share").click()
+    page.locator("#sessions tr.row", has_text=str(session)).locator("button.share").click()
     page.locator("#sessions tr.row", has_text=viewer).first.wait_for()
 
-    # the viewer: the dashboard, read-only, and nothing else of the trader's
+    # the viewer: the session's page, rendered by the service, and nothing else of the trader's
     other.goto(f"{hub.url}/services/workbench/")
     other.locator("#shared a", has_text=trader).click()
-    authorize = other.get_by_role("button", name="Authorize")
-    other.wait_for_url(re.compile(rf"(/user/{trader}/dash-{session}/|oauth2/authorize)"))
-    if "oauth2/authorize" in other.url:  # JupyterHub asks before sharing the viewer's identity
-        authorize.click()
-    other.wait_for_url(re.compile(rf"/user/{trader}/dash-{session}/"))
-    other.get_by_text("Live session").first.wait_for()
+    other.wait_for_url(re.compile(rf"/services/workbench/shared/{trader}/{session}$"))
+    other.get_by_text(f"Session #{session}").first.wait_for()
+    other.locator(".wb-chart canvas").first.wait_for()  # BokehJS ran under the page's nonce policy
     assert other.locator(".jp-InputArea-editor, .cm-editor, .CodeMirror").count() == 0  # no code to edit or run
     for forbidden in (f"/user/{trader}/lab", f"/user/{trader}/lab/tree/01_quickstart.ipynb",
-                      f"/user/{trader}/files/01_quickstart.ipynb", f"/user/{trader}/api/contents"):
+                      f"/user/{trader}/files/01_quickstart.ipynb", f"/user/{trader}/api/contents",
+                      f"/user/{trader}/dash-{session}/", f"/user/{trader}/dash-{session}/api/contents"):
         response = other.goto(hub.url + forbidden)
         assert response.status == 403, forbidden
-    assert other.goto(f"{hub.url}/user/{trader}/dash-{session}/api/contents").status in (200, 403)
     assert "01_quickstart" not in other.content()
+
+    # what the owner controls is shown as text: scripts planted in the session's strings never run
+    payload = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script>"
+    with store.owner_session() as db:
+        db.execute(text("UPDATE trading_sessions SET status_message = :p WHERE id = :id"), {"p": payload, "id": session})
+        db.execute(text("UPDATE strategies SET name = :p FROM trading_sessions t "
+                        "WHERE t.id = :id AND strategies.id = t.strategy_id"), {"p": payload[:60], "id": session})
+        db.execute(text("UPDATE notebook_runs SET error = :p WHERE id = (SELECT max(r.id) FROM notebook_runs r "
+                        "JOIN live_notebooks l ON l.id = r.live_notebook_id WHERE l.session_id = :id)"),
+                   {"p": payload, "id": session})
+    for viewer_page, url in ((other, f"/services/workbench/shared/{trader}/{session}"),
+                             (page, "/services/workbench/"), (other, "/services/workbench/")):
+        viewer_page.goto(hub.url + url)
+        viewer_page.wait_for_load_state("load")
+        assert viewer_page.evaluate("window.pwned") is None, url
+    other.goto(f"{hub.url}/services/workbench/shared/{trader}/{session}")
+    assert payload in other.locator("body").inner_text()
 
     homes = [Path(f"/home/jupyter-{name}") for name in (trader, viewer) if os.geteuid() == 0]
     _canary_nowhere(hub, [canary_key, canary_secret], homes)

@@ -6,8 +6,8 @@ unix account as root, workspace); a tenant's server runs as its own account with
 database role and no trusted secret; a tenant reaches nobody else's server; every service
 endpoint answers 404 for another tenant's account, session, live notebook, run, dashboard
 or notification channel; the ServiceVault a tenant server uses, and its notification
-channels (added, tested, listed and removed through the service); a dashboard shared read-only (no code,
-no JupyterLab, no files, no other dashboards, revocable); removing a tenant.
+channels (added, tested, listed and removed through the service); a dashboard shared read-only
+(rendered by the service for the viewer; no way into the owner's servers; revocable); removing a tenant.
 """
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ import stat
 import subprocess
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import requests
-from hub_harness import Hub, running_hub, server_environment
+from hub_harness import Hub, as_tenant, running_hub, server_environment
 from loopback_notify import WebhookReceiver
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from workbench import notify, store, vault
+from workbench import notify, scheduler, store, vault
 from workbench.errors import HubError, NotifyError, VaultError
 from workbench.hub._launcher import prepare
 from workbench.hub._notify import ServiceChannels
@@ -40,6 +41,7 @@ from workbench.store.models import NotificationChannel
 
 pytestmark = pytest.mark.slow
 ROOT = os.geteuid() == 0
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +209,84 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
     assert service(hub, ta, "DELETE", f"notify/channels/{channel}").status_code == 200
 
 
+def test_every_service_endpoint_answers_its_owner(hub: Hub, tenants: dict):
+    """The happy path of each endpoint the refusal test above aims at, on records of their own
+    (the demo session stays as it is for the other tests)."""
+    a, b = tenants["a"], tenants["b"]
+    ta = tenants["tokens"][a]
+    with store.tenant_session(a) as db:
+        trading = store.TradingSession(strategy_id=db.query(store.Strategy).first().id, exchange="paper",
+                                       symbol="BTC/USD", status="paused")
+        db.add(trading)
+        db.flush()
+        session = trading.id
+    scheduler.promote(NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h",
+                      opener=lambda: store.tenant_session(a))
+
+    for action, live_status in (("pause", "paused"), ("resume", "active"), ("run_now", "active"),
+                                ("demote", "stopped")):
+        answer = service(hub, ta, "POST", f"sessions/{session}/{action}")
+        assert answer.status_code == 200, (action, answer.text)
+        assert answer.json()["status"] == live_status and answer.json()["session_id"] == session
+    scheduler.promote(NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h",
+                      opener=lambda: store.tenant_session(a))
+    stopped = service(hub, ta, "POST", f"sessions/{session}/stop")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped", stopped.text
+    assert service(hub, ta, "GET", f"sessions/{session}").json()["status"] == "stopped"
+    assert service(hub, ta, "POST", f"sessions/{session}/resume").status_code == 400  # nothing live to resume
+
+    created = service(hub, ta, "POST", "vault/accounts", json={"exchange": "gate", "api_key": "G" * 32,
+                                                               "secret": "S" * 64, "label": "spare"})
+    assert created.status_code == 201, created.text
+    account = created.json()["id"]
+    assert service(hub, ta, "POST", f"vault/accounts/{account}/deactivate").json() == {"deactivated": account}
+    assert service(hub, ta, "DELETE", f"vault/accounts/{account}").status_code == 200
+    assert account not in [row["id"] for row in service(hub, ta, "GET", "vault/accounts").json()]
+
+    channel = service(hub, ta, "POST", "notify/channels", json={
+        "kind": "webhook", "name": "spare", "settings": {"url": "https://hooks.example.com/T1"}}).json()["id"]
+    changed = service(hub, ta, "PATCH", f"notify/channels/{channel}", json={"enabled": False, "rate_limit": 5})
+    assert changed.json() == {"changed": channel}, changed.text
+    assert [c["enabled"] for c in service(hub, ta, "GET", "notify/channels").json() if c["id"] == channel] == [False]
+    assert service(hub, ta, "DELETE", f"notify/channels/{channel}").status_code == 200
+
+    shared = service(hub, ta, "POST", f"dashboards/{session}/shares", json={"user": b})
+    assert shared.status_code == 201, shared.text
+    opened = service(hub, tenants["tokens"][b], "POST", f"shared/{a}/{session}")
+    assert opened.json() == {"url": f"/services/workbench/shared/{a}/{session}"}, opened.text
+    assert service(hub, ta, "DELETE", f"dashboards/{session}/shares/{b}").json() == {"revoked": b}
+
+
+def test_oversized_and_malformed_requests_get_a_clear_4xx_and_store_nothing(hub: Hub, tenants: dict):
+    a = tenants["a"]
+    ta = tenants["tokens"][a]
+    before = service(hub, ta, "GET", "vault/accounts").json()
+    huge = {"exchange": "binance", "api_key": "K" * (20 * 1024 * 1024), "secret": "S" * 32}
+    answer = service(hub, ta, "POST", "vault/accounts", json=huge)
+    assert answer.status_code == 413 and "at most 65536" in answer.json()["error"], answer.text[:300]
+
+    def chunks():  # no Content-Length up front: the service counts what arrives
+        yield b'{"exchange": "binance", "secret": "S", "api_key": "'
+        for _ in range(100):
+            yield b"K" * 4096
+        yield b'"}'
+    answer = requests.post(f"{hub.url}/services/workbench/api/vault/accounts", data=chunks(), timeout=60,
+                           headers={"Authorization": f"token {ta}", "Content-Type": "application/json"})
+    assert answer.status_code == 413, answer.text[:300]
+    for body, error in (({"exchange": "binance", "api_key": "K" * 600, "secret": "S"}, "field 'api_key' is 600"),
+                        ({"exchange": "binance", "api_key": 5, "secret": "S"}, "field 'api_key' must be a string"),
+                        ({"exchange": "binance", "secret": "S"}, "field 'api_key' is required"),
+                        ({"exchange": "binance", "api_key": "K", "secret": "S", "label": "x" * 101},
+                         "field 'label' is 101")):
+        answer = service(hub, ta, "POST", "vault/accounts", json=body)
+        assert answer.status_code == 400 and error in answer.json()["error"], answer.text
+    answer = requests.post(f"{hub.url}/services/workbench/api/vault/accounts", data=b"[1, 2", timeout=60,
+                           headers={"Authorization": f"token {ta}"})
+    assert answer.status_code == 400 and "not JSON" in answer.json()["error"]
+    assert service(hub, ta, "GET", f"sessions/{'9' * 40}").status_code == 404  # no bigint: no route
+    assert service(hub, ta, "GET", "vault/accounts").json() == before
+
+
 def test_service_vault_is_what_a_tenant_server_uses(hub: Hub, tenants: dict, monkeypatch):
     b = tenants["b"]
     env = server_environment(b)
@@ -334,41 +414,46 @@ def test_shared_dashboard_is_read_only_and_revocable(hub: Hub, tenants: dict):
         db.flush()
         other_id = other.id
 
+    planted = "import pathlib; pathlib.Path.home().joinpath('startup-ran').write_text('yes')"
+    if ROOT:  # startup files and configuration in the owner's home are not what a dashboard runs
+        done = as_tenant(a, f"mkdir -p .ipython/profile_default/startup .jupyter && echo \"{planted}\" | tee "
+                            ".ipython/profile_default/startup/00-planted.py > .jupyter/jupyter_server_config.py")
+        assert done.returncode == 0, done.stderr
     opened = service(hub, ta, "POST", f"dashboards/{session}")
     assert opened.status_code == 200, opened.text
     path = opened.json()["url"]
     assert path == f"/user/{a}/dash-{session}/"
     page = client_a.open(path)
     assert page.status_code == 200 and symbol in page.text  # rendered as the owner's role
+    if ROOT:
+        assert as_tenant(a, "test -e startup-ran").returncode == 1, "the dashboard ran the owner's startup file"
+        assert as_tenant(a, "rm -r .ipython/profile_default/startup/00-planted.py .jupyter").returncode == 0
+    # the owner's Voila kernel takes no code even from the owner's browser
+    assert not _kernel_websocket_accepts_code(hub, client_a, path, page.text)
     assert service(hub, ta, "POST", f"dashboards/{other_id}").status_code == 200
 
-    assert client_b.open(path).status_code == 403  # not shared yet
+    page_url = f"/services/workbench/shared/{a}/{session}"
+    assert client_b.open(page_url).status_code == 404  # not shared yet
     shared = service(hub, ta, "POST", f"dashboards/{session}/shares", json={"user": b})
     assert shared.status_code == 201, shared.text
+    assert shared.json() == {"url": page_url, "shared_with": b}
     assert service(hub, ta, "GET", f"dashboards/{session}/shares").json() == [b]
     assert service(hub, tenants["tokens"][b], "GET", "shared").json() == [
-        {"owner": a, "server": f"dash-{session}", "url": path}]
+        {"owner": a, "session": session, "url": page_url}]
 
-    viewed = client_b.open(path)
-    assert viewed.status_code == 200 and symbol in viewed.text
-    # ... and nothing else: no code, no JupyterLab, no terminal, no files, no other dashboard
-    assert not _kernel_websocket_accepts_code(hub, client_b, path, viewed.text)
-    again = client_a.open(path)
-    assert again.status_code == 200 and symbol in again.text
-    for forbidden in (f"/user/{a}/lab", f"/user/{a}/api/contents", f"/user/{a}/api/terminals",
-                      f"/user/{a}/dash-{other_id}/", f"/user/{a}/files/01_quickstart.ipynb"):
+    viewed = client_b.open(page_url)
+    assert viewed.status_code == 200 and symbol in viewed.text  # rendered by the service, as B's role
+    assert "script-src 'nonce-" in viewed.headers["Content-Security-Policy"]
+    # ... and nothing of A's servers: not the dashboard, no code, no JupyterLab, no terminal, no files
+    for forbidden in (path, path + "api/kernels", f"/user/{a}/lab", f"/user/{a}/api/contents",
+                      f"/user/{a}/api/terminals", f"/user/{a}/dash-{other_id}/", f"/user/{a}/files/01_quickstart.ipynb"):
         assert client_b.open(forbidden).status_code == 403, forbidden
-    for inside in ("api/contents", "voila/files/session.ipynb", "voila/api/contents/", "files/01_quickstart.ipynb",
-                   "api/terminals", "lab"):
-        answer = client_b.open(path + inside)
-        assert '"type": "directory"' not in answer.text and "01_quickstart" not in answer.text, inside
-        assert '"cells"' not in answer.text, inside
+    assert client_b.open(f"/services/workbench/shared/{a}/{other_id}").status_code == 404
 
     revoked = service(hub, ta, "DELETE", f"dashboards/{session}/shares/{b}")
     assert revoked.status_code == 200, revoked.text
     assert service(hub, ta, "GET", f"dashboards/{session}/shares").json() == []
-    service(hub, ta, "POST", f"dashboards/{session}")  # the owner reopens it
-    assert client_b.open(path).status_code == 403
+    assert client_b.open(page_url).status_code == 404  # the next reload finds nothing
 
 
 def test_removing_a_tenant_keeps_records_and_revokes_access(hub: Hub):

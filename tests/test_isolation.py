@@ -18,14 +18,17 @@ from sqlalchemy.exc import ProgrammingError
 
 from workbench import store
 from workbench.store._server import OWNER
-from workbench.store.models import Base, NotificationChannel, NotificationDelivery, NotificationEvent
+from workbench.store.models import (Base, DashboardShare, ExchangeKeyReview, KeyUseRecord, NotificationChannel,
+                                     NotificationDelivery, NotificationEvent)
 
 TENANT_TABLES = [table.name for table in Base.metadata.sorted_tables if "tenant_id" in table.c]
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
-def _seed(tenant: store.Tenant) -> dict[str, int]:
-    """One row in every tenant-owned table for ``tenant``, written by the owner; their ids."""
+def _seed(tenant: store.Tenant, share_with: str | None = None) -> dict[str, int]:
+    """One row in every tenant-owned table for ``tenant``, written by the owner; their ids.
+    ``share_with``: the tenant the session's dashboard is shared with (a share shows the
+    viewer the owner's session, so only one side of a pair shares)."""
     with store.owner_session() as s:
         def add(row):
             s.add(row)
@@ -62,6 +65,11 @@ def _seed(tenant: store.Tenant) -> dict[str, int]:
         channel = add(NotificationChannel(**owner, name="phone", kind="telegram", config={"chat_id": "1"}))
         event = add(NotificationEvent(**owner, session_id=trading.id, kind="message", dedup_key="m1"))
         s.add(NotificationDelivery(**owner, event_id=event.id, channel_id=channel.id))
+        s.add(ExchangeKeyReview(**owner, account_id=account.id, can_withdraw=False, ip_restricted=True))
+        s.add(KeyUseRecord(**owner, account_id=account.id, exchange="binance", key_hint="ab12…9f",
+                           purpose="check", actor="test"))
+        if share_with:
+            s.add(DashboardShare(**owner, session_id=trading.id, viewer=share_with, owner=tenant.name))
         return {"strategies": strategy.id, "exchange_accounts": account.id, "trading_sessions": trading.id,
                 "orders": order.id, "live_notebooks": notebook.id}
 
@@ -70,7 +78,7 @@ def _seed(tenant: store.Tenant) -> dict[str, int]:
 def tenants(database):
     """Tenants alice and bob, each with a row in every tenant-owned table."""
     made = {name: store.create_tenant(name) for name in ("alice", "bob")}
-    ids = {name: _seed(tenant) for name, tenant in made.items()}
+    ids = {"alice": _seed(made["alice"], share_with="bob"), "bob": _seed(made["bob"])}
     return {name: (tenant, ids[name]) for name, tenant in made.items()}
 
 

@@ -1,9 +1,10 @@
 """A dashboard server: Voila on one session's dashboard notebook, behind JupyterHub OAuth.
 
 The hub starts it as the named server ``dash-<session id>`` of the session's owner, as the
-owner's unix account and database role (row-level security decides what it can read). A
-tenant shares it read-only through JupyterHub's sharing API (``access:servers`` on this one
-server only). Why this cannot be used to do more than look:
+owner's unix account and database role (row-level security decides what it can read), for
+the owner only: a session shared with another tenant is shown to them by the workbench
+service instead (``_service.SharedPageHandler``), so nothing the owner runs reaches a
+viewer's browser. Why this server cannot be used to do more than look:
 
 - it is Voila's standalone app, not a Jupyter server: no contents, terminals or sessions
   API, no JupyterLab; every path renders the one notebook;
@@ -11,7 +12,9 @@ server only). Why this cannot be used to do more than look:
   viewer cannot send ``execute_request``; the notebook is the package's, not the owner's;
 - no file of the notebook's folder is served (empty ``file_allowlist``);
 - JupyterHub's identity provider and authorizer admit only tokens with access to this very
-  server, so other dashboards and the owner's JupyterLab stay closed to a viewer.
+  server;
+- IPython and Jupyter read their folders from the package (``dashboard_environment``), never
+  from the owner's home.
 
     python -m workbench.hub._dashboard NOTEBOOK   # run by the spawner, with JUPYTERHUB_* set
 """
@@ -37,6 +40,9 @@ class _HubIdentityProvider(JupyterHubIdentityProvider):
 
 def main(argv: list[str] | None = None) -> None:
     notebook = Path((argv or sys.argv[1:])[0]).resolve()
+    # JUPYTER_DATA_DIR is the package's read-only folder (the spawner pins it); kernel
+    # connection files go to the owner's private runtime folder instead
+    os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(Path.home() / ".local" / "share" / "jupyter" / "runtime"))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
     Voila.launch_instance(argv=[

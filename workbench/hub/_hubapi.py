@@ -1,9 +1,9 @@
 """The few JupyterHub REST calls the workbench service makes with its own token.
 
-Dashboards are named servers of their owner (``dash-<session id>``); sharing one is a
-JupyterHub share granting ``access:servers`` on that one server. The service's role (in
-``jupyterhub_config.py``) allows exactly these calls: start and stop servers, read users,
-grant, list and revoke shares.
+Dashboards are named servers of their owner (``dash-<session id>``), reached by the owner
+only: sharing is a database grant the service renders itself, not a JupyterHub share. The
+service's role (in ``jupyterhub_config.py``) allows exactly these calls: start servers
+and read their state.
 """
 from __future__ import annotations
 
@@ -42,9 +42,6 @@ class HubAPI:
             raise HubError(f"hub API {method} {path} answered {exc.code}: {detail}") from None
         return json.loads(response.body) if response.body else None
 
-    async def user(self, name: str) -> dict | None:
-        return await self.call("GET", f"/users/{quote(name)}", ok=(404,))
-
     async def start_server(self, owner: str, server: str) -> None:
         """Start ``owner``'s named server unless it runs; wait until it answers."""
         path = f"/users/{quote(owner)}/servers/{quote(server)}"
@@ -58,23 +55,3 @@ class HubAPI:
             if time.monotonic() > deadline:
                 raise HubError(f"server {owner}/{server} did not become ready in {_READY_TIMEOUT:.0f} s")
             await asyncio.sleep(0.5)
-
-    async def stop_server(self, owner: str, server: str) -> None:
-        await self.call("DELETE", f"/users/{quote(owner)}/servers/{quote(server)}", ok=(400, 404))
-
-    async def shares(self, owner: str, server: str) -> list[str]:
-        """The users ``owner/server`` is shared with."""
-        answer = await self.call("GET", f"/shares/{quote(owner)}/{quote(server)}", ok=(404,))
-        return sorted(item["user"]["name"] for item in (answer or {}).get("items", []) if item.get("user"))
-
-    async def share(self, owner: str, server: str, viewer: str) -> None:
-        await self.call("POST", f"/shares/{quote(owner)}/{quote(server)}",
-                        {"user": viewer, "scopes": [f"access:servers!server={owner}/{server}"]})
-
-    async def revoke(self, owner: str, server: str, viewer: str) -> None:
-        await self.call("PATCH", f"/shares/{quote(owner)}/{quote(server)}", {"user": viewer}, ok=(404,))
-
-    async def shared_with(self, viewer: str) -> list[tuple[str, str]]:
-        """(owner, server name) of every server shared with ``viewer``."""
-        answer = await self.call("GET", f"/users/{quote(viewer)}/shared", ok=(404,))
-        return [(item["server"]["user"]["name"], item["server"]["name"]) for item in (answer or {}).get("items", [])]

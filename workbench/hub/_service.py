@@ -18,12 +18,12 @@ JSON API (under ``/services/workbench/api``)::
     GET    live?session=<id>, live/<id>         promoted notebooks (schedules)
     POST   sessions/<id>/(pause|resume|run_now|demote|stop)   change the session's live notebook
     GET    runs?live=<id>&session=<id>&limit=N, runs/<id>
-    POST   dashboards/<session id>              start the session's dashboard server: {url}
-    GET    dashboards/<session id>/shares       users it is shared with
-    POST   dashboards/<session id>/shares       {user}: share read-only
-    DELETE dashboards/<session id>/shares/<user>   revoke (open pages are cut off)
-    GET    shared                               dashboards others shared with the caller
-    POST   shared/<owner>/<session id>          start a dashboard shared with the caller: {url}
+    POST   dashboards/<session id>              start the caller's own dashboard server: {url}
+    GET    dashboards/<session id>/shares       tenants the session is shared with
+    POST   dashboards/<session id>/shares       {user}: share the session read-only
+    DELETE dashboards/<session id>/shares/<user>   revoke (the viewer's next reload finds nothing)
+    GET    shared                               sessions others shared with the caller: [{owner, session, url}]
+    POST   shared/<owner>/<session id>          the page of a session shared with the caller: {url}
     GET    notify/channels                      the caller's notification channels (no secret)
     POST   notify/channels                      {kind, name, settings, events?, session?, rate_limit?}: {id}
     PATCH  notify/channels/<id>                 {events?, session?, enabled?, rate_limit?}
@@ -32,6 +32,16 @@ JSON API (under ``/services/workbench/api``)::
 
 Another tenant's account, session, live notebook, run, dashboard or channel answers 404,
 exactly like one that does not exist. Request bodies (keys, channel secrets) are never logged.
+A body over 64 KiB answers 413 before it is read; each field has a type and a length limit
+(400 names the field).
+
+Shared dashboards (``GET shared/<owner>/<session id>``, an HTML page) are rendered here, for
+the viewer, from the rows the viewer's own database role may read (``dashboard_shares`` and
+the policies of revision 0011): no process of the owner is involved, so nothing the owner
+controls reaches the viewer's browser on the hub's origin. Tenant strings are escaped, and
+the page's Content-Security-Policy runs only scripts carrying its nonce (BokehJS, served from
+the package, and the chart). The owner's own dashboard is still Voila in the owner's named
+server ``dash-<session id>``, which only the owner can reach.
 
     python -m workbench.hub._service     # run by the hub (JUPYTERHUB_* set)
 """
@@ -42,7 +52,9 @@ import html
 import json
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -50,6 +62,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
+from workbench import store
 from workbench.errors import HubError, NotifyError, VaultError, WorkbenchError
 from workbench.hub import _records
 from workbench.hub._hubapi import HubAPI
@@ -58,18 +71,67 @@ from workbench.hub._spawner import dashboard_server_name
 from workbench.vault import Secret
 
 _log = logging.getLogger("workbench.hub.service")
-_ID = r"(\d+)"
-_ACCOUNT_FIELDS = {"exchange", "api_key", "secret", "passphrase", "permissions", "label"}
+_ID = r"(\d{1,18})"  # a bigint; longer ids match no route (404)
+MAX_BODY = 64 * 1024  # bytes: the largest body any endpoint needs is a key pair with a PEM secret
+# JSON answers are data, never a page: nothing in them may run or be framed
+_API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+# a page's scripts run only with the page's nonce; 'self' is not enough, since tenants' own
+# servers share the hub's origin
+_PAGE_POLICY = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data:; "
+                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'{extra}")
+_BOKEH_JS = "static/bokeh/bokeh.min.js"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a JSON body: its JSON types, a size limit (characters of a string, or of
+    the JSON text of an object or list; 0: none), whether it is required or may be null."""
+
+    types: tuple[type, ...]
+    what: str
+    limit: int = 0
+    required: bool = False
+    nullable: bool = False
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.nullable:
+            return
+        if not isinstance(value, self.types) or (isinstance(value, bool) and bool not in self.types):
+            raise web.HTTPError(400, f"field {name!r} must be {self.what}")
+        size = len(value) if isinstance(value, str) else len(json.dumps(value)) if self.limit else 0
+        if self.limit and size > self.limit:
+            raise web.HTTPError(400, f"field {name!r} is {size} characters long; at most {self.limit} are allowed")
+
+
+def _text(limit: int, required: bool = False) -> Field:
+    return Field((str,), "a string", limit, required)
+
+
+_SESSION = Field((int,), "a trading session id, or null for every session", nullable=True)
+_EVENTS = Field((list, str), "a list of event kinds, or null for all", 2048, nullable=True)
+_RATE_LIMIT = Field((int,), "a whole number of messages per minute", nullable=True)
+_ACCOUNT_FIELDS = {"exchange": _text(32, True), "api_key": _text(512, True), "secret": _text(4096, True),
+                   "passphrase": _text(256), "permissions": _text(32), "label": _text(100)}
 # ccxt options a tenant may pass to a connectivity check: no logger, no verbose, no keys, and
 # nothing that moves the requests elsewhere (urls, hostname, proxies): the service signs them
 # with the tenant's key, which must go to the exchange only, never to a host the tenant names
 _CHECK_OPTIONS = {"timeout", "options"}
-_CHANNEL_FIELDS = {"kind", "name", "settings", "events", "session", "rate_limit"}
-_CHANNEL_CHANGES = {"events", "session", "enabled", "rate_limit"}
+_CHECK_FIELDS = {"ccxt_config": Field((dict,), "an object of ccxt options", 2048, nullable=True)}
+_CHANNEL_FIELDS = {"kind": _text(32, True), "name": _text(100, True),
+                   "settings": Field((dict,), "an object of the transport's settings", 4096),
+                   "events": _EVENTS, "session": _SESSION, "rate_limit": _RATE_LIMIT}
+_CHANNEL_CHANGES = {"events": _EVENTS, "session": _SESSION, "enabled": Field((bool,), "true or false"),
+                    "rate_limit": _RATE_LIMIT}
+_SHARE_FIELDS = {"user": _text(64, True)}
 
 
+@web.stream_request_body
 class _Handler(HubOAuthenticated, web.RequestHandler):
-    """Base: the caller must be a hub *user*; errors are JSON ``{"error": ...}``."""
+    """Base: the caller must be a hub *user*; errors are JSON ``{"error": ...}``. The body is
+    streamed so that one larger than ``MAX_BODY`` is refused (413) without being kept."""
+
+    _chunks: list[bytes]
+    _received = 0
 
     @property
     def tenant(self) -> str:
@@ -80,9 +142,24 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(403, f"{user.get('kind')} {user.get('name')!r} is not a tenant")
         return user["name"]
 
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", _API_POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
     def prepare(self) -> None:
+        self._chunks = []
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise web.HTTPError(413, f"the request body is {declared} bytes; the service takes at most {MAX_BODY}")
         if self.current_user is None:
             raise web.HTTPError(403, "log in through the hub first (or send a hub API token)")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body up to ``MAX_BODY`` (a chunked one may not say its size up front)."""
+        self._received += len(chunk)
+        if self._received <= MAX_BODY:
+            self._chunks.append(chunk)
 
     _authenticating = False
 
@@ -102,13 +179,24 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
             _ = self.current_user
         super().check_xsrf_cookie()
 
-    def body(self) -> dict[str, Any]:
+    def body(self, fields: dict[str, Field]) -> dict[str, Any]:
+        """The JSON object of the request, each member checked against ``fields``."""
+        if self._received > MAX_BODY:
+            raise web.HTTPError(413, f"the request body is over {MAX_BODY} bytes")
         try:
-            value = json.loads(self.request.body or b"{}")
+            value = json.loads(b"".join(self._chunks) or b"{}")
         except ValueError:
             raise web.HTTPError(400, "the request body is not JSON") from None
         if not isinstance(value, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
+        unknown = set(value) - set(fields)
+        if unknown:
+            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(fields)}")
+        for name, field in fields.items():
+            if name in value:
+                field.check(name, value[name])
+            elif field.required:
+                raise web.HTTPError(400, f"field {name!r} is required ({field.what})")
         return value
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -147,13 +235,7 @@ class AccountsHandler(_VaultHandler):
         self.answer([{**vars(a), "created_at": a.created_at.isoformat()} for a in accounts])
 
     async def post(self) -> None:
-        body = self.body()
-        unknown = set(body) - _ACCOUNT_FIELDS
-        if unknown:
-            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(_ACCOUNT_FIELDS)}")
-        for field in ("exchange", "api_key", "secret"):
-            if not isinstance(body.get(field), str):
-                raise web.HTTPError(400, f"field {field!r} is required (a string)")
+        body = self.body(_ACCOUNT_FIELDS)
         passphrase = body.get("passphrase")
         account_id = await self.call(lambda: self.vault().add_account(
             body["exchange"], Secret(body["api_key"]), Secret(body["secret"]),
@@ -173,8 +255,8 @@ class AccountActionHandler(_VaultHandler):
             await self.call(lambda: self.vault().deactivate(int(account_id)))
             self.answer({"deactivated": int(account_id)})
             return
-        config = self.body().get("ccxt_config") or {}
-        if not isinstance(config, dict) or set(config) - _CHECK_OPTIONS:
+        config = self.body(_CHECK_FIELDS).get("ccxt_config") or {}
+        if set(config) - _CHECK_OPTIONS:
             raise web.HTTPError(400, f"ccxt_config may set only {sorted(_CHECK_OPTIONS)}")
         self.answer(await self.call(lambda: self.vault().check(int(account_id), config)))
 
@@ -197,12 +279,6 @@ class _ChannelHandler(_VaultHandler):
         return Admin(vault=self.vault())
 
 
-def _check_session(body: dict[str, Any]) -> None:
-    session = body.get("session")
-    if session is not None and (not isinstance(session, int) or isinstance(session, bool)):
-        raise web.HTTPError(400, "field 'session' must be a trading session id, or null for every session")
-
-
 class ChannelsHandler(_ChannelHandler):
     async def get(self) -> None:
         def listing() -> list[dict[str, Any]]:
@@ -214,16 +290,7 @@ class ChannelsHandler(_ChannelHandler):
         self.answer(await self.call(listing))
 
     async def post(self) -> None:
-        body = self.body()
-        unknown = set(body) - _CHANNEL_FIELDS
-        if unknown:
-            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(_CHANNEL_FIELDS)}")
-        for field in ("kind", "name"):
-            if not isinstance(body.get(field), str):
-                raise web.HTTPError(400, f"field {field!r} is required (a string)")
-        if not isinstance(body.get("settings", {}), dict):
-            raise web.HTTPError(400, "field 'settings' must be an object of the transport's settings")
-        _check_session(body)
+        body = self.body(_CHANNEL_FIELDS)
         channel_id = await self.call(lambda: self.admin().add(
             body["kind"], body["name"], body.get("settings", {}), body.get("events"), body.get("session"),
             body.get("rate_limit")))
@@ -232,13 +299,7 @@ class ChannelsHandler(_ChannelHandler):
 
 class ChannelHandler(_ChannelHandler):
     async def patch(self, channel_id: str) -> None:
-        changes = self.body()
-        unknown = set(changes) - _CHANNEL_CHANGES
-        if unknown:
-            raise web.HTTPError(400, f"unknown fields {sorted(unknown)}; expected {sorted(_CHANNEL_CHANGES)}")
-        if not isinstance(changes.get("enabled", True), bool):
-            raise web.HTTPError(400, "field 'enabled' must be true or false")
-        _check_session(changes)
+        changes = self.body(_CHANNEL_CHANGES)
         await self.call(lambda: self.admin().change(int(channel_id), **changes))
         self.answer({"changed": int(channel_id)})
 
@@ -313,6 +374,9 @@ class _DashboardHandler(_Handler):
     def server_url(self, owner: str, server: str) -> str:
         return url_path_join(self.application.settings["hub_prefix"], "user", owner, server) + "/"
 
+    def shared_url(self, owner: str, session_id: int | str) -> str:
+        return url_path_join(self.application.settings["service_prefix"], "shared", owner, str(int(session_id)))
+
 
 class DashboardHandler(_DashboardHandler):
     async def post(self, session_id: str) -> None:
@@ -323,59 +387,87 @@ class DashboardHandler(_DashboardHandler):
 
 class SharesHandler(_DashboardHandler):
     async def get(self, session_id: str) -> None:
-        server = await self.own_dashboard(session_id)
-        self.answer(await self.hub_call(self.hub.shares(self.tenant, server)))
+        self.answer(await self.call(_records.shares, self.tenant, int(session_id)))
 
     async def post(self, session_id: str) -> None:
-        server = await self.own_dashboard(session_id)
-        viewer = self.body().get("user")
-        if not isinstance(viewer, str) or not viewer or viewer == self.tenant:
-            raise web.HTTPError(400, "field 'user' must name another hub user")
-        if await self.hub_call(self.hub.user(viewer)) is None:
-            raise web.HTTPError(404, f"no hub user named {viewer!r} (a user appears after their first login)")
-        # a share needs the server to exist in the hub; starting it also makes it viewable
-        await self.hub_call(self.hub.start_server(self.tenant, server))
-        await self.hub_call(self.hub.share(self.tenant, server, viewer))
-        _log.info("%s shared dashboard %s with %s", self.tenant, server, viewer)
-        self.answer({"url": self.server_url(self.tenant, server), "shared_with": viewer}, 201)
+        viewer = self.body(_SHARE_FIELDS)["user"]
+        if viewer == self.tenant:
+            raise web.HTTPError(400, "field 'user' must name another tenant")
+        await self.call(_records.share, self.tenant, int(session_id), viewer)
+        _log.info("%s shared session %s with %s", self.tenant, session_id, viewer)
+        self.answer({"url": self.shared_url(self.tenant, session_id), "shared_with": viewer}, 201)
 
 
 class ShareHandler(_DashboardHandler):
     async def delete(self, session_id: str, viewer: str) -> None:
-        server = await self.own_dashboard(session_id)
-        await self.hub_call(self.hub.revoke(self.tenant, server, viewer))
-        # open pages keep their websocket and cached token: restart to cut them off now
-        await self.hub_call(self.hub.stop_server(self.tenant, server))
-        _log.info("%s revoked dashboard %s from %s", self.tenant, server, viewer)
+        await self.call(_records.unshare, self.tenant, int(session_id), viewer)
+        _log.info("%s revoked session %s from %s", self.tenant, session_id, viewer)
         self.answer({"revoked": viewer})
 
 
 class SharedHandler(_DashboardHandler):
     async def get(self) -> None:
-        shared = await self.hub_call(self.hub.shared_with(self.tenant))
-        self.answer([{"owner": owner, "server": server, "url": self.server_url(owner, server)}
-                     for owner, server in shared])
+        shared = await self.call(_records.shared_with, self.tenant)
+        self.answer([{**item, "url": self.shared_url(item["owner"], item["session"])} for item in shared])
 
     async def post(self, owner: str, session_id: str) -> None:
-        server = dashboard_server_name(int(session_id))
-        if (owner, server) not in await self.hub_call(self.hub.shared_with(self.tenant)):
-            raise web.HTTPError(404, f"{owner!r} shares no dashboard of session {session_id} with you")
-        await self.hub_call(self.hub.start_server(owner, server))
-        self.answer({"url": self.server_url(owner, server), "server": server})
+        await self.call(_records.shared_owner_id, self.tenant, owner, int(session_id))
+        self.answer({"url": self.shared_url(owner, session_id)})
 
 
-class IndexHandler(_Handler):
-    """A small page: the caller's sessions with their dashboards and shares, and what others
-    share with them. It calls the JSON API above with the hub's XSRF token."""
+class _PageHandler(_Handler):
+    """An HTML page of the service: a fresh CSP nonce per answer, scripts only with it."""
+
+    nonce = ""
 
     def prepare(self) -> None:
         """Browsers without a session are sent to the hub's login (``web.authenticated``)."""
+        self._chunks = []
+
+    def page_policy(self, extra: str = "") -> None:
+        self.nonce = secrets.token_urlsafe(18)
+        self.set_header("Content-Security-Policy", _PAGE_POLICY.format(nonce=self.nonce, extra=extra))
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.page_policy()
+        self.finish(f"<!doctype html><meta charset='utf-8'><title>{status_code}</title>"
+                    f"<p class='wb-error'>{html.escape(message)}</p>")
+
+
+class SharedPageHandler(_PageHandler):
+    """A session shared with the caller, rendered from what the caller's own role may read."""
+
+    @web.authenticated
+    async def get(self, owner: str, session_id: str) -> None:
+        viewer = self.tenant
+        owner_id = await self.call(_records.shared_owner_id, viewer, owner, int(session_id))
+        self.page_policy()
+        bokeh = url_path_join(self.application.settings["service_prefix"], _BOKEH_JS)
+        from workbench.scheduler import dashboard_page
+
+        page = await self.call(lambda: dashboard_page(
+            int(session_id), opener=lambda: store.tenant_session(viewer), owner_id=owner_id, nonce=self.nonce,
+            bokeh_url=bokeh))
+        if page is None:
+            raise web.HTTPError(404, f"{owner!r} shares no session {session_id} with you")
+        self.finish(page)
+
+
+class IndexHandler(_PageHandler):
+    """A small page: the caller's sessions with their dashboards and shares, and what others
+    share with them. Its one script (with the page's nonce) calls the JSON API above with the
+    hub's XSRF token and puts every value in the page as text, never as markup."""
 
     @web.authenticated
     async def get(self) -> None:
         prefix = self.application.settings["service_prefix"]
+        self.page_policy("; connect-src 'self'")
         page = _PAGE.replace("{{prefix}}", html.escape(prefix)).replace(
-            "{{xsrf}}", html.escape(self.xsrf_token.decode())).replace("{{user}}", html.escape(self.tenant))
+            "{{xsrf}}", html.escape(self.xsrf_token.decode())).replace("{{user}}", html.escape(self.tenant)).replace(
+            "{{nonce}}", self.nonce)
         self.finish(page)
 
 
@@ -401,6 +493,8 @@ def make_app(vaults: Callable[[str], Any] | None = None) -> web.Application:
         (f"{api}/dashboards/{_ID}/shares/([^/]+)", ShareHandler),
         (f"{api}/shared", SharedHandler),
         (f"{api}/shared/([^/]+)/{_ID}", SharedHandler),
+        (url_path_join(prefix, "shared", r"([^/]+)", _ID), SharedPageHandler),
+        (url_path_join(prefix, "static/bokeh/(.*)"), web.StaticFileHandler, {"path": _bokeh_static()}),
         (f"{api}/notify/channels", ChannelsHandler),
         (f"{api}/notify/channels/{_ID}", ChannelHandler),
         (f"{api}/notify/channels/{_ID}/test", ChannelTestHandler),
@@ -409,6 +503,13 @@ def make_app(vaults: Callable[[str], Any] | None = None) -> web.Application:
     return web.Application(routes, vaults=vaults or _local_vaults(), hub_api=HubAPI(),
                            hub_prefix=hub_prefix, service_prefix=prefix,
                            cookie_secret=os.urandom(32), xsrf_cookies=True)
+
+
+def _bokeh_static() -> str:
+    """BokehJS as the bokeh package ships it (the service serves it: pages work offline)."""
+    from bokeh.util.paths import bokehjs_path
+
+    return str(bokehjs_path() / "js")
 
 
 def _local_vaults() -> Callable[[str], Any]:
@@ -446,9 +547,9 @@ td,th{border:1px solid #ccc;padding:.3em .6em}#msg{color:#a00}</style></head>
 <table id="runs"><tr><th>run</th><th>live notebook</th><th>scheduled for</th><th>status</th><th>error</th></tr></table>
 <h2>Shared with me</h2>
 <ul id="shared"></ul>
-<script>
-const P = document.body.dataset.prefix + "api/", X = document.body.dataset.xsrf;
-const esc = s => String(s ?? "").replace(/[&<>"']/g, c => "&#" + c.charCodeAt(0) + ";");
+<script nonce="{{nonce}}">
+// every value from the API goes into the page as text (textContent), never as markup
+const PREFIX = document.body.dataset.prefix, P = PREFIX + "api/", X = document.body.dataset.xsrf;
 async function api(method, path, body) {
   const r = await fetch(P + path, {method, headers: {"X-XSRFToken": X, "Content-Type": "application/json"},
                                    body: body === undefined ? undefined : JSON.stringify(body)});
@@ -456,35 +557,46 @@ async function api(method, path, body) {
   if (!r.ok) { document.getElementById("msg").textContent = data.error || r.statusText; throw data; }
   return data;
 }
-async function openDashboard(id) { const d = await api("POST", "dashboards/" + id); window.location = d.url; }
-async function openShared(owner, id) { const d = await api("POST", "shared/" + owner + "/" + id); window.location = d.url; }
-async function share(id) {
-  const user = document.getElementById("share-" + id).value.trim();
-  if (user) { await api("POST", "dashboards/" + id + "/shares", {user}); load(); }
+function el(tag, props, ...children) {
+  const node = Object.assign(document.createElement(tag), props || {});
+  for (const child of children) node.append(child);
+  return node;
 }
-async function revoke(id, user) { await api("DELETE", "dashboards/" + id + "/shares/" + encodeURIComponent(user)); load(); }
+function button(label, cls, action) {
+  const b = el("button", {className: cls, textContent: label});
+  b.addEventListener("click", action);
+  return b;
+}
+function row(table, cells) {
+  const tr = table.insertRow(); tr.className = "row";
+  for (const cell of cells) { const td = tr.insertCell(); td.append(...[].concat(cell)); }
+  return tr;
+}
 async function load() {
   const sessions = await api("GET", "sessions"), table = document.getElementById("sessions");
   table.querySelectorAll("tr.row").forEach(r => r.remove());
   for (const s of sessions) {
-    const users = await api("GET", "dashboards/" + s.id + "/shares").catch(() => []);
-    const row = table.insertRow(); row.className = "row";
-    row.innerHTML = `<td>${esc(s.id)}</td><td>${esc(s.symbol)}</td><td>${esc(s.status)}</td>
-      <td><button class="open" onclick="openDashboard(${Number(s.id)})">Open dashboard</button></td>
-      <td>${users.map(u => `${esc(u)} <button class="revoke" onclick="revoke(${Number(s.id)}, '${esc(u)}')">revoke</button>`).join(" ")}
-      <input id="share-${Number(s.id)}" placeholder="user name" size="10">
-      <button class="share" onclick="share(${Number(s.id)})">Share read-only</button></td>`;
+    const id = Number(s.id), users = await api("GET", "dashboards/" + id + "/shares").catch(() => []);
+    const input = el("input", {id: "share-" + id, placeholder: "user name", size: 10});
+    const shares = users.flatMap(u => [String(u) + " ", button("revoke", "revoke", async () => {
+      await api("DELETE", "dashboards/" + id + "/shares/" + encodeURIComponent(u)); load(); }), " "]);
+    row(table, [String(id), String(s.symbol ?? ""), String(s.status ?? ""),
+                button("Open dashboard", "open", async () => {
+                  window.location = (await api("POST", "dashboards/" + id)).url; }),
+                [...shares, input, button("Share read-only", "share", async () => {
+                  const user = input.value.trim();
+                  if (user) { await api("POST", "dashboards/" + id + "/shares", {user}); load(); } })]]);
   }
   const runs = await api("GET", "runs?limit=20"), rt = document.getElementById("runs");
   rt.querySelectorAll("tr.row").forEach(r => r.remove());
   for (const r of runs) {
-    const row = rt.insertRow(); row.className = "row";
-    row.innerHTML = `<td>${esc(r.id)}</td><td>${esc(r.live_notebook_id)}</td><td>${esc(r.scheduled_for)}</td>
-      <td class="status">${esc(r.status)}</td><td>${esc(r.error)}</td>`;
+    const tr = row(rt, [String(r.id), String(r.live_notebook_id), String(r.scheduled_for ?? ""),
+                        String(r.status ?? ""), String(r.error ?? "")]);
+    tr.cells[3].className = "status";
   }
   const shared = await api("GET", "shared"), list = document.getElementById("shared");
-  list.innerHTML = shared.map(s => { const id = s.server.replace("dash-", "");
-    return `<li><a href="#" onclick="openShared('${esc(s.owner)}', ${Number(id)}); return false">${esc(s.owner)}: session ${esc(id)}</a></li>`; }).join("");
+  list.replaceChildren(...shared.filter(s => String(s.url).startsWith(PREFIX)).map(s =>
+    el("li", {}, el("a", {href: s.url, className: "shared", textContent: s.owner + ": session " + s.session}))));
 }
 load(); setInterval(load, 5000);
 </script></body></html>

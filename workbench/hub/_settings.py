@@ -43,6 +43,8 @@ SPAWNERS = ("local", "simple", "kube")
 SERVICE_URL_ENV = "WORKBENCH_SERVICE_URL"
 SESSION_ENV = "WORKBENCH_SESSION_ID"
 _REPO_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# the package's own IPython/Jupyter folder for dashboard servers (see dashboard_environment)
+DASHBOARD_PROFILE = Path(__file__).resolve().parent / "dashboard_profile"
 
 
 def _int(name: str, default: int) -> int:
@@ -125,3 +127,13 @@ class Settings:
 def bin_path(program: str) -> str:
     """``program`` from this Python's environment (the venv's bin/), where pip put it."""
     return str(Path(sys.executable).parent / program)
+
+
+def dashboard_environment() -> dict[str, str]:
+    """What a dashboard server's environment pins: IPython and Jupyter read their startup
+    files, configuration, kernelspecs and templates from the package's read-only
+    ``dashboard_profile``, never from the owner's home; no user site-packages, no user config."""
+    folder = str(DASHBOARD_PROFILE)
+    return {"IPYTHONDIR": folder, "JUPYTER_CONFIG_DIR": folder, "JUPYTER_DATA_DIR": folder, "JUPYTER_PATH": folder,
+            "MPLCONFIGDIR": folder, "JUPYTER_PREFER_ENV_PATH": "1", "JUPYTER_NO_CONFIG": "1",
+            "PYTHONNOUSERSITE": "1", "PYTHONSTARTUP": ""}

@@ -26,7 +26,8 @@ from tornado import web
 
 from workbench import store
 from workbench.hub._provision import provision, unix_name, workspace
-from workbench.hub._settings import DASHBOARD_PREFIX, SERVICE_URL_ENV, SESSION_ENV, Settings, bin_path
+from workbench.hub._settings import (DASHBOARD_PREFIX, SERVICE_URL_ENV, SESSION_ENV, Settings, bin_path,
+                                      dashboard_environment)
 
 # never handed to a tenant's process (see workbench.store and workbench.vault._keyring)
 TRUSTED_ONLY_ENV = ("WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
@@ -94,8 +95,8 @@ class _TenantServer:
         if session_id is not None:
             env[SESSION_ENV] = str(session_id)
             # the dashboard runs the package's code and configuration, not the tenant's
-            env["PYTHONNOUSERSITE"] = "1"
-            env["JUPYTER_NO_CONFIG"] = "1"
+            env.update(dashboard_environment())
+            env.pop("PYTHONPATH", None)
         return env
 
 

@@ -34,13 +34,13 @@ _MODULES = {
     "workbench.scheduler._worker": ["WorkerOptions", "run_worker"],
     "workbench.scheduler._local": ["LocalWorker", "start_worker"],
     "workbench.scheduler._button": ["promote_button"],
-    "workbench.scheduler._dashboard": ["dashboard", "serve_dashboard"],
+    "workbench.scheduler._dashboard": ["dashboard", "dashboard_page", "serve_dashboard"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
 
 if TYPE_CHECKING:  # pragma: no cover
     from workbench.scheduler._button import promote_button
-    from workbench.scheduler._dashboard import dashboard, serve_dashboard
+    from workbench.scheduler._dashboard import dashboard, dashboard_page, serve_dashboard
     from workbench.scheduler._local import LocalWorker, start_worker
     from workbench.scheduler._promote import (INJECTED, LiveStatus, check_notebook, demote, live_notebooks,
                                               pause, promote, resume, run_now, stop)

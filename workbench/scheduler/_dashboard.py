@@ -7,8 +7,12 @@ sees new runs, fills and equity points without reloading. It reads through
 ``store.session()``, as the tenant: another tenant's session is unknown, like a missing one.
 
 Which session: the argument; else ``WORKBENCH_SESSION_ID`` (set by the hub for a dashboard
-server, and then final: a viewer cannot switch sessions through the URL); else the Voila
-query string ``?session=N`` (``QUERY_STRING``).
+server, and then final: the URL cannot switch sessions); else the Voila query string
+``?session=N`` (``QUERY_STRING``).
+
+``dashboard_page`` renders the same parts as one static HTML page, for a session shared with
+the connected tenant: the workbench service serves it to the viewer (no kernel, no code of the
+owner; every tenant string escaped; the chart's scripts carry the page's CSP nonce).
 """
 from __future__ import annotations
 
@@ -18,16 +22,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import parse_qs
 
 import ipywidgets as widgets
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from workbench import store
 from workbench.notify._outbox import notifications_html
 from workbench.store.models import EquitySnapshot, Fill, LiveNotebook, NotebookRun, Order, TradingSession
+
+Opener = Callable[[], AbstractContextManager[Session]]
 
 SESSION_ENV = "WORKBENCH_SESSION_ID"
 NOTEBOOK = Path(__file__).resolve().parent / "dashboards" / "session.ipynb"
@@ -81,12 +90,10 @@ class SessionDashboard(widgets.VBox):
                                 "<code>?session=N</code> in its address.</h3>")
             self.status.value = self.chart.value = self.tables.value = ""
             return
-        trading = data["session"]
-        self.title.value = (f"<h3>Session #{trading.id}: {html.escape(trading.symbol)} on "
-                            f"{html.escape(trading.exchange)}</h3>")
+        self.title.value = _title_html(data["session"])
         self.status.value = _STYLE + _status_html(data)
         self._update_chart(data["equity"])
-        self.tables.value = _tables_html(data)
+        self.tables.value = _tables_html(data) + notifications_html(data["session"].id)
 
     def stop(self) -> None:
         """Stop refreshing (the widget keeps its last state)."""
@@ -122,18 +129,18 @@ class SessionDashboard(widgets.VBox):
             return
         from workbench.backtest._chart import standalone_html
 
-        values = equity["equity"].astype(float)
-        self.chart.value = standalone_html(_figure(pd.to_datetime(equity.index, utc=True).tz_convert(None), values),
-                                           title="equity and drawdown", css_class="wb-chart",
+        self.chart.value = standalone_html(_figure(equity), title="equity and drawdown", css_class="wb-chart",
                                            style="width:100%;height:470px;border:0")
         self._drawn = key
 
 
-def _figure(times: pd.DatetimeIndex, equity: pd.Series) -> Any:
+def _figure(frame: pd.DataFrame) -> Any:
     from bokeh.layouts import column
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
 
+    times = pd.to_datetime(frame.index, utc=True).tz_convert(None)
+    equity = frame["equity"].astype(float)
     source = ColumnDataSource({"ts": times, "equity": equity.to_numpy(),
                                "drawdown": ((equity / equity.cummax() - 1.0) * 100).to_numpy()})
     top = figure(height=260, sizing_mode="stretch_width", x_axis_type="datetime", title="Equity",
@@ -146,10 +153,12 @@ def _figure(times: pd.DatetimeIndex, equity: pd.Series) -> Any:
     return column(top, bottom, sizing_mode="stretch_width")
 
 
-def _load(session_id: int) -> dict[str, Any] | None:
-    with store.session() as db:
+def _load(session_id: int, opener: Opener | None = None, owner_id: int | None = None) -> dict[str, Any] | None:
+    """The session's records as the connection sees them (None if it sees no such session,
+    or, with ``owner_id``, none of that tenant)."""
+    with (opener or store.session)() as db:
         trading = db.get(TradingSession, session_id)
-        if trading is None:
+        if trading is None or (owner_id is not None and trading.tenant_id != owner_id):
             return None
         equity = db.execute(select(EquitySnapshot.ts, EquitySnapshot.equity, EquitySnapshot.balance,
                                    EquitySnapshot.position, EquitySnapshot.pnl)
@@ -162,13 +171,21 @@ def _load(session_id: int) -> dict[str, Any] | None:
                            .where(Order.session_id == session_id).order_by(Fill.ts.desc()).limit(_FILLS)).all()
         live = db.scalar(select(LiveNotebook).where(LiveNotebook.session_id == session_id)
                          .order_by(LiveNotebook.version.desc()).limit(1))
-        runs = db.scalars(select(NotebookRun).join(LiveNotebook, (LiveNotebook.tenant_id == NotebookRun.tenant_id)
-                                                   & (LiveNotebook.id == NotebookRun.live_notebook_id))
-                          .where(LiveNotebook.session_id == session_id)
+        # a viewer of a shared session reads its runs but not its live notebooks (revision 0011)
+        run_session = func.coalesce(LiveNotebook.session_id,
+                                    func.shared_live_session(NotebookRun.tenant_id, NotebookRun.live_notebook_id))
+        runs = db.scalars(select(NotebookRun).outerjoin(LiveNotebook,
+                                                        (LiveNotebook.tenant_id == NotebookRun.tenant_id)
+                                                        & (LiveNotebook.id == NotebookRun.live_notebook_id))
+                          .where(run_session == session_id)
                           .order_by(NotebookRun.scheduled_for.desc(), NotebookRun.id.desc()).limit(_RUNS)).all()
     frame = pd.DataFrame(equity, columns=["ts", "equity", "balance", "position", "pnl"]).iloc[::-1]
     return {"session": trading, "equity": frame.set_index("ts"), "orders": orders, "fills": fills,
             "live": live, "runs": runs}
+
+
+def _title_html(trading: TradingSession) -> str:
+    return f"<h3>Session #{trading.id}: {html.escape(trading.symbol)} on {html.escape(trading.exchange)}</h3>"
 
 
 def _status_html(data: dict[str, Any]) -> str:
@@ -183,7 +200,7 @@ def _status_html(data: dict[str, Any]) -> str:
     if live is not None:
         nxt = f", next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC" if live.next_run_at else ""
         facts.append(("live notebook", f"{html.escape(Path(live.source_path).name)} v{live.version}, "
-                                       f"{html.escape(live.schedule)}, {live.status}{nxt}"))
+                                       f"{html.escape(live.schedule)}, {html.escape(live.status)}{nxt}"))
     return " &nbsp;·&nbsp; ".join(f"{name}: {value}" for name, value in facts)
 
 
@@ -192,16 +209,15 @@ def _tables_html(data: dict[str, Any]) -> str:
               for o in data["orders"]]
     fills = [(f"{f.ts:%Y-%m-%d %H:%M:%S}", side, _num(f.price), _num(f.amount), _num(f.fee)) for f, side in data["fills"]]
     runs = "".join(
-        f"<tr class='wb-run wb-{r.status}' data-status='{r.status}'><td>#{r.id}</td>"
+        f"<tr class='wb-run wb-{html.escape(r.status)}' data-status='{html.escape(r.status)}'><td>#{r.id}</td>"
         f"<td>{r.scheduled_for:%Y-%m-%d %H:%M:%S}</td><td>{_time(r.started_at)}</td><td>{_time(r.finished_at)}</td>"
-        f"<td>{r.status}</td><td>{html.escape((r.error or '').splitlines()[0] if r.error else '')}</td></tr>"
-        for r in data["runs"])
+        f"<td>{html.escape(r.status)}</td><td>{html.escape((r.error or '').splitlines()[0] if r.error else '')}</td>"
+        f"</tr>" for r in data["runs"])
     return (_table("Open orders", "wb-orders", ("client id", "side", "type", "price", "amount", "filled", "status"),
                    orders)
             + _table("Fills", "wb-fills", ("time", "side", "price", "amount", "fee"), fills)
             + "<h4>Runs</h4><table class='wb-table wb-runs'><tr><th>run</th><th>scheduled</th><th>started</th>"
-              "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>"
-            + notifications_html(data["session"].id))
+              "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>")
 
 
 def _table(title: str, css: str, header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -210,6 +226,28 @@ def _table(title: str, css: str, header: tuple[str, ...], rows: list[tuple]) -> 
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<h4>{title}</h4><table class='wb-table {css}'><tr>{head}</tr>{body}</table>"
+
+
+def dashboard_page(session_id: int, *, opener: Opener, owner_id: int, nonce: str, bokeh_url: str,
+                   refresh: int = 5) -> str | None:
+    """A session's dashboard as one static page, read through ``opener`` (the viewer's own
+    role), or None when the connection sees no session ``session_id`` of tenant ``owner_id``.
+    Its only scripts are BokehJS (from ``bokeh_url``) and the chart's, both with ``nonce``; it
+    reloads itself every ``refresh`` seconds."""
+    from bokeh.embed import components
+
+    data = _load(session_id, opener, owner_id)
+    if data is None:
+        return None
+    chart = "<p class='wb-chart'>no equity yet</p>"
+    if len(data["equity"]):
+        code, div = components(_figure(data["equity"]), wrap_script=False)
+        chart = (f"<script nonce='{nonce}' src='{html.escape(bokeh_url)}'></script>"
+                 f"<div class='wb-chart'>{div}</div><script nonce='{nonce}'>{code}</script>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='{int(refresh)}'>"
+            f"<title>Session #{int(session_id)}</title>{_STYLE}</head><body class='wb-shared'>"
+            f"{_title_html(data['session'])}<p class='wb-facts'>{_status_html(data)}</p>{chart}{_tables_html(data)}"
+            f"<p class='wb-note'>Shared read-only; this page reloads every {int(refresh)} s.</p></body></html>")
 
 
 def _num(value: Any) -> str:

@@ -621,3 +621,27 @@ class KeyUseRecord(TenantOwned):
     session_id: Mapped[int | None]
     run_id: Mapped[int | None]
     used_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# --- dashboards shared read-only (revision 0011) ---------------------------------------------
+
+
+class DashboardShare(TenantOwned):
+    """Session ``session_id`` of ``owner`` (the tenant of the row) may be read by tenant
+    ``viewer``: row-level security then shows the viewer that session, its equity, orders,
+    fills and runs (read-only), and nothing else of the owner."""
+
+    __tablename__ = "dashboard_shares"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
+                             ondelete="CASCADE"),
+        CheckConstraint("viewer <> owner", name="not_self"),
+        Index("ix_dashboard_shares_viewer", "viewer"),
+    )
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True,
+                                           server_default=text("current_tenant_id()"))
+    session_id: Mapped[int] = mapped_column(primary_key=True)
+    viewer: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
+    owner: Mapped[str] = mapped_column(ForeignKey("tenants.name"), server_default=text("current_tenant_name()"))
+    created_at: Mapped[datetime] = _created_at()
