@@ -8,6 +8,7 @@ i.e. as the tenant's role) so its runs are visible in the database.
 from __future__ import annotations
 
 import asyncio
+import glob
 import hashlib
 import json
 import os
@@ -781,3 +782,84 @@ def test_as_root_a_run_executes_as_the_tenants_unix_account(embedded_only, tmp_p
     finally:
         subprocess.run(["userdel", account], check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+_ESCAPE = """\
+import glob, json, os, time
+from pathlib import Path
+# a process that leaves the run: double fork, a session of its own, then wait forever
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode())
+        while True:
+            time.sleep(1)
+    os._exit(0)
+os.close(w)
+os.wait()
+daemon = int(os.read(r, 32))
+# and a look for the other warm kernel's connection file (its HMAC key), directly and through
+# /proc of every process of this account
+tmp = Path.cwd().parent.parent
+places = glob.glob(f"{tmp}/workbench-run-*/kernel/*")
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) not in (os.getpid(), os.getppid()):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == os.getuid():
+                places += glob.glob(f"/proc/{pid}/root{tmp}/workbench-run-*/kernel/*")
+        except OSError:
+            pass
+read, own = [], Path.cwd().parent.name  # this run's own folder is its own to read
+for place in places:
+    if own in place:
+        continue
+    try:
+        read.append((place, Path(place).read_text()[:80]))
+    except OSError:
+        pass
+print(json.dumps({"kernel": os.getpid(), "daemon": daemon, "read": read, "uid": os.getuid()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="runs switch unix accounts only as root")
+def test_as_root_nothing_a_run_starts_outlives_it_or_reaches_the_next_kernel(embedded_only, tmp_path, monkeypatch):
+    """A run that detaches a process (double fork, setsid) and looks for the connection file of
+    the same tenant's next warm kernel: the process dies with the run (its cgroup is killed
+    whole), and the file is on a tmpfs the run's processes cannot see."""
+    alice = _tenant("alice")
+    account = f"jupyter-{alice}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", account], check=True)
+    home = Path(tempfile.mkdtemp(prefix="workbench-test-home-"))
+    home.chmod(0o711)
+    try:
+        monkeypatch.setenv("WORKBENCH_HOME", str(home))
+        session_id = _trading_session(alice)
+        live = _promote_as(alice, _notebook(tmp_path, _ESCAPE), session_id, "candle:1h", monkeypatch)
+
+        async def scenario():
+            async with _kernel_pool(alice, size=2) as pool:
+                warm = await _warm(pool, 2)
+                run_id = _queued_run(live)
+                await execute_run(run_id, "test", pool)
+                run = _run(run_id)
+                assert run.status == "succeeded", run.error
+                probe = _probe(run)
+                assert probe["uid"] == pwd.getpwnam(account).pw_uid
+                (other,) = [kernel for _, _, kernel in warm if kernel != probe["kernel"]]
+                # the other kernel's connection file is there, as root sees it from inside its namespace
+                assert _connection_files(other), "the waiting kernel has no connection file"
+                assert probe["read"] == [], f"the run read {probe['read']}"
+                _wait(lambda: not _alive([probe["daemon"]]), 10, "the detached process to die with its run")
+                assert not _alive([probe["kernel"]]) and _alive([other])
+
+        asyncio.run(scenario())
+    finally:
+        subprocess.run(["userdel", account], check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _connection_files(kernel: int) -> list[str]:
+    """The connection files in a kernel's private folder, read through its mount namespace."""
+    return glob.glob(f"/proc/{kernel}/root{tempfile.gettempdir()}/workbench-run-*/kernel/kernel.json")

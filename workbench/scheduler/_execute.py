@@ -122,9 +122,16 @@ def _tenant_setup(tenant: str) -> TenantSetup:
     """The tenant's kernels' environment (an allow-list: nothing else is inherited) and account."""
     account = run_account(tenant)
     owner = (account.pw_uid, account.pw_gid) if account else None
-    tenant_home = home() / "runs" / tenant / "home"
-    tenant_home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if owner:
+    runs = home() / "runs"
+    runs.mkdir(mode=0o711, exist_ok=True)
+    runs.chmod(0o711)  # each tenant passes through to its own folder; none lists the others' names
+    tenant_runs = runs / tenant
+    tenant_runs.mkdir(mode=0o700, exist_ok=True)
+    tenant_home = tenant_runs / "home"
+    tenant_home.mkdir(mode=0o700, exist_ok=True)
+    if owner:  # root's folders (none is the tenant's to replace); the group is the tenant's own
+        os.chown(tenant_runs, -1, owner[1])
+        tenant_runs.chmod(0o750)
         os.chown(tenant_home, *owner)
     env = passed_environment()
     env.update({"HOME": str(tenant_home), "WORKBENCH_HOME": str(tenant_home),
@@ -222,7 +229,7 @@ def _read_output(path: Path, uid: int) -> str | None:
     """The output notebook the run wrote, if it is a regular file of the run's own account: the
     work folder is the tenant's, so a symlink or someone else's file there is not read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a planted fifo does not block
     except OSError:
         return None
     with os.fdopen(fd, encoding="utf-8") as file:

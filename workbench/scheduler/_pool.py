@@ -19,6 +19,10 @@ the zygote, ~320 MB once per worker (benchmarks/RESULTS.md has the measured figu
 
 Exchange keys are not in a waiting slot: they are handed to the kernel when its run starts
 (``_keys``). Closing the pool (the worker stops) kills every slot and the zygote.
+
+Each slot runs in a cgroup of its own where the machine allows it (``_slot.run_cgroups``):
+releasing it kills the cgroup whole, so nothing its run started survives the run, whatever it
+forked or detached.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from workbench.scheduler._slot import PRIVATE, kill_cgroup, run_cgroups
 
 _log = logging.getLogger("workbench.scheduler")
 
@@ -81,12 +87,14 @@ class Slot:
 
     Its ``folder`` (0700, or 0711 when the slot runs as another account) belongs to the worker,
     so what the worker creates there (the key hand-off socket) no tenant process can replace;
-    ``work`` inside belongs to the slot's account: its current directory, IPython and Jupyter
-    folders, kernel sockets, the notebook and its output."""
+    ``work`` inside belongs to the slot's account: its current directory and the output
+    notebook; ``private`` is the kernel's folder (connection file, sockets, IPython and Jupyter
+    folders, the input notebook): as root, a tmpfs only the slot's own processes see."""
 
     def __init__(self, tenant: str):
         self.tenant = tenant
         self.folder: Path | None = None  # made just before the fork (the zygote then knows it)
+        self.cgroup: Path | None = None  # the cgroup holding every process of the slot, where there is one
         self.owner: tuple[int, int] | None = None  # the unix account it runs as, when not the worker's
         self.pid: int | None = None  # the slot process, leader of the run's process group
         self.kernel: int | None = None
@@ -109,6 +117,11 @@ class Slot:
     def work(self) -> Path:
         assert self.folder is not None
         return self.folder / "work"
+
+    @property
+    def private(self) -> Path:
+        assert self.folder is not None
+        return self.folder / PRIVATE
 
     def output(self) -> str:
         """The tail of what the slot and its kernel wrote to stdout and stderr."""
@@ -145,7 +158,7 @@ class Slot:
                     return Finished(message["done"]["code"], message["done"]["error"])
 
     async def close(self) -> None:
-        """Kill the slot's processes (its process group and every descendant); remove its folder."""
+        """Kill the slot's processes (its cgroup, process group and every descendant); remove its folder."""
         if self._closed:
             return
         self.gone = self._closed = True
@@ -153,6 +166,8 @@ class Slot:
         for writer in (self._writer, self._log_writer):
             if writer is not None:
                 writer.close()
+        if self.cgroup is not None:
+            await asyncio.to_thread(kill_cgroup, self.cgroup)
         if self.pid is not None:
             await asyncio.to_thread(kill_group, self.pid)
         for task in self._tasks:
@@ -208,8 +223,13 @@ class KernelPool:
         self._closed = False
         self._tasks: set[asyncio.Task] = set()  # slots starting or closing in the background
         self._failed: dict[str, float] = {}  # tenant -> when one of its kernels last failed to start
+        self._cgroups: Path | None = None
 
     async def start(self) -> None:
+        self._cgroups = await asyncio.to_thread(run_cgroups)
+        if self._cgroups is None:
+            _log.warning("no cgroup v2 to contain runs here (needs root and cgroup.kill): a run is killed by "
+                         "its process group and descendants, which a process that calls setsid() escapes")
         await self._zygote.start()
 
     def want(self, demand: Iterable[tuple[str, int]]) -> None:
@@ -313,22 +333,27 @@ class KernelPool:
             slot.owner = setup.owner
             slot.folder = Path(tempfile.mkdtemp(prefix="workbench-run-"))
             slot.work.mkdir(mode=0o700)
+            slot.private.mkdir(mode=0o700)  # as root the slot mounts its tmpfs here
             if setup.owner:  # the folder stays the worker's (keys.sock), the tenant reaches work/ inside
                 os.chmod(slot.folder, 0o711)
                 os.chown(slot.work, *setup.owner)
-            env = dict(setup.env, IPYTHONDIR=str(slot.work / "ipython"),
-                       JUPYTER_RUNTIME_DIR=str(slot.work / "runtime"),
-                       JUPYTER_CONFIG_DIR=str(slot.work / "jupyter"))
+            if self._cgroups is not None:
+                slot.cgroup = self._cgroups / slot.folder.name
+                slot.cgroup.mkdir()
+            env = dict(setup.env, IPYTHONDIR=str(slot.private / "ipython"),
+                       JUPYTER_RUNTIME_DIR=str(slot.private / "runtime"),
+                       JUPYTER_CONFIG_DIR=str(slot.private / "jupyter"))
             control, log = socket.socketpair(), socket.socketpair()
             ours = [control[0], log[0]]
             try:
                 account = {"uid": setup.owner[0], "gid": setup.owner[1]} if setup.owner else {}
-                await self._zygote.fork({"folder": str(slot.folder), **account},
-                                        [control[1].fileno(), log[1].fileno()])
+                await self._zygote.fork({"folder": str(slot.folder), "cgroup": slot.cgroup and str(slot.cgroup),
+                                         **account}, [control[1].fileno(), log[1].fileno()])
             finally:
                 control[1].close()
                 log[1].close()
-            await slot.attach(control[0], log[0], {"env": env, "folder": str(slot.work)}, self._gone)
+            await slot.attach(control[0], log[0], {"env": env, "folder": str(slot.work),
+                                                   "private": str(slot.private)}, self._gone)
         except Exception as exc:  # noqa: BLE001 - the run waiting for this slot gets the error
             for sock in ours:
                 sock.close()

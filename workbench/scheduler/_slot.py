@@ -2,10 +2,22 @@
 
 The zygote forks a slot before its run is known. The slot takes fd 1 and 2 (its log, which
 the worker reads) and fd 3 (its control socket to the worker) and closes every other fd,
-the zygote's socket included; starts a process group of its own (the worker kills a run by
-its group); drops to the tenant's unix account when the worker runs as root; takes the
-tenant's environment from the worker; forks the kernel (ipykernel, on ipc sockets in the
-slot's 0700 folder: no TCP port another local user could reach) and reports ``ready``.
+the zygote's socket included; starts a process group of its own; moves itself into the run's
+cgroup (``run_cgroups``) while still root, so that everything the run starts, however it
+forks or detaches (``setsid``), stays in it and is killed with it (``kill_cgroup``); gives
+itself a private folder for the kernel (``_private_folder``); drops to the tenant's unix
+account when the worker runs as root; takes the tenant's environment from the worker; forks
+the kernel (ipykernel, on ipc sockets in that folder: no TCP port another local user could
+reach) and reports ``ready``.
+
+Containment, as root: the cgroup (v2, below the worker's own) holds the run; without a
+writable cgroup v2 with ``cgroup.kill`` the worker falls back to killing the slot's process
+group and its descendants, which a process that double-forks and calls ``setsid`` escapes
+(the worker says so in its log). The kernel's folder (connection file with the HMAC key,
+ipc sockets, IPython and Jupyter folders, the input notebook) is a tmpfs mounted in the
+slot's own mount namespace: no other process sees it, not even an earlier run of the same
+tenant (same uid), and the kernel is not ptrace-able by it (a process that changed its uid
+without exec is not dumpable).
 
 Then it waits for one order, exiting if the worker's socket closes and reporting ``failed``
 if its kernel dies meanwhile. Given the order, it arms the kernel for the run
@@ -21,6 +33,7 @@ failed outside its cells, e.g. the kernel died; ``error`` says how).
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -36,6 +49,12 @@ from pathlib import Path
 from typing import Any
 
 CONTROL_FD = 3
+PRIVATE = "kernel"  # the slot folder's entry on which the kernel's private tmpfs is mounted
+_CGROUP_PARENT = "workbench-runs"
+_CGROUP_GONE = 5.0  # seconds a killed cgroup may take to empty
+_CLONE_NEWNS, _MS_REC, _MS_PRIVATE = 0x00020000, 1 << 14, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_PRIVATE_SIZE = "64m"
 _READY_TIMEOUT = 60.0
 _ARM_TIMEOUT = 30.0
 _POLL = 1.0  # seconds between checks that the waiting kernel is alive
@@ -83,7 +102,10 @@ def main(fds: list[int], spec: dict[str, Any]) -> int:
     slot = _Slot(socket.socket(fileno=CONTROL_FD))
     try:
         slot.send({"pid": os.getpid()})  # the worker kills the slot's process group by this id
+        if spec.get("cgroup"):
+            (Path(spec["cgroup"]) / "cgroup.procs").write_text(str(os.getpid()))
         if spec.get("uid") is not None:
+            _private_folder(Path(spec["folder"]) / PRIVATE, spec["uid"], spec["gid"])
             os.setgroups([])
             os.setgid(spec["gid"])
             os.setuid(spec["uid"])
@@ -95,6 +117,47 @@ def main(fds: list[int], spec: dict[str, Any]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.killpg(0, signal.SIGKILL)  # the kernel and anything it started, then this process
+
+
+def run_cgroups() -> Path | None:
+    """The folder of the runs' cgroups: a cgroup v2 below this process's own, or None where this
+    process may not make one that can be killed whole (not root, no cgroup2, no ``cgroup.kill``)."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+        own = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        mount = next(line.split()[4] for line in mounts if line.split(" - ")[1].split()[0] == "cgroup2")
+        parent = Path(mount) / own.lstrip("/") / _CGROUP_PARENT
+        parent.mkdir(exist_ok=True)
+    except (OSError, StopIteration, IndexError):
+        return None
+    return parent if (parent / "cgroup.kill").exists() else None
+
+
+def kill_cgroup(cgroup: Path) -> None:
+    """Kill every process of a run's cgroup at once, wait until it is empty, remove it."""
+    try:
+        (cgroup / "cgroup.kill").write_text("1")
+        deadline = time.monotonic() + _CGROUP_GONE
+        while "populated 1" in (cgroup / "cgroup.events").read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cgroup.rmdir()
+    except FileNotFoundError:
+        pass  # removed already (the worker and, when the worker died, the zygote both clean up)
+    except OSError as exc:
+        logging.getLogger("workbench.scheduler").warning("run cgroup %s not removed: %s", cgroup, exc)
+
+
+def _private_folder(folder: Path, uid: int, gid: int) -> None:
+    """Mount a tmpfs of the tenant's on ``folder`` (the worker's empty 0700 folder) in a mount
+    namespace of this slot's own: it and its kernel see it, no process outside does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNS) or libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None):
+        error = ctypes.get_errno()
+        raise OSError(error, f"no private mount namespace for the kernel: {os.strerror(error)}")
+    options = f"mode=0700,uid={uid},gid={gid},size={_PRIVATE_SIZE}".encode()
+    if libc.mount(b"tmpfs", str(folder).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options):
+        error = ctypes.get_errno()
+        raise OSError(error, f"no private folder for the kernel: {os.strerror(error)}")
 
 
 def _take_fds(control: int, log: int) -> None:
@@ -120,7 +183,8 @@ class _Slot:
         os.environ.update(setup["env"])
         os.chdir(setup["folder"])
         os.umask(0o077)
-        kernel, connection_file = _fork_kernel(Path(setup["folder"]))
+        private = Path(setup["private"])
+        kernel, connection_file = _fork_kernel(private)
         from jupyter_client import BlockingKernelClient
 
         client = BlockingKernelClient(connection_file=connection_file)
@@ -139,7 +203,7 @@ class _Slot:
         _arm(client, order["arm"], kernel)
         client.stop_channels()
         self.send({"started": time.time()})
-        code, error = _execute(_manager(connection_file, kernel), order)
+        code, error = _execute(_manager(connection_file, kernel), order, private)
         kernel.kill()
         self.send({"done": {"code": code, "error": error}})
         return 0
@@ -242,15 +306,16 @@ def _manager(connection_file: str, kernel: _Forked) -> Any:
     return manager
 
 
-def _execute(manager: Any, order: dict[str, Any]) -> tuple[int, str | None]:
-    """Run the order's notebook (written to ``input.ipynb``) into ``output.ipynb``, both in the
-    slot's work folder (the current directory)."""
+def _execute(manager: Any, order: dict[str, Any], private: Path) -> tuple[int, str | None]:
+    """Run the order's notebook (written to ``input.ipynb`` in the kernel's private folder) into
+    ``output.ipynb`` in the slot's work folder (the current directory), which the worker reads."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    Path("input.ipynb").write_text(order["notebook"], encoding="utf-8")
+    notebook = private / "input.ipynb"
+    notebook.write_text(order["notebook"], encoding="utf-8")
     try:
-        papermill.execute_notebook("input.ipynb", "output.ipynb", parameters=order["parameters"],
+        papermill.execute_notebook(str(notebook), "output.ipynb", parameters=order["parameters"],
                                    kernel_name="python3", progress_bar=False, log_output=False, km=manager)
     except PapermillExecutionError:
         return 1, None

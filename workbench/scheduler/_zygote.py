@@ -16,7 +16,8 @@ just the slot's folder, the unix account to drop to and the two sockets of a new
 (``SCM_RIGHTS``); the tenant's environment reaches the slot directly from the worker, after
 the fork. The slot closes this socket first thing, so no tenant process can ask for forks.
 When the worker goes away (even killed) the socket closes: the slots notice on their own
-sockets and kill themselves, and this process removes their folders and exits.
+sockets and kill themselves, and this process kills their cgroups (what they started, even
+detached), removes their folders and exits.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import sys
+from pathlib import Path
 
 _log = logging.getLogger("workbench.scheduler")
 
@@ -83,26 +85,34 @@ def main() -> int:
     except (OSError, AttributeError):
         pass
     folders: list[str] = []  # of the slots, for when the worker dies without removing them
+    cgroups: list[str] = []  # likewise
     while True:
         message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 2)
         if not message:
             break  # the worker is gone
         spec = json.loads(message)
         folders = [folder for folder in folders if os.path.isdir(folder)] + [spec["folder"]]
+        if spec.get("cgroup"):
+            cgroups = [cgroup for cgroup in cgroups if os.path.isdir(cgroup)] + [spec["cgroup"]]
         if os.fork() == 0:
             os._exit(_slot.main(fds, spec))
         for fd in fds:
             os.close(fd)
-    _remove(folders)
+    _remove(folders, cgroups)
     return 0
 
 
-def _remove(folders: list[str]) -> None:
-    """Once the slots have exited (they kill themselves when the worker goes), their folders:
-    notebooks and outputs of runs the worker never finished recording."""
+def _remove(folders: list[str], cgroups: list[str]) -> None:
+    """Once the slots have exited (they kill themselves when the worker goes), what their runs
+    left: processes in their cgroups, and their folders (notebooks and outputs of runs the
+    worker never finished recording)."""
     import psutil
 
+    from workbench.scheduler._slot import kill_cgroup
+
     psutil.wait_procs(psutil.Process().children(recursive=True), timeout=_SLOTS_EXIT)
+    for cgroup in cgroups:
+        kill_cgroup(Path(cgroup))
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
