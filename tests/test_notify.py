@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
+from hub_harness import free_port
 from loopback_notify import SmtpServer, TelegramBotApi, WebhookReceiver
 from sqlalchemy import delete, select, update
 
@@ -414,6 +415,24 @@ def test_email_goes_through_smtp_with_a_login_and_smtp_faults_are_judged(db):
         deliver(FAST, now=t0 + timedelta(seconds=20))
         assert (_deliveries(desk)[-1].status, _deliveries(desk)[-1].error) == (
             "failed", "127.0.0.1 answered 554 scripted failure")
+
+
+def test_email_to_an_internal_host_is_refused_alike_for_open_and_closed_ports(db, monkeypatch):
+    """The trusted side is no port scanner: with private hosts not allowed, an SMTP server that
+    listens and a port that does not give the same answer, which names no port, and the
+    server is never connected to."""
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV)
+    with SmtpServer("bot", "pw") as smtp:
+        closed = free_port()
+        errors = []
+        for port in (smtp.port, closed, 22):
+            channel = wb.notify.add_email(f"scan{port}", "localhost", "bot@example.com", "me@example.com",
+                                          port=port, security="none", events=["message"])
+            with pytest.raises(NotifyError) as refused:
+                wb.notify.test(channel)
+            errors.append(str(refused.value).replace(f"scan{port}", "scan"))
+        assert len(set(errors)) == 1 and "not a public address" in errors[0], errors
+        assert not any(str(port) in errors[0] for port in (smtp.port, closed)) and not smtp.messages
 
 
 # -- notebooks, command line, dashboard, worker -------------------------------------------------

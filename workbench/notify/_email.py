@@ -4,10 +4,15 @@ Settings: ``host``, ``port`` (587), ``security`` (``starttls``, ``ssl`` or ``non
 local relay), ``username`` and ``password`` (secret; both or neither), ``sender`` and ``to``
 (one address or several, comma-separated). SMTP's own answers decide what is retried: 4xx
 codes, dropped connections and timeouts are; 5xx refusals and failed logins are not.
+
+The host is the tenant's choice, so it passes the webhooks' public-address check and the
+connection goes to the checked address (``_http.public_address``); TLS still verifies the
+certificate against the host name.
 """
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
@@ -16,6 +21,7 @@ from typing import Any
 
 from workbench.errors import NotifyError
 from workbench.notify._events import Message
+from workbench.notify._http import public_address
 from workbench.notify._transport import DeliveryError, Setting, Transport, register
 from workbench.vault import Secret
 
@@ -63,10 +69,11 @@ class Email(Transport):
         mail["X-Workbench-Event"] = message.kind
         mail.set_content(message.plain() + "\n")
         host, port, security = config["host"], config["port"], config["security"]
+        address = public_address(host, port)
         tls = ssl.create_default_context()
         try:
-            server = (smtplib.SMTP_SSL(host, port, timeout=timeout, context=tls) if security == "ssl"
-                      else smtplib.SMTP(host, port, timeout=timeout))
+            server = (_PinnedSMTPSSL(address, host, port, timeout=timeout, context=tls) if security == "ssl"
+                      else _PinnedSMTP(address, host, port, timeout=timeout))
             with server:
                 if security == "starttls":
                     server.starttls(context=tls)
@@ -93,6 +100,21 @@ class Email(Transport):
             raise DeliveryError(f"{host}:{port} did not answer within {timeout:g} s") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"{host}:{port}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """Connects to the checked ``address``, whatever ``host`` resolves to by now."""
+
+    def __init__(self, address: str, *args, **kwargs):
+        self._address = address
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        return socket.create_connection((self._address, port), timeout, self.source_address)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
+    """The same over implicit TLS (SMTP_SSL wraps the pinned socket, checking ``host``)."""
 
 
 register(Email())

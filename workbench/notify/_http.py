@@ -8,6 +8,9 @@ host that resolves to a loopback, private, link-local or otherwise non-public ad
 refused (it would let a tenant reach internal services), and the connection goes to the
 address that was checked (no second lookup). The operator allows such hosts with
 ``WORKBENCH_NOTIFY_ALLOW_PRIVATE=1`` (a self-hosted receiver, the tests' loopback servers).
+A refused host is refused before any connection, with a message that names the address and
+never the port, so a tenant learns nothing of which internal ports are open. The e-mail
+transport connects through :func:`public_address` the same way.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> R
     parts = urlsplit(url)
     host, tls = parts.hostname or "", parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
-    address = _address(host, port)
+    address = public_address(host, port)
     connection = (_PinnedTLS(host, port, address, timeout) if tls else _Pinned(host, port, address, timeout))
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
@@ -73,8 +76,9 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> R
         connection.close()
 
 
-def _address(host: str, port: int) -> str:
-    """The address to connect to: the first one ``host`` resolves to that may be used."""
+def public_address(host: str, port: int) -> str:
+    """The address to connect to: the first one ``host`` resolves to that may be used
+    (DeliveryError, permanent, when none may)."""
     if not host:
         raise DeliveryError("the URL names no host", permanent=True)
     try:
