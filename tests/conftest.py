@@ -1,13 +1,16 @@
 """Shared fixtures. Database tests run against real PostgreSQL servers only.
 
-``pg_server`` is parametrized over two backends: the embedded server (started once per test
-session in a temporary folder) and, when one answers on 127.0.0.1:5432, the machine's own
-server (user ``postgres``, trust auth). ``database`` gives each test session a fresh database
-with a random name on that server, migrated to head and set as the store's owner URL; it is
-dropped at the end together with the tenant roles created in it.
+``pg_server`` is the embedded server (started once per test session in a temporary folder),
+the one a user's machine runs. ``--pg embedded,external`` (or ``WORKBENCH_TEST_PG``) adds the
+machine's own server on 127.0.0.1:5432 (user ``postgres``, trust auth), as a deployment with
+a managed PostgreSQL has it: every database test then runs once per server. ``database``
+gives each test session a fresh database with a random name on that server, migrated to
+head and set as the store's owner URL; it is dropped at the end together with the tenant
+roles created in it.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -27,6 +30,23 @@ from workbench.store._engine import OWNER_URL_ENV
 from workbench.store._server import EmbeddedServer
 
 _EXTERNAL = ("127.0.0.1", 5432)
+_BACKENDS = ("embedded", "external")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--pg", default=os.environ.get("WORKBENCH_TEST_PG", "embedded"),
+                     help="PostgreSQL servers the database tests run on, comma-separated: embedded "
+                          "(default), external (127.0.0.1:5432)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``pg_server`` over the servers ``--pg`` names."""
+    if "pg_server" in metafunc.fixturenames:
+        chosen = [name.strip() for name in metafunc.config.getoption("pg").split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(_BACKENDS))
+        if unknown or not chosen:
+            raise pytest.UsageError(f"--pg takes {', '.join(_BACKENDS)}; got {metafunc.config.getoption('pg')!r}")
+        metafunc.parametrize("pg_server", chosen, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,7 +122,7 @@ def embedded_server(workbench_home) -> Iterator[EmbeddedServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session", params=["embedded", "external"])
+@pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> PgServer:
     if request.param == "embedded":
         server = request.getfixturevalue("embedded_server")
