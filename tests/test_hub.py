@@ -192,7 +192,8 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
                 ("POST", f"shared/{a}/{session}"), ("PATCH", f"notify/channels/{channel}"),
                 ("POST", f"notify/channels/{channel}/test"), ("DELETE", f"notify/channels/{channel}")]
     for method, path in attempts:
-        answer = service(hub, tb, method, path, json={"user": b} if method == "POST" else None)
+        body = {"user": a} if path.endswith("/shares") else {} if method in ("POST", "PATCH") else None
+        answer = service(hub, tb, method, path, json=body)
         assert answer.status_code == 404, (method, path, answer.status_code, answer.text)
         assert "error" in answer.json()
     assert service(hub, tb, "GET", "vault/accounts").json() == []

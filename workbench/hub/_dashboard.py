@@ -41,8 +41,10 @@ class _HubIdentityProvider(JupyterHubIdentityProvider):
 def main(argv: list[str] | None = None) -> None:
     notebook = Path((argv or sys.argv[1:])[0]).resolve()
     # JUPYTER_DATA_DIR is the package's read-only folder (the spawner pins it); kernel
-    # connection files go to the owner's private runtime folder instead
-    os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(Path.home() / ".local" / "share" / "jupyter" / "runtime"))
+    # connection files and the notebook-signing key go to the owner's private runtime folder,
+    # and trust signatures are kept in memory
+    runtime = Path(os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(Path.home() / ".local" / "share" / "jupyter"
+                                                                     / "runtime")))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
     Voila.launch_instance(argv=[
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         f"--Voila.authorizer_class={JupyterHubAuthorizer.__module__}.JupyterHubAuthorizer",
         "--VoilaConfiguration.file_allowlist=[]", "--VoilaConfiguration.show_tracebacks=False",
         "--KernelManager.transport=ipc",  # kernels on unix sockets in the owner's runtime folder
+        "--NotebookNotary.db_file=:memory:", f"--NotebookNotary.secret_file={runtime / 'notebook_secret'}",
     ])
 
 

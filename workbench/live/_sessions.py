@@ -355,6 +355,8 @@ def status(session_id: int, *, opener=None) -> SessionStatus:
 
 
 def _status(scope, row) -> SessionStatus:
+    from contextlib import nullcontext
+
     from sqlalchemy import func, select
 
     from workbench import store
@@ -366,7 +368,8 @@ def _status(scope, row) -> SessionStatus:
     open_orders = scope.scalar(select(func.count()).select_from(store.Order).where(
         store.Order.session_id == row.id, store.Order.status.in_(("new", "open"))))
     return SessionStatus(
-        id=row.id, strategy=str(load_strategy(row.strategy_id)), exchange=row.exchange,
+        id=row.id, strategy=str(load_strategy(row.strategy_id, opener=lambda: nullcontext(scope))),
+        exchange=row.exchange,
         account_id=row.exchange_account_id, symbol=row.symbol, market_type=row.market_type,
         timeframe=row.timeframe, leverage=row.leverage, status=row.status, message=row.status_message,
         balance=row.current_balance, equity=snapshot.equity if snapshot else row.init_equity,

@@ -6,7 +6,7 @@ through the tenant's own database role, so row-level security decides what a ten
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -112,11 +112,13 @@ def save_strategy(name: str, template: str | Template | Mapping[str, Any], param
         return _row(row)
 
 
-def load_strategy(strategy: str | int, version: int | None = None) -> SavedStrategy:
-    """A saved strategy by name (its newest version, or ``version``) or by id."""
+def load_strategy(strategy: str | int, version: int | None = None, *,
+                  opener: Callable[[], Any] | None = None) -> SavedStrategy:
+    """A saved strategy by name (its newest version, or ``version``) or by id. ``opener``: the
+    session factory to read with (default ``store.session``; the hub's service passes the caller's)."""
     from workbench import store
 
-    with store.session() as scope:
+    with (opener or store.session)() as scope:
         return _row(_find(scope, strategy, version))
 
 
