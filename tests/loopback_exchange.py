@@ -83,6 +83,8 @@ class LoopbackExchange:
         self._routes: dict[tuple[str, str], Handler] = {}
         self._patterns: list[tuple[str, re.Pattern, Handler]] = []
         self._faults: list[_Fault] = []
+        self._quiet_until = 0.0  # a 429's Retry-After: requests before it earn a ban (418)
+        self.bans: list[float] = []  # when each 418 ban was given
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -176,9 +178,21 @@ class LoopbackExchange:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    BAN_SECONDS = 120.0
+
     def handle(self, request: Request) -> Reply:
+        """Answer ``request``: a scripted fault, else the route. A client that sends again before
+        a 429's Retry-After ran out is banned: 418 with the ban's Retry-After (Binance
+        ``rest-api.md``, LIMITS: "Repeatedly violating rate limits and/or failing to back off
+        after receiving 429s will result in an automated IP ban (HTTP status 418)")."""
         with self._lock:
             self.requests.append(request)
+            now = time.monotonic()
+            if now < self._quiet_until:
+                self._quiet_until = now + self.BAN_SECONDS
+                self.bans.append(now)
+                return Reply(418, {"code": -1003, "msg": "Way too many requests; IP banned."},
+                             {"Retry-After": str(int(self.BAN_SECONDS))})
             fault = next(
                 (f for f in self._faults if f.path == request.path and f.method in (None, request.method)),
                 None,
@@ -193,6 +207,9 @@ class LoopbackExchange:
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         elif fault is not None and not fault.lose:
+            if fault.reply.status == 429:
+                with self._lock:
+                    self._quiet_until = time.monotonic() + float(fault.reply.headers.get("Retry-After", 0))
             return fault.reply
         reply = self._dispatch(request)
         return fault.reply if fault is not None and fault.lose else reply
@@ -264,8 +281,12 @@ class BinanceSpot(LoopbackExchange):
         super().__init__()
         self.candles = dict(candles or {})
         self.clock = clock
+        # a symbol's trading status (exchangeInfo ``status``): "TRADING", or "BREAK" when halted
+        # or delisted; ccxt marks a market active only when TRADING
+        self.symbol_status: dict[str, str] = {}
         self.route("GET", "/api/v3/ping", lambda request: Reply(200, {}))
         self.route("GET", "/api/v3/time", lambda request: Reply(200, {"serverTime": self._now_ms()}))
+        self.route("GET", "/fapi/v1/time", lambda request: Reply(200, {"serverTime": self._now_ms()}))
         self.route("GET", "/api/v3/exchangeInfo", self._exchange_info)
         self.route("GET", "/api/v3/klines", self._klines)
 
@@ -300,7 +321,7 @@ class BinanceSpot(LoopbackExchange):
         base, quote = symbol.split("/")
         return {
             "symbol": self.market_id(symbol),
-            "status": "TRADING",
+            "status": self.symbol_status.get(symbol, "TRADING"),
             "baseAsset": base,
             "baseAssetPrecision": 8,
             "quoteAsset": quote,
@@ -351,11 +372,11 @@ class BinanceSpot(LoopbackExchange):
         step = Exchange.parse_timeframe(frame.attrs["timeframe"]) * 1000
         rows = []
         for opened, candle in zip(page.index.as_unit("ms").asi8, page.itertuples(index=False)):
-            quote_volume = candle.volume * candle.close
+            o, h, l, c, v = forming_values(candle, opened / 1000, step / 1000, self._now_ms() / 1000)
+            quote_volume = v * c
             rows.append([
-                int(opened), f"{candle.open:.8f}", f"{candle.high:.8f}", f"{candle.low:.8f}",
-                f"{candle.close:.8f}", f"{candle.volume:.8f}", int(opened) + step - 1,
-                f"{quote_volume:.8f}", 100, f"{candle.volume / 2:.8f}", f"{quote_volume / 2:.8f}", "0",
+                int(opened), f"{o:.8f}", f"{h:.8f}", f"{l:.8f}", f"{c:.8f}", f"{v:.8f}", int(opened) + step - 1,
+                f"{quote_volume:.8f}", 100, f"{v / 2:.8f}", f"{quote_volume / 2:.8f}", "0",
             ])
         return Reply(200, rows)
 
@@ -364,9 +385,12 @@ class BinanceAccount(BinanceSpot):
     """``BinanceSpot`` plus the signed account endpoints ``fetch_balance`` needs, checked the
     way Binance checks them: the ``X-MBX-APIKEY`` header must name the key and ``signature``
     must be the HMAC-SHA256 (hex, keyed by the secret) of the rest of the query string;
-    otherwise Binance's own error answers (-2015, -1022, -1021)."""
+    otherwise Binance's own error answers (-2015, -1022, -1021). The timestamp rule is the
+    documented one (``rest-api.md``, Timing security): refused when it is 1000 ms or more ahead
+    of the server's time, or older than ``recvWindow`` (default 5000 ms)."""
 
-    RECV_WINDOW_MS = 60_000
+    DEFAULT_RECV_WINDOW_MS = 5_000
+    AHEAD_MS = 1_000
 
     def __init__(self, api_key: str, secret: str, balances: Mapping[str, str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -390,7 +414,10 @@ class BinanceAccount(BinanceSpot):
             expected = hmac.new(self.secret.encode(), urlencode(params).encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(signature, expected):
                 return self._error(400, -1022, "Signature for this request is not valid.")
-            if abs(int(params.get("timestamp", 0)) - self._now_ms()) > self.RECV_WINDOW_MS:
+            stamp, window = int(params.get("timestamp", 0)), int(params.get("recvWindow", self.DEFAULT_RECV_WINDOW_MS))
+            if stamp >= self._now_ms() + self.AHEAD_MS:
+                return self._error(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+            if self._now_ms() - stamp > window:
                 return self._error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
             return handler(request)
         return verify
@@ -416,6 +443,17 @@ def _s(value: Decimal) -> str:
 
 
 # -- the venue-neutral account: balances, positions, orders, trades ------------------------
+
+def forming_values(candle: Any, opened_s: float, step_s: float, now_s: float) -> tuple[float, float, float, float, float]:
+    """(open, high, low, close, volume) of a candle as a venue serves it at ``now_s``: final once
+    closed; while it forms, running values that move toward the final ones (the venues serve
+    the open candle with its values so far, not the ones it will close with)."""
+    elapsed = (now_s - opened_s) / step_s
+    if elapsed >= 1:
+        return candle.open, candle.high, candle.low, candle.close, candle.volume
+    close = candle.open + (candle.close - candle.open) * elapsed
+    return candle.open, max(candle.open, close), min(candle.open, close), close, candle.volume * elapsed
+
 
 @dataclass(frozen=True)
 class Instrument:
@@ -505,6 +543,7 @@ class Book:
         self.prices = {symbol: Decimal(str(p)) for symbol, p in prices.items()}
         self.positions: dict[str, list[Decimal]] = {}  # symbol -> [signed size, entry price]
         self.leverage: dict[str, int] = {}
+        self.margin_mode: dict[str, str] = {}  # swap symbol -> "cross" | "isolated" (venue default: cross)
         self.orders: dict[int, BookOrder] = {}
         self.trades: list[BookTrade] = []
         self._clock = clock
@@ -565,6 +604,15 @@ class Book:
 
     def leverage_of(self, symbol: str) -> int:
         return self.leverage.get(symbol, 10)
+
+    def margin_mode_of(self, symbol: str) -> str:
+        return self.margin_mode.get(symbol, "cross")
+
+    def unrealized(self, asset: str) -> Decimal:
+        """The unrealised PnL of the swap positions settled in ``asset``, at the current prices."""
+        with self.lock:
+            return sum((size * (self.prices[symbol] - entry) for symbol, (size, entry) in self.positions.items()
+                        if self.instruments[symbol].quote == asset), Decimal(0))
 
     def position(self, symbol: str) -> tuple[Decimal, Decimal]:
         with self.lock:
@@ -952,6 +1000,7 @@ class Binance(_BinanceStops, BinanceAccount):
         self.route("GET", "/fapi/v3/positionRisk", self._signed(self._position_risk))
         self.route("GET", "/fapi/v1/leverageBracket", self._signed(self._brackets))
         self.route("POST", "/fapi/v1/leverage", self._signed(self._set_leverage))
+        self.route("POST", "/fapi/v1/marginType", self._signed(self._set_margin_type))
         self._route_stops()
 
     def set_price(self, symbol: str, price: Any) -> None:
@@ -979,7 +1028,8 @@ class Binance(_BinanceStops, BinanceAccount):
             base, quote = symbol.split("/")
             symbols.append({
                 "symbol": self.market_id(symbol), "pair": self.market_id(symbol), "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+                "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
+                "status": self.symbol_status.get(symbol, "TRADING"),
                 "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000", "baseAsset": base,
                 "quoteAsset": quote, "marginAsset": quote, "pricePrecision": 2, "quantityPrecision": 3,
                 "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "triggerProtect": "0.0500",
@@ -1018,6 +1068,8 @@ class Binance(_BinanceStops, BinanceAccount):
             instrument = self._instrument(book, params.get("symbol"))
             if instrument is None:
                 return self._error(400, -1121, "Invalid symbol.")
+            if self.symbol_status.get(instrument.symbol.split(":")[0], "TRADING") != "TRADING":
+                return self._error(400, -1013, "Market is closed.")  # errors.md; ccxt: MarketClosed
             price = Decimal(params["price"]) if "price" in params else None
             quantity, type = Decimal(params["quantity"]), params["type"].lower()
             failure = self._filter_failure(book, instrument, type, quantity, price, params.get("reduceOnly") == "true")
@@ -1159,27 +1211,36 @@ class Binance(_BinanceStops, BinanceAccount):
                            "balances": balances, "permissions": ["SPOT"]})
 
     def _futures_account(self, request: Request) -> Reply:
-        assets = []
+        """GET /fapi/v3/account: ``marginBalance`` is the wallet balance plus the unrealised PnL
+        (USDⓈ-M "Account Information V3"), and ccxt reports it as the balance's ``total``."""
+        assets, totals = [], {"wallet": Decimal(0), "pnl": Decimal(0)}
         for asset, wallet in self.futures.balances.items():
             margin = self.futures.used_margin(asset) + self.futures.locked(asset)
-            assets.append({"asset": asset, "walletBalance": _s(wallet), "unrealizedProfit": "0",
-                           "marginBalance": _s(wallet), "maintMargin": "0", "initialMargin": _s(margin),
+            pnl = self.futures.unrealized(asset)
+            totals["wallet"] += wallet
+            totals["pnl"] += pnl
+            assets.append({"asset": asset, "walletBalance": _s(wallet), "unrealizedProfit": _s(pnl),
+                           "marginBalance": _s(wallet + pnl), "maintMargin": "0", "initialMargin": _s(margin),
                            "positionInitialMargin": _s(self.futures.used_margin(asset)),
                            "openOrderInitialMargin": _s(self.futures.locked(asset)), "crossWalletBalance": _s(wallet),
-                           "crossUnPnl": "0", "availableBalance": _s(self.futures.free(asset)),
+                           "crossUnPnl": _s(pnl), "availableBalance": _s(self.futures.free(asset) + min(pnl, Decimal(0))),
                            "maxWithdrawAmount": _s(self.futures.free(asset)), "updateTime": self._now_ms()})
-        return Reply(200, {"totalWalletBalance": "0", "assets": assets, "positions": []})
+        return Reply(200, {"totalWalletBalance": _s(totals["wallet"]), "totalUnrealizedProfit": _s(totals["pnl"]),
+                           "totalMarginBalance": _s(totals["wallet"] + totals["pnl"]), "assets": assets,
+                           "positions": []})
 
     def _position_risk(self, request: Request) -> Reply:
         rows = []
         for symbol, (size, entry) in list(self.futures.positions.items()):
             mark = self.futures.prices[symbol]
             leverage = self.futures.leverage_of(symbol)
+            isolated = abs(size) * entry / leverage if self.futures.margin_mode_of(symbol) == "isolated" else Decimal(0)
             rows.append({
                 "symbol": self.market_id(symbol.split(":")[0]), "positionSide": "BOTH", "positionAmt": _s(size),
                 "entryPrice": _s(entry), "breakEvenPrice": _s(entry), "markPrice": _s(mark),
-                "unRealizedProfit": _s(size * (mark - entry)), "liquidationPrice": "0", "isolatedMargin": "0",
-                "notional": _s(size * mark), "marginAsset": "USDT", "isolatedWallet": "0",
+                "unRealizedProfit": _s(size * (mark - entry)), "liquidationPrice": "0",
+                "isolatedMargin": _s(isolated + size * (mark - entry)) if isolated else "0",
+                "notional": _s(size * mark), "marginAsset": "USDT", "isolatedWallet": _s(isolated),
                 "initialMargin": _s(abs(size) * mark / leverage), "maintMargin": "0",
                 "positionInitialMargin": _s(abs(size) * mark / leverage), "openOrderInitialMargin": "0", "adl": 0,
                 "bidNotional": "0", "askNotional": "0", "updateTime": self._now_ms()})
@@ -1198,6 +1259,26 @@ class Binance(_BinanceStops, BinanceAccount):
             return self._error(400, -4028, f"Leverage {leverage} is not valid")
         self.futures.leverage[instrument.symbol] = leverage
         return Reply(200, {"leverage": leverage, "maxNotionalValue": "50000000", "symbol": params["symbol"]})
+
+    def _set_margin_type(self, request: Request) -> Reply:
+        """POST /fapi/v1/marginType (USDⓈ-M "Change Margin Type"): a symbol starts in cross
+        margin; asking for the type it has answers -4046 "No need to change margin type.", and
+        the type cannot change while the symbol has open orders (-4047) or a position (-4048)."""
+        params = _form(request)
+        instrument = self._instrument(self.futures, params.get("symbol"))
+        wanted = {"ISOLATED": "isolated", "CROSSED": "cross"}.get(params.get("marginType", ""))
+        if instrument is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        if wanted is None:
+            return self._error(400, -1116, "Invalid marginType.")
+        if self.futures.margin_mode_of(instrument.symbol) == wanted:
+            return self._error(400, -4046, "No need to change margin type.")
+        if any(o.status == "open" and o.instrument.symbol == instrument.symbol for o in self.futures.orders.values()):
+            return self._error(400, -4047, "Margin type cannot be changed if there exists open orders.")
+        if self.futures.position(instrument.symbol)[0]:
+            return self._error(400, -4048, "Margin type cannot be changed if there exists position.")
+        self.futures.margin_mode[instrument.symbol] = wanted
+        return Reply(200, {"code": 200, "msg": "success"})
 
 
 # -- Gate API v4: spot and USDT-settled futures -------------------------------------------
@@ -1238,6 +1319,9 @@ class Gate(LoopbackExchange):
         super().__init__()
         self.api_key, self.secret, self.clock = api_key, secret, clock
         self.markets, self.candles = tuple(markets), dict(candles or {})
+        # symbols that do not trade: spot ``trade_status`` "untradable", a contract ``in_delisting``
+        # (``docs/SpotApi.md`` CurrencyPair, ``docs/FuturesApi.md`` Contract)
+        self.halted: set[str] = set()
         prices = dict(prices or {symbol: "30000" for symbol in markets})
         self.spot = Book([Instrument(s, *s.split("/")) for s in markets], balances, fee=fee, prices=prices, clock=clock)
         self.futures = Book([Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True,
@@ -1246,6 +1330,7 @@ class Gate(LoopbackExchange):
                             prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
         self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
         api, fut = self.API, f"{self.API}/futures/usdt"
+        self.route("GET", f"{api}/spot/time", lambda request: Reply(200, {"server_time": int(self.clock() * 1000)}))
         self.route("GET", f"{api}/spot/currency_pairs", self._currency_pairs)
         self.route("GET", f"{api}/margin/currency_pairs", lambda request: Reply(200, []))
         self.route("GET", f"{fut}/contracts", self._contracts)
@@ -1300,7 +1385,8 @@ class Gate(LoopbackExchange):
     def _currency_pairs(self, request: Request) -> Reply:
         return Reply(200, [{"id": self.market_id(s), "base": s.split("/")[0], "quote": s.split("/")[1], "fee": "0.2",
                             "min_base_amount": "0.0001", "min_quote_amount": "3", "amount_precision": 4,
-                            "precision": 2, "trade_status": "tradable", "sell_start": 0, "buy_start": 0}
+                            "precision": 2, "trade_status": "tradable" if s not in self.halted else "untradable",
+                            "sell_start": 0, "buy_start": 0}
                            for s in self.markets])
 
     def _contracts(self, request: Request) -> Reply:
@@ -1309,7 +1395,8 @@ class Gate(LoopbackExchange):
                             "mark_type": "index", "mark_price": _s(self.futures.prices[f"{s}:{s.split('/')[1]}"]),
                             "order_price_round": "0.1", "mark_price_round": "0.01", "order_price_deviate": "0.5",
                             "order_size_min": 1, "order_size_max": 1000000, "maker_fee_rate": "0.0002",
-                            "taker_fee_rate": "0.0005", "in_delisting": False, "status": "trading",
+                            "taker_fee_rate": "0.0005", "in_delisting": s in self.halted,
+                            "status": "delisting" if s in self.halted else "trading",
                             "enable_decimal": False} for s in self.markets])
 
     def _candles(self, futures: bool) -> Handler:
@@ -1334,14 +1421,15 @@ class Gate(LoopbackExchange):
             page = page.head(int(q.get("limit", 100))) if "from" in q else page.tail(int(q.get("limit", 100)))
             step = Exchange.parse_timeframe(frame.attrs["timeframe"])
             rows = []
-            for opened, c in zip(page.index.as_unit("s").asi8, page.itertuples(index=False)):
+            for opened, candle in zip(page.index.as_unit("s").asi8, page.itertuples(index=False)):
                 closed = "true" if opened + step <= self.clock() else "false"
+                o, h, l, c, v = forming_values(candle, opened, step, self.clock())
                 if futures:
-                    rows.append({"t": int(opened), "v": int(c.volume), "c": f"{c.close:.8f}", "h": f"{c.high:.8f}",
-                                 "l": f"{c.low:.8f}", "o": f"{c.open:.8f}", "sum": f"{c.volume * c.close:.8f}"})
+                    rows.append({"t": int(opened), "v": int(v), "c": f"{c:.8f}", "h": f"{h:.8f}",
+                                 "l": f"{l:.8f}", "o": f"{o:.8f}", "sum": f"{v * c:.8f}"})
                 else:
-                    rows.append([str(int(opened)), f"{c.volume * c.close:.8f}", f"{c.close:.8f}", f"{c.high:.8f}",
-                                 f"{c.low:.8f}", f"{c.open:.8f}", f"{c.volume:.8f}", closed])
+                    rows.append([str(int(opened)), f"{v * c:.8f}", f"{c:.8f}", f"{h:.8f}",
+                                 f"{l:.8f}", f"{o:.8f}", f"{v:.8f}", closed])
             return Reply(200, rows)
         return candles
 
@@ -1527,8 +1615,11 @@ class Gate(LoopbackExchange):
                             "locked": _s(self.spot.locked(asset)), "update_id": 1} for asset in self.spot.balances])
 
     def _futures_account(self, request: Request) -> Reply:
+        """GET /futures/usdt/accounts: ``total`` is "position_margin + order_margin + available",
+        without the unrealised PnL, which ``unrealised_pnl`` reports beside it (``docs/FuturesAccount.md``)."""
         wallet = self.futures.balances.get("USDT", Decimal(0))
-        return Reply(200, {"user": 1, "currency": "USDT", "total": _s(wallet), "unrealised_pnl": "0",
+        return Reply(200, {"user": 1, "currency": "USDT", "total": _s(wallet),
+                           "unrealised_pnl": _s(self.futures.unrealized("USDT")),
                            "position_margin": _s(self.futures.used_margin("USDT")),
                            "order_margin": _s(self.futures.locked("USDT")), "available": _s(self.futures.free("USDT")),
                            "point": "0", "bonus": "0", "in_dual_mode": False, "enable_evolved_classic": False})
@@ -1536,8 +1627,9 @@ class Gate(LoopbackExchange):
     def _position_json(self, symbol: str) -> dict[str, Any]:
         size, entry = self.futures.position(symbol)
         mark, leverage = self.futures.prices[symbol], self.futures.leverage_of(symbol)
+        cross = self.futures.margin_mode_of(symbol) == "cross"
         return {"user": 1, "contract": self.market_id(symbol), "size": int(Decimal(self._contracts_of(size))),
-                "leverage": str(leverage), "risk_limit": "1000000", "leverage_max": "100", "maintenance_rate": "0.005",
+                "leverage": "0" if cross else str(leverage), "risk_limit": "1000000", "leverage_max": "100", "maintenance_rate": "0.005",
                 "value": _s(abs(size) * mark), "margin": _s(abs(size) * entry / leverage), "entry_price": _s(entry),
                 "liq_price": "0", "mark_price": _s(mark), "unrealised_pnl": _s(size * (mark - entry)),
                 "realised_pnl": "0", "history_pnl": "0", "last_close_pnl": "0", "realised_point": "0",
@@ -1548,13 +1640,20 @@ class Gate(LoopbackExchange):
         return Reply(200, [self._position_json(symbol) for symbol in list(self.futures.positions)])
 
     def _set_leverage(self, request: Request) -> Reply:
+        """POST /futures/usdt/positions/{contract}/leverage: a leverage above 0 is isolated margin
+        at that leverage, 0 is cross margin (``cross_leverage_limit`` "valid only when leverage
+        is 0", ``docs/FuturesApi.md``, update_position_leverage)."""
         instrument = self._instrument(self.futures, request.path_params["contract"])
         leverage = int(request.query.get("leverage", "0"))
         if instrument is None:
             return self._error(400, "CONTRACT_NOT_FOUND", "contract not found")
+        if leverage == 0:
+            self.futures.margin_mode[instrument.symbol] = "cross"
+            return Reply(200, self._position_json(instrument.symbol))
         if not 1 <= leverage <= 100:
             return self._error(400, "LEVERAGE_TOO_HIGH" if leverage > 100 else "LEVERAGE_TOO_LOW", f"leverage {leverage}")
         self.futures.leverage[instrument.symbol] = leverage
+        self.futures.margin_mode[instrument.symbol] = "isolated"
         return Reply(200, self._position_json(instrument.symbol))
 
 

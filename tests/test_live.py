@@ -445,6 +445,7 @@ def test_a_binance_session_trades_its_target_through_faults_exactly_once(binance
         recorded = scope.scalar(select(func.count()).select_from(store.Fill).join(
             store.Order, store.Order.id == store.Fill.order_id).where(store.Order.session_id == sid))
     assert recorded == len(binance.spot.trades)  # every fill on the exchange is in the database, once
+    assert binance.bans == []  # the 429's Retry-After was waited out
     result = wb.backtest("channel", binance.candles_used.iloc[:59], CCXT_CHANNEL)  # the simulation's view
     held = binance.spot.balances.get("BTC", Decimal(0))
     assert float(held) == pytest.approx(result.position.iloc[-1], abs=3e-5)  # Binance's 0.00001 BTC steps

@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 
 import workbench as wb
 from workbench import store, vault
-from workbench.errors import InvalidOrder, SessionError
+from workbench.errors import ExchangeError, InvalidOrder, SessionError
 from workbench.exchange import CAPABILITIES, capability
 from workbench.live import _tick
 
@@ -214,6 +214,51 @@ def test_a_swap_session_protects_with_a_reduce_only_stop_market_algo_order(binan
     assert binance.requests_to("/fapi/v1/algoOrder", "POST")
     binance.set_price("BTC/USDT", str(algo[0].trigger * Decimal("0.99")))
     assert binance.futures.position("BTC/USDT:USDT")[0] == 0 and algo[0].status == "triggered"
+
+
+def test_a_swap_session_trades_isolated_and_counts_unrealised_pnl_once(binance):
+    """Binance starts a symbol in cross margin and reports ``marginBalance`` (wallet plus
+    unrealised PnL) as the balance: the session sets isolated margin at its leverage on every
+    tick, and its equity is the venue's, not the venue's plus the unrealised PnL again."""
+    symbol = "BTC/USDT:USDT"
+    assert binance.futures.margin_mode_of(symbol) == "cross"
+    sid = _session(binance, "swap margin", market_type="swap")
+    bar = _until_long(binance, sid)
+    assert binance.futures.margin_mode_of(symbol) == "isolated" and binance.futures.leverage_of(symbol) == 1
+    size, _ = binance.futures.position(symbol)
+    report = _tick_at(binance, sid, bar)
+    assert binance.futures.position(symbol)[0] == size  # still long: the mark moved, the wallet did not
+    pnl = binance.futures.unrealized("USDT")
+    assert pnl and report.equity == binance.futures.balances["USDT"] + pnl
+    binance.futures.leverage[symbol] = 20  # changed by hand on the exchange: set back at the next tick
+    _tick_at(binance, sid, bar + 1)
+    assert binance.futures.leverage_of(symbol) == 1
+    assert binance.futures.position(symbol)[0]  # changed to cross by hand: it cannot change back under a position
+    binance.futures.margin_mode[symbol] = "cross"
+    with pytest.raises(ExchangeError, match="Margin type cannot be changed if there exists position"):
+        _tick_at(binance, sid, bar + 2)
+    state = wb.live.status(sid)
+    assert state.status == "error" and "protected by a stop at" in state.message
+
+
+def test_a_halted_market_pauses_the_session_with_a_notice_and_it_resumes_when_trading_again(binance):
+    sid = _session(binance, "halted")
+    wb.notify.add_webhook("desk", "https://hooks.example.com/desk", events=["message", "session.paused"])
+    bar = _until_long(binance, sid)
+    binance.symbol_status["BTC/USDT"] = "BREAK"  # exchangeInfo: halted (or being delisted)
+    posted = len(binance.requests_to("/api/v3/order", "POST"))
+    report = _tick_at(binance, sid, bar)
+    state = wb.live.status(sid)
+    assert report.status == state.status == "paused" and not report.placed
+    assert "BTC/USDT does not trade on binance now" in state.message
+    assert len(binance.requests_to("/api/v3/order", "POST")) == posted
+    with store.session() as scope:
+        told = scope.execute(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
+                                  "AND kind = 'message'"), {"id": sid}).scalars().all()
+    assert any("does not trade on binance now" in message for message in told)
+    binance.symbol_status["BTC/USDT"] = "TRADING"
+    wb.live.resume(sid)
+    assert _tick_at(binance, sid, bar + 1).status == "running"
 
 
 # -- the venue-capability table ---------------------------------------------------------------

@@ -8,6 +8,7 @@ whose messages have the keys scrubbed out.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +46,14 @@ class _Venue:
     # my_trades 30 days (docs/SpotApi.md, list_my_trades; futures taken as the same)
     history_span: Mapping[str, timedelta]
     client_id_prefix: str = ""
+    # the field of a swap balance's raw asset entry holding the unrealised PnL that ccxt's
+    # ``total`` includes: Binance USDⓈ-M reports ``marginBalance`` (wallet plus unrealised
+    # PnL, "Account Information V3") and ccxt takes it as the total; Gate's futures ``total``
+    # is "position_margin + order_margin + available", without it (``docs/FuturesAccount.md``)
+    swap_total_pnl_field: str | None = None
+    # isolated margin is set apart from leverage (Binance "Change Margin Type"); on Gate a
+    # leverage above 0 is isolated margin by itself
+    sets_margin_mode: bool = False
 
 
 _VENUES = {
@@ -56,6 +65,8 @@ _VENUES = {
         client_id_param="clientOrderId",
         history_span={"spot": timedelta(hours=24), "swap": timedelta(days=7)},
         config={"options": {"fetchMargins": False, "fetchCurrencies": False}},
+        swap_total_pnl_field="unrealizedProfit",
+        sets_margin_mode=True,
     ),
     "gate": _Venue(
         options={
@@ -89,16 +100,22 @@ def _time(ms: Any) -> datetime | None:
 class CcxtExchange(Exchange):
     """A ccxt client for one account and market type. ``urls`` replaces ccxt's ``urls["api"]``
     (e.g. a loopback server); ``config`` adds ccxt constructor settings (``timeout`` in ms,
-    ``enableRateLimit``...); ``clock`` gives seconds since 1970 (which candles are closed)."""
+    ``enableRateLimit``...); ``clock`` gives seconds since 1970 (which candles are closed).
+
+    Without a ``clock`` the time is the venue's: asked once (``fetch_time``) the first time it
+    is needed, so a local clock that runs ahead does not take the forming candle for a closed
+    one, and signed requests carry the venue's time too (Binance refuses a timestamp 1 s ahead
+    of its own or older than ``recvWindow``: ``rest-api.md``, Timing security)."""
 
     def __init__(self, name: str, *, api_key: Any = None, secret: Any = None, password: Any = None,
                  market_type: str = "spot", urls: Mapping[str, Any] | None = None,
-                 config: Mapping[str, Any] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 config: Mapping[str, Any] | None = None, clock: Callable[[], float] | None = None) -> None:
         if name not in _VENUES:
             raise ExchangeError(f"exchange {name!r} is not supported; use one of {', '.join(VENUES)}")
         if market_type not in MARKET_TYPES:
             raise ExchangeError(f"{name}: market_type {market_type!r}; use one of {MARKET_TYPES}")
-        self.name, self.market_type, self._clock = name, market_type, clock
+        self.name, self.market_type, self._fixed_clock = name, market_type, clock
+        self._offset: float | None = None  # the venue's time minus this machine's, in seconds
         venue = self._venue = _VENUES[name]
         settings = {**(config or {})}
         options = {**venue.config.get("options", {}), **venue.options[market_type], **settings.pop("options", {})}
@@ -144,7 +161,7 @@ class CcxtExchange(Exchange):
             min_amount=None if min_amount is None else min_amount * size,
             min_cost=_dec((limits.get("cost") or {}).get("min")),
             max_leverage=_dec((limits.get("leverage") or {}).get("max")),
-            maker_fee=_dec(m.get("maker")), taker_fee=_dec(m.get("taker")),
+            maker_fee=_dec(m.get("maker")), taker_fee=_dec(m.get("taker")), active=m.get("active") is not False,
         )
 
     def _round_amount(self, market: Market, amount: Decimal) -> Decimal:
@@ -160,6 +177,20 @@ class CcxtExchange(Exchange):
     # -- reading ------------------------------------------------------------------------
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+
+    def _clock(self) -> float:
+        """Seconds since 1970: the given clock, else the venue's."""
+        if self._fixed_clock is not None:
+            return self._fixed_clock()
+        if self._offset is None:
+            sent = time.time()
+            with self._calling("fetch_time"):
+                server_ms = self._client.fetch_time()
+            received = time.time()
+            self._offset = server_ms / 1000 - (sent + received) / 2
+            # ccxt signs with milliseconds() - timeDifference
+            self._client.options["timeDifference"] = int(received * 1000) - server_ms
+        return time.time() + self._offset
 
     def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: datetime | None = None,
                     limit: int | None = None) -> pd.DataFrame:
@@ -196,11 +227,21 @@ class CcxtExchange(Exchange):
         with self._calling("fetch_balance"):
             raw = self._client.fetch_balance({"type": self.market_type})
         result = {}
+        pnl = self._unrealized(raw)
         for currency, account in raw.items():
             if isinstance(account, dict) and {"free", "used", "total"} <= account.keys() and currency not in ("free", "used", "total"):
-                values = [_dec(account.get(k)) or Decimal(0) for k in ("free", "used", "total")]
-                result[currency] = Balance(currency, *values)
+                free, used, total = (_dec(account.get(k)) or Decimal(0) for k in ("free", "used", "total"))
+                result[currency] = Balance(currency, free, used, total - pnl.get(currency, Decimal(0)))
         return result
+
+    def _unrealized(self, raw: Mapping[str, Any]) -> dict[str, Decimal]:
+        """The unrealised PnL per currency that the venue's swap balance total includes (none
+        where the total leaves it out), so every venue's total is the wallet balance."""
+        field = self._venue.swap_total_pnl_field
+        if self.market_type != "swap" or field is None or not isinstance(raw.get("info"), Mapping):
+            return {}
+        return {self._client.safe_currency_code(entry.get("asset")): _dec(entry.get(field)) or Decimal(0)
+                for entry in raw["info"].get("assets", []) if isinstance(entry, Mapping)}
 
     def fetch_position(self, symbol: str) -> Position:
         market = self.market(symbol)
@@ -286,17 +327,30 @@ class CcxtExchange(Exchange):
     def _history(self, fetch: Callable[..., list], operation: str, symbol: str, since: datetime,
                  until: datetime | None) -> Iterator[list]:
         """Pages of a history query from ``since`` to ``until`` (default now), in windows no
-        longer than the venue allows, a full page continuing from its newest record."""
+        longer than the venue allows, a full page continuing from its newest record.
+
+        Windows run on whole seconds and share their boundary second (callers key records by
+        id): Gate takes ``from`` and ``to`` in whole seconds while ccxt drops what is older than
+        the millisecond ``since`` it was given, so a record in the second a window ends would
+        otherwise fall between two windows."""
         span_ms = int(self._venue.history_span[self.market_type].total_seconds() * 1000)
-        start = int(since.timestamp() * 1000)
-        end = int((until or datetime.fromtimestamp(max(time.time(), self._clock()), timezone.utc)).timestamp() * 1000)
+        start = math.floor(since.timestamp()) * 1000
+        if until is None:  # now; a time a tick was told may lag the venue's records
+            end = math.ceil(max(time.time(), self._clock())) * 1000
+        else:
+            end = math.ceil(until.timestamp()) * 1000
         while start <= end:
-            stop = min(start + span_ms - 1, end)
+            stop = min(start + span_ms - 1000, end)
             with self._calling(operation):
                 page = fetch(symbol, start, self._PAGE, {"until": stop})
             yield page
             newest = max((row.get("timestamp") or start for row in page), default=start)
-            start = newest if len(page) >= self._PAGE and newest > start else stop + 1
+            if len(page) >= self._PAGE and newest > start:
+                start = newest
+            elif stop >= end:
+                return
+            else:
+                start = stop
 
     # -- trading ------------------------------------------------------------------------
     def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
@@ -343,6 +397,12 @@ class CcxtExchange(Exchange):
             raise InvalidOrder(f"{self.name} {symbol}: leverage is set on swaps only, not on {market.type}")
         if market.max_leverage is not None and leverage > market.max_leverage:
             raise InvalidOrder(f"{self.name} {symbol}: leverage {leverage} is above the market's maximum {market.max_leverage}")
+        if self._venue.sets_margin_mode:
+            with self._calling("set_margin_mode"):
+                try:
+                    self._client.set_margin_mode("isolated", symbol)
+                except ccxt.MarginModeAlreadySet:  # -4046 "No need to change margin type."
+                    pass
         with self._calling("set_leverage"):
             self._client.set_leverage(int(leverage), symbol)
 
@@ -386,7 +446,10 @@ class CcxtExchange(Exchange):
     # -- errors -------------------------------------------------------------------------
     @contextmanager
     def _calling(self, operation: str) -> Iterator[None]:
-        """Turn ccxt's exceptions into ours, saying what failed, without the keys."""
+        """Turn ccxt's exceptions into ours, saying what failed, without the keys; before the
+        first signed request, learn the venue's time (``_clock``)."""
+        if self._offset is None and self._fixed_clock is None and self._client.apiKey and operation != "fetch_time":
+            self._clock()
         try:
             yield
         except ccxt.BaseError as exc:

@@ -391,7 +391,9 @@ class PaperExchange(Exchange):
             raise InvalidOrder(f"paper {symbol}: leverage {leverage} is outside 1..{market.max_leverage}")
         state = self._load()
         position = state.positions.get(market.symbol, PaperPosition())
-        if position.units and position.leverage != leverage:
+        if position.leverage == leverage:
+            return
+        if position.units:
             raise InvalidOrder(f"paper {symbol}: leverage cannot change while a position of {position.units} is open")
         state.positions[market.symbol] = replace(position, leverage=float(leverage))
         self._store.save(self.account, state)

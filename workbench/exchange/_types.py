@@ -48,10 +48,14 @@ class Market:
     max_leverage: Decimal | None
     maker_fee: Decimal | None
     taker_fee: Decimal | None
+    active: bool = True  # False while the venue halts it or delists it
 
 
 @dataclass(frozen=True)
 class Balance:
+    """One currency of the account. On swaps ``total`` is the wallet balance, without the
+    positions' unrealised PnL, on every venue (they differ; the adapters agree)."""
+
     currency: str
     free: Decimal
     used: Decimal
@@ -240,7 +244,8 @@ class Exchange(ABC):
 
     @abstractmethod
     def set_leverage(self, symbol: str, leverage: int) -> None:
-        """Swaps only: the leverage of ``symbol``'s position."""
+        """Swaps only: isolated margin at ``leverage`` for ``symbol``'s position (what the
+        backtest models: a liquidation takes the position's margin, never the whole wallet)."""
 
     def close(self) -> None:
         """Release connections; the default has none."""

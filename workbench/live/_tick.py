@@ -224,10 +224,12 @@ class _Tick:
                                   stop=stop_after_attempt(int(self.settings.get("retry_attempts", 4))))
 
     def _wait(self, retry_state) -> float:
-        """Back off exponentially, or as long as a rate limit asks, within ``retry_max_wait``."""
+        """As long as a rate limit asks (a venue bans a client that comes back sooner: Binance
+        answers 418), else back off exponentially within ``retry_max_wait``."""
         asked = getattr(retry_state.outcome.exception(), "retry_after", None)
-        backoff = 0.5 * 2 ** (retry_state.attempt_number - 1)
-        return min(float(self.settings.get("retry_max_wait", 30.0)), asked if asked is not None else backoff)
+        if asked is not None:
+            return float(asked)
+        return min(float(self.settings.get("retry_max_wait", 30.0)), 0.5 * 2 ** (retry_state.attempt_number - 1))
 
     def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self._retrying(function, *args, **kwargs)
@@ -247,12 +249,14 @@ class _Tick:
                 self.report.skipped = f"the candle of {candle} was ticked already"
                 return self.report
             self.market = exchange.market(row.symbol)
+            if not self.market.active:
+                self._pause_closed_market()
             if self.paper and exchange.clock.finished:  # record the last bar's fills, then stop
                 self._record(self._call(exchange.fetch_price, row.symbol, row.timeframe))
                 self._cancel_pending()
                 self._finish_replay()
                 return self.report
-            if row.last_tick_at is None and self.market.type == "swap":
+            if self.market.type == "swap":  # every tick: a margin mode or leverage changed by hand is set back
                 self._call(exchange.set_leverage, row.symbol, int(row.leverage))
             price = self.price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
             the_plan = self._plan(price)
@@ -498,6 +502,19 @@ class _Tick:
         if strangers:
             self.report.message = f"{len(strangers)} order(s) of this session unknown to the database reconciled"
 
+    def _pause_closed_market(self) -> None:
+        """The venue halts or delists the session's market: pause (orders and position stay as
+        they are, nothing can trade there) and tell the user."""
+        text = (f"paused: {self.row.symbol} does not trade on {self.row.exchange} now (halted or being delisted); "
+                f"its orders and position were left as they are; resume the session once the market trades again")
+        with self.db() as scope:
+            scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id,
+                                                             store.TradingSession.status == "running")
+                          .values(status="paused", status_message=text))
+        self._notify(text, key=f"market-closed:{self.row.id}:{self.candle.isoformat()}")
+        self.report.status, self.report.skipped = "paused", text
+        raise _Halted(text)
+
     def _notify(self, text: str, *, key: str) -> None:
         """Tell the user's channels (a ``message`` event of the session, once per ``key``)."""
         _log.warning("session %s: %s", self.row.id, text)
@@ -598,8 +615,9 @@ class _Tick:
                 failure = exc
             except _TRANSIENT as exc:  # the outcome is unknown
                 failure = exc
-                time.sleep(min(float(self.settings.get("retry_max_wait", 30.0)),
-                               getattr(exc, "retry_after", None) or 0.5 * 2 ** (attempt - 1)))
+                asked = getattr(exc, "retry_after", None)
+                time.sleep(float(asked) if asked is not None else
+                           min(float(self.settings.get("retry_max_wait", 30.0)), 0.5 * 2 ** (attempt - 1)))
             unknown = True
         raise failure
 
