@@ -544,6 +544,7 @@ class Book:
         self.positions: dict[str, list[Decimal]] = {}  # symbol -> [signed size, entry price]
         self.leverage: dict[str, int] = {}
         self.margin_mode: dict[str, str] = {}  # swap symbol -> "cross" | "isolated" (venue default: cross)
+        self.maintenance_rate = Decimal("0.004")  # of the notional (the venues' first tier)
         self.orders: dict[int, BookOrder] = {}
         self.trades: list[BookTrade] = []
         self._clock = clock
@@ -571,6 +572,35 @@ class Book:
                     or (order.side == "sell" and self.prices[symbol] >= order.price))
                 if order.status == "open" and order.instrument.symbol == symbol and crossed:
                     self._fill(order, order.price, maker=True)
+
+    def liquidate(self, symbol: str, client_id: str) -> BookOrder | None:
+        """The liquidation engine, the current price taken as the mark price: a position whose
+        margin (isolated: its own; cross: the wallet's) plus unrealised PnL no longer covers the
+        maintenance margin (``maintenance_rate`` of the notional) is closed at the mark by an
+        order of the venue's own (``client_id``), and what it had as margin is lost (isolated:
+        the position's margin; cross: the loss, at most the wallet)."""
+        with self.lock:
+            size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
+            if not size:
+                return None
+            instrument, mark = self.instruments[symbol], self.prices[symbol]
+            isolated = self.margin_mode_of(symbol) == "isolated"
+            margin = abs(size) * entry / self.leverage_of(symbol)
+            cushion = (margin + size * (mark - entry)) if isolated else \
+                self.balances.get(instrument.quote, Decimal(0)) + self.unrealized(instrument.quote)
+            if cushion > abs(size) * mark * self.maintenance_rate:
+                return None
+            now = self.now_ms()
+            order = BookOrder(next(self._ids), client_id, instrument, "sell" if size > 0 else "buy", "market",
+                              abs(size), None, now, True, filled=abs(size), cost=abs(size) * mark, status="filled",
+                              updated_ms=now, visible_at=time.monotonic() + self.visibility_delay)
+            self.orders[order.id] = order
+            wallet = self.balances.get(instrument.quote, Decimal(0))
+            self.balances[instrument.quote] = wallet - (margin if isolated else min(wallet, -size * (mark - entry)))
+            self.positions.pop(symbol)
+            self.trades.append(BookTrade(next(self._ids), order, abs(size), mark, Decimal(0), now, False,
+                                         instrument.quote, order.visible_at))
+            return order
 
     def partial_next(self, fraction: Any) -> None:
         with self.lock:
@@ -1008,6 +1038,8 @@ class Binance(_BinanceStops, BinanceAccount):
         self.spot.set_price(symbol, price)
         self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
         self.trigger_stops(symbol)
+        # USDⓈ-M Event Order Update: a liquidation order's client order id is "autoclose-XXX"
+        self.futures.liquidate(f"{symbol}:{symbol.split('/')[1]}", f"autoclose-{self._now_ms()}")
 
     def config(self, market_type: str = "spot") -> dict[str, Any]:
         """ccxt constructor options for a ``ccxt.binance`` that talks to this server."""
@@ -1329,6 +1361,7 @@ class Gate(LoopbackExchange):
                             futures_balances or {"USDT": "0"}, fee=fee, clock=clock,
                             prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
         self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
+        self.futures.maintenance_rate = Decimal("0.005")  # the contracts' maintenance_rate
         api, fut = self.API, f"{self.API}/futures/usdt"
         self.route("GET", f"{api}/spot/time", lambda request: Reply(200, {"server_time": int(self.clock() * 1000)}))
         self.route("GET", f"{api}/spot/currency_pairs", self._currency_pairs)
@@ -1352,6 +1385,9 @@ class Gate(LoopbackExchange):
     def set_price(self, symbol: str, price: Any) -> None:
         self.spot.set_price(symbol, price)
         self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
+        # the order Gate's liquidation engine places carries the reserved text "liquidation"
+        # (docs/FuturesApi.md, FuturesOrder.text)
+        self.futures.liquidate(f"{symbol}:{symbol.split('/')[1]}", "liquidation")
 
     def api_urls(self) -> dict[str, Any]:
         """ccxt's ``urls["api"]`` for ``ccxt.gate``, pointed at this server."""

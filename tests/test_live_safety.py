@@ -261,6 +261,49 @@ def test_a_halted_market_pauses_the_session_with_a_notice_and_it_resumes_when_tr
     assert _tick_at(binance, sid, bar + 1).status == "running"
 
 
+def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
+    """A 5x long the price falls through: Binance's liquidation engine closes it with an order
+    of its own ("autoclose-..."). The next tick records that order and fill as the session's
+    (the ledger equals the venue), cancels what the session had resting, tells the user and
+    ends in error instead of buying the position back."""
+    symbol = "BTC/USDT:USDT"
+    wb.save_strategy("levered", "ema_reversal", {"ema_window": 10, "dip_levels": [0.2], "stop_loss": 50.0,
+                                                 "take_profit": [20.0], "position_size": 0.5, "leverage": 5})
+    account = wb.vault.add_account("binance", KEY, SECRET, permissions="trade", label="levered")
+    sid = wb.live.create_session("levered", symbol, exchange="binance", account=account, market_type="swap",
+                                 ccxt={"urls": binance.config("swap")["urls"]["api"],
+                                       "config": {"enableRateLimit": False, "timeout": 3000}}, retry_max_wait=0.05)
+    wb.notify.add_webhook("liquidations", "https://hooks.example.com/desk", events=["message"])
+    wb.live.start(sid)
+    with store.session() as scope:
+        scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
+                      {"a": binance.candles_used.index[0].to_pydatetime(), "id": sid})
+    bar = next(bar for bar in range(1, BARS - 2)
+               if _tick_at(binance, sid, bar) and binance.futures.position(symbol)[0] > 0)
+    size, entry = binance.futures.position(symbol)
+    binance.set_price("BTC/USDT", str((entry * Decimal("0.75")).quantize(Decimal("0.1"))))  # -25%: below 1/5
+    assert binance.futures.position(symbol)[0] == 0
+    (liquidation,) = [o for o in binance.futures.orders.values() if o.client_id.startswith("autoclose-")]
+    report = _tick_at(binance, sid, bar + 1)
+    state = wb.live.status(sid)
+    assert report.status == state.status == "error" and not report.placed
+    assert f"binance liquidated the position: sell {size:g} {symbol}" in state.message
+    assert not _open_on_exchange(binance)
+    with store.session() as scope:
+        recorded = scope.execute(text("SELECT o.resolution, o.filled, count(f.id) FROM orders o "
+                                      "JOIN fills f ON f.order_id = o.id WHERE o.session_id = :id "
+                                      "AND o.exchange_order_id = :order GROUP BY o.id"),
+                                 {"id": sid, "order": str(liquidation.id)}).one()
+        fills = scope.scalar(text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id "
+                                  "WHERE o.session_id = :id"), {"id": sid})
+        told = scope.scalars(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
+                                  "AND kind = 'message'"), {"id": sid}).all()
+    assert any(message.startswith("binance liquidated the position") for message in told)
+    assert recorded == ("closed by the venue's liquidation engine", size, 1)
+    assert fills == len(binance.futures.trades)  # the ledger equals the venue
+    assert _tick_at(binance, sid, bar + 2).skipped == "the session is error"
+
+
 # -- the venue-capability table ---------------------------------------------------------------
 
 def test_strategies_with_stops_are_refused_where_the_venue_has_no_native_stop(db):

@@ -54,6 +54,8 @@ class _Venue:
     # isolated margin is set apart from leverage (Binance "Change Margin Type"); on Gate a
     # leverage above 0 is isolated margin by itself
     sets_margin_mode: bool = False
+    # how the client order id of an order the venue's liquidation engine placed begins
+    liquidation_ids: tuple[str, ...] = ()
 
 
 _VENUES = {
@@ -67,6 +69,10 @@ _VENUES = {
         config={"options": {"fetchMargins": False, "fetchCurrencies": False}},
         swap_total_pnl_field="unrealizedProfit",
         sets_margin_mode=True,
+        # USDⓈ-M "User Data Streams", Event Order Update: the client order id of a liquidation
+        # order starts with "autoclose-", of an auto-deleveraging one "adl_autoclose", of a
+        # delisting settlement "settlement_autoclose-"
+        liquidation_ids=("autoclose-", "adl_autoclose", "settlement_autoclose-"),
     ),
     "gate": _Venue(
         options={
@@ -77,6 +83,8 @@ _VENUES = {
         client_id_param="text",
         history_span={"spot": timedelta(days=30), "swap": timedelta(days=30)},
         client_id_prefix="t-",
+        # the reserved ``text`` of orders Gate creates itself (docs/FuturesApi.md, FuturesOrder.text)
+        liquidation_ids=("liquidation", "pm_liquidate", "auto_deleveraging"),
         # classic (non-unified) accounts; currencies are not needed to trade
         config={"options": {"unifiedAccount": False}, "has": {"fetchCurrencies": False}},
     ),
@@ -390,6 +398,16 @@ class CcxtExchange(Exchange):
             return self._order(raw, market)
         with self._calling("cancel_order"):
             return self._order(self._client.cancel_order(order_id, symbol), market)
+
+    def is_liquidation(self, fill: Fill) -> bool:
+        marks = self._venue.liquidation_ids
+        if self.market_type != "swap" or not marks:
+            return False
+        client_id = fill.client_order_id
+        if client_id is None:  # a trade list that does not carry it (Binance USDⓈ-M userTrades): the order does
+            with self._calling("fetch_order"):
+                client_id = self._client.fetch_order(fill.order_id, fill.symbol).get("clientOrderId")
+        return bool(client_id) and str(client_id).startswith(marks)
 
     def set_leverage(self, symbol: str, leverage: int) -> None:
         market = self.market(symbol)

@@ -242,6 +242,11 @@ class Exchange(ABC):
     def cancel_order(self, symbol: str, order_id: str) -> Order:
         """Cancel an open order (by the exchange's id); ``OrderNotFound`` if there is none."""
 
+    def is_liquidation(self, fill: Fill) -> bool:
+        """Whether ``fill`` is the venue's liquidation engine closing a position (no order of
+        anyone's); the default venue has none that shows as a trade."""
+        return False
+
     @abstractmethod
     def set_leverage(self, symbol: str, leverage: int) -> None:
         """Swaps only: isolated margin at ``leverage`` for ``symbol``'s position (what the

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -256,7 +256,10 @@ class _Tick:
                 self._cancel_pending()
                 self._finish_replay()
                 return self.report
-            if self.market.type == "swap":  # every tick: a margin mode or leverage changed by hand is set back
+            if self.market.type == "swap":
+                if not self.paper:
+                    self._check_liquidation()
+                # every tick: a margin mode or leverage changed by hand is set back
                 self._call(exchange.set_leverage, row.symbol, int(row.leverage))
             price = self.price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
             the_plan = self._plan(price)
@@ -501,6 +504,34 @@ class _Tick:
                          key=f"unknown-order:{self.row.id}:{order.id}")
         if strangers:
             self.report.message = f"{len(strangers)} order(s) of this session unknown to the database reconciled"
+
+    def _check_liquidation(self) -> None:
+        """Before planning: when the venue's liquidation engine closed the position since the last
+        recorded fill, record its order and fills as the session's (the ledger stays equal to the
+        venue), cancel the session's resting orders, tell the user and end in ``error``: trading on
+        would re-open what the venue just closed."""
+        since = (_ledger.last_fill_at(self.db, self.row.id) or self.row.anchor_at) - _CLOCK_MARGIN
+        fills = self._call(self.exchange.fetch_my_trades, self.row.symbol, since)
+        known = set(_ledger.known_orders(self.db, self.row.id).values())
+        liquidations = [f for f in fills if f.order_id not in known and self.exchange.is_liquidation(f)]
+        if not liquidations:
+            return
+        for order_id in sorted({f.order_id for f in liquidations}):
+            order = self._call(self.exchange.fetch_order, self.row.symbol, order_id)
+            _ledger.adopt_order(self.db, self.row.id, replace(order, client_order_id=f"liq-{order_id}"[:64]),
+                                "closed by the venue's liquidation engine")
+        self.report.fills = _ledger.record_fills(self.db, self.row.id, liquidations, adopt=False)
+        amount = sum((f.amount for f in liquidations), Decimal(0))
+        price = sum((f.amount * f.price for f in liquidations), Decimal(0)) / amount
+        self._cancel_pending()
+        text = (f"{self.row.exchange} liquidated the position: {liquidations[0].side} {amount.normalize():f} "
+                f"{self.row.symbol} at {price.quantize(self.market.price_step).normalize():f}; its open orders were "
+                f"cancelled and it stopped trading")
+        self._notify(text, key=f"liquidated:{self.row.id}:{liquidations[0].order_id}")
+        self.report.status, self.report.message = "error", text
+        self._record(price)
+        _sessions.mark_error(self.row.id, text, self.db)
+        raise _Halted(text)
 
     def _pause_closed_market(self) -> None:
         """The venue halts or delists the session's market: pause (orders and position stay as
