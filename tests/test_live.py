@@ -393,18 +393,26 @@ def binance(db):
         yield server
 
 
-def _ccxt_session(server, name: str, **settings) -> int:
-    account = wb.vault.add_account("binance", KEY, SECRET, permissions="trade", label=name)
-    wb.save_strategy(name, "channel", CCXT_CHANNEL)
-    sid = wb.live.create_session(name, "BTC/USDT", exchange="binance", account=account, market_type="spot",
-                                 ccxt={"urls": server.config()["urls"]["api"],
-                                       "config": {"enableRateLimit": False, "timeout": 1500}},
+def ccxt_session(server, name: str, template: str, params: dict, *, keys: tuple[str, str], market_type: str = "spot",
+                 timeout_ms: int = 1500, **settings) -> int:
+    """A started session of a new saved strategy on the loopback Binance ``server`` (its account
+    holds ``keys``), trading BTC/USDT from the first of ``server.candles_used``."""
+    account = wb.vault.add_account("binance", *keys, permissions="trade", label=name)
+    wb.save_strategy(name, template, params)
+    symbol = "BTC/USDT" if market_type == "spot" else "BTC/USDT:USDT"
+    sid = wb.live.create_session(name, symbol, exchange="binance", account=account, market_type=market_type,
+                                 ccxt={"urls": server.config(market_type)["urls"]["api"],
+                                       "config": {"enableRateLimit": False, "timeout": timeout_ms}},
                                  retry_max_wait=0.05, **settings)
     wb.live.start(sid)
     with store.session() as scope:  # trade the candles from their start (as a replay would)
         scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
                       {"a": server.candles_used.index[0].to_pydatetime(), "id": sid})
     return sid
+
+
+def _ccxt_session(server, name: str, **settings) -> int:
+    return ccxt_session(server, name, "channel", CCXT_CHANNEL, keys=(KEY, SECRET), **settings)
 
 
 def _tick_at(server, sid: int, bar: int) -> _tick.TickReport:

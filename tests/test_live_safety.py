@@ -22,6 +22,7 @@ from workbench import store, vault
 from workbench.errors import ExchangeError, InvalidOrder, SessionError
 from workbench.exchange import CAPABILITIES, capability
 from workbench.live import _tick
+from test_live import ccxt_session
 
 KEY, SECRET = "SAFEKEY" + os.urandom(8).hex(), "SAFESECRET" + os.urandom(16).hex()
 LONG = {"entry_window": 6, "exit_window": 3, "direction": "long", "position_size": 0.5}
@@ -58,18 +59,8 @@ def binance(db):
 
 
 def _session(server, name: str, market_type: str = "spot", **settings) -> int:
-    account = wb.vault.add_account("binance", KEY, SECRET, permissions="trade", label=name)
-    wb.save_strategy(name, "channel", LONG)
-    symbol = "BTC/USDT" if market_type == "spot" else "BTC/USDT:USDT"
-    sid = wb.live.create_session(name, symbol, exchange="binance", account=account, market_type=market_type,
-                                 ccxt={"urls": server.config(market_type)["urls"]["api"],
-                                       "config": {"enableRateLimit": False, "timeout": 3000}},
-                                 retry_max_wait=0.05, **settings)
-    wb.live.start(sid)
-    with store.session() as scope:  # trade the candles from their start (as a replay would)
-        scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
-                      {"a": server.candles_used.index[0].to_pydatetime(), "id": sid})
-    return sid
+    return ccxt_session(server, name, "channel", LONG, keys=(KEY, SECRET), market_type=market_type, timeout_ms=3000,
+                        **settings)
 
 
 def _tick_at(server, sid: int, bar: int) -> _tick.TickReport:
@@ -267,17 +258,10 @@ def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
     (the ledger equals the venue), cancels what the session had resting, tells the user and
     ends in error instead of buying the position back."""
     symbol = "BTC/USDT:USDT"
-    wb.save_strategy("levered", "ema_reversal", {"ema_window": 10, "dip_levels": [0.2], "stop_loss": 50.0,
-                                                 "take_profit": [20.0], "position_size": 0.5, "leverage": 5})
-    account = wb.vault.add_account("binance", KEY, SECRET, permissions="trade", label="levered")
-    sid = wb.live.create_session("levered", symbol, exchange="binance", account=account, market_type="swap",
-                                 ccxt={"urls": binance.config("swap")["urls"]["api"],
-                                       "config": {"enableRateLimit": False, "timeout": 3000}}, retry_max_wait=0.05)
     wb.notify.add_webhook("liquidations", "https://hooks.example.com/desk", events=["message"])
-    wb.live.start(sid)
-    with store.session() as scope:
-        scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
-                      {"a": binance.candles_used.index[0].to_pydatetime(), "id": sid})
+    sid = ccxt_session(binance, "levered", "ema_reversal", {"ema_window": 10, "dip_levels": [0.2], "stop_loss": 50.0,
+                                                           "take_profit": [20.0], "position_size": 0.5, "leverage": 5},
+                       keys=(KEY, SECRET), market_type="swap", timeout_ms=3000)
     bar = next(bar for bar in range(1, BARS - 2)
                if _tick_at(binance, sid, bar) and binance.futures.position(symbol)[0] > 0)
     size, entry = binance.futures.position(symbol)
