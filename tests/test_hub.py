@@ -365,8 +365,10 @@ def test_a_tenant_server_adds_tests_and_removes_notification_channels(hub: Hub, 
         assert secret not in str(failed.value) and secret not in log
 
 
-def _kernel_websocket_accepts_code(hub: Hub, client, path: str, page: str) -> bool:
-    """Send execute_request over the dashboard's kernel websocket; whether any reply came."""
+def _kernel_websocket_answers(hub: Hub, client, path: str, page: str, msg_type: str, channel: str = "shell",
+                              content: dict | None = None) -> bool:
+    """Send one ``msg_type`` message over the dashboard's kernel websocket; whether the kernel
+    answered it (a message whose parent is it came back)."""
     import re
     import uuid
 
@@ -381,11 +383,9 @@ def _kernel_websocket_accepts_code(hub: Hub, client, path: str, page: str) -> bo
         socket = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies}))
         msg_id = uuid.uuid4().hex
         socket.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "x", "session": session,
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "x", "session": session,
                        "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": "print('EXECUTED')", "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False}}))
+            "parent_header": {}, "metadata": {}, "channel": channel, "buffers": [], "content": content or {}}))
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             try:
@@ -401,6 +401,15 @@ def _kernel_websocket_accepts_code(hub: Hub, client, path: str, page: str) -> bo
         return False
 
     return asyncio.run(attempt())
+
+
+def _kernel_takes_only_what_a_dashboard_needs(hub: Hub, client, path: str, page: str) -> None:
+    """The websocket works (kernel_info is answered) yet takes no code and no shutdown."""
+    code = {"code": "print('EXECUTED')", "silent": False, "store_history": False, "user_expressions": {},
+            "allow_stdin": False}
+    assert not _kernel_websocket_answers(hub, client, path, page, "execute_request", content=code)
+    assert not _kernel_websocket_answers(hub, client, path, page, "shutdown_request", "control", {"restart": False})
+    assert _kernel_websocket_answers(hub, client, path, page, "kernel_info_request")  # still alive and listening
 
 
 def test_shared_dashboard_is_read_only_and_revocable(hub: Hub, tenants: dict):
@@ -430,7 +439,7 @@ def test_shared_dashboard_is_read_only_and_revocable(hub: Hub, tenants: dict):
         assert as_tenant(a, "test -e startup-ran").returncode == 1, "the dashboard ran the owner's startup file"
         assert as_tenant(a, "rm -r .ipython/profile_default/startup/00-planted.py .jupyter").returncode == 0
     # the owner's Voila kernel takes no code even from the owner's browser
-    assert not _kernel_websocket_accepts_code(hub, client_a, path, page.text)
+    _kernel_takes_only_what_a_dashboard_needs(hub, client_a, path, page.text)
     assert service(hub, ta, "POST", f"dashboards/{other_id}").status_code == 200
 
     page_url = f"/services/workbench/shared/{a}/{session}"

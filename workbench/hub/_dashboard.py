@@ -8,8 +8,8 @@ viewer's browser. Why this server cannot be used to do more than look:
 
 - it is Voila's standalone app, not a Jupyter server: no contents, terminals or sessions
   API, no JupyterLab; every path renders the one notebook;
-- Voila's kernel websocket forwards only widget (comm) and kernel-info messages, so a
-  viewer cannot send ``execute_request``; the notebook is the package's, not the owner's;
+- the kernel websocket forwards only widget (comm) and kernel-info messages: no
+  ``execute_request``, no ``shutdown_request``; the notebook is the package's, not the owner's;
 - no file of the notebook's folder is served (empty ``file_allowlist``);
 - JupyterHub's identity provider and authorizer admit only tokens with access to this very
   server;
@@ -38,6 +38,19 @@ class _HubIdentityProvider(JupyterHubIdentityProvider):
         return [(url_path_join(self.hub_auth.base_url, path), *rest) for path, *rest in super().get_handlers()]
 
 
+class DashboardVoila(Voila):  # a public name: traitlets takes no section named like "_X"
+    """Voila whose kernel websocket passes widget (comm) and kernel-info messages only: Voila's
+    own list also lets a page shut the kernel down, which no dashboard page needs (the server
+    ends the kernel when the page goes)."""
+
+    ALLOWED_MESSAGES = ["comm_open", "comm_close", "comm_msg", "comm_info_request", "kernel_info_request"]
+
+    def init_settings(self):
+        settings = super().init_settings()
+        self.kernel_manager.allowed_message_types = self.ALLOWED_MESSAGES
+        return settings
+
+
 def main(argv: list[str] | None = None) -> None:
     notebook = Path((argv or sys.argv[1:])[0]).resolve()
     # JUPYTER_DATA_DIR is the package's read-only folder (the spawner pins it); kernel
@@ -47,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                      / "runtime")))
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
-    Voila.launch_instance(argv=[
+    DashboardVoila.launch_instance(argv=[
         str(notebook),
         f"--Voila.ip={url.hostname}", f"--Voila.port={url.port}", f"--Voila.base_url={prefix}",
         "--no-browser", f"--Voila.root_dir={notebook.parent}",
