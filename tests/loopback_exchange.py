@@ -1378,6 +1378,7 @@ class Gate(LoopbackExchange):
             self.route("GET", f"{prefix}/orders", self._signed(self._list_orders(book)))
             self.route("GET", f"{prefix}/orders/{{order_id}}", self._signed(self._get(book)))
             self.route("DELETE", f"{prefix}/orders/{{order_id}}", self._signed(self._cancel(book)))
+        self.route("GET", f"{fut}/orders_timerange", self._signed(self._orders_timerange))
         self.route("GET", f"{api}/spot/open_orders", self._signed(self._spot_open_orders))
         self.route("GET", f"{api}/spot/my_trades", self._signed(self._trades(self.spot)))
         self.route("GET", f"{fut}/my_trades_timerange", self._signed(self._trades(self.futures)))
@@ -1601,6 +1602,16 @@ class Gate(LoopbackExchange):
                     and (wanted == "open" or start <= o.updated_ms / 1000 <= end)]
             return Reply(200, rows[:int(q.get("limit", 100))])
         return list_orders
+
+    def _orders_timerange(self, request: Request) -> Reply:
+        """GET /futures/usdt/orders_timerange ("List Futures Orders By Time Range",
+        ``docs/FuturesApi.md``): the contract's orders created between ``from`` and ``to`` (seconds)."""
+        q = request.query
+        instrument = self._instrument(self.futures, q.get("contract"))
+        start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
+        rows = [self._order_json(o, self.futures) for o in self.futures.orders.values()
+                if o.instrument is instrument and self.futures.visible(o) and start <= o.created_ms / 1000 <= end]
+        return Reply(200, rows[:int(q.get("limit", 100))])
 
     def _spot_open_orders(self, request: Request) -> Reply:
         """GET /spot/open_orders: open orders grouped by currency pair."""

@@ -293,6 +293,10 @@ class CcxtExchange(Exchange):
                 raw = self._client.fetch_order(None, market.symbol, {"clientOrderId": client_order_id, "trigger": True})
         except OrderNotFound:
             return None
+        return self._triggered(market, raw, client_order_id)
+
+    def _triggered(self, market: Market, raw: Mapping[str, Any], client_order_id: str | None) -> Order:
+        """A USDⓈ-M algo order as ccxt gave it: itself while it waits, else the order it placed."""
         released = (raw.get("info") or {}).get("actualOrderId")
         if not released:
             return self._order(raw, market)
@@ -305,6 +309,10 @@ class CcxtExchange(Exchange):
     def fetch_order(self, symbol: str, order_id: str) -> Order | None:
         market = self.market(symbol)
         try:
+            if order_id.startswith(_ALGO):  # a USDⓈ-M stop: asked for by its algoId
+                with self._calling("fetch_order"):
+                    raw = self._client.fetch_order(order_id[len(_ALGO):], symbol, {"trigger": True})
+                return self._triggered(market, raw, self._order(raw, market).client_order_id)
             with self._calling("fetch_order"):
                 return self._order(self._client.fetch_order(order_id, symbol), market)
         except OrderNotFound:
