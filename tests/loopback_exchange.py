@@ -693,8 +693,9 @@ class Book:
 
     def _fill(self, order: BookOrder, price: Decimal, *, maker: bool) -> None:
         amount = order.remaining
-        if self._partial is not None:
-            amount, self._partial = (amount * self._partial).quantize(Decimal("1e-8")), None
+        if self._partial is not None:  # a venue that counts in contracts (Gate futures) fills whole ones
+            step = order.instrument.contract_size if order.instrument.contract_size != 1 else Decimal("1e-8")
+            amount, self._partial = (amount * self._partial // step * step).quantize(Decimal("1e-8")), None
         instrument, fee, fee_asset = order.instrument, amount * price * self.fee, order.instrument.quote
         if instrument.swap:
             self._trade_swap(instrument.symbol, amount if order.side == "buy" else -amount, price)
