@@ -220,10 +220,27 @@ def test_rate_limit_carries_retry_after(venue):
     client.markets()
     body = {"code": -1003, "msg": "Too many requests."} if venue.name == "binance" else \
         {"label": "TOO_MANY_REQUESTS", "message": "Request Rate limit Exceeded"}
-    venue.fail(BALANCE_PATHS[(venue.name, "spot")], 429, body, times=1, headers={"Retry-After": "7"})
-    with pytest.raises(RateLimited, match="retry after 7 s") as info:
+    venue.fail(BALANCE_PATHS[(venue.name, "spot")], 429, body, times=1, headers={"Retry-After": "60"})
+    with pytest.raises(RateLimited, match="retry after 60 s") as info:
         client.fetch_balance()
-    assert info.value.retry_after == 7.0
+    assert info.value.retry_after == 60.0
+    # until the wait runs out, no client of this process calls the venue again (it would ban)
+    sent = len(venue.requests)
+    for again in (client, _client(venue)):
+        with pytest.raises(RateLimited, match=r"not sent: the exchange asked for no requests for another 60 s"):
+            again.fetch_balance()
+    assert len(venue.requests) == sent and venue.bans == []
+
+
+def test_a_short_rate_limit_is_waited_out_before_the_next_request(venue):
+    client = _client(venue)
+    client.markets()
+    venue.fail(BALANCE_PATHS[(venue.name, "spot")], 429, times=1, headers={"Retry-After": "0.5"})
+    with pytest.raises(RateLimited):
+        client.fetch_balance()
+    started = time.monotonic()
+    assert client.fetch_balance()["USDT"].total == 10000
+    assert time.monotonic() - started >= 0.45 and venue.bans == []
 
 
 @pytest.mark.parametrize("market_type", ["spot", "swap"])

@@ -32,6 +32,13 @@ _DUPLICATE_MARKERS = ("Duplicate order sent", "-4116", "REPEATED_CREATION")
 _INSUFFICIENT_MARKERS = ("Margin is insufficient",)
 _STOP_LIMIT_SLACK = Decimal("0.005")
 _ALGO = "algo-"  # our id of a Binance USDⓈ-M conditional order (its algoId), until it triggers
+# a venue's "wait this long" (a 429's or 418's Retry-After), by venue, market type and address:
+# requests before it runs out earn an IP ban (Binance ``rest-api.md``, LIMITS: "Repeatedly
+# violating rate limits and/or failing to back off after receiving 429s will result in an
+# automated IP ban (HTTP status 418)"), so every client of this process waits it out
+_QUIET_UNTIL: dict[tuple[str, str, str], float] = {}
+# the longest wait a request sits out before calling; a longer one fails at once (RateLimited)
+_QUIET_WAIT_MAX = 10.0
 _STATUSES = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
              "expired": "expired", "rejected": "rejected"}
 
@@ -142,6 +149,7 @@ class CcxtExchange(Exchange):
             self._redactions = []
             self._client = getattr(ccxt, name)(settings)
         self._markets: dict[str, Market] | None = None
+        self._quiet_key = (name, market_type, repr(sorted((urls or {}).items())))
 
     @property
     def order_types(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -473,13 +481,27 @@ class CcxtExchange(Exchange):
     @contextmanager
     def _calling(self, operation: str) -> Iterator[None]:
         """Turn ccxt's exceptions into ours, saying what failed, without the keys; before the
-        first signed request, learn the venue's time (``_clock``)."""
+        first signed request, learn the venue's time (``_clock``). A rate limit the venue asked
+        for is waited out first (``_QUIET_UNTIL``)."""
+        self._wait_out_rate_limit(operation)
         if self._offset is None and self._fixed_clock is None and self._client.apiKey and operation != "fetch_time":
             self._clock()
         try:
             yield
         except ccxt.BaseError as exc:
-            raise self._translate(operation, exc) from None
+            error = self._translate(operation, exc)
+            if isinstance(error, RateLimited) and error.retry_after:
+                _QUIET_UNTIL[self._quiet_key] = max(_QUIET_UNTIL.get(self._quiet_key, 0.0),
+                                                    time.monotonic() + error.retry_after)
+            raise error from None
+
+    def _wait_out_rate_limit(self, operation: str) -> None:
+        remaining = _QUIET_UNTIL.get(self._quiet_key, 0.0) - time.monotonic()
+        if remaining > _QUIET_WAIT_MAX:
+            raise RateLimited(f"{self.name} {self.market_type} {operation}: not sent: the exchange asked for no "
+                              f"requests for another {remaining:.0f} s", retry_after=remaining)
+        if remaining > 0:
+            time.sleep(remaining)
 
     def _translate(self, operation: str, exc: ccxt.BaseError) -> ExchangeError:
         detail = f"{type(exc).__name__}: {exc}"

@@ -33,7 +33,7 @@ import pandas as pd
 from sqlalchemy import cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import OperationalError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 
 from workbench import store
 from workbench.data._timeframe import parse_timeframe
@@ -103,6 +103,18 @@ def tick(session_id: int, *, now: datetime | None = None) -> TickReport:
         _log.info("session %s tick %s: %s placed, %s canceled, %s fills", session_id, report.candle,
                   len(report.placed), len(report.canceled), report.fills)
         return report
+
+
+class _LongRateLimit:
+    """Give up at once when a venue asks for a longer wait than ``retry_max_wait``: the tick
+    fails and the next scheduled run comes after the wait, instead of a run sitting idle."""
+
+    def __init__(self, longest: float) -> None:
+        self.longest = longest
+
+    def __call__(self, retry_state) -> bool:
+        asked = getattr(retry_state.outcome.exception(), "retry_after", None)
+        return asked is not None and float(asked) > self.longest
 
 
 class _Halted(Exception):
@@ -221,15 +233,19 @@ class _Tick:
         self._sent: dict[str, Order] = {}  # orders this tick sent, by exchange id, as the exchange answered
         self._absent: set[str] = set()  # client ids resolved this tick as never accepted
         self._retrying = Retrying(retry=retry_if_exception_type(_TRANSIENT), wait=self._wait, reraise=True,
-                                  stop=stop_after_attempt(int(self.settings.get("retry_attempts", 4))))
+                                  stop=stop_any(stop_after_attempt(int(self.settings.get("retry_attempts", 4))),
+                                                _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0)))))
 
     def _wait(self, retry_state) -> float:
+        return self._backoff(retry_state.outcome.exception(), retry_state.attempt_number)
+
+    def _backoff(self, exc: BaseException, attempt: int) -> float:
         """As long as a rate limit asks (a venue bans a client that comes back sooner: Binance
         answers 418), else back off exponentially within ``retry_max_wait``."""
-        asked = getattr(retry_state.outcome.exception(), "retry_after", None)
+        asked = getattr(exc, "retry_after", None)
         if asked is not None:
             return float(asked)
-        return min(float(self.settings.get("retry_max_wait", 30.0)), 0.5 * 2 ** (retry_state.attempt_number - 1))
+        return min(float(self.settings.get("retry_max_wait", 30.0)), 0.5 * 2 ** (attempt - 1))
 
     def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self._retrying(function, *args, **kwargs)
@@ -646,9 +662,10 @@ class _Tick:
                 failure = exc
             except _TRANSIENT as exc:  # the outcome is unknown
                 failure = exc
-                asked = getattr(exc, "retry_after", None)
-                time.sleep(float(asked) if asked is not None else
-                           min(float(self.settings.get("retry_max_wait", 30.0)), 0.5 * 2 ** (attempt - 1)))
+                wait = self._backoff(exc, attempt)
+                if wait > float(self.settings.get("retry_max_wait", 30.0)):
+                    raise  # a long rate limit: the next run resolves the order from the exchange
+                time.sleep(wait)
             unknown = True
         raise failure
 
