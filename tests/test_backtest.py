@@ -50,6 +50,29 @@ def test_vectorbt_replays_the_same_fills_to_the_same_equity_and_metrics(candles,
     assert len(portfolio.orders.records) == len(result.fills)
 
 
+@pytest.mark.parametrize("rate", [0.05, -0.01])
+def test_a_risk_free_rate_is_taken_out_of_sharpe_and_sortino_as_vectorbt_does(candles, rate):
+    plain = wb.backtest("ema_reversal", candles, {"ema_window": 24})
+    result = wb.backtest("ema_reversal", candles, {"ema_window": 24}, risk_free=rate)
+    per_bar = (1 + rate) ** (1 / (365 * 24)) - 1  # the annual rate compounded down to an hour
+    returns = result.portfolio.returns().vbt.returns(freq="1h")
+    assert _close(result.metrics["sharpe"], returns.sharpe_ratio(risk_free=per_bar))
+    assert _close(result.metrics["sortino"], returns.sortino_ratio(required_return=per_bar))
+    assert (result.metrics["sharpe"] < plain.metrics["sharpe"]) == (rate > 0)
+    unchanged = {k: v for k, v in result.metrics.items() if k not in ("sharpe", "sortino")}
+    assert unchanged == {k: v for k, v in plain.metrics.items() if k not in ("sharpe", "sortino")}
+    with pytest.raises(wb.ParameterError, match=r"risk_free: 4 is not allowed; expected a number from -0.5 to 1"):
+        wb.backtest("ema_reversal", candles, risk_free=4)
+
+
+def test_each_metric_is_written_to_its_own_named_slot():
+    from workbench.backtest import _engine as engine
+
+    slots = {name: getattr(engine, f"M_{name.upper()}") for name in engine.METRIC_NAMES}
+    assert sorted(slots.values()) == list(range(engine.N_METRICS))
+    assert all(engine.METRIC_NAMES[slot] == name for name, slot in slots.items())
+
+
 def test_channel_trades_equal_vectorbts_standard_from_signals_pipeline(candles):
     import vectorbt as vbt
 

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--fees", type=float, default=0.001, help="fee rate (default 0.001 = 0.1%%)")
     common.add_argument("--slippage", type=float, default=0.0005, help="slippage fraction (default 0.0005)")
     common.add_argument("--init-cash", type=float, default=10_000.0, help="starting balance (default 10000)")
+    common.add_argument("--risk-free", type=float, default=0.0,
+                        help="annual risk-free rate for Sharpe and Sortino (default 0; 0.04 = 4%%)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     run = subparsers.add_parser("backtest", parents=[common], help="backtest one parameter set")
@@ -54,7 +56,7 @@ def _candles(path: str):
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"risk": _json_arg(args.risk, "--risk"), "fees": args.fees, "slippage": args.slippage,
-            "init_cash": args.init_cash}
+            "init_cash": args.init_cash, "risk_free": args.risk_free}
 
 
 def _clean(value: Any) -> Any:

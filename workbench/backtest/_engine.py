@@ -71,10 +71,12 @@ C_FEE_MAKER = 2
 C_SLIPPAGE = 3
 C_LEVERAGE = 4
 C_MMR = 5  # maintenance margin rate
-C_ANN_FACTOR = 6  # bars per year
+C_ANN_FACTOR = 6  # bars per year (Sharpe, Sortino)
 C_MAX_POSITION = 7  # max notional (quote currency), inf = no limit
 C_MAX_DAILY_LOSS = 8  # quote currency, inf = no limit
-CFG_SIZE = 9
+C_RISK_FREE = 9  # the risk-free return per bar (Sharpe, Sortino)
+C_YEARS = 10  # the calendar time the candles span, in years (CAGR)
+CFG_SIZE = 11
 
 # -- fill kinds --------------------------------------------------------------------------
 FILL_ENTRY = 0
@@ -117,6 +119,25 @@ METRIC_NAMES = (
     "ruined",
 )
 N_METRICS = len(METRIC_NAMES)
+# each metric's slot in the output row, taken from METRIC_NAMES so a name added anywhere in
+# it cannot shift another metric under the wrong label
+M_TOTAL_RETURN = METRIC_NAMES.index("total_return")
+M_CAGR = METRIC_NAMES.index("cagr")
+M_SHARPE = METRIC_NAMES.index("sharpe")
+M_SORTINO = METRIC_NAMES.index("sortino")
+M_CALMAR = METRIC_NAMES.index("calmar")
+M_MAX_DRAWDOWN = METRIC_NAMES.index("max_drawdown")
+M_WIN_RATE = METRIC_NAMES.index("win_rate")
+M_PROFIT_FACTOR = METRIC_NAMES.index("profit_factor")
+M_EXPECTANCY = METRIC_NAMES.index("expectancy")
+M_EXPOSURE = METRIC_NAMES.index("exposure")
+M_TRADES = METRIC_NAMES.index("trades")
+M_FEES_PAID = METRIC_NAMES.index("fees_paid")
+M_LIQUIDATIONS = METRIC_NAMES.index("liquidations")
+M_FINAL_EQUITY = METRIC_NAMES.index("final_equity")
+M_FILLS = METRIC_NAMES.index("fills")
+M_LIQUIDATION_LOSS = METRIC_NAMES.index("liquidation_loss")
+M_RUINED = METRIC_NAMES.index("ruined")
 
 
 @njit(cache=True)
@@ -254,8 +275,8 @@ def rest_after_ruin(m, bar, n, value, equity_out, position_out):
     if equity_out.shape[0] > 0:
         equity_out[bar + 1:] = value
         position_out[bar + 1:] = 0.0
-    bars, s1, s2, down, peak, max_dd, prev, held = m
-    return (bars + (n - bar - 1), s1, s2, down, peak, max_dd, prev, held)
+    bars, s1, s2, down, peak, max_dd, prev, held, moved, rf = m
+    return (bars + (n - bar - 1), s1, s2, down, peak, max_dd, prev, held, moved, rf)
 
 
 @njit(cache=True)
@@ -446,59 +467,66 @@ def intend(intent, live, leg, order_type, size, price):
 @njit(cache=True)
 def new_metrics(cfg):
     """The running metric sums, a tuple the kernel carries from bar to bar (see ``mark``):
-    bars, sum of returns, sum of squared returns, sum of squared negative returns, equity peak,
-    max drawdown, last equity, bars exposed. Plain sums keep the update free of a division chain."""
+    bars, sum of returns, sum of squared returns, sum of squared returns below the risk-free
+    return, equity peak, max drawdown, last equity, bars exposed, bars whose equity moved, the
+    risk-free return per bar. Plain sums keep the update free of a division chain."""
     init = cfg[C_INIT_CASH]
-    return (0.0, 0.0, 0.0, 0.0, init, 0.0, init, 0.0)
+    return (0.0, 0.0, 0.0, 0.0, init, 0.0, init, 0.0, 0.0, cfg[C_RISK_FREE])
 
 
 @njit(cache=True)
 def mark(m, value, exposed):
     """Fold a bar's closing equity ``value`` into the metric sums ``m``; returns the new sums.
 
-    A bar whose equity did not move (flat, or an unchanged close) costs no division.
+    A bar whose equity did not move (flat, or an unchanged close) costs no division: its
+    return is 0, which ``finish`` counts in from the number of bars that moved.
     """
-    bars, s1, s2, down, peak, max_dd, prev, held = m
+    bars, s1, s2, down, peak, max_dd, prev, held, moved, rf = m
     bars += 1.0
     if exposed:
         held += 1.0
     if value != prev:
+        moved += 1.0
         ret = value / prev - 1.0 if prev > 0.0 else 0.0
         s1 += ret
         s2 += ret * ret
-        loss = min(ret, 0.0)  # no branch: the sign of a return is a coin flip to the predictor
-        down += loss * loss
+        shortfall = min(ret - rf, 0.0)  # no branch: the sign of a return is a coin flip to the predictor
+        down += shortfall * shortfall
         peak = max(peak, value)
         if value < peak * (1.0 - max_dd) and peak > 0.0:  # rare: a deeper drawdown
             max_dd = 1.0 - value / peak
         prev = value
-    return (bars, s1, s2, down, peak, max_dd, prev, held)
+    return (bars, s1, s2, down, peak, max_dd, prev, held, moved, rf)
 
 
 @njit(cache=True)
 def finish(state, m, cfg, out):
-    """Write the run's metrics into ``out`` (ordered as METRIC_NAMES) from the sums ``m``."""
-    n, s1, s2, down_sq, _, max_dd, last, held = m
+    """Write the run's metrics into their slots of ``out`` (see METRIC_NAMES) from the sums ``m``.
+    The conventions are written down in ``docs/METRICS.md``."""
+    n, s1, s2, down_sq, _, max_dd, last, held, moved, rf = m
     ann = cfg[C_ANN_FACTOR]
+    years = cfg[C_YEARS]
     total = last / cfg[C_INIT_CASH] - 1.0
-    out[0] = total
-    out[1] = (1.0 + total) ** (ann / n) - 1.0 if n > 0 and total > -1.0 else -1.0
+    out[M_TOTAL_RETURN] = total
+    cagr = (1.0 + total) ** (1.0 / years) - 1.0 if years > 0.0 and total > -1.0 else -1.0
+    out[M_CAGR] = cagr
     mean = s1 / n if n > 0 else np.nan
     std = np.sqrt(max(s2 - s1 * mean, 0.0) / (n - 1.0)) if n > 1 else np.nan
-    out[2] = mean / std * np.sqrt(ann) if std > 0.0 else np.nan
-    down = np.sqrt(down_sq / n) if n > 0 else np.nan
-    out[3] = mean / down * np.sqrt(ann) if down > 0.0 else np.nan
-    out[4] = out[1] / max_dd if max_dd > 0.0 else np.nan
-    out[5] = max_dd
+    out[M_SHARPE] = (mean - rf) / std * np.sqrt(ann) if std > 0.0 else np.nan
+    still = min(-rf, 0.0)  # a bar whose equity did not move fell short of a positive risk-free return
+    down = np.sqrt((down_sq + (n - moved) * still * still) / n) if n > 0 else np.nan
+    out[M_SORTINO] = (mean - rf) / down * np.sqrt(ann) if down > 0.0 else np.nan
+    out[M_CALMAR] = cagr / max_dd if max_dd > 0.0 else np.nan
+    out[M_MAX_DRAWDOWN] = max_dd
     trades = state[TRADES]
-    out[6] = state[WINS] / trades if trades > 0 else np.nan
-    out[7] = state[GROSS_WIN] / state[GROSS_LOSS] if state[GROSS_LOSS] > 0.0 else np.nan
-    out[8] = (state[GROSS_WIN] - state[GROSS_LOSS]) / trades if trades > 0 else np.nan
-    out[9] = held / n if n > 0 else np.nan
-    out[10] = trades
-    out[11] = state[FEES]
-    out[12] = state[LIQUIDATIONS]
-    out[13] = last
-    out[14] = state[N_FILLS]
-    out[15] = state[LIQUIDATION_LOSS]
-    out[16] = 1.0 if state[RUIN_BAR] > 0.0 else 0.0
+    out[M_WIN_RATE] = state[WINS] / trades if trades > 0 else np.nan
+    out[M_PROFIT_FACTOR] = state[GROSS_WIN] / state[GROSS_LOSS] if state[GROSS_LOSS] > 0.0 else np.nan
+    out[M_EXPECTANCY] = (state[GROSS_WIN] - state[GROSS_LOSS]) / trades if trades > 0 else np.nan
+    out[M_EXPOSURE] = held / n if n > 0 else np.nan
+    out[M_TRADES] = trades
+    out[M_FEES_PAID] = state[FEES]
+    out[M_LIQUIDATIONS] = state[LIQUIDATIONS]
+    out[M_FINAL_EQUITY] = last
+    out[M_FILLS] = state[N_FILLS]
+    out[M_LIQUIDATION_LOSS] = state[LIQUIDATION_LOSS]
+    out[M_RUINED] = 1.0 if state[RUIN_BAR] > 0.0 else 0.0

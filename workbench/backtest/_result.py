@@ -36,10 +36,11 @@ class BacktestResult:
     """What :func:`workbench.backtest` returns.
 
     Attributes:
-        metrics: ``{name: value}``: total_return, cagr, sharpe, sortino, calmar, max_drawdown
-            (fractions; ratios annualised over a 365-day year), win_rate, profit_factor,
+        metrics: ``{name: value}``, each defined in ``docs/METRICS.md``: total_return, cagr
+            (on calendar time), sharpe, sortino (over the ``risk_free`` rate), calmar,
+            max_drawdown (fractions; ratios annualised over a 365-day year), win_rate, profit_factor,
             expectancy (quote currency per closed trade), exposure (share of bars in a
-            position), trades (closed), fees_paid (maker and taker fees only), liquidations,
+            position), trades (closed round trips, flat to flat), fees_paid (maker and taker fees only), liquidations,
             final_equity, fills, liquidation_loss (the margin liquidations took), ruined (1 when
             the account lost everything and stopped trading: see :attr:`ruined_at`).
         equity: equity at each bar's close (quote currency).

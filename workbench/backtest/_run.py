@@ -27,7 +27,7 @@ _YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default ye
 
 
 def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: float,
-              maintenance_margin: float) -> dict[str, float]:
+              maintenance_margin: float, risk_free: float = 0.0) -> dict[str, float]:
     if isinstance(fees, Mapping):
         unknown = set(fees) - {"maker", "taker"}
         if unknown:
@@ -42,17 +42,18 @@ def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: flo
         maker = taker = fees
     checks = {"fees (maker)": (maker, 0.0, 0.1), "fees (taker)": (taker, 0.0, 0.1),
               "slippage": (slippage, 0.0, 0.1), "maintenance_margin": (maintenance_margin, 0.0, 0.5),
-              "init_cash": (init_cash, 1e-9, 1e15)}
+              "init_cash": (init_cash, 1e-9, 1e15), "risk_free": (risk_free, -0.5, 1.0)}
     for name, (value, low, high) in checks.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
                                  f"{high:g} (a fraction: 0.001 is 0.1%)", param=name.split()[0], value=value)
     return {"fee_maker": float(maker), "fee_taker": float(taker), "slippage": float(slippage),
-            "init_cash": float(init_cash), "maintenance_margin": float(maintenance_margin)}
+            "init_cash": float(init_cash), "maintenance_margin": float(maintenance_margin),
+            "risk_free": float(risk_free)}
 
 
 def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage: float,
-         bar: pd.Timedelta) -> np.ndarray:
+         market: _Market) -> np.ndarray:
     mmr = settings["maintenance_margin"]
     if mmr * leverage >= 1.0:  # the liquidation price would sit at (or beyond) the entry
         raise ParameterError(
@@ -65,7 +66,10 @@ def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage:
     cfg[e.C_SLIPPAGE] = settings["slippage"]
     cfg[e.C_LEVERAGE] = leverage
     cfg[e.C_MMR] = settings["maintenance_margin"]
-    cfg[e.C_ANN_FACTOR] = _YEAR / bar
+    bars_per_year = _YEAR / market.bar
+    cfg[e.C_ANN_FACTOR] = bars_per_year
+    cfg[e.C_RISK_FREE] = (1.0 + settings.get("risk_free", 0.0)) ** (1.0 / bars_per_year) - 1.0
+    cfg[e.C_YEARS] = market.span / _YEAR
     cfg[e.C_MAX_POSITION] = risk.get("max_position_size") or np.inf
     cfg[e.C_MAX_DAILY_LOSS] = risk.get("max_daily_loss") or np.inf
     return cfg
@@ -85,6 +89,8 @@ class _Market:
         self.bar = pd.Timedelta(index[1] - index[0]) if len(index) > 1 else pd.Timedelta(hours=1)
         if len(index) > 2:
             self.bar = pd.Series(index).diff().min()
+        # the calendar time the candles cover: from the first bar's open to the last bar's close
+        self.span = pd.Timedelta(index[-1] - index[0]) + self.bar if len(index) else pd.Timedelta(0)
 
     def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
         a = self.arrays
@@ -99,7 +105,7 @@ def _resolve(template: str | Template) -> Template:
 def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
              risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
              slippage: float = 0.0005, init_cash: float = 10_000.0,
-             maintenance_margin: float = 0.005) -> BacktestResult:
+             maintenance_margin: float = 0.005, risk_free: float = 0.0) -> BacktestResult:
     """Backtest one parameter set of a template on candles.
 
     Args:
@@ -113,10 +119,13 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
         slippage: adverse price move of market orders, as a fraction of the price.
         init_cash: starting balance in the quote currency.
         maintenance_margin: the maintenance margin rate of leveraged positions.
+        risk_free: the annual risk-free rate Sharpe and Sortino measure excess returns over
+            (0.04 is 4 % a year), compounded down to one bar.
 
     Returns:
-        A :class:`BacktestResult`: ``.metrics``, ``.equity``, ``.trades``, ``.fills``,
-        ``.figure`` (bokeh) and ``.portfolio`` (the same fills replayed by vectorbt).
+        A :class:`BacktestResult`: ``.metrics`` (defined in ``docs/METRICS.md``), ``.equity``,
+        ``.trades``, ``.fills``, ``.figure`` (bokeh) and ``.portfolio`` (the same fills
+        replayed by vectorbt).
 
     Raises:
         ParameterError: a parameter, limit or setting outside its range (named in the message).
@@ -130,10 +139,10 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     tpl = _resolve(template)
     params = tpl.validate(params)
     limits = tpl.validate_risk(risk)
-    settings = _settings(fees, slippage, init_cash, maintenance_margin)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free)
     market = _Market(candles)
     kernel = kernel_for(tpl.name)
-    cfg = _cfg(settings, limits, kernel.leverage(params), market.bar)
+    cfg = _cfg(settings, limits, kernel.leverage(params), market)
     keys = kernel.indicator_keys(params)
     ind = stack(keys, market.arrays)
     n = len(market.candles)
@@ -180,7 +189,8 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
 def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
           risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
           slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-          sort_by: str = "sharpe", progress: bool = True, chunk_size: int | None = None) -> pd.DataFrame:
+          risk_free: float = 0.0, sort_by: str = "sharpe", progress: bool = True,
+          chunk_size: int | None = None) -> pd.DataFrame:
     """Backtest every combination of a parameter grid; a ranked table of metrics.
 
     Each row equals what :func:`backtest` gives for that combination: both run the same
@@ -207,7 +217,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
                              param="sort_by", value=sort_by)
     combos = _combinations(tpl, grid)
     limits = tpl.validate_risk(risk)
-    settings = _settings(fees, slippage, init_cash, maintenance_margin)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free)
     market = _Market(candles)
     kernel = kernel_for(tpl.name)
     keys: dict[IndicatorKey, int] = {}
@@ -215,7 +225,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
                     dtype=np.int64)
     ind = stack(list(keys), market.arrays)
     params = np.array([kernel.param_vector(c) for c in combos])
-    cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market.bar) for c in combos])
+    cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market) for c in combos])
     out = np.full((len(combos), e.N_METRICS), np.nan)
     size = chunk_size or max(1, min(len(combos), 2_000_000 // max(len(market.candles), 1) * 8))
     done = 0

@@ -87,7 +87,7 @@ def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | No
     frame.attrs = dict(candles.attrs)
     market = _Market(frame, validate=False)  # the exchange validated the closed candles
     settings = _settings(dict(fees), slippage, init_equity, maintenance_margin)
-    cfg = _cfg(settings, limits, kernel.leverage(params), market.bar)
+    cfg = _cfg(settings, limits, kernel.leverage(params), market)
     keys = kernel.indicator_keys(params)
     start = int(frame.index.searchsorted(pd.Timestamp(anchor)))
     ind = np.ascontiguousarray(stack(keys, market.arrays)[:, start:])
