@@ -638,3 +638,36 @@ def test_a_session_trades_at_the_rule_strategys_own_leverage(db):
     assert wb.live.status(wb.live.create_session("levered rules", exchange="paper")).leverage == 3
     with pytest.raises(SessionError, match="leverage 2 differs from strategy .* own leverage 3"):
         wb.live.create_session("levered rules", exchange="paper", leverage=2)
+
+
+# -- the simple moving average on flat bars ------------------------------------------------------
+
+@pytest.mark.parametrize("price", [0.1, 0.7, 3.3, 1e8 + 0.3])
+def test_sma_and_bands_of_a_flat_window_are_exact(price):
+    """Twenty 0.1s sum to 2.0000000000000004: a flat window must still average to exactly 0.1,
+    with a band width of exactly 0, after a trend too (the running sums carry its past)."""
+    close = np.concatenate([np.linspace(price * 0.5, price * 1.5, 97), np.full(300, price)])
+    for window in (1, 3, 20, 50):
+        mean, std = _indicators._rolling_mean_std(close, window)
+        flat = np.arange(len(close)) >= 97 + window - 1
+        assert (mean[flat] == price).all() and (std[flat] == 0.0).all()
+
+
+def test_sma_matches_pandas_to_1e_12_on_random_walks():
+    rng = np.random.default_rng(11)
+    for level, step in ((100.0, 1.0), (0.5, 1e-4), (1e8, 0.01), (30_000.0, 50.0)):
+        close = level + np.cumsum(rng.normal(0.0, step, 20_000))
+        for window in (2, 7, 20, 200, 1_000):
+            mean, std = _indicators._rolling_mean_std(close, window)
+            reference = pd.Series(close).rolling(window)
+            _same(mean, reference.mean(), rel=1e-12)
+            exact = np.array([np.std(close[t - window + 1:t + 1]) for t in range(window - 1, len(close), 97)])
+            assert np.allclose(std[window - 1::97], exact, rtol=1e-9, atol=1e-12 * level)
+
+
+def test_a_rule_against_the_sma_of_flat_bars_never_fires():
+    """close > SMA(20) and close < SMA(20) are both false on flat bars: no float noise trades."""
+    rules = "buy 50% when close > SMA(20)\nsell 50% when close < SMA(20)\n"
+    for price in (0.1, 3.3):  # summed twenty times: 2.0000000000000004 and 65.99999999999997
+        result = wb.backtest("rules", bars([(price, price, price, price)] * 200), {"rules": rules}, **FREE)
+        assert result.fills.empty

@@ -69,25 +69,61 @@ def _ema(values, span):
 
 
 @njit(cache=True, nogil=True)
+def _neumaier(total, carry, term):
+    """``total + term`` and the rounding it lost added to ``carry`` (Neumaier's compensated sum)."""
+    result = total + term
+    if abs(total) >= abs(term):
+        carry += (total - result) + term
+    else:
+        carry += (term - result) + total
+    return result, carry
+
+
+@njit(cache=True, nogil=True)
 def _rolling_mean_std(values, window):
     """Mean and population standard deviation of ``values[t-window+1:t+1]``; NaN until full.
 
-    Two passes over each window (not running sums), so a flat window gives exactly 0 and
-    long series accumulate no rounding drift.
+    O(n): running sums of each value's distance from an anchor, re-summed from scratch with
+    the window's mean as the new anchor every ``window`` bars, so rounding cannot drift and
+    the squares do not cancel (prices near 1e8 moving by cents); the distances are summed
+    with Neumaier's compensation, which keeps the mean within about an ulp. A window of equal values
+    gives exactly that value and 0, as in pandas: a rule like ``close > SMA(20)`` on flat
+    bars must not be decided by the last bit of a sum (twenty 0.1s add up to 2.0000000000000004).
     """
     n = values.shape[0]
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
-    for t in range(window - 1, n):
-        total = 0.0
-        for k in range(t - window + 1, t + 1):
-            total += values[k]
-        m = total / window
-        sq = 0.0
-        for k in range(t - window + 1, t + 1):
-            sq += (values[k] - m) ** 2
-        mean[t] = m
-        std[t] = np.sqrt(sq / window)
+    anchor = 0.0
+    deviations = 0.0  # sum of (value - anchor) over the window ...
+    carry = 0.0  # ... and the rounding that sum lost
+    squares = 0.0  # sum of (value - anchor) ** 2 over the window
+    equal = 0  # values equal to values[t] in a row, ending at t
+    for t in range(n):
+        equal = equal + 1 if t > 0 and values[t] == values[t - 1] else 1
+        if t < window - 1:
+            continue
+        if (t - window + 1) % window == 0:
+            total = 0.0
+            for k in range(t - window + 1, t + 1):
+                total += values[k]
+            anchor = total / window
+            deviations = carry = squares = 0.0
+            for k in range(t - window + 1, t + 1):
+                deviations, carry = _neumaier(deviations, carry, values[k] - anchor)
+                squares += (values[k] - anchor) ** 2
+        else:
+            entering = values[t] - anchor
+            leaving = values[t - window] - anchor
+            deviations, carry = _neumaier(deviations, carry, entering)
+            deviations, carry = _neumaier(deviations, carry, -leaving)
+            squares += entering * entering - leaving * leaving
+        if equal >= window:
+            mean[t] = values[t]
+            std[t] = 0.0
+        else:
+            offset = (deviations + carry) / window
+            mean[t] = anchor + offset
+            std[t] = np.sqrt(max(squares / window - offset * offset, 0.0))
     return mean, std
 
 
