@@ -196,6 +196,11 @@ def test_cli_backtest_prints_json_metrics_equal_to_the_api(tmp_path, candles):
     expected = wb.backtest("channel", candles, {"entry_window": 30}).metrics
     assert out["strategy"]["params"]["entry_window"] == 30
     assert _close(out["metrics"]["sharpe"], expected["sharpe"])
+    venue = _cli("backtest", "channel", "--candles", str(path), "--fees", "binance swap", "--market",
+                 "binance BTC/USDT:USDT", "--risk-free", "0.04", "--json")
+    assert venue.returncode == 0, venue.stderr
+    expected = wb.backtest("channel", candles, fees="binance swap", market="binance BTC/USDT:USDT", risk_free=0.04)
+    assert _close(json.loads(venue.stdout)["metrics"]["sharpe"], expected.metrics["sharpe"])
 
 
 def test_cli_sweep_ranks_a_grid(tmp_path):
@@ -215,8 +220,84 @@ def test_cli_sweep_ranks_a_grid(tmp_path):
      "workbench backtest: error: --params: invalid JSON at line 1 column 2"),
     (["backtest", "nope", "--candles", "bundled"], "workbench backtest: error: unknown template 'nope'"),
     (["sweep", "channel", "--candles", "/nonexistent.csv", "--grid", "{}"], "workbench sweep: error:"),
+    (["backtest", "channel", "--candles", "bundled", "--fees", "binance swap vip90"],
+     "workbench backtest: error: fees: binance swap has tiers vip0 to vip9 in ccxt's schedule; got vip90"),
 ])
 def test_cli_bad_input_exits_2_with_one_clear_line(args, message):
     run = _cli(*args)
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr
+
+
+# -- the venue's fees and market rules ---------------------------------------------------------
+
+def test_a_venues_fee_schedule_is_taken_from_ccxt_by_name(candles):
+    import ccxt
+
+    spot, linear = ccxt.binance().describe()["fees"]["trading"], ccxt.binance().describe()["fees"]["linear"]["trading"]
+    gate_tiers = ccxt.gate().describe()["fees"]["swap"]["tiers"]
+    params = {"entry_window": 48, "exit_window": 24}
+    named = wb.backtest("channel", candles, params, fees="binance")
+    explicit = wb.backtest("channel", candles, params, fees={"maker": spot["maker"], "taker": spot["taker"]})
+    assert named.metrics == explicit.metrics and named.settings["fee_taker"] == 0.001
+    swap = wb.backtest("channel", candles, params, fees="binance", market="binance BTC/USDT:USDT")
+    assert (swap.settings["fee_maker"], swap.settings["fee_taker"]) == (linear["maker"], linear["taker"])
+    vip = wb.backtest("channel", candles, params, fees="gate swap vip2")
+    assert (vip.settings["fee_maker"], vip.settings["fee_taker"]) == (gate_tiers["maker"][2][1], gate_tiers["taker"][2][1])
+    with pytest.raises(wb.ParameterError, match=r"fees: 'kraken' names no venue"):
+        wb.backtest("channel", candles, params, fees="kraken")
+    with pytest.raises(wb.ParameterError, match=r"fees: binance spot has tiers vip0 to vip\d+ in ccxt's schedule; got vip99"):
+        wb.backtest("channel", candles, params, fees="binance spot vip99")
+
+
+@pytest.mark.parametrize("template, params", [
+    ("ema_reversal", {"ema_window": 24, "dip_levels": [1.0, 2.0, 3.0], "leverage": 3, "take_profit": [1.0, 2.0, 3.0]}),
+    ("market_making", {"spread": 0.6, "inventory": "both"}),
+    ("channel", {"entry_window": 48, "exit_window": 24, "direction": "both"}),
+])
+def test_a_market_s_rules_make_every_fill_one_the_venue_accepts(candles, template, params):
+    from workbench.backtest import MarketRules
+
+    rules = MarketRules("BTC/USDT:USDT", amount_step=0.001, price_step=0.5, min_amount=0.002, min_cost=100.0,
+                        max_leverage=125.0)
+    fees = {"maker": 0.0002, "taker": 0.0005}  # maker fills (at a resting limit) told apart by their fee
+    result = wb.backtest(template, candles, params, market=rules, init_cash=10_000, fees=fees)
+    fills = result.fills
+    assert len(fills) > 10
+    steps = fills["size"].abs() / rules.amount_step
+    assert np.allclose(steps, steps.round(), rtol=0, atol=1e-6)  # whole amount steps
+    entries = fills[fills["kind"] == "entry"]
+    assert (entries["size"].abs() >= rules.min_amount - 1e-12).all()
+    assert (entries["size"].abs() * entries["price"] >= rules.min_cost - 1e-9).all()
+    makers = fills[(fills["fee"] > 0) & np.isclose(fills["fee"], fills["size"].abs() * fills["price"]
+                                                     * result.settings["fee_maker"], rtol=1e-9)]
+    ticks = makers["price"] / rules.price_step
+    assert np.allclose(ticks, ticks.round(), rtol=0, atol=1e-6)  # limits on the tick
+    assert len(makers) or template == "channel"  # channel trades at market only
+    plain = wb.backtest(template, candles, params, init_cash=10_000, fees=fees)
+    assert result.metrics["final_equity"] != plain.metrics["final_equity"]
+
+
+def test_an_order_below_the_market_s_minimum_is_not_placed_and_leverage_stays_within_its_maximum(candles):
+    params = {"entry_window": 48, "exit_window": 24}
+    # 50 USDT of margin at leverage 1 is below Binance USDⓈ-M's 100 USDT minimum notional
+    small = wb.backtest("channel", candles, params, init_cash=50, market="binance BTC/USDT:USDT")
+    assert small.metrics["fills"] == 0 and small.metrics["final_equity"] == 50
+    assert wb.backtest("channel", candles, params, init_cash=50).metrics["fills"] > 0
+    with pytest.raises(wb.ParameterError, match=r"leverage: 101 is above the BTC/USDT:USDT market's maximum of 100"):
+        wb.backtest("ema_reversal", candles, {"leverage": 101}, market="gate BTC/USDT:USDT")
+    with pytest.raises(wb.ParameterError, match=r"leverage: 3 is above the BTC/USDT market's maximum of 1 \(a spot "
+                                                r"market; trade a perpetual"):
+        wb.backtest("ema_reversal", candles, {"leverage": 3}, market="gate BTC/USDT")
+    with pytest.raises(wb.ParameterError, match=r"market: 'binance DOGE/USDT' is not in the bundled snapshot"):
+        wb.backtest("channel", candles, params, market="binance DOGE/USDT")
+
+
+def test_a_listing_reproduces_a_backtest_with_its_market_rules(candles):
+    from workbench.market._snapshot import backtest_options
+
+    params = {"ema_window": 24, "leverage": 2}
+    result = wb.backtest("ema_reversal", candles, params, fees="binance swap", market="binance BTC/USDT:USDT",
+                         risk_free=0.03)
+    again = wb.backtest("ema_reversal", candles, params, **backtest_options(result.settings))
+    assert again.metrics == result.metrics

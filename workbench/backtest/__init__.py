@@ -12,8 +12,9 @@ import types
 
 from workbench.backtest._result import BacktestResult
 from workbench.backtest._run import backtest, sweep
+from workbench.backtest._venues import MarketRules
 
-__all__ = ["BacktestResult", "backtest", "sweep"]
+__all__ = ["BacktestResult", "MarketRules", "backtest", "sweep"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--candles", required=True, metavar="CSV",
                         help="OHLCV CSV file, or 'bundled' for the bundled BTC/USD hourly candles")
     common.add_argument("--risk", metavar="JSON", help='risk limits, e.g. \'{"max_daily_loss": 100}\'')
-    common.add_argument("--fees", type=float, default=0.001, help="fee rate (default 0.001 = 0.1%%)")
+    common.add_argument("--fees", type=_fees, default=0.001,
+                        help="fee rate (default 0.001 = 0.1%%), or a venue's schedule: 'binance', 'gate swap vip1'")
+    common.add_argument("--market", help="trade within a market's rules, e.g. 'binance BTC/USDT:USDT' "
+                                         "(amount step, price tick, minimum order, maximum leverage)")
     common.add_argument("--slippage", type=float, default=0.0005, help="slippage fraction (default 0.0005)")
     common.add_argument("--init-cash", type=float, default=10_000.0, help="starting balance (default 10000)")
     common.add_argument("--risk-free", type=float, default=0.0,
@@ -56,7 +59,15 @@ def _candles(path: str):
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"risk": _json_arg(args.risk, "--risk"), "fees": args.fees, "slippage": args.slippage,
-            "init_cash": args.init_cash, "risk_free": args.risk_free}
+            "init_cash": args.init_cash, "risk_free": args.risk_free, "market": args.market}
+
+
+def _fees(text: str) -> float | str:
+    """A rate, or the name of a venue's fee schedule (checked by the backtest)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _clean(value: Any) -> Any:

@@ -76,7 +76,13 @@ C_MAX_POSITION = 7  # max notional (quote currency), inf = no limit
 C_MAX_DAILY_LOSS = 8  # quote currency, inf = no limit
 C_RISK_FREE = 9  # the risk-free return per bar (Sharpe, Sortino)
 C_YEARS = 10  # the calendar time the candles span, in years (CAGR)
-CFG_SIZE = 11
+# the market's rules (0: none): amounts are multiples of the step, orders that open or add
+# are at least the minimum amount and cost, limit and stop prices sit on the tick
+C_AMOUNT_STEP = 11
+C_PRICE_STEP = 12
+C_MIN_AMOUNT = 13
+C_MIN_COST = 14
+CFG_SIZE = 15
 
 # -- fill kinds --------------------------------------------------------------------------
 FILL_ENTRY = 0
@@ -290,9 +296,29 @@ def entry_units(state, cfg, price, budget, fee_rate):
 
 
 @njit(cache=True)
+def lot(cfg, units):
+    """``units`` rounded down to the market's amount step (unchanged without one), as the
+    exchange adapter truncates an order's amount."""
+    step = cfg[C_AMOUNT_STEP]
+    if step > 0.0:
+        return np.floor(units / step + 1e-9) * step
+    return units
+
+
+@njit(cache=True)
+def on_tick(cfg, price):
+    """``price`` on the market's price tick, the nearest one (ccxt's ``price_to_precision``)."""
+    step = cfg[C_PRICE_STEP]
+    if step > 0.0:
+        return np.round(price / step) * step
+    return price
+
+
+@njit(cache=True)
 def _affordable(cfg, cash, held, price, budget, fee_rate):
     """Units that ``budget`` (at most ``cash``) buys at ``price`` on top of ``held`` units,
-    keeping the absolute notional within the position limit."""
+    keeping the absolute notional within the position limit, in whole amount steps; 0 when
+    that is below the market's minimum amount or cost (the exchange would refuse it)."""
     budget = min(budget, cash)
     if budget <= cfg[C_INIT_CASH] * 1e-9:  # rounding dust after a total loss is no budget
         return 0.0
@@ -300,6 +326,16 @@ def _affordable(cfg, cash, held, price, budget, fee_rate):
     room = cfg[C_MAX_POSITION] - held * price
     if units * price > room:
         units = max(room, 0.0) / price
+    return tradeable(cfg, units, price)
+
+
+@njit(cache=True)
+def tradeable(cfg, units, price):
+    """``units`` to open or add at ``price`` in whole amount steps, or 0 when that is below the
+    market's minimum amount or cost (the exchange would refuse the order)."""
+    units = lot(cfg, units)
+    if units < cfg[C_MIN_AMOUNT] or units * price < cfg[C_MIN_COST]:
+        return 0.0
     return units
 
 
@@ -312,14 +348,17 @@ def order_units(state, cfg, side, size, price, fee_rate):
     the position's absolute notional within max_position_size.
     """
     units = state[UNITS]
-    closing = min(size, max(-side * units, 0.0))
+    against = max(-side * units, 0.0)  # what the order can close
+    closing = min(size, against)
     if closing == 0.0:  # it opens or grows the position
-        return min(size, entry_units(state, cfg, price, size * price * (1.0 + fee_rate), fee_rate))
-    if size <= closing:
-        return size
+        return tradeable(cfg, min(size, entry_units(state, cfg, price, size * price * (1.0 + fee_rate), fee_rate)),
+                         price)
+    if size <= against:  # a partial close is in whole amount steps; a full close is the position
+        return size if size == against else lot(cfg, size)
     opening = size - closing  # a reversal: once flat, the position's equity is cash, less the close's fee
     cash = equity(state, price) - closing * price * fee_rate
-    return closing + min(opening, _affordable(cfg, cash, 0.0, price, opening * price * (1.0 + fee_rate), fee_rate))
+    return closing + tradeable(cfg, min(opening, _affordable(cfg, cash, 0.0, price, opening * price * (1.0 + fee_rate),
+                                                             fee_rate)), price)
 
 
 @njit(cache=True)
@@ -370,8 +409,9 @@ def limit_fill(side, limit, open_, high, low, cfg):
     """Where a resting limit order fills in a bar: (price, fee rate), or (NaN, 0) if it does not.
 
     A bar that opens through the limit fills at the open as a taker; one that trades
-    through it later fills at the limit as a maker.
+    through it later fills at the limit (on the market's tick) as a maker.
     """
+    limit = on_tick(cfg, limit)
     if side > 0:
         if open_ <= limit:
             return open_, cfg[C_FEE_TAKER]
@@ -391,9 +431,10 @@ def stop_fill(side, stop, open_, high, low, cfg):
 
     A sell stop (closing a long) triggers when the low reaches the stop and fills at
     ``min(open, stop)`` (the open when the bar gaps through it) less slippage, as a taker;
-    a buy stop mirrors it.
+    a buy stop mirrors it. The stop sits on the market's tick.
     """
     slip = cfg[C_SLIPPAGE]
+    stop = on_tick(cfg, stop)
     if side < 0:
         if low <= stop:
             return min(open_, stop) * (1.0 - slip)

@@ -13,6 +13,7 @@ from numba import njit, prange
 
 from workbench.backtest import _engine as e
 from workbench.backtest._result import BacktestResult
+from workbench.backtest._venues import MarketRules, market_rules, venue_fees
 from workbench.errors import ParameterError
 from workbench.strategies import Template, get_template, kernel_for
 from workbench.strategies._indicators import IndicatorKey, stack
@@ -26,8 +27,10 @@ os.environ.setdefault("GOMP_SPINCOUNT", "0")
 _YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default year too
 
 
-def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: float,
-              maintenance_margin: float, risk_free: float = 0.0) -> dict[str, float]:
+def _settings(fees: float | str | Mapping[str, float], slippage: float, init_cash: float,
+              maintenance_margin: float, risk_free: float = 0.0, market: MarketRules | None = None) -> dict[str, Any]:
+    if isinstance(fees, str):
+        fees = venue_fees(fees, market)
     if isinstance(fees, Mapping):
         unknown = set(fees) - {"maker", "taker"}
         if unknown:
@@ -40,25 +43,34 @@ def _settings(fees: float | Mapping[str, float], slippage: float, init_cash: flo
         maker, taker = fees["maker"], fees["taker"]
     else:
         maker = taker = fees
-    checks = {"fees (maker)": (maker, 0.0, 0.1), "fees (taker)": (taker, 0.0, 0.1),
+    # a maker rate may be a rebate (Gate's perpetual VIP tiers pay makers)
+    checks = {"fees (maker)": (maker, -0.01, 0.1), "fees (taker)": (taker, 0.0, 0.1),
               "slippage": (slippage, 0.0, 0.1), "maintenance_margin": (maintenance_margin, 0.0, 0.5),
               "init_cash": (init_cash, 1e-9, 1e15), "risk_free": (risk_free, -0.5, 1.0)}
     for name, (value, low, high) in checks.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
                                  f"{high:g} (a fraction: 0.001 is 0.1%)", param=name.split()[0], value=value)
+    rules = {} if market is None else {"amount_step": market.amount_step, "price_step": market.price_step,
+                                       "min_amount": market.min_amount, "min_cost": market.min_cost,
+                                       "max_leverage": market.max_leverage, "market": market.symbol}
     return {"fee_maker": float(maker), "fee_taker": float(taker), "slippage": float(slippage),
             "init_cash": float(init_cash), "maintenance_margin": float(maintenance_margin),
-            "risk_free": float(risk_free)}
+            "risk_free": float(risk_free), **rules}
 
 
-def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage: float,
+def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: float,
          market: _Market) -> np.ndarray:
     mmr = settings["maintenance_margin"]
     if mmr * leverage >= 1.0:  # the liquidation price would sit at (or beyond) the entry
         raise ParameterError(
             f"maintenance_margin: {mmr:g} is not allowed with leverage {leverage:g}; expected a number from 0 "
             f"to below 1/leverage = {1.0 / leverage:g}", param="maintenance_margin", value=mmr)
+    most = settings.get("max_leverage", np.inf)
+    if leverage > most:
+        raise ParameterError(f"leverage: {leverage:g} is above the {settings['market']} market's maximum of "
+                             f"{most:g}" + (" (a spot market; trade a perpetual such as 'BTC/USDT:USDT' with "
+                                            "leverage)" if most <= 1 else ""), param="leverage", value=leverage)
     cfg = np.zeros(e.CFG_SIZE)
     cfg[e.C_INIT_CASH] = settings["init_cash"]
     cfg[e.C_FEE_TAKER] = settings["fee_taker"]
@@ -70,6 +82,10 @@ def _cfg(settings: dict[str, float], risk: Mapping[str, float | None], leverage:
     cfg[e.C_ANN_FACTOR] = bars_per_year
     cfg[e.C_RISK_FREE] = (1.0 + settings.get("risk_free", 0.0)) ** (1.0 / bars_per_year) - 1.0
     cfg[e.C_YEARS] = market.span / _YEAR
+    cfg[e.C_AMOUNT_STEP] = settings.get("amount_step", 0.0)
+    cfg[e.C_PRICE_STEP] = settings.get("price_step", 0.0)
+    cfg[e.C_MIN_AMOUNT] = settings.get("min_amount", 0.0)
+    cfg[e.C_MIN_COST] = settings.get("min_cost", 0.0)
     cfg[e.C_MAX_POSITION] = risk.get("max_position_size") or np.inf
     cfg[e.C_MAX_DAILY_LOSS] = risk.get("max_daily_loss") or np.inf
     return cfg
@@ -103,9 +119,9 @@ def _resolve(template: str | Template) -> Template:
 
 
 def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-             risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
-             slippage: float = 0.0005, init_cash: float = 10_000.0,
-             maintenance_margin: float = 0.005, risk_free: float = 0.0) -> BacktestResult:
+             risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
+             slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
+             risk_free: float = 0.0, market: Any = None) -> BacktestResult:
     """Backtest one parameter set of a template on candles.
 
     Args:
@@ -115,12 +131,19 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
         params: parameters; missing ones take the template's defaults.
         risk: risk limits ``max_position_size`` (notional) and ``max_daily_loss`` in the quote
             currency; missing ones take the template's defaults, ``None`` switches one off.
-        fees: fee rate of the traded notional (0.001 = 0.1%), or ``{"maker": .., "taker": ..}``.
+        fees: fee rate of the traded notional (0.001 = 0.1%), ``{"maker": .., "taker": ..}``,
+            or a venue's schedule: ``"binance"``, ``"gate swap"``, ``"binance swap vip2"``
+            (ccxt's fee tables; the market type defaults to ``market``'s, else spot).
         slippage: adverse price move of market orders, as a fraction of the price.
         init_cash: starting balance in the quote currency.
         maintenance_margin: the maintenance margin rate of leveraged positions.
         risk_free: the annual risk-free rate Sharpe and Sortino measure excess returns over
             (0.04 is 4 % a year), compounded down to one bar.
+        market: trade within a market's rules: ``"binance BTC/USDT:USDT"`` (a bundled
+            snapshot) or an exchange's ``Market``. Amounts round down to its amount step,
+            orders that open below its minimum amount or cost are not placed, limit and stop
+            prices sit on its tick, and a leverage above its maximum is refused. Default:
+            no rounding and no minimum.
 
     Returns:
         A :class:`BacktestResult`: ``.metrics`` (defined in ``docs/METRICS.md``), ``.equity``,
@@ -139,7 +162,7 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     tpl = _resolve(template)
     params = tpl.validate(params)
     limits = tpl.validate_risk(risk)
-    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
     market = _Market(candles)
     kernel = kernel_for(tpl.name)
     cfg = _cfg(settings, limits, kernel.leverage(params), market)
@@ -187,9 +210,9 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
 
 
 def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
-          risk: Mapping[str, float | None] | None = None, fees: float | Mapping[str, float] = 0.001,
+          risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
           slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-          risk_free: float = 0.0, sort_by: str = "sharpe", progress: bool = True,
+          risk_free: float = 0.0, market: Any = None, sort_by: str = "sharpe", progress: bool = True,
           chunk_size: int | None = None) -> pd.DataFrame:
     """Backtest every combination of a parameter grid; a ranked table of metrics.
 
@@ -217,7 +240,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
                              param="sort_by", value=sort_by)
     combos = _combinations(tpl, grid)
     limits = tpl.validate_risk(risk)
-    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free)
+    settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
     market = _Market(candles)
     kernel = kernel_for(tpl.name)
     keys: dict[IndicatorKey, int] = {}

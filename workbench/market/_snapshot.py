@@ -88,9 +88,15 @@ def fingerprint(candles: pd.DataFrame) -> str:
 
 def backtest_options(settings: Mapping[str, float]) -> dict[str, Any]:
     """The :func:`workbench.backtest` keywords that reproduce ``result.settings``."""
-    return {"fees": {"maker": settings["fee_maker"], "taker": settings["fee_taker"]},
-            "slippage": settings["slippage"], "init_cash": settings["init_cash"],
-            "maintenance_margin": settings["maintenance_margin"]}
+    from workbench.backtest import MarketRules
+
+    options = {"fees": {"maker": settings["fee_maker"], "taker": settings["fee_taker"]},
+               "slippage": settings["slippage"], "init_cash": settings["init_cash"],
+               "maintenance_margin": settings["maintenance_margin"], "risk_free": settings.get("risk_free", 0.0)}
+    if "market" in settings:
+        options["market"] = MarketRules(settings["market"], settings["amount_step"], settings["price_step"],
+                                        settings["min_amount"], settings["min_cost"], settings["max_leverage"])
+    return options
 
 
 def json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:

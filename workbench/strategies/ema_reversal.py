@@ -44,7 +44,7 @@ def _exits(state, cfg, fills, t, open_, high, low, p, tps_done, tp_unit, intent,
     while tps_done < n_tps:
         limit = entry * (1.0 + p[P_TP0 + tps_done] / 100.0)
         price, fee = e.limit_fill(-1, limit, open_, high, low, cfg)
-        unit = state[e.UNITS] / n_tps if tps_done == 0 else tp_unit
+        unit = e.lot(cfg, state[e.UNITS] / n_tps) if tps_done == 0 else tp_unit  # whole amount steps
         if np.isnan(price):
             if live:  # the rest of the ladder rests through the bar, each level as it would fill
                 _intend_take_profits(intent, state[e.UNITS], entry, p, tps_done, unit)

@@ -37,7 +37,8 @@ def _enter(state, cfg, fills, t, side, open_, p, b):
         return
     slip = cfg[e.C_SLIPPAGE]
     price = open_ * (1.0 + slip) if side > 0 else open_ * (1.0 - slip)
-    units = min(p[b + B_SIZE], e.entry_units(state, cfg, price, state[e.CASH], cfg[e.C_FEE_TAKER]))
+    units = e.tradeable(cfg, min(p[b + B_SIZE], e.entry_units(state, cfg, price, state[e.CASH], cfg[e.C_FEE_TAKER])),
+                        price)
     if units > 0.0:
         e.fill(state, cfg, fills, t, side * units, price, cfg[e.C_FEE_TAKER], e.FILL_ENTRY)
 
@@ -77,7 +78,7 @@ def _protect(state, cfg, fills, t, open_, high, low, p, b, best, tps_done, tp_un
         held = abs(state[e.UNITS])
         limit = entry * (1.0 + side * p[b + B_TP0 + tps_done] / 100.0)
         price, fee = e.limit_fill(-side, limit, open_, high, low, cfg)
-        unit = held / n_tps if tps_done == 0 else tp_unit
+        unit = e.lot(cfg, held / n_tps) if tps_done == 0 else tp_unit  # whole amount steps
         if np.isnan(price):
             if live:  # the rest of the ladder rests through the bar, each level as it would fill
                 for k in range(tps_done, n_tps):
