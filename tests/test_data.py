@@ -14,6 +14,7 @@ import pytest
 from loopback_exchange import BinanceSpot
 
 import workbench as wb
+from workbench.data import bars_per_year, get_calendar
 from workbench.errors import CandleError, ParameterError
 
 BUNDLED = Path(wb.__file__).parent / "data" / "btcusd_1h_bitfinex.csv.gz"
@@ -92,7 +93,7 @@ def test_bitfinex_layout_newest_first_with_base_volume(tmp_path):
     candles = wb.read_candles(path)
     assert candles.index[0] == pd.Timestamp("2019-01-01 00:00", tz="UTC")
     assert candles["volume"].tolist() == [30.0, 40.0, 50.0]
-    assert candles.attrs == {"timeframe": "1h", "symbol": "ETHUSD", "source": str(path)}
+    assert candles.attrs == {"timeframe": "1h", "calendar": "24/7", "symbol": "ETHUSD", "source": str(path)}
 
 
 @pytest.mark.parametrize(("header", "times"), [
@@ -209,7 +210,7 @@ def test_validate_candles_names_rows_of_a_frame_by_position_and_time():
         wb.validate_candles(frame)
     frame.attrs.update(symbol="BTC/USDT", timeframe="1h")
     tidy = wb.validate_candles(frame, repair=["drop_invalid", "fill_gaps"])
-    assert tidy.attrs == {"timeframe": "1h", "symbol": "BTC/USDT"}
+    assert tidy.attrs == {"timeframe": "1h", "calendar": "24/7", "symbol": "BTC/USDT"}
     assert len(tidy) == 6 and tidy.loc["2019-01-01 02:00"].tolist() == [3870.0, 3870.0, 3870.0, 3870.0, 0.0]
     assert str(tidy.index.dtype) == "datetime64[ns, UTC]"  # naive times are taken as UTC
     single = wb.validate_candles(tidy.iloc[:1])  # one candle: the timeframe comes from attrs
@@ -288,6 +289,173 @@ def test_resample_refuses_finer_or_uneven_timeframes():
         wb.resample(candles, "90m")
 
 
+# --- calendars: markets that close ------------------------------------------------------------
+
+NEW_YORK = "America/New_York"
+
+
+def fx_hours(first_sunday: str, weeks: int) -> pd.DatetimeIndex:
+    """The hourly bars of an FX week, Sunday 17:00 to Friday 17:00 New York, built from the
+    wall clock (New York moves to daylight saving time on 2024-03-10)."""
+    sunday = pd.Timestamp(first_sunday)
+    return pd.DatetimeIndex(np.concatenate([
+        pd.date_range(sunday + pd.Timedelta(days=7 * week, hours=17), periods=120, freq="1h", tz=NEW_YORK)
+        .tz_convert("UTC").as_unit("ns") for week in range(weeks)
+    ]), name="time")
+
+
+def fx_candles(times: pd.DatetimeIndex, seed: int = 3) -> pd.DataFrame:
+    """A EURUSD-like random walk on ``times``, five-decimal prices."""
+    rng = np.random.default_rng(seed)
+    close = np.round(1.08 + np.cumsum(rng.normal(0, 0.0008, len(times))), 5)
+    open_ = np.r_[close[0], close[:-1]]
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + 0.0003, "low": np.minimum(open_, close) - 0.0003,
+                         "close": close, "volume": rng.uniform(100, 900, len(times)).round(1)}, index=times)
+
+
+def fx_csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
+    path = tmp_path / "eurusd_1h.csv"
+    frame.to_csv(path, date_format="%Y-%m-%d %H:%M")
+    return path
+
+
+FX_WEEKS = fx_hours("2024-02-25", 4)  # 480 bars, 2024-02-25 22:00 UTC to 2024-03-22 20:00 UTC
+
+
+def test_fx_week_loads_without_invented_bars_across_daylight_saving_time(tmp_path):
+    path = fx_csv(tmp_path, fx_candles(FX_WEEKS))
+    weekend = "line 122 (2024-03-03 22:00 UTC): 48 1h candles missing before it (previous candle 2024-03-01 21:00 UTC)"
+    assert weekend in candle_error(path)  # the default calendar is 24/7: a weekend is a gap
+    candles = wb.read_candles(path, calendar="24/5")
+    assert candles.index.equals(FX_WEEKS) and len(candles) == 4 * 120
+    assert candles.attrs == {"timeframe": "1h", "calendar": "24/5", "source": str(path)}
+    # winter: Friday's last bar opens 21:00 UTC, Sunday's first 22:00; New York's daylight saving
+    # time starts on Sunday 2024-03-10, so that week opens at 21:00 UTC and closes at 21:00 UTC
+    for last, first in (("2024-03-08 21:00", "2024-03-10 21:00"), ("2024-03-15 20:00", "2024-03-17 21:00")):
+        position = candles.index.get_loc(pd.Timestamp(last, tz="UTC"))
+        assert candles.index[position + 1] == pd.Timestamp(first, tz="UTC")
+    fixed = candle_error(path, calendar="24/5 UTC 22:00")  # the boundaries are a choice, and it matters
+    closed = "the 24/5 UTC 22:00 market is closed throughout this 1h candle (closed Friday 22:00 to Sunday 22:00 UTC)"
+    assert f"line 242 (2024-03-10 21:00 UTC): {closed}" in fixed
+
+
+def test_fx_gap_on_a_wednesday_is_still_refused_with_the_row_named(tmp_path):
+    frame = fx_candles(FX_WEEKS).drop(pd.Timestamp("2024-03-06 10:00", tz="UTC"))
+    message = candle_error(fx_csv(tmp_path, frame), calendar="24/5")
+    assert message.splitlines()[1:] == [
+        "  line 182 (2024-03-06 11:00 UTC): 1 1h candle missing before it (previous candle 2024-03-06 09:00 UTC)",
+        "Fix the data, or repair it deliberately with repair=['fill_gaps'] (see help(workbench.read_candles)).",
+    ]
+    with pytest.raises(CandleError, match=r"row 180 \(2024-03-06 11:00 UTC\): 1 1h candle missing before it"):
+        wb.validate_candles(frame, calendar="24/5")
+
+
+@pytest.mark.parametrize(("extra", "line"), [
+    ("2024-03-02 12:00", 122),  # Saturday
+    ("2024-03-01 22:00", 122),  # Friday 17:00 New York in winter: closed
+    ("2024-03-15 21:00", 362),  # Friday 17:00 New York in summer time: closed
+    ("2024-03-10 20:00", 242),  # Sunday, an hour before the summer-time open
+])
+def test_fx_bar_in_closed_hours_is_refused_with_the_row_named(tmp_path, extra, line):
+    frame = fx_candles(FX_WEEKS)
+    stray = frame.iloc[[0]].set_axis(pd.DatetimeIndex([pd.Timestamp(extra, tz="UTC")], name="time"))
+    message = candle_error(fx_csv(tmp_path, pd.concat([frame, stray]).sort_index()), calendar="24/5")
+    assert message.splitlines()[1] == (
+        f"  line {line} ({extra} UTC): the 24/5 market is closed throughout this 1h candle "
+        "(closed Friday 17:00 to Sunday 17:00 America/New_York)")
+
+
+def test_fill_gaps_on_fx_fills_a_wednesday_but_not_the_weekend(tmp_path):
+    frame = fx_candles(FX_WEEKS)
+    gappy = frame.drop(pd.date_range("2024-03-06 10:00", periods=3, freq="1h", tz="UTC"))
+    candles = wb.read_candles(fx_csv(tmp_path, gappy), calendar="24/5", repair="fill_gaps")
+    assert candles.index.equals(FX_WEEKS)  # the three Wednesday hours, and nothing on a weekend
+    previous_close = frame.loc["2024-03-06 09:00", "close"]
+    assert candles.loc["2024-03-06 10:00":"2024-03-06 12:00"].to_numpy().tolist() == [[previous_close] * 4 + [0.0]] * 3
+    assert candles.attrs["calendar"] == "24/5"
+
+
+def test_the_calendar_travels_with_the_candles_through_resample_and_revalidation():
+    candles = wb.validate_candles(fx_candles(FX_WEEKS), calendar="24/5")
+    assert wb.validate_candles(candles.iloc[100:300]).attrs["calendar"] == "24/5"  # taken from attrs
+    daily = wb.resample(candles, "1d")
+    assert daily.attrs["calendar"] == "24/5" and daily.attrs["timeframe"] == "1d"
+    # Sunday's two open hours make a (short) Sunday candle; Friday's 21 or 22 are a whole day
+    assert daily.index.day_name().tolist()[:7] == ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Sunday"]
+    assert len(daily) == 4 * 6 and (daily.index.day_of_week != 5).all()
+    friday = candles.loc["2024-03-15"]
+    assert daily.loc["2024-03-15"].tolist() == [friday.open.iloc[0], friday.high.max(), friday.low.min(),
+                                                friday.close.iloc[-1], pytest.approx(friday.volume.sum())]
+    pd.testing.assert_frame_equal(wb.validate_candles(daily), daily)
+    four_hourly = wb.resample(candles.iloc[3:], "4h")  # Sunday 20:00 lost hours of its open part
+    assert four_hourly.index[0] == pd.Timestamp("2024-02-26 04:00", tz="UTC")
+    assert four_hourly.attrs["calendar"] == "24/5" and len(wb.validate_candles(four_hourly)) == len(four_hourly)
+    weekly = wb.resample(candles, "1w")  # the last week lacks Sunday 2024-03-24's evening hours
+    assert weekly.index.tolist() == [pd.Timestamp(day, tz="UTC") for day in ("2024-02-26", "2024-03-04", "2024-03-11")]
+
+
+@pytest.mark.filterwarnings("ignore:Series.values returning:DeprecationWarning")  # inside exchange_calendars
+def test_an_exchange_calendar_knows_holidays_and_nights():
+    import exchange_calendars
+
+    sessions = exchange_calendars.get_calendar("XNYS").sessions_in_range("2023-11-01", "2024-01-31")
+    daily = fx_candles(pd.DatetimeIndex(sessions.tz_localize("UTC"), name="time"))
+    candles = wb.validate_candles(daily, calendar="XNYS")
+    assert len(candles) == len(sessions) and "2023-12-25" not in candles.index.strftime("%Y-%m-%d")
+    with pytest.raises(CandleError, match=r"row 34 \(2023-12-21 00:00 UTC\): 1 1d candle missing before it "
+                                          r"\(previous candle 2023-12-19 00:00 UTC\)"):
+        wb.validate_candles(daily.drop(pd.Timestamp("2023-12-20", tz="UTC")), calendar="XNYS")
+    christmas = pd.concat([daily, daily.iloc[[0]].set_axis(pd.DatetimeIndex([pd.Timestamp("2023-12-25", tz="UTC")]))])
+    with pytest.raises(CandleError, match=r"row 37 \(2023-12-25 00:00 UTC\): the XNYS market is closed throughout "
+                                          r"this 1d candle \(closed outside its exchange_calendars sessions\)"):
+        wb.validate_candles(christmas.sort_index(), calendar="XNYS")
+    # hourly bars on the clock: 09:00 New York holds the 09:30 open, 15:00 the 16:00 close
+    hourly = pd.DatetimeIndex([t for day in sessions[:5] for t in pd.date_range(
+        f"{day.date()} 09:00", f"{day.date()} 15:00", freq="1h", tz=NEW_YORK).tz_convert("UTC").as_unit("ns")], name="time")
+    assert len(wb.validate_candles(fx_candles(hourly), calendar="XNYS")) == 35
+
+
+def test_bars_per_year_counts_the_bars_a_market_prints():
+    assert get_calendar("24/7").bars_per_year("1h") == 8760.0  # the backtest's 365-day year
+    assert get_calendar("24/5").bars_per_year("1h") == pytest.approx(120 * 365 / 7)  # 6,257
+    assert get_calendar("24/5 UTC 22:00").bars_per_year("4h") == pytest.approx(30 * 365 / 7)
+    assert get_calendar("24/5").bars_per_year("1d") == pytest.approx(5 * 365 / 7)
+    assert get_calendar("XNYS").bars_per_year("1d") == pytest.approx(251.4, abs=0.1)  # 2015-2024 sessions
+    assert get_calendar("XNYS").bars_per_year("1h") == pytest.approx(7 * 251.4, rel=0.01)  # 6.5 hours a session
+    assert get_calendar("XNYS").bars_per_year("1w") == pytest.approx(365 / 7)
+    assert bars_per_year(wb.load_candles()) == 8760.0
+    assert bars_per_year(wb.validate_candles(fx_candles(FX_WEEKS), calendar="24/5")) == pytest.approx(6257.14, abs=0.01)
+    bare = fx_candles(FX_WEEKS)  # no attrs: the spacing and 24/7
+    assert bars_per_year(bare) == 8760.0
+
+
+def test_unknown_calendars_are_named():
+    with pytest.raises(ParameterError, match=r"^calendar 'NYSX' is not known; use '24/7', '24/5', '24/5 <time zone> "
+                                             r"<HH:MM>' or an exchange_calendars name such as 'XNYS'$"):
+        wb.validate_candles(fx_candles(FX_WEEKS), calendar="NYSX")
+    with pytest.raises(ParameterError, match=r"^calendar '24/5 Mars/Olympus 17:00': unknown time zone 'Mars/Olympus'"):
+        get_calendar("24/5 Mars/Olympus 17:00")
+    with pytest.raises(ParameterError, match=r"^calendar '24/5 UTC 5pm': '5pm' is not a time of day"):
+        get_calendar("24/5 UTC 5pm")
+
+
+def test_channel_on_fx_trades_the_real_bars_only():
+    """The 24/5 series and the same bars laid end to end as a gap-free 24/7 series trade alike:
+    no invented weekend bar reaches the kernel."""
+    fx = wb.validate_candles(fx_candles(fx_hours("2024-01-07", 12), seed=5), calendar="24/5")
+    end_to_end = fx.set_axis(pd.date_range(fx.index[0], periods=len(fx), freq="1h", name="time", unit="ns"))
+    end_to_end.attrs = {"timeframe": "1h"}
+    params = {"entry_window": 24, "exit_window": 12, "direction": "both"}
+
+    def fills(candles):
+        result = wb.backtest("channel", candles, params, fees=0.0001, slippage=0.0)
+        assert len(result.equity) == len(candles)
+        return [(candles.index.get_loc(f.time), f.size, f.price, f.kind) for f in result.fills.itertuples()]
+
+    trades = fills(fx)
+    assert len(trades) > 20 and trades == fills(end_to_end)
+
+
 # --- fetch_candles against a loopback Binance -------------------------------------------------
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
@@ -326,7 +494,7 @@ def test_fetch_pages_through_more_than_one_page(binance, tmp_path):
     until = START + pd.Timedelta(hours=2500)
     candles = wb.fetch_candles(binance.client(), "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
     pd.testing.assert_frame_equal(candles, binance.candles["BTC/USDT"], check_flags=False, check_freq=False)
-    assert candles.attrs == {"timeframe": "1h", "symbol": "BTC/USDT", "source": "binance"}
+    assert candles.attrs == {"timeframe": "1h", "calendar": "24/7", "symbol": "BTC/USDT", "source": "binance"}
     assert [r.query["limit"] for r in binance.requests_to("/api/v3/klines")] == ["1000"] * 3
     assert klines_starts(binance) == [START, START + pd.Timedelta(hours=1000), START + pd.Timedelta(hours=2000)]
     cache = pd.read_csv(tmp_path / "binance" / "BTC-USDT_1h.csv")

@@ -3,10 +3,11 @@
 Every function returns the *tidy candle frame* the rest of the workbench relies on:
 
 - index: a UTC ``DatetimeIndex`` named ``time`` holding candle OPEN times, ascending,
-  without duplicates or gaps for the timeframe;
+  without duplicates or gaps for the timeframe (gaps where the market is closed are not
+  gaps: see calendars below);
 - columns: exactly ``open, high, low, close, volume`` (float64; volume in the base asset);
-- ``frame.attrs``: ``"timeframe"`` (ccxt style: "1m", "5m", "1h", "4h", "1d"...), plus
-  ``"symbol"`` and ``"source"`` when known.
+- ``frame.attrs``: ``"timeframe"`` (ccxt style: "1m", "5m", "1h", "4h", "1d"...),
+  ``"calendar"`` ("24/7" unless declared), plus ``"symbol"`` and ``"source"`` when known.
 
 Candles that would make a backtest silently wrong raise ``workbench.errors.CandleError``
 naming the row and the problem. Fixes only happen when asked for with ``repair=``:
@@ -23,6 +24,15 @@ naming the row and the problem. Fixes only happen when asked for with ``repair=`
   (open = high = low = close) with zero volume, i.e. "no trades".
 
 Repairs run in that order whatever order they are given in.
+
+``calendar=`` declares when the market trades: ``"24/7"`` (crypto, the default), ``"24/5"``
+(FX: closed from Friday 17:00 to Sunday 17:00 New York time; ``"24/5 UTC 22:00"`` and the
+like move the boundaries) or an exchange_calendars name such as ``"XNYS"`` (sessions,
+holidays, early closes). Validation then accepts exactly the calendar's closed hours,
+refuses a candle that lies wholly inside them, and fill_gaps fills only open hours: flat
+candles over a weekend would be bars that never traded, and change what a strategy sees
+(a channel narrows, a moving average flattens). ``bars_per_year(candles)`` counts a year
+in the bars the market really prints, for annualising.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from workbench.data._calendar import DEFAULT_CALENDAR, Calendar, bars_per_year, get_calendar
 from workbench.data._layout import candle_table
 from workbench.data._resample import resample_candles
 from workbench.data._validate import validate
@@ -43,7 +54,8 @@ from workbench.errors import CandleError
 if TYPE_CHECKING:  # pragma: no cover - ccxt loads only when fetch_candles runs
     import ccxt
 
-__all__ = ["fetch_candles", "load_candles", "read_candles", "resample", "validate_candles"]
+__all__ = ["Calendar", "bars_per_year", "fetch_candles", "get_calendar", "load_candles", "read_candles", "resample",
+           "validate_candles"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,7 @@ def read_candles(
     *,
     timeframe: str | None = None,
     repair: str | Sequence[str] = (),
+    calendar: str | Calendar = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Candles from an OHLCV CSV file (path or open file; .gz and other compressions work).
 
@@ -100,7 +113,9 @@ def read_candles(
 
     ``timeframe`` defaults to the most common spacing of the rows. Errors name the file
     line and timestamp of each bad row; ``repair`` fixes named defects deliberately (see the
-    module docstring: drop_invalid, sort, drop_duplicates, fill_gaps).
+    module docstring: drop_invalid, sort, drop_duplicates, fill_gaps). ``calendar`` says when
+    the market trades ("24/7", "24/5", "XNYS"...; module docstring), so its closed hours are
+    not missing candles; it is kept in ``attrs["calendar"]``.
     """
     label = str(getattr(source, "name", "<stream>")) if hasattr(source, "read") else os.fspath(source)
     try:
@@ -111,7 +126,7 @@ def read_candles(
     blank = raw.isna().all(axis=1).to_numpy()
     raw, lines = raw[~blank], lines[~blank]
     table, symbol = candle_table(raw, label)
-    candles = validate(table, source=label, lines=lines, timeframe=timeframe, repair=repair)
+    candles = validate(table, source=label, lines=lines, timeframe=timeframe, repair=repair, calendar=calendar)
     candles.attrs.update({"symbol": symbol} if symbol else {}, source=label)
     return candles
 
@@ -121,17 +136,21 @@ def validate_candles(
     *,
     timeframe: str | None = None,
     repair: str | Sequence[str] = (),
+    calendar: str | Calendar | None = None,
 ) -> pd.DataFrame:
     """``frame`` checked and returned as a new tidy candle frame.
 
     Accepts a frame indexed by time or with a time column, and OHLCV columns in any case.
-    ``timeframe`` defaults to ``frame.attrs["timeframe"]``, else the most common spacing.
+    ``timeframe`` defaults to ``frame.attrs["timeframe"]``, else the most common spacing;
+    ``calendar`` to ``frame.attrs["calendar"]``, else "24/7", so candles read as FX stay FX
+    wherever they are validated again (a backtest does).
     Errors name each bad row by position and timestamp; ``repair`` as in ``read_candles``.
     """
     # rows of a frame are quoted by position, not by the line of the file it may come from
     source = f"candles DataFrame (from {frame.attrs['source']})" if "source" in frame.attrs else "candles DataFrame"
     table, symbol = candle_table(frame, source)
-    candles = validate(table, source=source, timeframe=timeframe or frame.attrs.get("timeframe"), repair=repair)
+    candles = validate(table, source=source, timeframe=timeframe or frame.attrs.get("timeframe"), repair=repair,
+                       calendar=calendar or frame.attrs.get("calendar", DEFAULT_CALENDAR))
     kept = {key: frame.attrs[key] for key in ("symbol", "source") if key in frame.attrs}
     candles.attrs.update(kept, **({"symbol": symbol} if symbol and "symbol" not in kept else {}))
     return candles
@@ -147,6 +166,7 @@ def fetch_candles(
     cache_dir: str | os.PathLike | None = None,
     offline: bool = False,
     repair: str | Sequence[str] = (),
+    calendar: str | Calendar = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Closed candles of ``symbol`` from a ccxt exchange (id like ``"binance"`` or an instance).
 
@@ -161,12 +181,14 @@ def fetch_candles(
     serves from the cache without touching the network (without ``until``: up to the last
     cached candle); if the network fails, the cache serves only when it covers the whole
     range (with a RuntimeWarning). Otherwise, and for unknown symbols or exchange refusals,
-    a CandleError says what happened. Candles are validated like a CSV; exchanges do
-    have outages, so ``repair="fill_gaps"`` may be needed for long histories.
+    a CandleError says what happened. Candles are validated like a CSV (``calendar`` as in
+    ``read_candles``, for a market that closes); exchanges do have outages, so
+    ``repair="fill_gaps"`` may be needed for long histories.
     """
     from workbench.data._ccxt_cache import fetch
 
-    return fetch(exchange, symbol, timeframe, since, until, cache_dir=cache_dir, offline=offline, repair=repair)
+    return fetch(exchange, symbol, timeframe, since, until, cache_dir=cache_dir, offline=offline, repair=repair,
+                 calendar=calendar)
 
 
 def resample(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
@@ -175,7 +197,9 @@ def resample(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
 
     Buckets start on multiples of the timeframe since 1970-01-01 UTC (weekly ones on
     Monday, as on exchanges); an incomplete bucket at either end is dropped rather than
-    passed off as a whole candle. A finer timeframe, or one that is not a whole number of
-    the input candles, is refused with a CandleError.
+    passed off as a whole candle. Buckets follow the candles' calendar: one the market is
+    closed throughout is skipped, and one it is partly closed in is whole when it holds
+    every candle of the open part (an FX Friday). A finer timeframe, or one that is not a
+    whole number of the input candles, is refused with a CandleError.
     """
     return resample_candles(validate_candles(candles), timeframe)

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from workbench._home import home
+from workbench.data._calendar import Calendar
 from workbench.data._layout import COLUMNS
 from workbench.data._timeframe import format_timeframe, parse_timeframe
 from workbench.data._validate import format_time, validate
@@ -39,6 +40,7 @@ def fetch(
     cache_dir: str | os.PathLike | None,
     offline: bool,
     repair: str | Sequence[str],
+    calendar: str | Calendar,
 ) -> pd.DataFrame:
     """See ``workbench.data.fetch_candles``."""
     step = parse_timeframe(timeframe)
@@ -84,7 +86,7 @@ def fetch(
         end = format_time(stop) if stop is not None else "now"
         raise CandleError(f"{exchange_id} has no {symbol} {name} candles between {format_time(start)} and {end}")
     table = window.reset_index()
-    candles = validate(table, source=label, timeframe=name, repair=repair)
+    candles = validate(table, source=label, timeframe=name, repair=repair, calendar=calendar)
     candles.attrs.update(symbol=symbol, source=exchange_id)
     return candles
 

@@ -4,6 +4,10 @@ A backtest on broken candles runs happily and lies, so every defect is an error 
 the row (its CSV line number when there is one, and its timestamp) and the problem. The
 only fixes are the repairs the caller names; they run in a fixed order: drop_invalid, sort,
 drop_duplicates, fill_gaps.
+
+A gap is a missing candle only when the candles' calendar says the market was open: FX
+weekends and an exchange's nights and holidays are not defects, and fill_gaps never invents
+candles for them (see ``workbench.data._calendar``).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from workbench.data._calendar import AlwaysOpen, Calendar, get_calendar
 from workbench.data._layout import COLUMNS
 from workbench.data._timeframe import format_timeframe, infer_timeframe, parse_timeframe
 from workbench.errors import CandleError, ParameterError
@@ -99,6 +104,7 @@ def validate(
     lines: Sequence[int] | None = None,
     timeframe: str | None = None,
     repair: str | Sequence[str] = (),
+    calendar: str | Calendar = "24/7",
 ) -> pd.DataFrame:
     """The tidy candle frame from ``table`` (columns time, open, high, low, close, volume, unparsed).
 
@@ -106,6 +112,7 @@ def validate(
     Rows keep their original position as index label until the tidy frame is built.
     """
     fixes = repairs(repair)
+    market = get_calendar(calendar)
     step = parse_timeframe(timeframe) if timeframe else None
     if table.empty:
         raise CandleError(f"{source}: no candles")
@@ -130,12 +137,16 @@ def validate(
             except CandleError:
                 report.raise_if_any(timeframe)
                 raise
-        work = _check_spacing(work, step, report, fill="fill_gaps" in fixes and not report.found)
+        fill = "fill_gaps" in fixes and not report.found
+        if isinstance(market, AlwaysOpen):
+            work = _check_spacing(work, step, report, fill=fill)
+        else:
+            work = _check_sessions(work, step, market, report, fill=fill)
     name = format_timeframe(step) if step is not None else timeframe
     report.raise_if_any(name)
 
     frame = work.set_index(pd.DatetimeIndex(work["time"], name="time"))[list(COLUMNS)].astype("float64")
-    frame.attrs["timeframe"] = name
+    frame.attrs.update(timeframe=name, calendar=market.name)
     return frame
 
 
@@ -259,13 +270,71 @@ def _check_spacing(work: pd.DataFrame, step: pd.Timedelta, report: _Report, *, f
         None,
     )
     if fill and not off_grid.any():
-        return _fill_gaps(work, step)
+        return _fill(work, pd.date_range(times.iloc[0], times.iloc[-1], freq=step, name="time"))
 
     def describe(i: int) -> str:
         count = int(gaps[i] / step) - 1
         return f"{count} {name} candle{'s' if count > 1 else ''} missing before it (previous candle {format_time(previous[i])})"
 
     report.add(work.index[missing], describe, "fill_gaps")
+    return work
+
+
+def _check_sessions(work: pd.DataFrame, step: pd.Timedelta, calendar: Calendar, report: _Report, *,
+                    fill: bool) -> pd.DataFrame:
+    """Like ``_check_spacing``, for a market that closes: a candle must lie (at least partly)
+    in open hours, and a gap only misses the candles the calendar expects in it.
+
+    Across a closure the grid may shift (an FX 4h grid aligned to 17:00 New York moves by an
+    hour in UTC when daylight saving time changes): the bars after a closed stretch follow the
+    next candle's grid, those before it the previous candle's.
+    """
+    times = _nanoseconds(work["time"])
+    bar = step.value
+    hours = calendar.open_hours(pd.Timestamp(times[0], tz="UTC"), pd.Timestamp(times[-1] + bar, tz="UTC"))
+    name = format_timeframe(step)
+    report.add(
+        work.index[~hours.trading(times, bar)],
+        lambda i: f"the {calendar.name} market is closed throughout this {name} candle (closed {calendar.closed})",
+        None,
+    )
+    missing: dict[int, np.ndarray] = {}  # row position -> the expected candles missing before it
+    off_grid = []
+    for k in np.flatnonzero(np.diff(times) != bar):
+        before, after = times[k], times[k + 1]
+        backward = after - bar * np.arange(1, (after - before - 1) // bar + 1)  # on the later candle's grid
+        swallowed = np.flatnonzero(~hours.trading(backward, bar))
+        if not len(swallowed):  # no closure in between: one grid
+            if (after - before) % bar:
+                off_grid.append(k + 1)
+                continue
+            candidates = backward
+        else:  # the earlier candle's grid up to the closure, the later one's after it
+            closure = backward[swallowed[0]]
+            forward = before + bar * np.arange(1, (closure - before - 1) // bar + 1)
+            candidates = np.concatenate([forward, backward[: swallowed[0]]])
+        absent = np.sort(candidates[hours.expected(candidates, bar)])
+        if len(absent):
+            missing[k + 1] = absent
+    gaps = work["time"].diff()
+    previous = work["time"].shift()
+    report.add(
+        work.index[off_grid],
+        lambda i: f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles",
+        None,
+    )
+    if not missing:
+        return work
+    if fill and not off_grid and not report.found:
+        added = pd.DatetimeIndex(np.concatenate(list(missing.values())), tz="UTC")
+        return _fill(work, pd.DatetimeIndex(work["time"]).union(added).rename("time"))
+    label = {work.index[position]: len(absent) for position, absent in missing.items()}
+
+    def describe(i: int) -> str:
+        count = label[i]
+        return f"{count} {name} candle{'s' if count > 1 else ''} missing before it (previous candle {format_time(previous[i])})"
+
+    report.add(work.index[list(missing)], describe, "fill_gaps")
     return work
 
 
@@ -279,10 +348,11 @@ def _duration(gap: pd.Timedelta) -> str:
     return format_timeframe(gap) if gap > pd.Timedelta(0) and gap % pd.Timedelta(seconds=1) == pd.Timedelta(0) else str(gap)
 
 
-def _fill_gaps(work: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
-    """Missing candles become flat candles at the previous close with zero volume."""
+def _fill(work: pd.DataFrame, times: pd.DatetimeIndex) -> pd.DataFrame:
+    """``work`` on ``times`` (its own and the missing ones): missing candles become flat
+    candles at the previous close with zero volume."""
     frame = work.set_index("time")
-    full = frame.reindex(pd.date_range(frame.index[0], frame.index[-1], freq=step, name="time"))
+    full = frame.reindex(times)
     added = full["close"].isna()
     close = full["close"].ffill()
     for column in ("open", "high", "low", "close"):
