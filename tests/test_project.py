@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = {"notebooks", "workbench", "hub_config", "templates", "environment.yml", "pyproject.toml", "tests",
-          "README.md", "benchmarks", ".ci", "dev.py", ".gitignore"}
+          "README.md", "docs", "benchmarks", ".ci", "dev.py", ".gitignore"}
 
 
 def _requirement(spec: str) -> tuple[str, str]:
