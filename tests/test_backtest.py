@@ -301,3 +301,27 @@ def test_a_listing_reproduces_a_backtest_with_its_market_rules(candles):
                          risk_free=0.03)
     again = wb.backtest("ema_reversal", candles, params, **backtest_options(result.settings))
     assert again.metrics == result.metrics
+
+
+def test_a_market_that_closes_is_annualised_over_its_real_bars_and_its_calendar_time():
+    from zoneinfo import ZoneInfo
+
+    weeks = 8
+    first = pd.Timestamp("2024-01-07 17:00", tz=ZoneInfo("America/New_York"))  # a Sunday's FX open
+    times = pd.DatetimeIndex(np.concatenate([
+        pd.date_range(first + pd.Timedelta(days=7 * w), periods=120, freq="1h").tz_convert("UTC").as_unit("ns")
+        for w in range(weeks)]), name="time")
+    rng = np.random.default_rng(5)
+    close = 1.08 + np.cumsum(rng.normal(0, 0.0015, len(times)))
+    open_ = np.r_[close[0], close[:-1]]
+    frame = pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + 0.0004,
+                          "low": np.minimum(open_, close) - 0.0004, "close": close, "volume": 1.0}, index=times)
+    candles = wb.validate_candles(frame, calendar="24/5")
+    result = wb.backtest("channel", candles, {"entry_window": 12, "exit_window": 6}, fees=0.0)
+    assert len(result.equity) == 120 * weeks  # no weekend bar reached the kernel
+    per_year = wb.data.bars_per_year(candles)
+    assert 6_250 < per_year < 6_260  # 120 bars a week, not 168
+    returns = result.equity.pct_change().fillna(result.equity.iloc[0] / 10_000 - 1)
+    assert _close(result.metrics["sharpe"], returns.mean() / returns.std() * np.sqrt(per_year), rel=1e-6)
+    span_years = (times[-1] - times[0] + pd.Timedelta(hours=1)) / pd.Timedelta(days=365)  # weekends included
+    assert _close(result.metrics["cagr"], (1 + result.metrics["total_return"]) ** (1 / span_years) - 1, rel=1e-9)

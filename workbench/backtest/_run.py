@@ -78,9 +78,8 @@ def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: f
     cfg[e.C_SLIPPAGE] = settings["slippage"]
     cfg[e.C_LEVERAGE] = leverage
     cfg[e.C_MMR] = settings["maintenance_margin"]
-    bars_per_year = _YEAR / market.bar
-    cfg[e.C_ANN_FACTOR] = bars_per_year
-    cfg[e.C_RISK_FREE] = (1.0 + settings.get("risk_free", 0.0)) ** (1.0 / bars_per_year) - 1.0
+    cfg[e.C_ANN_FACTOR] = market.bars_per_year
+    cfg[e.C_RISK_FREE] = (1.0 + settings.get("risk_free", 0.0)) ** (1.0 / market.bars_per_year) - 1.0
     cfg[e.C_YEARS] = market.span / _YEAR
     cfg[e.C_AMOUNT_STEP] = settings.get("amount_step", 0.0)
     cfg[e.C_PRICE_STEP] = settings.get("price_step", 0.0)
@@ -95,7 +94,7 @@ class _Market:
     """The candles as the contiguous float arrays the kernels read, plus the UTC day number."""
 
     def __init__(self, candles: pd.DataFrame, validate: bool = True):
-        from workbench.data import validate_candles
+        from workbench.data import bars_per_year, validate_candles
 
         self.candles = validate_candles(candles) if validate else candles
         index = self.candles.index
@@ -107,6 +106,8 @@ class _Market:
             self.bar = pd.Series(index).diff().min()
         # the calendar time the candles cover: from the first bar's open to the last bar's close
         self.span = pd.Timedelta(index[-1] - index[0]) + self.bar if len(index) else pd.Timedelta(0)
+        # the bars a year of this market holds (its calendar's real bars: a closed weekend is none)
+        self.bars_per_year = bars_per_year(self.candles) if len(index) > 1 else _YEAR / self.bar
 
     def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
         a = self.arrays
