@@ -409,6 +409,9 @@ def _kernel_takes_only_what_a_dashboard_needs(hub: Hub, client, path: str, page:
             "allow_stdin": False}
     assert not _kernel_websocket_answers(hub, client, path, page, "execute_request", content=code)
     assert not _kernel_websocket_answers(hub, client, path, page, "shutdown_request", "control", {"restart": False})
+    # a kernel answers a comm_open to a target nobody registered with a comm_close: not this one
+    foreign = {"comm_id": "c0ffee", "target_name": "anything.else", "data": {}}
+    assert not _kernel_websocket_answers(hub, client, path, page, "comm_open", content=foreign)
     assert _kernel_websocket_answers(hub, client, path, page, "kernel_info_request")  # still alive and listening
 
 

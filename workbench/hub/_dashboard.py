@@ -9,7 +9,8 @@ viewer's browser. Why this server cannot be used to do more than look:
 - it is Voila's standalone app, not a Jupyter server: no contents, terminals or sessions
   API, no JupyterLab; every path renders the one notebook;
 - the kernel websocket forwards only widget (comm) and kernel-info messages: no
-  ``execute_request``, no ``shutdown_request``; the notebook is the package's, not the owner's;
+  ``execute_request``, no ``shutdown_request``, and a ``comm_open`` only of the widget
+  targets; the notebook is the package's, not the owner's;
 - no file of the notebook's folder is served (empty ``file_allowlist``);
 - JupyterHub's identity provider and authorizer admit only tokens with access to this very
   server;
@@ -20,11 +21,14 @@ viewer's browser. Why this server cannot be used to do more than look:
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from jupyter_server.services.kernels.connection.base import deserialize_binary_message, deserialize_msg_from_ws_v1
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.utils import url_path_join
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer, JupyterHubIdentityProvider
 from voila.app import Voila
@@ -36,6 +40,32 @@ class _HubIdentityProvider(JupyterHubIdentityProvider):
 
     def get_handlers(self):
         return [(url_path_join(self.hub_auth.base_url, path), *rest) for path, *rest in super().get_handlers()]
+
+
+class DashboardChannels(ZMQChannelsWebsocketConnection):
+    """The kernel websocket, opening comms only to the widget targets: a dashboard page talks
+    to its widgets, never to another comm target a kernel (or a package it loaded) registered."""
+
+    COMM_TARGETS = ("jupyter.widget", "jupyter.widget.control", "jupyter.widget.version")
+
+    def handle_incoming_message(self, incoming_msg) -> None:
+        if self._comm_target(incoming_msg) not in (None, *self.COMM_TARGETS):
+            self.log.warning("dashboard websocket: a comm_open to another target was dropped")
+            return
+        super().handle_incoming_message(incoming_msg)
+
+    def _comm_target(self, incoming_msg) -> str | None:
+        """The target of a ``comm_open`` message (None for any other message)."""
+        if self.subprotocol == "v1.kernel.websocket.jupyter.org":
+            _, parts = deserialize_msg_from_ws_v1(incoming_msg)
+            header, content = self.get_part("header", None, parts), lambda: self.get_part("content", None, parts)
+        else:
+            binary = isinstance(incoming_msg, bytes)
+            msg = deserialize_binary_message(incoming_msg) if binary else json.loads(incoming_msg)
+            header, content = msg.get("header") or {}, lambda: msg.get("content") or {}
+        if header.get("msg_type") != "comm_open":
+            return None
+        return str(content().get("target_name", ""))
 
 
 class DashboardVoila(Voila):  # a public name: traitlets takes no section named like "_X"
@@ -66,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-browser", f"--Voila.root_dir={notebook.parent}",
         f"--Voila.identity_provider_class={__name__}._HubIdentityProvider",
         f"--Voila.authorizer_class={JupyterHubAuthorizer.__module__}.JupyterHubAuthorizer",
+        f"--Voila.kernel_websocket_connection_class={__name__}.DashboardChannels",
         "--VoilaConfiguration.file_allowlist=[]", "--VoilaConfiguration.show_tracebacks=False",
         "--KernelManager.transport=ipc",  # kernels on unix sockets in the owner's runtime folder
         "--NotebookNotary.db_file=:memory:", f"--NotebookNotary.secret_file={runtime / 'notebook_secret'}",
