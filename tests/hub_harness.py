@@ -249,6 +249,45 @@ def as_tenant(name: str, command: str, timeout: float = 60.0) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def in_terminal(hub: Hub, client: Client, user: str, command: str, timeout: float = 60.0) -> tuple[int, str]:
+    """``command`` typed into a terminal of ``user``'s running JupyterLab, through its REST and
+    websocket APIs (what the tenant's browser does): its exit status and what it printed."""
+    import asyncio
+    import json
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Authorization": f"token {client.token(user)}"}
+    base = hub.url.rstrip("/") + f"/user/{user}/"
+    created = requests.post(base + "api/terminals", headers=headers, timeout=30)
+    assert created.status_code == 200, created.text
+    name, marker = created.json()["name"], f"__done_{secrets.token_hex(4)}__"
+
+    async def typed() -> tuple[int, str]:
+        socket = await websocket_connect(HTTPRequest(base.replace("http", "ws", 1) + f"terminals/websocket/{name}",
+                                                     headers=headers))
+        socket.write_message(json.dumps(["stdin", f"{command}; echo {marker}$?{marker}\r"]))
+        printed = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
+            if message is None:
+                break
+            kind, *payload = json.loads(message)
+            printed += payload[0] if kind == "stdout" else ""
+            found = re.search(rf"{marker}(\d+){marker}", printed)
+            if found:
+                socket.close()
+                return int(found.group(1)), printed[:found.start()]
+        raise AssertionError(f"the terminal of {user} did not finish {command!r} in {timeout} s: {printed[-500:]}")
+
+    try:
+        return asyncio.run(typed())
+    finally:
+        requests.delete(base + f"api/terminals/{name}", headers=headers, timeout=30)
+
+
 def restart_server(client: Client, user: str, timeout: float = 120.0) -> None:
     """Stop ``user``'s default server (if running) and start it again: the spawner provisions first."""
     client.hub_api("DELETE", f"/users/{user}/server")

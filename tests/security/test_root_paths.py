@@ -2,7 +2,8 @@
 
 A real hub as root (``hub_harness.running_hub``) with two tenants, a hostile one and a
 victim, both signed up and approved through the hub. The hostile tenant plants links in its
-home as its own unix account (what its JupyterLab terminal can do), then restarts its server,
+home through its JupyterLab terminal (the server's terminal API and websocket, as its browser
+would), or as its own unix account where a test needs no server, then restarts its server,
 which provisions again (the copy of the example notebooks). Each test asserts that the attack
 failed and that nothing of the victim's, of the Python environment, the package or the
 notebooks was changed.
@@ -28,7 +29,7 @@ from workbench.errors import HubError
 from workbench.hub._provision import provision, unix_name
 from workbench.hub._settings import Settings
 
-from hub_harness import Hub, approved_tenant, as_tenant, restart_server, running_hub
+from hub_harness import Hub, approved_tenant, as_tenant, in_terminal, restart_server, running_hub
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="unix accounts per tenant exist only when the hub runs as root")]
@@ -100,9 +101,10 @@ def root_owned_folder() -> Iterator[Path]:
         shutil.rmtree(folder)
 
 
-def _link_live(hostile: str, target: Path | str) -> None:
-    done = as_tenant(hostile, f"rm -rf ~/live && ln -s {target} ~/live && test -L ~/live")
-    assert done.returncode == 0, done.stderr
+def _in_jupyterlab(hub: Hub, client, hostile: str, command: str) -> None:
+    """``command`` typed into the hostile tenant's JupyterLab terminal; it must succeed."""
+    status, printed = in_terminal(hub, client, hostile, command)
+    assert status == 0, printed
 
 
 @pytest.mark.parametrize("target", ["victim_home", "site_packages", "root_owned", "dangling_in_victim_home"])
@@ -114,25 +116,26 @@ def test_a_linked_live_folder_is_neither_followed_nor_chowned_by_provisioning(hu
             "dangling_in_victim_home": victim_home / "live-planted"}[target]
     victim_before, root_before = _snapshot(victim_home), _snapshot(root_owned_folder)
     site_before = _snapshot_top(SITE_PACKAGES)
-    _link_live(hostile, link)
+    client = hub.login(hostile)
+    client.start_server(hostile)
+    _in_jupyterlab(hub, client, hostile, f"rm -rf ~/live && ln -s {link} ~/live && test -L ~/live")
     # the same home also holds file links: into the victim's home (dangling), to a root-owned
     # file, and to a missing path under /etc (root could create it, the tenant cannot)
     missing_etc = Path("/etc") / f"workbench-planted-{secrets.token_hex(4)}.ipynb"
-    planted = as_tenant(hostile, f"rm -f ~/01_quickstart.ipynb ~/02_parameter_sweep.ipynb ~/03_strategies_and_keys.ipynb"
-                                 f" && ln -s {victim_home}/planted.ipynb ~/01_quickstart.ipynb"
-                                 f" && ln -s {root_owned_folder}/config ~/02_parameter_sweep.ipynb"
-                                 f" && ln -s {missing_etc} ~/03_strategies_and_keys.ipynb")
-    assert planted.returncode == 0, planted.stderr
+    _in_jupyterlab(hub, client, hostile,
+                   f"rm -f ~/01_quickstart.ipynb ~/02_parameter_sweep.ipynb ~/03_strategies_and_keys.ipynb"
+                   f" && ln -s {victim_home}/planted.ipynb ~/01_quickstart.ipynb"
+                   f" && ln -s {root_owned_folder}/config ~/02_parameter_sweep.ipynb"
+                   f" && ln -s {missing_etc} ~/03_strategies_and_keys.ipynb")
 
-    client = hub.login(hostile)
     restart_server(client, hostile)  # provisions again before the server starts
 
     assert _snapshot(victim_home) == victim_before  # nothing of the victim's changed or was added
     assert _snapshot(root_owned_folder) == root_before
     assert not missing_etc.exists() and not (victim_home / "live-planted").exists()
     assert (_home(hostile) / "live").is_symlink()  # left as the tenant made it, not written through
-    peek = as_tenant(hostile, f"ls {victim_home}/")  # the hostile tenant still cannot read the victim's home
-    assert peek.returncode != 0 and "Permission denied" in peek.stderr
+    status, printed = in_terminal(hub, client, hostile, f"ls {victim_home}/")  # nor can it read the victim's home
+    assert status != 0 and "Permission denied" in printed
     _assert_python_untouched(hub, hostile, site_before)
     home = os.stat(_home(hostile))
     assert stat.S_IMODE(home.st_mode) == 0o700 and home.st_uid == pwd.getpwnam(unix_name(hostile)).pw_uid
