@@ -115,3 +115,117 @@ def test_bad_inputs_give_one_line_naming_the_value(call, names):
         call(returns)
     message = str(caught.value)
     assert names in message and "\n" not in message
+
+
+# --- Monte Carlo -------------------------------------------------------------------------------------------------
+
+def _result_of_trades(trade_returns: list[float], init_cash: float = 1000.0, gap: int = 0) -> wb.BacktestResult:
+    """A backtest whose long trades return exactly ``trade_returns`` of the equity they were entered with: each
+    enters at 100 with all the equity and exits one bar later, ``gap`` flat bars between trades; no fees."""
+    from workbench.backtest import _engine as engine
+
+    equity, fills, cash = [], [], init_cash
+    for r in trade_returns:
+        for _ in range(gap):
+            equity.append(cash)
+        size = cash / 100.0
+        fills.append((len(equity), size, 100.0, 0.0, engine.FILL_KINDS.index("entry")))
+        equity.append(cash)
+        cash *= 1.0 + r
+        fills.append((len(equity), -size, 100.0 * (1.0 + r), 0.0, engine.FILL_KINDS.index("exit")))
+        equity.append(cash)
+    equity = equity or [init_cash] * 10
+    index = pd.date_range("2024-01-01", periods=len(equity), freq="1h", tz="UTC", name="time")
+    candles = pd.DataFrame({"open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0, "volume": 1.0}, index=index)
+    metrics = {"fills": len(fills), "ruined": 0, "final_equity": equity[-1]}
+    return wb.BacktestResult(template=wb.get_template("channel"), params={}, risk={},
+                             settings={"init_cash": init_cash, "risk_free": 0.0}, candles=candles, metrics=metrics,
+                             equity=np.array(equity), position=np.zeros(len(equity)),
+                             fills=np.array(fills, dtype=np.float64).reshape(-1, 5), leverage=1.0)
+
+
+def test_the_trade_bootstrap_compounds_trade_returns_and_is_deterministic_with_a_seed():
+    result = _result_of_trades([0.10, -0.05, 0.02, -0.20, 0.08])
+    np.testing.assert_allclose(result.trades["pnl"] / np.array([1000, 1100, 1045, 1065.9, 852.72]),
+                               [0.10, -0.05, 0.02, -0.20, 0.08])
+    first, again = wb.monte_carlo(result, 300, seed=4), wb.monte_carlo(result, 300, seed=4)
+    pd.testing.assert_frame_equal(first.paths, again.paths)
+    assert not first.paths.equals(wb.monte_carlo(result, 300, seed=5).paths)
+    assert list(first.paths.columns) == ["final_equity", "total_return", "max_drawdown", "time_under_water",
+                                         "min_equity"]
+    assert len(first.paths) == 300 and first.unit == "trades" and first.block is None
+    # every path is five of the trades' returns compounded: a product of five of them
+    products = {round(1000 * np.prod(1 + np.array(c)), 6) for c in
+                __import__("itertools").combinations_with_replacement([0.10, -0.05, 0.02, -0.20, 0.08], 5)}
+    assert set(first.paths["final_equity"].round(6)) <= products
+    # the backtest's own order is one of the paths the chart shows against the bands
+    assert first.actual.iloc[-1] == pytest.approx(result.equity.iloc[-1])
+    assert list(first.bands.columns) == ["p5", "p25", "p50", "p75", "p95"] and len(first.bands) == 6
+
+
+def test_when_every_trade_wins_no_path_has_a_drawdown():
+    result = _result_of_trades([0.01, 0.03, 0.002, 0.05, 0.01] * 10)
+    for method in ("trades", "bars"):
+        mc = wb.monte_carlo(result, 200, method=method, seed=1)
+        assert (mc.paths["max_drawdown"] == 0).all() and (mc.paths["time_under_water"] == 0).all()
+        assert mc.probability_of_ruin() == 0 and (mc.paths["min_equity"] >= 1000).all()
+
+
+def test_over_a_long_run_the_trade_bootstraps_median_final_equity_is_the_backtests():
+    returns = np.random.default_rng(2).normal(0.004, 0.03, 2000).tolist()
+    result = _result_of_trades(returns)
+    mc = wb.monte_carlo(result, 1000, seed=3)
+    assert mc.paths["final_equity"].median() == pytest.approx(result.equity.iloc[-1], rel=0.15)
+    # while its order alone gave one drawdown of a wide range
+    low, high = mc.quantiles((0.05, 0.95))["max_drawdown"]
+    assert low < high
+
+
+def test_the_bar_bootstrap_resamples_blocks_of_bar_returns():
+    result = _result_of_trades(np.random.default_rng(8).normal(0.002, 0.05, 200).tolist(), gap=3)
+    mc = wb.monte_carlo(result, 100, method="bars", block=5, seed=2)
+    assert mc.block == 5 and mc.unit == "bars"
+    assert mc.bands.index[0] < result.equity.index[0] and mc.bands.index[-1] == result.equity.index[-1]
+    assert wb.monte_carlo(result, 10, method="bars").block == round(len(result.equity) ** (1 / 3))
+    # a path's bar returns are the backtest's bar returns, so its final equity is a product of them
+    bar_returns = result.equity.pct_change().fillna(0.0)
+    assert (mc.paths["final_equity"] > 1000 * (1 + bar_returns.min()) ** len(bar_returns)).all()
+
+
+def test_ruin_counts_the_paths_that_fell_to_the_floor():
+    result = _result_of_trades([0.5, -0.6, 0.4, -0.5, 0.3])
+    mc = wb.monte_carlo(result, 2000, seed=9)
+    assert mc.probability_of_ruin(0.0) == 0
+    assert 0 < mc.probability_of_ruin(0.5 * mc.init_cash) < mc.probability_of_ruin(0.9 * mc.init_cash) <= 1
+    wiped = wb.monte_carlo(_result_of_trades([0.5, -1.2, 0.1]), 500, seed=1)  # a leveraged loss past everything
+    assert wiped.probability_of_ruin() == pytest.approx((wiped.paths["min_equity"] <= 0).mean())
+    assert wiped.probability_of_ruin() > 0 and (wiped.paths["final_equity"] >= 0).all()
+
+
+def test_the_fan_chart_is_a_bokeh_figure():
+    from bokeh.models import Plot
+
+    mc = wb.monte_carlo(_result_of_trades([0.02, -0.01, 0.03] * 5), 50, seed=1)
+    assert isinstance(mc.figure, Plot) and "Monte Carlo" in mc.figure.title.text
+    assert isinstance(wb.monte_carlo(_result_of_trades([0.02, -0.01] * 5), 20, method="bars").figure, Plot)
+
+
+def test_a_backtest_without_trades_gives_a_clear_error():
+    with pytest.raises(ParameterError, match=r"^result: the channel backtest \{\} closed no trade") as caught:
+        wb.monte_carlo(_result_of_trades([]))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"n": 0}, "n: 0"),
+    ({"method": "paths"}, "method: 'paths'"),
+    ({"block": 3}, "block: 3 is not allowed with method='trades'"),
+    ({"method": "bars", "block": 0}, "block: 0"),
+])
+def test_monte_carlo_refuses_bad_arguments_in_one_line(kwargs, names):
+    result = _result_of_trades([0.1, -0.05])
+    with pytest.raises(ParameterError) as caught:
+        wb.monte_carlo(result, **kwargs)
+    assert names in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ParameterError, match="^floor: "):
+        wb.monte_carlo(result, 10, seed=1).probability_of_ruin(floor=float("nan"))
