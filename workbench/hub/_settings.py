@@ -22,6 +22,12 @@ variable                       meaning (default)
                                default: ``local`` as root, else ``simple``
 ``WORKBENCH_NOTEBOOKS``        the example notebooks copied into new workspaces
                                (the repository's ``notebooks/``)
+``WORKBENCH_CULL_IDLE_AFTER``  seconds without activity after which a tenant's JupyterLab
+                               server is stopped (``3600``; ``0``: never); its workspace
+                               stays, and it starts again on the next visit
+``WORKBENCH_CULL_DASHBOARDS_AFTER`` seconds without activity after which a dashboard server
+                               (``dash-<session id>``) is stopped (``600``; ``0``: never);
+                               opening the dashboard starts it again
 ============================== =========================================================
 """
 from __future__ import annotations
@@ -60,6 +66,15 @@ def _names(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in os.environ.get(name, default).split(",") if part.strip())
 
 
+def _seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise HubError(f"{name}={raw!r} is not a number of seconds (0: never)")
+    return int(raw)
+
+
 def _flag(name: str) -> bool:
     raw = os.environ.get(name, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
@@ -84,6 +99,8 @@ class Settings:
     open_signup: bool
     spawner: str
     notebooks: Path
+    cull_idle_after: int  # seconds; 0: JupyterLab servers are never culled
+    cull_dashboards_after: int  # seconds; 0: dashboard servers are never culled
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,7 +117,9 @@ class Settings:
                    service_port=_int("WORKBENCH_SERVICE_PORT", 8011), admins=admins,
                    demo_tenants=_names("WORKBENCH_HUB_DEMO_TENANTS", "alice,bob"),
                    open_signup=_flag("WORKBENCH_HUB_OPEN_SIGNUP"), spawner=spawner,
-                   notebooks=Path(os.environ.get("WORKBENCH_NOTEBOOKS") or _REPO_NOTEBOOKS))
+                   notebooks=Path(os.environ.get("WORKBENCH_NOTEBOOKS") or _REPO_NOTEBOOKS),
+                   cull_idle_after=_seconds("WORKBENCH_CULL_IDLE_AFTER", 3600),
+                   cull_dashboards_after=_seconds("WORKBENCH_CULL_DASHBOARDS_AFTER", 600))
 
     @property
     def hub_dir(self) -> Path:
@@ -117,6 +136,13 @@ class Settings:
     def service_url(self) -> str:
         """Where the service listens (direct, not through the proxy)."""
         return f"http://127.0.0.1:{self.service_port}/services/{SERVICE_NAME}/"
+
+    @property
+    def activity_interval(self) -> int:
+        """How often (seconds) the hub collects servers' activity: a tenth of the shortest idle
+        limit, at most JupyterHub's own 300, so an active server never looks idle to the culler."""
+        limits = [limit for limit in (self.cull_idle_after, self.cull_dashboards_after) if limit]
+        return max(1, min([300, *(limit // 10 for limit in limits)]))
 
     @property
     def dev_users_dir(self) -> Path:
