@@ -80,6 +80,26 @@ c.JupyterHub.services = [{
     "environment": {k: v for k, v in os.environ.items() if k.startswith("WORKBENCH_") or k == "DATABASE_URL"},
 }]
 
+# --- idle servers: stopped by the JupyterHub project's idle culler (jupyterhub-idle-culler) ----
+# Its one --timeout applies to every server it culls, so it runs twice: once for the default
+# (JupyterLab) servers, once for the named ones, which are dashboard servers only (the
+# spawner refuses any other name). Stopping never removes a server: it starts again on the
+# next visit. Live trading runs in the workers, never in these servers.
+# A culler looks every tenth of its timeout, so a server goes at most 10 % after its limit.
+idle_cullers = {name: (timeout, only) for name, (timeout, only) in {
+    "idle-culler-lab": (settings.cull_idle_after, "--cull-named-servers=false"),
+    "idle-culler-dashboards": (settings.cull_dashboards_after, "--cull-default-servers=false"),
+}.items() if timeout}  # 0: that kind of server is never culled
+c.JupyterHub.services += [
+    {"name": name, "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
+                               f"--cull-every={max(1, timeout // 10)}", only]}
+    for name, (timeout, only) in idle_cullers.items()]
+# activity (the proxy's per-route record of requests and websocket messages, and JupyterLab's
+# own reports) reaches the hub often enough that an active server never looks idle
+c.JupyterHub.last_activity_interval = settings.activity_interval
+c.JupyterHub.activity_resolution = min(30, settings.activity_interval)
+c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.activity_interval)}
+
 # --- roles: a tenant may use their own servers and the workbench service, nothing else -------
 c.JupyterHub.load_roles = [
     {"name": "user", "description": "A tenant: their own servers and the workbench service",
@@ -87,4 +107,8 @@ c.JupyterHub.load_roles = [
     # no "shares": a tenant's servers are never shared (a shared dashboard is rendered by the service)
     {"name": "workbench-service", "description": "Start tenants' dashboard servers",
      "scopes": ["read:users", "read:users:name", "servers"], "services": [SERVICE_NAME]},
+    # the scopes jupyterhub-idle-culler's README names for culling servers (no admin:users: it
+    # never deletes users)
+    {"name": "idle-culler", "description": "Stop servers that have been idle too long",
+     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": list(idle_cullers)},
 ]
