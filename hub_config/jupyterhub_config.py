@@ -90,9 +90,11 @@ idle_cullers = {name: (timeout, only) for name, (timeout, only) in {
     "idle-culler-lab": (settings.cull_idle_after, "--cull-named-servers=false"),
     "idle-culler-dashboards": (settings.cull_dashboards_after, "--cull-default-servers=false"),
 }.items() if timeout}  # 0: that kind of server is never culled
+# It runs in the hub's own folder (0700): from any other it would load an idle_culler_config.py found there.
 c.JupyterHub.services += [
-    {"name": name, "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
-                               f"--cull-every={max(1, timeout // 10)}", only]}
+    {"name": name, "cwd": str(settings.hub_dir),
+     "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
+                 f"--cull-every={max(1, timeout // 10)}", only]}
     for name, (timeout, only) in idle_cullers.items()]
 # activity (the proxy's per-route record of requests and websocket messages, and JupyterLab's
 # own reports) reaches the hub often enough that an active server never looks idle
