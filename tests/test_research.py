@@ -229,3 +229,74 @@ def test_monte_carlo_refuses_bad_arguments_in_one_line(kwargs, names):
     assert names in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(ParameterError, match="^floor: "):
         wb.monte_carlo(result, 10, seed=1).probability_of_ruin(floor=float("nan"))
+
+
+# --- walk-forward ------------------------------------------------------------------------------------------------
+
+GRID = {"entry_window": [24, 48, 96], "exit_window": [12, 24]}
+
+
+def test_one_fold_is_a_sweep_of_the_training_window_and_a_backtest_of_the_test_window(candles):
+    wf = wb.walk_forward("channel", candles, GRID, train=2000, test=1000, warmup=0)
+    table = wb.sweep("channel", candles.iloc[:2000], GRID, progress=False)
+    best = {name: int(table.iloc[0][name]) for name in GRID}
+    result = wb.backtest("channel", candles.iloc[2000:3000], best)
+    (_, fold), = wf.folds.iterrows()
+    assert {name: fold[name] for name in GRID} == best
+    assert (fold["train_start"], fold["train_end"]) == (candles.index[0], candles.index[1999])
+    assert (fold["test_start"], fold["test_end"]) == (candles.index[2000], candles.index[2999])
+    for metric in ("total_return", "cagr", "sharpe", "max_drawdown", "trades"):
+        assert fold[f"is_{metric}"] == pytest.approx(table.iloc[0][metric], nan_ok=True)
+        assert fold[f"oos_{metric}"] == pytest.approx(result.metrics[metric], nan_ok=True)
+    pd.testing.assert_series_equal(wf.equity, result.equity.rename("equity"))
+    assert wf.efficiency == pytest.approx(result.metrics["cagr"] / table.iloc[0]["cagr"])
+
+
+def test_the_test_backtest_reads_warm_up_bars_but_counts_the_test_window_only(candles):
+    wf = wb.walk_forward("channel", candles, GRID, train=2000, test=1000)
+    (_, fold), = wf.folds.iterrows()
+    warm = 3 * max(fold["entry_window"], fold["exit_window"])  # three spans of the longest channel
+    assert fold["warmup"] == warm
+    result = wf.results[0]
+    assert result.equity.index[0] == candles.index[2000 - warm] and result.equity.index[-1] == candles.index[2999]
+    start = result.equity.iloc[warm - 1]
+    assert wf.equity.index[0] == candles.index[2000] and len(wf.equity) == 1000
+    assert wf.equity.iloc[-1] == pytest.approx(10_000 * result.equity.iloc[-1] / start)
+    assert fold["oos_total_return"] == pytest.approx(result.equity.iloc[-1] / start - 1)
+    inside = result.trades[result.trades["entry_time"] >= candles.index[2000]]
+    assert fold["oos_trades"] == len(inside)
+
+
+def test_rolling_windows_keep_their_length_anchored_ones_grow_from_the_first_candle(candles):
+    rolling = wb.walk_forward("channel", candles, GRID, train=1000, test=500, purge=10, warmup=0)
+    anchored = wb.walk_forward("channel", candles, GRID, train=1000, test=500, purge=10, warmup=0, anchored=True)
+    index = candles.index
+    for wf in (rolling, anchored):
+        assert len(wf.folds) == (3000 - 1000 - 10 - 500) // 500 + 1 == 3
+        assert list(wf.folds["test_start"]) == [index[1010], index[1510], index[2010]]
+        assert list(wf.folds["test_end"]) == [index[1509], index[2009], index[2509]]
+        assert list(wf.folds["train_end"]) == [index[999], index[1499], index[1999]]  # purge: 10 bars apart
+        assert len(wf.equity) == 1500 and wf.equity.index.is_monotonic_increasing
+        growth = np.prod(1 + wf.folds["oos_total_return"].to_numpy())
+        assert wf.equity.iloc[-1] == pytest.approx(10_000 * growth)
+    assert list(rolling.folds["train_start"]) == [index[0], index[500], index[1000]]
+    assert list(anchored.folds["train_start"]) == [index[0]] * 3
+    from bokeh.models import Plot
+
+    assert isinstance(rolling.figure, Plot) and "3 folds" in rolling.figure.title.text
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"train": 0, "test": 100}, "train: 0 is not allowed"),
+    ({"train": 100.5, "test": 100}, "train: 100.5"),
+    ({"train": 1000, "test": 5000}, "test: 5000 is not allowed"),
+    ({"train": 2500, "test": 400, "purge": 200}, "train + purge + test: 2500 + 200 + 400 = 3100 bars"),
+    ({"train": 1000, "test": 500, "step": 250}, "step: 250 is not allowed with test=500"),
+    ({"train": 1000, "test": 500, "purge": -1}, "purge: -1"),
+    ({"train": 1000, "test": 500, "objective": "luck"}, "objective: 'luck' is not a metric"),
+    ({"train": 1000, "test": 500, "sort_by": "sharpe"}, "settings: sort_by and progress"),
+])
+def test_bad_windows_give_one_line_errors(candles, kwargs, names):
+    with pytest.raises(ParameterError) as caught:
+        wb.walk_forward("channel", candles, GRID, **kwargs)
+    assert names in str(caught.value) and "\n" not in str(caught.value)

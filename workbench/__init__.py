@@ -61,6 +61,8 @@ _LAZY = {
     "DeflatedSharpe": "workbench.research:DeflatedSharpe",
     "monte_carlo": "workbench.research:monte_carlo",
     "MonteCarlo": "workbench.research:MonteCarlo",
+    "walk_forward": "workbench.research:walk_forward",
+    "WalkForward": "workbench.research:WalkForward",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
@@ -69,7 +71,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, load_candles, read_candles, resample, validate_candles
-    from workbench.research import DeflatedSharpe, MonteCarlo, deflated_sharpe, monte_carlo, probabilistic_sharpe
+    from workbench.research import (DeflatedSharpe, MonteCarlo, WalkForward, deflated_sharpe, monte_carlo,
+                                    probabilistic_sharpe, walk_forward)
     from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
                                       load_strategy, save_strategy, templates)
     from workbench.strategies.rules import parse_rules, rule_indicators, rules_text

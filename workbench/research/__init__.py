@@ -4,6 +4,8 @@
   ratio beats a benchmark, or the best that luck gives a search of many trials.
 * :func:`monte_carlo`: the equity paths a backtest's trades (or market stretches) drawn in
   another order give: the range of drawdowns, time under water, the probability of ruin.
+* :func:`walk_forward`: parameters chosen on each training window, traded on the window
+  after it; the out-of-sample equity and how much of the in-sample return survived.
 
 Example::
 
@@ -16,5 +18,7 @@ Example::
 """
 from workbench.research._monte_carlo import MonteCarlo, monte_carlo
 from workbench.research._sharpe import DeflatedSharpe, deflated_sharpe, probabilistic_sharpe
+from workbench.research._walk_forward import WalkForward, walk_forward
 
-__all__ = ["DeflatedSharpe", "MonteCarlo", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe"]
+__all__ = ["DeflatedSharpe", "MonteCarlo", "WalkForward", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe",
+           "walk_forward"]
