@@ -35,7 +35,7 @@ def _close(a: float, b: float, rel: float = 1e-9) -> bool:
 
 @pytest.mark.parametrize("template, params", CASES)
 def test_vectorbt_replays_the_same_fills_to_the_same_equity_and_metrics(candles, template, params):
-    result = wb.backtest(template, candles, params)
+    result = wb.backtest(template, candles, params, funding=None)  # vectorbt has no funding
     portfolio = result.portfolio
     value = portfolio.value().to_numpy()
     assert np.max(np.abs(value / result.equity.to_numpy() - 1)) < 1e-9
@@ -325,3 +325,49 @@ def test_a_market_that_closes_is_annualised_over_its_real_bars_and_its_calendar_
     assert _close(result.metrics["sharpe"], returns.mean() / returns.std() * np.sqrt(per_year), rel=1e-6)
     span_years = (times[-1] - times[0] + pd.Timedelta(hours=1)) / pd.Timedelta(days=365)  # weekends included
     assert _close(result.metrics["cagr"], (1 + result.metrics["total_return"]) ** (1 / span_years) - 1, rel=1e-9)
+
+
+# -- funding of perpetual positions ---------------------------------------------------------------
+
+def test_a_short_pays_or_receives_funding_at_each_settlement_it_is_held_through():
+    from _bars import FREE, bars
+
+    # flat at 100 for a day of hours from 23:00: the short opens at the 00:00 open, after that
+    # bar's settlement (the position held into a bar pays), and is held through 08:00 and 16:00
+    candles = bars([(100.0, 100.0, 100.0, 100.0)] * 24, start="2023-12-31 23:00")
+    rule = {"rules": "sell 10 units when close >= 100"}
+    result = wb.backtest("rules", candles, rule, **FREE, funding=0.0003)
+    assert result.fills["time"].tolist() == [pd.Timestamp("2024-01-01 00:00", tz="UTC")]
+    # a short receives a positive rate: 10 units x 100 x 0.0003 at 08:00 and at 16:00
+    assert result.metrics["funding_paid"] == pytest.approx(-0.6)
+    assert result.equity.iloc[-1] == pytest.approx(1000.6)
+    assert result.equity[pd.Timestamp("2024-01-01 08:00", tz="UTC")] == pytest.approx(1000.3)
+    negative = wb.backtest("rules", candles, rule, **FREE, funding=-0.0003)
+    assert negative.metrics["funding_paid"] == pytest.approx(0.6)
+    none = wb.backtest("rules", candles, rule, **FREE, funding=None)
+    assert none.metrics["funding_paid"] == 0 and none.equity.iloc[-1] == 1000
+    default = wb.backtest("rules", candles, rule, **FREE)  # 0.01 % per 8 hours unless told otherwise
+    assert default.metrics["funding_paid"] == pytest.approx(-0.2)
+    with pytest.raises(wb.WorkbenchError, match=r"settled -0.60 of funding: vectorbt's open-source Portfolio"):
+        result.portfolio
+
+
+def test_a_funding_series_is_paid_at_the_bars_holding_its_settlement_times_and_spot_longs_pay_none():
+    from _bars import FREE, bars
+
+    candles = bars([(100.0, 100.0, 100.0, 100.0)] * 12, start="2024-01-01 02:00", freq="1h")
+    series = pd.Series([0.001, 0.002, 0.5 / 100],
+                       index=pd.to_datetime(["2024-01-01 08:00", "2024-01-01 09:30", "2024-01-02 00:00"], utc=True))
+    short = wb.backtest("rules", candles, {"rules": "sell 10 units when close >= 100"}, **FREE, funding=series)
+    assert short.metrics["funding_paid"] == pytest.approx(-(10 * 100 * 0.001 + 10 * 100 * 0.002))  # not the third
+    levered = wb.backtest("rules", candles, {"rules": "leverage 2\nbuy 10 units when close >= 100"}, **FREE,
+                          funding=series)
+    assert levered.metrics["funding_paid"] == pytest.approx(10 * 100 * 0.003)  # a perpetual long pays
+    spot = wb.backtest("rules", candles, {"rules": "buy 10 units when close >= 100"}, **FREE, funding=series)
+    assert spot.metrics["funding_paid"] == 0  # an unleveraged long is spot
+    with pytest.raises(wb.ParameterError, match=r"funding: the rate at 2024-01-01 08:00:00\+00:00 is 0.5; expected"):
+        wb.backtest("rules", candles, {"rules": "sell 10 units when close >= 100"}, funding=series * 500)
+    with pytest.raises(wb.ParameterError, match=r"funding: 'yes' is not allowed; expected a rate per 8 hours"):
+        wb.backtest("rules", candles, {"rules": "sell 10 units when close >= 100"}, funding="yes")
+    table = wb.sweep("rules", candles, {"rules": "sell 10 units when close >= 100"}, funding=series, progress=False)
+    assert table["funding_paid"].iloc[0] == short.metrics["funding_paid"]  # a sweep row is its backtest

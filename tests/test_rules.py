@@ -514,7 +514,7 @@ def test_leverage_liquidates_at_the_maintenance_margin():
 
 
 def test_unleveraged_rule_runs_replay_in_vectorbt(candles):
-    result = wb.backtest("rules", candles, {"rules": RICH})
+    result = wb.backtest("rules", candles, {"rules": RICH}, funding=None)  # vectorbt has no funding
     assert {"stop_loss", "take_profit", "exit", "entry"} <= set(result.fills["kind"])
     value = result.portfolio.value().to_numpy()
     assert np.max(np.abs(value / result.equity.to_numpy() - 1)) < 1e-9
@@ -611,7 +611,7 @@ def test_a_paper_session_ticks_a_rule_strategy_as_its_backtest(db):
              "exit long when EMA(5) crosses_below EMA(15)\n"
              "sell 0.05 units when close < DONCHIAN(12).low\nexit short when close > DONCHIAN(6).high\n")
     candles = wb.load_candles().iloc[:140]
-    result = wb.backtest("rules", candles, {"rules": rules})
+    result = wb.backtest("rules", candles, {"rules": rules}, funding=None)  # a paper exchange charges none
     assert {"entry", "exit", "stop_loss"} <= set(result.fills["kind"]) and (result.fills["size"] < 0).any()
     wb.save_strategy("live rules", "rules", {"rules": rules})
     sid = wb.live.create_session("live rules", exchange="paper", replay_from=str(candles.index[1]),

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--init-cash", type=float, default=10_000.0, help="starting balance (default 10000)")
     common.add_argument("--risk-free", type=float, default=0.0,
                         help="annual risk-free rate for Sharpe and Sortino (default 0; 0.04 = 4%%)")
+    common.add_argument("--funding", type=_funding, default=0.0001,
+                        help="funding rate per 8 hours of perpetual positions (default 0.0001; 'none' for none)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     run = subparsers.add_parser("backtest", parents=[common], help="backtest one parameter set")
@@ -59,7 +61,11 @@ def _candles(path: str):
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"risk": _json_arg(args.risk, "--risk"), "fees": args.fees, "slippage": args.slippage,
-            "init_cash": args.init_cash, "risk_free": args.risk_free, "market": args.market}
+            "init_cash": args.init_cash, "risk_free": args.risk_free, "market": args.market, "funding": args.funding}
+
+
+def _funding(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "off", "0") else float(text)
 
 
 def _fees(text: str) -> float | str:

@@ -62,7 +62,8 @@ DAY_START_EQUITY = 13
 HALTED = 14  # 1 while the daily-loss limit stops new entries until the next day
 LIQUIDATION_LOSS = 15  # margin lost to liquidations
 RUIN_BAR = 16  # bar + 1 of the ruin, 0 while the account stands
-STATE_SIZE = 17
+FUNDING = 17  # funding paid (received: negative), quote currency
+STATE_SIZE = 18
 
 # -- the run settings vector (float64 slots) ---------------------------------------------
 C_INIT_CASH = 0
@@ -123,6 +124,7 @@ METRIC_NAMES = (
     "fills",
     "liquidation_loss",
     "ruined",
+    "funding_paid",
 )
 N_METRICS = len(METRIC_NAMES)
 # each metric's slot in the output row, taken from METRIC_NAMES so a name added anywhere in
@@ -144,6 +146,7 @@ M_FINAL_EQUITY = METRIC_NAMES.index("final_equity")
 M_FILLS = METRIC_NAMES.index("fills")
 M_LIQUIDATION_LOSS = METRIC_NAMES.index("liquidation_loss")
 M_RUINED = METRIC_NAMES.index("ruined")
+M_FUNDING_PAID = METRIC_NAMES.index("funding_paid")
 
 
 @njit(cache=True)
@@ -219,6 +222,21 @@ def fill(state, cfg, fills, bar, size, price, fee_rate, kind):
         state[MARGIN] += margin
         state[CASH] -= margin + share
         state[TRADE_PNL] -= share
+
+
+@njit(cache=True)
+def pay_funding(state, cfg, rate, price):
+    """Settle a funding payment on the open perpetual position: a long pays ``rate`` times its
+    notional at ``price`` to the shorts, a short receives it (the reverse when the rate is
+    negative), from the account's cash, as Binance USDⓈ-M and Gate perpetuals settle it. An
+    unleveraged long is spot and pays nothing. The payment counts in the trade's ``pnl``."""
+    units = state[UNITS]
+    if units == 0.0 or (units > 0.0 and cfg[C_LEVERAGE] <= 1.0):
+        return
+    amount = units * price * rate
+    state[CASH] -= amount
+    state[FUNDING] += amount
+    state[TRADE_PNL] -= amount
 
 
 @njit(cache=True)
@@ -571,3 +589,4 @@ def finish(state, m, cfg, out):
     out[M_FILLS] = state[N_FILLS]
     out[M_LIQUIDATION_LOSS] = state[LIQUIDATION_LOSS]
     out[M_RUINED] = 1.0 if state[RUIN_BAR] > 0.0 else 0.0
+    out[M_FUNDING_PAID] = state[FUNDING]

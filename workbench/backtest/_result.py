@@ -29,6 +29,7 @@ _METRIC_LABELS = {
     "fills": ("Fills", "{:.0f}"),
     "liquidation_loss": ("Margin lost to liquidations", "{:,.2f}"),
     "ruined": ("Ruined", "{:.0f}"),
+    "funding_paid": ("Funding paid", "{:,.2f}"),
 }
 
 
@@ -118,14 +119,20 @@ class BacktestResult:
     def portfolio(self):
         """The fills replayed through ``vectorbt.Portfolio`` for its analytics and plots.
 
-        vectorbt's open-source Portfolio has no margin, so only unleveraged runs can be
-        replayed; their value matches :attr:`equity` (tests hold it to 1e-9).
+        vectorbt's open-source Portfolio has no margin and no cash flow besides orders, so
+        only unleveraged runs that paid no funding can be replayed; their value matches
+        :attr:`equity` (tests hold it to 1e-9).
         """
         if self.leverage != 1:
             raise WorkbenchError(
                 f"this run uses leverage {self.leverage:g}: vectorbt's open-source Portfolio cannot "
                 "borrow for longs, so leveraged runs are simulated by the workbench's margin engine "
                 "only; use .equity, .trades and .metrics (or backtest with leverage=1 for a Portfolio)")
+        if self.metrics["funding_paid"]:
+            raise WorkbenchError(
+                f"this run's short positions settled {self.metrics['funding_paid']:,.2f} of funding: vectorbt's "
+                "open-source Portfolio has no cash flow besides orders, so it cannot replay it; use .equity, "
+                ".trades and .metrics (or backtest with funding=None for a Portfolio)")
         from workbench.backtest._replay import replay
 
         return replay(self)

@@ -12,6 +12,7 @@ import pandas as pd
 from numba import njit, prange
 
 from workbench.backtest import _engine as e
+from workbench.backtest._funding import DEFAULT_FUNDING, describe, funding_per_bar
 from workbench.backtest._result import BacktestResult
 from workbench.backtest._venues import MarketRules, market_rules, venue_fees
 from workbench.errors import ParameterError
@@ -93,7 +94,7 @@ def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: f
 class _Market:
     """The candles as the contiguous float arrays the kernels read, plus the UTC day number."""
 
-    def __init__(self, candles: pd.DataFrame, validate: bool = True):
+    def __init__(self, candles: pd.DataFrame, validate: bool = True, funding: Any = None):
         from workbench.data import bars_per_year, validate_candles
 
         self.candles = validate_candles(candles) if validate else candles
@@ -108,10 +109,11 @@ class _Market:
         self.span = pd.Timedelta(index[-1] - index[0]) + self.bar if len(index) else pd.Timedelta(0)
         # the bars a year of this market holds (its calendar's real bars: a closed weekend is none)
         self.bars_per_year = bars_per_year(self.candles) if len(index) > 1 else _YEAR / self.bar
+        self.funding = funding_per_bar(index, self.bar, funding)  # the rate each bar's open settles
 
     def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
         a = self.arrays
-        kernel.simulate(a["open"], a["high"], a["low"], a["close"], self.day, ind, rows, params, cfg,
+        kernel.simulate(a["open"], a["high"], a["low"], a["close"], self.day, self.funding, ind, rows, params, cfg,
                         fills, equity_out, position_out, out, np.zeros((0, e.INTENT_WIDTH)))
 
 
@@ -122,7 +124,7 @@ def _resolve(template: str | Template) -> Template:
 def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
              risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
              slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-             risk_free: float = 0.0, market: Any = None) -> BacktestResult:
+             risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING) -> BacktestResult:
     """Backtest one parameter set of a template on candles.
 
     Args:
@@ -145,6 +147,10 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
             orders that open below its minimum amount or cost are not placed, limit and stop
             prices sit on its tick, and a leverage above its maximum is refused. Default:
             no rounding and no minimum.
+        funding: what perpetual positions (shorts, and longs with leverage) pay or receive:
+            a rate per 8 hours settled at 00:00, 08:00 and 16:00 UTC (default 0.0001, the
+            venues' rate at a neutral premium), a ``pd.Series`` of real rates indexed by
+            settlement time, or ``None`` for none. Shown as ``metrics["funding_paid"]``.
 
     Returns:
         A :class:`BacktestResult`: ``.metrics`` (defined in ``docs/METRICS.md``), ``.equity``,
@@ -164,7 +170,8 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     params = tpl.validate(params)
     limits = tpl.validate_risk(risk)
     settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
-    market = _Market(candles)
+    settings["funding"] = describe(funding)
+    market = _Market(candles, funding=funding)
     kernel = kernel_for(tpl.name)
     cfg = _cfg(settings, limits, kernel.leverage(params), market)
     keys = kernel.indicator_keys(params)
@@ -186,12 +193,12 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
 
 
 @njit(cache=True, parallel=True)
-def _run_many(simulate, open_, high, low, close, day, ind, rows, params, cfgs, out):
+def _run_many(simulate, open_, high, low, close, day, funding, ind, rows, params, cfgs, out):
     no_fills = np.zeros((0, 5))
     no_curve = np.zeros(0)
     no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
-        simulate(open_, high, low, close, day, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
+        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
                  no_curve, out[j], no_intent)
 
 
@@ -213,7 +220,8 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
 def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
           risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
           slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-          risk_free: float = 0.0, market: Any = None, sort_by: str = "sharpe", progress: bool = True,
+          risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING,
+          sort_by: str = "sharpe", progress: bool = True,
           chunk_size: int | None = None) -> pd.DataFrame:
     """Backtest every combination of a parameter grid; a ranked table of metrics.
 
@@ -242,7 +250,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
     combos = _combinations(tpl, grid)
     limits = tpl.validate_risk(risk)
     settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
-    market = _Market(candles)
+    market = _Market(candles, funding=funding)
     kernel = kernel_for(tpl.name)
     keys: dict[IndicatorKey, int] = {}
     rows = np.array([[keys.setdefault(k, len(keys)) for k in kernel.indicator_keys(c)] for c in combos],
@@ -258,7 +266,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
     try:
         for start in range(0, len(combos), size):
             stop = min(start + size, len(combos))
-            _run_many(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, ind,
+            _run_many(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, market.funding, ind,
                       rows[start:stop], params[start:stop], cfgs[start:stop], out[start:stop])
             done = stop
             bar.update(stop - start)

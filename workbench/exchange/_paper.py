@@ -11,7 +11,8 @@ as a taker); cash, margin, entry and realised PnL follow ``fill``; an isolated-m
 position is liquidated as ``liquidate`` does, the position's stop or its liquidation coming
 first as ``stop_or_liquidation`` decides, before limit orders of the same bar. Reduce-only
 orders lock nothing, fill at most the position and lapse when it is closed. Amounts are not
-rounded (the backtest does not round).
+rounded (as a backtest without ``market=``), and no funding is settled (as a backtest with
+``funding=None``).
 """
 from __future__ import annotations
 

@@ -96,11 +96,12 @@ def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | No
     fills = np.zeros((n * kernel.fills_per_bar + 1, 5))
     equity_out, position_out, out = np.zeros(n), np.zeros(n), np.zeros(e.N_METRICS)
     intent = np.full((e.INTENT_ROWS, e.INTENT_WIDTH), np.nan)
-    kernel.simulate(a["open"], a["high"], a["low"], a["close"], np.ascontiguousarray(market.day[start:]), ind,
+    kernel.simulate(a["open"], a["high"], a["low"], a["close"], np.ascontiguousarray(market.day[start:]),
+                    np.ascontiguousarray(market.funding[start:]), ind,
                     np.arange(len(keys)), kernel.param_vector(params), cfg, fills, equity_out, position_out, out,
                     intent)
     legs = [_leg(kernel, row, forming_open) for row in intent if not np.isnan(row[e.I_LEG])]
-    recorded = fills[:int(out[e.METRIC_NAMES.index("fills")])]
+    recorded = fills[:int(out[e.M_FILLS])]
     times = frame.index[start:][recorded[:, 0].astype(int)]
     table = pd.DataFrame({"time": times, "size": recorded[:, 1], "price": recorded[:, 2], "fee": recorded[:, 3],
                           "kind": [e.FILL_KINDS[int(k)] for k in recorded[:, 4]]})

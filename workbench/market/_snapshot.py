@@ -89,10 +89,12 @@ def fingerprint(candles: pd.DataFrame) -> str:
 def backtest_options(settings: Mapping[str, float]) -> dict[str, Any]:
     """The :func:`workbench.backtest` keywords that reproduce ``result.settings``."""
     from workbench.backtest import MarketRules
+    from workbench.backtest._funding import from_description
 
     options = {"fees": {"maker": settings["fee_maker"], "taker": settings["fee_taker"]},
                "slippage": settings["slippage"], "init_cash": settings["init_cash"],
-               "maintenance_margin": settings["maintenance_margin"], "risk_free": settings.get("risk_free", 0.0)}
+               "maintenance_margin": settings["maintenance_margin"], "risk_free": settings.get("risk_free", 0.0),
+               "funding": from_description(settings.get("funding"))}  # none in listings made before funding
     if "market" in settings:
         options["market"] = MarketRules(settings["market"], settings["amount_step"], settings["price_step"],
                                         settings["min_amount"], settings["min_cost"], settings["max_leverage"])

@@ -3,9 +3,10 @@
 A kernel class names the indicators its parameters need, packs the parameters into a
 float vector, and points at one ``simulate`` function compiled by numba::
 
-    simulate(open, high, low, close, day, indicators, rows, params, cfg,
+    simulate(open, high, low, close, day, funding, indicators, rows, params, cfg,
              fills, equity_out, position_out, metrics_out, intent)
 
+``funding[t]`` is the funding rate bar ``t`` settles at its open (``engine.pay_funding``).
 ``indicators[rows[k]]`` is the k-th indicator the kernel asked for. ``fills``,
 ``equity_out`` and ``position_out`` are empty in a sweep, sized to record in a backtest.
 ``intent`` is empty except in a live tick, where the kernel writes the orders of its last

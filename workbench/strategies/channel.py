@@ -39,7 +39,8 @@ def _target(side, close, upper_entry, lower_entry, upper_exit, lower_exit, rever
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
+             intent):
     reversion = p[0] == 1.0
     direction = int(p[1])
     fraction = p[2]
@@ -58,6 +59,8 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
     for t in range(n):
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
+        if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
+            e.pay_funding(state, cfg, funding[t], open_[t])
         if target != side:
             if side < 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):
                 ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar

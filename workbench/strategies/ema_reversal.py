@@ -84,7 +84,8 @@ def _intend_dips(intent, state, cfg, ema_prev, p, dips_done, level_budget):
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
+             intent):
     ema = ind[rows[0]]
     n_dips = int(p[P_DIPS])
     state = e.new_state(cfg)
@@ -103,6 +104,8 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
+        if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
+            e.pay_funding(state, cfg, funding[t], open_[t])
         exited = False
         if risk_close:  # unless the open gapped through the liquidation price: then the exchange's
             if not e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):

@@ -40,7 +40,8 @@ def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
+             intent):
     ref = ind[rows[0]]
     half = p[P_SPREAD] / 200.0
     state = e.new_state(cfg)
@@ -55,6 +56,8 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
+        if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
+            e.pay_funding(state, cfg, funding[t], open_[t])
         # short inventory (a perpetual, unleveraged) held into the bar: liquidated if the bar
         # reaches its liquidation price (worst case first: before the quotes; none after it)
         liquidated = state[e.UNITS] < 0.0 and e.liquidation_reached(

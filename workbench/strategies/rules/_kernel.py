@@ -98,7 +98,8 @@ def _protect(state, cfg, fills, t, open_, high, low, p, b, best, tps_done, tp_un
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
+             intent):
     long_entry, long_exit = ind[rows[0]], ind[rows[1]]
     short_entry, short_exit = ind[rows[2]], ind[rows[3]]
     can_long, can_short = p[B_ON] == 1.0, p[BLOCK + B_ON] == 1.0
@@ -122,6 +123,8 @@ def simulate(open_, high, low, close, day, ind, rows, p, cfg, fills, equity_out,
         live = t == last
         if daily and day[t] != state[e.DAY]:
             e.new_day(state, day[t], open_[t])
+        if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
+            e.pay_funding(state, cfg, funding[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
         if target != side and side != 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t],
                                                                    open_[t]):
