@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
-from loopback_exchange import Binance
+from loopback_exchange import Binance, Gate
 from sqlalchemy import func, select, text
 
 import workbench as wb
@@ -90,7 +90,8 @@ def _fills(sid: int) -> pd.DataFrame:
 
 
 def _backtest_fills(template: str, params: dict, bars: int) -> pd.DataFrame:
-    fills = wb.backtest(template, _candles(bars), params).fills
+    """The backtest a paper session replays: it settles no funding (``workbench.exchange._paper``)."""
+    fills = wb.backtest(template, _candles(bars), params, funding=None).fills
     return fills[["time", "size", "price", "fee"]].reset_index(drop=True)
 
 
@@ -162,7 +163,7 @@ def test_ticking_a_paper_session_through_history_trades_exactly_as_the_backtest(
     asserts on the backtest below check; test_the_next_tick_converges_after_an_intrabar_conflict
     shows what happens on one.
     """
-    result = wb.backtest(template, _candles(bars), params)
+    result = wb.backtest(template, _candles(bars), params, funding=None)
     kinds = {"channel": {"entry", "exit"}, "ema_reversal": {"entry", "stop_loss", "take_profit"},
              "market_making": {"entry"}}[template]
     assert len(result.fills) >= 10 and kinds <= set(result.fills["kind"])
@@ -212,7 +213,7 @@ def test_the_next_tick_converges_after_an_intrabar_conflict(sim_db):
     position back to the backtest's, and the session trades on to the end holding about what
     the backtest holds (its entries cut to the cash the account has: the conflict cost some)."""
     params = {"ema_window": 20, "dip_levels": [0.3, 0.5, 0.8], "stop_loss": 0.5, "take_profit": [1.0, 2.0, 3.0]}
-    result = wb.backtest("ema_reversal", _candles(100), params)
+    result = wb.backtest("ema_reversal", _candles(100), params, funding=None)
     conflict = _intrabar_conflicts("ema_reversal", params, result)[0]
     sid = _paper_session("conflict", "ema_reversal", params, 100)
     _run(sid)
@@ -395,14 +396,15 @@ def binance(db):
 
 def ccxt_session(server, name: str, template: str, params: dict, *, keys: tuple[str, str], market_type: str = "spot",
                  timeout_ms: int = 1500, **settings) -> int:
-    """A started session of a new saved strategy on the loopback Binance ``server`` (its account
-    holds ``keys``), trading BTC/USDT from the first of ``server.candles_used``."""
-    account = wb.vault.add_account("binance", *keys, permissions="trade", label=name)
+    """A started session of a new saved strategy on the loopback Binance or Gate ``server`` (its
+    account holds ``keys``), trading BTC/USDT from the first of ``server.candles_used``."""
+    exchange = "gate" if isinstance(server, Gate) else "binance"
+    urls = server.api_urls() if exchange == "gate" else server.config(market_type)["urls"]["api"]
+    account = wb.vault.add_account(exchange, *keys, permissions="trade", label=name)
     wb.save_strategy(name, template, params)
     symbol = "BTC/USDT" if market_type == "spot" else "BTC/USDT:USDT"
-    sid = wb.live.create_session(name, symbol, exchange="binance", account=account, market_type=market_type,
-                                 ccxt={"urls": server.config(market_type)["urls"]["api"],
-                                       "config": {"enableRateLimit": False, "timeout": timeout_ms}},
+    sid = wb.live.create_session(name, symbol, exchange=exchange, account=account, market_type=market_type,
+                                 ccxt={"urls": urls, "config": {"enableRateLimit": False, "timeout": timeout_ms}},
                                  retry_max_wait=0.05, **settings)
     wb.live.start(sid)
     with store.session() as scope:  # trade the candles from their start (as a replay would)
