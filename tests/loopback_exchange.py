@@ -761,13 +761,14 @@ def _window(params: Mapping[str, str], span_ms: int, now_ms: int) -> tuple[int, 
     return end - span_ms, end
 
 
-# -- Binance stop orders: spot STOP_LOSS_LIMIT and USDⓈ-M conditional (algo) orders -------
+# -- stop orders: resting with the venue until the price reaches them ----------------------
 
 @dataclass
 class StopOrder:
-    """A stop resting with the venue until the price reaches ``trigger``: then a spot
-    STOP_LOSS_LIMIT becomes a limit order at ``limit`` under the same order id, a USDⓈ-M
-    STOP_MARKET a market order of its own (``actual``), reduce-only capped to the position."""
+    """A stop resting with the venue until the price reaches ``trigger``: then it places an
+    order (``actual``): a Binance spot STOP_LOSS_LIMIT becomes a limit order at ``limit`` under
+    the same order id, a USDⓈ-M STOP_MARKET or a Gate price-triggered order an order of its
+    own; reduce-only capped to the position."""
 
     id: int
     client_id: str
@@ -778,7 +779,7 @@ class StopOrder:
     limit: Decimal | None  # None: market on trigger
     reduce_only: bool
     created_ms: int
-    status: str = "open"  # open | triggered | canceled | rejected
+    status: str = "open"  # open | triggered | canceled | rejected | expired
     updated_ms: int = 0
     actual: BookOrder | None = None  # the order the trigger released
 
@@ -786,7 +787,56 @@ class StopOrder:
         return price <= self.trigger if self.side == "sell" else price >= self.trigger
 
 
-class _BinanceStops:
+def _place_on_trigger(book: Book, stop: StopOrder, text: str) -> BookOrder | None:
+    """Trigger ``stop``: the order it places under ``text`` (a limit order at ``stop.limit``,
+    else a market order; reduce-only, at most the position it reduces), or None, the stop
+    ``rejected``, when nothing is left to reduce or the account cannot take the order."""
+    stop.updated_ms = book.now_ms()
+    amount = stop.amount
+    if stop.reduce_only:
+        size, _ = book.position(stop.instrument.symbol)
+        closes = size and (size > 0) == (stop.side == "sell")
+        amount = min(amount, abs(size)) if closes else Decimal(0)
+    try:
+        order = book.place(stop.instrument, stop.side, "limit" if stop.limit else "market", amount, stop.limit,
+                           text, stop.reduce_only) if amount > 0 else None
+    except Reject:
+        order = None
+    if order is None:
+        stop.status = "rejected"
+    else:
+        stop.status, stop.actual = "triggered", order
+    return order
+
+
+class _VenueStops:
+    """A venue's resting stops (``stops``) over its ``spot`` and ``futures`` books: those the
+    price reaches trigger (``trigger_stops``, which ``set_price`` calls), each as the venue
+    says (``_release``)."""
+
+    spot: Book
+    futures: Book
+    stops: dict[int, StopOrder]
+
+    def trigger_stops(self, symbol: str) -> None:
+        """Release the stops the current price reaches."""
+        for book in (self.spot, self.futures):
+            with book.lock:
+                for stop in list(self.stops.values()):
+                    price = book.prices.get(stop.instrument.symbol)
+                    if stop.status != "open" or stop.instrument.symbol not in book.instruments or price is None:
+                        continue
+                    if stop.reached(price):
+                        self._release(book, stop)
+
+    def _release(self, book: Book, stop: StopOrder) -> None:
+        """Trigger ``stop`` as the venue does (``_place_on_trigger``, and what the venue adds)."""
+        raise NotImplementedError
+
+
+# -- Binance stop orders: spot STOP_LOSS_LIMIT and USDⓈ-M conditional (algo) orders -------
+
+class _BinanceStops(_VenueStops):
     """Stop orders as Binance runs them, for ``Binance`` (which owns ``spot`` and ``futures``).
 
     Spot ``STOP_LOSS_LIMIT`` goes to ``POST /api/v3/order`` with ``stopPrice``, ``price`` and
@@ -802,9 +852,6 @@ class _BinanceStops:
     position left to reduce is rejected when it triggers.
     """
 
-    spot: Book
-    futures: Book
-
     def _route_stops(self) -> None:
         self.stops: dict[int, StopOrder] = {}
         self._plain = {(m, p): self._routes[(m, p)] for m, p in self._routes if p.startswith("/api/v3/")}
@@ -817,46 +864,23 @@ class _BinanceStops:
         self.route("DELETE", "/fapi/v1/algoOrder", self._signed(self._algo_cancel))
         self.route("GET", "/fapi/v1/openAlgoOrders", self._signed(self._algo_open))
 
-    def trigger_stops(self, symbol: str) -> None:
-        """Release the stops the current price reaches (``set_price`` calls this)."""
-        for book in (self.spot, self.futures):
-            with book.lock:
-                for stop in list(self.stops.values()):
-                    price = book.prices.get(stop.instrument.symbol)
-                    if stop.status != "open" or stop.instrument.symbol not in book.instruments or price is None:
-                        continue
-                    if stop.reached(price):
-                        self._release(book, stop)
-
     def _release(self, book: Book, stop: StopOrder) -> None:
-        stop.updated_ms = book.now_ms()
-        amount = stop.amount
-        if stop.reduce_only:
-            size, _ = book.position(stop.instrument.symbol)
-            closes = size and (size > 0) == (stop.side == "sell")
-            amount = min(amount, abs(size)) if closes else Decimal(0)
-        if amount <= 0:
-            stop.status = "rejected"
-            return
-        try:
-            order = book.place(stop.instrument, stop.side, "limit" if stop.limit else "market", amount, stop.limit,
-                               "" if stop.limit is None else stop.client_id, stop.reduce_only)
-        except Reject:
-            stop.status = "rejected"
-            return
-        if stop.limit is not None:  # spot: the same order id, now a limit order on the book
+        order = _place_on_trigger(book, stop, "" if stop.limit is None else stop.client_id)
+        if order is not None and stop.limit is not None:  # spot: the same order id, now a limit order on the book
             del book.orders[order.id]
             order.id = stop.id
             book.orders[order.id] = order
-        stop.status, stop.actual = "triggered", order
 
     # -- spot ---------------------------------------------------------------------------
-    def _spot_stop(self, params: Mapping[str, str]) -> StopOrder | None:
+    def _spot_stop(self, params: Mapping[str, str], *, ended: bool = False) -> StopOrder | None:
+        """The spot stop a query names while it waits (``ended``: also one cancelled or rejected
+        before it triggered; a triggered one is the limit order it became)."""
+        statuses = ("open", "canceled", "rejected") if ended else ("open",)
         if "origClientOrderId" in params:
             return next((s for s in reversed(self.stops.values()) if s.client_id == params["origClientOrderId"]
-                         and s.status == "open" and s.instrument.symbol in self.spot.instruments), None)
+                         and s.status in statuses and s.instrument.symbol in self.spot.instruments), None)
         stop = self.stops.get(int(params.get("orderId", 0)))
-        return stop if stop is not None and stop.status == "open" else None
+        return stop if stop is not None and stop.status in statuses else None
 
     def _spot_stop_json(self, stop: StopOrder) -> dict[str, Any]:
         return {"symbol": self.market_id(stop.instrument.symbol), "orderId": stop.id, "orderListId": -1,
@@ -893,7 +917,7 @@ class _BinanceStops:
         return Reply(200, {**self._spot_stop_json(stop), "transactTime": now, "fills": []})
 
     def _spot_get_or_stop(self, request: Request) -> Reply:
-        stop = self._spot_stop(_form(request))
+        stop = self._spot_stop(_form(request), ended=True)
         return Reply(200, self._spot_stop_json(stop)) if stop else self._plain[("GET", "/api/v3/order")](request)
 
     def _spot_cancel_or_stop(self, request: Request) -> Reply:
@@ -1316,7 +1340,254 @@ class Binance(_BinanceStops, BinanceAccount):
 
 # -- Gate API v4: spot and USDT-settled futures -------------------------------------------
 
-class Gate(LoopbackExchange):
+@dataclass
+class PriceOrder(StopOrder):
+    """A Gate price-triggered order: it triggers when the last price is ``rule`` (">=" or
+    "<=") ``trigger`` and lapses ``expiration`` seconds after it was made (0: never). Lists
+    show ``client_id`` as its text (spot ``trigger.text``, futures ``initial.text``); the
+    order it places carries ``placed_text``."""
+
+    rule: str = "<="
+    expiration: int = 0
+    time_in_force: str = "gtc"
+    price_type: int = 0  # futures: 0 last, 1 mark, 2 index price (the loopback has one price)
+    placed_text: str = "api"
+    reason: str = ""  # how it finished, when it failed
+    visible_at: float = 0.0  # monotonic time from which queries see it (as ``BookOrder``)
+
+    def reached(self, price: Decimal) -> bool:
+        return price >= self.trigger if self.rule == ">=" else price <= self.trigger
+
+    def lapsed(self, now_ms: int) -> bool:
+        return bool(self.expiration) and now_ms >= self.created_ms + self.expiration * 1000
+
+
+class _GatePriceOrders(_VenueStops):
+    """Price-triggered ("auto") orders as Gate API v4 runs them, for ``Gate``.
+
+    Spot (gateapi-python ``docs/SpotApi.md``, ``SpotPriceTriggeredOrder.md``,
+    ``SpotPriceTrigger.md``, ``SpotPricePutOrder.md``): ``POST /spot/price_orders`` with
+    ``trigger`` {price, rule ">=" or "<=", expiration}, ``put`` {type, side, price, amount,
+    account, time_in_force, text} and ``market``; ``GET /spot/price_orders`` lists them by
+    ``status`` ("open" or "finished") with ``market``, ``limit`` (100) and ``offset``;
+    ``GET``/``DELETE /spot/price_orders/{order_id}``; ``DELETE /spot/price_orders`` cancels
+    every open one. Statuses: open, cancelled, finish (``fired_order_id``: "ID of the newly
+    created order on condition triggered"), failed, expired. Futures (``FuturesApi.md``,
+    ``FuturesPriceTriggeredOrder.md``, ``FuturesInitialOrder.md``, ``FuturesPriceTrigger.md``):
+    the same under ``/futures/usdt/price_orders`` with ``initial`` {contract, size (signed
+    contracts), price ("0": market), tif, reduce_only, text} and ``trigger`` {strategy_type,
+    price_type, price, rule 1 (>=) or 2 (<=), expiration}; status open or finished, with
+    ``finish_as`` succeeded, cancelled, failed or expired, and ``trade_id`` the order placed.
+
+    The inconvenient parts, as documented: a price order is found by the id Gate returned
+    ("ID returned when order is successfully created", get_spot_price_triggered_order), never
+    by a text, and creating one answers that id alone (``TriggerOrderResponse``); lists take no
+    time window, newest first. Gate's models name no client text of a spot price order: ccxt
+    sends it as ``trigger.text`` and reads it back from there (ccxt ``gate.py``,
+    create_order_request and parse_order, since ccxt#28170), so it is kept there; ``put.text``
+    and ``initial.text`` are "the source of the order" placed on trigger ("api" unless given)
+    and become that order's ``text``: the order a futures stop places carries the client
+    text, the one a spot stop places does not. "The conditional order does not occupy your
+    balance until it is triggered" (Gate API v4, "Create price-triggered order"): a spot sell
+    that then finds too little base fails (``failed``), as does a reduce-only futures order
+    with no position left to reduce.
+    """
+
+    API: str
+    CONTRACT_SIZE: Decimal
+    # the longest spot ``trigger.expiration`` taken: Gate requires one (SpotPriceTrigger.md)
+    # and refuses one out of its range ("invalid argument: trigger.expiration invalid range",
+    # in ccxt gate.py's handle_errors); 30 days is accepted (gateapi-python#144)
+    SPOT_EXPIRATION_MAX_S = 30 * 86_400
+
+    def _route_price_orders(self) -> None:
+        self.stops: dict[int, StopOrder] = {}
+        self._price_order_ids = iter(range(1, 10**9))  # Gate numbers auto orders apart from orders
+        for prefix, book, create in ((f"{self.API}/spot", self.spot, self._spot_price_create),
+                                     (f"{self.API}/futures/usdt", self.futures, self._futures_price_create)):
+            self.route("POST", f"{prefix}/price_orders", self._signed(create))
+            self.route("GET", f"{prefix}/price_orders", self._signed(self._price_list(book)))
+            self.route("DELETE", f"{prefix}/price_orders", self._signed(self._price_cancel_all(book)))
+            self.route("GET", f"{prefix}/price_orders/{{order_id}}", self._signed(self._price_get(book)))
+            self.route("DELETE", f"{prefix}/price_orders/{{order_id}}", self._signed(self._price_cancel(book)))
+
+    def trigger_stops(self, symbol: str) -> None:
+        self._lapse()
+        super().trigger_stops(symbol)
+
+    def _lapse(self) -> None:
+        """Expire the open price orders whose ``expiration`` ran out."""
+        now = self.spot.now_ms()
+        for stop in self.stops.values():
+            if stop.status == "open" and stop.lapsed(now):
+                stop.status, stop.updated_ms = "expired", stop.created_ms + stop.expiration * 1000
+
+    def _release(self, book: Book, stop: StopOrder) -> None:
+        if _place_on_trigger(book, stop, stop.placed_text) is None:
+            stop.reason = "the order could not be placed: not enough balance, or no position left to reduce"
+
+    # -- creating -----------------------------------------------------------------------
+    def _spot_price_create(self, request: Request) -> Reply:
+        body = json.loads(request.body or b"{}")
+        trigger, put = body.get("trigger") or {}, body.get("put") or {}
+        instrument = self._instrument(self.spot, body.get("market"))
+        if instrument is None:
+            return self._error(400, "INVALID_CURRENCY_PAIR", "invalid currency pair")
+        if trigger.get("rule") not in (">=", "<="):
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: Trigger.rule")
+        expiration = trigger.get("expiration")
+        if not isinstance(expiration, int) or not 0 < expiration <= self.SPOT_EXPIRATION_MAX_S:
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: trigger.expiration invalid range")
+        # the placed order is a limit order ("Only limit orders are supported as the triggered
+        # order type", Gate API v4, "Create price-triggered order"; a market put.type is refused:
+        # gateapi-python#155, gateapi-nodejs#21); the account is "normal" (gateapi-python#159)
+        for name, allowed in (("type", ("limit",)), ("account", ("normal",)), ("side", ("buy", "sell")),
+                              ("time_in_force", ("gtc", "ioc"))):
+            if put.get(name, allowed[0]) not in allowed:
+                return self._error(400, "INVALID_PARAM_VALUE", f"invalid argument: put.{name}")
+        price = Decimal(str(put["price"]))
+        failure = self._limit_failure(self.spot, instrument, put, price)
+        if failure is not None:
+            return failure
+        now = self.spot.now_ms()
+        return self._accept(self.spot, PriceOrder(
+            0, trigger.get("text", ""), instrument, put["side"], Decimal(str(put["amount"])),
+            Decimal(str(trigger["price"])), price, False, now, updated_ms=now, rule=trigger["rule"],
+            expiration=expiration, time_in_force=put.get("time_in_force", "gtc"),
+            placed_text=put.get("text") or "api"))
+
+    def _futures_price_create(self, request: Request) -> Reply:
+        body = json.loads(request.body or b"{}")
+        initial, trigger = body.get("initial") or {}, body.get("trigger") or {}
+        instrument = self._instrument(self.futures, initial.get("contract"))
+        if instrument is None:
+            return self._error(400, "INVALID_CURRENCY_PAIR", "invalid currency pair")
+        if trigger.get("rule") not in (1, 2):
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: Trigger.rule")
+        if trigger.get("strategy_type", 0) != 0:  # "Only `0` is supported currently"
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: trigger.strategy_type")
+        size, price = initial.get("size"), Decimal(str(initial.get("price", "0")))
+        if not isinstance(size, int) or size == 0:  # closing by size 0 and ``close`` is not modelled
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: initial.size")
+        tif = initial.get("tif", "gtc")
+        if not price and tif != "ioc":  # "If using market price, only `ioc` is supported"
+            return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: initial.tif")
+        failure = self._limit_failure(self.futures, instrument, {"size": size}, price or None)
+        if failure is not None:
+            return failure
+        now, text = self.futures.now_ms(), initial.get("text") or "api"
+        return self._accept(self.futures, PriceOrder(
+            0, text, instrument, "buy" if size > 0 else "sell", abs(size) * self.CONTRACT_SIZE,
+            Decimal(str(trigger["price"])), price or None, bool(initial.get("reduce_only")), now, updated_ms=now,
+            rule=">=" if trigger["rule"] == 1 else "<=", expiration=int(trigger.get("expiration") or 0),
+            time_in_force=tif, price_type=int(trigger.get("price_type", 0)), placed_text=text))
+
+    def _accept(self, book: Book, stop: PriceOrder) -> Reply:
+        """Rest ``stop`` unless its trigger is on the wrong side of the last price ("When using
+        '<=', the trigger price should be less than the current market price", Gate API v4,
+        "Create price-triggered order"; the labels are those of ccxt gate.py's error table)."""
+        with book.lock:
+            last = book.prices[stop.instrument.symbol]
+            if stop.rule == "<=" and stop.trigger >= last:
+                return self._error(400, "AUTO_TRIGGER_PRICE_LESS_LAST", "invalid argument: Trigger.Price must < last_price")
+            if stop.rule == ">=" and stop.trigger <= last:
+                return self._error(400, "AUTO_TRIGGER_PRICE_GREATE_LAST",
+                                   "invalid argument: Trigger.Price must > last_price")
+            stop = replace(stop, id=next(self._price_order_ids), visible_at=time.monotonic() + book.visibility_delay)
+            self.stops[stop.id] = stop
+        return Reply(201, {"id": stop.id})
+
+    # -- reading and cancelling ------------------------------------------------------------
+    def _price_order(self, book: Book, order_id: str, *, visible: bool = True) -> PriceOrder | None:
+        """By the id Gate returned; a text finds nothing."""
+        stop = self.stops.get(int(order_id)) if order_id.isdigit() else None
+        if stop is None or stop.instrument.symbol not in book.instruments:
+            return None
+        return stop if not visible or time.monotonic() >= stop.visible_at else None
+
+    def _price_list(self, book: Book) -> Handler:
+        def list_price_orders(request: Request) -> Reply:
+            self._lapse()
+            q = request.query
+            wanted = q.get("status")
+            if wanted not in ("open", "finished"):
+                return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: status")
+            market = q.get("contract" if book is self.futures else "market")
+            rows = [s for s in reversed(self.stops.values()) if s.instrument.symbol in book.instruments
+                    and market in (None, self.market_id(s.instrument.symbol)) and time.monotonic() >= s.visible_at
+                    and (s.status == "open") == (wanted == "open")]
+            offset = int(q.get("offset", 0))
+            return Reply(200, [self._price_order_json(s) for s in rows[offset:offset + int(q.get("limit", 100))]])
+        return list_price_orders
+
+    def _price_get(self, book: Book) -> Handler:
+        def get(request: Request) -> Reply:
+            self._lapse()
+            stop = self._price_order(book, request.path_params["order_id"])
+            if stop is None:
+                return self._error(404, "ORDER_NOT_FOUND", "Order not found")
+            return Reply(200, self._price_order_json(stop))
+        return get
+
+    def _price_cancel(self, book: Book) -> Handler:
+        def cancel(request: Request) -> Reply:
+            self._lapse()
+            with book.lock:
+                stop = self._price_order(book, request.path_params["order_id"], visible=False)
+                if stop is None or stop.status != "open":
+                    return self._error(404, "ORDER_NOT_FOUND", "Order not found")
+                stop.status, stop.updated_ms = "canceled", book.now_ms()
+            return Reply(200, self._price_order_json(stop))
+        return cancel
+
+    def _price_cancel_all(self, book: Book) -> Handler:
+        def cancel_all(request: Request) -> Reply:
+            self._lapse()
+            market = request.query.get("contract" if book is self.futures else "market")
+            with book.lock:
+                cancelled = [s for s in self.stops.values() if s.status == "open" and s.instrument.symbol in
+                             book.instruments and market in (None, self.market_id(s.instrument.symbol))]
+                for stop in cancelled:
+                    stop.status, stop.updated_ms = "canceled", book.now_ms()
+            return Reply(200, [self._price_order_json(s) for s in cancelled])
+        return cancel_all
+
+    def _price_order_json(self, stop: PriceOrder) -> dict[str, Any]:
+        placed = stop.actual.id if stop.actual is not None else 0
+        finished = stop.status != "open"
+        if stop.instrument.swap:
+            contracts = int(Decimal(self._contracts_of(stop.amount)))
+            body = {"id": stop.id, "user": 1, "create_time": stop.created_ms / 1000,
+                    "finish_time": stop.updated_ms / 1000 if finished else 0, "trade_id": placed,
+                    "status": "finished" if finished else "open", "reason": stop.reason,
+                    "initial": {"contract": self.market_id(stop.instrument.symbol),
+                                "size": contracts if stop.side == "buy" else -contracts,
+                                "price": _s(stop.limit or Decimal(0)), "tif": stop.time_in_force, "text": stop.client_id,
+                                "iceberg": 0, "is_close": False, "reduce_only": stop.reduce_only,
+                                "is_reduce_only": stop.reduce_only, "auto_size": ""},
+                    "trigger": {"strategy_type": 0, "price_type": stop.price_type, "price": _s(stop.trigger),
+                                "rule": 1 if stop.rule == ">=" else 2, "expiration": stop.expiration},
+                    "is_stop_order": False, "stop_trigger": {"rule": 0, "trigger_price": "", "order_price": ""},
+                    "me_order_id": 0, "order_type": ""}
+            if finished:
+                body["finish_as"] = {"triggered": "succeeded", "canceled": "cancelled", "rejected": "failed",
+                                     "expired": "expired"}[stop.status]
+            return body
+        trigger = {"price": _s(stop.trigger), "rule": stop.rule, "expiration": stop.expiration}
+        if stop.client_id:
+            trigger["text"] = stop.client_id
+        return {"id": stop.id, "user": 1, "market": self.market_id(stop.instrument.symbol),
+                "ctime": stop.created_ms // 1000, "ftime": stop.updated_ms // 1000 if finished else 0,
+                "fired_order_id": placed, "reason": stop.reason,
+                "status": {"open": "open", "triggered": "finish", "canceled": "cancelled", "rejected": "failed",
+                           "expired": "expired"}[stop.status],
+                "trigger": trigger,
+                "put": {"type": "limit", "side": stop.side, "price": _s(stop.limit or Decimal(0)),
+                        "amount": _s(stop.amount), "account": "normal", "time_in_force": stop.time_in_force,
+                        "auto_borrow": False, "auto_repay": False, "text": stop.placed_text}}
+
+
+class Gate(_GatePriceOrders, LoopbackExchange):
     """Gate spot and USDT perpetual trading for one account, API v4, signatures checked.
 
     Signed requests carry KEY, Timestamp and SIGN headers; SIGN is the hex HMAC-SHA512, keyed
@@ -1334,7 +1605,8 @@ class Gate(LoopbackExchange):
     "Only order ID can be used after the order is finished" (``docs/SpotApi.md``, get_order);
     spot trade history covers 7 days from ``from`` (or up to ``to``, or now) and at most 30
     days between them (``docs/SpotApi.md``, list_my_trades). ``visibility_delay`` as on
-    ``Book`` (0 unless a test asks: Gate documents no delay).
+    ``Book`` (0 unless a test asks: Gate documents no delay). Stops are price-triggered orders
+    (``_GatePriceOrders``), which ``set_price`` triggers.
     """
 
     TEXT_LOOKUP_AFTER_FINISH_S = {"spot": 0, "futures": 60}
@@ -1383,10 +1655,13 @@ class Gate(LoopbackExchange):
         self.route("GET", f"{api}/spot/open_orders", self._signed(self._spot_open_orders))
         self.route("GET", f"{api}/spot/my_trades", self._signed(self._trades(self.spot)))
         self.route("GET", f"{fut}/my_trades_timerange", self._signed(self._trades(self.futures)))
+        self._route_price_orders()
 
     def set_price(self, symbol: str, price: Any) -> None:
+        """The spot symbol's price, for both its spot market and its perpetual; price orders it reaches trigger."""
         self.spot.set_price(symbol, price)
         self.futures.set_price(f"{symbol}:{symbol.split('/')[1]}", price)
+        self.trigger_stops(symbol)
         # the order Gate's liquidation engine places carries the reserved text "liquidation"
         # (docs/FuturesApi.md, FuturesOrder.text)
         self.futures.liquidate(f"{symbol}:{symbol.split('/')[1]}", "liquidation")
