@@ -232,6 +232,7 @@ class _Tick:
         self.mine: dict[str, store.Order] = {}  # this candle's order rows by client order id
         self._sent: dict[str, Order] = {}  # orders this tick sent, by exchange id, as the exchange answered
         self._absent: set[str] = set()  # client ids resolved this tick as never accepted
+        self._unseen: set[str] = set()  # client ids of accepted orders the exchange did not show this tick
         self._retrying = Retrying(retry=retry_if_exception_type(_TRANSIENT), wait=self._wait, reraise=True,
                                   stop=stop_any(stop_after_attempt(int(self.settings.get("retry_attempts", 4))),
                                                 _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0)))))
@@ -325,24 +326,36 @@ class _Tick:
     def _secure(self, policy: str, position: Decimal, price: Decimal, stop_price: Decimal | None) -> str | None:
         """Leave ``position`` flat (``flatten``), under an exchange-native stop (``protect``: at
         the strategy's last stop, else ``protect_stop`` % from ``price``) or as it is (``leave``);
-        what was done (None: there was no position)."""
+        what was done, or that the exchange refused it (None: there was no position)."""
         if not position:
             return None
         if not self._tradeable(abs(position), price):
             return f"the position of {position:g} is below the market's minimum order and stays"
         side = "sell" if position > 0 else "buy"
         can_stop = capability(self.exchange, self.market).stop_loss
+        if policy == "leave":
+            return f"the position of {position:g} was left without protection (on_error 'leave')"
         if policy == "protect" and can_stop:
             percent = Decimal(str(self.settings.get("protect_stop", self.strategy.params.get("stop_loss") or 5)))
             away = price * percent / 100
             trigger = stop_price if stop_price is not None else (price - away if position > 0 else price + away)
-            self._place(Leg("guard", "stop", side, abs(position), trigger, True))
-            return f"the position of {position:g} is protected by a stop at {trigger:g} on the exchange"
-        if policy == "leave":
-            return f"the position of {position:g} was left without protection (on_error 'leave')"
-        self._place(Leg("flat", "market", side, abs(position), price, True))
-        why = "" if policy == "flatten" else f" ({self.exchange.name} {self.market.type} has no native stop)"
-        return f"the position of {position:g} was closed at market{why}"
+            leg = Leg(self._unused("guard"), "stop", side, abs(position), trigger, True)
+            done = f"the position of {position:g} is protected by a stop at {trigger:g} on the exchange"
+        else:
+            leg = Leg(self._unused("flat"), "market", side, abs(position), price, True)
+            why = "" if policy == "flatten" else f" ({self.exchange.name} {self.market.type} has no native stop)"
+            done = f"the position of {position:g} was closed at market{why}"
+        self._place(leg)
+        if _ledger.client_id(self.row.id, self.candle, leg.name) not in self.report.placed:  # refused: said so
+            return f"the position of {position:g} could NOT be secured: {self.report.emulated[-1]}"
+        return done
+
+    def _unused(self, leg: str) -> str:
+        """``leg``, numbered past the names this candle's rows hold: an earlier wind-down in the
+        same candle (an error, then stop()) settled its own guard or flat order, which must not
+        be taken for this one's (its rows were all settled before, by ``_cancel_pending``)."""
+        taken = {r.leg for r in self.mine.values()}
+        return next(name for name in (leg, *(f"{leg}{n}" for n in range(1, len(taken) + 2))) if name not in taken)
 
     def _settled(self) -> datetime:
         """Everything before the last completed tick's candle is recorded (a margin of a day)."""
@@ -487,7 +500,9 @@ class _Tick:
                                      resolution="never reached the exchange (none shown after the wait)")
             elif unknown:
                 self._absent.add(cid)
-            return  # an accepted order the exchange does not show yet: next time
+            else:  # an accepted order the exchange does not show yet: next time
+                self._unseen.add(cid)
+            return
         if cancel and found.status == "open":
             try:
                 found = self._call(self.exchange.cancel_order, symbol, found.id)
@@ -612,12 +627,17 @@ class _Tick:
     def _affordable(self, leg: Leg) -> Decimal:
         """The leg's amount, cut to what the account has when it differs from the simulation
         (fills away from its prices, commissions taken from the asset bought): a spot sell to
-        the base asset still free after the earlier legs of the tick (resting sells hold theirs),
-        a reduce-only leg to the position less the reduce-only orders resting on it, an entry
-        to what the free balance pays for."""
+        the base asset still free after the earlier legs of the tick (resting sells hold theirs;
+        on a venue so do stops, which Gate holds nothing for until one triggers and then fails
+        for want of base; the paper exchange serves stop and take-profits as the backtest does),
+        a reduce-only leg to the position less the reduce-only orders resting on it, an entry to
+        what the free balance pays for."""
         if leg.side == "sell" and self.market.type == "spot":
             base = self._call(self.exchange.fetch_balance).get(self.market.base)
-            free = min(base.free if base else Decimal(0), max(self._position(), Decimal(0)))
+            stops = Decimal(0) if self.paper else sum(
+                (o.remaining for o in self._sent.values() if o.type == "stop" and o.status == "open"), Decimal(0))
+            free = min(base.free if base else Decimal(0), (base.total if base else Decimal(0)) - stops,
+                       max(self._position(), Decimal(0)))
             return self._cut(leg, free, "the free base balance")
         if leg.reduce_only:
             position = self._position()
@@ -717,8 +737,10 @@ class _Tick:
             time.sleep(0.1)
 
     def _unresolved(self) -> bool:
-        """Whether an order of ours was sent and not heard back from yet."""
-        return any(r.exchange_order_id is None for r in _ledger.orders(self.db, self.row.id, pending=True))
+        """Whether an order of ours was sent and not heard back from yet, or is not shown yet
+        (the fills of the order a stop placed carry that order's id, known once the stop is)."""
+        return bool(self._unseen) or any(r.exchange_order_id is None
+                                         for r in _ledger.orders(self.db, self.row.id, pending=True))
 
     def _fee_in_base(self, fill: Fill) -> Decimal:
         """The part of a spot fill's amount the venue kept as its commission."""
