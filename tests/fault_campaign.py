@@ -274,8 +274,9 @@ class _Venue:
 
     @property
     def stop_paths(self) -> list[str]:
-        """Where stops go when they do not go with the orders (USDⓈ-M algo orders)."""
-        return ["/fapi/v1/algoOrder"] if (self.name, self.market) == ("binance", "swap") else []
+        """Where stops go when they do not go with the orders (USDⓈ-M algo orders, Gate price orders)."""
+        return {("binance", "swap"): ["/fapi/v1/algoOrder"], ("gate", "spot"): ["/api/v4/spot/price_orders"],
+                ("gate", "swap"): ["/api/v4/futures/usdt/price_orders"]}.get((self.name, self.market), [])
 
     @property
     def cancel_paths(self) -> list[str]:
@@ -408,11 +409,10 @@ class _Trial:
             account = wb.vault.add_account(plan.venue, key, secret, permissions="trade", label=name,
                                            ccxt_config={"urls": {"api": venue.urls}, **config})
         wb.save_strategy(name, plan.template, plan.params)
-        extra = {"emulate_stops": True} if plan.venue == "gate" and plan.template == "ema_reversal" else {}
         sid = wb.live.create_session(name, SYMBOLS[plan.market], exchange=plan.venue, account=account,
                                      market_type=plan.market, ccxt={"urls": venue.urls, "config": config},
                                      retry_max_wait=0.05, on_error=plan.on_error,
-                                     order_visibility_wait=VISIBILITY_WAIT_S, **extra)
+                                     order_visibility_wait=VISIBILITY_WAIT_S)
         wb.live.start(sid)
         with store.session() as scope:  # trade the candles from their start (as tests/test_live.py does)
             scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
@@ -587,10 +587,13 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
         trades = [t for t in book.trades if t.order.instrument.symbol == symbol]
         held = book.balances.get("BTC", Decimal(0)) if plan.market == "spot" else book.position(symbol)[0]
     accepted: dict[str, set[int]] = {}
-    for cid, oid in [(o.client_id, o.id) for o in orders] + [(s.client_id, s.id) for s in stops]:
+    # a stop that triggered is the order it placed (a Binance spot stop keeps its id; a Gate
+    # futures stop's order carries its text)
+    placed = [(s.client_id, s.actual.id if s.actual is not None else s.id) for s in stops]
+    for cid, oid in [(o.client_id, o.id) for o in orders] + placed:
         cid = cid[len(strip):] if strip and cid.startswith(strip) else cid
         if cid.startswith(prefix):
-            accepted.setdefault(cid, set()).add(oid)  # a spot stop and the order it released share one id
+            accepted.setdefault(cid, set()).add(oid)
     twice = sorted(cid for cid, ids in accepted.items() if len(ids) > 1)
     result.duplicates = len(twice)
     if twice:

@@ -1,9 +1,10 @@
 """Live sessions that stop, pause and fail safely, with exchange-native protection.
 
-Against the loopback Binance (real ccxt.binance, signed requests), the real PostgreSQL and
-real threads: a slow tick that ``stop()`` must make give way, an exchange reject that ends a
-session in ``error`` holding a position, stops resting on Binance's book (spot
-STOP_LOSS_LIMIT, USDⓈ-M STOP_MARKET algo orders) that trigger when the price falls.
+Against the loopback Binance and Gate (real ccxt classes, signed requests), the real
+PostgreSQL and real threads: a slow tick that ``stop()`` must make give way, an exchange reject
+that ends a session in ``error`` holding a position, stops resting on the venue (Binance spot
+STOP_LOSS_LIMIT, USDⓈ-M STOP_MARKET algo orders, Gate price-triggered orders) that trigger when
+the price falls.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from decimal import Decimal
 
 import pandas as pd
 import pytest
-from loopback_exchange import Binance
+from loopback_exchange import Binance, Gate
 from sqlalchemy import select, text
 
 import workbench as wb
@@ -291,15 +292,212 @@ def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
 # -- the venue-capability table ---------------------------------------------------------------
 
 def test_strategies_with_stops_are_refused_where_the_venue_has_no_native_stop(db):
-    assert capability("binance", "swap").stop_loss and not capability("gate", "swap").stop_loss
-    assert capability("paper", "spot").order_types == ("market", "limit", "stop")
+    assert all(capability(v, m).stop_loss for v in ("binance", "gate", "paper") for m in ("spot", "swap"))
+    assert capability("gate", "swap").order_types == ("market", "limit", "stop")
     assert set(CAPABILITIES) == {(v, m) for v in ("binance", "gate", "paper") for m in ("spot", "swap")}
-    account = wb.vault.add_account("gate", KEY, SECRET, permissions="trade", label="gate")
-    wb.save_strategy("stops on gate", "ema_reversal", {"ema_window": 20, "dip_levels": [0.5], "stop_loss": 1.5,
-                                                        "take_profit": [1.0], "position_size": 0.5})
-    with pytest.raises(SessionError, match=r"places stop-losses, which gate spot sessions cannot rest on the "
+    assert not capability("kraken", "spot").stop_loss  # a venue the table does not know: market and limit only
+    wb.save_strategy("stops anywhere", "ema_reversal", {"ema_window": 20, "dip_levels": [0.5], "stop_loss": 1.5,
+                                                         "take_profit": [1.0], "position_size": 0.5})
+    with pytest.raises(SessionError, match=r"places stop-losses, which kraken spot sessions cannot rest on the "
                                            r"exchange yet .*emulate_stops=True"):
-        wb.live.create_session("stops on gate", "BTC/USDT", exchange="gate", account=account, market_type="spot")
-    sid = wb.live.create_session("stops on gate", "BTC/USDT", exchange="gate", account=account, market_type="spot",
-                                 emulate_stops=True)
+        wb.live.create_session("stops anywhere", "BTC/USDT", exchange="kraken", account=1, market_type="spot")
+    account = wb.vault.add_account("gate", KEY, SECRET, permissions="trade", label="gate")
+    sid = wb.live.create_session("stops anywhere", "BTC/USDT", exchange="gate", account=account, market_type="spot")
     assert wb.live.status(sid).status == "paused"
+
+
+# -- Gate: price-triggered orders as the native stop ----------------------------------------------
+
+GATE_EMA = {"ema_window": 10, "dip_levels": [0.3, 0.6, 1.0], "stop_loss": 1.5, "take_profit": [0.5, 1.0],
+            "position_size": 0.5}
+# a market entry with its stop in the same bar, the stop trailing the best price since
+TRAILING = {"rules": "buy 50% when EMA(3) > EMA(8) trailing_stop 1%\nexit long when EMA(3) < EMA(8)"}
+SWAP = "BTC/USDT:USDT"
+
+
+@pytest.fixture
+def gate(db):
+    candles = _recent_candles(BARS)
+    server = Gate(KEY, SECRET, {"USDT": "10000"}, futures_balances={"USDT": "10000"},
+                  prices={"BTC/USDT": str(candles["open"].iloc[0])}, candles={"BTC/USDT": candles})
+    with server:
+        server.candles_used = candles
+        yield server
+
+
+def _gate_session(server, name: str, market_type: str, template: str = "ema_reversal",
+                  params: dict | None = None) -> int:
+    return ccxt_session(server, name, template, params or GATE_EMA, keys=(KEY, SECRET), market_type=market_type,
+                        timeout_ms=3000)
+
+
+def _position(server, market_type: str) -> Decimal:
+    return _held(server) if market_type == "spot" else server.futures.position(SWAP)[0]
+
+
+def _resting_stops(server) -> list:
+    return [s for s in server.stops.values() if s.status == "open"]
+
+
+def _open_stop_rows(sid: int) -> list:
+    with store.session() as scope:
+        return scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id, store.Order.price,
+                                    store.Order.amount).where(store.Order.session_id == sid, store.Order.type == "stop",
+                                                              store.Order.status == "open")).all()
+
+
+def _price_orders(market_type: str) -> str:
+    return "/api/v4/spot/price_orders" if market_type == "spot" else "/api/v4/futures/usdt/price_orders"
+
+
+def _until_a_stop_rests(server, sid: int) -> int:
+    """Tick from bar 1 until the session's stop rests on the exchange; the next bar."""
+    for bar in range(1, BARS - 1):
+        _tick_at(server, sid, bar)
+        if _resting_stops(server):
+            return bar + 1
+    raise AssertionError("the strategy never placed a stop")
+
+
+@pytest.mark.parametrize("market_type", ["spot", "swap"])
+def test_a_gate_session_rests_its_stop_with_the_entry_and_keeps_it_in_step_with_the_strategy(gate, market_type):
+    """Each tick that leaves a position leaves one price order of the session resting on Gate,
+    the entry's tick too, at the strategy's stop over the position (each tick cancels the last
+    candle's and places its own, which trails the best price); flat, none rests."""
+    sid = _gate_session(gate, f"gate stops {market_type}", market_type, "rules", TRAILING)
+    step, triggers, flat_after_a_stop = Decimal("0.0001"), [], 0
+    for bar in range(1, BARS - 1):
+        _tick_at(gate, sid, bar)
+        resting, held = _resting_stops(gate), _position(gate, market_type)
+        assert [(r.exchange_order_id, r.price, r.amount) for r in _open_stop_rows(sid)] == \
+            [(f"price-{s.id}", s.trigger, s.amount) for s in resting]
+        if held >= step:
+            (stop,) = resting
+            assert stop.side == "sell" and 0 <= held - stop.amount <= step and stop.reduce_only == (market_type == "swap")
+            assert stop.limit == (None if market_type == "swap" else
+                                  (stop.trigger * Decimal("0.995")).quantize(Decimal("0.01")))
+            triggers.append(stop.trigger)
+        else:
+            assert resting == []
+            flat_after_a_stop += bool(triggers)
+    assert len(set(triggers)) >= 5 and flat_after_a_stop >= 3  # it moved with the strategy, and went when flat
+    placed = [s.client_id for s in gate.stops.values()]
+    assert len(placed) == len(set(placed)) == len(gate.requests_to(_price_orders(market_type), "POST"))
+    fired = [s for s in gate.stops.values() if s.status == "triggered"]  # an open gapped through one
+    assert fired and {s.status for s in gate.stops.values() if s not in fired + _resting_stops(gate)} == {"canceled"}
+    with store.session() as scope:
+        recorded = dict(scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id).where(
+            store.Order.session_id == sid, store.Order.type == "stop", store.Order.status == "closed")).all())
+        fills = scope.scalar(text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id "
+                                  "WHERE o.session_id = :id"), {"id": sid})
+    assert recorded == {s.client_id[2:]: str(s.actual.id) for s in fired}  # their fills are the stop's
+    assert fills == len((gate.spot if market_type == "spot" else gate.futures).trades)  # each recorded once
+
+
+@pytest.mark.parametrize("market_type", ["spot", "swap"])
+def test_a_gate_stop_that_fires_between_ticks_is_recorded_once_as_the_stop_leg(gate, market_type):
+    """The price falls through the resting stop while no tick runs: Gate places the order (a
+    spot stop's carries Gate's own text, "api", not the session's). The next tick finds it
+    through the price order's fired_order_id / trade_id and records its fill once, on the stop
+    leg, never as a trade by hand."""
+    sid = _gate_session(gate, f"gate fires {market_type}", market_type)
+    bar = _until_a_stop_rests(gate, sid)
+    (stop,) = _resting_stops(gate)
+    gate.set_price("BTC/USDT", str(stop.trigger * Decimal("0.999")))
+    assert stop.status == "triggered" and stop.actual.filled == stop.amount
+    assert stop.actual.client_id == ("api" if market_type == "spot" else stop.client_id)
+    (trade,) = [t for book in (gate.spot, gate.futures) for t in book.trades if t.order is stop.actual]
+    _tick_at(gate, sid, bar)
+    _tick_at(gate, sid, bar + 1)
+    with store.session() as scope:
+        recorded = scope.execute(
+            select(store.Order.leg, store.Order.exchange_order_id, store.Order.status, store.Order.filled,
+                   store.Fill.exchange_trade_id).join(store.Fill, store.Fill.order_id == store.Order.id)
+            .where(store.Order.session_id == sid, store.Fill.exchange_trade_id == str(trade.id))).all()
+        settings = scope.get(store.TradingSession, sid).settings
+    assert recorded == [("stop", str(stop.actual.id), "closed", stop.amount, str(trade.id))]
+    assert not settings.get("hand_trades") and Decimal(settings.get("position_offset", "0")) == 0
+
+
+@pytest.mark.parametrize("market_type", ["spot", "swap"])
+def test_stop_on_gate_leaves_a_native_stop_resting_not_a_market_flatten(gate, market_type):
+    """stop() with ``on_error="protect"`` (the default): the session's orders are cancelled and a
+    guard price order rests at the strategy's stop; it closes the position with no tick running."""
+    sid = _gate_session(gate, f"gate protect {market_type}", market_type)
+    _until_a_stop_rests(gate, sid)
+    held, strategy_stop = _position(gate, market_type), _resting_stops(gate)[0].trigger
+    orders = {id(book): len(book.orders) for book in (gate.spot, gate.futures)}
+    state = wb.live.stop(sid)
+    (guard,) = _resting_stops(gate)
+    assert guard.client_id.endswith("-guard") and guard.trigger == strategy_stop and guard.side == "sell"
+    assert 0 <= held - guard.amount <= Decimal("0.0001") and guard.reduce_only == (market_type == "swap")
+    assert state.status == "stopped" and f"protected by a stop at {guard.trigger:g} on the exchange" in state.message
+    assert "closed at market" not in state.message and _position(gate, market_type) == held
+    assert {id(book): len(book.orders) for book in (gate.spot, gate.futures)} == orders  # no order was placed
+    gate.set_price("BTC/USDT", str(guard.trigger * Decimal("0.999")))  # no tick runs any more
+    assert guard.status == "triggered" and _position(gate, market_type) == held - guard.amount
+
+
+@pytest.mark.parametrize("market_type", ["spot", "swap"])
+def test_an_error_on_gate_ends_with_a_native_stop_resting(gate, market_type):
+    """Gate refuses the tick's stop: the session ends in error, and winding down rests a guard
+    stop on the exchange at the strategy's stop (not a market order)."""
+    sid = _gate_session(gate, f"gate error {market_type}", market_type)
+    bar = _until_a_stop_rests(gate, sid)
+    strategy_stop = _resting_stops(gate)[0].trigger
+    gate.fail(_price_orders(market_type), 400, {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
+              method="POST", times=1)
+    with pytest.raises(InvalidOrder):
+        _tick_at(gate, sid, bar)
+    state, held = wb.live.status(sid), _position(gate, market_type)
+    assert state.status == "error" and "cannot succeed by retrying" in state.message
+    assert f"is protected by a stop at {strategy_stop:g} on the exchange" in state.message
+    (guard,) = _resting_stops(gate)
+    assert guard.client_id.endswith("-guard") and guard.trigger == strategy_stop
+    assert 0 <= held - guard.amount <= Decimal("0.0001")
+    assert _open_on_exchange(gate) == [guard.client_id]
+
+
+def test_a_second_wind_down_in_the_same_hour_rests_a_guard_of_its_own(gate):
+    """An error winds the session down (a guard rests), the user resumes it, a tick replaces the
+    guard by the strategy's stop, and stop() in the same hour winds down again: its guard is a
+    new order, not the first one's (cancelled) taken for it."""
+    sid = _gate_session(gate, "gate twice", "spot")
+    bar = _until_a_stop_rests(gate, sid)
+    gate.fail(_price_orders("spot"), 400, {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
+              method="POST", times=1)
+    with pytest.raises(InvalidOrder):
+        _tick_at(gate, sid, bar)
+    (first,) = _resting_stops(gate)
+    wb.live.resume(sid)
+    _tick_at(gate, sid, bar + 1)
+    assert first.status == "canceled" and len(_resting_stops(gate)) == 1
+    state = wb.live.stop(sid)
+    (guard,) = _resting_stops(gate)
+    assert guard is not first and "protected by a stop at" in state.message
+    assert guard.client_id.rsplit("-", 1)[1] == ("guard1" if guard.client_id[:-1] == first.client_id else "guard")
+
+
+@pytest.mark.parametrize("market_type", ["spot", "swap"])
+def test_a_lost_answer_on_a_gate_stop_is_resolved_by_its_text_and_not_sent_twice(gate, market_type):
+    """Gate takes any number of price orders under one text and finds none by it: a stop whose
+    answer was lost is looked for among the open price orders before anything is sent again,
+    in a tick and in the wind-down."""
+    sid = _gate_session(gate, f"gate lost {market_type}", market_type)
+    bar = _until_a_stop_rests(gate, sid)
+    path = _price_orders(market_type)
+    for drop in (True, False):  # in the tick, then in stop()'s wind-down
+        posts = len(gate.requests_to(path, "POST"))
+        gate.lose_response(path, method="POST", **({} if drop else {"status": 502}))
+        if drop:
+            report = _tick_at(gate, sid, bar)
+            assert report.status == "running"
+        else:
+            assert wb.live.stop(sid).status == "stopped"
+        (stop,) = _resting_stops(gate)
+        assert len(gate.requests_to(path, "POST")) == posts + 1
+        with store.session() as scope:
+            row = scope.execute(select(store.Order.exchange_order_id, store.Order.resolution).where(
+                store.Order.session_id == sid, store.Order.client_order_id == stop.client_id[2:])).one()
+        assert row == (f"price-{stop.id}", "found on the exchange after its answer was lost")
+    assert [s.client_id for s in gate.stops.values()].count(stop.client_id) == 1

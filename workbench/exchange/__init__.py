@@ -12,10 +12,12 @@ A trading tick talks to any of them the same way::
     ex.fetch_price(symbol, "1h")                     # the forming candle's open: what orders are sized at
     ex.fetch_balance()                               # {currency: Balance}
     ex.fetch_position(symbol)                        # Position (signed base units; spot: base held)
-    ex.fetch_open_orders(symbol)                     # [Order]
+    ex.fetch_open_orders(symbol)                     # [Order], resting stops included
     ex.fetch_order_by_client_id(symbol, cid)         # Order or None: was it accepted?
     ex.create_order(symbol, "buy", "limit", amount, price, client_order_id=cid)
     ex.order_types                                   # ("market", "limit", "stop" where the venue has native stops)
+    ex.fetch_order(symbol, "price-17")               # a stop resting apart (Gate price order; Binance USDⓈ-M "algo-…"),
+                                                     # once triggered the order it placed, under the stop's client id
     capability(ex, market)                           # what the venue supports there (CAPABILITIES)
     ex.cancel_order(symbol, order_id)
     ex.fetch_my_trades(symbol, since)                # [Fill], oldest first

@@ -10,8 +10,14 @@ position even when no tick runs (the process dead, the session in error, the mac
 * Binance USDⓈ-M: ``STOP_MARKET`` with ``reduceOnly`` (since 2025-12 conditional orders
   are "algo orders", ``POST /fapi/v1/algoOrder`` with ``algoType=CONDITIONAL``,
   ``triggerPrice`` and ``clientAlgoId``; Binance derivatives docs "New Algo Order").
-* Gate: price-triggered orders (``/spot/price_orders``, ``/futures/usdt/price_orders``) exist
-  but the adapter does not send them yet, so Gate sessions with stops are refused.
+* Gate spot: a price-triggered order (``POST /spot/price_orders``: ``trigger`` {price, rule
+  "<=", expiration}, ``put`` a limit order, "Only limit orders are supported as the triggered
+  order type"; gateapi ``SpotPriceTriggeredOrder.md``). It holds no balance until it triggers,
+  so a sell that then finds too little base fails; it lapses after ``expiration`` (the adapter
+  asks for 30 days).
+* Gate USDT perpetuals: a price-triggered order placing a reduce-only market order
+  (``POST /futures/usdt/price_orders``: ``initial`` {size, price "0", tif "ioc", reduce_only},
+  ``trigger`` {price, rule 2 "<=" closing a long, 1 ">=" a short}; ``FuturesPriceTriggeredOrder.md``).
 * The paper exchange: a stop-market order filled by the backtest engine's ``stop_fill``.
 
 Take-profits are reduce-only limit orders resting on the book on every venue. When a bar
@@ -44,8 +50,8 @@ class Capability:
 CAPABILITIES: dict[tuple[str, str], Capability] = {
     ("binance", "spot"): Capability(True, True, False, "STOP_LOSS_LIMIT"),
     ("binance", "swap"): Capability(True, True, True, "STOP_MARKET reduceOnly (algo order)"),
-    ("gate", "spot"): Capability(False, True, False, None),
-    ("gate", "swap"): Capability(False, True, True, None),
+    ("gate", "spot"): Capability(True, True, False, "price-triggered order placing a limit order"),
+    ("gate", "swap"): Capability(True, True, True, "price-triggered order placing a reduce-only market order"),
     ("paper", "spot"): Capability(True, True, False, "stop-market (the engine's stop rule)"),
     ("paper", "swap"): Capability(True, True, True, "stop-market (the engine's stop rule)"),
 }

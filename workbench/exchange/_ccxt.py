@@ -1,8 +1,10 @@
 """The interface over ccxt's unified API, for Binance and Gate (spot and USDT perpetuals).
 
-What differs between venues is kept in ``_VENUES``: which markets ccxt loads, and how a
-client order id is sent (Binance ``newClientOrderId`` via ccxt's ``clientOrderId``; Gate
-``text``, which must start with "t-"). The client is built by the vault's
+What differs between venues is kept in ``_VENUES``: which markets ccxt loads, how a client
+order id is sent (Binance ``newClientOrderId`` via ccxt's ``clientOrderId``; Gate ``text``,
+which must start with "t-"), and where stops rest when the venue keeps them apart from its
+orders (``_Stops``: Binance USDⓈ-M algo orders, Gate price-triggered orders), reached through
+ccxt's ``{"trigger": True}`` and known here by a prefixed id. The client is built by the vault's
 ``client()``, so ccxt's debug log masks the keys; ccxt errors become workbench errors
 whose messages have the keys scrubbed out.
 """
@@ -12,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -31,7 +33,6 @@ _DUPLICATE_MARKERS = ("Duplicate order sent", "-4116", "REPEATED_CREATION")
 # ccxt maps Binance futures codes by host name; these messages mean "not enough margin" anywhere
 _INSUFFICIENT_MARKERS = ("Margin is insufficient",)
 _STOP_LIMIT_SLACK = Decimal("0.005")
-_ALGO = "algo-"  # our id of a Binance USDⓈ-M conditional order (its algoId), until it triggers
 # a venue's "wait this long" (a 429's or 418's Retry-After), by venue, market type and address:
 # requests before it runs out earn an IP ban (Binance ``rest-api.md``, LIMITS: "Repeatedly
 # violating rate limits and/or failing to back off after receiving 429s will result in an
@@ -41,6 +42,18 @@ _QUIET_UNTIL: dict[tuple[str, str, str], float] = {}
 _QUIET_WAIT_MAX = 10.0
 _STATUSES = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
              "expired": "expired", "rejected": "rejected"}
+
+
+@dataclass(frozen=True)
+class _Stops:
+    """Stops a venue keeps apart from its orders on one market type (ccxt reaches them with
+    ``{"trigger": True}``): our id of one is ``prefix`` and the venue's id of it until it
+    triggers; then it is the order it placed, which its fills carry."""
+
+    prefix: str
+    id_field: str  # the raw field holding the venue's id of the stop
+    placed_field: str  # the raw field naming the order it placed when it triggered (empty or 0 before)
+    by_client_id: bool  # whether the venue finds a stop by our client id; else the open ones are listed
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class _Venue:
     sets_margin_mode: bool = False
     # how the client order id of an order the venue's liquidation engine placed begins
     liquidation_ids: tuple[str, ...] = ()
+    stops: Mapping[str, _Stops] = field(default_factory=dict)  # by market type
 
 
 _VENUES = {
@@ -80,6 +94,9 @@ _VENUES = {
         # order starts with "autoclose-", of an auto-deleveraging one "adl_autoclose", of a
         # delisting settlement "settlement_autoclose-"
         liquidation_ids=("autoclose-", "adl_autoclose", "settlement_autoclose-"),
+        # USDⓈ-M conditional orders are algo orders, queried by algoId or clientAlgoId;
+        # actualOrderId names the order one placed (derivatives docs "Query Algo Order")
+        stops={"swap": _Stops("algo-", "algoId", "actualOrderId", by_client_id=True)},
     ),
     "gate": _Venue(
         options={
@@ -92,8 +109,18 @@ _VENUES = {
         client_id_prefix="t-",
         # the reserved ``text`` of orders Gate creates itself (docs/FuturesApi.md, FuturesOrder.text)
         liquidation_ids=("liquidation", "pm_liquidate", "auto_deleveraging"),
-        # classic (non-unified) accounts; currencies are not needed to trade
-        config={"options": {"unifiedAccount": False}, "has": {"fetchCurrencies": False}},
+        # classic (non-unified) accounts; currencies are not needed to trade. A spot price
+        # order lapses after trigger.expiration seconds, which Gate requires (SpotPriceTrigger.md;
+        # ccxt sends options.createOrder.expiration, 1 day unless told): the longest Gate
+        # is known to take, 30 days, so a stop left by an ended session rests that long
+        config={"options": {"unifiedAccount": False, "createOrder": {"expiration": 30 * 86_400}},
+                "has": {"fetchCurrencies": False}},
+        # price-triggered orders are found by the id Gate returned only ("ID returned when order
+        # is successfully created", SpotApi.md get_spot_price_triggered_order); the order one
+        # placed is its fired_order_id (SpotPriceTriggeredOrder.md) or trade_id (futures,
+        # FuturesPriceTriggeredOrder.md)
+        stops={"spot": _Stops("price-", "id", "fired_order_id", by_client_id=False),
+               "swap": _Stops("price-", "id", "trade_id", by_client_id=False)},
     ),
 }
 
@@ -278,9 +305,14 @@ class CcxtExchange(Exchange):
         return Position(symbol, Decimal(0))
 
     def fetch_open_orders(self, symbol: str) -> list[Order]:
+        """The open orders, with the stops a venue keeps apart from them (``_Stops``): a resting
+        stop shows among the open orders on every venue."""
         market = self.market(symbol)
         with self._calling("fetch_open_orders"):
-            return [self._order(o, market) for o in self._client.fetch_open_orders(symbol)]
+            raws = self._client.fetch_open_orders(symbol)
+            if market.type in self._venue.stops:
+                raws = [*raws, *self._client.fetch_open_orders(symbol, None, None, {"trigger": True})]
+        return [self._order(o, market) for o in raws]
 
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Order | None:
         market = self.market(symbol)
@@ -289,38 +321,57 @@ class CcxtExchange(Exchange):
             with self._calling("fetch_order"):
                 return self._order(self._client.fetch_order(None, symbol, params), market)
         except OrderNotFound:
-            if not (market.type == "swap" and "stop" in self.order_types):
-                return None
-        return self._conditional(market, client_order_id)
+            stops = self._venue.stops.get(market.type)
+            return None if stops is None else self._stop_by_client_id(market, stops, client_order_id)
 
-    def _conditional(self, market: Market, client_order_id: str) -> Order | None:
-        """A USDⓈ-M stop by its ``clientAlgoId``: while it waits, the algo order; once it
-        triggered, the order it placed (whose fills carry that order's id), under our client id."""
+    def _stop_by_client_id(self, market: Market, stops: _Stops, client_order_id: str) -> Order | None:
+        """A stop kept apart from the orders, by our client id: asked for by it where the venue
+        can (Binance ``clientAlgoId``), else found among the open stops (a Gate price order is
+        found by Gate's id only; one that finished is in ``fetch_orders``)."""
+        if stops.by_client_id:
+            params = {"clientOrderId": self._venue.client_id_prefix + client_order_id, "trigger": True}
+            try:
+                with self._calling("fetch_order"):
+                    raw = self._client.fetch_order(None, market.symbol, params)
+            except OrderNotFound:
+                return None
+        else:
+            with self._calling("fetch_open_orders"):
+                waiting = self._client.fetch_open_orders(market.symbol, None, None, {"trigger": True})
+            raw = next((o for o in waiting if self._client_id(o.get("clientOrderId")) == client_order_id), None)
+            if raw is None:
+                return None
+        return self._triggered(market, stops, raw, client_order_id)
+
+    def _triggered(self, market: Market, stops: _Stops, raw: Mapping[str, Any], client_order_id: str | None) -> Order:
+        """A stop as ccxt gave it: itself while it waits, else the order it placed (whose fills
+        carry that order's id), under our client id; one the venue does not show yet is known
+        by that id, still open, so its fills are the stop's."""
+        stop = self._order(raw, market)
+        placed = str((raw.get("info") or {}).get(stops.placed_field) or "0")
+        if placed == "0":
+            return stop
         try:
             with self._calling("fetch_order"):
-                raw = self._client.fetch_order(None, market.symbol, {"clientOrderId": client_order_id, "trigger": True})
+                actual = self._order(self._client.fetch_order(placed, market.symbol), market)
         except OrderNotFound:
-            return None
-        return self._triggered(market, raw, client_order_id)
+            return replace(stop, id=placed, client_order_id=client_order_id, status="open")
+        return replace(actual, client_order_id=client_order_id, type="stop", price=stop.price)
 
-    def _triggered(self, market: Market, raw: Mapping[str, Any], client_order_id: str | None) -> Order:
-        """A USDⓈ-M algo order as ccxt gave it: itself while it waits, else the order it placed."""
-        released = (raw.get("info") or {}).get("actualOrderId")
-        if not released:
-            return self._order(raw, market)
-        with self._calling("fetch_order"):
-            actual = self._order(self._client.fetch_order(str(released), market.symbol), market)
-        return Order(actual.id, client_order_id, actual.symbol, actual.side, "stop", actual.amount,
-                     _dec(raw.get("triggerPrice")), actual.filled, actual.average, actual.status, actual.timestamp,
-                     actual.reduce_only)
+    def _waiting_stop(self, market: Market, order_id: str) -> str | None:
+        """The venue's id of the stop our ``order_id`` names (see ``_Stops``); None for an order."""
+        stops = self._venue.stops.get(market.type)
+        return order_id[len(stops.prefix):] if stops is not None and order_id.startswith(stops.prefix) else None
 
     def fetch_order(self, symbol: str, order_id: str) -> Order | None:
         market = self.market(symbol)
+        stop_id = self._waiting_stop(market, order_id)
         try:
-            if order_id.startswith(_ALGO):  # a USDⓈ-M stop: asked for by its algoId
+            if stop_id is not None:
                 with self._calling("fetch_order"):
-                    raw = self._client.fetch_order(order_id[len(_ALGO):], symbol, {"trigger": True})
-                return self._triggered(market, raw, self._order(raw, market).client_order_id)
+                    raw = self._client.fetch_order(stop_id, symbol, {"trigger": True})
+                stops = self._venue.stops[market.type]
+                return self._triggered(market, stops, raw, self._order(raw, market).client_order_id)
             with self._calling("fetch_order"):
                 return self._order(self._client.fetch_order(order_id, symbol), market)
         except OrderNotFound:
@@ -334,7 +385,32 @@ class CcxtExchange(Exchange):
         fetch = self._client.fetch_orders if self._client.has.get("fetchOrders") else self._client.fetch_closed_orders
         for page in self._history(fetch, "fetch_orders", symbol, since, until):
             found.update((o.id, o) for o in (self._order(raw, market) for raw in page))
+        stops = self._venue.stops.get(market.type)
+        if stops is not None and not stops.by_client_id:  # a stop that finished is found nowhere else
+            found.update((o.id, o) for o in self._finished_stops(market, stops, since, until))
         return sorted(found.values(), key=lambda o: (o.timestamp or since, o.id))
+
+    _STOP_PAGE = 100  # Gate's page of price orders
+
+    def _finished_stops(self, market: Market, stops: _Stops, since: datetime, until: datetime | None) -> list[Order]:
+        """The stops made from ``since`` to ``until`` that finished (triggered: the order each
+        placed, ``_triggered``; cancelled, failed, lapsed). Gate lists finished price orders
+        newest first by ``limit`` and ``offset``, for no time window (SpotApi.md
+        list_spot_price_triggered_orders, FuturesApi.md list_price_triggered_orders), so pages
+        are read until one reaches back before ``since`` (whole seconds, as Gate stamps them)."""
+        start = math.floor(since.timestamp()) * 1000
+        end = math.inf if until is None else until.timestamp() * 1000
+        finished: list[Mapping[str, Any]] = []
+        offset = 0
+        while True:
+            with self._calling("fetch_orders"):
+                page = self._client.fetch_closed_orders(market.symbol, None, self._STOP_PAGE,
+                                                        {"trigger": True, "offset": offset})
+            finished += [raw for raw in page if start <= (raw.get("timestamp") or 0) <= end]
+            if len(page) < self._STOP_PAGE or min(raw.get("timestamp") or 0 for raw in page) < start:
+                break
+            offset += len(page)
+        return [self._triggered(market, stops, raw, self._client_id(raw.get("clientOrderId"))) for raw in finished]
 
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         market = self.market(symbol)
@@ -391,26 +467,37 @@ class CcxtExchange(Exchange):
             params["cost"] = str(amount * price)
         contracts = str(amount / market.contract_size)
         limit = str(price) if type == "limit" else None
-        if type == "stop":  # ccxt's unified stop-loss: Binance STOP_LOSS_LIMIT (spot), STOP_MARKET algo (USDⓈ-M)
+        stop = type == "stop"
+        if stop:  # ccxt's unified stop-loss: Binance STOP_LOSS_LIMIT (spot), STOP_MARKET algo (USDⓈ-M);
+            # Gate a price order that places a limit order (spot) or a market one ("0", tif ioc, futures)
             params["stopLossPrice"] = str(price)
             type, limit = ("market", None) if market.type == "swap" else ("limit", str(self._stop_limit(market, side, price)))
         with self._calling("create_order"):
             raw = self._client.create_order(market.symbol, type, side, contracts, limit, params)
-        return self._order(raw, market)
+        order = self._order(raw, market)
+        stops = self._venue.stops.get(market.type)
+        if stop and stops is not None and order.type != "stop":
+            # Gate answers a price order with its id alone (TriggerOrderResponse): it rests as sent
+            order = Order(stops.prefix + order.id, client_order_id, market.symbol, side, "stop", amount, price,
+                          Decimal(0), None, "open", None, reduce_only)
+        return order
 
     def _stop_limit(self, market: Market, side: str, trigger: Decimal) -> Decimal:
         """A spot stop's limit: ``_STOP_LIMIT_SLACK`` beyond the trigger, so a falling market
         still fills it (Binance spot has no stop-market order: ``STOP_LOSS`` is refused for
-        market-type stops by ccxt, and ``STOP_LOSS_LIMIT`` needs a price)."""
+        market-type stops by ccxt, and ``STOP_LOSS_LIMIT`` needs a price; a Gate spot price
+        order places a limit order: "Only limit orders are supported as the triggered order
+        type", Gate API v4, "Create price-triggered order")."""
         slack = 1 - _STOP_LIMIT_SLACK if side == "sell" else 1 + _STOP_LIMIT_SLACK
         return self._round_price(market, trigger * slack)
 
     def cancel_order(self, symbol: str, order_id: str) -> Order:
         market = self.market(symbol)
-        if order_id.startswith(_ALGO):
+        stop_id = self._waiting_stop(market, order_id)
+        if stop_id is not None:
             with self._calling("cancel_order"):
-                self._client.cancel_order(order_id[len(_ALGO):], symbol, {"trigger": True})
-                raw = self._client.fetch_order(order_id[len(_ALGO):], symbol, {"trigger": True})
+                self._client.cancel_order(stop_id, symbol, {"trigger": True})
+                raw = self._client.fetch_order(stop_id, symbol, {"trigger": True})
             return self._order(raw, market)
         with self._calling("cancel_order"):
             return self._order(self._client.cancel_order(order_id, symbol), market)
@@ -458,8 +545,10 @@ class CcxtExchange(Exchange):
         filled = _dec(o.get("filled")) or Decimal(0)
         info = o.get("info") or {}
         stop = o.get("triggerPrice") is not None
+        stops = self._venue.stops.get(market.type)
+        waiting = stop and stops is not None and info.get(stops.id_field) is not None
         return Order(
-            id=f"{_ALGO}{info['algoId']}" if "algoId" in info else str(o["id"]),
+            id=f"{stops.prefix}{info[stops.id_field]}" if waiting else str(o["id"]),
             client_order_id=self._client_id(o.get("clientOrderId")), symbol=market.symbol,
             side=o.get("side"), type="stop" if stop else o.get("type"), amount=amount * size,
             price=_dec(o.get("triggerPrice")) if stop else _dec(o.get("price")) if o.get("type") == "limit" else None,
