@@ -315,7 +315,11 @@ class _Tick:
             self._cancel_pending()
             self.price = self._call(exchange.fetch_price, row.symbol, row.timeframe)
             position = self._position()
-            outcome = self._secure(policy, position, self.price, strategy_stop)
+            try:
+                outcome = self._secure(policy, position, self.price, strategy_stop)
+            except (ExchangeError, VaultError):
+                self._record(self.price)  # what filled before the venue refused is the ledger's all the same
+                raise
             self._record(self.price)
         cancelled = len(self.report.canceled)
         if not cancelled and outcome is None:
@@ -335,7 +339,10 @@ class _Tick:
         can_stop = capability(self.exchange, self.market).stop_loss
         if policy == "leave":
             return f"the position of {position:g} was left without protection (on_error 'leave')"
-        if policy == "protect" and can_stop:
+        # the strategy's stop already crossed: a stop there would fire at once (Binance refuses it,
+        # -2010 "Stop price would trigger immediately"), so do what it would have done
+        crossed = stop_price is not None and (stop_price >= price if position > 0 else stop_price <= price)
+        if policy == "protect" and can_stop and not crossed:
             percent = Decimal(str(self.settings.get("protect_stop", self.strategy.params.get("stop_loss") or 5)))
             away = price * percent / 100
             trigger = stop_price if stop_price is not None else (price - away if position > 0 else price + away)
@@ -343,7 +350,8 @@ class _Tick:
             done = f"the position of {position:g} is protected by a stop at {trigger:g} on the exchange"
         else:
             leg = Leg(self._unused("flat"), "market", side, abs(position), price, True)
-            why = "" if policy == "flatten" else f" ({self.exchange.name} {self.market.type} has no native stop)"
+            why = ("" if policy == "flatten" else f" (its stop at {stop_price:g} was already crossed)" if can_stop
+                   else f" ({self.exchange.name} {self.market.type} has no native stop)")
             done = f"the position of {position:g} was closed at market{why}"
         self._place(leg)
         if _ledger.client_id(self.row.id, self.candle, leg.name) not in self.report.placed:  # refused: said so
