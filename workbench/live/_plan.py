@@ -19,11 +19,13 @@ orders resting from its open cannot know:
   or the cash cuts the second quote.
 
 After such a bar the next tick's "sync" leg trades the position back to the simulation's,
-and entries the account can no longer pay for are cut to its free balance. Stops: the paper
-exchange has a stop-market order that fills with the engine's stop rule; on ccxt exchanges
-(the exchange layer sends market and limit orders only) a stop is emulated: the simulation
-exits on the bar that reaches it and the next tick's sync leg closes at that tick's market
-price, one bar late. Liquidations are the exchange's own.
+and entries the account can no longer pay for are cut to its free balance. Stops rest on the
+exchange as its own stop orders (the paper exchange's stop-market order filled with the
+engine's stop rule; Binance ``STOP_LOSS_LIMIT`` and USDⓈ-M algo orders; Gate price-triggered
+orders: see ``ORDERS.md``); only a session created with ``emulate_stops`` exits on the bar
+that reaches its stop and has the next tick's sync leg close at that tick's market price,
+one bar late. Liquidations are the exchange's own. Funding is the venue's: the simulation
+settles none (a paper session neither).
 """
 from __future__ import annotations
 
