@@ -356,7 +356,22 @@ class _Tick:
         self._place(leg)
         if _ledger.client_id(self.row.id, self.candle, leg.name) not in self.report.placed:  # refused: said so
             return f"the position of {position:g} could NOT be secured: {self.report.emulated[-1]}"
+        left = self._close_rest(price) if leg.type == "market" else Decimal(0)
+        if left:
+            return f"{done}, but {left:g} of it could NOT be closed (the market orders filled only part of it)"
         return done
+
+    def _close_rest(self, price: Decimal, attempts: int = 2) -> Decimal:
+        """What a market close left open (a venue may fill a market order in part and cancel
+        the rest), closed again up to ``attempts`` times; what still remains (dust below the
+        market's minimum order aside)."""
+        left = self._position()
+        while left and self._tradeable(abs(left), price) and attempts:
+            attempts -= 1
+            self.mine = {r.client_order_id: r for r in _ledger.orders(self.db, self.row.id, candle=self.candle)}
+            self._place(Leg(self._unused("flat"), "market", "sell" if left > 0 else "buy", abs(left), price, True))
+            left = self._position()
+        return left if left and self._tradeable(abs(left), price) else Decimal(0)
 
     def _unused(self, leg: str) -> str:
         """``leg``, numbered past the names this candle's rows hold: an earlier wind-down in the
