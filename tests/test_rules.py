@@ -598,7 +598,7 @@ def test_a_rule_strategy_saves_loads_and_backtests_as_saved(db, candles):
     assert rules_text(loaded.params["rules"]).startswith("vars fast = 9, stop = 2\n")
     direct = wb.backtest("rules", candles, {"rules": RICH, "fast": 9}, risk={"max_daily_loss": 300})
     assert loaded.backtest(candles).metrics == direct.metrics
-    again = wb.save_strategy("my rules", loaded.strategy)  # the brief's JSON form saves as it is
+    again = wb.save_strategy("my rules", loaded.strategy)  # the strategy's JSON form saves as it is
     assert again.version == 2 and again.params == loaded.params
     with pytest.raises(RuleError, match="line 1, column 1: unexpected 'purchase'"):
         wb.save_strategy("broken", "rules", {"rules": "purchase 10% when close > 1"})

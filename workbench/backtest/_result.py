@@ -81,7 +81,7 @@ class BacktestResult:
 
     @property
     def strategy(self) -> dict[str, Any]:
-        """The brief's JSON form of what was backtested, ready to save as a strategy."""
+        """The strategy JSON (type, params, risk_limits) of what was backtested, ready to save as a strategy."""
         return {"type": self.template.name, "params": dict(self.params), "risk_limits": dict(self.risk)}
 
     @cached_property

@@ -2,7 +2,7 @@
 
 ``PaperStore`` is the whole contract: ``load`` an account's state (None if new) and ``save``
 it, atomically. ``MemoryPaperStore`` serves tests and notebooks; a PostgreSQL store
-implements the same two methods over the paper tables (see the report for issue 4: one
+implements the same two methods over the paper tables (``workbench.exchange._paper_pg``: one
 ``paper_accounts`` row plus its ``paper_positions``, ``paper_orders`` and ``paper_fills``
 rows, written in one transaction). Floats are kept as floats so the paper exchange can
 replay the backtest engine's float arithmetic exactly; a database stores them as

@@ -50,7 +50,7 @@ class Listing:
 
     @property
     def strategy(self) -> dict[str, Any]:
-        """The brief's JSON form of the listed strategy (MarketError if you cannot clone it)."""
+        """The strategy JSON of the listed strategy (MarketError if you cannot clone it)."""
         self._require_params("its parameters")
         return {"type": self.template, "params": dict(self.params), "risk_limits": dict(self.risk_limits)}
 

@@ -2,7 +2,7 @@
 
 ``templates()`` lists them, ``get_template(name)`` returns one; a template validates
 parameters (errors name the parameter, the value and the allowed range) and turns them
-into the brief's strategy JSON. The specs live in the top-level ``templates/`` folder; the
+into the strategy JSON. The specs live in the top-level ``templates/`` folder; the
 compiled kernels that simulate them are registered by name in this package.
 
 Saved strategies (``save_strategy``, ``list_strategies``, ``load_strategy``,

@@ -39,7 +39,7 @@ class SavedStrategy:
 
     @property
     def strategy(self) -> dict[str, Any]:
-        """The brief's JSON form."""
+        """The strategy JSON (type, params, risk_limits)."""
         return {"type": self.template, "params": dict(self.params), "risk_limits": dict(self.risk_limits)}
 
     def backtest(self, candles: pd.DataFrame, **options: Any) -> BacktestResult:

@@ -2,7 +2,7 @@
 
 A spec is the single source of truth for a template's parameters: the backtest validates
 against it, the ipywidgets editor is generated from it, and saved strategies are checked
-against it. The strategy format is the brief's JSON::
+against it. The strategy format is JSON::
 
     {"type": "ema_reversal",
      "params": {"dip_levels": [0.3, 0.5, 0.8], "leverage": 100, ...},
@@ -166,7 +166,7 @@ class Template:
 
     def strategy(self, params: Mapping[str, Any] | None = None,
                  risk_limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The brief's JSON form: ``{"type": ..., "params": ..., "risk_limits": ...}``."""
+        """The strategy JSON: ``{"type": ..., "params": ..., "risk_limits": ...}``."""
         return {"type": self.name, "params": self.validate(params),
                 "risk_limits": self.validate_risk(risk_limits)}
 
