@@ -33,6 +33,10 @@ refuses a candle that lies wholly inside them, and fill_gaps fills only open hou
 candles over a weekend would be bars that never traded, and change what a strategy sees
 (a channel narrows, a moving average flattens). ``bars_per_year(candles)`` counts a year
 in the bars the market really prints, for annualising.
+
+Funding rates of perpetuals: ``fetch_funding(exchange_id, symbol, start, stop)`` fetches a
+venue's real funding-rate history through ccxt (``fetch_funding_rate_history``), cached like
+candles, as a series a backtest takes unchanged: ``backtest(..., funding=fetch_funding(...))``.
 """
 from __future__ import annotations
 
@@ -54,8 +58,8 @@ from workbench.errors import CandleError
 if TYPE_CHECKING:  # pragma: no cover - ccxt loads only when fetch_candles runs
     import ccxt
 
-__all__ = ["Calendar", "bars_per_year", "fetch_candles", "get_calendar", "load_candles", "read_candles", "resample",
-           "validate_candles"]
+__all__ = ["Calendar", "bars_per_year", "fetch_candles", "fetch_funding", "get_calendar", "load_candles", "read_candles",
+           "resample", "validate_candles"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,41 @@ def fetch_candles(
 
     return fetch(exchange, symbol, timeframe, since, until, cache_dir=cache_dir, offline=offline, repair=repair,
                  calendar=calendar)
+
+
+def fetch_funding(
+    exchange_id: str,
+    symbol: str,
+    start: Any = None,
+    stop: Any = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    client: ccxt.Exchange | None = None,
+    offline: bool = False,
+) -> pd.Series:
+    """The funding rates a perpetual settled, from a ccxt exchange (``"binanceusdm"``, ``"gate"``...).
+
+    Returns a float series named ``funding_rate`` indexed by settlement time (UTC
+    ``DatetimeIndex`` named ``time``, ascending), ``attrs`` ``symbol`` and ``source``: exactly
+    the ``funding=`` argument of ``backtest`` and ``sweep`` (a positive rate is paid by longs
+    to shorts). ``symbol`` is the perpetual ("BTC/USDT:USDT"). ``start``/``stop`` (datetime,
+    ISO string or ms since 1970; naive means UTC) bound the settlement times, ``stop``
+    exclusive and defaulting to now; ``start`` defaults to the start of the cache, or the
+    last 1000 8-hour settlements when nothing is cached. ``client`` is a ccxt instance to use
+    (its id must be ``exchange_id``); by default one is made.
+
+    Pages through ``fetch_funding_rate_history`` with the venue's largest page (1000 on
+    Binance and Gate) into a cache (``cache_dir``, default ``<workbench home>/cache/funding``,
+    one CSV per exchange/symbol noting the stretch of history it checked). A range inside that
+    stretch is served without touching the network; otherwise only what lies before or after
+    it is fetched. ``offline=True`` never touches the network (without ``stop``: up to the end
+    of the cache). If the network fails, the cache serves when it covers the range (with a
+    RuntimeWarning); otherwise, and for unknown symbols, exchange refusals or a range without
+    settlements, a one-line CandleError says what happened; bad arguments raise ParameterError.
+    """
+    from workbench.data._funding_cache import fetch_funding as fetch
+
+    return fetch(exchange_id, symbol, start, stop, cache_dir=cache_dir, client=client, offline=offline)
 
 
 def resample(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:

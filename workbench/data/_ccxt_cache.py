@@ -91,10 +91,12 @@ def fetch(
     return candles
 
 
-def cache_file(cache_dir: str | os.PathLike | None, exchange_id: str, symbol: str, timeframe: str) -> Path:
-    """Where the candles of one exchange, symbol and timeframe are cached."""
+def cache_file(cache_dir: str | os.PathLike | None, exchange_id: str, symbol: str, timeframe: str,
+               folder: str = "candles") -> Path:
+    """Where the candles of one exchange, symbol and timeframe are cached (by default in the
+    workbench home's ``cache/<folder>``; funding rates use ``folder="funding"``)."""
     if cache_dir is None:
-        cache_dir = home() / "cache" / "candles"
+        cache_dir = home() / "cache" / folder
     safe_symbol = "".join(c if c.isalnum() or c == "." else "-" for c in symbol)
     return Path(cache_dir) / exchange_id / f"{safe_symbol}_{timeframe}.csv"
 
@@ -242,14 +244,17 @@ def _read_cache(path: Path) -> pd.DataFrame | None:
     return frame if not frame.empty else None
 
 
-def _write_cache(path: Path, frame: pd.DataFrame) -> None:
-    """Replace the cache file in one step, so readers see the old or the new file, never half."""
+def _write_cache(path: Path, frame: pd.DataFrame, preamble: str = "") -> None:
+    """Replace the cache file in one step, so readers see the old or the new file, never half.
+
+    ``preamble`` (whole lines) goes before the table: the funding cache notes what it covers there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     out = frame.copy()
     out.index = out.index.as_unit("ms").asi8
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", newline="") as handle:
+            handle.write(preamble)
             out.to_csv(handle, index_label="time")
             handle.flush()
             os.fsync(handle.fileno())
