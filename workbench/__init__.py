@@ -63,6 +63,10 @@ _LAZY = {
     "MonteCarlo": "workbench.research:MonteCarlo",
     "walk_forward": "workbench.research:walk_forward",
     "WalkForward": "workbench.research:WalkForward",
+    "cross_validate": "workbench.research:cross_validate",
+    "CrossValidation": "workbench.research:CrossValidation",
+    "check_lookahead": "workbench.research:check_lookahead",
+    "LookAhead": "workbench.research:LookAhead",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
@@ -71,7 +75,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, load_candles, read_candles, resample, validate_candles
-    from workbench.research import (DeflatedSharpe, MonteCarlo, WalkForward, deflated_sharpe, monte_carlo,
+    from workbench.research import (CrossValidation, DeflatedSharpe, LookAhead, MonteCarlo, WalkForward,
+                                    check_lookahead, cross_validate, deflated_sharpe, monte_carlo,
                                     probabilistic_sharpe, walk_forward)
     from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
                                       load_strategy, save_strategy, templates)

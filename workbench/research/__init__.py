@@ -6,6 +6,11 @@
   another order give: the range of drawdowns, time under water, the probability of ruin.
 * :func:`walk_forward`: parameters chosen on each training window, traded on the window
   after it; the out-of-sample equity and how much of the in-sample return survived.
+* :func:`cross_validate`: combinatorial purged cross-validation: the grid's choice tested on
+  every combination of held-out groups, the out-of-sample Sharpe over many backtest paths,
+  and the probability of backtest overfitting (PBO) of the grid.
+* :func:`check_lookahead`: the strategy backtested on candles cut short at many bars; its
+  fills and positions before each cut must not change, or it reads the future.
 
 Example::
 
@@ -15,10 +20,13 @@ Example::
     best = wb.backtest("channel", candles, {"entry_window": int(table.iloc[0]["entry_window"])})
     wb.deflated_sharpe(best, trials=table["sharpe"]).passed()    # is it more than the search's luck?
     wb.monte_carlo(best, 2000, seed=1).quantiles()                # how bad could it have been?
+    wb.cross_validate("channel", candles, {"entry_window": range(10, 200, 5)}).pbo  # is the best a draw?
 """
+from workbench.research._cross_validate import CrossValidation, cross_validate
+from workbench.research._lookahead import LookAhead, check_lookahead
 from workbench.research._monte_carlo import MonteCarlo, monte_carlo
 from workbench.research._sharpe import DeflatedSharpe, deflated_sharpe, probabilistic_sharpe
 from workbench.research._walk_forward import WalkForward, walk_forward
 
-__all__ = ["DeflatedSharpe", "MonteCarlo", "WalkForward", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe",
-           "walk_forward"]
+__all__ = ["CrossValidation", "DeflatedSharpe", "LookAhead", "MonteCarlo", "WalkForward", "check_lookahead",
+           "cross_validate", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe", "walk_forward"]
