@@ -11,6 +11,9 @@ orders and trades, checking each venue's request signatures. Faults on demand: `
 (any status, e.g. 5xx, or 429 with a Retry-After header), ``delay`` (slower than the
 client's timeout), ``lose_response`` (the request is carried out, then the connection is
 dropped or answered 5xx: "accepted but the response was lost"), ``Book.partial_next``.
+``serve_binance_funding`` and ``serve_gate_funding`` add the venues' public funding-rate
+history (SYNTHETIC rates from ``synthetic_funding`` unless given real ones), which
+``funding_client`` reads through a real ``ccxt.binanceusdm`` or ``ccxt.gate``.
 
     with BinanceSpot({"BTC/USDT": candles}) as server:
         exchange = server.client()            # a real ccxt.binance talking to the server
@@ -2032,3 +2035,165 @@ def answer_gate_key_permissions(server: Gate, perms: Mapping[str, bool], *, ip_w
 
     server.route("GET", f"{server.API}/account/main_keys", server._signed(main_keys))
     server.route("DELETE", f"{server.API}/withdrawals/{{withdrawal_id}}", server._signed(cancel_withdrawal))
+
+
+# -- funding-rate history of the perpetuals (public market data) ----------------------------
+
+FUNDING_LISTED = pd.Timestamp("2019-09-25", tz="UTC")  # the perpetuals' onboardDate in Binance._futures_info
+FUNDING_UNTIL = pd.Timestamp("2031-01-01", tz="UTC")  # settlements past the clock are never served
+
+
+def synthetic_funding(start: Any = FUNDING_LISTED, stop: Any = FUNDING_UNTIL, *, seed: int = 11,
+                      every: str = "8h") -> pd.Series:
+    """SYNTHETIC funding rates, not any venue's: a seeded random walk around 0.0001 (the venues'
+    interest component at a neutral premium) mean-reverting, 8 decimals, kept within ±0.003, at
+    every multiple of ``every`` since 1970 (8 h: 00:00, 08:00, 16:00 UTC) in [start, stop)."""
+    import numpy as np
+
+    step = pd.Timedelta(every)
+    first = pd.Timestamp(start).tz_convert("UTC").ceil(step)
+    times = pd.date_range(first, pd.Timestamp(stop).tz_convert("UTC") - pd.Timedelta(1, "ns"), freq=step,
+                          name="time").as_unit("ns")
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(0.0, 0.00008, len(times))
+    rates = np.empty(len(times))
+    level = 0.0001
+    for i, shock in enumerate(shocks):
+        level = 0.0001 + 0.85 * (level - 0.0001) + shock
+        rates[i] = level
+    series = pd.Series(np.round(np.clip(rates, -0.003, 0.003), 8), index=times, name="funding_rate")
+    series.attrs["source"] = f"synthetic (seed {seed}), not market data"
+    return series
+
+
+def _funding_store(server: LoopbackExchange, symbols: list[str], funding: Mapping[str, pd.Series] | None,
+                   ) -> dict[str, pd.Series]:
+    """The series each perpetual settles: given ones, else a synthetic one seeded by the symbol."""
+    import zlib
+
+    store = {symbol: synthetic_funding(seed=zlib.crc32(symbol.encode())) for symbol in symbols}
+    for symbol, series in (funding or {}).items():
+        store[symbol] = series.sort_index()
+    server.funding = store  # type: ignore[attr-defined]  # tests may replace or edit a series
+    return store
+
+
+def _settled(series: pd.Series, now_ms: int) -> tuple[Any, Any]:
+    """(times in ms, rates) of the settlements that have happened by ``now_ms``."""
+    times = series.index.as_unit("ms").asi8
+    done = times <= now_ms
+    return times[done], series.to_numpy()[done]
+
+
+def serve_binance_funding(server: Binance, funding: Mapping[str, pd.Series] | None = None) -> dict[str, pd.Series]:
+    """Serve Binance USDⓈ-M ``GET /fapi/v1/fundingRate`` ("Get Funding Rate History",
+    https://developers.binance.com/docs/derivatives/usds-margined-futures/market-data/rest-api/Get-Funding-Rate-History)
+    for ``server``'s perpetuals ("BTC/USDT:USDT"), from ``funding`` or synthetic series
+    (``synthetic_funding``; ``server.funding`` holds them). As the docs say: ``symbol`` optional
+    (all perpetuals without it), ``startTime``/``endTime`` in ms, both INCLUSIVE; ``limit``
+    "Default 100; max 1000" (else -1130, as klines here); ascending; "If the number of data
+    between startTime and endTime is larger than limit, return as startTime + limit"; "If
+    startTime and endTime are not sent, the most recent 200 records are returned" (the newest
+    ``limit`` when one is sent; with endTime alone, the newest ``limit`` up to it). Rows:
+    symbol, fundingTime (ms), fundingRate (8 decimals, a string), markPrice (a string; the
+    book's current price here: the double keeps no price history). Settlements after the
+    server's clock are not served. Not modelled: the shared 500/5min/IP weight limit.
+    """
+    perpetuals = {f"{s}:{s.split('/')[1]}": server.market_id(s) for s in server.markets}
+    store = _funding_store(server, list(perpetuals), funding)
+
+    def funding_rate(request: Request) -> Reply:
+        q = request.query
+        if "symbol" in q:
+            chosen = [p for p, market_id in perpetuals.items() if market_id == q["symbol"]]
+            if not chosen:
+                return server._error(400, -1121, "Invalid symbol.")
+        else:
+            chosen = list(perpetuals)
+        bounds = {}
+        for name in ("startTime", "endTime", "limit"):
+            if name in q:
+                if not re.fullmatch(r"[0-9]{1,20}", q[name]):
+                    return server._error(400, -1100, f"Illegal characters found in parameter '{name}'; legal range "
+                                                     "is '^[0-9]{1,20}$'.")
+                bounds[name] = int(q[name])
+        if not 1 <= bounds.get("limit", 100) <= 1000:
+            return server._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        if "startTime" in bounds and "endTime" in bounds and bounds["startTime"] > bounds["endTime"]:
+            return server._error(400, -1023, "Start time is greater than end time.")
+        rows = []
+        for perpetual in chosen:
+            times, rates = _settled(store[perpetual], server._now_ms())
+            mark = f"{server.futures.prices[perpetual]:.8f}"
+            rows += [(int(t), perpetual, float(r), mark) for t, r in zip(times, rates)
+                     if bounds.get("startTime", t) <= t <= bounds.get("endTime", t)]
+        rows.sort()
+        if "startTime" in bounds:
+            rows = rows[:bounds.get("limit", 100)]
+        else:
+            count = bounds.get("limit", 100 if "endTime" in bounds else 200)
+            rows = rows[-count:] if count else []
+        return Reply(200, [{"symbol": perpetuals[p], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": mark}
+                           for t, p, r, mark in rows])
+
+    server.route("GET", "/fapi/v1/fundingRate", funding_rate)
+    return store
+
+
+def serve_gate_funding(server: Gate, funding: Mapping[str, pd.Series] | None = None) -> dict[str, pd.Series]:
+    """Serve Gate APIv4 ``GET /futures/usdt/funding_rate`` ("Funding rate history",
+    https://www.gate.io/docs/developers/apiv4/#funding-rate-history; gateapi-python
+    ``FuturesApi.list_futures_funding_rate_history``) for ``server``'s USDT perpetuals, from
+    ``funding`` or synthetic series (``server.funding``). ``contract`` required
+    (MISSING_REQUIRED_PARAM; an unknown one CONTRACT_NOT_FOUND); ``limit`` 1 to 1000, default 100
+    (else INVALID_PARAM_VALUE); ``from``/``to`` Unix seconds, ``to`` defaulting to now and
+    ``from`` to "the data start time of the time range actually returned by to and limit".
+    Gate lists newest first, so when [from, to] holds more than ``limit`` settlements the page
+    is the newest ``limit`` of them. Rows: ``t`` (seconds, an integer) and ``r`` (a string).
+    """
+    perpetuals = {f"{s}:{s.split('/')[1]}": server.market_id(s) for s in server.markets}
+    store = _funding_store(server, list(perpetuals), funding)
+
+    def funding_rate(request: Request) -> Reply:
+        q = request.query
+        if not q.get("contract"):
+            return server._error(400, "MISSING_REQUIRED_PARAM", "Missing required parameter: contract")
+        perpetual = next((p for p, market_id in perpetuals.items() if market_id == q["contract"]), None)
+        if perpetual is None:
+            return server._error(400, "CONTRACT_NOT_FOUND", f"contract {q['contract']} not found")
+        values = {}
+        for name in ("limit", "from", "to"):
+            if name in q:
+                if not re.fullmatch(r"-?[0-9]+", q[name]):
+                    return server._error(400, "INVALID_PARAM_VALUE", f"invalid argument: {name}")
+                values[name] = int(q[name])
+        limit = values.get("limit", 100)
+        if not 1 <= limit <= 1000:
+            return server._error(400, "INVALID_PARAM_VALUE", "invalid argument: limit")
+        now_s = int(server.clock())
+        to = values.get("to", now_s)
+        if "from" in values and values["from"] > to:
+            return server._error(400, "INVALID_PARAM_VALUE", "invalid argument: from is later than to")
+        times, rates = _settled(store[perpetual], min(to, now_s) * 1000)
+        rows = [(int(t) // 1000, float(r)) for t, r in zip(times, rates)
+                if values.get("from", int(t) // 1000) * 1000 <= t]
+        rows = rows[::-1][:limit]  # newest first, the newest ``limit``
+        return Reply(200, [{"t": t, "r": f"{r:.8f}".rstrip("0").rstrip(".") if r else "0"} for t, r in rows])
+
+    server.route("GET", f"{server.API}/futures/usdt/funding_rate", funding_rate)
+    return store
+
+
+def funding_client(server: Binance | Gate, **config: Any) -> Any:
+    """A real ``ccxt.binanceusdm`` or ``ccxt.gate`` (USDT perpetuals only, no keys) pointed at
+    ``server``: what a notebook fetching funding rates uses."""
+    import ccxt
+
+    if isinstance(server, Gate):
+        options = {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]},
+                   "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}}}
+        return ccxt.gate({"urls": {"api": server.api_urls()}, "options": options, "enableRateLimit": False,
+                          "has": {"fetchCurrencies": False}, **config})  # as workbench.exchange opens it
+    options = {"fetchMarkets": {"types": ["linear"]}, "fetchMargins": False}
+    urls = server._rewrite(ccxt.binanceusdm().urls["api"])
+    return ccxt.binanceusdm({"urls": {"api": urls}, "options": options, "enableRateLimit": False, **config})

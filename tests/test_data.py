@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from loopback_exchange import BinanceSpot
 
 import workbench as wb
-from workbench.data import bars_per_year, get_calendar
+from workbench.data import bars_per_year, fetch_funding, get_calendar
 from workbench.errors import CandleError, ParameterError
 
 BUNDLED = Path(wb.__file__).parent / "data" / "btcusd_1h_bitfinex.csv.gz"
@@ -615,3 +616,227 @@ def test_default_cache_lives_in_the_workbench_home(monkeypatch, tmp_path):
     expected = tmp_path / "cache" / "candles" / "binance" / "BTC-USDT_1h.csv"
     with pytest.raises(CandleError, match=f"offline: there is no cache at {expected}"):
         wb.fetch_candles("binance", "BTC/USDT", offline=True)
+
+
+# --- fetch_funding: the real ccxt.binanceusdm and ccxt.gate against loopback venues -----------
+
+PERP = "BTC/USDT:USDT"
+F_START, F_STOP = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2026-01-01", tz="UTC")  # 2193 settlements
+FUNDING_PATHS = {"binanceusdm": "/fapi/v1/fundingRate", "gate": "/api/v4/futures/usdt/funding_rate"}
+
+
+def _funding_server(exchange_id: str):
+    from loopback_exchange import Binance, Gate, serve_binance_funding, serve_gate_funding
+
+    server = Binance("key", "secret", {}) if exchange_id == "binanceusdm" else Gate("key", "secret", {})
+    server.exchange_id = exchange_id
+    return server, (serve_binance_funding if exchange_id == "binanceusdm" else serve_gate_funding)
+
+
+@pytest.fixture(params=["binanceusdm", "gate"])
+def venue(request):
+    server, serve = _funding_server(request.param)
+    with server:
+        server.series = serve(server)[PERP]  # synthetic rates every 8 hours (loopback_exchange.synthetic_funding)
+        yield server
+
+
+@pytest.fixture
+def binanceusdm():
+    server, serve = _funding_server("binanceusdm")
+    with server:
+        server.series = serve(server)[PERP]
+        yield server
+
+
+def funding_client(server):
+    from loopback_exchange import funding_client
+
+    return funding_client(server)
+
+
+def settled(server, start: pd.Timestamp, stop: pd.Timestamp) -> pd.Series:
+    series = server.series
+    return series[(series.index >= start) & (series.index < stop)]
+
+
+def funding_requests(server) -> list[dict[str, str]]:
+    return [r.query for r in server.requests_to(FUNDING_PATHS[server.exchange_id])]
+
+
+def ms(time: pd.Timestamp) -> int:
+    return time.value // 10**6
+
+
+def test_fetch_funding_pages_through_more_than_one_page(venue, tmp_path):
+    rates = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path,
+                                  client=funding_client(venue))
+    expected = settled(venue, F_START, F_STOP)
+    assert len(expected) == 2193
+    pd.testing.assert_series_equal(rates, expected, check_freq=False)
+    assert rates.name == "funding_rate" and str(rates.index.tz) == "UTC" and rates.index.name == "time"
+    assert rates.attrs == {"symbol": PERP, "source": venue.exchange_id}
+    requests = funding_requests(venue)
+    assert [r["limit"] for r in requests] == ["1000"] * 3
+    if venue.exchange_id == "binanceusdm":  # oldest first: the cursor moves past each page's last settlement
+        assert [int(r["startTime"]) for r in requests] == [ms(F_START), ms(expected.index[999]) + 1,
+                                                           ms(expected.index[1999]) + 1]
+        assert {r["endTime"] for r in requests} == {str(ms(F_STOP) - 1)}
+    else:  # newest first: each page ends before the first settlement of the page after it
+        assert {r["from"] for r in requests} == {str(ms(F_START) // 1000)}
+        assert [int(r["to"]) for r in requests] == [ms(F_STOP) // 1000 - 1, ms(expected.index[1193]) // 1000 - 1,
+                                                    ms(expected.index[193]) // 1000 - 1]
+    cache = tmp_path / venue.exchange_id / "BTC-USDT-USDT_funding.csv"
+    assert cache.read_text().splitlines()[:2] == [f"# checked {ms(F_START)} {ms(F_STOP)}", "time,funding_rate"]
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary left
+
+
+def test_fetch_funding_reuses_the_cache_offline_and_fetches_only_the_missing_tail(venue, tmp_path):
+    client, middle = funding_client(venue), pd.Timestamp("2025-01-01", tz="UTC")
+    first = fetch_funding(venue.exchange_id, PERP, F_START, middle, cache_dir=tmp_path, client=client)
+    pd.testing.assert_series_equal(first, settled(venue, F_START, middle), check_freq=False)
+    venue.requests.clear()
+    second = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path, client=client)
+    pd.testing.assert_series_equal(second, settled(venue, F_START, F_STOP), check_freq=False)
+    requests = funding_requests(venue)
+    assert len(requests) == 2  # 1095 settlements after the cache: two pages, nothing before it again
+    starts = [int(r["startTime"]) if "startTime" in r else int(r["from"]) * 1000 for r in requests]
+    assert min(starts) == ms(middle)
+    venue.requests.clear()
+    inside = fetch_funding(venue.exchange_id, PERP, "2024-03-01", "2025-06-01 04:00", cache_dir=tmp_path,
+                                   client=client)
+    assert venue.requests == [] and inside.index[0] == pd.Timestamp("2024-03-01", tz="UTC")
+
+    venue.stop()  # the venue is down: a range the cache covers is served without a request
+    again = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path, client=client)
+    pd.testing.assert_series_equal(again, second)
+
+    class Unreachable:
+        id = venue.exchange_id
+
+        def __getattr__(self, name):
+            raise AssertionError(f"the network was used: {name}")
+
+    pd.testing.assert_series_equal(fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path,
+                                                         client=Unreachable()), second)
+    everything = fetch_funding(venue.exchange_id, PERP, cache_dir=tmp_path, offline=True)
+    pd.testing.assert_series_equal(everything, second)
+    label = f"{venue.exchange_id} {PERP} funding rates"
+    with pytest.raises(CandleError, match=rf"^offline: the cache .* covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC, "
+                       rf"so {re.escape(label)} from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing; fetch once"):
+        fetch_funding(venue.exchange_id, PERP, "2023-12-01", F_STOP, cache_dir=tmp_path, offline=True)
+    with pytest.raises(CandleError, match=rf"^could not fetch {re.escape(label)} \(NetworkError: .*\), and the cache .* "
+                       r"covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC: from 2026-01-01 00:00 UTC to 2026-02-01 "
+                       r"00:00 UTC are missing; offline=True serves the cache as it is$") as caught:
+        fetch_funding(venue.exchange_id, PERP, F_START, "2026-02-01", cache_dir=tmp_path, client=client)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_backtest_takes_fetched_funding_unchanged_and_pays_it(binanceusdm, tmp_path):
+    from _bars import FREE, bars
+
+    candles = bars([(100.0, 100.0, 100.0, 100.0)] * 240, start="2024-03-01")  # ten flat days of hours
+    rates = fetch_funding("binanceusdm", PERP, candles.index[0], candles.index[-1] + pd.Timedelta(hours=1),
+                                  cache_dir=tmp_path, client=funding_client(binanceusdm))
+    assert len(rates) == 30 and rates.abs().sum() > 0
+    short = wb.backtest("rules", candles, {"rules": "sell 10 units when close >= 100"}, **FREE, funding=rates)
+    opened = short.fills["time"].iloc[0]
+    held = rates[rates.index > opened]  # each settlement after the open is paid on 10 units at 100
+    assert len(held) == 29
+    assert short.metrics["funding_paid"] == pytest.approx(-10 * 100 * held.sum())  # a short receives a positive rate
+    assert short.equity.iloc[-1] == pytest.approx(1000 + 10 * 100 * held.sum())
+    levered = wb.backtest("rules", candles, {"rules": "leverage 2\nbuy 10 units when close >= 100"}, **FREE,
+                          funding=rates)
+    assert levered.metrics["funding_paid"] == pytest.approx(10 * 100 * held.sum())
+    assert short.settings["funding"] == {str(t): r for t, r in rates.items()}  # stored to reproduce the run
+
+
+def test_fetch_funding_bad_inputs_and_venue_failures_are_one_line_errors(binanceusdm, tmp_path):
+    client = funding_client(binanceusdm)
+    fetch = fetch_funding
+    cases = [
+        (ParameterError, r"^start='soon' is not a time", lambda: fetch("binanceusdm", PERP, "soon", cache_dir=tmp_path)),
+        (ParameterError, r"^stop='2024-01-01' is not after start='2024-02-01'$",
+         lambda: fetch("binanceusdm", PERP, "2024-02-01", "2024-01-01", cache_dir=tmp_path)),
+        (ParameterError, r"^symbol='BTCUSDT' is not a market symbol; perpetuals look like 'BTC/USDT:USDT'$",
+         lambda: fetch("binanceusdm", "BTCUSDT", cache_dir=tmp_path)),
+        (ParameterError, r"^exchange_id=None is not an exchange id", lambda: fetch(None, PERP, cache_dir=tmp_path)),
+        (ParameterError, r"^client is a 'binanceusdm' client, not 'gate'",
+         lambda: fetch("gate", PERP, cache_dir=tmp_path, client=client)),
+        (CandleError, r"^binanceusdm has no perpetual 'DOGE/USDT:USDT' \(.*\); perpetual symbols look like",
+         lambda: fetch("binanceusdm", "DOGE/USDT:USDT", F_START, F_STOP, cache_dir=tmp_path, client=client)),
+        (CandleError, r"^unknown exchange 'binanse'; did you mean binance",
+         lambda: fetch("binanse", PERP, F_START, F_STOP, cache_dir=tmp_path)),
+        (CandleError, r"^binanceusdm has no BTC/USDT:USDT funding settlements between 2024-01-01 01:00 UTC and "
+                      r"2024-01-01 07:00 UTC$",
+         lambda: fetch("binanceusdm", PERP, "2024-01-01 01:00", "2024-01-01 07:00", cache_dir=tmp_path, client=client)),
+    ]
+    for kind, pattern, call in cases:
+        with pytest.raises(kind, match=pattern) as caught:
+            call()
+        assert "\n" not in str(caught.value), pattern
+
+    other = tmp_path / "other"
+    binanceusdm.fail("/fapi/v1/fundingRate", 503, "Service Unavailable\n<html>busy</html>")
+    with pytest.raises(CandleError, match=r"^could not fetch binanceusdm BTC/USDT:USDT funding rates \(ExchangeNotAvailable"
+                       r": .* 503 .*\), and there is no cache at .*: from 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC "
+                       r"are missing$") as caught:
+        fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
+    assert "\n" not in str(caught.value) and not (other / "binanceusdm").exists()
+    binanceusdm.clear_faults()
+    binanceusdm.fail("/fapi/v1/fundingRate", 400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."},
+                     times=1)
+    with pytest.raises(CandleError, match=r"^binanceusdm refused the BTC/USDT:USDT funding-rate request: .*-1130"):
+        fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
+    broken = other / "binanceusdm" / "BTC-USDT-USDT_funding.csv"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("time,funding_rate\n1,0.1\n")
+    with pytest.raises(CandleError, match=r"^the funding cache .* is unreadable \(.*\); delete it to fetch again$"):
+        fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
+
+
+def test_pages_before_a_failure_are_kept_and_the_rest_fetched_later(binanceusdm, tmp_path):
+    client = funding_client(binanceusdm)
+    binanceusdm.fail("/fapi/v1/fundingRate", 502, after=1)
+    expected = settled(binanceusdm, F_START, F_STOP)
+    resume = expected.index[1000]  # the first page held settlements 0 to 999
+    with pytest.raises(CandleError, match=rf"covers 2024-01-01 00:00 UTC to {re.escape(format_utc(expected.index[999]))}"):
+        fetch_funding("binanceusdm", PERP, F_START, F_STOP, cache_dir=tmp_path, client=client)
+    binanceusdm.clear_faults()
+    binanceusdm.requests.clear()
+    again = fetch_funding("binanceusdm", PERP, F_START, F_STOP, cache_dir=tmp_path, client=client)
+    pd.testing.assert_series_equal(again, expected, check_freq=False)
+    assert ms(expected.index[999]) < int(funding_requests(binanceusdm)[0]["startTime"]) <= ms(resume)
+
+
+def format_utc(time: pd.Timestamp) -> str:
+    return time.strftime("%Y-%m-%d %H:%M") + " UTC"
+
+
+def test_the_loopback_funding_endpoints_are_as_strict_as_the_venues():
+    import requests
+
+    for exchange_id in ("binanceusdm", "gate"):
+        server, serve = _funding_server(exchange_id)
+        now = pd.Timestamp("2024-03-01 12:00", tz="UTC")
+        server.clock = lambda: now.timestamp()
+        with server:
+            series = serve(server)[PERP]
+            assert series.attrs["source"].startswith("synthetic")
+            url = server.url + FUNDING_PATHS[exchange_id]
+            if exchange_id == "binanceusdm":
+                newest = requests.get(url, params={"symbol": "BTCUSDT"}).json()
+                assert len(newest) == 200 and newest[-1]["fundingTime"] == ms(pd.Timestamp("2024-03-01 08:00", tz="UTC"))
+                assert set(newest[0]) == {"symbol", "fundingTime", "fundingRate", "markPrice"}
+                page = requests.get(url, params={"symbol": "BTCUSDT", "startTime": ms(F_START), "limit": 3}).json()
+                assert [r["fundingTime"] for r in page] == [ms(t) for t in series[F_START:].index[:3]]  # inclusive, ascending
+                assert page[0]["fundingRate"] == f"{series[F_START]:.8f}"
+                assert requests.get(url, params={"symbol": "BTCUSDT", "limit": 1001}).json()["code"] == -1130
+                assert requests.get(url, params={"symbol": "ETHUSDT"}).json() == {"code": -1121, "msg": "Invalid symbol."}
+            else:
+                page = requests.get(url, params={"contract": "BTC_USDT", "from": ms(F_START) // 1000, "limit": 3}).json()
+                assert [r["t"] for r in page] == [ms(t) // 1000 for t in series[:now].index[-3:][::-1]]  # newest first
+                assert isinstance(page[0]["r"], str) and float(page[0]["r"]) == series[:now].iloc[-1]
+                assert requests.get(url, params={"contract": "BTC_USDT", "limit": 1001}).json()["label"] == "INVALID_PARAM_VALUE"
+                assert requests.get(url, params={"contract": "ETH_USDT"}).json()["label"] == "CONTRACT_NOT_FOUND"
+                assert requests.get(url).json()["label"] == "MISSING_REQUIRED_PARAM"

@@ -78,7 +78,7 @@ def fetch_funding(
     now = pd.Timestamp.now(tz="UTC")
     until = _instant(stop, "stop") if stop is not None else None
     if until is None:
-        end = pd.Timestamp(cached[1], unit="ms", tz="UTC") if offline and cached is not None else now
+        end = pd.Timestamp(cached[2], unit="ms", tz="UTC") if offline and cached is not None else now
     else:
         end = min(until, now)  # no settlement lies in the future
     begin = _instant(start, "start") if start is not None else _default_start(cached, end)
@@ -140,7 +140,8 @@ def _gap(parts: list[tuple[int, int]]) -> str:
 
 
 def _time(ms: int) -> str:
-    return format_time(pd.Timestamp(ms, unit="ms", tz="UTC"))
+    """A time for messages, to the second (a stretch checked past a settlement ends 1 ms after it)."""
+    return format_time(pd.Timestamp(ms, unit="ms", tz="UTC").floor("s"))
 
 
 def _coverage(cached: tuple[pd.Series, int, int] | None, path: Path) -> str:
