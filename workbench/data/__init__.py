@@ -220,10 +220,11 @@ def fetch_funding(
     Binance and Gate) into a cache (``cache_dir``, default ``<workbench home>/cache/funding``,
     one CSV per exchange/symbol noting the stretch of history it checked). A range inside that
     stretch is served without touching the network; otherwise only what lies before or after
-    it is fetched. ``offline=True`` never touches the network (without ``stop``: up to the end
-    of the cache). If the network fails, the cache serves when it covers the range (with a
-    RuntimeWarning); otherwise, and for unknown symbols, exchange refusals or a range without
-    settlements, a one-line CandleError says what happened; bad arguments raise ParameterError.
+    it is fetched, and pages that arrived before a network failure are kept. ``offline=True``
+    never touches the network (without ``stop``: up to the end of the cache). A network
+    failure, an unknown symbol, an exchange's refusal or a range without settlements raises a
+    one-line CandleError saying what the cache covers and what is missing; bad arguments raise
+    ParameterError.
     """
     from workbench.data._funding_cache import fetch_funding as fetch
 

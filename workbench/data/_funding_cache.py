@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +92,12 @@ def fetch_funding(
     if missing:
         cached, failure = _update(client, exchange_id, symbol, missing, cached, path)
         still = _missing(cached, first, last)
-        if failure is not None and still:
+        if failure is not None:  # a failure always leaves part of what was missing still missing
             raise CandleError(
                 f"could not fetch {label} ({type(failure).__name__}: {_one_line(failure)}), and "
                 f"{_coverage(cached, path)}: {_gap(still)} are missing"
                 + ("; offline=True serves the cache as it is" if cached is not None else "")
             ) from failure
-        if failure is not None:
-            warnings.warn(f"{exchange_id} unreachable ({_one_line(failure)}); serving {label} from the cache {path}",
-                          RuntimeWarning, stacklevel=3)
 
     rates = cached[0] if cached is not None else _empty()
     window = rates[(rates.index >= begin) & (rates.index < pd.Timestamp(last, unit="ms", tz="UTC"))].copy()
