@@ -300,3 +300,194 @@ def test_bad_windows_give_one_line_errors(candles, kwargs, names):
     with pytest.raises(ParameterError) as caught:
         wb.walk_forward("channel", candles, GRID, **kwargs)
     assert names in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- combinatorial purged cross-validation and the probability of backtest overfitting ---------------------------
+
+FREE = {"fees": 0.0, "slippage": 0.0}
+LARGE_GRID = {"entry_window": list(range(5, 200, 5)), "exit_window": list(range(5, 100, 5)),
+              "mode": ["breakout", "reversion"]}  # 741 rows
+
+
+def _walk(seed: int, momentum: float = 0.0, n: int = 3000) -> pd.DataFrame:
+    """Hourly candles of a random walk without drift (its log returns demeaned); with ``momentum``, each return
+    carries that share of the previous one (AR(1)): a persistent trend a breakout can follow."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    returns = lfilter([1.0], [1.0, -momentum], rng.normal(0.0, 0.01, n))
+    close = 100.0 * np.exp(np.cumsum(returns - returns.mean()))
+    open_ = np.concatenate(([100.0], close[:-1]))
+    wick = np.abs(rng.normal(0.0, 0.002, (2, n)))
+    index = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC", name="time")
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * (1 + wick[0]),
+                         "low": np.minimum(open_, close) * (1 - wick[1]), "close": close, "volume": 1.0}, index=index)
+
+
+def test_on_random_walks_the_grids_best_looks_good_but_overfits():
+    # no row has an edge: the best of 741 shows a fine in-sample Sharpe, which the deflated Sharpe ratio
+    # does not believe, and CSCV finds its out-of-sample rank no better than a coin's (a skill-less grid's
+    # PBO is about 0.5 in expectation; one walk can land well below, so four are averaged)
+    found = []
+    for seed in range(4):
+        candles = _walk(seed)
+        cv = wb.cross_validate("channel", candles, LARGE_GRID, n_groups=8, **FREE)
+        table = wb.sweep("channel", candles, LARGE_GRID, progress=False, **FREE)
+        best = wb.backtest("channel", candles, {name: wb.research._walk_forward._plain(table.iloc[0][name])
+                                                for name in LARGE_GRID}, **FREE)
+        assert table.iloc[0]["sharpe"] > 2.5
+        assert not wb.deflated_sharpe(best, trials=table["sharpe"]).passed()
+        assert len(cv.logits) == math.comb(8, 4) and cv.pbo > 0.4
+        found.append(cv.pbo)
+    assert np.mean(found) > 0.5
+
+
+def test_a_planted_persistent_trend_gives_a_low_pbo():
+    for seed in range(3):
+        cv = wb.cross_validate("channel", _walk(seed, momentum=0.3), LARGE_GRID, n_groups=8, **FREE)
+        assert cv.pbo < 0.25
+        assert (cv.splits["mode"] == "breakout").all() and cv.paths["sharpe"].median() > 2
+
+
+def test_purge_and_embargo_remove_exactly_the_training_bars_next_to_the_test_groups(candles):
+    from workbench.research._returns import bar_returns
+
+    grid = {"entry_window": [2, 3], "exit_window": [2, 4]}
+    cv = wb.cross_validate("channel", candles.iloc[:40], grid, n_groups=4, k_test=2, purge=2, embargo=3)
+    assert list(cv.groups["bars"]) == [10] * 4 and len(cv.splits) == 6 and len(cv.paths) == 3
+    expected = {  # test groups (bars 0-9, 10-19, 20-29, 30-39) -> training bars
+        (1, 2): [*range(23, 40)], (1, 3): [*range(13, 18), *range(33, 40)],
+        (1, 4): [*range(13, 28)], (2, 3): [*range(0, 8), *range(33, 40)],
+        (2, 4): [*range(0, 8), *range(23, 28)], (3, 4): [*range(0, 18)]}
+    for split, row in cv.splits.iterrows():
+        train, test = cv.indices(split)
+        groups = np.array(row["test_groups"]) - 1
+        assert list(train) == expected[row["test_groups"]]
+        assert list(test) == [b for g in groups for b in range(10 * g, 10 * g + 10)]
+        assert (row["train_bars"], row["test_bars"]) == (len(train), len(test))
+        # the scores are the chosen row's Sharpe over exactly those bars of its backtest over all 40
+        result = wb.backtest("channel", candles.iloc[:40], {name: int(row[name]) for name in grid})
+        returns = bar_returns(result)
+        for prefix, bars in (("is", train), ("oos", test)):
+            picked = returns[bars]
+            sharpe = picked.mean() / picked.std(ddof=1) * math.sqrt(8760) if picked.std() > 0 else math.nan
+            assert row[f"{prefix}_sharpe"] == pytest.approx(sharpe, rel=1e-9, nan_ok=True)
+    with pytest.raises(ParameterError, match=r"^purge \+ embargo: 9 \+ 9 bars leave the split testing groups "
+                                             r"\(1, 3\) with 1 training bars"):
+        wb.cross_validate("channel", candles.iloc[:40], grid, n_groups=4, k_test=2, purge=9, embargo=9)
+
+
+def test_each_path_trades_every_group_by_one_split_that_tested_it(candles):
+    from workbench.research._returns import bar_returns
+
+    grid = {"entry_window": [24, 48, 96], "exit_window": [12, 24]}
+    cv = wb.cross_validate("channel", candles, grid, n_groups=6, k_test=2, objective="total_return")
+    assert len(cv.splits) == math.comb(6, 2) and len(cv.paths) == math.comb(5, 1)
+    returns = {(n, m): bar_returns(wb.backtest("channel", candles, {"entry_window": n, "exit_window": m}))
+               for n in grid["entry_window"] for m in grid["exit_window"]}
+    for split, row in cv.splits.iterrows():  # the choice is the best total return over the training bars
+        train, _ = cv.indices(split)
+        growth = {combo: np.prod(1 + r[train]) for combo, r in returns.items()}
+        assert max(growth, key=growth.get) == (row["entry_window"], row["exit_window"])
+    testing = {g: [s for s, row in cv.splits.iterrows() if g in row["test_groups"]] for g in range(1, 7)}
+    for path, row in cv.paths.iterrows():
+        parts = [returns[tuple(cv.splits.loc[testing[g][path - 1], ["entry_window", "exit_window"]])]
+                 [500 * (g - 1):500 * g] for g in range(1, 7)]
+        joined = np.concatenate(parts)
+        assert row["sharpe"] == pytest.approx(joined.mean() / joined.std(ddof=1) * math.sqrt(8760), rel=1e-9)
+        assert row["total_return"] == pytest.approx(np.prod(1 + joined) - 1, rel=1e-9)
+    from bokeh.models import LayoutDOM
+
+    assert isinstance(cv.figure, LayoutDOM) and "PBO" in cv.figure.children[0].title.text
+
+
+def test_cscv_on_a_hand_made_matrix_gives_the_pbo_worked_out_by_hand():
+    # four rows, four groups of two bars: a row returns r in the first bar of a group and 0 in the second.
+    # Each of the C(4, 2) = 6 halves: the best total return in it, its rank among the 4 in the other half
+    # (1 the worst), λ = ln(rank / (5 - rank)):
+    #   in {1,2}: A (1.08*1.06) best; in {3,4} A is the worst (0.9408)      rank 1 -> ln(1/4)
+    #   in {1,3}: A (1.0584);      in {2,4} B 1.0404, D 1.0506 above A 1.0176 -> rank 2 -> ln(2/3)
+    #   in {1,4}: D (1.0506);      in {2,3} B 1.0608 above D, A and C below  -> rank 3 -> ln(3/2)
+    #   in {2,3}: B (1.0608);      in {1,4} A 1.0368, D 1.0506 above B 0.9996 -> rank 2 -> ln(2/3)
+    #   in {2,4}: D (1.0506);      in {1,3} A 1.0584 above D, B and C below  -> rank 3 -> ln(3/2)
+    #   in {3,4}: B (1.0608);      in {1,2} A 1.1448, D 1.0506 above B 0.9996 -> rank 2 -> ln(2/3)
+    # so 4 of the 6 logits are <= 0: PBO = 2/3.
+    from workbench.research._cross_validate import _cscv, _stretch_sums, _Sums
+
+    per_group = np.array([[0.08, 0.06, -0.02, -0.04],     # A
+                          [-0.02, 0.02, 0.04, 0.02],      # B
+                          [0.01, -0.02, 0.03, -0.05],     # C
+                          [0.025, 0.025, 0.025, 0.025]])  # D
+    returns = np.zeros((4, 8))
+    returns[:, ::2] = per_group
+    sums = np.zeros((5, 4, 4))
+    for row, equity in enumerate(np.cumprod(1 + returns, axis=1)):
+        _stretch_sums(equity, 1.0, np.array([0, 2, 4, 6]), 0.0, sums[:, row])
+    np.testing.assert_allclose(sums[1], per_group, rtol=1e-12)  # the sum of each group's returns
+    logits = _cscv(_Sums(*sums), "total_return", 0.0, 1.0)
+    expected = np.log([1 / 4, 2 / 3, 3 / 2, 2 / 3, 3 / 2, 2 / 3])
+    np.testing.assert_allclose(logits.to_numpy(), expected, rtol=1e-12)
+    assert float((logits <= 0).mean()) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"n_groups": 5}, "n_groups: 5 is not allowed; expected an even number"),
+    ({"n_groups": 22}, "n_groups: 22"),
+    ({"n_groups": 4, "k_test": 4}, "k_test: 4 is not allowed; expected a whole number from 1 to 3"),
+    ({"purge": -1}, "purge: -1"),
+    ({"embargo": 1.5}, "embargo: 1.5"),
+    ({"objective": "max_drawdown"}, "objective: 'max_drawdown' is not allowed"),
+    ({"sort_by": "sharpe"}, "settings: sort_by are sweep's own"),
+    ({"grid": {"entry_window": 48}}, "grid: 1 combination is not allowed"),
+])
+def test_cross_validate_refuses_bad_arguments_in_one_line(candles, kwargs, names):
+    grid = kwargs.pop("grid", GRID)
+    with pytest.raises(ParameterError) as caught:
+        wb.cross_validate("channel", candles, grid, **kwargs)
+    assert names in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ParameterError, match="^split: 99"):
+        wb.cross_validate("channel", candles.iloc[:200], GRID, n_groups=4).indices(99)
+
+
+# --- look-ahead ----------------------------------------------------------------------------------------------------
+
+RULES = ("vars fast = 12\n"
+         "buy 50% when EMA($fast) crosses_above SMA(30) and RSI(14) < 70\n"
+         "    stop_loss 2% take_profit 1%, 3% trailing_stop 4%\n"
+         "exit long when close < BB(20, 2).lower\n"
+         "sell 30% when MACD(12, 26, 9).hist < 0 and close < DONCHIAN(20).low\n"
+         "exit short when ATR(14) > 200\n")
+
+
+@pytest.mark.parametrize("strategy, params", [
+    ("channel", {"direction": "both"}), ("ema_reversal", {}), ("market_making", {}), (RULES, {"fast": 8})])
+def test_no_built_in_template_looks_ahead(candles, strategy, params):
+    found = wb.check_lookahead(strategy, candles, params, cuts=20, seed=3)
+    assert found.passed and found.bar is None and len(found.cuts) == 20, str(found)
+    assert "no look-ahead" in str(found)
+
+
+def test_a_strategy_that_peeks_at_the_next_bars_is_caught(candles, monkeypatch):
+    # the rule language has no way to name a future bar, so the peek is planted in an indicator: an SMA
+    # centred on its bar (half its window in the future), as a careless pandas rolling(center=True) would be
+    from workbench.strategies import _indicators
+
+    rules = "buy 100% when close < SMA(20)\nexit long when close > SMA(20)\n"
+    assert wb.check_lookahead(rules, candles).passed
+    monkeypatch.setitem(_indicators.INDICATORS, "sma", lambda arrays, window: pd.Series(arrays["close"]).rolling(
+        window, center=True).mean().to_numpy())
+    found = wb.check_lookahead(rules, candles)
+    assert not found.passed and found.cut in found.cuts
+    bar = candles.index.get_loc(found.bar)
+    assert found.cut - 20 <= bar < found.cut  # within a window of the cut, where the cut run lacked the future
+    assert "look-ahead at" in str(found) and "\n" not in str(found) and "with all 3000 bars" in found.difference
+    # the same peek decides the same as the honest SMA nowhere near the end: only cutting shows it
+    assert not wb.check_lookahead(rules, candles, cuts=[found.cut]).passed
+
+
+def test_check_lookahead_refuses_bad_cuts_in_one_line(candles):
+    for cuts, names in ((0, "cuts: 0 is not allowed"), ([1], "cuts: 1 is not allowed"),
+                        ([10, 3000], "cuts: 3000"), ("5", "cuts: '5'")):
+        with pytest.raises(ParameterError) as caught:
+            wb.check_lookahead("channel", candles, cuts=cuts)
+        assert names in str(caught.value) and "\n" not in str(caught.value)

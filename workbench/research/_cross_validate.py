@@ -50,7 +50,6 @@ from workbench.strategies._indicators import IndicatorKey, stack
 
 OBJECTIVES = ("sharpe", "sortino", "total_return")
 _MAX_GROUPS = 20  # C(20, 10) = 184,756 CSCV splits; 22 would be 705,432
-_CHUNK_VALUES = 8_000_000  # equity values simulated at once: 64 MB whatever the grid
 _SPLIT_CHUNK = 2048  # CSCV splits scored at once
 _SWEEP_OWN = ("sort_by", "progress", "chunk_size")
 
@@ -63,16 +62,7 @@ class _Sums(NamedTuple):
     total: np.ndarray  # sum of r
     squares: np.ndarray  # sum of r²
     shortfall: np.ndarray  # sum of min(r - rf, 0)²
-    growth: np.ndarray  # sum of log(1 + r), a ruin's -inf floored at log of the smallest float
-
-    @classmethod
-    def of(cls, returns: np.ndarray, starts: np.ndarray, rf: float) -> _Sums:
-        """The sums of ``returns`` (rows x bars) over the stretches beginning at ``starts``."""
-        lengths = np.diff(np.append(starts, returns.shape[1]))
-        return cls(np.broadcast_to(lengths, (len(returns), len(starts))).astype(np.float64),
-                   *(np.add.reduceat(x, starts, axis=1) for x in (
-                       returns, returns ** 2, np.minimum(returns - rf, 0.0) ** 2,
-                       np.log(np.maximum(1.0 + returns, np.finfo(np.float64).tiny)))))
+    growth: np.ndarray  # sum of log(1 + r), a ruin's -inf floored at the log of the smallest float
 
     def over(self, weights: np.ndarray) -> _Sums:
         """Summed over the stretches ``weights`` (stretches x sets, 0 or 1) selects."""
@@ -258,8 +248,9 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     short = np.flatnonzero(train_sums.bars[0] < 2)
     if short.size:
         raise ParameterError(f"purge + embargo: {purge} + {embargo} bars leave the split testing groups "
-                             f"{tuple(g + 1 for g in splits[short[0]])} {int(train_sums.bars[0, short[0]])} training "
-                             "bars; expected fewer, or more groups", param="purge", value=purge)
+                             f"{tuple(g + 1 for g in splits[short[0]])} with {int(train_sums.bars[0, short[0]])} "
+                             "training bars; expected at least 2 (less purge or embargo, or fewer groups)",
+                             param="purge", value=purge)
     chosen = _best(train_sums.metric(objective, rf, ann))
     columns = np.arange(len(splits))
     in_sample = train_sums.pick((chosen, columns)).metrics(rf, ann)
@@ -328,28 +319,45 @@ def _grid_sums(tpl: Template, market: _Market, combos: list[dict[str, Any]], arg
     ind = stack(list(keys), market.arrays)
     params = np.array([kernel.param_vector(c) for c in combos])
     cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market) for c in combos])
-    a, n = market.arrays, len(market.candles)
-    size = max(1, _CHUNK_VALUES // n)
-    parts = []
-    for first in range(0, len(combos), size):
-        chunk = slice(first, first + size)
-        equity = np.empty((len(params[chunk]), n))
-        _record_equity(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, market.funding, ind,
-                       rows[chunk], params[chunk], cfgs[chunk], equity)
-        previous = np.concatenate((np.full((len(equity), 1), settings["init_cash"]), equity[:, :-1]), axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            returns = np.where(previous > 0, equity / previous - 1.0, 0.0)
-        parts.append(_Sums.of(returns, starts, rf))
-    return _Sums(*(np.concatenate(values) for values in zip(*parts)))
+    sums = np.zeros((len(_Sums._fields), len(combos), len(starts)))
+    a = market.arrays
+    _simulate_sums(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, market.funding, ind, rows,
+                   params, cfgs, starts, rf, sums)
+    return _Sums(*sums)
 
 
 @njit(cache=True, parallel=True)
-def _record_equity(simulate, open_, high, low, close, day, funding, ind, rows, params, cfgs, equity):
+def _simulate_sums(simulate, open_, high, low, close, day, funding, ind, rows, params, cfgs, starts, rf, sums):
+    """Each row backtested with its equity recorded, reduced to ``sums[:, row]`` at once:
+    memory stays at one equity curve per thread however many rows and bars."""
     no_fills = np.zeros((0, 5))
     no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
-        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, equity[j],
+        equity = np.empty(close.shape[0])
+        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, equity,
                  np.empty(close.shape[0]), np.empty(e.N_METRICS), no_intent)
+        _stretch_sums(equity, cfgs[j][e.C_INIT_CASH], starts, rf, sums[:, j])
+
+
+@njit(cache=True)
+def _stretch_sums(equity, init_cash, starts, rf, out):
+    """Add the bar returns of ``equity`` (the first bar against ``init_cash``, a bar after the
+    account was wiped out 0) into ``out[:, k]`` for the stretch ``k`` that begins at ``starts[k]``,
+    in the order of :class:`_Sums`' fields."""
+    tiny = np.finfo(np.float64).tiny
+    previous = init_cash
+    k = -1
+    for t in range(equity.shape[0]):
+        if k + 1 < starts.shape[0] and t == starts[k + 1]:
+            k += 1
+        r = equity[t] / previous - 1.0 if previous > 0.0 else 0.0
+        previous = equity[t]
+        short = min(r - rf, 0.0)
+        out[0, k] += 1.0
+        out[1, k] += r
+        out[2, k] += r * r
+        out[3, k] += short * short
+        out[4, k] += np.log(max(1.0 + r, tiny))
 
 
 def _whole(name: str, value: object, low: int, high: int) -> int:
