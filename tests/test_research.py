@@ -401,6 +401,25 @@ def test_each_path_trades_every_group_by_one_split_that_tested_it(candles):
     assert isinstance(cv.figure, LayoutDOM) and "PBO" in cv.figure.children[0].title.text
 
 
+@pytest.mark.parametrize("template, grid", [
+    ("ema_reversal", {"ema_window": [20, 50], "leverage": [1, 3]}),
+    ("market_making", {"spread": [0.2, 0.5], "ema_window": [10, 40]}),
+    ("rules", {"rules": "vars fast = 10, slow = 40\nbuy 50% when EMA($fast) > SMA($slow)\n"
+                        "exit long when EMA($fast) < SMA($slow)\n", "fast": [5, 10, 20], "slow": [30, 60]}),
+])
+def test_every_template_and_rule_variables_cross_validate_as_their_backtests(candles, template, grid):
+    from workbench.research._returns import bar_returns
+
+    cv = wb.cross_validate(template, candles, grid, n_groups=4, k_test=1, embargo=24)
+    axes = [name for name in grid if name != "rules"]
+    for split, row in cv.splits.iterrows():
+        train, test = cv.indices(split)
+        params = {**({"rules": grid["rules"]} if "rules" in grid else {}), **{name: row[name] for name in axes}}
+        returns = bar_returns(wb.backtest(template, candles, params))
+        for prefix, bars in (("is", train), ("oos", test)):
+            assert row[f"{prefix}_total_return"] == pytest.approx(np.prod(1 + returns[bars]) - 1, rel=1e-9, abs=1e-12)
+
+
 def test_cscv_on_a_hand_made_matrix_gives_the_pbo_worked_out_by_hand():
     # four rows, four groups of two bars: a row returns r in the first bar of a group and 0 in the second.
     # Each of the C(4, 2) = 6 halves: the best total return in it, its rank among the 4 in the other half
