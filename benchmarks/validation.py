@@ -37,10 +37,10 @@ WARMUP_SPANS = 3  # as workbench.walk_forward warms a test window up
 
 
 def _axes(combos: int) -> tuple[list[int], list[int]]:
-    """About ``combos`` (entry, exit) window pairs: a square grid, entries 20 apart, exits 10."""
-    side = max(1, round(math.sqrt(combos)))
-    other = max(1, round(combos / side))
-    return list(range(20, 20 * side + 1, 20)), list(range(10, 10 * other + 1, 10))
+    """Exactly ``combos`` (entry, exit) window pairs, as square a grid as they divide into:
+    entries 20 bars apart, exits 10."""
+    exits = max(d for d in range(1, math.isqrt(combos) + 1) if combos % d == 0)
+    return list(range(20, 20 * (combos // exits) + 1, 20)), list(range(10, 10 * exits + 1, 10))
 
 
 def _windows(bars: int, folds: int) -> tuple[int, int]:
