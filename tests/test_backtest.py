@@ -127,9 +127,9 @@ def test_sweep_fixed_values_and_defaults(candles):
 
 
 def test_an_interrupted_sweep_keeps_the_rows_already_done(candles, monkeypatch):
-    from workbench.backtest import _run
+    from workbench.backtest import _kernel
 
-    real, calls = _run._run_many, []
+    real, calls = _kernel._run_many, []
 
     def run_then_press_ctrl_c(*args):  # a real SIGINT, while the third chunk is finishing
         real(*args)
@@ -137,7 +137,7 @@ def test_an_interrupted_sweep_keeps_the_rows_already_done(candles, monkeypatch):
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(_run, "_run_many", run_then_press_ctrl_c)
+    monkeypatch.setattr(_kernel, "_run_many", run_then_press_ctrl_c)
     grid = {"entry_window": range(2, 602), "exit_window": [5, 10]}  # 1200 runs, 4 per chunk
     with pytest.warns(UserWarning, match=r"sweep interrupted: returning the 8 of 1200"):
         table = wb.sweep("channel", candles, grid, progress=False, chunk_size=4)

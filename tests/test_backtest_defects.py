@@ -277,3 +277,187 @@ def test_an_error_about_a_changed_frame_names_the_file_it_was_read_from(tmp_path
     bare.attrs = {}
     with pytest.raises(CandleError, match=r"^candles DataFrame: 1 problem"):
         wb.backtest("channel", bare)
+
+
+# -- maintenance margin tiers: the venue's exact liquidation price -------------------------
+# two tiers: 1% below 5,000 of notional, 2% above (amount 50 = 5,000 x (2% - 1%): continuous)
+TIERS = [(0, 0.01, 0), (5_000, 0.02, 50)]
+DIPPED = bars([*DIP_THEN_GAP, (95, 96, 80, 85)])  # a long at 99 (leverage 10), then a fall through its liquidation
+SHORTED = bars([(10, 11, 9, 10)] * 3 + [(10, 10, 8, 8.5), (8, 8.2, 7.9, 8.1), (9.5, 9.6, 9.4, 9.5)])
+FAR_STOP = {**LEVERED, "stop_loss": 50.0}
+
+
+def _long_liquidation(notional, margin, units, rate, amount):
+    # margin + units * (P - entry) = units * P * rate - amount, solved for P
+    return (notional - margin - amount) / (units * (1 - rate))
+
+
+def _short_liquidation(notional, margin, units, rate, amount):
+    # margin - units * (P - entry) = units * P * rate - amount, solved for P
+    return (notional + margin + amount) / (units * (1 + rate))
+
+
+@pytest.mark.parametrize("cash, rate, amount", [(1000.0, 0.02, 50.0),  # notional 10,000: tier 2
+                                                (400.0, 0.01, 0.0)])  # notional 4,000: tier 1
+def test_a_tiered_long_is_liquidated_where_the_venue_computes_it(cash, rate, amount):
+    result = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **{**FREE, "init_cash": cash},
+                             maintenance_margin=TIERS)
+    entry, liquidation = result.fills.iloc[0], result.fills.iloc[-1]
+    units, notional = entry["size"], entry["size"] * entry["price"]
+    assert entry["price"] == 99 and notional == pytest.approx(cash * 10)
+    expected = _long_liquidation(notional, notional / 10, units, rate, amount)
+    assert liquidation["kind"] == "liquidation" and liquidation["price"] == pytest.approx(expected, rel=1e-12)
+    assert (units * expected >= 5_000) == (rate == 0.02)  # the tier holds the notional at that price
+    # what the position held there is the maintenance margin of that tier, kept by the venue
+    assert liquidation["fee"] == pytest.approx(units * expected * rate - amount, rel=1e-9)
+
+
+@pytest.mark.parametrize("cash, rate, amount", [(1000.0, 0.02, 50.0), (400.0, 0.01, 0.0)])
+def test_a_tiered_short_is_liquidated_where_the_venue_computes_it(cash, rate, amount):
+    result = _quiet_backtest("rules", SHORTED, {"rules": "leverage 10\nsell 100% when close < 9"},
+                             **{**FREE, "init_cash": cash}, maintenance_margin=TIERS)
+    entry, liquidation = result.fills.iloc[0], result.fills.iloc[-1]
+    units, notional = -entry["size"], -entry["size"] * entry["price"]
+    assert entry["price"] == 8 and notional == pytest.approx(cash * 10)
+    expected = _short_liquidation(notional, notional / 10, units, rate, amount)
+    assert liquidation["kind"] == "liquidation" and liquidation["price"] == pytest.approx(expected, rel=1e-12)
+    assert (units * expected >= 5_000) == (rate == 0.02)
+
+
+def test_a_float_rate_keeps_its_approximation_and_one_tier_is_exact():
+    approx = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=MMR)
+    assert approx.fills.iloc[-1]["price"] == pytest.approx(LIQ)  # 99 * (1 - 1/10 + mmr)
+    exact = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=[(0, MMR)])
+    assert exact.fills.iloc[-1]["price"] == pytest.approx(99 * (1 - 1 / 10) / (1 - MMR))  # 89.548
+    assert exact.settings["maintenance_margin"] == [[0.0, MMR, 0.0, None]]
+
+
+def test_the_bundled_venue_tiers_and_ccxt_rows_are_taken():
+    binance = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin="binance")
+    units = binance.fills.iloc[0]["size"]  # notional 10,000: Binance's first bracket, 0.4%, amount 0
+    assert binance.fills.iloc[-1]["price"] == pytest.approx(_long_liquidation(10_000, 1_000, units, 0.004, 0))
+    ccxt_rows = [{"minNotional": 0, "maintenanceMarginRate": 0.01, "maxLeverage": 20, "info": {"cum": "0"}},
+                 {"minNotional": 5000, "maintenanceMarginRate": 0.02, "maxLeverage": 10, "info": {"cum": "50.0"}}]
+    rows = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=ccxt_rows)
+    tiers = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=TIERS)
+    assert rows.fills.iloc[-1]["price"] == tiers.fills.iloc[-1]["price"]
+
+
+@pytest.mark.parametrize("tiers, leverage, message", [
+    ([(0, 0.01), (5_000, 0.005)], 10, "maintenance_margin: tier 2's rate 0.005 is not allowed; expected a number "
+                                      r"from 0.01 \(tier 1's\) to below 1"),
+    ([(0, 0.01), (5_000, 0.02), (2_000, 0.03)], 10, "maintenance_margin: tier 3's notional floor 2000 is not above "
+                                                    "tier 2's 5000; expected tiers sorted by floor from 0"),
+    ([(0, -0.01)], 10, "maintenance_margin: tier 1's rate -0.01 is not allowed; expected a finite number >= 0"),
+    ([(0, 0.01), (-5, 0.02)], 10, "maintenance_margin: tier 2's notional floor -5 is not allowed; expected a finite "
+                                  "number >= 0"),
+    ([(0, 0.01), (5_000, 0.02, 60)], 10, "maintenance_margin: tier 2's maintenance amount 60 does not continue "
+                                         "tier 1: expected 50"),
+    ([(0, 0.01), (5_000, 0.2)], 10, r"maintenance_margin: tier 2's rate 0.2 \(notional 5,000 to any\) is not allowed "
+                                    r"with leverage 10; expected a number from 0 to below 1/leverage = 0.1"),
+    ("binance", 101, r"leverage: 101 is above tier 2's maximum of 100 \(notional 50,000 to 250,000; this run's "
+                     r"positions can reach 101,000"),
+    ("bitmex", 10, "maintenance_margin: 'bitmex' is not allowed; expected a rate from 0 to 0.5"),
+])
+def test_bad_tiers_are_refused_on_one_line(tiers, leverage, message):
+    with pytest.raises(ParameterError, match=message) as raised:
+        wb.backtest("ema_reversal", DIPPED, {**FAR_STOP, "leverage": leverage}, **FREE, maintenance_margin=tiers)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_position_beyond_the_leverage_s_tiers_is_refused_unless_capped():
+    params = {**FAR_STOP, "leverage": 60}  # Binance allows 60x only below 250,000 of notional
+    with pytest.raises(ParameterError, match="leverage: 60 is above tier 3's maximum of 50"):
+        wb.backtest("ema_reversal", DIPPED, params, **{**FREE, "init_cash": 10_000}, maintenance_margin="binance")
+    capped = _quiet_backtest("ema_reversal", DIPPED, params, risk={"max_position_size": 200_000},
+                             **{**FREE, "init_cash": 10_000}, maintenance_margin="binance")
+    assert capped.metrics["liquidations"] == 1
+
+
+# -- the mark price judges liquidation; stops and limits fill on the traded price -----------
+CALM = bars([*DIP_THEN_GAP, (95, 96, 92, 94), (94, 95, 93, 94)])  # the traded price stays above 89.595
+
+
+def _mark(candles, low_at_3):
+    mark = candles[["high", "low", "close"]].copy()
+    mark.iloc[3, mark.columns.get_loc("low")] = low_at_3
+    return mark
+
+
+def test_a_mark_below_the_liquidation_price_liquidates_while_the_last_price_does_not():
+    plain = wb.backtest("ema_reversal", CALM, FAR_STOP, **FREE)
+    assert plain.metrics["liquidations"] == 0
+    marked = _quiet_backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=_mark(CALM, 89.0))
+    liquidation = marked.fills.iloc[-1]
+    assert liquidation["kind"] == "liquidation" and liquidation["price"] == pytest.approx(LIQ)
+    assert liquidation["time"] == CALM.index[3]
+    row = wb.sweep("ema_reversal", CALM, FAR_STOP, **FREE, mark=_mark(CALM, 89.0), progress=False).iloc[0]
+    assert row["liquidations"] == 1 and row["final_equity"] == marked.metrics["final_equity"]
+
+
+def test_a_last_price_below_the_liquidation_price_does_not_liquidate_while_the_mark_stays_above():
+    wick = bars([*DIP_THEN_GAP, (95, 96, 85, 94), (94, 95, 93, 94)])  # a wick of the last price to 85
+    assert _quiet_backtest("ema_reversal", wick, FAR_STOP, **FREE).metrics["liquidations"] == 1
+    marked = wb.backtest("ema_reversal", wick, FAR_STOP, **FREE, mark=_mark(wick, 92.0))
+    assert marked.metrics["liquidations"] == 0
+    stopped = wb.backtest("ema_reversal", wick, {**LEVERED, "stop_loss": 5.0}, **FREE, mark=_mark(wick, 92.0))
+    stop = stopped.fills[stopped.fills["kind"] == "stop_loss"]  # the stop fills on the traded price
+    assert len(stop) == 1 and stop.iloc[0]["price"] == pytest.approx(99 * 0.95) and stop.iloc[0]["time"] == wick.index[3]
+    assert stopped.metrics["liquidations"] == 0
+
+
+def test_a_mark_series_and_a_misaligned_mark_and_an_unsupported_template():
+    series = CALM["close"].copy()
+    series.iloc[3] = 89.0  # one mark price per bar: it moved from 99 (bar 2) to 89 in bar 3
+    assert _quiet_backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=series).metrics["liquidations"] == 1
+    with pytest.raises(ParameterError, match=r"mark: no valid mark price at 2024-01-01 04:00:00\+00:00"):
+        wb.backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=_mark(CALM, 89.0).iloc[:4])
+    with pytest.raises(ParameterError, match="mark: the rules template judges liquidations on the traded price"):
+        wb.backtest("rules", SHORTED, {"rules": "leverage 10\nsell 100% when close < 9"}, **FREE, mark=SHORTED)
+
+
+# -- the compiled cache follows the engine's source ----------------------------------------
+
+def _package(root, helper_returns):
+    package = root / "pkg"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "eng.py").write_text(f"from numba import njit\n\n\n@njit(cache=True)\ndef helper():\n"
+                                    f"    return {helper_returns}\n")
+    (package / "ker.py").write_text("from numba import njit\n\nfrom pkg import eng\n\n\n@njit(cache=True)\n"
+                                    "def kernel():\n    return eng.helper()\n")
+    return package
+
+
+def _kernel_result(root, hashed):
+    package = root / "pkg"
+    script = (f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom workbench.backtest import _engine\n"
+              + (f"_engine.use_hashed_cache({str(package)!r}, [{str(package / 'eng.py')!r}], "
+                 f"base={str(root / 'cache')!r})\n" if hashed else "")
+              + "from pkg import ker\nprint(ker.kernel())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_path):
+    from workbench.backtest import _engine
+
+    plain, hashed = tmp_path / "plain", tmp_path / "hashed"
+    for root in (plain, hashed):
+        root.mkdir()
+        _package(root, 1)
+        assert _kernel_result(root, hashed=root == hashed) == 1  # compiled and cached
+    for root in (plain, hashed):
+        _package(root, 22)  # the engine's helper changes; the kernel's own file does not
+    assert _kernel_result(plain, hashed=False) == 1  # numba alone: the stale kernel, from its cache
+    assert _kernel_result(hashed, hashed=True) == 22  # a new source hash: a new cache directory
+    assert len(list((hashed / "cache").glob("numba-*"))) == 2
+    # the workbench's own cache directory is named by its engine and kernel sources
+    engine = tmp_path / "_engine.py"
+    engine.write_text(open(_engine.__file__).read())
+    before = _engine.source_digest([engine])
+    engine.write_text(engine.read_text().replace("INTENT_ROWS = 24", "INTENT_ROWS = 25"))
+    assert _engine.source_digest([engine]) != before
+    assert _engine.CACHE_DIR.name == f"numba-{_engine.source_digest(_engine.kernel_sources(_engine._PACKAGE))}"
+    assert any(path.name == "_engine.py" for path in _engine.kernel_sources(_engine._PACKAGE))

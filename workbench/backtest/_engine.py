@@ -12,13 +12,24 @@ Accounting model (documented in README "How backtests account"):
   and pays ``q*p*fee``. Equity is ``cash + margin + units*(price - entry)``.
 * At ``L == 1`` this is exactly spot accounting (and vectorbt's): longs pay the full
   notional, shorts post it as collateral.
-* At ``L > 1`` the position is an isolated-margin perpetual: it is liquidated when the
-  price reaches ``entry*(1 - 1/L + mmr)`` (longs) or ``entry*(1 + 1/L - mmr)`` (shorts);
-  the margin is lost (the liquidation fill's fee column holds what the position still held,
-  kept by the exchange; it counts in ``liquidation_loss``, not in ``fees_paid``).
+* At ``L > 1`` the position is an isolated-margin perpetual, liquidated at its liquidation
+  price (``liquidation_price``); the margin is lost (the liquidation fill's fee column holds
+  what the position still held, kept by the exchange; it counts in ``liquidation_loss``, not
+  in ``fees_paid``). With a single maintenance margin rate ``mmr`` (a float) the price is the
+  approximation ``entry*(1 - 1/L + mmr)`` (longs) or ``entry*(1 + 1/L - mmr)`` (shorts).
+  With the venue's maintenance margin tiers (``(notional_floor, rate, amount)`` rows, after
+  the slots ``CFG_SIZE``) it is what the venue computes for an isolated position of ``Q``
+  units at ``entry`` holding ``margin``: the price ``P`` at which
+  ``margin + side*Q*(P - entry) = Q*P*rate - amount`` with the tier that holds the notional
+  ``Q*P``, that is ``P = (side*Q*entry - margin - amount) / (Q*(side - rate))``
+  (``side`` +1 long, -1 short; Binance's ``maintMarginRatio`` and ``cum``).
 * A short is a perpetual at any leverage (a spot account cannot short): at ``L == 1`` it is
-  liquidated like any short, at ``entry*(2 - mmr)``, so it never loses more than its collateral.
-  An unleveraged long is spot and cannot be liquidated.
+  liquidated like any short (with one rate at ``entry*(2 - mmr)``), so it never loses more
+  than its collateral. An unleveraged long is spot and cannot be liquidated.
+* Liquidation is judged on the bar's mark price when the run has one (``mark_prices``: the
+  mark's open, high and low rows appended to the indicators), else on the traded price (the
+  approximation: the last price stands in for the mark). Stops and limits always fill on
+  the traded price.
 * A protective stop and the liquidation: the nearer price fills first (the stop at its
   usual price, the open when the bar gaps through both; the liquidation at its price).
 * Ruin: when a fill leaves the account flat with no equity (at most 1e-9 of the initial
@@ -41,8 +52,76 @@ themselves, and the writers (``fill``, ``new_day``...) run only when something h
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
 import numpy as np
-from numba import njit
+from numba.core import caching
+
+# -- a compiled cache that follows the engine's source -----------------------------------
+# numba's ``cache=True`` keys a function's cache on its own file's mtime and size only: a
+# template kernel compiled into its cache with this engine's helpers inlined would be loaded
+# unchanged after this file changed. So every cached function of the workbench package is
+# kept in a directory named by a hash of the sources that hold kernels (this file, the
+# template kernels): any edit there compiles into a fresh directory, never into a stale one.
+
+
+def source_digest(sources: Iterable[str | os.PathLike]) -> str:
+    """A short hash of the files' names and contents (in path order)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in sources):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def kernel_sources(package: str | os.PathLike) -> list[Path]:
+    """The files under ``package``'s backtest and strategies folders that compile numba code."""
+    root = Path(package)
+    return [path for folder in ("backtest", "strategies") for path in sorted((root / folder).rglob("*.py"))
+            if "njit" in path.read_text(encoding="utf-8", errors="replace")]
+
+
+def use_hashed_cache(package: str | os.PathLike, sources: Iterable[str | os.PathLike],
+                     base: str | os.PathLike | None = None) -> Path:
+    """Keep the numba cache of every function defined under ``package`` (decorated from now
+    on) in ``<base>/numba-<hash of sources>``; returns that directory. ``base`` defaults to
+    ``NUMBA_CACHE_DIR`` if set, else ``package/__pycache__``; where it cannot be written numba
+    falls back to its own locations."""
+    package = os.path.realpath(package)
+    if base is None:
+        base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(package, "__pycache__")
+    root = Path(base) / f"numba-{source_digest(sources)}"
+
+    class _HashedLocator(caching.UserProvidedCacheLocator):
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = os.path.join(root, self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not os.path.exists(py_file) or not os.path.realpath(py_file).startswith(package + os.sep):
+                return None
+            locator = cls(py_func, py_file)
+            try:
+                locator.ensure_cache_path()
+            except OSError:
+                return None
+            return locator
+
+    locators = caching.CacheImpl._locator_classes
+    locators[:] = [c for c in locators if getattr(c, "workbench_package", None) != package]
+    _HashedLocator.workbench_package = package
+    locators.insert(0, _HashedLocator)
+    return root
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+CACHE_DIR = use_hashed_cache(_PACKAGE, kernel_sources(_PACKAGE))
+
+from numba import njit  # noqa: E402 - the cache locator is in place before anything compiles
 
 # -- the state vector of one run (float64 slots) -----------------------------------------
 CASH = 0
@@ -83,7 +162,14 @@ C_AMOUNT_STEP = 11
 C_PRICE_STEP = 12
 C_MIN_AMOUNT = 13
 C_MIN_COST = 14
-CFG_SIZE = 15
+C_MARK_ROW = 15  # 1 + the indicator row of the mark's open (its high and low follow); 0: no mark
+C_TIERS = 16  # maintenance margin tiers after CFG_SIZE (0: the single rate C_MMR, the approximation)
+CFG_SIZE = 17
+# each tier: the notional it starts at, its maintenance margin rate, its maintenance amount
+T_FLOOR = 0
+T_RATE = 1
+T_AMOUNT = 2
+TIER_WIDTH = 3
 
 # -- fill kinds --------------------------------------------------------------------------
 FILL_ENTRY = 0
@@ -242,14 +328,41 @@ def pay_funding(state, cfg, rate, price):
 @njit(cache=True)
 def liquidation_price(state, cfg):
     """The price at which the open position is liquidated; NaN when it cannot be (flat, or
-    an unleveraged long: spot). A short is a perpetual at any leverage, 1 included."""
+    an unleveraged long: spot). A short is a perpetual at any leverage, 1 included.
+
+    With one rate (no tiers) the approximation ``entry*(1 -/+ 1/L +/- mmr)``; with tiers the
+    venue's exact price (``tiered_liquidation_price``)."""
     lev = cfg[C_LEVERAGE]
     units = state[UNITS]
+    if cfg[C_TIERS] > 0.0 and (units < 0.0 or (units > 0.0 and lev > 1.0)):
+        return tiered_liquidation_price(cfg, units, state[ENTRY], state[MARGIN])
     if units > 0.0 and lev > 1.0:
         return state[ENTRY] * (1.0 - 1.0 / lev + cfg[C_MMR])
     if units < 0.0:
         return state[ENTRY] * (1.0 + 1.0 / lev - cfg[C_MMR])
     return np.nan
+
+
+@njit(cache=True)
+def tiered_liquidation_price(cfg, units, entry, margin):
+    """The price ``P`` where an isolated position of ``units`` (signed) at ``entry`` holding
+    ``margin`` has its margin plus PnL down to the maintenance margin of its notional at ``P``:
+    ``margin + side*Q*(P - entry) = Q*P*rate - amount`` (the tier holding ``Q*P``), so
+    ``P = (side*Q*entry - margin - amount) / (Q*(side - rate))``.
+
+    The maintenance margin ``max(N*rate - amount)`` over the tiers is continuous and convex
+    in the notional ``N`` (each amount continues the tier below; ``_venues`` checks it), and
+    each tier's line lies on or below it: each tier's solution lies beyond the true price, so
+    the true one is the highest of them for a long, the lowest for a short (no search)."""
+    side = 1.0 if units > 0.0 else -1.0
+    q = abs(units)
+    best = np.nan
+    for i in range(int(cfg[C_TIERS])):
+        k = CFG_SIZE + i * TIER_WIDTH
+        price = (side * q * entry - margin - cfg[k + T_AMOUNT]) / (q * (side - cfg[k + T_RATE]))
+        if i == 0 or (price > best if side > 0.0 else price < best):
+            best = price
+    return best
 
 
 @njit(cache=True)
@@ -471,19 +584,42 @@ def stop_or_liquidation(state, cfg, stop, open_, high, low):
     when the bar gaps through both); otherwise the exchange liquidates at its liquidation
     price (also when the bar gaps through it). A tie goes to the liquidation.
     """
+    return stop_or_liquidation_marked(state, cfg, stop, open_, high, low, high, low)
+
+
+@njit(cache=True)
+def stop_or_liquidation_marked(state, cfg, stop, open_, high, low, mark_high, mark_low):
+    """``stop_or_liquidation`` with the liquidation judged on the bar's mark price range
+    (``mark_high``, ``mark_low``) and the stop on the traded one (``high``, ``low``).
+
+    A stop the traded price reaches, nearer than the liquidation price, fills first; else a
+    mark that reaches the liquidation price liquidates (whether the traded price reaches it
+    or not); a traded price through the liquidation price whose mark stays away does not.
+    """
     units = state[UNITS]
     side = -1 if units > 0.0 else 1  # the stop closes the position
     price = np.nan if np.isnan(stop) else stop_fill(side, stop, open_, high, low, cfg)
     liq = liquidation_price(state, cfg)
     if not np.isnan(liq):
+        stopped = not np.isnan(price)
         if units > 0.0:
-            if low <= liq and not stop > liq:  # NaN stop compares False: no stop
+            if mark_low <= liq and not (stopped and stop > liq):
                 return FILL_LIQUIDATION, liq
-        elif high >= liq and not stop < liq:
+        elif mark_high >= liq and not (stopped and stop < liq):
             return FILL_LIQUIDATION, liq
     if not np.isnan(price):
         return FILL_STOP, price
     return -1, np.nan
+
+
+@njit(cache=True)
+def mark_prices(ind, cfg, open_, high, low):
+    """The arrays liquidation is judged on: the mark's open, high and low (the indicator rows
+    from ``cfg[C_MARK_ROW] - 1``) when the run has a mark price, else the traded ones."""
+    row = int(cfg[C_MARK_ROW]) - 1
+    if row >= 0:
+        return ind[row], ind[row + 1], ind[row + 2]
+    return open_, high, low
 
 
 @njit(cache=True)

@@ -2,119 +2,21 @@
 from __future__ import annotations
 
 import itertools
-import os
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba import njit, prange
 
 from workbench.backtest import _engine as e
-from workbench.backtest._funding import DEFAULT_FUNDING, describe, funding_per_bar
+from workbench.backtest._funding import DEFAULT_FUNDING, describe
+# the kernel protocol; _cfg, _Market and _settings stay importable from here (workbench.research)
+from workbench.backtest._kernel import _cfg, _Market, _settings, kernel_inputs, run_kernel, run_kernels  # noqa: F401
 from workbench.backtest._result import BacktestResult
-from workbench.backtest._venues import MarketRules, market_rules, venue_fees
+from workbench.backtest._venues import market_rules
 from workbench.errors import ParameterError
 from workbench.strategies import Template, get_template, kernel_for
-from workbench.strategies._indicators import IndicatorKey, stack
-
-# Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
-# other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its
-# OpenMP layer (at the first parallel run); explicit settings win.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "0")
-
-_YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default year too
-
-
-def _settings(fees: float | str | Mapping[str, float], slippage: float, init_cash: float,
-              maintenance_margin: float, risk_free: float = 0.0, market: MarketRules | None = None) -> dict[str, Any]:
-    if isinstance(fees, str):
-        fees = venue_fees(fees, market)
-    if isinstance(fees, Mapping):
-        unknown = set(fees) - {"maker", "taker"}
-        if unknown:
-            raise ParameterError(f"fees: unknown key {sorted(unknown)[0]!r}; use 'maker' and 'taker'",
-                                 param="fees", value=fees)
-        missing = [side for side in ("maker", "taker") if side not in fees]
-        if missing:  # a rate left out is not free: say so rather than trade it at 0
-            raise ParameterError(f"fees: {dict(fees)!r} has no {missing[0]!r} rate; give both 'maker' and "
-                                 "'taker', or one number for both", param="fees", value=fees)
-        maker, taker = fees["maker"], fees["taker"]
-    else:
-        maker = taker = fees
-    # a maker rate may be a rebate (Gate's perpetual VIP tiers pay makers)
-    checks = {"fees (maker)": (maker, -0.01, 0.1), "fees (taker)": (taker, 0.0, 0.1),
-              "slippage": (slippage, 0.0, 0.1), "maintenance_margin": (maintenance_margin, 0.0, 0.5),
-              "init_cash": (init_cash, 1e-9, 1e15), "risk_free": (risk_free, -0.5, 1.0)}
-    for name, (value, low, high) in checks.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
-                                 f"{high:g} (a fraction: 0.001 is 0.1%)", param=name.split()[0], value=value)
-    rules = {} if market is None else {"amount_step": market.amount_step, "price_step": market.price_step,
-                                       "min_amount": market.min_amount, "min_cost": market.min_cost,
-                                       "max_leverage": market.max_leverage, "market": market.symbol}
-    return {"fee_maker": float(maker), "fee_taker": float(taker), "slippage": float(slippage),
-            "init_cash": float(init_cash), "maintenance_margin": float(maintenance_margin),
-            "risk_free": float(risk_free), **rules}
-
-
-def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: float,
-         market: _Market) -> np.ndarray:
-    mmr = settings["maintenance_margin"]
-    if mmr * leverage >= 1.0:  # the liquidation price would sit at (or beyond) the entry
-        raise ParameterError(
-            f"maintenance_margin: {mmr:g} is not allowed with leverage {leverage:g}; expected a number from 0 "
-            f"to below 1/leverage = {1.0 / leverage:g}", param="maintenance_margin", value=mmr)
-    most = settings.get("max_leverage", np.inf)
-    if leverage > most:
-        raise ParameterError(f"leverage: {leverage:g} is above the {settings['market']} market's maximum of "
-                             f"{most:g}" + (" (a spot market; trade a perpetual such as 'BTC/USDT:USDT' with "
-                                            "leverage)" if most <= 1 else ""), param="leverage", value=leverage)
-    cfg = np.zeros(e.CFG_SIZE)
-    cfg[e.C_INIT_CASH] = settings["init_cash"]
-    cfg[e.C_FEE_TAKER] = settings["fee_taker"]
-    cfg[e.C_FEE_MAKER] = settings["fee_maker"]
-    cfg[e.C_SLIPPAGE] = settings["slippage"]
-    cfg[e.C_LEVERAGE] = leverage
-    cfg[e.C_MMR] = settings["maintenance_margin"]
-    cfg[e.C_ANN_FACTOR] = market.bars_per_year
-    cfg[e.C_RISK_FREE] = (1.0 + settings.get("risk_free", 0.0)) ** (1.0 / market.bars_per_year) - 1.0
-    cfg[e.C_YEARS] = market.span / _YEAR
-    cfg[e.C_AMOUNT_STEP] = settings.get("amount_step", 0.0)
-    cfg[e.C_PRICE_STEP] = settings.get("price_step", 0.0)
-    cfg[e.C_MIN_AMOUNT] = settings.get("min_amount", 0.0)
-    cfg[e.C_MIN_COST] = settings.get("min_cost", 0.0)
-    cfg[e.C_MAX_POSITION] = risk.get("max_position_size") or np.inf
-    cfg[e.C_MAX_DAILY_LOSS] = risk.get("max_daily_loss") or np.inf
-    return cfg
-
-
-class _Market:
-    """The candles as the contiguous float arrays the kernels read, plus the UTC day number."""
-
-    def __init__(self, candles: pd.DataFrame, validate: bool = True, funding: Any = None):
-        from workbench.data import bars_per_year, validate_candles
-
-        self.candles = validate_candles(candles) if validate else candles
-        index = self.candles.index
-        self.arrays = {c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
-                       for c in ("open", "high", "low", "close", "volume")}
-        self.day = (index.as_unit("ns").asi8 // 86_400_000_000_000).astype(np.int64)
-        self.bar = pd.Timedelta(index[1] - index[0]) if len(index) > 1 else pd.Timedelta(hours=1)
-        if len(index) > 2:
-            self.bar = pd.Series(index).diff().min()
-        # the calendar time the candles cover: from the first bar's open to the last bar's close
-        self.span = pd.Timedelta(index[-1] - index[0]) + self.bar if len(index) else pd.Timedelta(0)
-        # the bars a year of this market holds (its calendar's real bars: a closed weekend is none)
-        self.bars_per_year = bars_per_year(self.candles) if len(index) > 1 else _YEAR / self.bar
-        self.funding = funding_per_bar(index, self.bar, funding)  # the rate each bar's open settles
-
-    def run(self, kernel, ind, rows, params, cfg, fills, equity_out, position_out, out) -> None:
-        a = self.arrays
-        kernel.simulate(a["open"], a["high"], a["low"], a["close"], self.day, self.funding, ind, rows, params, cfg,
-                        fills, equity_out, position_out, out, np.zeros((0, e.INTENT_WIDTH)))
 
 
 def _resolve(template: str | Template) -> Template:
@@ -123,8 +25,9 @@ def _resolve(template: str | Template) -> Template:
 
 def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
              risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
-             slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-             risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING) -> BacktestResult:
+             slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: Any = 0.005,
+             risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING,
+             mark: Any = None) -> BacktestResult:
     """Backtest one parameter set of a template on candles.
 
     Args:
@@ -139,7 +42,13 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
             (ccxt's fee tables; the market type defaults to ``market``'s, else spot).
         slippage: adverse price move of market orders, as a fraction of the price.
         init_cash: starting balance in the quote currency.
-        maintenance_margin: the maintenance margin rate of leveraged positions.
+        maintenance_margin: the maintenance margin of perpetual positions: one rate (0.005,
+            liquidating at the approximation ``entry*(1 - 1/L + rate)`` for longs), or the
+            venue's tiers, liquidating where the venue does (``docs/METRICS.md``): ``"binance"``
+            or ``"gate"`` (their BTC/USDT perpetual's, bundled), or rows ``(notional_floor,
+            rate[, amount[, max_leverage]])`` or ccxt's ``fetch_leverage_tiers`` entries. The
+            tier is the one holding the position's notional; a leverage above the maximum of a
+            tier the run's positions can reach (init cash x leverage) is refused.
         risk_free: the annual risk-free rate Sharpe and Sortino measure excess returns over
             (0.04 is 4 % a year), compounded down to one bar.
         market: trade within a market's rules: ``"binance BTC/USDT:USDT"`` (a bundled
@@ -151,6 +60,10 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
             a rate per 8 hours settled at 00:00, 08:00 and 16:00 UTC (default 0.0001, the
             venues' rate at a neutral premium), a ``pd.Series`` of real rates indexed by
             settlement time, or ``None`` for none. Shown as ``metrics["funding_paid"]``.
+        mark: the mark price liquidations are judged on (a frame with ``high``, ``low`` and
+            ``close`` or ``open``, or a series of mark prices, at the candles' times); stops and
+            limits still fill on the traded price. Without it the traded price stands in for
+            the mark (an approximation: venues liquidate on the mark).
 
     Returns:
         A :class:`BacktestResult`: ``.metrics`` (defined in ``docs/METRICS.md``), ``.equity``,
@@ -172,34 +85,17 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
     settings["funding"] = describe(funding)
     market = _Market(candles, funding=funding)
-    kernel = kernel_for(tpl.name)
-    cfg = _cfg(settings, limits, kernel.leverage(params), market)
-    keys = kernel.indicator_keys(params)
-    ind = stack(keys, market.arrays)
-    n = len(market.candles)
-    fills = np.zeros((n * kernel.fills_per_bar + 1, 5))
-    equity_out, position_out, out = np.zeros(n), np.zeros(n), np.zeros(e.N_METRICS)
-    market.run(kernel, ind, np.arange(len(keys)), kernel.param_vector(params), cfg, fills,
-               equity_out, position_out, out)
+    inputs = kernel_inputs(kernel_for(tpl.name), market, [params], settings, limits, mark=mark)
+    run = run_kernel(inputs)
     result = BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
-                            candles=market.candles, metrics=dict(zip(e.METRIC_NAMES, out.tolist())),
-                            equity=equity_out, position=position_out, fills=fills, leverage=cfg[e.C_LEVERAGE])
+                            candles=market.candles, metrics=run.metrics, equity=run.equity,
+                            position=run.position, fills=run.fills, leverage=inputs.cfgs[0, e.C_LEVERAGE])
     if result.ruined_at is not None:
         last = result.fills.iloc[-1]
         warnings.warn(f"{tpl.name}: the account was ruined at {last['time']} by a {last['kind']} fill (equity "
                       f"{result.metrics['final_equity']:,.2f}); nothing is traded after it", RuntimeWarning,
                       stacklevel=2)
     return result
-
-
-@njit(cache=True, parallel=True)
-def _run_many(simulate, open_, high, low, close, day, funding, ind, rows, params, cfgs, out):
-    no_fills = np.zeros((0, 5))
-    no_curve = np.zeros(0)
-    no_intent = np.zeros((0, e.INTENT_WIDTH))
-    for j in prange(params.shape[0]):
-        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
-                 no_curve, out[j], no_intent)
 
 
 def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -219,8 +115,8 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
 
 def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
           risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
-          slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: float = 0.005,
-          risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING,
+          slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: Any = 0.005,
+          risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING, mark: Any = None,
           sort_by: str = "sharpe", progress: bool = True,
           chunk_size: int | None = None) -> pd.DataFrame:
     """Backtest every combination of a parameter grid; a ranked table of metrics.
@@ -251,23 +147,15 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
     limits = tpl.validate_risk(risk)
     settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
     market = _Market(candles, funding=funding)
-    kernel = kernel_for(tpl.name)
-    keys: dict[IndicatorKey, int] = {}
-    rows = np.array([[keys.setdefault(k, len(keys)) for k in kernel.indicator_keys(c)] for c in combos],
-                    dtype=np.int64)
-    ind = stack(list(keys), market.arrays)
-    params = np.array([kernel.param_vector(c) for c in combos])
-    cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market) for c in combos])
+    inputs = kernel_inputs(kernel_for(tpl.name), market, combos, settings, limits, mark=mark)
     out = np.full((len(combos), e.N_METRICS), np.nan)
     size = chunk_size or max(1, min(len(combos), 2_000_000 // max(len(market.candles), 1) * 8))
     done = 0
-    a = market.arrays
     bar = tqdm(total=len(combos), desc=f"sweep {tpl.name}", unit="run", disable=not progress)
     try:
         for start in range(0, len(combos), size):
             stop = min(start + size, len(combos))
-            _run_many(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, market.funding, ind,
-                      rows[start:stop], params[start:stop], cfgs[start:stop], out[start:stop])
+            run_kernels(inputs, out, start, stop)
             done = stop
             bar.update(stop - start)
     except KeyboardInterrupt:

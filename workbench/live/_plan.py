@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest import _engine as e
-from workbench.backtest._run import _cfg, _Market, _settings
+from workbench.backtest._kernel import _Market, _settings, kernel_inputs, run_kernel
 from workbench.strategies import get_template, kernel_for
-from workbench.strategies._indicators import lookback, stack
+from workbench.strategies._indicators import lookback
 
 _WARMUP_SPANS = 3  # an EMA seeded this many spans back has forgotten its seed (weight < e^-6)
 
@@ -89,22 +89,13 @@ def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | No
     frame.attrs = dict(candles.attrs)
     market = _Market(frame, validate=False)  # the exchange validated the closed candles
     settings = _settings(dict(fees), slippage, init_equity, maintenance_margin)
-    cfg = _cfg(settings, limits, kernel.leverage(params), market)
-    keys = kernel.indicator_keys(params)
     start = int(frame.index.searchsorted(pd.Timestamp(anchor)))
-    ind = np.ascontiguousarray(stack(keys, market.arrays)[:, start:])
-    a = {name: np.ascontiguousarray(values[start:]) for name, values in market.arrays.items()}
-    n = len(frame) - start
-    fills = np.zeros((n * kernel.fills_per_bar + 1, 5))
-    equity_out, position_out, out = np.zeros(n), np.zeros(n), np.zeros(e.N_METRICS)
-    intent = np.full((e.INTENT_ROWS, e.INTENT_WIDTH), np.nan)
-    kernel.simulate(a["open"], a["high"], a["low"], a["close"], np.ascontiguousarray(market.day[start:]),
-                    np.ascontiguousarray(market.funding[start:]), ind,
-                    np.arange(len(keys)), kernel.param_vector(params), cfg, fills, equity_out, position_out, out,
-                    intent)
-    legs = [_leg(kernel, row, forming_open) for row in intent if not np.isnan(row[e.I_LEG])]
-    recorded = fills[:int(out[e.M_FILLS])]
-    times = frame.index[start:][recorded[:, 0].astype(int)]
+    inputs = kernel_inputs(kernel, market, [params], settings, limits, start=start)
+    run = run_kernel(inputs, live=True)
+    n, equity_out, position_out = inputs.bars, run.equity, run.position
+    legs = [_leg(kernel, row, forming_open) for row in run.intent]
+    recorded = run.recorded_fills
+    times = inputs.index[recorded[:, 0].astype(int)]
     table = pd.DataFrame({"time": times, "size": recorded[:, 1], "price": recorded[:, 2], "fee": recorded[:, 3],
                           "kind": [e.FILL_KINDS[int(k)] for k in recorded[:, 4]]})
     before = n - 2  # the last closed bar

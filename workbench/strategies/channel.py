@@ -50,6 +50,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
     metrics = e.new_metrics(cfg)
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
+    mark_open, mark_high, mark_low = e.mark_prices(ind, cfg, open_, high, low)  # liquidation's prices
     target = 0
     side = 0  # of the position: only this kernel's own orders and a liquidation change it
     risk_exit = False
@@ -62,7 +63,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
         if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
             e.pay_funding(state, cfg, funding[t], open_[t])
         if target != side:
-            if side < 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):
+            if side < 0 and e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_open[t], mark_open[t]):
                 ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar
             else:
                 before = state[e.UNITS]
@@ -73,7 +74,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
                     e.market_entry(state, cfg, fills, t, target, open_[t], fraction)
                     e.intend(intent, t == last, LEG_ENTRY, e.ORDER_MARKET, state[e.UNITS] - before, open_[t])
             side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
-        if side < 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], high[t], low[t]):
+        if side < 0 and e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_high[t], mark_low[t]):
             side = 0  # a short is a perpetual at leverage 1 too (engine.liquidation_price)
             ruin = e.ruined(state, cfg, t)
         risk_exit = False
@@ -101,6 +102,7 @@ class Channel(Kernel):
     name = "channel"
     fills_per_bar = 3  # an exit and an entry at the open, then the new short's liquidation
     simulate = simulate
+    reads_mark = True
     legs = {LEG_EXIT: "exit", LEG_ENTRY: "entry"}
     reducing = {LEG_EXIT}
 

@@ -26,11 +26,11 @@ LEG_RISK, LEG_STOP, LEG_TP0, LEG_DIP0 = 0, 1, 2, 2 + _LADDER
 
 
 @njit(cache=True)
-def _exits(state, cfg, fills, t, open_, high, low, p, tps_done, tp_unit, intent, live):
-    """Liquidation, stop-loss, take-profits; returns (exited, tps_done, tp_unit)."""
+def _exits(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, tps_done, tp_unit, intent, live):
+    """Liquidation (on the mark's high and low), stop-loss, take-profits; returns (exited, tps_done, tp_unit)."""
     entry = state[e.ENTRY]
     stop = entry * (1.0 - p[P_STOP] / 100.0)
-    kind, price = e.stop_or_liquidation(state, cfg, stop, open_, high, low)
+    kind, price = e.stop_or_liquidation_marked(state, cfg, stop, open_, high, low, mark_high, mark_low)
     if kind == e.FILL_LIQUIDATION:  # the exchange liquidates: no order of ours
         e.liquidate(state, fills, t, price)
         return True, tps_done, tp_unit
@@ -92,6 +92,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
     metrics = e.new_metrics(cfg)
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
+    mark_open, mark_high, mark_low = e.mark_prices(ind, cfg, open_, high, low)  # liquidation's prices
     dips_done = 0
     tps_done = 0
     tp_unit = 0.0
@@ -108,14 +109,14 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
             e.pay_funding(state, cfg, funding[t], open_[t])
         exited = False
         if risk_close:  # unless the open gapped through the liquidation price: then the exchange's
-            if not e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t], open_[t]):
+            if not e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_open[t], mark_open[t]):
                 e.intend(intent, live, LEG_RISK, e.ORDER_MARKET, -state[e.UNITS], open_[t])
                 e.close_all(state, cfg, fills, t, open_[t], e.FILL_RISK)
             risk_close = False
             exited = True
         if state[e.UNITS] > 0.0:
-            exited, tps_done, tp_unit = _exits(state, cfg, fills, t, open_[t], high[t], low[t], p,
-                                               tps_done, tp_unit, intent, live)
+            exited, tps_done, tp_unit = _exits(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t],
+                                               mark_low[t], p, tps_done, tp_unit, intent, live)
         if exited:
             ruin = e.ruined(state, cfg, t)
         if state[e.UNITS] == 0.0:
@@ -155,6 +156,7 @@ class EmaReversal(Kernel):
     name = "ema_reversal"
     fills_per_bar = 2 * _LADDER + 2
     simulate = simulate
+    reads_mark = True
     legs = {LEG_RISK: "risk", LEG_STOP: "stop", **{LEG_TP0 + k: f"tp{k}" for k in range(_LADDER)},
             **{LEG_DIP0 + k: f"dip{k}" for k in range(_LADDER)}}
     reducing = {LEG_RISK, LEG_STOP, *range(LEG_TP0, LEG_TP0 + _LADDER)}

@@ -48,6 +48,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
     metrics = e.new_metrics(cfg)
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
+    mark_open, mark_high, mark_low = e.mark_prices(ind, cfg, open_, high, low)  # liquidation's prices
     risk_close = False
     ruin = False
     n = close.shape[0]
@@ -61,7 +62,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
         # short inventory (a perpetual, unleveraged) held into the bar: liquidated if the bar
         # reaches its liquidation price (worst case first: before the quotes; none after it)
         liquidated = state[e.UNITS] < 0.0 and e.liquidation_reached(
-            state, cfg, fills, t, open_[t], open_[t] if risk_close else high[t], low[t])
+            state, cfg, fills, t, mark_open[t], mark_open[t] if risk_close else mark_high[t], mark_low[t])
         if liquidated:
             ruin = e.ruined(state, cfg, t)
             risk_close = False
@@ -101,6 +102,7 @@ class MarketMaking(Kernel):
     name = "market_making"
     fills_per_bar = 2
     simulate = simulate
+    reads_mark = True
     legs = {LEG_RISK: "risk", LEG_BID: "bid", LEG_ASK: "ask"}
     reducing = {LEG_RISK}
 
