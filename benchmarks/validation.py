@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-bars", type=int, default=50_000, help="1-minute bars of the cross-validation")
     parser.add_argument("--cv-combos", type=int, default=1_000, help="window pairs of the cross-validation")
     parser.add_argument("--groups", type=int, default=16, help="CPCV/CSCV groups")
-    parser.add_argument("--vbt-values", type=int, default=50_000_000,
+    parser.add_argument("--vbt-values", type=int, default=20_000_000,
                         help="bars x columns per vectorbt from_signals call (its memory bound)")
     parser.add_argument("--skip-vectorbt", action="store_true", help="time the workbench only")
     options = parser.parse_args(argv)

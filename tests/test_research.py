@@ -456,7 +456,7 @@ def test_cscv_on_a_hand_made_matrix_gives_the_pbo_worked_out_by_hand():
     ({"purge": -1}, "purge: -1"),
     ({"embargo": 1.5}, "embargo: 1.5"),
     ({"objective": "max_drawdown"}, "objective: 'max_drawdown' is not allowed"),
-    ({"sort_by": "sharpe"}, "settings: sort_by are sweep's own"),
+    ({"sort_by": "sharpe", "progress": False}, "settings: progress, sort_by not allowed; expected any of risk, fees"),
     ({"grid": {"entry_window": 48}}, "grid: 1 combination is not allowed"),
 ])
 def test_cross_validate_refuses_bad_arguments_in_one_line(candles, kwargs, names):

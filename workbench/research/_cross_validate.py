@@ -51,7 +51,8 @@ from workbench.strategies._indicators import IndicatorKey, stack
 OBJECTIVES = ("sharpe", "sortino", "total_return")
 _MAX_GROUPS = 20  # C(20, 10) = 184,756 CSCV splits; 22 would be 705,432
 _SPLIT_CHUNK = 2048  # CSCV splits scored at once
-_SWEEP_OWN = ("sort_by", "progress", "chunk_size")
+# what the rows' backtests take (as sweep's arguments of the same names, defaults included)
+_SETTINGS = ("risk", "fees", "slippage", "init_cash", "maintenance_margin", "risk_free", "market", "funding")
 
 
 class _Sums(NamedTuple):
@@ -99,8 +100,8 @@ class CrossValidation:
             columns), their in-sample ``is_*`` and out-of-sample ``oos_*`` Sharpe, Sortino and
             total return (the test groups' bars, joined).
         paths: one row per backtest path (φ of them): the out-of-sample ``sharpe``,
-            ``sortino`` and ``total_return`` of every group traded by the choice of one of the
-            splits that tested it, each split used by one path.
+            ``sortino`` and ``total_return`` of all the groups, each traded by the choice of
+            one split that tested it (path p: the p-th such split, in the order of ``splits``).
         logits: λ of every CSCV split of the groups into halves: the logit of the relative
             out-of-sample rank of the row best in sample (above 0: above the median).
         objective: the metric rows are chosen and ranked by.
@@ -187,7 +188,8 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
         objective: what rows are chosen and ranked by: ``"sharpe"``, ``"sortino"`` or
             ``"total_return"`` over the bars of a set of groups (defined as in
             ``docs/METRICS.md``; the others need contiguous time).
-        settings: passed to the backtest of every row (fees, slippage, init_cash, risk...).
+        settings: passed to the backtest of every row: risk, fees, slippage, init_cash,
+            maintenance_margin, risk_free, market, funding (as :func:`workbench.sweep`).
 
     Returns:
         A :class:`CrossValidation`: ``.splits`` (chosen parameters, in- and out-of-sample
@@ -208,13 +210,12 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     if objective not in OBJECTIVES:
         raise ParameterError(f"objective: {objective!r} is not allowed; expected one of {', '.join(OBJECTIVES)}",
                              param="objective", value=objective)
-    own = sorted(set(settings) & set(_SWEEP_OWN))
-    if own:
-        raise ParameterError(f"settings: {', '.join(own)} are sweep's own; cross_validate chooses by objective=...",
-                             param="settings", value=own)
-    args = inspect.signature(sweep).bind(tpl, candles, grid, **settings)
-    args.apply_defaults()
-    market = _Market(candles, funding=args.arguments["funding"])
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ParameterError(f"settings: {', '.join(unknown)} not allowed; expected any of {', '.join(_SETTINGS)} "
+                             "(rows are chosen by objective=...)", param="settings", value=unknown)
+    args = {name: settings.get(name, inspect.signature(sweep).parameters[name].default) for name in _SETTINGS}
+    market = _Market(candles, funding=args["funding"])
     total = len(market.candles)
     if (isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or n_groups % 2
             or not 2 <= n_groups <= min(_MAX_GROUPS, total // 2)):
@@ -233,8 +234,8 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     starts = starts[(starts >= 0) & (starts < total)]
     group = np.searchsorted(edges, starts, side="right") - 1
     ann = float(market.bars_per_year)
-    rf = (1.0 + args.arguments["risk_free"]) ** (1.0 / ann) - 1.0
-    sums = _grid_sums(tpl, market, combos, args.arguments, starts, rf)
+    rf = (1.0 + args["risk_free"]) ** (1.0 / ann) - 1.0
+    sums = _grid_sums(tpl, market, combos, args, starts, rf)
 
     splits = list(itertools.combinations(range(n_groups), k_test))
     tested = np.array([np.isin(group, split) for split in splits]).T.astype(np.float64)  # stretches x splits
