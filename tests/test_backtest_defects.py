@@ -1,6 +1,7 @@
 """The backtest's edge cases, each pinned on hand-made candles: the position limit on both
 sides, bad settings refused, liquidation of unleveraged shorts, ruin, a stop and a
-liquidation in one gap, duplicate candles, and one-line CLI errors."""
+liquidation in one gap, duplicate candles, one-line CLI errors, maintenance margin tiers and
+the mark price (liquidation as the venues compute it), and a numba cache that follows the engine."""
 from __future__ import annotations
 
 import subprocess

@@ -87,12 +87,18 @@ def use_hashed_cache(package: str | os.PathLike, sources: Iterable[str | os.Path
                      base: str | os.PathLike | None = None) -> Path:
     """Keep the numba cache of every function defined under ``package`` (decorated from now
     on) in ``<base>/numba-<hash of sources>``; returns that directory. ``base`` defaults to
-    ``NUMBA_CACHE_DIR`` if set, else ``package/__pycache__``; where it cannot be written numba
-    falls back to its own locations."""
+    ``NUMBA_CACHE_DIR`` if set, else ``package/__pycache__`` or, where that cannot be written
+    (a read-only install), ``~/.cache/workbench``. Old directories are left in place (another
+    process may still run the code they belong to)."""
     package = os.path.realpath(package)
-    if base is None:
-        base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(package, "__pycache__")
-    root = Path(base) / f"numba-{source_digest(sources)}"
+    name = f"numba-{source_digest(sources)}"
+    if base is not None:
+        bases = [base]
+    elif os.environ.get("NUMBA_CACHE_DIR"):
+        bases = [os.environ["NUMBA_CACHE_DIR"]]
+    else:
+        bases = [os.path.join(package, "__pycache__"), os.path.join(Path.home(), ".cache", "workbench")]
+    root = next((Path(b) / name for b in bases if _writable(Path(b) / name)), Path(bases[0]) / name)
 
     class _HashedLocator(caching.UserProvidedCacheLocator):
         def __init__(self, py_func, py_file):
@@ -116,6 +122,14 @@ def use_hashed_cache(package: str | os.PathLike, sources: Iterable[str | os.Path
     _HashedLocator.workbench_package = package
     locators.insert(0, _HashedLocator)
     return root
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 _PACKAGE = Path(__file__).resolve().parent.parent
