@@ -291,6 +291,20 @@ def test_amounts_and_prices_are_rounded_and_limits_checked_before_sending(venue)
     with pytest.raises(InvalidOrder, match="client_order_id"):
         client.create_order(symbol, "buy", "limit", "0.01", "29000", client_order_id="x" * 29)
     assert len(venue.requests_to(ORDER_PATHS[(venue.name, "spot")], "POST")) == before
+    with pytest.raises(InvalidOrder, match="below the market's minimum cost"):  # spot has no reduce-only
+        client.normalize_order(symbol, "0.0001", "20000", reduce_only=True)
+
+
+def test_a_reduce_only_order_on_a_perpetual_is_exempt_from_the_minimum_order_value(venue):
+    client, symbol = _client(venue, "swap"), SYMBOLS["swap"]
+    market = client.market(symbol)
+    if market.min_cost is None:
+        pytest.skip(f"{venue.name} perpetuals have no minimum order value")
+    small = market.min_amount or market.amount_step
+    price = (market.min_cost / small / 2).quantize(market.price_step)  # worth half the minimum
+    with pytest.raises(InvalidOrder, match="below the market's minimum cost"):
+        client.normalize_order(symbol, small, price, type="market")
+    assert client.normalize_order(symbol, small, price, type="market", reduce_only=True)[0] == small
 
 
 # -- credentials and errors -----------------------------------------------------------------

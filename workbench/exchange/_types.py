@@ -199,14 +199,19 @@ class Exchange(ABC):
             raise InvalidOrder(f"{self.name}: client_order_id {client_order_id!r} must be 1-28 characters "
                                "of letters, digits, '_', '-' or '.'")
         market = self.market(symbol)
-        amount, price = self.normalize_order(symbol, amount, price, type=type)
+        amount, price = self.normalize_order(symbol, amount, price, type=type, reduce_only=reduce_only)
         return self._place(market, side, type, amount, price, client_order_id, reduce_only)
 
     def normalize_order(self, symbol: str, amount: Decimal | float | str,
-                        price: Decimal | float | str | None = None, *, type: str = "limit"
-                        ) -> tuple[Decimal, Decimal | None]:
+                        price: Decimal | float | str | None = None, *, type: str = "limit",
+                        reduce_only: bool = False) -> tuple[Decimal, Decimal | None]:
         """``(amount, price)`` rounded as the exchange requires (amount down to its step,
-        price to the nearest tick), or ``InvalidOrder`` naming the limit they break."""
+        price to the nearest tick), or ``InvalidOrder`` naming the limit they break.
+
+        A reduce-only order on a perpetual is exempt from the minimum order value, so a
+        position below it can still be closed or protected (Binance USDⓈ-M error -4164:
+        "Order's notional must be no smaller than 100 (unless you choose reduce only)",
+        https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code)."""
         market = self.market(symbol)
         what = f"{self.name} {symbol}"
         raw_amount = _decimal(amount, "amount", what)
@@ -221,7 +226,9 @@ class Exchange(ABC):
             raise InvalidOrder(f"{what}: amount {raw_amount} (rounded to step {market.amount_step}: {rounded}) "
                                f"is below the market's minimum amount {minimum}")
         rounded_price = None if raw_price is None else self._round_price(market, raw_price)
-        if rounded_price is not None and market.min_cost is not None and rounded * rounded_price < market.min_cost:
+        exempt = reduce_only and market.type == "swap"
+        if (rounded_price is not None and market.min_cost is not None and not exempt
+                and rounded * rounded_price < market.min_cost):
             raise InvalidOrder(f"{what}: order cost {rounded} x {rounded_price} = {rounded * rounded_price} "
                                f"is below the market's minimum cost {market.min_cost} {market.quote}")
         return rounded, rounded_price
