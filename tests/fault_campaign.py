@@ -538,6 +538,13 @@ class _Trial:
             if plan.stop_at_end:  # some time later the market has moved: resting orders may have filled
                 _set_market(venue.server, str(candles["close"].iloc[-1]))
                 self.stop(venue, sid)
+        venue.server.clear_faults()
+        if wb.live.status(sid).wind_down_pending:  # the session's next scheduled run tries it again
+            try:
+                report = wb.live.tick(sid)
+                self.result.events.append(f"the next run: {report.skipped}"[:300])
+            except Exception as exc:
+                self.judge(exc, "the wind-down's next try")
 
     def stop(self, venue: _Venue, sid: int) -> None:
         """``stop()``, with the plan's fault during the wind-down; stopped again after a crash."""

@@ -21,7 +21,7 @@ from fault_campaign import plan_trial, run_trial
 
 from workbench import vault
 
-SEEDS = [32, 31, 51, 22, 59, 107, 61, 41, 68, 37, 1003, 1005, 1018, 1035, 1037, 2045, 2084, 3139]
+SEEDS = [32, 31, 51, 22, 59, 107, 61, 41, 68, 37, 1003, 1005, 1018, 1035, 1037, 2045, 2084, 3139, 4052, 4073]
 
 
 @pytest.fixture

@@ -471,8 +471,14 @@ def test_a_persistent_fault_ends_in_error_not_a_crash_loop(binance):
     state = wb.live.status(sid)
     assert state.status == "error" and "2 ticks in a row failed" in state.message
     assert "503" in state.message or "unavailable" in state.message
-    assert wb.live.tick(sid).skipped == "the session is error"  # no loop: ticks do nothing now
+    assert state.wind_down_pending == "protect"  # the venue never answered the wind-down either
+    posted = len(binance.requests_to("/api/v3/order", "POST"))
+    # no loop: the next runs only try the wind-down again, and trade nothing
+    assert "its wind-down was tried again" in wb.live.tick(sid).skipped
     binance.clear_faults()
+    assert "its wind-down was tried again: nothing rested or was held" in wb.live.tick(sid).skipped
+    assert wb.live.tick(sid).skipped == "the session is error"
+    assert len(binance.requests_to("/api/v3/order", "POST")) == posted
     wb.live.resume(sid)
     assert not _tick_at(binance, sid, 5).skipped
 

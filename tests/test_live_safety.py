@@ -184,6 +184,46 @@ def test_an_exchange_reject_ends_in_error_with_open_orders_cancelled_and_the_pos
     assert len(_open_on_exchange(binance)) == 1 and _held(binance) == held
 
 
+def test_a_stop_the_venue_cannot_answer_is_tried_again_by_every_run_until_the_position_is_protected(binance):
+    wb.notify.add_webhook("wind-down", "https://hooks.example.com/desk", events=["message"])
+    sid = _session(binance, "stop unreachable")
+    _until_long(binance, sid)
+    held = _held(binance)
+    binance.fail("/api/v3/klines", 503, "Service Unavailable", method="GET", times=100)  # the price
+    state = wb.live.stop(sid)
+    assert state.status == "stopped" and state.wind_down_pending == "protect"
+    assert "could NOT be secured" in state.message and "tried again on every scheduled run" in state.message
+    assert not [s for s in binance.stops.values() if s.status == "open"] and _held(binance) == held
+    report = wb.live.tick(sid)  # the next run, the venue still down: still pending
+    assert "could NOT be secured" in report.skipped and wb.live.status(sid).wind_down_pending == "protect"
+    binance.clear_faults()
+    report = wb.live.tick(sid)  # the venue answers again: the guard rests, nothing is due any more
+    resting = [s for s in binance.stops.values() if s.status == "open"]
+    assert len(resting) == 1 and resting[0].amount == _lots(held) and resting[0].side == "sell"
+    state = wb.live.status(sid)
+    assert state.wind_down_pending is None and "secured on a later try: the position of" in state.message
+    assert "its wind-down was tried again" in report.skipped
+    with store.session() as scope:
+        told = scope.scalars(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
+                                  "AND kind = 'message'"), {"id": sid}).all()
+    assert any("secured on a later try" in line for line in told)
+    assert wb.live.tick(sid).skipped == "the session is stopped"
+    assert len([s for s in binance.stops.values() if s.status == "open"]) == 1  # not placed twice
+
+
+def test_stopping_again_tries_a_wind_down_that_could_not_protect_the_position_at_once(binance):
+    sid = _session(binance, "stop again")
+    _until_long(binance, sid)
+    binance.fail("/api/v3/klines", 503, "Service Unavailable", method="GET", times=100)
+    assert wb.live.stop(sid).wind_down_pending == "protect"
+    binance.clear_faults()
+    state = wb.live.stop(sid)
+    assert state.status == "stopped" and state.wind_down_pending is None
+    assert len([s for s in binance.stops.values() if s.status == "open"]) == 1
+    with pytest.raises(SessionError, match="cannot go from stopped to stopped"):
+        wb.live.stop(sid)  # nothing is due any more: a stopped session is final
+
+
 def test_flatten_and_leave_policies(binance):
     flat = _session(binance, "stop flatten", on_error="flatten")
     _until_long(binance, flat)

@@ -312,6 +312,21 @@ def test_dispatch_skips_sessions_that_are_not_running(database, tmp_path, monkey
         assert s.get(LiveNotebook, live.id).next_run_at > later  # the schedule moved on: no burst on start
 
 
+def test_dispatch_keeps_running_a_stopped_session_whose_wind_down_is_due(database, tmp_path, monkeypatch):
+    alice = _tenant("alice")
+    session_id = _trading_session(alice, status="stopped")
+    live = _promote_as(alice, _notebook(tmp_path, "x = 1"), session_id, "candle:1m", monkeypatch)
+    with store.owner_session() as s:  # its stop could not reach the exchange: each run tries again
+        s.get(TradingSession, session_id).wind_down_pending = "protect"
+    dispatch_due(live.next_run_at + timedelta(seconds=1))
+    assert len(_runs(session_id)) == 1
+    assert alice in [t for t, _ in demand().tenants]
+    with store.owner_session() as s:
+        s.get(TradingSession, session_id).wind_down_pending = None  # secured: the runs end
+    dispatch_due(live.next_run_at + timedelta(minutes=5))
+    assert len(_runs(session_id)) == 1
+
+
 def test_demand_counts_live_notebooks_of_running_sessions_soonest_due_first(database, tmp_path, monkeypatch):
     alice, bob = _tenant("alice"), _tenant("bob")
     path = _notebook(tmp_path, "x = 1")

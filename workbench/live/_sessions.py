@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench.errors import SessionError
 from workbench.live import _venue
+from workbench.store.models import WIND_DOWN_POLICIES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -41,7 +42,7 @@ _DEFAULTS = {"balance": 10_000.0, "fees": 0.001, "slippage": 0.0005, "flatten_on
 # what reconciliation does with an open order of the session the database does not know, and
 # with a position that differs from the recorded fills (workbench/live/ORDERS.md)
 RECONCILE_CHOICES = {"unknown_orders": ("cancel", "adopt"), "on_mismatch": ("report", "pause")}
-ON_ERROR = ("flatten", "protect", "leave")  # what an ending session does with its position
+ON_ERROR = WIND_DOWN_POLICIES  # what an ending session does with its position
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SessionStatus:
     open_orders: int
     last_tick_at: datetime | None
     started_at: datetime | None
+    wind_down_pending: str | None = None  # the policy of a wind-down tried again until the position is secured
 
     def __str__(self) -> str:
         state = f"{self.status}: {self.message}" if self.message else self.status
@@ -297,6 +299,8 @@ def stop(session_id: int, *, opener=None) -> SessionStatus:
     session's open orders are cancelled on the exchange and its position is closed at market,
     protected by an exchange-native stop or left, as its ``on_error`` setting says (default
     ``protect``); the status message, and so the ``session.stopped`` notification, says which.
+    When the exchange could not be reached or refused, every scheduled run of the session tries
+    the wind-down again until the position is secured; ``stop()`` again tries at once.
     ``opener``: the session factory to use (default ``store.session``; the hub's service
     passes the caller's)."""
     return _halt(session_id, "stopped", "stopped by the user", opener)
@@ -309,12 +313,18 @@ def _halt(session_id: int, to: str, message: str, opener=None) -> SessionStatus:
 
     with (opener or store.session)() as scope:
         row = _row(scope, session_id)
-        _check_move(row, to)  # refused now, before any wait
+        # stopped again: its wind-down could not secure the position, so it is tried again now
+        again = to == "stopped" and row.status == "stopped" and row.wind_down_pending is not None
+        if not again:
+            _check_move(row, to)  # refused now, before any wait
         wait = float(row.settings.get("stop_timeout", _DEFAULTS["stop_timeout"]))
     with _tick.halted(session_id, wait=wait, opener=opener) as db:
         if db is None:
             raise SessionError(f"session #{session_id}: a tick still runs after {wait:g} s; it gives way before "
                                f"its next order, so call {'stop' if to == 'stopped' else 'pause'}() again shortly")
+        if again:
+            _tick.retry_wind_down(db, session_id)
+            return status(session_id, opener=opener)
         if to == "stopped":
             message = f"{message}; {_tick.wind_down(db, session_id)}"
         with db() as scope:
@@ -331,6 +341,8 @@ def _set(session_id: int, to: str, message: str | None, opener=None) -> SessionS
             _anchor(scope, row)
             _refuse_shared_account(scope, row)
         _move(row, to, message)
+        if to == "running":  # trading again: its ticks reconcile with the exchange, no wind-down is due
+            row.wind_down_pending = None
     return status(session_id, opener=opener)
 
 
@@ -374,7 +386,7 @@ def _status(scope, row) -> SessionStatus:
         timeframe=row.timeframe, leverage=row.leverage, status=row.status, message=row.status_message,
         balance=row.current_balance, equity=snapshot.equity if snapshot else row.init_equity,
         position=snapshot.position if snapshot else None, pnl=row.total_pnl, open_orders=open_orders,
-        last_tick_at=row.last_tick_at, started_at=row.started_at)
+        last_tick_at=row.last_tick_at, started_at=row.started_at, wind_down_pending=row.wind_down_pending)
 
 
 def sessions() -> pd.DataFrame:

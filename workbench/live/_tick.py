@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -86,6 +86,8 @@ def tick(session_id: int, *, now: datetime | None = None) -> TickReport:
         with db() as scope:
             row = _sessions._row(scope, session_id)
         if row.status != "running":
+            if row.wind_down_pending and row.status in ("stopped", "error"):
+                return retry_wind_down(db, session_id)
             return TickReport(session_id, row.status, skipped=f"the session is {row.status}")
         if _halting(db, session_id):
             return TickReport(session_id, row.status, skipped=_HALTING)
@@ -191,18 +193,52 @@ def _lock(connection, session_id: int, wait: float | None) -> bool:
 def wind_down(db: _ledger.Db, session_id: int, policy: str | None = None) -> str:
     """Cancel the session's resting orders on the exchange and leave its position as ``policy``
     says (default the session's ``on_error``); what was done, in words (the caller holds the
-    tick lock)."""
+    tick lock). When the position could not be secured (the exchange unreachable, or refusing
+    the order), the policy stays in ``wind_down_pending``: the scheduler keeps running the
+    session's notebook, and every later tick tries again until it is."""
     with db() as scope:
         row = _sessions._row(scope, session_id)
     if row.started_at is None:
         return "it never traded"
     step = _Tick(row, None, db)
+    policy = policy or step.settings.get("on_error", "protect")
     try:
-        return step.wind_down(policy or step.settings.get("on_error", "protect"))
+        outcome = step.wind_down(policy)
     except (ExchangeError, VaultError) as exc:
         done = f"{len(step.report.canceled)} open orders cancelled, " if step.report.canceled else ""
-        return (f"{done}its orders and position could NOT be secured on the exchange (check them there): "
-                f"{type(exc).__name__}: {exc}")
+        outcome = (f"{done}its orders and position could NOT be secured on the exchange (check them there): "
+                   f"{type(exc).__name__}: {exc}")
+        step.secured = False
+    with db() as scope:
+        scope.execute(update(store.TradingSession).where(store.TradingSession.id == session_id)
+                      .values(wind_down_pending=None if step.secured else policy))
+    return outcome if step.secured else f"{outcome}; tried again on every scheduled run until it is secured"
+
+
+def retry_wind_down(db: _ledger.Db, session_id: int) -> TickReport:
+    """A stopped or failed session whose wind-down left its position unsecured: try again (the
+    caller holds the tick lock); when it succeeds, the status message says so and the user is told."""
+    with db() as scope:
+        row = _sessions._row(scope, session_id)
+    outcome = wind_down(db, session_id, row.wind_down_pending)
+    with db() as scope:
+        fresh = _sessions._row(scope, session_id, lock=True)
+        secured = fresh.wind_down_pending is None
+        if secured:
+            fresh.status_message = f"{fresh.status_message}; secured on a later try: {outcome}"[:2000]
+    if secured:
+        _notify(db, session_id, f"session #{session_id} ({row.status}): secured on a later try: {outcome}",
+                key=f"wind-down-secured-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+    return TickReport(session_id, row.status, skipped=f"the session is {row.status}; its wind-down was tried "
+                                                       f"again: {outcome}")
+
+
+def _notify(db: _ledger.Db, session_id: int, text: str, *, key: str) -> None:
+    """Tell the user's channels (a ``message`` event of the session, once per ``key``)."""
+    _log.warning("session %s: %s", session_id, text)
+    with db() as scope:
+        scope.execute(select(func.notification_emit_quietly(
+            func.current_tenant_id(), session_id, "message", key, cast({"text": text[:4000]}, JSONB))))
 
 
 def _failed(db: _ledger.Db, row, exc: BaseException, *, final: bool) -> None:
@@ -229,6 +265,7 @@ class _Tick:
         self.step = parse_timeframe(row.timeframe)
         self.paper = row.exchange == _venue.PAPER
         self.report = TickReport(row.id, "running")
+        self.secured = True  # False once a wind-down could not secure the position
         self.mine: dict[str, store.Order] = {}  # this candle's order rows by client order id
         self._sent: dict[str, Order] = {}  # orders this tick sent, by exchange id, as the exchange answered
         self._absent: set[str] = set()  # client ids resolved this tick as never accepted
@@ -333,7 +370,7 @@ class _Tick:
         what was done, or that the exchange refused it (None: there was no position)."""
         if not position:
             return None
-        if not self._tradeable(abs(position), price):
+        if not self._tradeable(abs(position), price, reduce_only=True):
             return f"the position of {position:g} is below the market's minimum order and stays"
         side = "sell" if position > 0 else "buy"
         can_stop = capability(self.exchange, self.market).stop_loss
@@ -355,9 +392,11 @@ class _Tick:
             done = f"the position of {position:g} was closed at market{why}"
         self._place(leg)
         if _ledger.client_id(self.row.id, self.candle, leg.name) not in self.report.placed:  # refused: said so
+            self.secured = False
             return f"the position of {position:g} could NOT be secured: {self.report.emulated[-1]}"
         left = self._close_rest(price) if leg.type == "market" else Decimal(0)
         if left:
+            self.secured = False
             return f"{done}, but {left:g} of it could NOT be closed (the market orders filled only part of it)"
         return done
 
@@ -366,12 +405,12 @@ class _Tick:
         the rest), closed again up to ``attempts`` times; what still remains (dust below the
         market's minimum order aside)."""
         left = self._position()
-        while left and self._tradeable(abs(left), price) and attempts:
+        while left and self._tradeable(abs(left), price, reduce_only=True) and attempts:
             attempts -= 1
             self.mine = {r.client_order_id: r for r in _ledger.orders(self.db, self.row.id, candle=self.candle)}
             self._place(Leg(self._unused("flat"), "market", "sell" if left > 0 else "buy", abs(left), price, True))
             left = self._position()
-        return left if left and self._tradeable(abs(left), price) else Decimal(0)
+        return left if left and self._tradeable(abs(left), price, reduce_only=True) else Decimal(0)
 
     def _unused(self, leg: str) -> str:
         """``leg``, numbered past the names this candle's rows hold: an earlier wind-down in the
@@ -449,9 +488,11 @@ class _Tick:
             legs.insert(0, Leg("sync", "market", "buy" if gap > 0 else "sell", abs(gap), price, bool(reduces)))
         return legs
 
-    def _tradeable(self, amount: Decimal, price: Decimal) -> bool:
+    def _tradeable(self, amount: Decimal, price: Decimal, reduce_only: bool = False) -> bool:
+        """Whether the venue takes a market order of ``amount`` (a reduce-only one closes what is
+        below the minimum order value on a perpetual)."""
         try:
-            self.exchange.normalize_order(self.row.symbol, amount, price, type="market")
+            self.exchange.normalize_order(self.row.symbol, amount, price, type="market", reduce_only=reduce_only)
         except InvalidOrder:
             return False
         return True
@@ -494,7 +535,8 @@ class _Tick:
         """Stop new orders: cancel ours, flatten when the session says so, record, go to ``error``."""
         self._cancel_pending()
         message = f"{breach}; new orders stopped"
-        if self.settings.get("flatten_on_breach", True) and position and self._tradeable(abs(position), price):
+        if (self.settings.get("flatten_on_breach", True) and position
+                and self._tradeable(abs(position), price, reduce_only=True)):
             self._place(Leg("flat", "market", "sell" if position > 0 else "buy", abs(position), price, True))
             message += f", position of {position:g} closed at market"
         self.report.status, self.report.message = "error", message
@@ -601,11 +643,7 @@ class _Tick:
         raise _Halted(text)
 
     def _notify(self, text: str, *, key: str) -> None:
-        """Tell the user's channels (a ``message`` event of the session, once per ``key``)."""
-        _log.warning("session %s: %s", self.row.id, text)
-        with self.db() as scope:
-            scope.execute(select(func.notification_emit_quietly(
-                func.current_tenant_id(), self.row.id, "message", key, cast({"text": text[:4000]}, JSONB))))
+        _notify(self.db, self.row.id, text, key=key)
 
     # -- exactly once ---------------------------------------------------------------------
     def _placed(self, leg: Leg) -> bool:
@@ -619,9 +657,10 @@ class _Tick:
             return
         cid = _ledger.client_id(self.row.id, self.candle, leg.name)
         row = self.mine.get(cid)
+        reduce_only = leg.reduce_only and (self.paper or self.market.type == "swap")
         try:
             amount, price = self.exchange.normalize_order(self.row.symbol, self._affordable(leg), leg.price,
-                                                          type=leg.type)
+                                                          type=leg.type, reduce_only=reduce_only)
         except InvalidOrder as exc:
             self.report.emulated.append(f"{leg.name} (not sent: {exc})")
             return
@@ -632,7 +671,6 @@ class _Tick:
         elif not unknown:  # resolved as never accepted: sent again from now
             row.sent_at = _ledger.mark_sent(self.db, self.row.id, cid, "sent again: the exchange showed no order "
                                             "under its client id after the wait")
-        reduce_only = leg.reduce_only and (self.paper or self.market.type == "swap")
         try:
             order, resolution = self._ensure(cid, lambda: self.exchange.create_order(
                 self.row.symbol, leg.side, leg.type, amount, price, client_order_id=cid, reduce_only=reduce_only),

@@ -43,6 +43,9 @@ _log = logging.getLogger("workbench.scheduler")
 
 _DEFER = text(f"SELECT unnest({SCHEMA}.procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :lock, "
               f"CAST(:args AS jsonb), NULL)::{SCHEMA}.procrastinate_job_to_defer_v1]))")
+# a session's notebook runs while it trades, and after it stopped or failed while its wind-down
+# could not secure the position yet (each run tries again: workbench.live.tick)
+_RUNNABLE = (TradingSession.status == "running") | TradingSession.wind_down_pending.is_not(None)
 _WAITING = text(f"SELECT 1 FROM {SCHEMA}.procrastinate_jobs WHERE queueing_lock = :lock AND status = 'todo'")
 
 
@@ -51,7 +54,7 @@ def dispatch_due(now: datetime | None = None) -> list[int]:
     now = now or datetime.now(timezone.utc)
     queued = []
     with store.owner_session() as db:
-        due = db.execute(select(LiveNotebook, TradingSession.status)
+        due = db.execute(select(LiveNotebook, _RUNNABLE)
                          .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
                                & (TradingSession.id == LiveNotebook.session_id))
                          .where(LiveNotebook.status == "active", LiveNotebook.next_run_at <= now)
@@ -59,11 +62,11 @@ def dispatch_due(now: datetime | None = None) -> list[int]:
                          .with_for_update(of=LiveNotebook, skip_locked=True)).all()
         if due:  # procrastinate's functions resolve their tables through the search path
             db.execute(text(f"SET LOCAL search_path TO {SCHEMA}, public"))
-        for live, session_status in due:
+        for live, runnable in due:
             schedule = parse_schedule(live.schedule)
             scheduled_for = schedule.latest(now)  # coalesced: one run however many were missed
             live.next_run_at = schedule.next_after(now)
-            if session_status != "running":
+            if not runnable:
                 continue
             lock = session_lock(live.session_id)
             if db.execute(_WAITING, {"lock": lock}).first() is not None:
@@ -91,15 +94,14 @@ class Demand:
 
 
 def demand() -> Demand:
-    """Each tenant's live notebooks of running sessions, soonest due first."""
+    """Each tenant's live notebooks of running sessions (or with a wind-down due), soonest due first."""
     soonest = func.min(LiveNotebook.next_run_at)
     with store.owner_session() as db:
         rows = db.execute(select(Tenant.name, func.count(), soonest)
                           .join(LiveNotebook, LiveNotebook.tenant_id == Tenant.id)
                           .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
                                 & (TradingSession.id == LiveNotebook.session_id))
-                          .where(LiveNotebook.status == "active", TradingSession.status == "running",
-                                 Tenant.removed_at.is_(None))
+                          .where(LiveNotebook.status == "active", _RUNNABLE, Tenant.removed_at.is_(None))
                           .group_by(Tenant.name).order_by(soonest)).all()
     return Demand([(name, count) for name, count, _ in rows], min((due for *_, due in rows if due), default=None))
 

@@ -148,7 +148,8 @@ def _claim(run_id: int) -> Claim | None:
         trading = db.get(TradingSession, live.session_id)
         tenant = db.get(Tenant, run.tenant_id)
         reason = (f"the live notebook is {live.status}" if live.status != "active" else
-                  f"session #{trading.id} is {trading.status}" if trading.status != "running" else
+                  f"session #{trading.id} is {trading.status}" if trading.status != "running"
+                  and trading.wind_down_pending is None else
                   f"tenant {tenant.name!r} was removed" if tenant.removed_at else None)
         if reason:
             run.status, run.error, run.finished_at = "skipped", f"skipped: {reason}", func.clock_timestamp()

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SESSION_STATUSES = ("running", "paused", "stopped", "error")
+WIND_DOWN_POLICIES = ("flatten", "protect", "leave")  # what an ending session does with its position
 PERMISSIONS = ("read", "trade")
 ORDER_SIDES = ("buy", "sell")
 ORDER_STATUSES = ("new", "open", "closed", "canceled", "expired", "rejected")
@@ -175,6 +176,7 @@ class TradingSession(TenantOwned):
         ForeignKeyConstraint(["tenant_id", "exchange_account_id"],
                              ["exchange_accounts.tenant_id", "exchange_accounts.id"]),
         _one_of("status", SESSION_STATUSES),
+        _one_of("wind_down_pending", WIND_DOWN_POLICIES),
         CheckConstraint("leverage > 0", name="leverage"),
     )
 
@@ -200,6 +202,8 @@ class TradingSession(TenantOwned):
     anchor_at: Mapped[datetime | None]  # first candle the session trades
     last_tick_at: Mapped[datetime | None]  # the candle of the last completed tick
     failed_ticks: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # in a row
+    # the policy of a wind-down that could not secure the position, tried again on every run (0013)
+    wind_down_pending: Mapped[str | None]
 
 
 class Order(TenantOwned):
