@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import venv
@@ -28,13 +30,59 @@ def _say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
+def _readable_by_all(path: Path) -> bool:
+    """Whether any unix account can read ``path`` (every folder above it searchable)."""
+    path = path.resolve()
+    if not path.exists() or not path.stat().st_mode & stat.S_IROTH:
+        return False
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in path.parents)
+
+
+def _stdlib_readable(prefix: str) -> bool:
+    return _readable_by_all(Path(prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "os.py")
+
+
+def _base_python() -> str:
+    """The Python to make the virtualenv from. As root, tenants' kernels and servers run it
+    under their own unix accounts, so its standard library must be readable by everyone: a
+    Python in a private home (pyenv under /root, mode 700) gives way to the system's Python of
+    the same version."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or _stdlib_readable(sys.base_prefix):
+        return sys.executable
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    probe = "import ensurepip, sys, venv; print(sys.base_prefix)"
+    for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if Path(candidate).exists():
+            found = subprocess.run([candidate, "-c", probe], capture_output=True, text=True)
+            if found.returncode == 0 and _stdlib_readable(found.stdout.strip()):
+                return candidate
+    sys.exit(f"[dev] {sys.executable}'s standard library ({sys.base_prefix}) is not readable by other unix "
+             f"accounts, and no python{version} with venv is under /usr: tenants' processes could not run it; "
+             f"install python{version}-venv or run dev.py with a Python every account can read")
+
+
+def _venv_base_readable() -> bool:
+    """Whether the existing virtualenv's base Python is one every account can read (as root)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return True
+    config = dict(line.split(" = ", 1) for line in (VENV / "pyvenv.cfg").read_text().splitlines() if " = " in line)
+    return _stdlib_readable(str(Path(config.get("home", "/")).parent))
+
+
 def _setup(extras: str) -> None:
     """Create the virtualenv and (re)install the project when its definition changed."""
     if sys.version_info < (3, 11):
         sys.exit(f"[dev] Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+    if PYTHON.exists() and not _venv_base_readable():
+        _say(f"recreating {VENV.relative_to(ROOT)}: its Python is not readable by the tenants' accounts")
+        shutil.rmtree(VENV)
     if not PYTHON.exists():
-        _say(f"creating {VENV.relative_to(ROOT)}")
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        base = _base_python()
+        _say(f"creating {VENV.relative_to(ROOT)} with {base}")
+        if base == sys.executable:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        else:
+            subprocess.run([base, "-m", "venv", str(VENV)], check=True)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     stamp = VENV / f".installed-{extras or 'base'}"
     if stamp.exists() and stamp.read_text() == digest:

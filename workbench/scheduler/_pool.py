@@ -190,7 +190,9 @@ class Slot:
                     if not self.ready.done():
                         self.ready.set_result(None)
                 elif "failed" in message and not self.ready.done():
-                    self.fail(SlotLost(f"the kernel did not start: {message['failed']}"))
+                    await asyncio.sleep(0.1)  # let the log catch up: the kernel's last words say why
+                    said = self.output()[-2000:].strip()
+                    self.fail(SlotLost(f"the kernel did not start: {message['failed']}" + (f":\n{said}" if said else "")))
                 else:
                     self._messages.put_nowait(message)
         except (ValueError, ConnectionError):
