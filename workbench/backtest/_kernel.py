@@ -138,7 +138,7 @@ class _Market:
         self.funding = funding_per_bar(index, self.bar, funding)  # the rate each bar's open settles
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelInputs:
     """Every argument a template kernel reads, by name: the bars' arrays shared by all runs,
     and one row per run of indicator rows, parameters and settings."""
@@ -165,7 +165,7 @@ class KernelInputs:
         return self.close.shape[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelRun:
     """What one recorded run gives back."""
 
@@ -233,13 +233,19 @@ def run_kernel(inputs: KernelInputs, run: int = 0, *, record: bool = True, live:
                      position=position, intent=intent[~np.isnan(intent[:, e.I_LEG])] if live else intent)
 
 
-def run_kernels(inputs: KernelInputs, out: np.ndarray, start: int = 0, stop: int | None = None) -> None:
+def run_kernels(inputs: KernelInputs, out: np.ndarray, start: int = 0, stop: int | None = None,
+                equity: np.ndarray | None = None) -> None:
     """Run ``inputs``' runs ``start`` to ``stop`` in parallel, each writing its metrics into its
-    row of ``out`` (columns: the ``M_*`` slots), recording nothing else."""
+    row of ``out`` (columns: the ``M_*`` slots) and, given ``equity`` (runs x bars), its equity
+    curve into its row of it; nothing else is recorded."""
     stop = inputs.runs if stop is None else stop
-    _run_many(inputs.kernel.simulate, inputs.open, inputs.high, inputs.low, inputs.close, inputs.day,
-              inputs.funding, inputs.indicators, inputs.rows[start:stop], inputs.params[start:stop],
-              inputs.cfgs[start:stop], out[start:stop])
+    args = (inputs.kernel.simulate, inputs.open, inputs.high, inputs.low, inputs.close, inputs.day, inputs.funding,
+            inputs.indicators, inputs.rows[start:stop], inputs.params[start:stop], inputs.cfgs[start:stop],
+            out[start:stop])
+    if equity is None:
+        _run_many(*args)
+    else:
+        _record_many(*args, equity[start:stop])
 
 
 @njit(cache=True, parallel=True)
@@ -250,6 +256,15 @@ def _run_many(simulate, open_, high, low, close, day, funding, ind, rows, params
     for j in prange(params.shape[0]):
         simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
                  no_curve, out[j], no_intent)
+
+
+@njit(cache=True, parallel=True)
+def _record_many(simulate, open_, high, low, close, day, funding, ind, rows, params, cfgs, out, equity):
+    no_fills = np.zeros((0, 5))
+    no_intent = np.zeros((0, e.INTENT_WIDTH))
+    for j in prange(params.shape[0]):
+        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, equity[j],
+                 np.empty(close.shape[0]), out[j], no_intent)
 
 
 def _mark_rows(mark: Any, market: _Market) -> np.ndarray:
