@@ -510,6 +510,17 @@ class BookTrade:
     visible_at: float = 0.0  # monotonic time from which queries see it
 
 
+@dataclass(frozen=True)
+class FundingBooking:
+    """Funding booked on a perpetual position at one settlement (positive: received)."""
+
+    id: int
+    symbol: str
+    amount: Decimal
+    time_ms: int
+    balance: Decimal  # the wallet after it
+
+
 class Reject(Exception):
     """An order the account cannot take: ``reason`` is "insufficient", "not_found" or a venue's
     own (e.g. a filter that failed)."""
@@ -550,6 +561,7 @@ class Book:
         self.maintenance_rate = Decimal("0.004")  # of the notional (the venues' first tier)
         self.orders: dict[int, BookOrder] = {}
         self.trades: list[BookTrade] = []
+        self.funding: list[FundingBooking] = []
         self._clock = clock
         self._partial: Decimal | None = None
         self._ids = iter(range(1001, 10**9))
@@ -604,6 +616,22 @@ class Book:
             self.trades.append(BookTrade(next(self._ids), order, abs(size), mark, Decimal(0), now, False,
                                          instrument.quote, order.visible_at))
             return order
+
+    def settle_funding(self, symbol: str, rate: Any) -> Decimal | None:
+        """A funding settlement: the position pays ``rate`` of its notional at the current
+        price (the mark) when long and the rate is positive, and receives it when short; the
+        amount goes to the wallet and the venue's account book. None when flat: nothing is
+        booked (Binance "Only positions held at the funding time pay or receive funding")."""
+        with self.lock:
+            size, _ = self.positions.get(symbol, (Decimal(0), Decimal(0)))
+            if not size:
+                return None
+            instrument = self.instruments[symbol]
+            amount = -size * self.prices[symbol] * Decimal(str(rate))
+            self.balances[instrument.quote] = self.balances.get(instrument.quote, Decimal(0)) + amount
+            self.funding.append(FundingBooking(next(self._ids), symbol, amount, self.now_ms(),
+                                               self.balances[instrument.quote]))
+            return amount
 
     def partial_next(self, fraction: Any) -> None:
         with self.lock:
@@ -1057,6 +1085,7 @@ class Binance(_BinanceStops, BinanceAccount):
         self.route("GET", "/fapi/v3/account", self._signed(self._futures_account))
         self.route("GET", "/fapi/v3/positionRisk", self._signed(self._position_risk))
         self.route("GET", "/fapi/v1/leverageBracket", self._signed(self._brackets))
+        self.route("GET", "/fapi/v1/income", self._signed(self._income))
         self.route("POST", "/fapi/v1/leverage", self._signed(self._set_leverage))
         self.route("POST", "/fapi/v1/marginType", self._signed(self._set_margin_type))
         self._route_stops()
@@ -1262,6 +1291,31 @@ class Binance(_BinanceStops, BinanceAccount):
                     rows.append(row)
             return Reply(200, rows[-int(params.get("limit", 500)):])
         return trades
+
+    def _income(self, request: Request) -> Reply:
+        """USDⓈ-M income history, ``GET /fapi/v1/income`` (Account endpoints, "Get Income
+        History"): ``symbol`` and ``incomeType`` optional filters; ``startTime``/``endTime``
+        inclusive, without both "the recent 7-day data will be returned"; ``limit`` default 100,
+        max 1000; oldest first. Only ``FUNDING_FEE`` entries are booked here."""
+        params = _form(request)
+        limit = int(params.get("limit", 100))
+        if not 1 <= limit <= 1000:
+            return self._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+        if params.get("incomeType", "FUNDING_FEE") != "FUNDING_FEE":
+            return Reply(200, [])
+        instrument = self._instrument(self.futures, params["symbol"]) if "symbol" in params else None
+        if "symbol" in params and instrument is None:
+            return self._error(400, -1121, "Invalid symbol.")
+        now = self._now_ms()
+        start = int(params.get("startTime", now - 7 * 24 * _HOUR_MS if "endTime" not in params else 0))
+        end = int(params.get("endTime", now))
+        with self.futures.lock:
+            rows = [{"symbol": self.market_id(b.symbol.split(":")[0]), "incomeType": "FUNDING_FEE",
+                     "income": _s(b.amount), "asset": self.futures.instruments[b.symbol].quote, "info": "FUNDING_FEE",
+                     "time": b.time_ms, "tranId": b.id, "tradeId": ""}
+                    for b in self.futures.funding
+                    if start <= b.time_ms <= end and (instrument is None or b.symbol == instrument.symbol)]
+        return Reply(200, rows[:limit])
 
     def _spot_account(self, request: Request) -> Reply:
         balances = [{"asset": asset, "free": _s(self.spot.free(asset)), "locked": _s(self.spot.locked(asset))}
@@ -1658,6 +1712,7 @@ class Gate(_GatePriceOrders, LoopbackExchange):
         self.route("GET", f"{api}/spot/open_orders", self._signed(self._spot_open_orders))
         self.route("GET", f"{api}/spot/my_trades", self._signed(self._trades(self.spot)))
         self.route("GET", f"{fut}/my_trades_timerange", self._signed(self._trades(self.futures)))
+        self.route("GET", f"{fut}/account_book", self._signed(self._account_book))
         self._route_price_orders()
 
     def set_price(self, symbol: str, price: Any) -> None:
@@ -1668,6 +1723,29 @@ class Gate(_GatePriceOrders, LoopbackExchange):
         # the order Gate's liquidation engine places carries the reserved text "liquidation"
         # (docs/FuturesApi.md, FuturesOrder.text)
         self.futures.liquidate(f"{symbol}:{symbol.split('/')[1]}", "liquidation")
+
+    def _account_book(self, request: Request) -> Reply:
+        """Futures account book, ``GET /futures/{settle}/account_book`` (docs/FuturesApi.md,
+        list_futures_account_book): ``contract`` and ``type`` optional filters, ``from``/``to``
+        in seconds, ``limit`` 1 to 1000 (default 100), ``offset``; newest first. Only ``fund``
+        entries (funding) are booked here."""
+        q = request.query
+        limit, offset = int(q.get("limit", 100)), int(q.get("offset", 0))
+        if not 1 <= limit <= 1000:
+            return self._error(400, "INVALID_PARAM_VALUE", "limit must be between 1 and 1000")
+        if q.get("type", "fund") != "fund":
+            return Reply(200, [])
+        instrument = self._instrument(self.futures, q["contract"]) if "contract" in q else None
+        if "contract" in q and instrument is None:
+            return self._error(400, "CONTRACT_NOT_FOUND", f"contract {q['contract']} not found")
+        start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
+        with self.futures.lock:
+            rows = [{"time": b.time_ms / 1000, "change": _s(b.amount), "balance": _s(b.balance), "type": "fund",
+                     "text": self.market_id(b.symbol), "contract": self.market_id(b.symbol), "trade_id": "",
+                     "id": str(b.id)}
+                    for b in reversed(self.futures.funding)
+                    if start <= b.time_ms / 1000 <= end and (instrument is None or b.symbol == instrument.symbol)]
+        return Reply(200, rows[offset:offset + limit])
 
     def api_urls(self) -> dict[str, Any]:
         """ccxt's ``urls["api"]`` for ``ccxt.gate``, pointed at this server."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pandas as pd
@@ -255,6 +256,22 @@ def test_gate_price_orders_as_documented():
         server.set_price("BTC/USDT", "28900")
         assert client.fetch_order(symbol, stop.id).status == "canceled"  # Gate: "failed"
         assert [s.status for s in server.stops.values()] == ["rejected"] and client.fetch_my_trades(symbol) == []
+
+
+def test_funding_booked_on_a_perpetual_position_is_fetched_once_each_with_its_sign(venue):
+    client, symbol = _client(venue, "swap"), SYMBOLS["swap"]
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    assert venue.futures.settle_funding(symbol, "0.0001") is None  # flat: nothing is booked
+    client.create_order(symbol, "buy", "market", "0.02", 30000, client_order_id="f-1")
+    venue.futures.settle_funding(symbol, "0.0001")  # a long pays a positive rate
+    venue.set_price("BTC/USDT", "31000")
+    venue.futures.settle_funding(symbol, "-0.0002")  # and receives a negative one, on the mark
+    payments = client.fetch_funding_payments(symbol, since)
+    assert [p.amount for p in payments] == [Decimal("-0.06"), Decimal("0.124")]
+    assert {p.currency for p in payments} == {"USDT"} and len({p.id for p in payments}) == 2
+    assert payments[0].timestamp <= payments[1].timestamp
+    assert client.fetch_funding_payments(symbol, payments[1].timestamp + timedelta(seconds=1)) == []
+    assert _client(venue, "spot").fetch_funding_payments(SYMBOLS["spot"], since) == []
 
 
 def test_swap_leverage_and_signed_positions(venue):

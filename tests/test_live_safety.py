@@ -273,6 +273,22 @@ def test_a_swap_session_trades_isolated_and_counts_unrealised_pnl_once(binance):
     assert state.status == "error" and "protected by a stop at" in state.message
 
 
+def test_a_swap_session_records_the_funding_the_venue_booked_once_each(binance):
+    symbol = "BTC/USDT:USDT"
+    sid = _session(binance, "swap funding", market_type="swap")
+    bar = _until_long(binance, sid)
+    paid = [binance.futures.settle_funding(symbol, rate) for rate in ("0.0001", "-0.00005")]
+    wallet = binance.futures.balances["USDT"]
+    report = _tick_at(binance, sid, bar)
+    assert report.funding == 2 and report.equity == wallet + binance.futures.unrealized("USDT")
+    assert wb.live.status(sid).funding == sum(paid) and paid[0] < 0 < paid[1]  # a long pays, then receives
+    assert _tick_at(binance, sid, bar + 1).funding == 0  # fetched again, recorded once
+    with store.session() as scope:
+        booked = scope.scalars(text("SELECT amount FROM funding_payments WHERE session_id = :id ORDER BY ts"),
+                               {"id": sid}).all()
+    assert booked == paid
+
+
 def test_a_halted_market_pauses_the_session_with_a_notice_and_it_resumes_when_trading_again(binance):
     sid = _session(binance, "halted")
     wb.notify.add_webhook("desk", "https://hooks.example.com/desk", events=["message", "session.paused"])

@@ -21,6 +21,7 @@ A trading tick talks to any of them the same way::
     capability(ex, market)                           # what the venue supports there (CAPABILITIES)
     ex.cancel_order(symbol, order_id)
     ex.fetch_my_trades(symbol, since)                # [Fill], oldest first
+    ex.fetch_funding_payments(symbol, since)         # [FundingPayment] booked on a perpetual
     ex.set_leverage(symbol, 5)                       # swaps only
 
 Money is ``Decimal``; amounts are base units everywhere (contracts are converted). Orders
@@ -35,7 +36,7 @@ from __future__ import annotations
 from workbench._lazy import lazy_exports
 from workbench.exchange._capabilities import CAPABILITIES, Capability, capability
 from workbench.exchange._registry import open_exchange, register
-from workbench.exchange._types import Balance, Exchange, Fill, Market, Order, Position
+from workbench.exchange._types import Balance, Exchange, Fill, FundingPayment, Market, Order, Position
 
 # loaded on first use: the ccxt client pulls in ccxt, the paper exchange numba
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
@@ -47,5 +48,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "PaperPosition": "workbench.exchange._paper_store:PaperPosition",
     "MemoryPaperStore": "workbench.exchange._paper_store:MemoryPaperStore",
     "PostgresPaperStore": "workbench.exchange._paper_pg:PostgresPaperStore",
-}, eager=["Balance", "CAPABILITIES", "Capability", "Exchange", "Fill", "Market", "Order", "Position", "capability",
+}, eager=["Balance", "CAPABILITIES", "Capability", "Exchange", "Fill", "FundingPayment", "Market", "Order", "Position", "capability",
           "open_exchange", "register"])

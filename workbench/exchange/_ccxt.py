@@ -25,7 +25,7 @@ import pandas as pd
 from workbench.errors import (AuthenticationFailed, DuplicateOrder, ExchangeError, ExchangeUnavailable,
                               InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited)
 from workbench.exchange._capabilities import capability
-from workbench.exchange._types import MARKET_TYPES, Balance, Exchange, Fill, Market, Order, Position
+from workbench.exchange._types import MARKET_TYPES, Balance, Exchange, Fill, FundingPayment, Market, Order, Position
 from workbench.vault import ExchangeKeys, Secret
 
 # ccxt messages that mean "this client order id was used before" (Binance spot, USDⓈ-M, Gate)
@@ -421,6 +421,32 @@ class CcxtExchange(Exchange):
         # Gate's "from" is whole seconds
         return sorted((f for f in fills.values() if f.timestamp >= since and (until is None or f.timestamp < until)),
                       key=lambda f: (f.timestamp, f.id))
+
+    def fetch_funding_payments(self, symbol: str, since: datetime, until: datetime | None = None
+                               ) -> list[FundingPayment]:
+        """Funding booked on the position (Binance USDⓈ-M income ``FUNDING_FEE``,
+        ``GET /fapi/v1/income``; Gate ``GET /futures/usdt/account_book?type=fund``), through
+        ccxt's ``fetch_funding_history``, in the same windows as the trade history."""
+        market = self.market(symbol)
+        if market.type != "swap":
+            return []
+        payments = {}
+        for page in self._history(self._funding_page, "fetch_funding_history", symbol, since, until):
+            payments.update((p.id, p) for p in (self._funding(raw, market) for raw in page))
+        return sorted((p for p in payments.values() if p.timestamp >= since and (until is None or p.timestamp < until)),
+                      key=lambda p: (p.timestamp, p.id))
+
+    def _funding_page(self, symbol: str, since: int, limit: int, params: dict[str, Any]) -> list:
+        if self.name == "gate":  # Gate bounds the account book by "to" (seconds); ccxt passes no "until"
+            params = {"to": math.ceil(params["until"] / 1000)}
+        return self._client.fetch_funding_history(symbol, since, limit, params)
+
+    def _funding(self, raw: Mapping[str, Any], market: Market) -> FundingPayment:
+        info = raw.get("info") or {}
+        stamp = raw.get("timestamp")
+        return FundingPayment(id=str(raw.get("id") or info.get("id") or f"{market.id}@{stamp}"), symbol=market.symbol,
+                              amount=_dec(raw.get("amount")) or Decimal(0), currency=raw.get("code") or market.settle,
+                              timestamp=_time(stamp))
 
     _PAGE = 500
 

@@ -113,6 +113,17 @@ class Fill:
     taker: bool | None
 
 
+@dataclass(frozen=True)
+class FundingPayment:
+    """Funding the exchange booked on the account's perpetual position at one settlement."""
+
+    id: str  # the exchange's id of the booking (Binance's tranId; Gate's, else contract and time)
+    symbol: str
+    amount: Decimal  # in the settle currency, as booked: positive received, negative paid
+    currency: str | None
+    timestamp: datetime
+
+
 class Exchange(ABC):
     """One account on one exchange, one market type. See the package docstring for the calls."""
 
@@ -168,6 +179,12 @@ class Exchange(ABC):
     @abstractmethod
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         """The account's fills in ``symbol`` at or after ``since`` (and before ``until``), oldest first."""
+
+    def fetch_funding_payments(self, symbol: str, since: datetime, until: datetime | None = None
+                               ) -> list[FundingPayment]:
+        """Funding booked on the account's position in ``symbol`` at or after ``since`` (and
+        before ``until``), oldest first; none where nothing settles funding (spot, paper)."""
+        return []
 
     @abstractmethod
     def fetch_order(self, symbol: str, order_id: str) -> Order | None:

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from workbench import store
-from workbench.exchange import Fill, Order
+from workbench.exchange import Fill, FundingPayment, Order
 from workbench.live._plan import Leg
 
 _OPEN = ("new", "open")
@@ -155,6 +155,21 @@ def _adopt(scope, session_id: int, fill: Fill) -> int:
     scope.add(row)
     scope.flush()
     return row.id
+
+
+def record_funding(db: Db, session_id: int, payments: list[FundingPayment]) -> int:
+    """Record funding payments (each once, by the exchange's id); how many were new."""
+    if not payments:
+        return 0
+    with db() as scope:
+        return len(scope.scalars(insert(store.FundingPayment).values([
+            {"session_id": session_id, "exchange_payment_id": p.id, "amount": p.amount, "currency": p.currency,
+             "ts": p.timestamp} for p in payments]).on_conflict_do_nothing().returning(store.FundingPayment.id)).all())
+
+
+def last_funding_at(db: Db, session_id: int) -> datetime | None:
+    with db() as scope:
+        return scope.scalar(select(func.max(store.FundingPayment.ts)).where(store.FundingPayment.session_id == session_id))
 
 
 def last_fill_at(db: Db, session_id: int) -> datetime | None:

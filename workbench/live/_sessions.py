@@ -67,6 +67,7 @@ class SessionStatus:
     last_tick_at: datetime | None
     started_at: datetime | None
     wind_down_pending: str | None = None  # the policy of a wind-down tried again until the position is secured
+    funding: Decimal = Decimal(0)  # funding the exchange booked on the position: + received, - paid
 
     def __str__(self) -> str:
         state = f"{self.status}: {self.message}" if self.message else self.status
@@ -379,6 +380,8 @@ def _status(scope, row) -> SessionStatus:
                              .order_by(store.EquitySnapshot.ts.desc()).limit(1)).first()
     open_orders = scope.scalar(select(func.count()).select_from(store.Order).where(
         store.Order.session_id == row.id, store.Order.status.in_(("new", "open"))))
+    funding = scope.scalar(select(func.coalesce(func.sum(store.FundingPayment.amount), 0))
+                           .where(store.FundingPayment.session_id == row.id))
     return SessionStatus(
         id=row.id, strategy=str(load_strategy(row.strategy_id, opener=lambda: nullcontext(scope))),
         exchange=row.exchange,
@@ -386,7 +389,8 @@ def _status(scope, row) -> SessionStatus:
         timeframe=row.timeframe, leverage=row.leverage, status=row.status, message=row.status_message,
         balance=row.current_balance, equity=snapshot.equity if snapshot else row.init_equity,
         position=snapshot.position if snapshot else None, pnl=row.total_pnl, open_orders=open_orders,
-        last_tick_at=row.last_tick_at, started_at=row.started_at, wind_down_pending=row.wind_down_pending)
+        last_tick_at=row.last_tick_at, started_at=row.started_at, wind_down_pending=row.wind_down_pending,
+        funding=Decimal(funding))
 
 
 def sessions() -> pd.DataFrame:

@@ -64,6 +64,7 @@ class TickReport:
     canceled: list[str] = field(default_factory=list)
     emulated: list[str] = field(default_factory=list)  # legs of order types the exchange lacks
     fills: int = 0  # fills recorded for the first time
+    funding: int = 0  # funding payments recorded for the first time (perpetuals)
     position: Decimal | None = None
     equity: Decimal | None = None
     message: str | None = None
@@ -772,6 +773,10 @@ class _Tick:
         self.report.fills = _ledger.record_fills(self.db, self.row.id, fills, adopt=self.paper)
         checkpoint("fills_recorded")
         self._hand_trades(fills)
+        if self.market.type == "swap" and not self.paper:  # what the venue booked: compare with a backtest's
+            since = _ledger.last_funding_at(self.db, self.row.id) or self.row.anchor_at
+            self.report.funding = _ledger.record_funding(self.db, self.row.id, self._call(
+                self.exchange.fetch_funding_payments, self.row.symbol, since))
         self._compare_ledger()
         equity, balance, position = self._account(price)
         pnl = equity - Decimal(self.row.init_equity)

@@ -43,7 +43,7 @@ Reference (all importable from ``workbench.store``):
   ``LOCAL_TENANT``. Wherever a tenant name is taken, a ``Tenant`` is accepted too.
 - Schema: ``upgrade(revision="head")``, ``downgrade(revision)``, ``current_revision()``,
   ``head_revision()``; models ``Tenant``, ``Strategy``, ``TenantDataKey``, ``ExchangeAccount``,
-  ``TradingSession``, ``Order``, ``Fill``, ``EquitySnapshot``, ``BacktestResult``,
+  ``TradingSession``, ``Order``, ``Fill``, ``FundingPayment``, ``EquitySnapshot``, ``BacktestResult``,
   ``LiveNotebook``, ``NotebookRun`` (details in ``workbench.store.models``).
 
 Errors: :class:`workbench.errors.DatabaseError` (server, URL, migrations) and
@@ -66,7 +66,7 @@ _MODULES = {
                                  "list_tenants", "remove_tenant", "restore_role", "session",
                                  "tenant_engine", "tenant_session", "tenant_url", "validate_name"],
     "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
-                               "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
+                               "FundingPayment", "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
                                "TenantDataKey", "TradingSession",
                                "PaperAccountRow", "PaperFillRow", "PaperOrderRow", "PaperPositionRow"],
 }
@@ -81,5 +81,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
                                           session, tenant_engine, tenant_session, tenant_url,
                                           validate_name)
     from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
-                                        LiveNotebook, NotebookRun, Order, Strategy, Tenant,
+                                        FundingPayment, LiveNotebook, NotebookRun, Order, Strategy, Tenant,
                                         TenantDataKey, TradingSession)

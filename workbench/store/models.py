@@ -262,6 +262,25 @@ class Fill(TenantOwned):
     ts: Mapped[datetime]
 
 
+class FundingPayment(TenantOwned):
+    """Funding the exchange paid (positive) or charged (negative) on a session's perpetual
+    position at one settlement; unique per session and the exchange's id of the payment."""
+
+    __tablename__ = "funding_payments"
+    __table_args__ = (
+        UniqueConstraint("session_id", "exchange_payment_id"),
+        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
+                             ondelete="CASCADE"),
+    )
+
+    id: Mapped[int] = _id()
+    session_id: Mapped[int]
+    exchange_payment_id: Mapped[str]
+    amount: Mapped[Decimal]
+    currency: Mapped[str | None]
+    ts: Mapped[datetime]
+
+
 class EquitySnapshot(TenantOwned):
     """A session's balance, equity, position and PnL at one moment."""
 
