@@ -28,6 +28,7 @@ _LAZY = {
     "read_candles": "workbench.data:read_candles",
     "validate_candles": "workbench.data:validate_candles",
     "fetch_candles": "workbench.data:fetch_candles",
+    "fetch_funding": "workbench.data:fetch_funding",
     "resample": "workbench.data:resample",
     "templates": "workbench.strategies:templates",
     "get_template": "workbench.strategies:get_template",
@@ -74,7 +75,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
-    from workbench.data import fetch_candles, load_candles, read_candles, resample, validate_candles
+    from workbench.data import fetch_candles, fetch_funding, load_candles, read_candles, resample, validate_candles
     from workbench.research import (CrossValidation, DeflatedSharpe, LookAhead, MonteCarlo, WalkForward,
                                     check_lookahead, cross_validate, deflated_sharpe, monte_carlo,
                                     probabilistic_sharpe, walk_forward)
