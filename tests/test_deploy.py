@@ -318,6 +318,8 @@ def hub_config(monkeypatch, tmp_path) -> Config:
 def test_the_charts_hub_runs_the_workbench_configuration_and_keeps_its_cluster_wiring(hub_config):
     c = hub_config
     assert c.JupyterHub.spawner_class == "workbench.hub._kube.KubeTenantSpawner"
+    assert c.JupyterHub.authenticator_class == "workbench.hub._auth.WorkbenchAuthenticator"
+    assert c.JupyterHub.admin_access is False, "admins do not get into tenants' servers (the chart's default)"
     # where the chart binds the hub and reaches it and the proxy, not the one-machine loopback
     assert c.JupyterHub.hub_bind_url == "http://:8081"
     assert c.JupyterHub.hub_connect_url == "http://hub:8081"
