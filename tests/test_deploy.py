@@ -291,7 +291,9 @@ def fake_z2jh(chart: dict) -> types.ModuleType:
     module.get_config, module.set_config_if_not_none = get_config, set_config_if_not_none
     module.get_name = lambda name: name  # the chart's resource names (no fullnameOverride)
     module.get_name_env = lambda name, suffix="": {"hub": "8081", "proxy-api": "8001"}[name]
-    module.get_secret_value = lambda key, default=None: {"hub.config.CryptKeeper.keys": "a" * 64}.get(key, "b" * 64)
+    # the secrets the chart generates itself (cookie secret, CryptKeeper keys); no others are set
+    generated = {"hub.config.JupyterHub.cookie_secret": "b" * 64, "hub.config.CryptKeeper.keys": "a" * 64}
+    module.get_secret_value = lambda key, default=None: generated.get(key, default)
     return module
 
 
