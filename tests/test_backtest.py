@@ -350,6 +350,24 @@ def test_a_short_pays_or_receives_funding_at_each_settlement_it_is_held_through(
     assert default.metrics["funding_paid"] == pytest.approx(-0.2)
     with pytest.raises(wb.WorkbenchError, match=r"settled -0.60 of funding: vectorbt's open-source Portfolio"):
         result.portfolio
+    # settlement by settlement, and on the chart: received at the 08:00 and 16:00 opens
+    assert result.funding[result.funding != 0].to_dict() == {
+        pd.Timestamp("2024-01-01 08:00", tz="UTC"): pytest.approx(-0.3),
+        pd.Timestamp("2024-01-01 16:00", tz="UTC"): pytest.approx(-0.3)}
+    titles = [panel.title.text for panel in result.figure.children]
+    assert titles[-1].startswith("Funding paid") and len(titles) == 4
+    assert len(none.figure.children) == 3 and not none.funding.any()  # no funding, no panel
+
+
+def test_the_funding_each_bar_settled_sums_to_funding_paid_in_every_template():
+    candles = wb.load_candles().loc["2018-06":"2018-12"]
+    runs = [("channel", {"entry_window": 48, "exit_window": 24, "direction": "both"}),
+            ("ema_reversal", {"leverage": 5}), ("market_making", {}),
+            ("rules", {"rules": "leverage 3\nbuy 50% when close > SMA(20)\nsell 50% when close < SMA(20)"})]
+    for template, params in runs:
+        result = wb.backtest(template, candles, params, funding=0.0003)
+        assert result.funding.sum() == pytest.approx(result.metrics["funding_paid"], rel=1e-9, abs=1e-9), template
+    assert any(wb.backtest(t, candles, p, funding=0.0003).metrics["funding_paid"] for t, p in runs)
 
 
 def test_a_funding_series_is_paid_at_the_bars_holding_its_settlement_times_and_spot_longs_pay_none():

@@ -1,4 +1,5 @@
-"""The bokeh chart of a backtest: price with fills, equity and drawdown on one time axis."""
+"""The bokeh chart of a backtest: price with fills, equity, drawdown and (on perpetuals) the
+funding paid, on one time axis."""
 from __future__ import annotations
 
 import html
@@ -67,7 +68,14 @@ def result_figure(result: BacktestResult, *, width: int = 900):
                 tools="xpan,xwheel_zoom,reset")
     dd.varea(x=_x(drawdown.index), y1=drawdown.to_numpy(), y2=0.0, color="#d62728", alpha=0.4)
     dd.yaxis.formatter = NumeralTickFormatter(format="0%")
-    return column(price, eq, dd)
+    if not result.funding.any():
+        return column(price, eq, dd)
+    paid = _thin(result.funding.cumsum())
+    fund = figure(height=140, width=width, x_axis_type="datetime", x_range=price.x_range,
+                  title="Funding paid, cumulative (+ paid, - received)", tools="xpan,xwheel_zoom,reset")
+    fund.line(_x(paid.index), paid.to_numpy(), color="#9467bd")
+    fund.yaxis.formatter = NumeralTickFormatter(format="0,0.00")
+    return column(price, eq, dd, fund)
 
 
 def standalone_html(figure: Any, *, title: str, css_class: str, style: str | None = None) -> str:

@@ -46,13 +46,16 @@ class BacktestResult:
             the account lost everything and stopped trading: see :attr:`ruined_at`).
         equity: equity at each bar's close (quote currency).
         position: signed position (base units) at each bar's close.
+        funding: the funding each bar's open settled on the position held into it (quote
+            currency; + paid, - received), 0 where none fell; its sum is ``funding_paid``.
         fills: every fill: time, size (+ buy, - sell), price, fee, kind.
         trades: round trips from flat to flat: entry/exit time and price, side, size, pnl.
     """
 
     def __init__(self, *, template: Template, params: dict[str, Any], risk: dict[str, float | None],
                  settings: dict[str, float], candles: pd.DataFrame, metrics: dict[str, float],
-                 equity: np.ndarray, position: np.ndarray, fills: np.ndarray, leverage: float):
+                 equity: np.ndarray, position: np.ndarray, fills: np.ndarray, leverage: float,
+                 funding_rates: np.ndarray | None = None):
         self.template = template
         self.params = params
         self.risk = risk
@@ -63,6 +66,8 @@ class BacktestResult:
         index = candles.index
         self.equity = pd.Series(equity, index=index, name="equity")
         self.position = pd.Series(position, index=index, name="position")
+        self.funding = pd.Series(_funding_paid(self.position.to_numpy(), candles["open"].to_numpy(), funding_rates,
+                                               leverage), index=index, name="funding")
         raw = fills[:min(int(metrics["fills"]), fills.shape[0])]
         self.fills = pd.DataFrame({
             "time": index[raw[:, 0].astype(np.int64)],
@@ -161,3 +166,15 @@ class BacktestResult:
     def _repr_html_(self) -> str:
         return self.stats().to_html()
 
+
+def _funding_paid(position: np.ndarray, opens: np.ndarray, rates: np.ndarray | None, leverage: float) -> np.ndarray:
+    """What each bar's open settled, as the engine's ``pay_funding`` does: the position held
+    into the bar (the previous close's) times the open price times the bar's rate; an
+    unleveraged long is spot and pays nothing."""
+    if rates is None:
+        return np.zeros(len(position))
+    held = np.concatenate([[0.0], position[:-1]])
+    paid = held * opens * rates
+    if leverage <= 1.0:
+        paid[held > 0] = 0.0
+    return paid + 0.0  # no negative zeros

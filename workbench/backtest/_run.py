@@ -89,7 +89,8 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     run = run_kernel(inputs)
     result = BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
                             candles=market.candles, metrics=run.metrics, equity=run.equity,
-                            position=run.position, fills=run.fills, leverage=inputs.cfgs[0, e.C_LEVERAGE])
+                            position=run.position, fills=run.fills, leverage=inputs.cfgs[0, e.C_LEVERAGE],
+                            funding_rates=inputs.funding)
     if result.ruined_at is not None:
         last = result.fills.iloc[-1]
         warnings.warn(f"{tpl.name}: the account was ruined at {last['time']} by a {last['kind']} fill (equity "
