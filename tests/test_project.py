@@ -7,11 +7,14 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+
+from workbench.errors import WorkbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = {"notebooks", "workbench", "hub_config", "templates", "environment.yml", "pyproject.toml", "tests",
-          "README.md", "docs", "benchmarks", ".ci", "dev.py", ".gitignore"}
+          "README.md", "DEVELOPMENT_GUIDE.md", "docs", "benchmarks", ".ci", "dev.py", ".gitignore", ".dockerignore"}
 
 
 def _requirement(spec: str) -> tuple[str, str]:
@@ -59,3 +62,48 @@ def test_every_template_spec_ships_inside_the_package():
 
     shipped = {p.name for p in (resources.files("workbench") / "templates").iterdir()}
     assert {p.name for p in (ROOT / "templates").glob("*.json")} <= shipped
+
+
+def test_packages_are_layered_one_way():
+    """The layers contract of pyproject.toml (import-linter): no package imports one above it."""
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def _plugin(folder: Path, name: str, entry_points: str, code: str) -> None:
+    """An installed distribution ``name`` (its dist-info on ``folder``) declaring ``entry_points``."""
+    (folder / f"{name}.py").write_text(code)
+    info = folder / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+
+
+def test_exchanges_and_transports_of_other_packages_are_found_by_entry_point(tmp_path, monkeypatch):
+    from workbench.exchange import _registry, open_exchange
+    from workbench.notify import _transport
+    from workbench.notify._transport import get, transports
+
+    _plugin(tmp_path, "wb_plugin", "[workbench.exchanges]\ntoy = wb_plugin:open_toy\n\n"
+                                   "[workbench.notify_transports]\npager = wb_plugin:Pager\n",
+            "from workbench.notify import Transport\n"
+            "def open_toy(**options):\n    return ('toy', options)\n"
+            "class Pager(Transport):\n    name = 'pager'\n    settings = ()\n"
+            "    def target(self, config):\n        return 'the pager'\n"
+            "    def send(self, message, config, secrets, timeout):\n        pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_registry, "_FACTORIES", dict(_registry._FACTORIES))  # what the test adds goes with it
+    monkeypatch.setattr(_transport, "_registry", dict(_transport._registry))
+    assert open_exchange("toy", market_type="spot") == ("toy", {"market_type": "spot"})
+    assert "pager" in transports() and get("pager").name == "pager"
+    with pytest.raises(WorkbenchError, match="no exchange named 'nope'; available: binance, gate, paper, toy"):
+        open_exchange("nope")
+
+
+def test_a_missing_registration_is_a_clear_error():
+    from workbench import _plugins
+
+    with pytest.raises(WorkbenchError, match="no workbench.vault_backends entry point named 'nope' is installed "
+                                             r"\(installed: service\)"):
+        _plugins.load("workbench.vault_backends", "nope")

@@ -54,9 +54,9 @@ def _json_arg(text: str | None, option: str) -> Any:
 
 
 def _candles(path: str):
-    import workbench as wb
+    from workbench.data import load_candles, read_candles
 
-    return wb.load_candles() if path == "bundled" else wb.read_candles(path)
+    return load_candles() if path == "bundled" else read_candles(path)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,10 +82,10 @@ def _clean(value: Any) -> Any:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    import workbench as wb
+    from workbench.backtest import backtest
 
     params = _json_arg(args.params, "--params")
-    result = wb.backtest(args.template, _candles(args.candles), params, **_settings(args))
+    result = backtest(args.template, _candles(args.candles), params, **_settings(args))
     if args.json:
         print(json.dumps({"strategy": result.strategy,
                           "metrics": {k: _clean(v) for k, v in result.metrics.items()}}, indent=2))
@@ -95,12 +95,12 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import workbench as wb
+    from workbench.backtest import sweep
 
     grid = _json_arg(args.grid, "--grid")
     if not isinstance(grid, dict):
         raise ParameterError('--grid: expected a JSON object like {"entry_window": [20, 40]}')
-    table = wb.sweep(args.template, _candles(args.candles), grid, sort_by=args.sort_by,
+    table = sweep(args.template, _candles(args.candles), grid, sort_by=args.sort_by,
                      progress=not args.json, **_settings(args))
     shown = table if args.top == 0 else table.head(args.top)
     if args.json:

@@ -1,7 +1,13 @@
-"""Exchanges by name, papermill-style: ``open_exchange("binance", ...)``, ``open_exchange("paper", ...)``."""
+"""Exchanges by name, papermill-style: ``open_exchange("binance", ...)``, ``open_exchange("paper", ...)``.
+
+The built-ins register here; another package adds one by declaring a factory (a callable
+taking ``open_exchange``'s options and returning an ``Exchange``) under the
+``workbench.exchanges`` entry-point group, which reaches every process of the environment.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
 from workbench.errors import ExchangeError
@@ -24,10 +30,15 @@ def open_exchange(name: str, **options: Any) -> Exchange:
     ``"paper"``: ``candles``, ``clock=``, ``market_type=``, ``account=``, ``store=``,
     ``balance=``, ``fees=``, ``slippage=`` (see ``PaperExchange``).
     """
+    if name not in _FACTORIES:  # one another package of the environment declares
+        for point in entry_points(group="workbench.exchanges", name=name):
+            register(name, point.load())
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ExchangeError(f"no exchange named {name!r}; available: {', '.join(sorted(_FACTORIES))}") from None
+        declared = {point.name for point in entry_points(group="workbench.exchanges")}
+        raise ExchangeError(f"no exchange named {name!r}; available: "
+                            f"{', '.join(sorted(set(_FACTORIES) | declared))}") from None
     return factory(**options)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from workbench.errors import NotifyError
 from workbench.hub._vault import ServiceClient
-from workbench.notify._channels import Channel
+from workbench.notify import Channel
 from workbench.vault import Secret
 
 

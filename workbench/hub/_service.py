@@ -274,7 +274,7 @@ class _ChannelHandler(_VaultHandler):
     """The caller's notification channels, changed by ``Admin`` with the caller's vault."""
 
     def admin(self) -> Any:
-        from workbench.notify._channels import Admin
+        from workbench.notify import Admin
 
         return Admin(vault=self.vault())
 
@@ -283,7 +283,7 @@ class ChannelsHandler(_ChannelHandler):
     async def get(self) -> None:
         def listing() -> list[dict[str, Any]]:
             from workbench import store
-            from workbench.notify._channels import listing
+            from workbench.notify import listing
 
             with store.tenant_session(self.tenant) as db:
                 return listing(db).reset_index().to_dict("records")

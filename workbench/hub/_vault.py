@@ -19,9 +19,7 @@ import requests
 
 from workbench.errors import VaultError, WorkbenchError
 from workbench.hub._settings import SERVICE_URL_ENV
-from workbench.vault._backend import Account, VaultBackend
-from workbench.vault._exchange import ExchangeKeys
-from workbench.vault._secret import Secret
+from workbench.vault import Account, ExchangeKeys, Secret, VaultBackend
 
 _TIMEOUT = 60.0
 
@@ -66,6 +64,7 @@ class ServiceVault(ServiceClient, VaultBackend):
     """Forwards the vault calls to the workbench service at ``url`` (default: from the environment)."""
 
     path = "vault/accounts"
+    remote = True
 
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
                     permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:

@@ -38,18 +38,20 @@ from workbench.errors import NotifyError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from workbench.notify._channels import Channel
+    from workbench.notify._channels import Admin, Channel, listing
     from workbench.notify._events import DEFAULT_EVENTS, EVENTS
     from workbench.notify._form import form
-    from workbench.notify._outbox import notifications, send
+    from workbench.notify._delivery import Policy, defer_delivery, deliver
+    from workbench.notify._outbox import notifications, notifications_html, send
     from workbench.notify._transport import DeliveryError, Setting, Transport, register, transports
 
 _MODULES = {
+    "workbench.notify._channels": ["Admin", "Channel", "listing"],
     "workbench.notify._events": ["DEFAULT_EVENTS", "EVENTS", "Message"],
-    "workbench.notify._outbox": ["notifications", "send"],
+    "workbench.notify._outbox": ["notifications", "notifications_html", "send"],
     "workbench.notify._form": ["form"],
     "workbench.notify._transport": ["DeliveryError", "Setting", "Transport", "register", "transports"],
-    "workbench.notify._delivery": ["Policy", "deliver"],
+    "workbench.notify._delivery": ["Policy", "defer_delivery", "deliver"],
 }
 _FUNCTIONS = ["add_channel", "add_email", "add_telegram", "add_webhook", "channels", "disable", "enable", "remove",
               "subscribe", "test"]

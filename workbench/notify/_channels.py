@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from workbench import _plugins as plugins
 from workbench import store
 from workbench.errors import NotifyError
 from workbench.notify import _transport
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from sqlalchemy.orm import Session
 
-    from workbench.hub._notify import ServiceChannels
     from workbench.vault import LocalVault
 
 _log = logging.getLogger("workbench.notify")
@@ -69,16 +69,14 @@ def scrub(text: str, secrets: Mapping[str, Secret]) -> str:
     return text
 
 
-def admin() -> Admin | ServiceChannels:
-    """Who changes this process's channels: an ``Admin`` here, unless the vault is the workbench
-    service's (a tenant's server in the hub, no master key), then the service does it."""
+def admin() -> Admin:
+    """Who changes this process's channels: an ``Admin`` here, unless the vault is held by the
+    workbench service (a tenant's server in the hub, no master key), then the service does it
+    (the ``service`` channel admin the hub registers, with the same methods)."""
     from workbench import vault
-    from workbench.hub._vault import ServiceVault
 
-    if isinstance(vault.backend(), ServiceVault):
-        from workbench.hub._notify import ServiceChannels
-
-        return ServiceChannels()
+    if vault.backend().remote:
+        return plugins.load("workbench.channel_admins", "service")()
     return Admin()
 
 

@@ -40,7 +40,7 @@ from workbench.notify import _transport
 from workbench.notify._channels import open_secrets, scrub
 from workbench.notify._events import render
 from workbench.notify._outbox import emit
-from workbench.scheduler._queue import NAMESPACE, QUEUE, blueprint
+from workbench.jobs import NAMESPACE, QUEUE, blueprint
 from workbench.store.models import NotificationChannel, NotificationDelivery, NotificationEvent, Tenant
 
 _log = logging.getLogger("workbench.notify")

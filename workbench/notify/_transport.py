@@ -12,6 +12,7 @@ import abc
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from workbench.errors import NotifyError
@@ -99,9 +100,15 @@ def register(transport: Transport) -> Transport:
 
 
 def transports() -> dict[str, Transport]:
-    """Every registered transport by name, the built-ins first."""
+    """Every registered transport by name: the built-ins first, then those other packages of
+    the environment declare under the ``workbench.notify_transports`` entry-point group (a
+    ``Transport`` instance or class), so the workers that deliver find them too."""
     for module in _BUILTINS:
         importlib.import_module(module)
+    for point in entry_points(group="workbench.notify_transports"):
+        if point.name not in _registry:
+            found = point.load()
+            register(found() if isinstance(found, type) else found)
     return dict(_registry)
 
 

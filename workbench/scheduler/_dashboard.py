@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from workbench import store
-from workbench.notify._outbox import notifications_html
+from workbench.notify import notifications_html
 from workbench.store.models import EquitySnapshot, Fill, LiveNotebook, NotebookRun, Order, TradingSession
 
 Opener = Callable[[], AbstractContextManager[Session]]

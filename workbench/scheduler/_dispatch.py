@@ -34,8 +34,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from workbench import store
+from workbench.jobs import QUEUE, SCHEMA
 from workbench.scheduler._execute import database
-from workbench.scheduler._queue import QUEUE, SCHEMA, TASK, session_lock
+from workbench.scheduler._queue import TASK, session_lock
 from workbench.scheduler._schedule import parse_schedule
 from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSession
 

@@ -23,11 +23,12 @@ from datetime import datetime, timezone
 import procrastinate
 import psycopg
 
-from workbench.notify._delivery import defer_delivery
+from workbench.jobs import QUEUE, queue_app
+from workbench.notify import defer_delivery
+from workbench.scheduler import _queue  # noqa: F401 - registers run_notebook on the job queue
 from workbench.scheduler._dispatch import demand, dispatch_due, sweep_abandoned
 from workbench.scheduler._execute import database, tenant_setup
 from workbench.scheduler._pool import KernelPool
-from workbench.scheduler._queue import QUEUE, queue_app
 
 _log = logging.getLogger("workbench.scheduler")
 _MIN_PAUSE = 0.005  # seconds: a pass that found a due notebook locked by another worker looks again soon

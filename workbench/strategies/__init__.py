@@ -20,14 +20,6 @@ from workbench.strategies._spec import Param, Template, load_specs
 __all__ = ["Param", "SavedStrategy", "Template", "clone_strategy", "delete_strategy", "get_template",
            "kernel_for", "list_strategies", "load_strategy", "save_strategy", "templates"]
 
-_KERNEL_MODULES = {
-    "channel": "workbench.strategies.channel",
-    "ema_reversal": "workbench.strategies.ema_reversal",
-    "market_making": "workbench.strategies.market_making",
-    "rules": "workbench.strategies.rules._kernel",
-}
-
-
 @cache
 def _specs() -> dict[str, Template]:
     return load_specs()
@@ -47,12 +39,16 @@ def get_template(name: str) -> Template:
 
 
 def kernel_for(name: str):
-    """The compiled kernel class of a template (imports numba on first use)."""
+    """The compiled kernel class of a template (imports numba on first use): the module its
+    spec names as ``kernel`` registers it on import."""
     from workbench.strategies._kernel import KERNELS
 
-    get_template(name)
+    template = get_template(name)
     if name not in KERNELS:
-        importlib.import_module(_KERNEL_MODULES[name])
+        importlib.import_module(template.kernel)
+    if name not in KERNELS:
+        raise TemplateError(f"templates/{name}.json: its kernel module {template.kernel!r} registers no kernel "
+                            f"named {name!r}")
     return KERNELS[name]
 
 

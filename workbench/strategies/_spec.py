@@ -115,6 +115,7 @@ class Template:
     params: dict[str, Param]
     risk_limits: dict[str, float | None]
     semantics: dict[str, str] = field(default_factory=dict)
+    kernel: str = ""  # the module that compiles and registers its kernel (the spec's "kernel")
 
     def defaults(self) -> dict[str, Any]:
         """Every parameter at its default value."""
@@ -200,7 +201,7 @@ def parse_spec(spec: Mapping[str, Any], source: str) -> Template:
         return cls(name=spec["name"], title=spec.get("title", spec["name"]),
                    description=spec.get("description", ""), params=params,
                    risk_limits=dict(spec.get("risk_limits", {})),
-                   semantics=dict(spec.get("semantics", {})))
+                   semantics=dict(spec.get("semantics", {})), kernel=spec["kernel"])
     except KeyError as exc:
         raise TemplateError(f"{source}: missing field {exc.args[0]!r}") from None
     except ParameterError as exc:

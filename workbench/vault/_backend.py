@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from workbench import _plugins as plugins
 from workbench.vault._exchange import ExchangeKeys
 from workbench.vault._secret import Secret
 
@@ -50,6 +51,10 @@ class KeyUse:
 
 class VaultBackend(abc.ABC):
     """Stores a tenant's exchange keys encrypted and hands them out only to trusted callers."""
+
+    #: the keys are held by another process (the workbench service): what changes a tenant's
+    #: secrets, notification channels included, goes through it
+    remote: bool = False
 
     @abc.abstractmethod
     def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
@@ -88,9 +93,7 @@ def backend() -> VaultBackend:
     """The vault of this process: the one set with ``use``, else a ``LocalVault``."""
     global _backend
     if _backend is None and os.environ.get("WORKBENCH_SERVICE_URL"):  # a tenant server in the hub
-        from workbench.hub._vault import ServiceVault
-
-        _backend = ServiceVault()
+        _backend = plugins.load("workbench.vault_backends", "service")()
     if _backend is None:
         from workbench.vault._local import LocalVault
 
