@@ -66,7 +66,7 @@ def test_a_risk_free_rate_is_taken_out_of_sharpe_and_sortino_as_vectorbt_does(ca
 
 
 def test_each_metric_is_written_to_its_own_named_slot():
-    from workbench.backtest import _engine as engine
+    from workbench.engine import core as engine
 
     slots = {name: getattr(engine, f"M_{name.upper()}") for name in engine.METRIC_NAMES}
     assert sorted(slots.values()) == list(range(engine.N_METRICS))

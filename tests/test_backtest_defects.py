@@ -432,8 +432,8 @@ def _package(root, helper_returns):
 
 def _kernel_result(root, hashed):
     package = root / "pkg"
-    script = (f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom workbench.backtest import _engine\n"
-              + (f"_engine.use_hashed_cache({str(package)!r}, [{str(package / 'eng.py')!r}], "
+    script = (f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom workbench.engine import core\n"
+              + (f"core.use_hashed_cache({str(package)!r}, [{str(package / 'eng.py')!r}], "
                  f"base={str(root / 'cache')!r})\n" if hashed else "")
               + "from pkg import ker\nprint(ker.kernel())\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -442,7 +442,7 @@ def _kernel_result(root, hashed):
 
 
 def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_path):
-    from workbench.backtest import _engine
+    from workbench.engine import core
 
     plain, hashed = tmp_path / "plain", tmp_path / "hashed"
     for root in (plain, hashed):
@@ -455,10 +455,11 @@ def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_p
     assert _kernel_result(hashed, hashed=True) == 22  # a new source hash: a new cache directory
     assert len(list((hashed / "cache").glob("numba-*"))) == 2
     # the workbench's own cache directory is named by its engine and kernel sources
-    engine = tmp_path / "_engine.py"
-    engine.write_text(open(_engine.__file__).read())
-    before = _engine.source_digest([engine])
+    engine = tmp_path / "core.py"
+    engine.write_text(open(core.__file__).read())
+    before = core.source_digest([engine])
     engine.write_text(engine.read_text().replace("INTENT_ROWS = 24", "INTENT_ROWS = 25"))
-    assert _engine.source_digest([engine]) != before
-    assert _engine.CACHE_DIR.name == f"numba-{_engine.source_digest(_engine.kernel_sources(_engine._PACKAGE))}"
-    assert any(path.name == "_engine.py" for path in _engine.kernel_sources(_engine._PACKAGE))
+    assert core.source_digest([engine]) != before
+    assert core.CACHE_DIR.name == f"numba-{core.source_digest(core.kernel_sources(core._PACKAGE))}"
+    compiled = {path.relative_to(core._PACKAGE).as_posix() for path in core.kernel_sources(core._PACKAGE)}
+    assert {"engine/core.py", "engine/indicators.py", "strategies/channel.py", "research/_cross_validate.py"} <= compiled

@@ -185,7 +185,7 @@ def _intrabar_conflicts(template: str, params: dict, result) -> list[pd.Timestam
         return list(candles.index[held > params["max_inventory"] - 2 * params["order_size"]])
     if template != "ema_reversal":
         return []
-    from workbench.strategies._indicators import _ema
+    from workbench.engine.indicators import _ema
 
     ema = pd.Series(_ema(candles["close"].to_numpy(), params["ema_window"]), candles.index)
     conflicts, entries, exited = [], 0, False

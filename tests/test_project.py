@@ -71,6 +71,47 @@ def test_packages_are_layered_one_way():
     assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
 
 
+# Imports of another package's own ("_") modules that remain; this list may only shrink: a
+# package needs another's public names (its __init__), or the name belongs in that package.
+PRIVATE_IMPORTS = {
+    ("workbench.exchange._ccxt", "workbench.vault._exchange"),
+    ("workbench.hub._launcher", "workbench.vault._keyring"),
+    ("workbench.live._plan", "workbench.backtest._kernel"),
+    ("workbench.market._cli", "workbench.scheduler._cli"),
+    ("workbench.market._clone", "workbench.strategies._saved"),
+    ("workbench.market._listing", "workbench.backtest._result"),
+    ("workbench.market._snapshot", "workbench.backtest._chart"),
+    ("workbench.market._snapshot", "workbench.backtest._funding"),
+    ("workbench.research._cross_validate", "workbench.backtest._run"),
+    ("workbench.research._cross_validate", "workbench.backtest._venues"),
+    ("workbench.scheduler._dashboard", "workbench.backtest._chart"),
+    ("workbench.scheduler._keys", "workbench.vault._exchange"),
+    ("workbench.scheduler._zygote", "workbench.exchange._paper"),  # the zygote's warm-up imports
+    ("workbench.scheduler._zygote", "workbench.exchange._paper_pg"),
+    ("workbench.scheduler._zygote", "workbench.live._plan"),
+    ("workbench.scheduler._zygote", "workbench.live._tick"),
+    ("workbench.scheduler._zygote", "workbench.store._tenants"),
+    ("workbench.ui._form", "workbench.backtest._chart"),
+    ("workbench.ui._rules_builder", "workbench.strategies.rules._model"),
+    ("workbench.ui._rules_builder", "workbench.strategies.rules._text"),
+}
+
+
+def test_no_new_import_of_another_packages_own_modules():
+    import grimp
+
+    graph = grimp.build_graph("workbench")
+    found = set()
+    for importer in graph.modules:
+        package = importer.split(".")[1] if importer.count(".") else None
+        for imported in graph.find_modules_directly_imported_by(importer):
+            parts = imported.split(".")
+            own = any(part.startswith("_") and not part.startswith("__") for part in parts[2:])
+            if package and len(parts) > 2 and parts[1] != package and own:
+                found.add((importer, imported))
+    assert found <= PRIVATE_IMPORTS, f"new imports of another package's own modules: {sorted(found - PRIVATE_IMPORTS)}"
+
+
 def _plugin(folder: Path, name: str, entry_points: str, code: str) -> None:
     """An installed distribution ``name`` (its dist-info on ``folder``) declaring ``entry_points``."""
     (folder / f"{name}.py").write_text(code)

@@ -122,7 +122,7 @@ def test_bad_inputs_give_one_line_naming_the_value(call, names):
 def _result_of_trades(trade_returns: list[float], init_cash: float = 1000.0, gap: int = 0) -> wb.BacktestResult:
     """A backtest whose long trades return exactly ``trade_returns`` of the equity they were entered with: each
     enters at 100 with all the equity and exits one bar later, ``gap`` flat bars between trades; no fees."""
-    from workbench.backtest import _engine as engine
+    from workbench.engine import core as engine
 
     equity, fills, cash = [], [], init_cash
     for r in trade_returns:
@@ -489,7 +489,7 @@ def test_no_built_in_template_looks_ahead(candles, strategy, params):
 def test_a_strategy_that_peeks_at_the_next_bars_is_caught(candles, monkeypatch):
     # the rule language has no way to name a future bar, so the peek is planted in an indicator: an SMA
     # centred on its bar (half its window in the future), as a careless pandas rolling(center=True) would be
-    from workbench.strategies import _indicators
+    from workbench.engine import indicators as _indicators
 
     rules = "buy 100% when close < SMA(20)\nexit long when close > SMA(20)\n"
     assert wb.check_lookahead(rules, candles).passed

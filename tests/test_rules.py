@@ -18,7 +18,7 @@ from sqlalchemy import select
 import workbench as wb
 from workbench import store, vault
 from workbench.errors import RuleError, SessionError
-from workbench.strategies import _indicators
+from workbench.engine import indicators as _indicators
 from workbench.strategies.rules import _evaluate  # noqa: F401 - the "rule" signal rows (as the kernel loads it)
 from workbench.strategies.rules import MAX_TEXT, parse_rules, resolve, rule_indicators, rules_text, tree
 

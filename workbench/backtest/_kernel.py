@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.backtest._funding import funding_per_bar
 from workbench.backtest._venues import (MarketRules, describe_maintenance, maintenance_tiers, tier_checks,
                                         venue_fees)
 from workbench.errors import ParameterError
-from workbench.strategies._indicators import IndicatorKey, stack
+from workbench.engine.indicators import IndicatorKey, stack
 
 # Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
 # other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.errors import WorkbenchError
 from workbench.strategies import Template
 

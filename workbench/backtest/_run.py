@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.backtest._funding import DEFAULT_FUNDING, describe
 # the kernel protocol; _cfg, _Market and _settings stay importable from here (workbench.research)
 from workbench.backtest._kernel import _cfg, _Market, _settings, kernel_inputs, run_kernel, run_kernels  # noqa: F401

@@ -52,14 +52,15 @@ import pandas as pd
 from workbench.data._calendar import DEFAULT_CALENDAR, Calendar, bars_per_year, get_calendar
 from workbench.data._layout import candle_table
 from workbench.data._resample import resample_candles
+from workbench.data._timeframe import parse_timeframe
 from workbench.data._validate import validate
 from workbench.errors import CandleError
 
 if TYPE_CHECKING:  # pragma: no cover - ccxt loads only when fetch_candles runs
     import ccxt
 
-__all__ = ["Calendar", "bars_per_year", "fetch_candles", "fetch_funding", "get_calendar", "load_candles", "read_candles",
-           "resample", "validate_candles"]
+__all__ = ["Calendar", "bars_per_year", "fetch_candles", "fetch_funding", "get_calendar", "load_candles",
+           "parse_timeframe", "read_candles", "resample", "validate_candles"]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The paper exchange: the exchange interface simulated on candles, with the backtest's fill rules.
 
 So that a paper session reproduces a backtest's trades, fills and accounting call the
-backtest engine's own functions (``workbench.backtest._engine``): a market order fills at
+backtest engine's own functions (``workbench.engine.core``): a market order fills at
 the open of the forming bar (the replay clock's "now") with adverse slippage and the taker
 fee; a resting limit order is matched against each bar that closes after it was placed
 with ``limit_fill`` (at the limit as maker when the bar trades through it, at the open as
@@ -25,7 +25,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.errors import DuplicateOrder, ExchangeError, InsufficientFunds, InvalidOrder, OrderNotFound
 from workbench.exchange._clock import ReplayClock
 from workbench.exchange._paper_store import MemoryPaperStore, PaperAccount, PaperPosition, PaperStore

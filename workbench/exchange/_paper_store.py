@@ -20,7 +20,7 @@ from workbench.exchange._types import Fill, Order
 
 @dataclass(frozen=True)
 class PaperPosition:
-    """The backtest engine's position slots for one symbol (float64, as in ``_engine``)."""
+    """The backtest engine's position slots for one symbol (float64, as in ``workbench.engine.core``)."""
 
     units: float = 0.0  # signed base units
     entry: float = 0.0

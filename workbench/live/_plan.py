@@ -4,7 +4,7 @@ The session's simulation is the backtest of its strategy over the candles since 
 session's anchor (indicators read the warm-up before it), starting from the equity the
 session started with, plus the forming bar known only by its open. The kernel runs the
 closed bars exactly as ``workbench.backtest`` does and, on the forming bar, writes the
-orders that bar needs into its intent array (``_engine.intend``): this module turns them
+orders that bar needs into its intent array (``workbench.engine.core.intend``): this module turns them
 into ``Leg`` records. Nothing here re-implements strategy logic.
 
 Parity with the backtest (proved by tests/test_live.py): a paper session replaying history
@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.backtest._kernel import _Market, _settings, kernel_inputs, run_kernel
 from workbench.strategies import get_template, kernel_for
-from workbench.strategies._indicators import lookback
+from workbench.engine.indicators import lookback
 
 _WARMUP_SPANS = 3  # an EMA seeded this many spans back has forgotten its seed (weight < e^-6)
 

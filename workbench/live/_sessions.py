@@ -110,7 +110,7 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
     ("report", or "pause" when the venue's position differs from the recorded fills).
     """
     from workbench import store
-    from workbench.data._timeframe import parse_timeframe
+    from workbench.data import parse_timeframe
     from workbench.strategies import kernel_for
 
     saved = _strategy(strategy)
@@ -224,7 +224,7 @@ def _anchor(scope, row) -> None:
     import pandas as pd
     from sqlalchemy import func
 
-    from workbench.data._timeframe import parse_timeframe
+    from workbench.data import parse_timeframe
     from workbench.live._plan import warmup_bars
     from workbench.strategies import load_strategy
 

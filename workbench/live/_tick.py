@@ -36,7 +36,7 @@ from sqlalchemy.exc import OperationalError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 
 from workbench import store
-from workbench.data._timeframe import parse_timeframe
+from workbench.data import parse_timeframe
 from workbench.errors import (DuplicateOrder, ExchangeError, ExchangeUnavailable, InsufficientFunds, InvalidOrder,
                               OrderNotFound, RateLimited, RiskLimitBreached, VaultError)
 from workbench.exchange import Fill, Order, capability

@@ -244,7 +244,7 @@ def _currency(value: Any) -> str:
 
 
 def _metric_bounds(bounds: Mapping[str, float] | None) -> dict[str, float]:
-    from workbench.backtest._engine import METRIC_NAMES
+    from workbench.engine.core import METRIC_NAMES
 
     if bounds is None:
         return {}

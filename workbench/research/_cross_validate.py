@@ -40,13 +40,13 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.backtest import sweep
 from workbench.backtest._run import _cfg, _combinations, _Market, _settings
 from workbench.backtest._venues import market_rules
 from workbench.errors import ParameterError
 from workbench.strategies import Template, get_template, kernel_for
-from workbench.strategies._indicators import IndicatorKey, stack
+from workbench.engine.indicators import IndicatorKey, stack
 
 OBJECTIVES = ("sharpe", "sortino", "total_return")
 _MAX_GROUPS = 20  # C(20, 10) = 184,756 CSCV splits; 22 would be 705,432

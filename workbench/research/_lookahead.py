@@ -7,7 +7,7 @@ candles cut short at many bars; every fill (bar, size, price, fee, kind) and the
 at every bar's close before a cut must be the same in both runs, to the last bit.
 
 The rule language cannot express look-ahead: every operand is an indicator known at the
-bar's close (``workbench/strategies/_indicators.py``: windows before or ending at the bar),
+bar's close (``workbench/engine/indicators.py``: windows before or ending at the bar),
 and there is no shift, offset or future bar to name. What the check can still catch is code
 that peeks: an indicator or a kernel (a template's, or a future one) that reads past the
 bar. The suite proves it does by swapping a centred moving average in for ``SMA``.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.backtest import BacktestResult, backtest, sweep
-from workbench.backtest._engine import METRIC_NAMES
+from workbench.engine.core import METRIC_NAMES
 from workbench.errors import ParameterError
 from workbench.research._returns import bar_returns, bars_per_year, risk_free_per_bar
 from workbench.strategies import Template, get_template, kernel_for
@@ -203,7 +203,7 @@ def _cagr(curve: pd.Series, start: float = 1.0) -> float:
 
 
 def _warmup(tpl: Template, params: Mapping[str, Any]) -> int:
-    from workbench.strategies._indicators import lookback
+    from workbench.engine.indicators import lookback
 
     keys = kernel_for(tpl.name).indicator_keys(params)
     return _WARMUP_SPANS * max([lookback(key) for key in keys] + [1])

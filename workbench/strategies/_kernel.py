@@ -10,7 +10,7 @@ float vector, and points at one ``simulate`` function compiled by numba::
 ``indicators[rows[k]]`` is the k-th indicator the kernel asked for. ``fills``,
 ``equity_out`` and ``position_out`` are empty in a sweep, sized to record in a backtest.
 ``intent`` is empty except in a live tick, where the kernel writes the orders of its last
-(forming) bar into it (see ``workbench.backtest._engine.intend``).
+(forming) bar into it (see ``workbench.engine.core.intend``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from workbench.strategies._indicators import IndicatorKey
+from workbench.engine.indicators import IndicatorKey
 
 KERNELS: dict[str, type[Kernel]] = {}
 

@@ -3,7 +3,7 @@
 Semantics (also in ``templates/channel.json``): the signal is evaluated at the close of
 bar t against the channel of bars t-N..t-1, and fills at the open of bar t+1.
 A short (a perpetual, unleveraged) is liquidated when a bar reaches its liquidation price
-(see ``workbench.backtest._engine``); a ruin stops the run.
+(see ``workbench.engine.core``); a ruin stops the run.
 Live intent legs: ``LEG_EXIT`` (close the position) and ``LEG_ENTRY``, market orders.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.strategies._kernel import Kernel, register
 
 _MODES = ("breakout", "reversion")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.strategies._kernel import Kernel, register
 
 _LADDER = 8  # the schema's max_items for dip_levels and take_profit

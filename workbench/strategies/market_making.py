@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.strategies._kernel import Kernel, register
 
 P_SPREAD, P_ORDER, P_INVENTORY, P_SHORTS = 0, 1, 2, 3

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.strategies import _indicators
+from workbench.engine import indicators
 
 _ORDER = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal}
 _NEGATION = {">": "<=", "<": ">=", ">=": "<", "<=": ">"}
 
 
-def _series(operand, cache: _indicators.Cache, n: int) -> np.ndarray:
+def _series(operand, cache: indicators.Cache, n: int) -> np.ndarray:
     if isinstance(operand, tuple):
         return cache[operand]
     return np.full(n, operand)
 
 
-def _truth(node: tuple, cache: _indicators.Cache, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _truth(node: tuple, cache: indicators.Cache, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(known true, known false) boolean masks of a condition tree at every bar's close."""
     head = node[0]
     if head == "not":
@@ -51,7 +51,7 @@ def _truth(node: tuple, cache: _indicators.Cache, n: int) -> tuple[np.ndarray, n
     return true, known & ~true
 
 
-def _signal(cache: _indicators.Cache, tree: tuple) -> np.ndarray:
+def _signal(cache: indicators.Cache, tree: tuple) -> np.ndarray:
     n = cache["close"].shape[0]
     return _truth(tree, cache, n)[0].astype(np.float64)
 
@@ -62,8 +62,8 @@ def _lookback(tree: tuple) -> int:
     if tree[0] in ("and", "or"):
         return max(_lookback(child) for child in tree[1:])
     crosses = 1 if tree[0].startswith("crosses") else 0
-    return crosses + max((_indicators.lookback(side) for side in tree[1:] if isinstance(side, tuple)), default=0)
+    return crosses + max((indicators.lookback(side) for side in tree[1:] if isinstance(side, tuple)), default=0)
 
 
-_indicators.INDICATORS["rule"] = _signal
-_indicators.LOOKBACK["rule"] = _lookback
+indicators.INDICATORS["rule"] = _signal
+indicators.LOOKBACK["rule"] = _lookback

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from workbench.backtest import _engine as e
+from workbench.engine import core as e
 from workbench.strategies._kernel import Kernel, register
 from workbench.strategies.rules import _evaluate  # noqa: F401 - registers the "rule" signal rows
 from workbench.strategies.rules._model import MAX_LADDER, SIDES, resolve, tree

@@ -61,7 +61,7 @@ class Indicator:
 
     name: str
     args: tuple[Arg, ...]
-    key: Callable[..., tuple]  # (args..., output) -> workbench.strategies._indicators key
+    key: Callable[..., tuple]  # (args..., output) -> workbench.engine.indicators key
     help: str
     outputs: tuple[str, ...] = ()
     default_output: str | None = None

@@ -64,8 +64,9 @@ from numba.core import caching
 # numba's ``cache=True`` keys a function's cache on its own file's mtime and size only: a
 # template kernel compiled into its cache with this engine's helpers inlined would be loaded
 # unchanged after this file changed. So every cached function of the workbench package is
-# kept in a directory named by a hash of the sources that hold kernels (this file, the
-# template kernels): any edit there compiles into a fresh directory, never into a stale one.
+# kept in a directory named by a hash of every source of the package that compiles numba
+# code (this file, the indicators, the template kernels, research's compiled loops): any edit
+# there compiles into a fresh directory, never into a stale one.
 
 
 def source_digest(sources: Iterable[str | os.PathLike]) -> str:
@@ -77,9 +78,8 @@ def source_digest(sources: Iterable[str | os.PathLike]) -> str:
 
 
 def kernel_sources(package: str | os.PathLike) -> list[Path]:
-    """The files under ``package``'s backtest and strategies folders that compile numba code."""
-    root = Path(package)
-    return [path for folder in ("backtest", "strategies") for path in sorted((root / folder).rglob("*.py"))
+    """The files under ``package`` that compile numba code."""
+    return [path for path in sorted(Path(package).rglob("*.py"))
             if "njit" in path.read_text(encoding="utf-8", errors="replace")]
 
 
