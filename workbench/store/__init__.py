@@ -44,7 +44,7 @@ Reference (all importable from ``workbench.store``):
 - Schema: ``upgrade(revision="head")``, ``downgrade(revision)``, ``current_revision()``,
   ``head_revision()``; models ``Tenant``, ``Strategy``, ``TenantDataKey``, ``ExchangeAccount``,
   ``TradingSession``, ``Order``, ``Fill``, ``FundingPayment``, ``EquitySnapshot``, ``BacktestResult``,
-  ``LiveNotebook``, ``NotebookRun`` (details in ``workbench.store.models``).
+  ``LiveNotebook``, ``NotebookRun``, ``Trial`` (details in ``workbench.store.models``).
 
 Errors: :class:`workbench.errors.DatabaseError` (server, URL, migrations) and
 :class:`workbench.errors.TenantError` (tenant names). Integrity violations (e.g. editing a
@@ -67,7 +67,7 @@ _MODULES = {
                                  "tenant_engine", "tenant_session", "tenant_url", "validate_name"],
     "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
                                "FundingPayment", "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
-                               "TenantDataKey", "TradingSession",
+                               "TenantDataKey", "TradingSession", "Trial",
                                "PaperAccountRow", "PaperFillRow", "PaperOrderRow", "PaperPositionRow"],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
@@ -82,4 +82,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
                                           validate_name)
     from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
                                         FundingPayment, LiveNotebook, NotebookRun, Order, Strategy, Tenant,
-                                        TenantDataKey, TradingSession)
+                                        TenantDataKey, TradingSession, Trial)

@@ -668,3 +668,34 @@ class DashboardShare(TenantOwned):
     viewer: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
     owner: Mapped[str] = mapped_column(ForeignKey("tenants.name"), server_default=text("current_tenant_name()"))
     created_at: Mapped[datetime] = _created_at()
+
+
+# --- the trial ledger of research runs (revision 0015) ----------------------------------------
+
+
+class Trial(TenantOwned):
+    """One research run of a tenant (``what``: sweep, walk_forward, cross_validate, validate):
+    the strategy family it searched (a template's name, or a rule strategy's canonical text
+    with its variables' names only), the data set (sha256 of the candles' OHLCV values, their
+    first and last bar's open time and their count) and how many parameter combinations it
+    tried. Summed per family and data set, the combinations are the trials a deflated Sharpe
+    ratio of that search must count. Append-only: triggers refuse UPDATE, DELETE and TRUNCATE;
+    tenants may read and add theirs."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        CheckConstraint("combinations >= 1", name="combinations"),
+        CheckConstraint("bars >= 1", name="bars"),
+        Index("ix_trials_tenant_id_data_hash", "tenant_id", "data_hash"),
+    )
+
+    id: Mapped[int] = _id()
+    template: Mapped[str]
+    family: Mapped[str]
+    data_hash: Mapped[str]
+    data_start: Mapped[datetime]
+    data_end: Mapped[datetime]
+    bars: Mapped[int]
+    combinations: Mapped[int]
+    what: Mapped[str]
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
