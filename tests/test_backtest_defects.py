@@ -413,8 +413,19 @@ def test_a_mark_series_and_a_misaligned_mark_and_an_unsupported_template():
     assert _quiet_backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=series).metrics["liquidations"] == 1
     with pytest.raises(ParameterError, match=r"mark: no valid mark price at 2024-01-01 04:00:00\+00:00"):
         wb.backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=_mark(CALM, 89.0).iloc[:4])
-    with pytest.raises(ParameterError, match="mark: the rules template judges liquidations on the traded price"):
-        wb.backtest("rules", SHORTED, {"rules": "leverage 10\nsell 100% when close < 9"}, **FREE, mark=SHORTED)
+
+
+
+def test_a_rule_strategy_is_liquidated_on_the_mark_too():
+    rule = {"rules": "leverage 10\nsell 100% when close < 9"}  # short at 8, liquidated at 8.76
+    assert _quiet_backtest("rules", SHORTED, rule, **FREE).metrics["liquidations"] == 1  # the gap to 9.5
+    calm = SHORTED[["high", "low", "close"]].copy()
+    calm.iloc[5] = [8.6, 8.4, 8.5]  # the mark stays below 8.76 while the last price gaps above it
+    assert wb.backtest("rules", SHORTED, rule, **FREE, mark=calm).metrics["liquidations"] == 0
+    spike = SHORTED[["high", "low", "close"]].copy()
+    spike.iloc[4] = [9.0, 7.9, 8.1]  # the mark spikes through 8.76 while the last price stays at 8.2
+    spiked = _quiet_backtest("rules", SHORTED, rule, **FREE, mark=spike)
+    assert spiked.fills.iloc[-1]["kind"] == "liquidation" and spiked.fills.iloc[-1]["time"] == SHORTED.index[4]
 
 
 # -- the compiled cache follows the engine's source ----------------------------------------

@@ -57,13 +57,15 @@ def _stop(entry, best, side, p, b):
 
 
 @njit(cache=True)
-def _protect(state, cfg, fills, t, open_, high, low, p, b, best, tps_done, tp_unit, intent, live):
-    """Liquidation or stop, then take-profits, inside bar t; returns (tps_done, tp_unit)."""
+def _protect(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, b, best, tps_done, tp_unit, intent,
+             live):
+    """Liquidation (on the mark's high and low) or stop, then take-profits, inside bar t;
+    returns (tps_done, tp_unit)."""
     units = state[e.UNITS]
     side = 1 if units > 0.0 else -1
     entry = state[e.ENTRY]
     stop = _stop(entry, best, side, p, b)
-    kind, price = e.stop_or_liquidation(state, cfg, stop, open_, high, low)
+    kind, price = e.stop_or_liquidation_marked(state, cfg, stop, open_, high, low, mark_high, mark_low)
     if kind == e.FILL_LIQUIDATION:  # the exchange liquidates: no order of ours
         e.liquidate(state, fills, t, price)
         return tps_done, tp_unit
@@ -111,6 +113,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
     metrics = e.new_metrics(cfg)
     daily = e.tracks_daily_loss(cfg)
     recording = equity_out.shape[0] > 0
+    mark_open, mark_high, mark_low = e.mark_prices(ind, cfg, open_, high, low)  # liquidation's prices
     target = 0
     risk_exit = False
     best = np.nan  # the best price since the entry, up to the previous bar (trailing stop)
@@ -126,8 +129,8 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
         if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
             e.pay_funding(state, cfg, funding[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
-        if target != side and side != 0 and e.liquidation_reached(state, cfg, fills, t, open_[t], open_[t],
-                                                                   open_[t]):
+        if target != side and side != 0 and e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_open[t],
+                                                                   mark_open[t]):
             ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar
             side = target = 0
         if target != side:
@@ -142,13 +145,13 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
                 tps_done = 0
         risk_exit = False
         if state[e.UNITS] > 0.0 and guard_long:
-            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], p, 0, best,
-                                         tps_done, tp_unit, intent, live)
+            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t], mark_low[t],
+                                         p, 0, best, tps_done, tp_unit, intent, live)
             best = max(best, high[t])
             ruin = ruin or e.ruined(state, cfg, t)
         elif state[e.UNITS] < 0.0:
-            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], p, BLOCK, best,
-                                         tps_done, tp_unit, intent, live)
+            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t], mark_low[t],
+                                         p, BLOCK, best, tps_done, tp_unit, intent, live)
             best = min(best, low[t])
             ruin = ruin or e.ruined(state, cfg, t)
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
@@ -176,6 +179,7 @@ class Rules(Kernel):
     name = "rules"
     fills_per_bar = 3 + MAX_LADDER  # exit, entry, stop (or liquidation), take-profits
     simulate = simulate
+    reads_mark = True
     legs = {LEG_EXIT: "exit", LEG_ENTRY: "entry", LEG_STOP: "stop",
             **{LEG_TP0 + k: f"tp{k}" for k in range(MAX_LADDER)}}
     reducing = {LEG_EXIT, LEG_STOP, *range(LEG_TP0, LEG_TP0 + MAX_LADDER)}
