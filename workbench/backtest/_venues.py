@@ -147,8 +147,8 @@ BINANCE_BTCUSDT_TIERS = (
     (300_000_000.0, 0.5, 103_046_300.0, 1.0),
 )
 # Gate USDT perpetual BTC_USDT: the table of Gate's help article "Risk Limit Explanation"
-# (gate.com/help/futures/futures-logic/22162, read through a mirror; the page the brief named,
-# gate.io/help/futures/futures/27724, was not found): tier, risk limit (the tier's cap), tiered
+# (gate.com/help/futures/futures-logic/22162, read through a mirror; the older address
+# gate.io/help/futures/futures/27724 no longer answers): tier, risk limit (the tier's cap), tiered
 # MMR, max leverage. Gate computes the maintenance margin in gradient ("the next tier's MMR only
 # on the part above the previous limit"), which is N*rate - amount with the amounts below
 # (derived here; Gate's API names it ``deduction``).
