@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 
 import workbench as wb
+from workbench import store
 from workbench.errors import ParameterError
 
 NORMAL = NormalDist()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ledger(database):
+    """Walk-forward, cross-validation and validation record each run in the tenant's trial ledger:
+    the session's database (the notebook side is tenant 'local' unless a test switches)."""
+    yield database
 
 
 @pytest.fixture(scope="module")
@@ -510,3 +518,202 @@ def test_check_lookahead_refuses_bad_cuts_in_one_line(candles):
         with pytest.raises(ParameterError) as caught:
             wb.check_lookahead("channel", candles, cuts=cuts)
         assert names in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- the validation battery and the trial ledger -------------------------------------------------------------------
+
+VGRID = {"entry_window": list(range(5, 100, 10)), "exit_window": [5, 10, 20, 40],
+         "mode": ["breakout", "reversion"]}  # 80 rows
+
+
+@pytest.fixture
+def tenant(monkeypatch) -> str:
+    """A fresh tenant of its own, with an empty trial ledger, that the test's notebook side acts as."""
+    import secrets
+
+    name = f"t{secrets.token_hex(5)}"
+    store.create_tenant(name)
+    monkeypatch.setenv(store.TENANT_URL_ENV, store.tenant_url(name))
+    return name
+
+
+def _calm(candles: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """The same walk with its log returns scaled by ``scale``: annual returns of a size whose CAGR ratios (the
+    walk-forward efficiency) are not blown up by compounding a few months to a year."""
+    out = candles.copy()
+    for column in ("open", "high", "low", "close"):
+        out[column] = 100.0 * (candles[column] / 100.0) ** scale
+    return out
+
+
+def _sha256(candles: pd.DataFrame) -> str:
+    import hashlib
+
+    values = candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype="<f8")
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def test_on_a_random_walk_the_battery_fails_on_pbo_or_the_deflated_sharpe(tenant):
+    from bokeh.models import LayoutDOM
+
+    candles = _walk(0)
+    report = wb.validate("channel", candles, VGRID, **FREE)
+    assert report.result.metrics["sharpe"] > 2.5  # the grid's best looks good
+    assert not report.passed and {"pbo", "deflated_sharpe"} & set(report.failed)
+    checks = report.checks
+    assert list(checks.columns) == ["name", "value", "threshold", "passed"]
+    assert list(checks["name"]) == ["walk_forward_efficiency", "oos_total_return", "pbo", "deflated_sharpe",
+                                    "lookahead", "probability_of_ruin", "max_drawdown_p50", "max_drawdown_p95"]
+    assert checks.loc["pbo", "value"] == report.cross_validation.pbo
+    assert checks.loc["deflated_sharpe", "value"] == report.deflated_sharpe.probability
+    assert report.deflated_sharpe.trials == report.trials == 80
+    assert checks.loc["lookahead", "passed"] is True and checks.loc["probability_of_ruin", "passed"] is None
+    assert isinstance(report.figure, LayoutDOM) and len(report.figure.children) == 3
+    page = report.html()
+    assert page.startswith("<!DOCTYPE html>") and "deflated_sharpe" in page and "Bokeh" in page
+    assert "failed" in report._repr_html_() and "failed" in repr(report)
+
+
+def test_a_planted_persistent_edge_passes_the_battery(tenant):
+    report = wb.validate("channel", _calm(_walk(0, momentum=0.3, n=4000), 0.2), VGRID, **FREE)
+    assert report.passed and report.failed == [], report.checks
+    assert report.params["mode"] == "breakout" and report.certificate["passed"] is True
+
+
+def test_the_ledger_accumulates_over_runs_and_recorded_sweeps_and_deflates_by_all_of_them(tenant):
+    candles, other = _walk(3, n=1500), _walk(4, n=1500)
+    assert wb.trials().empty and wb.trial_count("channel", candles) == 0
+    wb.walk_forward("channel", candles, GRID, train=600, test=300, **FREE)
+    wb.cross_validate("channel", candles, GRID, n_groups=4, **FREE)
+    table = wb.sweep("channel", candles, {"entry_window": list(range(5, 100, 5))}, progress=False)
+    assert wb.record_trials("channel", candles, len(table)) == 6 + 6 + 19
+    wb.walk_forward("channel", other, GRID, train=600, test=300, **FREE)  # another data set
+    assert wb.trial_count("channel", candles) == 31 and wb.trial_count("channel", _sha256(other)) == 6
+    ledger = wb.trials("channel", candles)
+    assert list(ledger["what"]) == ["walk_forward", "cross_validate", "sweep"]
+    assert list(ledger["cumulative"]) == [6, 12, 31] and (ledger["data_hash"] == _sha256(candles)).all()
+    assert (ledger["data_start"] == candles.index[0]).all() and (ledger["data_end"] == candles.index[-1]).all()
+    assert (ledger["bars"] == 1500).all() and len(wb.trials()) == 4
+
+    first = wb.validate("channel", candles, GRID, folds=2, n_groups=4, **FREE)
+    second = wb.validate("channel", candles, GRID, folds=2, n_groups=4, **FREE)
+    assert (first.trials, second.trials) == (37, 43)  # the validations' own walk-forward and CPCV are not counted
+    assert first.certificate["trials"] == {"this_run": 6, "cumulative": 37}
+    assert second.deflated_sharpe.trials == 43
+    assert second.deflated_sharpe.probability <= first.deflated_sharpe.probability
+    assert second.deflated_sharpe.expected_max_sharpe > first.deflated_sharpe.expected_max_sharpe
+    assert list(wb.trials("channel", candles)["what"])[-2:] == ["validate", "validate"]
+
+
+def test_a_rule_strategy_is_one_family_whatever_its_variables_values(tenant):
+    candles = _walk(5, n=1000)
+    rules = "vars fast = 10, slow = 40\nbuy 50% when EMA($fast) > SMA($slow)\nexit long when EMA($fast) < SMA($slow)\n"
+    wb.record_trials(rules, candles, 12)
+    wb.record_trials("rules", candles, 4, grid={"rules": rules.replace("10", "7"), "slow": [30, 60]})
+    assert wb.trial_count(rules, candles) == 16 and wb.trial_count("channel", candles) == 0
+    family, = set(wb.trials()["family"])
+    assert family.startswith("rules:\nvars fast, slow\nbuy 50% when EMA($fast)") and "= 10" not in family
+    with pytest.raises(ParameterError, match="^n: 0 is not allowed"):
+        wb.record_trials("channel", candles, 0)
+    with pytest.raises(ParameterError, match=r"^grid: the rules template needs its rule strategy"):
+        wb.record_trials("rules", candles, 3)
+
+
+def test_the_ledger_is_per_tenant_and_append_only(database, monkeypatch):
+    import secrets
+
+    from sqlalchemy import delete, text, update
+
+    alice, bob = f"a{secrets.token_hex(5)}", f"b{secrets.token_hex(5)}"
+    for name in (alice, bob):
+        store.create_tenant(name)
+    candles = _walk(6, n=1000)
+    monkeypatch.setenv(store.TENANT_URL_ENV, store.tenant_url(alice))
+    assert wb.record_trials("channel", candles, 50) == 50
+    monkeypatch.setenv(store.TENANT_URL_ENV, store.tenant_url(bob))
+    assert wb.trials().empty and wb.trial_count("channel", candles) == 0  # alice's rows are not bob's
+    assert wb.record_trials("channel", candles, 5) == 5
+    with store.session() as scope:  # not even by asking the table directly
+        assert scope.execute(text("SELECT sum(combinations) FROM trials")).scalar() == 5
+    monkeypatch.setenv(store.TENANT_URL_ENV, store.tenant_url(alice))
+    for statement in (update(store.Trial).values(combinations=1), delete(store.Trial), text("TRUNCATE trials")):
+        with pytest.raises(Exception, match="permission denied|append-only"), store.session() as scope:
+            scope.execute(statement)
+    for statement in (update(store.Trial).values(combinations=1), delete(store.Trial), text("TRUNCATE trials")):
+        with pytest.raises(Exception, match="trials is append-only"), store.owner_session() as scope:
+            scope.execute(statement)  # the owner neither: the triggers refuse
+    assert wb.trial_count("channel", candles) == 50 and len(wb.trials()) == 1
+
+
+def test_the_certificate_is_json_and_names_the_data_the_code_and_every_statistic(tenant):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    candles = _walk(7, n=1500)
+    report = wb.validate("channel", candles, GRID, folds=2, n_groups=4, **FREE)
+    certificate = report.certificate
+    assert json.loads(json.dumps(certificate, allow_nan=False)) == certificate
+    assert certificate["data"] == {"sha256": _sha256(candles), "start": "2024-01-01T00:00:00+00:00",
+                                   "end": candles.index[-1].isoformat(), "bars": 1500}
+    assert certificate["strategy"]["template"] == "channel" and certificate["strategy"]["params"] == report.params
+    assert certificate["strategy"]["grid"] == GRID
+    assert certificate["workbench_version"] == wb.__version__
+    root = Path(wb.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert certificate["code_version"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert pd.Timestamp(certificate["created_at"]).tzname() == "UTC"
+    statistics = certificate["statistics"]
+    assert statistics["pbo"] == report.cross_validation.pbo
+    assert statistics["deflated_sharpe"] == report.deflated_sharpe.probability
+    assert statistics["walk_forward_efficiency"] == pytest.approx(report.walk_forward.efficiency)
+    assert certificate["thresholds"]["pbo"] == {"value": 0.5, "passes_when": "<"}
+    assert certificate["thresholds"]["deflated_sharpe"]["value"] == 0.95
+    assert [c["name"] for c in certificate["checks"]] == list(report.checks["name"])
+    assert certificate["trials"]["cumulative"] == report.trials == 6
+
+
+def test_thresholds_override_by_name_and_unknown_ones_are_refused(tenant):
+    candles = _walk(8, n=1500)
+    lenient = {"pbo": 1.01, "deflated_sharpe": 0.0, "oos_total_return": -1.0, "walk_forward_efficiency": -1e9,
+               "probability_of_ruin": 0.9}
+    report = wb.validate("channel", candles, GRID, folds=2, n_groups=4, thresholds=lenient, **FREE)
+    assert report.passed, report.checks
+    assert report.checks.loc["pbo", "threshold"] == 1.01 and report.checks.loc["probability_of_ruin", "passed"]
+    strict = wb.validate("channel", candles, GRID, folds=2, n_groups=4, thresholds={"deflated_sharpe": 1.0,
+                                                                                      "lookahead": None}, **FREE)
+    assert "deflated_sharpe" in strict.failed and strict.checks.loc["lookahead", "passed"] is None
+    for thresholds, names in (({"luck": 0.5}, "thresholds: luck not a check; expected any of walk_forward_efficiency"),
+                              ({"pbo": "low"}, "thresholds: pbo='low' is not allowed"),
+                              ({"pbo": float("nan")}, "thresholds: pbo=nan"),
+                              ([0.5], "thresholds: a list is not allowed")):
+        with pytest.raises(ParameterError) as caught:
+            wb.validate("channel", candles, GRID, thresholds=thresholds)
+        assert str(caught.value).startswith(names) and "\n" not in str(caught.value)
+    assert wb.trial_count("channel", candles) == 12  # a refused call tried nothing
+
+
+def test_the_cli_prints_one_json_document_and_a_bad_grid_is_one_line(tenant, tmp_path, capsys):
+    import json
+
+    from workbench.cli import main
+
+    path = tmp_path / "walk.csv"
+    _walk(9, n=1500).to_csv(path)
+    grid = json.dumps(GRID)
+    assert main(["validate", "channel", "--candles", str(path), "--grid", grid, "--folds", "2", "--groups", "4",
+                 "--fees", "0", "--json"]) == 0
+    certificate = json.loads(capsys.readouterr().out)  # one document
+    assert certificate["data"]["bars"] == 1500 and certificate["data"]["sha256"] == _sha256(wb.read_candles(path))
+    assert certificate["trials"]["cumulative"] == 6 and isinstance(certificate["passed"], bool)
+    assert main(["walk-forward", "channel", "--candles", str(path), "--grid", grid, "--folds", "3", "--json"]) == 0
+    walked = json.loads(capsys.readouterr().out)
+    assert len(walked["folds"]) == 3 and {"entry_window", "oos_sharpe", "test_start"} <= set(walked["folds"][0])
+    assert wb.trial_count("channel", wb.read_candles(path)) == 12
+    for command in ("validate", "walk-forward"):
+        for bad, names in (('[24, 48]', "--grid: expected a JSON object"), ('{"entry', "--grid: invalid JSON"),
+                           ('{"entry_window": [0, 5]}', "entry_window")):
+            assert main([command, "channel", "--candles", str(path), "--grid", bad]) == 2
+            captured = capsys.readouterr()
+            assert captured.out == "" and captured.err.count("\n") == 1
+            assert captured.err.startswith(f"workbench {command}: error: ") and names in captured.err

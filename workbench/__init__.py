@@ -68,6 +68,11 @@ _LAZY = {
     "CrossValidation": "workbench.research:CrossValidation",
     "check_lookahead": "workbench.research:check_lookahead",
     "LookAhead": "workbench.research:LookAhead",
+    "validate": "workbench.research:validate",
+    "ValidationReport": "workbench.research:ValidationReport",
+    "trials": "workbench.research:trials",
+    "trial_count": "workbench.research:trial_count",
+    "record_trials": "workbench.research:record_trials",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
@@ -76,9 +81,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, fetch_funding, load_candles, read_candles, resample, validate_candles
-    from workbench.research import (CrossValidation, DeflatedSharpe, LookAhead, MonteCarlo, WalkForward,
-                                    check_lookahead, cross_validate, deflated_sharpe, monte_carlo,
-                                    probabilistic_sharpe, walk_forward)
+    from workbench.research import (CrossValidation, DeflatedSharpe, LookAhead, MonteCarlo, ValidationReport,
+                                    WalkForward, check_lookahead, cross_validate, deflated_sharpe, monte_carlo,
+                                    probabilistic_sharpe, record_trials, trial_count, trials, validate,
+                                    walk_forward)
     from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
                                       load_strategy, save_strategy, templates)
     from workbench.strategies.rules import parse_rules, rule_indicators, rules_text

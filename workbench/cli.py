@@ -1,7 +1,7 @@
 """The ``workbench`` command: a thin layer over the Python API.
 
-Each concern registers its own sub-commands (``backtest``, ``sweep``, ``db``, ``tenant``,
-``vault``...) from a ``_cli`` module, the way papermill keeps one module per concern.
+Each concern registers its own sub-commands (``backtest``, ``sweep``, ``validate``, ``db``,
+``tenant``, ``vault``...) from a ``_cli`` module, the way papermill keeps one module per concern.
 Bad input ends with a one-line message on stderr and exit status 2, never a traceback.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from workbench.errors import WorkbenchError
 # modules that define register(subparsers); imported lazily so `workbench --help` is fast
 _COMMAND_MODULES = [
     "workbench.backtest._cli",
+    "workbench.research._cli",
     "workbench.store._cli",
     "workbench.vault._cli",
     "workbench.scheduler._cli",

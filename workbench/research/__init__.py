@@ -11,6 +11,12 @@
   and the probability of backtest overfitting (PBO) of the grid.
 * :func:`check_lookahead`: the strategy backtested on candles cut short at many bars; its
   fills and positions before each cut must not change, or it reads the future.
+* :func:`validate`: all of them at once with written-down thresholds: a verdict, one chart,
+  an HTML page and a JSON certificate (:class:`ValidationReport`).
+* :func:`trials`, :func:`trial_count`, :func:`record_trials`: the tenant's trial ledger, every
+  combination ever tried per strategy family and data set (walk-forward, cross-validation
+  and validation record themselves; a sweep is recorded with ``record_trials``), which the
+  deflated Sharpe ratio of :func:`validate` counts.
 
 Example::
 
@@ -21,12 +27,17 @@ Example::
     wb.deflated_sharpe(best, trials=table["sharpe"]).passed()    # is it more than the search's luck?
     wb.monte_carlo(best, 2000, seed=1).quantiles()                # how bad could it have been?
     wb.cross_validate("channel", candles, {"entry_window": range(10, 200, 5)}).pbo  # is the best a draw?
+    wb.record_trials("channel", candles, len(table))                # the sweep counts too
+    wb.validate("channel", candles, {"entry_window": range(10, 200, 5)}).checks    # the whole battery
 """
 from workbench.research._cross_validate import CrossValidation, cross_validate
 from workbench.research._lookahead import LookAhead, check_lookahead
 from workbench.research._monte_carlo import MonteCarlo, monte_carlo
 from workbench.research._sharpe import DeflatedSharpe, deflated_sharpe, probabilistic_sharpe
+from workbench.research._trials import record_trials, trial_count, trials
+from workbench.research._validate import ValidationReport, validate
 from workbench.research._walk_forward import WalkForward, walk_forward
 
-__all__ = ["CrossValidation", "DeflatedSharpe", "LookAhead", "MonteCarlo", "WalkForward", "check_lookahead",
-           "cross_validate", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe", "walk_forward"]
+__all__ = ["CrossValidation", "DeflatedSharpe", "LookAhead", "MonteCarlo", "ValidationReport", "WalkForward",
+           "check_lookahead", "cross_validate", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe",
+           "record_trials", "trial_count", "trials", "validate", "walk_forward"]

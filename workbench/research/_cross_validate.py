@@ -45,6 +45,7 @@ from workbench.backtest import sweep
 from workbench.backtest._run import _cfg, _combinations, _Market, _settings
 from workbench.backtest._venues import market_rules
 from workbench.errors import ParameterError
+from workbench.research._trials import record_run
 from workbench.strategies import Template, get_template, kernel_for
 from workbench.engine.indicators import IndicatorKey, stack
 
@@ -199,6 +200,8 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     Raises:
         ParameterError: a grid of one row, groups that do not fit the candles, purge and
             embargo that leave a split no training bar, or a bad argument.
+        DatabaseError: the run could not be recorded in the tenant's trial ledger
+            (:func:`workbench.trials`: one row, the grid's combinations).
 
     Example:
         >>> cv = wb.cross_validate("channel", candles, {"entry_window": range(10, 200, 10),
@@ -274,6 +277,7 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     paths = pd.DataFrame({name: values[:, 0] for name, values in path_sums.metrics(rf, ann).items()})
     paths.index = pd.RangeIndex(1, len(paths) + 1, name="path")
 
+    record_run(tpl, candles, len(combos), "cross_validate", grid)  # the tenant's trial ledger
     index = market.candles.index
     groups = pd.DataFrame({"start": index[edges[:-1]], "end": index[edges[1:] - 1], "bars": np.diff(edges)},
                           index=pd.RangeIndex(1, n_groups + 1, name="group"))

@@ -19,6 +19,7 @@ from workbench.backtest import BacktestResult, backtest, sweep
 from workbench.engine.core import METRIC_NAMES
 from workbench.errors import ParameterError
 from workbench.research._returns import bar_returns, bars_per_year, risk_free_per_bar
+from workbench.research._trials import record_run
 from workbench.strategies import Template, get_template, kernel_for
 
 _METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "trades")
@@ -113,6 +114,8 @@ def walk_forward(template: str | Template, candles: pd.DataFrame, grid: Mapping[
 
     Raises:
         ParameterError: window sizes that do not fit the candles, or a bad argument.
+        DatabaseError: the run could not be recorded in the tenant's trial ledger
+            (:func:`workbench.trials`: one row, the grid's combinations).
 
     Example:
         >>> wf = wb.walk_forward("channel", candles, {"entry_window": range(20, 200, 20)},
@@ -163,6 +166,7 @@ def walk_forward(template: str | Template, candles: pd.DataFrame, grid: Mapping[
     folds = pd.DataFrame(rows)
     folds.index = pd.RangeIndex(1, len(folds) + 1, name="fold")
     init_cash = float(results[0].settings["init_cash"])
+    record_run(tpl, candles, len(table), "walk_forward", grid)  # the tenant's trial ledger
     return WalkForward(folds=folds, equity=_stitch(curves, init_cash), results=results, objective=objective,
                        init_cash=init_cash)
 
