@@ -52,6 +52,10 @@ class VaultError(WorkbenchError):
     decrypt, an unknown account or exchange. Never carries a plaintext key."""
 
 
+class AccountNotFound(VaultError, LookupError):
+    """The tenant has no exchange account with that id (the service answers 404)."""
+
+
 class DatabaseError(WorkbenchError, RuntimeError):
     """The database server cannot be started, reached or migrated; says which and how to fix it."""
 
@@ -121,3 +125,7 @@ class NotifyError(WorkbenchError, ValueError):
     """A notification channel that is malformed, unknown, or refused what was sent to it; names
     the channel, the setting or the failure. Never carries a channel secret (bot token, webhook
     URL or signing secret, SMTP password)."""
+
+
+class ChannelNotFound(NotifyError, LookupError):
+    """The tenant has no notification channel of that id or name (the service answers 404)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from workbench.errors import NotifyError
+from workbench.errors import ChannelNotFound, NotifyError
 from workbench.hub._vault import ServiceClient
 from workbench.notify import Channel
 from workbench.vault import Secret
@@ -46,5 +46,5 @@ class ServiceChannels(ServiceClient):
             return channel
         found = [c["id"] for c in self._call("GET", "", None, "list the channels") if c["name"] == channel]
         if not found:
-            raise NotifyError(f"no notification channel {channel!r}; workbench.notify.channels() lists yours")
+            raise ChannelNotFound(f"no notification channel {channel!r}; workbench.notify.channels() lists yours")
         return found[0]

@@ -63,7 +63,7 @@ from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
 from workbench import store
-from workbench.errors import HubError, NotifyError, VaultError, WorkbenchError
+from workbench.errors import AccountNotFound, ChannelNotFound, HubError, WorkbenchError
 from workbench.hub import _records
 from workbench.hub._hubapi import HubAPI
 from workbench.hub._records import NotFound
@@ -203,12 +203,8 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
         """Run blocking store/vault code off the event loop; map its errors to HTTP."""
         try:
             return await asyncio.to_thread(function, *args)
-        except NotFound as exc:
+        except (NotFound, AccountNotFound, ChannelNotFound) as exc:  # by type, never by wording
             raise web.HTTPError(404, str(exc)) from None
-        except VaultError as exc:
-            raise web.HTTPError(404 if "has no exchange account" in str(exc) else 400, str(exc)) from None
-        except NotifyError as exc:
-            raise web.HTTPError(404 if str(exc).startswith("no notification channel") else 400, str(exc)) from None
         except WorkbenchError as exc:
             raise web.HTTPError(400, str(exc)) from None
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from workbench import _plugins as plugins
 from workbench import store
-from workbench.errors import NotifyError
+from workbench.errors import ChannelNotFound, NotifyError
 from workbench.notify import _transport
 from workbench.notify._events import DEFAULT_EVENTS, EVENTS, test_message
 from workbench.store.models import NotificationChannel, TradingSession
@@ -148,7 +148,7 @@ class Admin:
         row = db.scalar(select(NotificationChannel).where(NotificationChannel.tenant_id == self.tenant_id,
                                                           column == channel))
         if row is None:
-            raise NotifyError(f"no notification channel {channel!r}; workbench.notify.channels() lists yours")
+            raise ChannelNotFound(f"no notification channel {channel!r}; workbench.notify.channels() lists yours")
         return row
 
     def _refuse_taken(self, db: Session, name: str) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from workbench import store
-from workbench.errors import VaultError
+from workbench.errors import AccountNotFound, VaultError
 from workbench.store.models import PERMISSIONS, ExchangeAccount, ExchangeKeyReview, TenantDataKey
 from workbench.vault import _envelope, _exchange, _keyring, _permissions
 from workbench.vault._audit import record, this_process
@@ -225,7 +225,7 @@ class LocalVault(VaultBackend):
     def _account(self, session: Session, account_id: int) -> Any:
         row = session.get(ExchangeAccount, account_id)
         if row is None or row.tenant_id != self.tenant_id:
-            raise VaultError(f"tenant {self.tenant!r} has no exchange account {account_id}")
+            raise AccountNotFound(f"tenant {self.tenant!r} has no exchange account {account_id}")
         return row
 
 
