@@ -474,3 +474,22 @@ def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_p
     assert core.CACHE_DIR.name == f"numba-{core.source_digest(core.kernel_sources(core._PACKAGE))}"
     compiled = {path.relative_to(core._PACKAGE).as_posix() for path in core.kernel_sources(core._PACKAGE)}
     assert {"engine/core.py", "engine/indicators.py", "strategies/channel.py", "research/_cross_validate.py"} <= compiled
+
+
+def test_at_leverage_100_a_ladder_is_held_to_the_margin_it_has_and_to_the_position_limit():
+    candles = wb.load_candles().loc["2019-01":"2019-03"]
+    ladder = {"ema_window": 48, "dip_levels": [0.5, 1.0, 1.5], "leverage": 100, "take_profit": [1.0]}
+    for cap in (None, 50_000.0):
+        result = _quiet_backtest("ema_reversal", candles, ladder, risk={"max_position_size": cap}, fees=0.0004,
+                                 maintenance_margin=0.004)
+        fills = result.fills
+        held = fills["size"].cumsum().round(9)
+        entries = fills["kind"] == "entry"
+        assert entries.sum() >= 3
+        notional = (held * fills["price"]).abs()[entries]
+        if cap is not None:  # the absolute notional an entry leaves stays within the limit
+            assert notional.max() <= cap * (1 + 1e-9)
+        # the margin of what is held after each entry is paid from the account: never more than it has
+        margin = notional / 100
+        equity_before = result.equity.shift(1, fill_value=10_000.0).reindex(fills["time"][entries]).to_numpy()
+        assert (margin.to_numpy() <= equity_before * (1 + 1e-6) + 1e-9).all()
