@@ -717,3 +717,27 @@ def test_the_cli_prints_one_json_document_and_a_bad_grid_is_one_line(tenant, tmp
             captured = capsys.readouterr()
             assert captured.out == "" and captured.err.count("\n") == 1
             assert captured.err.startswith(f"workbench {command}: error: ") and names in captured.err
+
+
+def test_a_ledger_that_cannot_be_written_fails_the_research_call_in_one_line(monkeypatch):
+    from workbench.errors import DatabaseError
+
+    monkeypatch.setenv(store.TENANT_URL_ENV, "postgresql://nobody:secret@127.0.0.1:1/nowhere")  # nothing listens
+    candles = _walk(10, n=600)
+    for call in (lambda: wb.record_trials("channel", candles, 3),
+                 lambda: wb.walk_forward("channel", candles, GRID, train=300, test=150, **FREE),
+                 lambda: wb.cross_validate("channel", candles, GRID, n_groups=4, **FREE)):
+        with pytest.raises(DatabaseError, match=r"^trial ledger: could not record \d+ \w+ trials of channel: "
+                                                r"OperationalError: connection failed") as caught:
+            call()
+        assert "\n" not in str(caught.value)
+
+
+def test_parameters_that_never_trade_fail_the_deflated_sharpe_and_show_no_monte_carlo(tenant):
+    candles = _walk(11, n=1500)
+    report = wb.validate("channel", candles, GRID, params={"entry_window": 1400, "exit_window": 700}, folds=2,
+                         n_groups=4, **FREE)
+    assert report.result.metrics["trades"] == 0 and report.params["entry_window"] == 1400
+    assert report.deflated_sharpe is None and report.monte_carlo is None
+    assert "deflated_sharpe" in report.failed and math.isnan(report.checks.loc["probability_of_ruin", "value"])
+    assert len(report.figure.children) == 2 and report.certificate["statistics"]["deflated_sharpe"] is None

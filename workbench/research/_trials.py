@@ -247,5 +247,6 @@ def _utc(stamp: pd.Timestamp) -> pd.Timestamp:
 
 
 def _line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The error in one line: a driver's own message rather than SQLAlchemy's wrapping of it."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
     return text[:300] + ("..." if len(text) > 300 else "")

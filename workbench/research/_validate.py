@@ -82,12 +82,13 @@ class ValidationReport:
         trials: the tenant's cumulative combinations on this family and data set, this run's
             included: the deflated Sharpe ratio's number of trials.
         walk_forward, cross_validation, deflated_sharpe, monte_carlo, lookahead: each tool's
-            own result (``monte_carlo`` is None when the selected backtest closed no trade).
+            own result (``monte_carlo`` is None when the selected backtest closed no trade,
+            ``deflated_sharpe`` when its equity never moved: those checks fail).
         result: the backtest of :attr:`params` on all the candles.
     """
 
     def __init__(self, *, checks: pd.DataFrame, certificate: dict[str, Any], params: dict[str, Any], trials: int,
-                 walk_forward: WalkForward, cross_validation: CrossValidation, deflated_sharpe: DeflatedSharpe,
+                 walk_forward: WalkForward, cross_validation: CrossValidation, deflated_sharpe: DeflatedSharpe | None,
                  monte_carlo: MonteCarlo | None, lookahead: LookAhead, result: BacktestResult):
         self.checks = checks
         self.certificate = certificate
@@ -243,7 +244,10 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
         chosen = {**({"rules": grid["rules"]} if "rules" in grid and "rules" not in params else {}), **params}
     result = backtest(tpl, candles, chosen, **settings)
     cumulative = record_trials(tpl, candles, combos, "validate", grid=grid)
-    dsr = deflated_sharpe(result, trials=cumulative)  # the spread of skill-less trials' Sharpe ratios
+    try:  # the spread of skill-less trials' Sharpe ratios
+        dsr = deflated_sharpe(result, trials=cumulative)
+    except ParameterError:  # returns that never vary (no trade): no Sharpe ratio to deflate, the check fails
+        dsr = None
     mc = monte_carlo(result, MONTE_CARLO_PATHS, seed=0) if len(result.trades) else None
     look = check_lookahead(tpl, candles, chosen, cuts=min(LOOKAHEAD_CUTS, total - 2), seed=0, **settings)
 
@@ -253,7 +257,7 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
         "walk_forward_efficiency": float(wf.efficiency),
         "oos_total_return": float(wf.equity.iloc[-1] / wf.init_cash - 1.0),
         "pbo": float(cv.pbo),
-        "deflated_sharpe": float(dsr.probability),
+        "deflated_sharpe": float(dsr.probability) if dsr is not None else math.nan,
         "lookahead": bool(look.passed),
         "probability_of_ruin": mc.probability_of_ruin(RUIN * init_cash) if mc is not None else math.nan,
         "max_drawdown_p50": float(drawdowns[0]),
@@ -275,9 +279,10 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
                              "paths": len(cv.paths), "median_path_sharpe": float(cv.paths["sharpe"].median())},
         "selected": {"sharpe": result.metrics["sharpe"], "total_return": result.metrics["total_return"],
                      "max_drawdown": result.metrics["max_drawdown"], "trades": result.metrics["trades"]},
-        "deflated_sharpe_detail": {"annualised_sharpe": dsr.annualised_sharpe,
-                                   "annualised_expected_max_sharpe": dsr.annualised_expected_max_sharpe,
-                                   "trials": dsr.trials, "n": dsr.n, "skew": dsr.skew, "kurtosis": dsr.kurtosis},
+        "deflated_sharpe_detail": None if dsr is None else {
+            "annualised_sharpe": dsr.annualised_sharpe,
+            "annualised_expected_max_sharpe": dsr.annualised_expected_max_sharpe,
+            "trials": dsr.trials, "n": dsr.n, "skew": dsr.skew, "kurtosis": dsr.kurtosis},
         "monte_carlo": {"paths": MONTE_CARLO_PATHS if mc is not None else 0, "ruin_floor": RUIN * init_cash,
                         "seed": 0},
         "lookahead_cuts": list(look.cuts),
