@@ -3,27 +3,21 @@
 :func:`validate` runs the research tools with sensible defaults on one template, one grid and
 one set of candles, and gives a verdict against written-down thresholds:
 
-========================== ============ ==================================================
-check                      passes when  what it asks
-========================== ============ ==================================================
-``walk_forward_efficiency`` > 0.5       did the walked-forward choice keep half of its
-                                         in-sample annualised return? (the usual rule of
-                                         thumb: Pardo, *The Evaluation and Optimization of
-                                         Trading Strategies*, 2008)
-``oos_total_return``        > 0         did the stitched out-of-sample equity make money?
-``pbo``                     < 0.5       is the grid's best row more than a draw out of
-                                         sample? (CSCV; Bailey et al. 2017)
-``deflated_sharpe``         > 0.95      is the selected row's Sharpe ratio more than the
-                                         best that luck gives **every** combination the
-                                         tenant ever tried on this family and data set?
-``lookahead``               passed      does the strategy decide nothing from later bars?
-``probability_of_ruin``     (shown)     Monte Carlo paths of the trades whose equity fell to
-                                         half the initial cash
-``max_drawdown_p50/p95``    (shown)     median and 95th percentile Monte Carlo drawdown
-========================== ============ ==================================================
+* ``walk_forward_efficiency`` > 0.5: did the walked-forward choice keep half of its
+  in-sample annualised return? (the usual rule of thumb: Pardo, *The Evaluation and
+  Optimization of Trading Strategies*, 2008)
+* ``oos_total_return`` > 0: did the stitched out-of-sample equity make money?
+* ``pbo`` < 0.5: is the grid's in-sample best more than a draw out of sample? (CSCV; Bailey,
+  Borwein, López de Prado and Zhu, "The Probability of Backtest Overfitting", 2017)
+* ``deflated_sharpe`` > 0.95: is the selected row's Sharpe ratio more than the best that luck
+  gives **every** combination the tenant ever tried on this family and data set?
+* ``lookahead`` passed: does the strategy decide nothing from later bars?
+* shown only: ``probability_of_ruin`` (the share of Monte Carlo paths of the trades whose
+  equity fell to half the initial cash), ``max_drawdown_p50`` and ``max_drawdown_p95``
+  (the median and 95th percentile of their drawdowns).
 
 The shown rows get a threshold (checked as "below") through ``thresholds=``. The trial count
-comes from the tenant's trial ledger (``_trials``), which this run is added to first.
+comes from the tenant's trial ledger (``_trials``), this run included.
 """
 from __future__ import annotations
 
