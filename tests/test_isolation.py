@@ -48,6 +48,10 @@ def _seed(tenant: store.Tenant, share_with: str | None = None) -> dict[str, int]
                          amount=Decimal("0.01"), fee=Decimal("0.06"), fee_currency="USDT", ts=NOW))
         s.add(store.EquitySnapshot(**owner, session_id=trading.id, ts=NOW, balance=Decimal("1000.5"),
                                    equity=Decimal("1001"), position=Decimal("0.01"), pnl=Decimal("0.5")))
+        s.add(store.FundingPayment(**owner, session_id=trading.id, exchange_payment_id="f1", amount=Decimal("-0.06"),
+                                   currency="USDT", ts=NOW))
+        s.add(store.Trial(**owner, template="channel", family="channel", data_hash="ab" * 32, data_start=NOW,
+                          data_end=NOW, bars=1, combinations=10, what="sweep"))
         s.add(store.BacktestResult(**owner, strategy_id=strategy.id, template="ema_reversal",
                                    params={"depth": 0.05}, metrics={"sharpe": 1.2}))
         notebook = add(store.LiveNotebook(**owner, session_id=trading.id, source_path="live.ipynb",
@@ -157,6 +161,8 @@ def test_rows_cannot_be_written_into_another_tenant(alice, tenants):
         ("INSERT INTO orders (session_id, client_order_id, side, type, amount) VALUES (%s, 'x', 'buy', "
          "'market', 1)", [bob_ids["trading_sessions"]]),
         ("UPDATE trading_sessions SET exchange_account_id = %s", [bob_ids["exchange_accounts"]]),
+        ("INSERT INTO funding_payments (session_id, exchange_payment_id, amount, ts) VALUES (%s, 'x', 1, now())",
+         [bob_ids["trading_sessions"]]),
     ]
     for statement, params in dangling:
         with pytest.raises(errors.ForeignKeyViolation):
