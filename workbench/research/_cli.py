@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from workbench.backtest.options import candles, clean, json_arg, parent_parser, settings
 from workbench.errors import ParameterError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("template", help="template name: channel, ema_reversal, market_making, rules")
-    common.add_argument("--candles", required=True, metavar="CSV",
-                        help="OHLCV CSV file, or 'bundled' for the bundled BTC/USD hourly candles")
+    common = parent_parser()
     common.add_argument("--grid", metavar="JSON", required=True,
                         help='{"param": [values...]} as JSON, or @file.json')
     common.add_argument("--folds", type=int, default=4,
                         help="walk-forward folds: the test windows tile the candles' end, each training window "
                              "twice as long (default 4)")
-    common.add_argument("--risk", metavar="JSON", help='risk limits, e.g. \'{"max_daily_loss": 100}\'')
-    common.add_argument("--fees", type=_fees, default=0.001,
-                        help="fee rate (default 0.001 = 0.1%%), or a venue's schedule: 'binance', 'gate swap vip1'")
-    common.add_argument("--market", help="trade within a market's rules, e.g. 'binance BTC/USDT:USDT'")
-    common.add_argument("--slippage", type=float, default=0.0005, help="slippage fraction (default 0.0005)")
-    common.add_argument("--init-cash", type=float, default=10_000.0, help="starting balance (default 10000)")
-    common.add_argument("--risk-free", type=float, default=0.0,
-                        help="annual risk-free rate for Sharpe and Sortino (default 0; 0.04 = 4%%)")
-    common.add_argument("--funding", type=_funding, default=0.0001,
-                        help="funding rate per 8 hours of perpetual positions (default 0.0001; 'none' for none)")
 
     run = subparsers.add_parser(
         "validate", parents=[common],
@@ -58,50 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     walk.set_defaults(func=_walk_forward)
 
 
-def _json_arg(text: str | None, option: str) -> Any:
-    """JSON given inline or as @file, as ``workbench sweep`` reads it."""
-    if text is None:
-        return None
-    try:
-        if text.startswith("@"):
-            text = Path(text[1:]).read_text()
-        return json.loads(text)
-    except OSError as exc:
-        raise ParameterError(f"{option}: cannot read {text[1:]!r}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ParameterError(f"{option}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-
-
-def _candles(path: str):
-    from workbench.data import load_candles, read_candles
-
-    return load_candles() if path == "bundled" else read_candles(path)
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"risk": _json_arg(args.risk, "--risk"), "fees": args.fees, "slippage": args.slippage,
-            "init_cash": args.init_cash, "risk_free": args.risk_free, "market": args.market, "funding": args.funding}
-
-
-def _funding(text: str) -> float | None:
-    return None if text.strip().lower() in ("none", "off", "0") else float(text)
-
-
-def _fees(text: str) -> float | str:
-    """A rate, or the name of a venue's fee schedule (checked by the backtest)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: a statistic that does not exist prints as null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def _grid(text: str) -> dict[str, Any]:
-    grid = _json_arg(text, "--grid")
+    grid = json_arg(text, "--grid")
     if not isinstance(grid, dict) or not grid:
         raise ParameterError('--grid: expected a JSON object like {"entry_window": [20, 40]}', param="grid",
                              value=grid)
@@ -109,7 +54,7 @@ def _grid(text: str) -> dict[str, Any]:
 
 
 def _mapping(text: str | None, option: str) -> dict[str, Any] | None:
-    value = _json_arg(text, option)
+    value = json_arg(text, option)
     if value is not None and not isinstance(value, dict):
         raise ParameterError(f"{option}: expected a JSON object", param=option, value=value)
     return value
@@ -119,9 +64,9 @@ def _validate(args: argparse.Namespace) -> int:
     from workbench.research import validate
 
     grid = _grid(args.grid)
-    report = validate(args.template, _candles(args.candles), grid, params=_mapping(args.params, "--params"),
+    report = validate(args.template, candles(args.candles), grid, params=_mapping(args.params, "--params"),
                       folds=args.folds, n_groups=args.groups, thresholds=_mapping(args.thresholds, "--thresholds"),
-                      **_settings(args))
+                      **settings(args))
     if args.html:
         Path(args.html).write_text(report.html())
     if args.json:
@@ -140,16 +85,16 @@ def _walk_forward(args: argparse.Namespace) -> int:
     from workbench.research._validate import fold_windows
 
     grid = _grid(args.grid)
-    candles = _candles(args.candles)
-    train, test = fold_windows(len(candles), args.folds)
-    wf = walk_forward(args.template, candles, grid, train=args.train or train, test=args.test or test,
+    bars = candles(args.candles)
+    train, test = fold_windows(len(bars), args.folds)
+    wf = walk_forward(args.template, bars, grid, train=args.train or train, test=args.test or test,
                       step=args.step, anchored=args.anchored, objective=args.objective, purge=args.purge,
-                      warmup=args.warmup, **_settings(args))
+                      warmup=args.warmup, **settings(args))
     oos = float(wf.equity.iloc[-1] / wf.init_cash - 1.0)
     if args.json:
         folds = [{k: _plain(v) for k, v in row.items()} for row in wf.folds.reset_index().to_dict("records")]
-        print(json.dumps({"template": args.template, "objective": wf.objective, "efficiency": _clean(wf.efficiency),
-                          "oos_total_return": _clean(oos), "folds": folds}, indent=2))
+        print(json.dumps({"template": args.template, "objective": wf.objective, "efficiency": clean(wf.efficiency),
+                          "oos_total_return": clean(oos), "folds": folds}, indent=2))
     else:
         print(wf.folds.to_string())
         print(f"out-of-sample total return {oos:.4f}, walk-forward efficiency {wf.efficiency:.3f}")
@@ -162,4 +107,4 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if hasattr(value, "item"):
         value = value.item()
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    return clean(value)
