@@ -224,6 +224,26 @@ def test_stopping_again_tries_a_wind_down_that_could_not_protect_the_position_at
         wb.live.stop(sid)  # nothing is due any more: a stopped session is final
 
 
+def test_a_resting_order_that_filled_just_before_stop_is_recorded_by_the_wind_down(binance):
+    """Binance shows an order's trades only after it shows the order filled ("Memory =>
+    Database"): the stop's wind-down, the session's last tick, waits for them."""
+    sid = ccxt_session(binance, "fills at stop", "market_making",
+                       {"spread": 1.0, "order_size": 0.03, "max_inventory": 1.0, "inventory": "both"},
+                       keys=(KEY, SECRET), timeout_ms=3000, on_error="leave")
+    bar = 1
+    while not [o for o in binance.spot.orders.values() if o.status == "open" and o.side == "buy"]:
+        _tick_at(binance, sid, bar)
+        bar += 1
+    bid = next(o for o in binance.spot.orders.values() if o.status == "open" and o.side == "buy")
+    binance.spot.visibility_delay = 1.0
+    binance.set_price("BTC/USDT", str(bid.price * Decimal("0.999")))  # the market falls through the bid
+    assert bid.status == "filled"
+    wb.live.stop(sid)
+    with store.session() as scope:
+        recorded = set(scope.scalars(select(store.Fill.exchange_trade_id)).all())
+    assert {str(t.id) for t in binance.spot.trades} <= recorded
+
+
 def test_flatten_and_leave_policies(binance):
     flat = _session(binance, "stop flatten", on_error="flatten")
     _until_long(binance, flat)

@@ -157,6 +157,19 @@ def _adopt(scope, session_id: int, fill: Fill) -> int:
     return row.id
 
 
+def recorded_fills(db: Db, session_id: int, order_ids: list[str]) -> dict[str, dict[str, Decimal]]:
+    """The fills recorded for the session's orders with these exchange ids: order id ->
+    {trade id: amount}."""
+    found: dict[str, dict[str, Decimal]] = {}
+    with db() as scope:
+        for order_id, trade_id, amount in scope.execute(
+                select(store.Order.exchange_order_id, store.Fill.exchange_trade_id, store.Fill.amount)
+                .join(store.Order, store.Order.id == store.Fill.order_id)
+                .where(store.Order.session_id == session_id, store.Order.exchange_order_id.in_(order_ids))):
+            found.setdefault(order_id, {})[trade_id] = amount
+    return found
+
+
 def record_funding(db: Db, session_id: int, payments: list[FundingPayment]) -> int:
     """Record funding payments (each once, by the exchange's id); how many were new."""
     if not payments:

@@ -269,6 +269,7 @@ class _Tick:
         self.secured = True  # False once a wind-down could not secure the position
         self.mine: dict[str, store.Order] = {}  # this candle's order rows by client order id
         self._sent: dict[str, Order] = {}  # orders this tick sent, by exchange id, as the exchange answered
+        self._settled_now: dict[str, Order] = {}  # earlier orders this tick settled that filled, by exchange id
         self._absent: set[str] = set()  # client ids resolved this tick as never accepted
         self._unseen: set[str] = set()  # client ids of accepted orders the exchange did not show this tick
         self._retrying = Retrying(retry=retry_if_exception_type(_TRANSIENT), wait=self._wait, reraise=True,
@@ -577,6 +578,8 @@ class _Tick:
                 found = self._call(self.exchange.fetch_order, symbol, found.id) or found
         _ledger.record_order(self.db, self.row.id, cid, found,
                              resolution="found on the exchange after its answer was lost" if unknown else None)
+        if found.filled:
+            self._settled_now[found.id] = found
 
     def _adopt_unknown(self) -> None:
         """Orders on the exchange with this session's client-id prefix that the database does not
@@ -790,15 +793,21 @@ class _Tick:
 
     def _visible_fills(self) -> list[Fill]:
         """The account's fills since the last recorded one, waiting (up to the visibility
-        wait) until those of the orders this tick sent show in full."""
+        wait) until those of the orders this tick sent or settled show in full: an order the
+        venue reports filled (a resting one that filled before its cancel) may show its trades
+        only later, and a wind-down is the session's last chance to record them."""
         since = (_ledger.last_fill_at(self.db, self.row.id) or self.row.anchor_at) - _CLOCK_MARGIN
         deadline = time.monotonic() + (0.0 if self.paper else float(self.settings.get("order_visibility_wait", 3.0)))
+        filled = {o.id: o.filled for o in (*self._settled_now.values(), *self._sent.values()) if o.filled}
+        recorded = _ledger.recorded_fills(self.db, self.row.id, list(filled)) if filled else {}
         while True:
             fills = self._call(self.exchange.fetch_my_trades, self.row.symbol, since)
-            shown: dict[str, Decimal] = {}
+            shown = {order_id: dict(recorded.get(order_id, {})) for order_id in filled}
             for fill in fills:
-                shown[fill.order_id] = shown.get(fill.order_id, Decimal(0)) + fill.amount
-            if all(shown.get(o.id, 0) >= o.filled for o in self._sent.values()) or time.monotonic() >= deadline:
+                if fill.order_id in shown:
+                    shown[fill.order_id][fill.id] = fill.amount
+            if all(sum(shown[o].values(), Decimal(0)) >= amount for o, amount in filled.items()) \
+                    or time.monotonic() >= deadline:
                 return fills
             time.sleep(0.1)
 
