@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -51,17 +52,17 @@ def test_notebook_is_saved_clean_and_uses_the_public_api(notebook: Path) -> None
         assert not private, f"{notebook.name} code cell {number} reaches past the public API: {private.group(0)!r}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.name)
-def test_notebook_runs_under_nbval(notebook: Path, tmp_path: Path) -> None:
+def _run(notebook: Path, folder: Path) -> tuple[int | None, str]:
+    """Run ``notebook`` under nbval in a pytest process of its own; (exit status, output), the
+    status None when it did not finish within TIMEOUT."""
     # a notebook is a fresh user's: its own home, embedded database and master key, never the
     # database or keys another test's fixtures put into this process's environment
     inherited = {k: v for k, v in os.environ.items() if k not in _STATE_VARIABLES}
     env = {
         **inherited,
-        "WORKBENCH_HOME": str(tmp_path / "workbench_home"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter_runtime"),  # kernel connection files
-        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "WORKBENCH_HOME": str(folder / "workbench_home"),
+        "JUPYTER_RUNTIME_DIR": str(folder / "jupyter_runtime"),  # kernel connection files
+        "IPYTHONDIR": str(folder / "ipython"),
     }
     command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
                f"--nbval-cell-timeout={CELL_TIMEOUT}", "-p", "no:cacheprovider", "--color=no",
@@ -69,10 +70,29 @@ def test_notebook_runs_under_nbval(notebook: Path, tmp_path: Path) -> None:
     try:
         run = subprocess.run(command, cwd=NOTEBOOK_DIR.parent, env=env, capture_output=True, text=True,
                              timeout=TIMEOUT)
+        return run.returncode, f"{run.stdout}\n{run.stderr}"
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{notebook.name} did not finish within {TIMEOUT} s:\n{_text(exc.stdout)}\n{_text(exc.stderr)}")
+        return None, f"{_text(exc.stdout)}\n{_text(exc.stderr)}"
     finally:  # a notebook that used the database started an embedded server that outlives it
-        if (tmp_path / "workbench_home" / "postgres").exists():
+        if (folder / "workbench_home" / "postgres").exists():
             subprocess.run([sys.executable, "-m", "workbench.cli", "db", "stop"], env=env, capture_output=True,
                            timeout=120)
-    assert run.returncode == 0, f"{notebook.name} failed under nbval:\n{run.stdout}\n{run.stderr}"
+
+
+@pytest.fixture(scope="module")
+def nbval_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The nbval runs of the notebooks this session tests, two at a time: a run mostly waits
+    on its kernel and on its own embedded database, so two share the machine's cores well."""
+    chosen = [item.callspec.params["notebook"] for item in request.session.items
+              if getattr(item, "originalname", None) == "test_notebook_runs_under_nbval"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {notebook: pool.submit(_run, notebook, tmp_path_factory.mktemp(notebook.stem)) for notebook in chosen}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda nb: nb.name)
+def test_notebook_runs_under_nbval(notebook: Path, nbval_runs: dict) -> None:
+    status, output = nbval_runs[notebook].result()
+    if status is None:
+        pytest.fail(f"{notebook.name} did not finish within {TIMEOUT} s:\n{output}")
+    assert status == 0, f"{notebook.name} failed under nbval:\n{output}"
