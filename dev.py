@@ -10,6 +10,7 @@ PostgreSQL, the master key, caches) lives in ``var/`` unless ``WORKBENCH_HOME`` 
 otherwise. Only the standard library is used here: this file runs before anything is
 installed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,9 +57,11 @@ def _base_python() -> str:
             found = subprocess.run([candidate, "-c", probe], capture_output=True, text=True)
             if found.returncode == 0 and _stdlib_readable(found.stdout.strip()):
                 return candidate
-    sys.exit(f"[dev] {sys.executable}'s standard library ({sys.base_prefix}) is not readable by other unix "
-             f"accounts, and no python{version} with venv is under /usr: tenants' processes could not run it; "
-             f"install python{version}-venv or run dev.py with a Python every account can read")
+    sys.exit(
+        f"[dev] {sys.executable}'s standard library ({sys.base_prefix}) is not readable by other unix "
+        f"accounts, and no python{version} with venv is under /usr: tenants' processes could not run it; "
+        f"install python{version}-venv or run dev.py with a Python every account can read"
+    )
 
 
 def _venv_base_readable() -> bool:
@@ -71,7 +74,7 @@ def _venv_base_readable() -> bool:
 
 def _setup(extras: str) -> None:
     """Create the virtualenv and (re)install the project when its definition changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under whatever python3 the machine has
         sys.exit(f"[dev] Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     if PYTHON.exists() and not _venv_base_readable():
         _say(f"recreating {VENV.relative_to(ROOT)}: its Python is not readable by the tenants' accounts")

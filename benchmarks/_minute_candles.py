@@ -12,6 +12,7 @@ distribution), so high >= max(open, close), low <= min(open, close), and prices 
 positive (everything is exp of a log price). Volume spreads the real hourly volume over
 its minutes with log-normal noise. The result passes ``workbench.validate_candles``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,11 +62,14 @@ def minute_candles(seed: int = SEED) -> pd.DataFrame:
     # the max(...) only absorbs the last-ulp rounding of exp: up >= max(r, 0) already
     high = np.maximum(np.exp(log_open + up), np.maximum(open_, close))
     low = np.minimum(np.exp(log_open + down), np.minimum(open_, close))
-    volume = (np.repeat(hours["volume"].to_numpy() / MINUTES_PER_HOUR, MINUTES_PER_HOUR)
-              * rng.lognormal(0.0, 0.5, r.size))
+    volume = np.repeat(hours["volume"].to_numpy() / MINUTES_PER_HOUR, MINUTES_PER_HOUR) * rng.lognormal(
+        0.0, 0.5, r.size
+    )
     index = pd.date_range(start, periods=r.size, freq="1min", name="time")
-    frame = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume},
-                         index=index)
-    frame.attrs.update(timeframe="1m", symbol="BTC/USD",
-                       source=f"synthetic 1m, Brownian bridge over real Bitfinex 2018 hourly closes, seed {seed}")
+    frame = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index)
+    frame.attrs.update(
+        timeframe="1m",
+        symbol="BTC/USD",
+        source=f"synthetic 1m, Brownian bridge over real Bitfinex 2018 hourly closes, seed {seed}",
+    )
     return wb.validate_candles(frame, timeframe="1m")

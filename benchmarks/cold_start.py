@@ -10,6 +10,7 @@ exit, measured by the parent) is given too.
 
 Usage: ``python benchmarks/cold_start.py [--repeat N]`` (see benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def _session(template: str) -> dict[str, float]:
 def _medians(template: str, repeat: int) -> dict[str, tuple[float, float, float]]:
     """(median, min, max) of each phase over ``repeat`` fresh processes."""
     runs = [_session(template) for _ in range(repeat)]
-    return {phase: (statistics.median(r[phase] for r in runs), min(r[phase] for r in runs),
-                    max(r[phase] for r in runs)) for phase in runs[0]}
+    return {
+        phase: (statistics.median(r[phase] for r in runs), min(r[phase] for r in runs), max(r[phase] for r in runs))
+        for phase in runs[0]
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for template in TEMPLATES:  # warm numba's on-disk cache (and the OS file cache)
         _session(template)
-    print(f"Python {sys.version.split()[0]}; medians of {args.repeat} fresh processes (min..max), seconds; "
-          "on-disk numba cache warmed by one untimed process per template\n")
+    print(
+        f"Python {sys.version.split()[0]}; medians of {args.repeat} fresh processes (min..max), seconds; "
+        "on-disk numba cache warmed by one untimed process per template\n"
+    )
     interpreter = statistics.median(_timed("pass") for _ in range(args.repeat))
     vectorbt = statistics.median(_timed("import vectorbt") for _ in range(args.repeat))
     plain = _medians("-", args.repeat)

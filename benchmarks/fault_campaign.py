@@ -14,6 +14,7 @@ printed as they come (replay one with ``python tests/fault_campaign.py SEED``), 
 
 Usage: ``python benchmarks/fault_campaign.py --trials 1000 [--seed-start 0] [--workers N] [--bars 30]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-start", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="default: one per core")
     parser.add_argument("--bars", type=int, default=30, help="bars per trial (the last four heal)")
-    parser.add_argument("--kill-fraction", type=float, default=0.1,
-                        help="share of trials with a SIGKILLed tick process (default 0.1)")
+    parser.add_argument(
+        "--kill-fraction", type=float, default=0.1, help="share of trials with a SIGKILLed tick process (default 0.1)"
+    )
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")
     seeds, results = context.Queue(), context.Queue()
@@ -72,11 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         seeds.put(seed)
     for _ in range(args.workers):
         seeds.put(None)
-    print(f"{args.trials} trials from seed {args.seed_start}, {args.workers} workers, {args.bars} bars each; "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print(
+        f"{args.trials} trials from seed {args.seed_start}, {args.workers} workers, {args.bars} bars each; "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
+        flush=True,
+    )
     started = time.perf_counter()
-    workers = [context.Process(target=_worker, args=(seeds, results, args.bars, args.kill_fraction))
-               for _ in range(args.workers)]
+    workers = [
+        context.Process(target=_worker, args=(seeds, results, args.bars, args.kill_fraction))
+        for _ in range(args.workers)
+    ]
     for process in workers:
         process.start()
     done, running = [], len(workers)
@@ -99,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(done: list[dict], wall: float) -> None:
     failed = [r for r in done if not r["ok"]]
-    print(f"\ntrials {len(done)}, failed {len(failed)}, wall time {wall:.0f} s "
-          f"({wall / max(len(done), 1):.1f} s per trial overall)")
+    print(
+        f"\ntrials {len(done)}, failed {len(failed)}, wall time {wall:.0f} s "
+        f"({wall / max(len(done), 1):.1f} s per trial overall)"
+    )
     groups: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
     for r in done:
         group = groups[(r["venue"], r["market"], r["template"])]

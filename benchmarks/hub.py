@@ -13,6 +13,7 @@ Starts a real hub with its worker (the test harness: the launcher's own ``prepar
 
 Usage: ``python benchmarks/hub.py [--steps 1,2,4,8,12,16] [--renders 3]`` (RESULTS.md, "Hub").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,9 @@ def _tenant(hub: Hub, admin, label: str):
 
 def _render(hub: Hub, client, token: str, session: int, times: int) -> list[float]:
     headers = {"Authorization": f"token {token}"}
-    url = requests.post(f"{hub.url}/services/workbench/api/dashboards/{session}", headers=headers,
-                        timeout=180).json()["url"]
+    url = requests.post(f"{hub.url}/services/workbench/api/dashboards/{session}", headers=headers, timeout=180).json()[
+        "url"
+    ]
     client.open(url)  # OAuth once
     seconds = []
     for _ in range(times):
@@ -76,8 +78,11 @@ def main() -> None:
     with running_hub(worker=True) as hub:
         admin = hub.admin()
         tenants, spawn = [], []
-        print(f"{'tenants':>7} {'login->lab s':>12} {'render median s':>15} {'render max s':>12} "
-              f"{'load1':>6} {'used RAM GB':>11}", flush=True)
+        print(
+            f"{'tenants':>7} {'login->lab s':>12} {'render median s':>15} {'render max s':>12} "
+            f"{'load1':>6} {'used RAM GB':>11}",
+            flush=True,
+        )
         for target in steps:
             while len(tenants) < target:
                 name, client, seconds = _tenant(hub, admin, "bench")
@@ -86,17 +91,24 @@ def main() -> None:
                 tenants.append((name, client, client.token(name)))
             time.sleep(30)  # let the worker's schedule reach a steady state
             name, client, token = tenants[0]
-            session = requests.get(f"{hub.url}/services/workbench/api/sessions",
-                                   headers={"Authorization": f"token {token}"}, timeout=60).json()[0]["id"]
+            session = requests.get(
+                f"{hub.url}/services/workbench/api/sessions", headers={"Authorization": f"token {token}"}, timeout=60
+            ).json()[0]["id"]
             renders = _render(hub, client, token, session, args.renders)
             median = statistics.median(renders)
-            print(f"{target:>7} {statistics.median(spawn):>12.1f} {median:>15.2f} {max(renders):>12.2f} "
-                  f"{os.getloadavg()[0]:>6.1f} {(psutil.virtual_memory().used) / 1e9:>11.1f}", flush=True)
+            print(
+                f"{target:>7} {statistics.median(spawn):>12.1f} {median:>15.2f} {max(renders):>12.2f} "
+                f"{os.getloadavg()[0]:>6.1f} {(psutil.virtual_memory().used) / 1e9:>11.1f}",
+                flush=True,
+            )
             if median > args.limit:
                 print(f"over {args.limit} s at {target} tenants", flush=True)
                 break
-        print(f"login -> ready JupyterLab: first {spawn[0]:.1f} s, median {statistics.median(spawn):.1f} s, "
-              f"max {max(spawn):.1f} s over {len(spawn)} tenants", flush=True)
+        print(
+            f"login -> ready JupyterLab: first {spawn[0]:.1f} s, median {statistics.median(spawn):.1f} s, "
+            f"max {max(spawn):.1f} s over {len(spawn)} tenants",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ among the processes sharing them); the load average before and after.
 Usage: ``python benchmarks/scheduler.py [--sessions 1 10 50] [--concurrency 10]
 [--warm-kernels 10] [--rounds 2]`` (see benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "live" / "paper_channel.ipynb"
-MB = 2 ** 20
+MB = 2**20
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -46,8 +47,11 @@ def _quantile(values: list[float], q: float) -> float:
 
 def _first_cell(output_path: str) -> datetime:
     cells = json.loads(Path(output_path).read_text())["cells"]
-    return min(datetime.fromisoformat(c["metadata"]["papermill"]["start_time"]) for c in cells
-               if c["cell_type"] == "code" and c["metadata"].get("papermill", {}).get("start_time"))
+    return min(
+        datetime.fromisoformat(c["metadata"]["papermill"]["start_time"])
+        for c in cells
+        if c["cell_type"] == "code" and c["metadata"].get("papermill", {}).get("start_time")
+    )
 
 
 def _pool_processes(worker: psutil.Process) -> tuple[psutil.Process | None, list[tuple[psutil.Process, list]]]:
@@ -89,9 +93,9 @@ def _memory(worker: psutil.Process) -> dict[str, float]:
 
 
 def _fleet(count: int, args: argparse.Namespace) -> dict[str, float]:
-    import workbench as wb
     from sqlalchemy import update
 
+    import workbench as wb
     from workbench import store
     from workbench.store.models import LiveNotebook, NotebookRun
 
@@ -104,9 +108,20 @@ def _fleet(count: int, args: argparse.Namespace) -> dict[str, float]:
         sessions.append(session)
     load_before = os.getloadavg()[0]
     with open(Path(os.environ["WORKBENCH_HOME"]) / f"worker-{count}.log", "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--concurrency",
-                                   str(args.concurrency), "--warm-kernels", str(args.warm_kernels)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workbench.cli",
+                "worker",
+                "--concurrency",
+                str(args.concurrency),
+                "--warm-kernels",
+                str(args.warm_kernels),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     runs, memory = [], {}
     try:
         process = psutil.Process(worker.pid)
@@ -116,15 +131,22 @@ def _fleet(count: int, args: argparse.Namespace) -> dict[str, float]:
                 memory = memory or _memory(process)
             else:
                 time.sleep(8)  # the zygote has imported everything
-            due = datetime.now(timezone.utc) + timedelta(seconds=2)
+            due = datetime.now(UTC) + timedelta(seconds=2)
             with store.owner_session() as s:
-                s.execute(update(LiveNotebook).where(LiveNotebook.session_id.in_(sessions),
-                                                     LiveNotebook.status == "active").values(next_run_at=due))
+                s.execute(
+                    update(LiveNotebook)
+                    .where(LiveNotebook.session_id.in_(sessions), LiveNotebook.status == "active")
+                    .values(next_run_at=due)
+                )
             deadline = time.monotonic() + 60 + 10 * count
             while time.monotonic() < deadline:
                 with store.owner_session() as s:
-                    batch = s.query(NotebookRun).join(LiveNotebook, LiveNotebook.id == NotebookRun.live_notebook_id).filter(
-                        LiveNotebook.session_id.in_(sessions), NotebookRun.id.notin_([r.id for _, r in runs])).all()
+                    batch = (
+                        s.query(NotebookRun)
+                        .join(LiveNotebook, LiveNotebook.id == NotebookRun.live_notebook_id)
+                        .filter(LiveNotebook.session_id.in_(sessions), NotebookRun.id.notin_([r.id for _, r in runs]))
+                        .all()
+                    )
                 if len(batch) == count and all(r.status in ("succeeded", "failed") for r in batch):
                     break
                 time.sleep(0.5)
@@ -132,8 +154,11 @@ def _fleet(count: int, args: argparse.Namespace) -> dict[str, float]:
                 raise SystemExit(f"{count} sessions, round {number + 1}: the round did not finish in time")
             runs += [(due, run) for run in batch]
             with store.owner_session() as s:  # a run is unique per due candle: make room for the next round
-                s.execute(update(NotebookRun).where(NotebookRun.id.in_([r.id for r in batch]))
-                          .values(scheduled_for=NotebookRun.scheduled_for - timedelta(days=1 + number)))
+                s.execute(
+                    update(NotebookRun)
+                    .where(NotebookRun.id.in_([r.id for r in batch]))
+                    .values(scheduled_for=NotebookRun.scheduled_for - timedelta(days=1 + number))
+                )
     finally:
         worker.terminate()
         worker.wait(60)
@@ -145,19 +170,29 @@ def _fleet(count: int, args: argparse.Namespace) -> dict[str, float]:
         raise SystemExit(f"{len(failed)} runs failed, e.g.: {failed[0].error}")
 
     def spread(name: str, values: list[float]) -> dict[str, float]:
-        return {f"{name} p50": _quantile(values, 0.5), f"{name} p95": _quantile(values, 0.95), f"{name} max": max(values)}
+        return {
+            f"{name} p50": _quantile(values, 0.5),
+            f"{name} p95": _quantile(values, 0.95),
+            f"{name} max": max(values),
+        }
 
     def median(key: str) -> float:
         return statistics.median(r.timings.get(key, 0.0) for _, r in runs)
 
-    return {**spread("due → started", [(r.started_at - due).total_seconds() for due, r in runs]),
-            **spread("due → first cell", [(_first_cell(r.output_path) - due).total_seconds() for due, r in runs]),
-            **spread("due → finished", [(r.finished_at - due).total_seconds() for due, r in runs]),
-            "runs that found a warm kernel": sum(bool(r.timings.get("warm")) for _, r in runs) / len(runs),
-            "kernel wait": median("kernel_wait"), "ask for kernel → first cell": median("kernel_start"),
-            "`import workbench as wb`": median("imports"), "tick (`wb.live.tick`)": median("tick"),
-            "run total (ask for kernel → output saved)": median("total"), **memory,
-            "load average before": load_before, "load average after": load_after}
+    return {
+        **spread("due → started", [(r.started_at - due).total_seconds() for due, r in runs]),
+        **spread("due → first cell", [(_first_cell(r.output_path) - due).total_seconds() for due, r in runs]),
+        **spread("due → finished", [(r.finished_at - due).total_seconds() for due, r in runs]),
+        "runs that found a warm kernel": sum(bool(r.timings.get("warm")) for _, r in runs) / len(runs),
+        "kernel wait": median("kernel_wait"),
+        "ask for kernel → first cell": median("kernel_start"),
+        "`import workbench as wb`": median("imports"),
+        "tick (`wb.live.tick`)": median("tick"),
+        "run total (ask for kernel → output saved)": median("total"),
+        **memory,
+        "load average before": load_before,
+        "load average after": load_after,
+    }
 
 
 def main() -> None:
@@ -178,8 +213,10 @@ def main() -> None:
         finally:
             store.embedded_server().stop()
     names = list(next(iter(results.values())))
-    print(f"| seconds unless noted (worker --concurrency {args.concurrency} --warm-kernels {args.warm_kernels}, "
-          f"{args.rounds} rounds) | " + " | ".join(f"{n} sessions" for n in results) + " |")
+    print(
+        f"| seconds unless noted (worker --concurrency {args.concurrency} --warm-kernels {args.warm_kernels}, "
+        f"{args.rounds} rounds) | " + " | ".join(f"{n} sessions" for n in results) + " |"
+    )
     print("|---|" + "---:|" * len(results))
     for name in names:
         print(f"| {name} | " + " | ".join(f"{results[n][name]:.2f}" for n in results) + " |")

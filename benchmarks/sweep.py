@@ -15,6 +15,7 @@ JIT, which it does not cache on disk).
 
 Usage: ``python benchmarks/sweep.py [--quick]`` (see benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from _minute_candles import minute_candles
 
 FEES = 0.001  # taker fee, fraction of notional
@@ -53,6 +53,7 @@ Trade = tuple[int, int | None]  # (entry bar, exit bar or None while open at the
 
 # -- measurement helpers -------------------------------------------------------------------
 
+
 def _peak_rss_mb() -> float:
     """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -71,6 +72,7 @@ def _combos(entries: Sequence[int], exits: Sequence[int]) -> list[Combo]:
 
 # -- engine 1: workbench.sweep ---------------------------------------------------------------
 
+
 def _workbench_trades(result: Any, index: pd.DatetimeIndex) -> list[Trade]:
     """Entry/exit bars of a long-only workbench backtest, from its fills."""
     bars = index.get_indexer(result.fills["time"]).tolist()
@@ -80,8 +82,15 @@ def _workbench_trades(result: Any, index: pd.DatetimeIndex) -> list[Trade]:
     return [(e, exits[i] if i < len(exits) else None) for i, e in enumerate(entries)]
 
 
-def run_workbench(candles: pd.DataFrame, entries: list[int], exits: list[int], threads: int,
-                  checks: list[tuple[Combo, int, float]], repeats: int, progress: bool) -> dict:
+def run_workbench(
+    candles: pd.DataFrame,
+    entries: list[int],
+    exits: list[int],
+    threads: int,
+    checks: list[tuple[Combo, int, float]],
+    repeats: int,
+    progress: bool,
+) -> dict:
     """Time ``workbench.sweep`` on the grid ``repeats`` times; then backtest ``checks`` for the parity check.
 
     ``checks``: (combo, number of leading bars, slippage) to backtest one by one.
@@ -92,15 +101,28 @@ def run_workbench(candles: pd.DataFrame, entries: list[int], exits: list[int], t
 
     numba.set_num_threads(threads)
     started = time.perf_counter()
-    sweep("channel", candles.iloc[:1000], {"entry_window": [10, 20], "exit_window": [5, 10], **FIXED},
-          risk=NO_RISK, progress=False)
+    sweep(
+        "channel",
+        candles.iloc[:1000],
+        {"entry_window": [10, 20], "exit_window": [5, 10], **FIXED},
+        risk=NO_RISK,
+        progress=False,
+    )
     warmup = time.perf_counter() - started
     rss_before = _peak_rss_mb()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        table = sweep("channel", candles, {"entry_window": entries, "exit_window": exits, **FIXED}, risk=NO_RISK,
-                      fees=FEES, slippage=SLIPPAGE, init_cash=INIT_CASH, progress=progress)
+        table = sweep(
+            "channel",
+            candles,
+            {"entry_window": entries, "exit_window": exits, **FIXED},
+            risk=NO_RISK,
+            fees=FEES,
+            slippage=SLIPPAGE,
+            init_cash=INIT_CASH,
+            progress=progress,
+        )
         times.append(time.perf_counter() - started)
     rss_peak = _peak_rss_mb()
     returns = {(int(r.entry_window), int(r.exit_window)): float(r.total_return) for r in table.itertuples()}
@@ -108,17 +130,34 @@ def run_workbench(candles: pd.DataFrame, entries: list[int], exits: list[int], t
     checked = {}
     for (n, m), bars, slippage in checks:
         part = candles.iloc[:bars]
-        result = backtest("channel", part, {"entry_window": n, "exit_window": m, **FIXED}, risk=NO_RISK,
-                          fees=FEES, slippage=slippage, init_cash=INIT_CASH)
-        checked[(n, m), bars, slippage] = (_workbench_trades(result, part.index),
-                                           result.metrics["final_equity"])
-    return {"engine": f"workbench.sweep ({threads} thread{'s' * (threads > 1)})", "bars": len(candles),
-            "combos": len(table), "seconds": statistics.median(times), "times": times, "warmup": warmup,
-            "rss_before": rss_before, "rss_peak": rss_peak, "returns": returns, "closed": closed,
-            "checked": checked, "completed": table.attrs["completed"]}
+        result = backtest(
+            "channel",
+            part,
+            {"entry_window": n, "exit_window": m, **FIXED},
+            risk=NO_RISK,
+            fees=FEES,
+            slippage=slippage,
+            init_cash=INIT_CASH,
+        )
+        checked[(n, m), bars, slippage] = (_workbench_trades(result, part.index), result.metrics["final_equity"])
+    return {
+        "engine": f"workbench.sweep ({threads} thread{'s' * (threads > 1)})",
+        "bars": len(candles),
+        "combos": len(table),
+        "seconds": statistics.median(times),
+        "times": times,
+        "warmup": warmup,
+        "rss_before": rss_before,
+        "rss_peak": rss_peak,
+        "returns": returns,
+        "closed": closed,
+        "checked": checked,
+        "completed": table.attrs["completed"],
+    }
 
 
 # -- engine 2: vectorbt's standard pipeline --------------------------------------------------
+
 
 def _vectorbt_pipeline(vbt: Any, candles: pd.DataFrame, combos: list[Combo]) -> tuple[Any, float, float]:
     """Rolling channels -> entry/exit signals -> one from_signals call over every combo (columns).
@@ -134,8 +173,15 @@ def _vectorbt_pipeline(vbt: Any, candles: pd.DataFrame, combos: list[Combo]) -> 
     exits = pd.concat([close < lower[m] for _, m in combos], axis=1, keys=columns)
     signals = time.perf_counter() - started
     portfolio = vbt.Portfolio.from_signals(
-        close, entries.shift(1, fill_value=False), exits.shift(1, fill_value=False), price=candles["open"],
-        fees=FEES, slippage=SLIPPAGE, init_cash=INIT_CASH, freq="1min")
+        close,
+        entries.shift(1, fill_value=False),
+        exits.shift(1, fill_value=False),
+        price=candles["open"],
+        fees=FEES,
+        slippage=SLIPPAGE,
+        init_cash=INIT_CASH,
+        freq="1min",
+    )
     return portfolio, signals, time.perf_counter() - started - signals
 
 
@@ -165,14 +211,24 @@ def run_vectorbt(candles: pd.DataFrame, entries: list[int], exits: list[int], re
     metrics = time.perf_counter() - started
     records = portfolio.trades.records
     trades: dict[Combo, list[Trade]] = {combo: [] for combo in combos}
-    for col, entry, exit_, status in zip(records["col"], records["entry_idx"], records["exit_idx"],
-                                         records["status"]):
+    for col, entry, exit_, status in zip(records["col"], records["entry_idx"], records["exit_idx"], records["status"]):
         trades[combos[col]].append((int(entry), int(exit_) if status == 1 else None))  # 1: TradeStatus.Closed
-    return {"engine": "vectorbt from_signals", "bars": len(candles), "combos": len(combos),
-            "seconds": seconds, "times": [r[0] for r in runs], "signals": signals, "simulation": simulation,
-            "metrics": metrics, "warmup": warmup, "rss_before": rss_before, "rss_peak": rss_sim,
-            "rss_peak_metrics": _peak_rss_mb(),
-            "returns": dict(zip(combos, total_return.tolist())), "trades": trades}
+    return {
+        "engine": "vectorbt from_signals",
+        "bars": len(candles),
+        "combos": len(combos),
+        "seconds": seconds,
+        "times": [r[0] for r in runs],
+        "signals": signals,
+        "simulation": simulation,
+        "metrics": metrics,
+        "warmup": warmup,
+        "rss_before": rss_before,
+        "rss_peak": rss_sim,
+        "rss_peak_metrics": _peak_rss_mb(),
+        "returns": dict(zip(combos, total_return.tolist())),
+        "trades": trades,
+    }
 
 
 def _vectorbt_metrics(portfolio: Any) -> np.ndarray:
@@ -184,6 +240,7 @@ def _vectorbt_metrics(portfolio: Any) -> np.ndarray:
 
 
 # -- engine 3: backtesting.py ---------------------------------------------------------------
+
 
 def _strategy_class() -> type:
     from backtesting import Strategy
@@ -239,16 +296,27 @@ def run_backtesting(candles: pd.DataFrame, combos: list[Combo]) -> dict:
         closed = [(int(e), int(x)) for e, x in zip(s._trades["EntryBar"], s._trades["ExitBar"])]
         trades[combo] = closed + [(int(t.entry_bar), None) for t in s._strategy.trades]
         equity[combo] = float(s["Equity Final [$]"])
-    return {"engine": "backtesting.py FractionalBacktest", "bars": len(candles), "combos": len(combos),
-            "seconds": seconds, "times": [seconds], "warmup": 0.0, "rss_before": rss_before, "rss_peak": _peak_rss_mb(),
-            "trades": trades, "equity": equity}
+    return {
+        "engine": "backtesting.py FractionalBacktest",
+        "bars": len(candles),
+        "combos": len(combos),
+        "seconds": seconds,
+        "times": [seconds],
+        "warmup": 0.0,
+        "rss_before": rss_before,
+        "rss_peak": _peak_rss_mb(),
+        "trades": trades,
+        "equity": equity,
+    }
 
 
 # -- the rules template against the channel template ------------------------------------------
 
-RULE_CHANNEL = ("vars n = 100, m = 50\n"
-                "buy 100% when close > DONCHIAN($n).high\n"
-                "exit long when close < DONCHIAN($m).low\n")  # channel breakout, long only, all in
+RULE_CHANNEL = (
+    "vars n = 100, m = 50\n"
+    "buy 100% when close > DONCHIAN($n).high\n"
+    "exit long when close < DONCHIAN($m).low\n"
+)  # channel breakout, long only, all in
 
 
 def run_rules_vs_channel(candles: pd.DataFrame, entries: list[int], exits: list[int], repeats: int) -> dict:
@@ -259,10 +327,14 @@ def run_rules_vs_channel(candles: pd.DataFrame, entries: list[int], exits: list[
     costs = dict(risk=NO_RISK, fees=FEES, slippage=SLIPPAGE, init_cash=INIT_CASH)
     channel_grid = {"entry_window": entries, "exit_window": exits, **FIXED}
     rules_grid = {"rules": RULE_CHANNEL, "n": entries, "m": exits}
-    sweep("channel", candles.iloc[:1000], {"entry_window": [10, 20], "exit_window": [5, 10], **FIXED}, **costs,
-          progress=False)
-    sweep("rules", candles.iloc[:1000], {"rules": RULE_CHANNEL, "n": [10, 20], "m": [5, 10]}, **costs,
-          progress=False)
+    sweep(
+        "channel",
+        candles.iloc[:1000],
+        {"entry_window": [10, 20], "exit_window": [5, 10], **FIXED},
+        **costs,
+        progress=False,
+    )
+    sweep("rules", candles.iloc[:1000], {"rules": RULE_CHANNEL, "n": [10, 20], "m": [5, 10]}, **costs, progress=False)
     times: dict[str, list[float]] = {"channel": [], "rules": []}
     for _ in range(repeats):
         for name, grid in (("channel", channel_grid), ("rules", rules_grid)):
@@ -278,43 +350,62 @@ def run_rules_vs_channel(candles: pd.DataFrame, entries: list[int], exits: list[
     n, m = entries[len(entries) // 2], exits[len(exits) // 2]
     ours = backtest("rules", candles, {"rules": RULE_CHANNEL, "n": n, "m": m}, **costs)
     theirs = backtest("channel", candles, {"entry_window": n, "exit_window": m, **FIXED}, **costs)
-    return {"bars": len(candles), "combos": len(channel), "times": times,
-            "channel": statistics.median(times["channel"]), "rules": statistics.median(times["rules"]),
-            "same_rows": same_rows, "same_fills": bool(ours.fills.equals(theirs.fills)), "checked": (n, m),
-            "fills": len(ours.fills)}
+    return {
+        "bars": len(candles),
+        "combos": len(channel),
+        "times": times,
+        "channel": statistics.median(times["channel"]),
+        "rules": statistics.median(times["rules"]),
+        "same_rows": same_rows,
+        "same_fills": bool(ours.fills.equals(theirs.fills)),
+        "checked": (n, m),
+        "fills": len(ours.fills),
+    }
 
 
 def rules_section(candles: pd.DataFrame) -> list[str]:
     """Print the rules-vs-channel comparison (issue 7: within 3x of the channel's speed, same trades)."""
-    print(f"\nrules template vs channel: {RULE_CHANNEL!r}\n  the same {len(PEER_ENTRY) * len(PEER_EXIT)}-combination "
-          f"grid over {len(candles):,} bars, both threads, each timed {REPEATS} times (alternating)")
+    print(
+        f"\nrules template vs channel: {RULE_CHANNEL!r}\n  the same {len(PEER_ENTRY) * len(PEER_EXIT)}-combination "
+        f"grid over {len(candles):,} bars, both threads, each timed {REPEATS} times (alternating)"
+    )
     run = _fresh_process(run_rules_vs_channel, candles, PEER_ENTRY, PEER_EXIT, REPEATS)
     for name in ("channel", "rules"):
         rate = run["bars"] * run["combos"] / run[name] / 1e6
-        print(f"  {name:<8} wall {run[name]:.3f} s (runs " + ", ".join(f"{t:.3f}" for t in run["times"][name])
-              + f"), {rate:.1f} M bar-evaluations/s")
+        print(
+            f"  {name:<8} wall {run[name]:.3f} s (runs "
+            + ", ".join(f"{t:.3f}" for t in run["times"][name])
+            + f"), {rate:.1f} M bar-evaluations/s"
+        )
     ratio = run["rules"] / run["channel"]
-    print(f"  rules / channel wall = {ratio:.2f}x (target <= 3x); sweep rows (return, Sharpe, trades, fills, fees, "
-          f"drawdown) {'identical' if run['same_rows'] else 'DIFFER'}; backtest {run['checked']}: "
-          f"{run['fills']} fills {'identical' if run['same_fills'] else 'DIFFER'}")
+    print(
+        f"  rules / channel wall = {ratio:.2f}x (target <= 3x); sweep rows (return, Sharpe, trades, fills, fees, "
+        f"drawdown) {'identical' if run['same_rows'] else 'DIFFER'}; backtest {run['checked']}: "
+        f"{run['fills']} fills {'identical' if run['same_fills'] else 'DIFFER'}"
+    )
     problems = [] if run["same_rows"] and run["same_fills"] else ["the rules sweep trades unlike the channel sweep"]
     return problems + ([f"rules sweep {ratio:.2f}x slower than channel (target 3x)"] if ratio > 3 else [])
 
 
 # -- report ------------------------------------------------------------------------------------
 
+
 def _rate(run: dict) -> float:
     return run["bars"] * run["combos"] / run["seconds"]
 
 
 def _row(run: dict) -> str:
-    return (f"{run['engine']:<36} {run['combos']:>6} {run['bars']:>8} {run['bars'] * run['combos']:>14,} "
-            f"{run['seconds']:>9.2f} {_rate(run) / 1e6:>10.2f} {run['rss_peak']:>9.0f} {run['rss_before']:>8.0f}")
+    return (
+        f"{run['engine']:<36} {run['combos']:>6} {run['bars']:>8} {run['bars'] * run['combos']:>14,} "
+        f"{run['seconds']:>9.2f} {_rate(run) / 1e6:>10.2f} {run['rss_peak']:>9.0f} {run['rss_before']:>8.0f}"
+    )
 
 
 def _header() -> str:
-    return (f"{'engine':<36} {'combos':>6} {'bars':>8} {'bar-evals':>14} {'wall [s]':>9} {'M evals/s':>10} "
-            f"{'peak MB':>9} {'base MB':>8}")
+    return (
+        f"{'engine':<36} {'combos':>6} {'bars':>8} {'bar-evals':>14} {'wall [s]':>9} {'M evals/s':>10} "
+        f"{'peak MB':>9} {'base MB':>8}"
+    )
 
 
 def _parity(workbench: dict, vectorbt: dict, backtesting: dict, n_bars: int) -> list[str]:
@@ -324,17 +415,23 @@ def _parity(workbench: dict, vectorbt: dict, backtesting: dict, n_bars: int) -> 
     for combo in checked:
         ours, reference = workbench["checked"][combo, n_bars, SLIPPAGE][0], vectorbt["trades"][combo]
         if ours != reference:
-            first = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b),
-                         min(len(ours), len(reference)))
-            problems.append(f"vectorbt {combo}: {len(reference)} trades vs workbench {len(ours)}; first "
-                            f"difference at trade {first}: vectorbt {reference[first:first + 1]} "
-                            f"workbench {ours[first:first + 1]}")
+            first = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), min(len(ours), len(reference)))
+            problems.append(
+                f"vectorbt {combo}: {len(reference)} trades vs workbench {len(ours)}; first "
+                f"difference at trade {first}: vectorbt {reference[first : first + 1]} "
+                f"workbench {ours[first : first + 1]}"
+            )
     worst_return = max(abs(workbench["returns"][c] / vectorbt["returns"][c] - 1.0) for c in vectorbt["returns"])
-    counts = [c for c, trades in vectorbt["trades"].items()
-              if workbench["closed"][c] != sum(exit_ is not None for _, exit_ in trades)]
-    print(f"  vectorbt vs workbench: trade entry/exit bars of {len(checked)} combinations "
-          f"{'identical' if not problems else 'DIFFER'}; closed-trade counts of all {len(vectorbt['trades'])} "
-          f"{'equal' if not counts else 'DIFFER'}; total return max relative difference {worst_return:.1e}")
+    counts = [
+        c
+        for c, trades in vectorbt["trades"].items()
+        if workbench["closed"][c] != sum(exit_ is not None for _, exit_ in trades)
+    ]
+    print(
+        f"  vectorbt vs workbench: trade entry/exit bars of {len(checked)} combinations "
+        f"{'identical' if not problems else 'DIFFER'}; closed-trade counts of all {len(vectorbt['trades'])} "
+        f"{'equal' if not counts else 'DIFFER'}; total return max relative difference {worst_return:.1e}"
+    )
     problems += [f"vectorbt {c}: closed-trade count differs from workbench.sweep's" for c in counts]
     if worst_return > 1e-9:
         problems.append(f"vectorbt total returns differ from workbench.sweep by up to {worst_return:.1e} (relative)")
@@ -342,12 +439,16 @@ def _parity(workbench: dict, vectorbt: dict, backtesting: dict, n_bars: int) -> 
     for combo, reference in backtesting["trades"].items():
         ours, equity = workbench["checked"][combo, n_bars, 0.0]
         if ours != reference:
-            bt_problems.append(f"backtesting.py {combo}: {len(reference)} trades vs workbench {len(ours)}: "
-                               f"{reference[:3]} vs {ours[:3]}")
+            bt_problems.append(
+                f"backtesting.py {combo}: {len(reference)} trades vs workbench {len(ours)}: "
+                f"{reference[:3]} vs {ours[:3]}"
+            )
         worst_equity = max(worst_equity, abs(backtesting["equity"][combo] / equity - 1.0))
-    print(f"  backtesting.py vs workbench: trade entry/exit bars of {len(backtesting['trades'])} combinations "
-          f"{'identical' if not bt_problems else 'DIFFER'}; final equity (both without slippage) max relative "
-          f"difference {worst_equity:.1e} (backtesting.py trades whole satoshis)")
+    print(
+        f"  backtesting.py vs workbench: trade entry/exit bars of {len(backtesting['trades'])} combinations "
+        f"{'identical' if not bt_problems else 'DIFFER'}; final equity (both without slippage) max relative "
+        f"difference {worst_equity:.1e} (backtesting.py trades whole satoshis)"
+    )
     if worst_equity > 1e-5:
         bt_problems.append(f"backtesting.py final equity differs from workbench's by up to {worst_equity:.1e}")
     return problems + bt_problems
@@ -362,47 +463,64 @@ def _versions() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="skip the 10,000-combination run and give backtesting.py only 2 combinations")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the 10,000-combination run and give backtesting.py only 2 combinations",
+    )
     args = parser.parse_args(argv)
     print(f"{_versions()}\n{os.cpu_count()} CPUs: {platform.processor() or platform.machine()}")
 
     started = time.perf_counter()
     candles = minute_candles()
-    print(f"candles: {len(candles):,} synthetic 1-minute bars {candles.index[0]} .. {candles.index[-1]} "
-          f"({candles.attrs['source']}), built in {time.perf_counter() - started:.1f} s")
+    print(
+        f"candles: {len(candles):,} synthetic 1-minute bars {candles.index[0]} .. {candles.index[-1]} "
+        f"({candles.attrs['source']}), built in {time.perf_counter() - started:.1f} s"
+    )
     combos = _combos(PEER_ENTRY, PEER_EXIT)
     bt_combos = combos[::5][:2] if args.quick else combos[::5]  # every entry window once
     # trade-by-trade checks: vs vectorbt with slippage, vs backtesting.py without (see _parity)
     checks = [(c, len(candles), slippage) for c in bt_combos for slippage in (SLIPPAGE, 0.0)]
-    print(f"grid: entry_window {PEER_ENTRY[0]}..{PEER_ENTRY[-1]} x exit_window {PEER_EXIT[0]}..{PEER_EXIT[-1]} "
-          f"= {len(combos)} combinations (backtesting.py: {len(bt_combos)} of them); fees {FEES:g}, "
-          f"slippage {SLIPPAGE:g} (backtesting.py: 0, see RESULTS.md), init cash {INIT_CASH:g}")
-    print("each engine runs in a fresh spawned process and is warmed on a tiny input first "
-          "(workbench: loads numba's on-disk cache; vectorbt: JIT-compiles in-process)")
+    print(
+        f"grid: entry_window {PEER_ENTRY[0]}..{PEER_ENTRY[-1]} x exit_window {PEER_EXIT[0]}..{PEER_EXIT[-1]} "
+        f"= {len(combos)} combinations (backtesting.py: {len(bt_combos)} of them); fees {FEES:g}, "
+        f"slippage {SLIPPAGE:g} (backtesting.py: 0, see RESULTS.md), init cash {INIT_CASH:g}"
+    )
+    print(
+        "each engine runs in a fresh spawned process and is warmed on a tiny input first "
+        "(workbench: loads numba's on-disk cache; vectorbt: JIT-compiles in-process)"
+    )
 
-    runs = [_fresh_process(run_workbench, candles, PEER_ENTRY, PEER_EXIT, os.cpu_count(), checks, REPEATS, False),
-            _fresh_process(run_workbench, candles, PEER_ENTRY, PEER_EXIT, 1, [], REPEATS, False),
-            _fresh_process(run_vectorbt, candles, PEER_ENTRY, PEER_EXIT, REPEATS),
-            _fresh_process(run_backtesting, candles, bt_combos)]
+    runs = [
+        _fresh_process(run_workbench, candles, PEER_ENTRY, PEER_EXIT, os.cpu_count(), checks, REPEATS, False),
+        _fresh_process(run_workbench, candles, PEER_ENTRY, PEER_EXIT, 1, [], REPEATS, False),
+        _fresh_process(run_vectorbt, candles, PEER_ENTRY, PEER_EXIT, REPEATS),
+        _fresh_process(run_backtesting, candles, bt_combos),
+    ]
     workbench, single, vectorbt, backtesting = runs
     print("\n" + _header())
     for run in runs:
         print(_row(run))
     for run in runs:
         print(f"  {run['engine']}: wall of each timed run " + ", ".join(f"{t:.2f}" for t in run["times"]) + " s")
-    print("wall: the median of the timed runs; peak MB: ru_maxrss of the engine's own process (interpreter, "
-          "imports and the candles included); base MB: ru_maxrss just before the first timed run")
+    print(
+        "wall: the median of the timed runs; peak MB: ru_maxrss of the engine's own process (interpreter, "
+        "imports and the candles included); base MB: ru_maxrss just before the first timed run"
+    )
     print(f"warm-up: workbench {workbench['warmup']:.2f} s, vectorbt {vectorbt['warmup']:.2f} s (excluded)")
-    print(f"vectorbt wall = signals {vectorbt['signals']:.2f} s + from_signals {vectorbt['simulation']:.2f} s; "
-          f"metrics for ranking (total_return, sharpe_ratio, max_drawdown, closed trades) add "
-          f"{vectorbt['metrics']:.2f} s and take the peak to {vectorbt['rss_peak_metrics']:.0f} MB; "
-          f"workbench.sweep's wall includes its 15 metrics")
+    print(
+        f"vectorbt wall = signals {vectorbt['signals']:.2f} s + from_signals {vectorbt['simulation']:.2f} s; "
+        f"metrics for ranking (total_return, sharpe_ratio, max_drawdown, closed trades) add "
+        f"{vectorbt['metrics']:.2f} s and take the peak to {vectorbt['rss_peak_metrics']:.0f} MB; "
+        f"workbench.sweep's wall includes its 15 metrics"
+    )
     with_metrics = vectorbt["bars"] * vectorbt["combos"] / (vectorbt["seconds"] + vectorbt["metrics"])
-    print(f"\nratios (bar-evaluations/s): workbench / vectorbt = {_rate(workbench) / _rate(vectorbt):.1f}x "
-          f"({_rate(workbench) / with_metrics:.1f}x counting vectorbt's metrics); "
-          f"workbench / backtesting.py = {_rate(workbench) / _rate(backtesting):.0f}x; "
-          f"single-thread workbench / vectorbt = {_rate(single) / _rate(vectorbt):.1f}x")
+    print(
+        f"\nratios (bar-evaluations/s): workbench / vectorbt = {_rate(workbench) / _rate(vectorbt):.1f}x "
+        f"({_rate(workbench) / with_metrics:.1f}x counting vectorbt's metrics); "
+        f"workbench / backtesting.py = {_rate(workbench) / _rate(backtesting):.0f}x; "
+        f"single-thread workbench / vectorbt = {_rate(single) / _rate(vectorbt):.1f}x"
+    )
 
     print("\nparity:")
     problems = _parity(workbench, vectorbt, backtesting, len(candles))
@@ -411,14 +529,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  DISAGREEMENT: {problem}")
 
     if not args.quick:
-        print(f"\nbig run: entry_window {BIG_ENTRY[0]}..{BIG_ENTRY[-1]} step {BIG_ENTRY[1] - BIG_ENTRY[0]} x "
-              f"exit_window {BIG_EXIT[0]}..{BIG_EXIT[-1]} step {BIG_EXIT[1] - BIG_EXIT[0]} = "
-              f"{len(BIG_ENTRY) * len(BIG_EXIT):,} combinations over {len(candles):,} bars")
+        print(
+            f"\nbig run: entry_window {BIG_ENTRY[0]}..{BIG_ENTRY[-1]} step {BIG_ENTRY[1] - BIG_ENTRY[0]} x "
+            f"exit_window {BIG_EXIT[0]}..{BIG_EXIT[-1]} step {BIG_EXIT[1] - BIG_EXIT[0]} = "
+            f"{len(BIG_ENTRY) * len(BIG_EXIT):,} combinations over {len(candles):,} bars"
+        )
         big = _fresh_process(run_workbench, candles, BIG_ENTRY, BIG_EXIT, os.cpu_count(), [], 1, True)
         print(_header())
         print(_row(big))
-        print(f"wall {big['seconds']:.1f} s (target < 300 s), peak RSS {big['rss_peak']:.0f} MB (target < 2048 MB), "
-              f"{big['completed']:,} combinations completed")
+        print(
+            f"wall {big['seconds']:.1f} s (target < 300 s), peak RSS {big['rss_peak']:.0f} MB (target < 2048 MB), "
+            f"{big['completed']:,} combinations completed"
+        )
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s")
     return 1 if problems else 0
 

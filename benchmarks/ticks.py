@@ -17,6 +17,7 @@ call: lock, candles, the kernel's plan, reconcile, risk checks, orders, fills, s
 
 Usage: ``python benchmarks/ticks.py [--ticks 200] [--database-url URL]`` (see benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = {
     "channel": {"entry_window": 12, "exit_window": 6, "direction": "both", "position_size": 0.5},
-    "ema_reversal": {"ema_window": 20, "dip_levels": [0.4, 0.8, 1.2], "stop_loss": 1.5, "take_profit": [0.6, 1.2],
-                     "position_size": 0.9},
+    "ema_reversal": {
+        "ema_window": 20,
+        "dip_levels": [0.4, 0.8, 1.2],
+        "stop_loss": 1.5,
+        "take_profit": [0.6, 1.2],
+        "position_size": 0.9,
+    },
     "market_making": {"spread": 1.0, "order_size": 0.03, "max_inventory": 1.0, "inventory": "both"},
 }
 START = 500  # replay from this candle: warm indicators, a realistic paper history
@@ -44,8 +50,9 @@ def _paper_session(name: str, template: str, ticks: int) -> int:
 
     candles = wb.load_candles()
     wb.save_strategy(name, template, PARAMS[template])
-    sid = wb.live.create_session(name, exchange="paper", replay_from=str(candles.index[START]),
-                                 replay_end=str(candles.index[START + ticks + 1]))
+    sid = wb.live.create_session(
+        name, exchange="paper", replay_from=str(candles.index[START]), replay_end=str(candles.index[START + ticks + 1])
+    )
     wb.live.start(sid)
     return sid
 
@@ -78,18 +85,24 @@ def _latency_ccxt(ticks: int) -> str:
     sys.path.insert(0, str(ROOT / "tests"))
     from loopback_exchange import Binance
 
-    candles = wb.load_candles().iloc[START - 100:START + ticks + 1].copy()
+    candles = wb.load_candles().iloc[START - 100 : START + ticks + 1].copy()
     last = pd.Timestamp.now(tz="UTC").floor("1h") - pd.Timedelta(hours=1)
     candles.index = pd.date_range(end=last, periods=len(candles), freq="1h", name="time")
     candles.attrs["timeframe"] = "1h"
     key, secret = secrets.token_hex(16), secrets.token_hex(32)
-    with Binance(key, secret, {"USDT": "10000"}, prices={"BTC/USDT": str(candles["open"].iloc[0])},
-                 candles={"BTC/USDT": candles}) as server:
+    with Binance(
+        key, secret, {"USDT": "10000"}, prices={"BTC/USDT": str(candles["open"].iloc[0])}, candles={"BTC/USDT": candles}
+    ) as server:
         account = wb.vault.add_account("binance", key, secret, permissions="trade", label="bench")
         wb.save_strategy("latency ccxt", "channel", PARAMS["channel"] | {"direction": "long"})
-        sid = wb.live.create_session("latency ccxt", "BTC/USDT", exchange="binance", account=account,
-                                     market_type="spot", ccxt={"urls": server.config()["urls"]["api"],
-                                                               "config": {"enableRateLimit": False}})
+        sid = wb.live.create_session(
+            "latency ccxt",
+            "BTC/USDT",
+            exchange="binance",
+            account=account,
+            market_type="spot",
+            ccxt={"urls": server.config()["urls"]["api"], "config": {"enableRateLimit": False}},
+        )
         wb.live.start(sid)
         with store.session() as scope:  # trade the moved candles from bar 100 on
             row = scope.get(store.TradingSession, sid)
@@ -110,7 +123,7 @@ def _worker(sessions: list[int], rounds: int, environment: dict[str, str], resul
     os.environ.update(environment)
     import workbench as wb
 
-    wb.live.tick  # import before timing
+    _ = wb.live.tick  # import before timing
     cpu, ticks = time.process_time(), 0
     for _ in range(rounds):
         for sid in sessions:
@@ -128,8 +141,10 @@ def _throughput(count: int, rounds: int) -> str:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     environment = {k: v for k, v in os.environ.items() if k.startswith("WORKBENCH")}
-    processes = [context.Process(target=_worker, args=(sessions[k::workers], rounds, environment, results))
-                 for k in range(workers)]
+    processes = [
+        context.Process(target=_worker, args=(sessions[k::workers], rounds, environment, results))
+        for k in range(workers)
+    ]
     started = time.perf_counter()
     for process in processes:
         process.start()
@@ -139,8 +154,10 @@ def _throughput(count: int, rounds: int) -> str:
         process.join()
     ticks, cpu = sum(d[0] for d in done), sum(d[1] for d in done)
     rate = ticks / wall
-    return (f"{count:>3} sessions, {workers} workers: {ticks:5d} ticks in {wall:6.1f} s = {rate:6.1f} ticks/s, "
-            f"{rate / workers:6.1f} per core; worker CPU {cpu / ticks * 1000:5.1f} ms per tick")
+    return (
+        f"{count:>3} sessions, {workers} workers: {ticks:5d} ticks in {wall:6.1f} s = {rate:6.1f} ticks/s, "
+        f"{rate / workers:6.1f} per core; worker CPU {cpu / ticks * 1000:5.1f} ms per tick"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with store.session():  # migrate, create tenant "local"
             pass
-        print(f"PostgreSQL: {'embedded' if not args.database_url else args.database_url.split('@')[-1]}; "
-              f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start\n")
+        print(
+            f"PostgreSQL: {'embedded' if not args.database_url else args.database_url.split('@')[-1]}; "
+            f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start\n"
+        )
         print("tick latency")
         for template in PARAMS:
             print(f"  paper {template:<14} {_latency_paper(template, args.ticks)}")

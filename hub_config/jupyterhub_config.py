@@ -10,6 +10,7 @@ owner's credentials (to create tenant roles) and passes the master key on to the
 service only. The references followed: JupyterHub's "Security overview" (web security,
 services, RBAC) and The Littlest JupyterHub's single-machine setup.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -67,18 +68,23 @@ c.Spawner.http_timeout = 90
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.named_server_limit_per_user = 20
 # a server's own token may also call the workbench service (the vault behind ServiceVault)
-c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
-                                 f"access:services!service={SERVICE_NAME}"]
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    f"access:services!service={SERVICE_NAME}",
+]
 
 # --- the workbench service: trusted, holds the master key and the owner's database URL -------
-c.JupyterHub.services = [{
-    "name": SERVICE_NAME,
-    "url": f"http://127.0.0.1:{settings.service_port}",
-    "command": [sys.executable, "-m", "workbench.hub._service"],
-    "oauth_no_confirm": True,
-    # the trusted settings go to the service only; spawners strip them from tenants' servers
-    "environment": {k: v for k, v in os.environ.items() if k.startswith("WORKBENCH_") or k == "DATABASE_URL"},
-}]
+c.JupyterHub.services = [
+    {
+        "name": SERVICE_NAME,
+        "url": f"http://127.0.0.1:{settings.service_port}",
+        "command": [sys.executable, "-m", "workbench.hub._service"],
+        "oauth_no_confirm": True,
+        # the trusted settings go to the service only; spawners strip them from tenants' servers
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("WORKBENCH_") or k == "DATABASE_URL"},
+    }
+]
 
 # --- idle servers: stopped by the JupyterHub project's idle culler (jupyterhub-idle-culler) ----
 # Its one --timeout applies to every server it culls, so it runs twice: once for the default
@@ -86,16 +92,30 @@ c.JupyterHub.services = [{
 # spawner refuses any other name). Stopping never removes a server: it starts again on the
 # next visit. Live trading runs in the workers, never in these servers.
 # A culler looks every tenth of its timeout, so a server goes at most 10 % after its limit.
-idle_cullers = {name: (timeout, only) for name, (timeout, only) in {
-    "idle-culler-lab": (settings.cull_idle_after, "--cull-named-servers=false"),
-    "idle-culler-dashboards": (settings.cull_dashboards_after, "--cull-default-servers=false"),
-}.items() if timeout}  # 0: that kind of server is never culled
+idle_cullers = {
+    name: (timeout, only)
+    for name, (timeout, only) in {
+        "idle-culler-lab": (settings.cull_idle_after, "--cull-named-servers=false"),
+        "idle-culler-dashboards": (settings.cull_dashboards_after, "--cull-default-servers=false"),
+    }.items()
+    if timeout
+}  # 0: that kind of server is never culled
 # It runs in the hub's own folder (0700): from any other it would load an idle_culler_config.py found there.
 c.JupyterHub.services += [
-    {"name": name, "cwd": str(settings.hub_dir),
-     "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={timeout}",
-                 f"--cull-every={max(1, timeout // 10)}", only]}
-    for name, (timeout, only) in idle_cullers.items()]
+    {
+        "name": name,
+        "cwd": str(settings.hub_dir),
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={timeout}",
+            f"--cull-every={max(1, timeout // 10)}",
+            only,
+        ],
+    }
+    for name, (timeout, only) in idle_cullers.items()
+]
 # activity (the proxy's per-route record of requests and websocket messages, and JupyterLab's
 # own reports) reaches the hub often enough that an active server never looks idle
 c.JupyterHub.last_activity_interval = settings.activity_interval
@@ -104,13 +124,24 @@ c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": str(settings.activity_i
 
 # --- roles: a tenant may use their own servers and the workbench service, nothing else -------
 c.JupyterHub.load_roles = [
-    {"name": "user", "description": "A tenant: their own servers and the workbench service",
-     "scopes": ["self", f"access:services!service={SERVICE_NAME}"]},
+    {
+        "name": "user",
+        "description": "A tenant: their own servers and the workbench service",
+        "scopes": ["self", f"access:services!service={SERVICE_NAME}"],
+    },
     # no "shares": a tenant's servers are never shared (a shared dashboard is rendered by the service)
-    {"name": "workbench-service", "description": "Start tenants' dashboard servers",
-     "scopes": ["read:users", "read:users:name", "servers"], "services": [SERVICE_NAME]},
+    {
+        "name": "workbench-service",
+        "description": "Start tenants' dashboard servers",
+        "scopes": ["read:users", "read:users:name", "servers"],
+        "services": [SERVICE_NAME],
+    },
     # the scopes jupyterhub-idle-culler's README names for culling servers (no admin:users: it
     # never deletes users)
-    {"name": "idle-culler", "description": "Stop servers that have been idle too long",
-     "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": list(idle_cullers)},
+    {
+        "name": "idle-culler",
+        "description": "Stop servers that have been idle too long",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": list(idle_cullers),
+    },
 ]

@@ -1,4 +1,5 @@
 """Hand-made candle series for tests whose right answer can be worked out on paper."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -8,6 +8,7 @@ gives each test session a fresh database with a random name on that server, migr
 head and set as the store's owner URL; it is dropped at the end together with the tenant
 roles created in it.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,12 @@ _BACKENDS = ("embedded", "external")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--pg", default=os.environ.get("WORKBENCH_TEST_PG", "embedded"),
-                     help="PostgreSQL servers the database tests run on, comma-separated: embedded "
-                          "(default), external (127.0.0.1:5432)")
+    parser.addoption(
+        "--pg",
+        default=os.environ.get("WORKBENCH_TEST_PG", "embedded"),
+        help="PostgreSQL servers the database tests run on, comma-separated: embedded "
+        "(default), external (127.0.0.1:5432)",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -72,8 +76,7 @@ class PgServer:
 
     def libpq_url(self, url: str | None = None) -> str:
         """``url`` (default: admin) for a raw psycopg connection."""
-        return make_url(url or self.admin_url).set(drivername="postgresql").render_as_string(
-            hide_password=False)
+        return make_url(url or self.admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def url(self, database: str) -> str:
         return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
@@ -88,8 +91,7 @@ class PgServer:
         """Drop database ``name`` and the tenant roles named after it."""
         with psycopg.connect(self.libpq_url(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            roles = conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)",
-                                 [name + "_"]).fetchall()
+            roles = conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", [name + "_"]).fetchall()
             for (role,) in roles:
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 

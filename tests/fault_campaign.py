@@ -27,6 +27,7 @@ books and the database: no client order id executed twice, every exchange trade 
 fresh WORKBENCH_HOME as ``benchmarks/fault_campaign.py`` makes); ``python
 tests/fault_campaign.py SEED`` replays one trial in a fresh embedded PostgreSQL.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,14 +49,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from loopback_exchange import (Binance, Book, Gate, LoopbackExchange, Reply, Request,
-                               answer_binance_key_restrictions, answer_gate_key_permissions)
+from loopback_exchange import (
+    Binance,
+    Book,
+    Gate,
+    LoopbackExchange,
+    Reply,
+    Request,
+    answer_binance_key_restrictions,
+    answer_gate_key_permissions,
+)
 from sqlalchemy import select, text
 
 import workbench as wb
 from workbench import store
-from workbench.errors import (ExchangeError, ExchangeUnavailable, InvalidOrder, RateLimited, SessionError,
-                              WorkbenchError)
+from workbench.errors import ExchangeError, ExchangeUnavailable, InvalidOrder, RateLimited, SessionError, WorkbenchError
 from workbench.live import _tick
 
 VENUES = ("binance", "gate")
@@ -73,8 +81,12 @@ RETRY_AFTER_S = (0.01, 0.05, 0.2)  # what a 429 asks to wait
 PRICE_ROUTE = "/fault-campaign/price"  # where a child process moves the loopback's market
 # the venues' amount step and smallest order value (quote), by venue and market type: a
 # position below either cannot be closed or protected, so it may stay
-DUST = {("binance", "spot"): (Decimal("0.00001"), Decimal(5)), ("binance", "swap"): (Decimal("0.001"), Decimal(0)),
-        ("gate", "spot"): (Decimal("0.0001"), Decimal(3)), ("gate", "swap"): (Decimal("0.0001"), Decimal(0))}
+DUST = {
+    ("binance", "spot"): (Decimal("0.00001"), Decimal(5)),
+    ("binance", "swap"): (Decimal("0.001"), Decimal(0)),
+    ("gate", "spot"): (Decimal("0.0001"), Decimal(3)),
+    ("gate", "swap"): (Decimal("0.0001"), Decimal(0)),
+}
 
 
 class ProcessDied(BaseException):
@@ -83,6 +95,7 @@ class ProcessDied(BaseException):
 
 
 # -- what a trial does, drawn from its seed ---------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -132,17 +145,29 @@ def _params(rng: random.Random, template: str, market: str) -> dict[str, Any]:
     """Parameter sets that trade within a few bars (those of tests/test_live.py, varied)."""
     if template == "channel":
         direction = "long" if market == "spot" else rng.choice(["long", "both", "short"])
-        return {"entry_window": rng.choice([4, 5, 6]), "exit_window": rng.choice([2, 3]), "direction": direction,
-                "position_size": rng.choice([0.3, 0.5, 0.8])}
+        return {
+            "entry_window": rng.choice([4, 5, 6]),
+            "exit_window": rng.choice([2, 3]),
+            "direction": direction,
+            "position_size": rng.choice([0.3, 0.5, 0.8]),
+        }
     if template == "ema_reversal":
-        params: dict[str, Any] = {"ema_window": rng.choice([10, 20]), "dip_levels": [0.3, 0.6, 1.0],
-                                  "stop_loss": rng.choice([0.8, 1.5]), "take_profit": [0.5, 1.0],
-                                  "position_size": rng.choice([0.5, 0.9])}
+        params: dict[str, Any] = {
+            "ema_window": rng.choice([10, 20]),
+            "dip_levels": [0.3, 0.6, 1.0],
+            "stop_loss": rng.choice([0.8, 1.5]),
+            "take_profit": [0.5, 1.0],
+            "position_size": rng.choice([0.5, 0.9]),
+        }
         if market == "swap":
             params["leverage"] = rng.choice([1, 2, 3])
         return params
-    return {"spread": rng.choice([0.3, 0.5, 1.0]), "order_size": rng.choice([0.03, 0.05]),
-            "max_inventory": rng.choice([0.5, 1.0]), "inventory": "long_only" if market == "spot" else "both"}
+    return {
+        "spread": rng.choice([0.3, 0.5, 1.0]),
+        "order_size": rng.choice([0.03, 0.05]),
+        "max_inventory": rng.choice([0.5, 1.0]),
+        "inventory": "long_only" if market == "spot" else "both",
+    }
 
 
 def plan_trial(seed: int, *, bars: int = 30, kill_fraction: float = 0.1) -> TrialPlan:
@@ -153,8 +178,23 @@ def plan_trial(seed: int, *, bars: int = 30, kill_fraction: float = 0.1) -> Tria
     params = _params(rng, template, market)
     offset = rng.randrange(0, 17_000)
     settle_from = bars - 4
-    kinds = ["lose_send", "lose_send", "lose_cancel", "read_5xx", "read_429", "slow_read", "slow_send", "partial",
-             "partial", "visibility", "reject_invalid", "reject_funds", "crash", "crash", "crash"]
+    kinds = [
+        "lose_send",
+        "lose_send",
+        "lose_cancel",
+        "read_5xx",
+        "read_429",
+        "slow_read",
+        "slow_send",
+        "partial",
+        "partial",
+        "visibility",
+        "reject_invalid",
+        "reject_funds",
+        "crash",
+        "crash",
+        "crash",
+    ]
     if venue == "gate":  # Gate's cancels go to /orders/{id}: a fault cannot name that path in advance
         kinds.remove("lose_cancel")
     faults = []
@@ -179,14 +219,31 @@ def plan_trial(seed: int, *, bars: int = 30, kill_fraction: float = 0.1) -> Tria
     if rng.random() < kill_fraction:
         kill = (rng.randrange(3, settle_from - 2), rng.choice(CHECKPOINTS), rng.choice([1, 1, 2]))
     stop_at_end = rng.random() < 0.7
-    stop_fault = (rng.choice([None, None, "lose_send", "read_5xx", "crash", "reject", "reject_funds"])
-                  if stop_at_end else None)
-    return TrialPlan(seed, venue, market, template, params, rng.choice(POLICIES), offset, bars, settle_from,
-                     rng.choice([0.0, 0.1, 0.3]), tuple(faults), kill, rng.random() < 0.5, rng.random() < 0.5,
-                     stop_at_end, stop_fault)
+    stop_fault = (
+        rng.choice([None, None, "lose_send", "read_5xx", "crash", "reject", "reject_funds"]) if stop_at_end else None
+    )
+    return TrialPlan(
+        seed,
+        venue,
+        market,
+        template,
+        params,
+        rng.choice(POLICIES),
+        offset,
+        bars,
+        settle_from,
+        rng.choice([0.0, 0.1, 0.3]),
+        tuple(faults),
+        kill,
+        rng.random() < 0.5,
+        rng.random() < 0.5,
+        stop_at_end,
+        stop_fault,
+    )
 
 
 # -- what a trial found ----------------------------------------------------------------------
+
 
 @dataclass
 class TrialResult:
@@ -217,20 +274,25 @@ class TrialResult:
 
     def summary(self) -> str:
         """One line: enough to find the trial again (its seed) and see what broke."""
-        counts = (f"dup={self.duplicates} lost={self.lost_fills} ledger={self.ledger_mismatch} "
-                  f"unprotected={self.unprotected} errors={len(self.errors)}")
+        counts = (
+            f"dup={self.duplicates} lost={self.lost_fills} ledger={self.ledger_mismatch} "
+            f"unprotected={self.unprotected} errors={len(self.errors)}"
+        )
         more = [f"(+{len(self.errors) - 3} more errors)"] if len(self.errors) > 3 else []
         found = "; ".join(self.details + self.errors[:3] + more)
-        return (f"seed {self.seed}: {self.venue} {self.market} {self.template} [{self.status}] {counts} "
-                f"orders={self.orders} fills={self.fills} faults: {self.faults}" + (f" -- {found}" if found else ""))
+        return (
+            f"seed {self.seed}: {self.venue} {self.market} {self.template} [{self.status}] {counts} "
+            f"orders={self.orders} fills={self.fills} faults: {self.faults}" + (f" -- {found}" if found else "")
+        )
 
 
 # -- the venue ---------------------------------------------------------------------------------
 
+
 def _candles(offset: int, bars: int) -> pd.DataFrame:
     """Bundled candles from ``offset``, moved to end an hour ago (a signed request's real
     timestamp must fit the venue's window)."""
-    candles = wb.load_candles().iloc[offset:offset + bars].copy()
+    candles = wb.load_candles().iloc[offset : offset + bars].copy()
     last = pd.Timestamp.now(tz="UTC").floor("1h") - pd.Timedelta(hours=1)
     candles.index = pd.date_range(end=last, periods=len(candles), freq="1h", name="time")
     candles.attrs["timeframe"] = "1h"
@@ -252,58 +314,106 @@ class _Venue:
 
     @property
     def order_path(self) -> str:
-        return {("binance", "spot"): "/api/v3/order", ("binance", "swap"): "/fapi/v1/order",
-                ("gate", "spot"): "/api/v4/spot/orders",
-                ("gate", "swap"): "/api/v4/futures/usdt/orders"}[(self.name, self.market)]
+        return {
+            ("binance", "spot"): "/api/v3/order",
+            ("binance", "swap"): "/fapi/v1/order",
+            ("gate", "spot"): "/api/v4/spot/orders",
+            ("gate", "swap"): "/api/v4/futures/usdt/orders",
+        }[(self.name, self.market)]
 
     @property
     def read_paths(self) -> list[tuple[str, str]]:
         """(method, path) of the reads a tick makes (order lookups by id on Gate name the id)."""
-        paths = {("binance", "spot"): ["/api/v3/account", "/api/v3/myTrades", "/api/v3/order", "/api/v3/allOrders",
-                                       "/api/v3/klines", "/api/v3/exchangeInfo"],
-                 ("binance", "swap"): ["/fapi/v3/account", "/fapi/v1/userTrades", "/fapi/v1/order",
-                                       "/fapi/v1/allOrders", "/fapi/v1/klines", "/fapi/v3/positionRisk",
-                                       "/fapi/v1/algoOrder", "/fapi/v1/exchangeInfo"],
-                 ("gate", "spot"): ["/api/v4/spot/accounts", "/api/v4/spot/my_trades", "/api/v4/spot/orders",
-                                    "/api/v4/spot/candlesticks", "/api/v4/spot/open_orders",
-                                    "/api/v4/spot/currency_pairs"],
-                 ("gate", "swap"): ["/api/v4/futures/usdt/accounts", "/api/v4/futures/usdt/my_trades_timerange",
-                                    "/api/v4/futures/usdt/orders", "/api/v4/futures/usdt/candlesticks",
-                                    "/api/v4/futures/usdt/positions", "/api/v4/futures/usdt/contracts"]}
+        paths = {
+            ("binance", "spot"): [
+                "/api/v3/account",
+                "/api/v3/myTrades",
+                "/api/v3/order",
+                "/api/v3/allOrders",
+                "/api/v3/klines",
+                "/api/v3/exchangeInfo",
+            ],
+            ("binance", "swap"): [
+                "/fapi/v3/account",
+                "/fapi/v1/userTrades",
+                "/fapi/v1/order",
+                "/fapi/v1/allOrders",
+                "/fapi/v1/klines",
+                "/fapi/v3/positionRisk",
+                "/fapi/v1/algoOrder",
+                "/fapi/v1/exchangeInfo",
+            ],
+            ("gate", "spot"): [
+                "/api/v4/spot/accounts",
+                "/api/v4/spot/my_trades",
+                "/api/v4/spot/orders",
+                "/api/v4/spot/candlesticks",
+                "/api/v4/spot/open_orders",
+                "/api/v4/spot/currency_pairs",
+            ],
+            ("gate", "swap"): [
+                "/api/v4/futures/usdt/accounts",
+                "/api/v4/futures/usdt/my_trades_timerange",
+                "/api/v4/futures/usdt/orders",
+                "/api/v4/futures/usdt/candlesticks",
+                "/api/v4/futures/usdt/positions",
+                "/api/v4/futures/usdt/contracts",
+            ],
+        }
         return [("GET", p) for p in paths[(self.name, self.market)]]
 
     @property
     def stop_paths(self) -> list[str]:
         """Where stops go when they do not go with the orders (USDⓈ-M algo orders, Gate price orders)."""
-        return {("binance", "swap"): ["/fapi/v1/algoOrder"], ("gate", "spot"): ["/api/v4/spot/price_orders"],
-                ("gate", "swap"): ["/api/v4/futures/usdt/price_orders"]}.get((self.name, self.market), [])
+        return {
+            ("binance", "swap"): ["/fapi/v1/algoOrder"],
+            ("gate", "spot"): ["/api/v4/spot/price_orders"],
+            ("gate", "swap"): ["/api/v4/futures/usdt/price_orders"],
+        }.get((self.name, self.market), [])
 
     @property
     def cancel_paths(self) -> list[str]:
-        return {("binance", "spot"): ["/api/v3/order"],
-                ("binance", "swap"): ["/fapi/v1/order", "/fapi/v1/algoOrder"]}.get((self.name, self.market), [])
+        return {
+            ("binance", "spot"): ["/api/v3/order"],
+            ("binance", "swap"): ["/fapi/v1/order", "/fapi/v1/algoOrder"],
+        }.get((self.name, self.market), [])
 
     def lost_body(self, drop: bool) -> dict[str, Any]:
         """How an answer is lost: the connection dropped, or the venue's own 'status unknown'."""
         if drop:
             return {}
         if self.name == "binance":
-            return {"status": 503, "body": {"code": -1007, "msg": "Timeout waiting for response from backend "
-                                            "server. Send status unknown; execution status unknown."}}
+            return {
+                "status": 503,
+                "body": {
+                    "code": -1007,
+                    "msg": "Timeout waiting for response from backend "
+                    "server. Send status unknown; execution status unknown.",
+                },
+            }
         return {"status": 502, "body": "Bad Gateway"}
 
     def reject(self, kind: str) -> tuple[int, Any]:
         """A venue's refusal of an order: a filter failure, or not enough funds."""
         if self.name == "binance" and self.market == "spot":
-            return (400, {"code": -1013, "msg": "Filter failure: NOTIONAL"}) if kind == "reject_invalid" else \
-                (400, {"code": -2010, "msg": "Account has insufficient balance for requested action."})
+            return (
+                (400, {"code": -1013, "msg": "Filter failure: NOTIONAL"})
+                if kind == "reject_invalid"
+                else (400, {"code": -2010, "msg": "Account has insufficient balance for requested action."})
+            )
         if self.name == "binance":
-            return (400, {"code": -1111, "msg": "Precision is over the maximum defined for this asset."}) \
-                if kind == "reject_invalid" else (400, {"code": -2019, "msg": "Margin is insufficient."})
+            return (
+                (400, {"code": -1111, "msg": "Precision is over the maximum defined for this asset."})
+                if kind == "reject_invalid"
+                else (400, {"code": -2019, "msg": "Margin is insufficient."})
+            )
         if kind == "reject_invalid":
             return 400, {"label": "INVALID_PARAM_VALUE", "message": "Your order size is too small"}
-        return 400, ({"label": "BALANCE_NOT_ENOUGH", "message": "Not enough balance"} if self.market == "spot"
-                     else {"label": "INSUFFICIENT_AVAILABLE", "message": "insufficient available balance"})
+        return 400, (
+            {"label": "BALANCE_NOT_ENOUGH", "message": "Not enough balance"}
+            if self.market == "spot"
+            else {"label": "INSUFFICIENT_AVAILABLE", "message": "insufficient available balance"}
+        )
 
 
 def _set_market(server: LoopbackExchange, price: str) -> None:
@@ -329,13 +439,20 @@ def _open_venue(plan: TrialPlan, candles: pd.DataFrame, key: str, secret: str) -
     kind = Binance if plan.venue == "binance" else Gate
     served = candles.copy()  # its newest close follows the market (``_set_market``)
     served.attrs = dict(candles.attrs)
-    server = kind(key, secret, {"USDT": BALANCE}, futures_balances={"USDT": BALANCE},
-                  prices={SYMBOL: str(candles["open"].iloc[0])}, candles={SYMBOL: served},
-                  visibility_delay=plan.visibility)
+    server = kind(
+        key,
+        secret,
+        {"USDT": BALANCE},
+        futures_balances={"USDT": BALANCE},
+        prices={SYMBOL: str(candles["open"].iloc[0])},
+        candles={SYMBOL: served},
+        visibility_delay=plan.visibility,
+    )
 
     def move(request: Request) -> Reply:
         _set_market(server, json.loads(request.body)["price"])
         return Reply(200, {})
+
     server.route("POST", PRICE_ROUTE, move)
     if plan.venue == "binance":
         answer_binance_key_restrictions(server, futures=True)
@@ -347,6 +464,7 @@ def _open_venue(plan: TrialPlan, candles: pd.DataFrame, key: str, secret: str) -
 
 
 # -- crashes -----------------------------------------------------------------------------------
+
 
 class _Crashes:
     """The tick's checkpoint hook: raise ``ProcessDied`` at the nth arrival at a point, once armed."""
@@ -406,39 +524,71 @@ class _Trial:
         config = {"enableRateLimit": False, "timeout": int(TIMEOUT_S * 1000)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a loopback key is not IP-restricted on a real venue's terms
-            account = wb.vault.add_account(plan.venue, key, secret, permissions="trade", label=name,
-                                           ccxt_config={"urls": {"api": venue.urls}, **config})
+            account = wb.vault.add_account(
+                plan.venue,
+                key,
+                secret,
+                permissions="trade",
+                label=name,
+                ccxt_config={"urls": {"api": venue.urls}, **config},
+            )
         wb.save_strategy(name, plan.template, plan.params)
-        sid = wb.live.create_session(name, SYMBOLS[plan.market], exchange=plan.venue, account=account,
-                                     market_type=plan.market, ccxt={"urls": venue.urls, "config": config},
-                                     retry_max_wait=0.05, on_error=plan.on_error,
-                                     order_visibility_wait=VISIBILITY_WAIT_S)
+        sid = wb.live.create_session(
+            name,
+            SYMBOLS[plan.market],
+            exchange=plan.venue,
+            account=account,
+            market_type=plan.market,
+            ccxt={"urls": venue.urls, "config": config},
+            retry_max_wait=0.05,
+            on_error=plan.on_error,
+            order_visibility_wait=VISIBILITY_WAIT_S,
+        )
         wb.live.start(sid)
         with store.session() as scope:  # trade the candles from their start (as tests/test_live.py does)
-            scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
-                          {"a": candles.index[0].to_pydatetime(), "id": sid})
+            scope.execute(
+                text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
+                {"a": candles.index[0].to_pydatetime(), "id": sid},
+            )
         return sid
 
     # faults
     def inject(self, venue: _Venue, fault: Fault) -> None:
         server, detail, rng = venue.server, fault.detail, random.Random(f"{self.plan.seed}:{fault}")
         if fault.kind == "lose_send":
-            server.lose_response(venue.order_path, method="POST", times=detail["times"],
-                                 **venue.lost_body(detail["drop"]))
+            server.lose_response(
+                venue.order_path, method="POST", times=detail["times"], **venue.lost_body(detail["drop"])
+            )
         elif fault.kind == "lose_cancel":
             for path in venue.cancel_paths:
                 server.lose_response(path, method="DELETE", times=1)
         elif fault.kind in ("read_5xx", "read_429", "slow_read"):
             method, path = venue.read_paths[detail["path"] % len(venue.read_paths)]
             if fault.kind == "read_5xx":
-                server.fail(path, detail["status"], "Service Unavailable", method=method, times=detail["times"],
-                            after=detail["after"])
+                server.fail(
+                    path,
+                    detail["status"],
+                    "Service Unavailable",
+                    method=method,
+                    times=detail["times"],
+                    after=detail["after"],
+                )
             elif fault.kind == "read_429":
                 retry = f"{rng.choice(RETRY_AFTER_S):g}"
-                body = {"code": -1003, "msg": "Too many requests."} if venue.name == "binance" else \
-                    {"label": "TOO_MANY_REQUESTS", "message": "Request Rate limit Exceeded"}
-                server.fail(path, 429, body, method=method, times=detail["times"], after=detail["after"],
-                            headers={"Retry-After": retry})
+                body = (
+                    {"code": -1003, "msg": "Too many requests."}
+                    if venue.name == "binance"
+                    else {"label": "TOO_MANY_REQUESTS", "message": "Request Rate limit Exceeded"}
+                )
+                server.fail(
+                    path,
+                    429,
+                    body,
+                    method=method,
+                    times=detail["times"],
+                    after=detail["after"],
+                    headers={"Retry-After": retry},
+                )
             else:
                 server.delay(path, SLOW_S, method=method, times=detail["times"])
         elif fault.kind == "slow_send":
@@ -484,23 +634,36 @@ class _Trial:
         if expected and not unrouted:
             self.result.events.append(what[:300])
         else:
-            self.result.errors.append(what[:500] + ("" if isinstance(exc, WorkbenchError) else
-                                                     " | " + "".join(traceback.format_tb(exc.__traceback__)[-3:])))
+            self.result.errors.append(
+                what[:500]
+                + (
+                    ""
+                    if isinstance(exc, WorkbenchError)
+                    else " | " + "".join(traceback.format_tb(exc.__traceback__)[-3:])
+                )
+            )
 
     def kill(self, venue: _Venue, sid: int, candles: pd.DataFrame, start: int, point: str, nth: int) -> int:
         """Tick bars from ``start`` in a child process that SIGKILLs itself at the nth arrival
         at ``point``; the first bar it did not complete."""
-        bars = [(candles.index[b].isoformat(), str(candles["open"].iloc[b]))
-                for b in range(start, min(start + 6, self.plan.settle_from))]
+        bars = [
+            (candles.index[b].isoformat(), str(candles["open"].iloc[b]))
+            for b in range(start, min(start + 6, self.plan.settle_from))
+        ]
         spec = {"sid": sid, "bars": bars, "point": point, "nth": nth, "price_url": venue.server.url + PRICE_ROUTE}
-        done = subprocess.run([self.python, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                              env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [self.python, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         completed = [line for line in done.stdout.splitlines() if line.startswith("done ")]
         for line in done.stdout.splitlines():
             if line.startswith("unexpected "):
-                self.result.errors.append(f"child process: {line[len('unexpected '):]}"[:500])
+                self.result.errors.append(f"child process: {line[len('unexpected ') :]}"[:500])
             elif line.startswith("expected "):
-                self.result.events.append(f"child process: {line[len('expected '):]}"[:300])
+                self.result.events.append(f"child process: {line[len('expected ') :]}"[:300])
         if done.returncode == -signal.SIGKILL:
             self.result.events.append(f"SIGKILL at bar {start + len(completed)} ({point} #{nth})")
         elif done.returncode != 0:
@@ -550,8 +713,9 @@ class _Trial:
         """``stop()``, with the plan's fault during the wind-down; stopped again after a crash."""
         fault = self.plan.stop_fault
         if fault == "lose_send":
-            venue.server.lose_response(venue.order_path, method="POST", times=1,
-                                       **venue.lost_body(self.plan.seed % 2 == 0))
+            venue.server.lose_response(
+                venue.order_path, method="POST", times=1, **venue.lost_body(self.plan.seed % 2 == 0)
+            )
             for path in venue.stop_paths:
                 venue.server.lose_response(path, method="POST", times=1)
         elif fault == "read_5xx":
@@ -583,6 +747,7 @@ class _Trial:
 
 # -- the invariants ----------------------------------------------------------------------------
 
+
 def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> None:
     """Compare the venue's books with the database after the trial (see the module docstring)."""
     book, symbol = venue.book, SYMBOLS[plan.market]
@@ -598,7 +763,7 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
     # futures stop's order carries its text)
     placed = [(s.client_id, s.actual.id if s.actual is not None else s.id) for s in stops]
     for cid, oid in [(o.client_id, o.id) for o in orders] + placed:
-        cid = cid[len(strip):] if strip and cid.startswith(strip) else cid
+        cid = cid[len(strip) :] if strip and cid.startswith(strip) else cid
         if cid.startswith(prefix):
             accepted.setdefault(cid, set()).add(oid)
     twice = sorted(cid for cid, ids in accepted.items() if len(ids) > 1)
@@ -610,10 +775,17 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
     with store.session() as scope:
         session = scope.scalars(select(store.TradingSession).where(store.TradingSession.id == sid)).one()
         result.status, result.message = session.status, session.status_message or ""
-        rows = scope.execute(select(store.Fill.exchange_trade_id, store.Order.side, store.Fill.amount,
-                                    store.Fill.fee, store.Fill.fee_currency)
-                             .join(store.Order, store.Order.id == store.Fill.order_id)
-                             .where(store.Order.session_id == sid)).all()
+        rows = scope.execute(
+            select(
+                store.Fill.exchange_trade_id,
+                store.Order.side,
+                store.Fill.amount,
+                store.Fill.fee,
+                store.Fill.fee_currency,
+            )
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == sid)
+        ).all()
         offset = Decimal(session.settings.get("position_offset", "0"))
     on_venue = {str(t.id) for t in trades}
     recorded = [r.exchange_trade_id for r in rows]
@@ -622,15 +794,23 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
     result.lost_fills = len(missing) + len(phantom) + twice_recorded
     if missing:
         lost = [t for t in trades if str(t.id) in missing]
-        result.details.append("venue trades not recorded: " + ", ".join(
-            f"{t.id} ({t.order.client_id} {t.order.side} {t.amount})" for t in lost[:5]))
+        result.details.append(
+            "venue trades not recorded: "
+            + ", ".join(f"{t.id} ({t.order.client_id} {t.order.side} {t.amount})" for t in lost[:5])
+        )
     if phantom or twice_recorded:
-        result.details.append(f"recorded fills the venue does not have: {sorted(phantom)[:5]}, "
-                              f"recorded twice: {twice_recorded}")
+        result.details.append(
+            f"recorded fills the venue does not have: {sorted(phantom)[:5]}, recorded twice: {twice_recorded}"
+        )
 
     base_fee = plan.market == "spot"
-    ledger = sum(((r.amount if r.side == "buy" else -r.amount) - (r.fee if base_fee and r.fee_currency == "BTC" else 0)
-                  for r in rows), Decimal(0))
+    ledger = sum(
+        (
+            (r.amount if r.side == "buy" else -r.amount) - (r.fee if base_fee and r.fee_currency == "BTC" else 0)
+            for r in rows
+        ),
+        Decimal(0),
+    )
     if abs((held - offset) - ledger) > Decimal("1e-8"):
         result.ledger_mismatch = 1
         result.details.append(f"venue position {held - offset:f}, recorded fills make {ledger:f}")
@@ -647,11 +827,15 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
             result.events.append(f"the venue refused to secure {position:f}, and the session says so")
         elif position and not dust and covered < abs(position) - step:
             result.unprotected = 1
-            result.details.append(f"{result.status} holding {position:f} with {covered:f} under resting stops "
-                                  f"(on_error {plan.on_error}): {result.message[:300]}")
+            result.details.append(
+                f"{result.status} holding {position:f} with {covered:f} under resting stops "
+                f"(on_error {plan.on_error}): {result.message[:300]}"
+            )
     if getattr(venue.server, "bans", None):
-        result.errors.append(f"the venue banned the client {len(venue.server.bans)}x (418): it came back before "
-                             "a 429's Retry-After ran out")
+        result.errors.append(
+            f"the venue banned the client {len(venue.server.bans)}x (418): it came back before "
+            "a 429's Retry-After ran out"
+        )
     handler_errors: dict[str, int] = {}
     for err in venue.server.errors:
         handler_errors[repr(err)[:200]] = handler_errors.get(repr(err)[:200], 0) + 1
@@ -662,17 +846,29 @@ def _check(result: TrialResult, plan: TrialPlan, venue: _Venue, sid: int) -> Non
 
 def _trace(venue: _Venue, orders: list, stops: list, trades: list, sid: int) -> list[str]:
     """The venue's orders, stops and trades and the database's orders, to replay a broken trial by."""
-    lines = [f"venue order {o.id} {o.client_id} {o.side} {o.type} {o.amount} @ {o.price} filled {o.filled} "
-             f"{o.status} created {o.created_ms}" for o in orders]
+    lines = [
+        f"venue order {o.id} {o.client_id} {o.side} {o.type} {o.amount} @ {o.price} filled {o.filled} "
+        f"{o.status} created {o.created_ms}"
+        for o in orders
+    ]
     lines += [f"venue stop {s.id} {s.client_id} {s.side} {s.amount} trigger {s.trigger} {s.status}" for s in stops]
-    lines += [f"venue trade {t.id} of {t.order.id} {t.order.side} {t.amount} @ {t.price} fee {t.fee} {t.fee_asset} "
-              f"at {t.time_ms}" for t in trades]
+    lines += [
+        f"venue trade {t.id} of {t.order.id} {t.order.side} {t.amount} @ {t.price} fee {t.fee} {t.fee_asset} "
+        f"at {t.time_ms}"
+        for t in trades
+    ]
     with store.session() as scope:
         rows = scope.scalars(select(store.Order).where(store.Order.session_id == sid).order_by(store.Order.id)).all()
-        fills = scope.execute(select(store.Fill.exchange_trade_id, store.Order.client_order_id).join(
-            store.Order, store.Order.id == store.Fill.order_id).where(store.Order.session_id == sid)).all()
-        lines += [f"db order {r.client_order_id} -> {r.exchange_order_id} {r.side} {r.type} {r.amount} filled "
-                  f"{r.filled} {r.status} ({r.resolution})" for r in rows]
+        fills = scope.execute(
+            select(store.Fill.exchange_trade_id, store.Order.client_order_id)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == sid)
+        ).all()
+        lines += [
+            f"db order {r.client_order_id} -> {r.exchange_order_id} {r.side} {r.type} {r.amount} filled "
+            f"{r.filled} {r.status} ({r.resolution})"
+            for r in rows
+        ]
     lines += [f"db fill {f.exchange_trade_id} of {f.client_order_id}" for f in fills]
     return lines
 
@@ -694,8 +890,10 @@ def run_trial(seed: int, *, bars: int = 30, kill_fraction: float = 0.1, python: 
             try:
                 trial.run(venue, sid, candles)
             except Exception as exc:
-                trial.result.errors.append(f"the trial itself failed: {type(exc).__name__}: {exc} | "
-                                           + "".join(traceback.format_tb(exc.__traceback__)[-4:]))
+                trial.result.errors.append(
+                    f"the trial itself failed: {type(exc).__name__}: {exc} | "
+                    + "".join(traceback.format_tb(exc.__traceback__)[-4:])
+                )
             _check(trial.result, plan, venue, sid)
     except Exception as exc:  # setting the trial up failed: an error like any other
         trial.result.errors.append(f"setup: {type(exc).__name__}: {exc}")
@@ -704,6 +902,7 @@ def run_trial(seed: int, *, bars: int = 30, kill_fraction: float = 0.1, python: 
 
 
 # -- the child process of a SIGKILL trial, and replaying one seed ---------------------------------
+
 
 def _child(spec: dict[str, Any]) -> None:
     """Tick ``spec["bars"]`` (moving the loopback's market first); SIGKILL this process at
@@ -717,6 +916,7 @@ def _child(spec: dict[str, Any]) -> None:
             hits["n"] += 1
             if hits["n"] == spec["nth"]:
                 os.kill(os.getpid(), signal.SIGKILL)
+
     _tick.checkpoint = checkpoint
     for when, price in spec["bars"]:
         request = urllib.request.Request(spec["price_url"], data=json.dumps({"price": price}).encode(), method="POST")

@@ -5,6 +5,7 @@ an HTTP client that signs up, logs in and follows JupyterHub's OAuth like a brow
 As root the hub runs each tenant as unix account ``jupyter-<name>``: the harness uses
 random user names and deletes the accounts it made when the hub stops.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,10 +49,13 @@ def _notebooks(folder: Path) -> Path:
     if not dashboard.exists():
         dashboard.parent.mkdir(exist_ok=True)
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(
-            "import os\nfrom workbench import store\nsid = int(os.environ['WORKBENCH_SESSION_ID'])\n"
-            "with store.session() as s:\n    row = s.get(store.TradingSession, sid)\n"
-            "print('SESSION', sid, row.symbol if row else 'NOT VISIBLE', row.status if row else '')")]
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                "import os\nfrom workbench import store\nsid = int(os.environ['WORKBENCH_SESSION_ID'])\n"
+                "with store.session() as s:\n    row = s.get(store.TradingSession, sid)\n"
+                "print('SESSION', sid, row.symbol if row else 'NOT VISIBLE', row.status if row else '')"
+            )
+        ]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, dashboard)
     for path in [target, *target.rglob("*")]:
@@ -102,8 +106,9 @@ class Client(requests.Session):
 
     def xsrf(self) -> str:
         """The hub's XSRF token for this session, as its pages give it to their scripts."""
-        page = self.get(self.url("/hub/home" if self._logged_in else "/hub/login"),
-                        headers={"Sec-Fetch-Mode": "navigate"}).text
+        page = self.get(
+            self.url("/hub/home" if self._logged_in else "/hub/login"), headers={"Sec-Fetch-Mode": "navigate"}
+        ).text
         found = re.search(r'xsrf_token: "([^"]+)"', page) or re.search(r'name="_xsrf" value="([^"]+)"', page)
         return found.group(1)
 
@@ -111,8 +116,9 @@ class Client(requests.Session):
         return self.post(self.url(path), data={**data, "_xsrf": self.xsrf()}, allow_redirects=True)
 
     def signup(self, name: str, password: str = PASSWORD) -> requests.Response:
-        return self.form("/hub/signup", {"username": name, "signup_password": password,
-                                         "signup_password_confirmation": password})
+        return self.form(
+            "/hub/signup", {"username": name, "signup_password": password, "signup_password_confirmation": password}
+        )
 
     def login(self, name: str, password: str) -> requests.Response:
         response = self.form("/hub/login", {"username": name, "password": password})
@@ -137,8 +143,10 @@ class Client(requests.Session):
 
     def service(self, method: str, path: str, **kwargs) -> requests.Response:
         """Call the workbench service's API with the browser's cookies (OAuth done first)."""
-        if not any(c.name.startswith("workbench-services-workbench") or c.name == "jupyterhub-services-workbench"
-                   for c in self.cookies):
+        if not any(
+            c.name.startswith("workbench-services-workbench") or c.name == "jupyterhub-services-workbench"
+            for c in self.cookies
+        ):
             self.open("/services/workbench/")
         xsrf = next((c.value for c in self.cookies if c.name == "_xsrf" and c.path == "/services/workbench/"), "")
         # the headers a browser's fetch() sends: they make the service check XSRF
@@ -184,10 +192,14 @@ def running_hub(*, worker: bool = False, env: dict[str, str] | None = None) -> I
     tag = secrets.token_hex(3)
     admins, demo = f"adm{tag}", (f"demoa{tag}", f"demob{tag}")
     variables = {
-        "WORKBENCH_HOME": str(root / "home"), "WORKBENCH_NOTEBOOKS": str(_notebooks(root)),
-        "WORKBENCH_HUB_PORT": str(free_port()), "WORKBENCH_HUB_INTERNAL_PORT": str(free_port()),
-        "WORKBENCH_PROXY_API_PORT": str(free_port()), "WORKBENCH_SERVICE_PORT": str(free_port()),
-        "WORKBENCH_HUB_ADMINS": admins, "WORKBENCH_HUB_DEMO_TENANTS": ",".join(demo),
+        "WORKBENCH_HOME": str(root / "home"),
+        "WORKBENCH_NOTEBOOKS": str(_notebooks(root)),
+        "WORKBENCH_HUB_PORT": str(free_port()),
+        "WORKBENCH_HUB_INTERNAL_PORT": str(free_port()),
+        "WORKBENCH_PROXY_API_PORT": str(free_port()),
+        "WORKBENCH_SERVICE_PORT": str(free_port()),
+        "WORKBENCH_HUB_ADMINS": admins,
+        "WORKBENCH_HUB_DEMO_TENANTS": ",".join(demo),
         **(env or {}),
     }
     hub = None
@@ -230,7 +242,6 @@ def server_environment(user: str, name: str = "") -> dict[str, str]:
     return min(found, key=lambda item: item[0])[1]
 
 
-
 def approved_tenant(hub: Hub, label: str) -> str:
     """A new tenant that signed up and was approved by an admin (approval provisions it)."""
     name = hub.new_name(label)
@@ -244,9 +255,18 @@ def as_tenant(name: str, command: str, timeout: float = 60.0) -> subprocess.Comp
     """``command`` run by bash as tenant ``name``'s unix account in its home, as its JupyterLab
     terminal would run it (root only)."""
     account = pwd.getpwnam(unix_name(name))
-    return subprocess.run(["/bin/bash", "-c", command], user=account.pw_uid, group=account.pw_gid, extra_groups=[],
-                          cwd=account.pw_dir, env={"HOME": account.pw_dir, "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        ["/bin/bash", "-c", command],
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        cwd=account.pw_dir,
+        env={"HOME": account.pw_dir, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def in_terminal(hub: Hub, client: Client, user: str, command: str, timeout: float = 60.0) -> tuple[int, str]:
@@ -265,8 +285,9 @@ def in_terminal(hub: Hub, client: Client, user: str, command: str, timeout: floa
     name, marker = created.json()["name"], f"__done_{secrets.token_hex(4)}__"
 
     async def typed() -> tuple[int, str]:
-        socket = await websocket_connect(HTTPRequest(base.replace("http", "ws", 1) + f"terminals/websocket/{name}",
-                                                     headers=headers))
+        socket = await websocket_connect(
+            HTTPRequest(base.replace("http", "ws", 1) + f"terminals/websocket/{name}", headers=headers)
+        )
         socket.write_message(json.dumps(["stdin", f"{command}; echo {marker}$?{marker}\r"]))
         printed = ""
         deadline = time.monotonic() + timeout
@@ -279,7 +300,7 @@ def in_terminal(hub: Hub, client: Client, user: str, command: str, timeout: floa
             found = re.search(rf"{marker}(\d+){marker}", printed)
             if found:
                 socket.close()
-                return int(found.group(1)), printed[:found.start()]
+                return int(found.group(1)), printed[: found.start()]
         raise AssertionError(f"the terminal of {user} did not finish {command!r} in {timeout} s: {printed[-500:]}")
 
     try:

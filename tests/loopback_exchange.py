@@ -20,6 +20,7 @@ history (SYNTHETIC rates from ``synthetic_funding`` unless given real ones), whi
         exchange.fetch_ohlcv("BTC/USDT", "1h")
         server.requests_to("/api/v3/klines")   # what ccxt actually sent
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -114,15 +115,24 @@ class LoopbackExchange:
         """Answer requests to ``path`` with ``status`` (and ``headers``, e.g. Retry-After): after
         letting ``after`` through, the next ``times`` ones (all, until cleared, when None)."""
         with self._lock:
-            self._faults.append(_Fault(method and method.upper(), path, Reply(status, body, headers or {}), times, after))
+            self._faults.append(
+                _Fault(method and method.upper(), path, Reply(status, body, headers or {}), times, after)
+            )
 
     def delay(self, path: str, seconds: float, *, method: str | None = None, times: int | None = 1) -> None:
         """Answer the next ``times`` requests to ``path`` only after ``seconds`` (a timeout)."""
         with self._lock:
             self._faults.append(_Fault(method and method.upper(), path, Reply(200, None), times, 0, delay=seconds))
 
-    def lose_response(self, path: str, *, method: str | None = None, times: int | None = 1,
-                      status: int | None = None, body: Any = "Bad Gateway") -> None:
+    def lose_response(
+        self,
+        path: str,
+        *,
+        method: str | None = None,
+        times: int | None = 1,
+        status: int | None = None,
+        body: Any = "Bad Gateway",
+    ) -> None:
         """Carry out the next ``times`` requests to ``path``, then drop the connection without
         answering (``status=None``) or answer ``status`` and ``body`` instead of the result
         (e.g. Binance's 503 ``{"code": -1007, ...}``: "Send status unknown; execution status
@@ -163,7 +173,9 @@ class LoopbackExchange:
         server.daemon_threads = True
         server.exchange = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="loopback-exchange", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="loopback-exchange", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -194,8 +206,11 @@ class LoopbackExchange:
             if now < self._quiet_until:
                 self._quiet_until = now + self.BAN_SECONDS
                 self.bans.append(now)
-                return Reply(418, {"code": -1003, "msg": "Way too many requests; IP banned."},
-                             {"Retry-After": str(int(self.BAN_SECONDS))})
+                return Reply(
+                    418,
+                    {"code": -1003, "msg": "Way too many requests; IP banned."},
+                    {"Retry-After": str(int(self.BAN_SECONDS))},
+                )
             fault = next(
                 (f for f in self._faults if f.path == request.path and f.method in (None, request.method)),
                 None,
@@ -280,7 +295,9 @@ class BinanceSpot(LoopbackExchange):
     MAX_KLINES = 1000
     DEFAULT_KLINES = 500
 
-    def __init__(self, candles: Mapping[str, pd.DataFrame] | None = None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, candles: Mapping[str, pd.DataFrame] | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__()
         self.candles = dict(candles or {})
         self.clock = clock
@@ -312,13 +329,18 @@ class BinanceSpot(LoopbackExchange):
         return Reply(status, {"code": code, "msg": message})
 
     def _exchange_info(self, request: Request) -> Reply:
-        return Reply(200, {
-            "timezone": "UTC",
-            "serverTime": self._now_ms(),
-            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
-            "exchangeFilters": [],
-            "symbols": [self._symbol_info(symbol) for symbol in self.candles],
-        })
+        return Reply(
+            200,
+            {
+                "timezone": "UTC",
+                "serverTime": self._now_ms(),
+                "rateLimits": [
+                    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+                ],
+                "exchangeFilters": [],
+                "symbols": [self._symbol_info(symbol) for symbol in self.candles],
+            },
+        )
 
     def _symbol_info(self, symbol: str) -> dict:
         base, quote = symbol.split("/")
@@ -336,9 +358,21 @@ class BinanceSpot(LoopbackExchange):
             "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": False,
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": "0.01000000", "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": "0.01000000",
+                    "maxPrice": "1000000.00000000",
+                    "tickSize": "0.01000000",
+                },
                 {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000", "stepSize": "0.00001000"},
-                {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True, "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+                {
+                    "filterType": "NOTIONAL",
+                    "minNotional": "5.00000000",
+                    "applyMinToMarket": True,
+                    "maxNotional": "9000000.00000000",
+                    "applyMaxToMarket": False,
+                    "avgPriceMins": 5,
+                },
                 {"filterType": "PERCENT_PRICE", "multiplierUp": "5", "multiplierDown": "0.2", "avgPriceMins": 5},
             ],
             "permissions": [],
@@ -375,12 +409,24 @@ class BinanceSpot(LoopbackExchange):
         step = Exchange.parse_timeframe(frame.attrs["timeframe"]) * 1000
         rows = []
         for opened, candle in zip(page.index.as_unit("ms").asi8, page.itertuples(index=False)):
-            o, h, l, c, v = forming_values(candle, opened / 1000, step / 1000, self._now_ms() / 1000)
+            o, h, low, c, v = forming_values(candle, opened / 1000, step / 1000, self._now_ms() / 1000)
             quote_volume = v * c
-            rows.append([
-                int(opened), f"{o:.8f}", f"{h:.8f}", f"{l:.8f}", f"{c:.8f}", f"{v:.8f}", int(opened) + step - 1,
-                f"{quote_volume:.8f}", 100, f"{v / 2:.8f}", f"{quote_volume / 2:.8f}", "0",
-            ])
+            rows.append(
+                [
+                    int(opened),
+                    f"{o:.8f}",
+                    f"{h:.8f}",
+                    f"{low:.8f}",
+                    f"{c:.8f}",
+                    f"{v:.8f}",
+                    int(opened) + step - 1,
+                    f"{quote_volume:.8f}",
+                    100,
+                    f"{v / 2:.8f}",
+                    f"{quote_volume / 2:.8f}",
+                    "0",
+                ]
+            )
         return Reply(200, rows)
 
 
@@ -405,8 +451,10 @@ class BinanceAccount(BinanceSpot):
         """ccxt constructor options for a ``ccxt.binance`` that talks to this server (spot only)."""
         import ccxt
 
-        return {"urls": {"api": self._rewrite(ccxt.binance().urls["api"])},
-                "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False}}
+        return {
+            "urls": {"api": self._rewrite(ccxt.binance().urls["api"])},
+            "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False},
+        }
 
     def _signed(self, handler: Handler) -> Handler:
         def verify(request: Request) -> Reply:
@@ -423,13 +471,25 @@ class BinanceAccount(BinanceSpot):
             if self._now_ms() - stamp > window:
                 return self._error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
             return handler(request)
+
         return verify
 
     def _account(self, request: Request) -> Reply:
         balances = [{"asset": asset, "free": free, "locked": "0.00000000"} for asset, free in self.balances.items()]
-        return Reply(200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
-                           "canDeposit": True, "updateTime": self._now_ms(), "accountType": "SPOT",
-                           "balances": balances, "permissions": ["SPOT"]})
+        return Reply(
+            200,
+            {
+                "makerCommission": 10,
+                "takerCommission": 10,
+                "canTrade": True,
+                "canWithdraw": False,
+                "canDeposit": True,
+                "updateTime": self._now_ms(),
+                "accountType": "SPOT",
+                "balances": balances,
+                "permissions": ["SPOT"],
+            },
+        )
 
 
 def _form(request: Request) -> dict[str, str]:
@@ -447,7 +507,10 @@ def _s(value: Decimal) -> str:
 
 # -- the venue-neutral account: balances, positions, orders, trades ------------------------
 
-def forming_values(candle: Any, opened_s: float, step_s: float, now_s: float) -> tuple[float, float, float, float, float]:
+
+def forming_values(
+    candle: Any, opened_s: float, step_s: float, now_s: float
+) -> tuple[float, float, float, float, float]:
     """(open, high, low, close, volume) of a candle as a venue serves it at ``now_s``: final once
     closed; while it forms, running values that move toward the final ones (the venues serve
     the open candle with its values so far, not the ones it will close with)."""
@@ -549,8 +612,15 @@ class Book:
     unknown" when the matching engine is slow (``rest-api.md`` data sources, ``errors.md``).
     """
 
-    def __init__(self, instruments: list[Instrument], balances: Mapping[str, Any], *, fee: Any,
-                 prices: Mapping[str, Any], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        instruments: list[Instrument],
+        balances: Mapping[str, Any],
+        *,
+        fee: Any,
+        prices: Mapping[str, Any],
+        clock: Callable[[], float],
+    ) -> None:
         self.instruments = {i.symbol: i for i in instruments}
         self.balances = {asset: Decimal(str(v)) for asset, v in balances.items()}
         self.fee = Decimal(str(fee))
@@ -584,7 +654,8 @@ class Book:
             for order in list(self.orders.values()):
                 crossed = order.price is not None and (
                     (order.side == "buy" and self.prices[symbol] <= order.price)
-                    or (order.side == "sell" and self.prices[symbol] >= order.price))
+                    or (order.side == "sell" and self.prices[symbol] >= order.price)
+                )
                 if order.status == "open" and order.instrument.symbol == symbol and crossed:
                     self._fill(order, order.price, maker=True)
 
@@ -601,20 +672,39 @@ class Book:
             instrument, mark = self.instruments[symbol], self.prices[symbol]
             isolated = self.margin_mode_of(symbol) == "isolated"
             margin = abs(size) * entry / self.leverage_of(symbol)
-            cushion = (margin + size * (mark - entry)) if isolated else \
-                self.balances.get(instrument.quote, Decimal(0)) + self.unrealized(instrument.quote)
+            cushion = (
+                (margin + size * (mark - entry))
+                if isolated
+                else self.balances.get(instrument.quote, Decimal(0)) + self.unrealized(instrument.quote)
+            )
             if cushion > abs(size) * mark * self.maintenance_rate:
                 return None
             now = self.now_ms()
-            order = BookOrder(next(self._ids), client_id, instrument, "sell" if size > 0 else "buy", "market",
-                              abs(size), None, now, True, filled=abs(size), cost=abs(size) * mark, status="filled",
-                              updated_ms=now, visible_at=time.monotonic() + self.visibility_delay)
+            order = BookOrder(
+                next(self._ids),
+                client_id,
+                instrument,
+                "sell" if size > 0 else "buy",
+                "market",
+                abs(size),
+                None,
+                now,
+                True,
+                filled=abs(size),
+                cost=abs(size) * mark,
+                status="filled",
+                updated_ms=now,
+                visible_at=time.monotonic() + self.visibility_delay,
+            )
             self.orders[order.id] = order
             wallet = self.balances.get(instrument.quote, Decimal(0))
             self.balances[instrument.quote] = wallet - (margin if isolated else min(wallet, -size * (mark - entry)))
             self.positions.pop(symbol)
-            self.trades.append(BookTrade(next(self._ids), order, abs(size), mark, Decimal(0), now, False,
-                                         instrument.quote, order.visible_at))
+            self.trades.append(
+                BookTrade(
+                    next(self._ids), order, abs(size), mark, Decimal(0), now, False, instrument.quote, order.visible_at
+                )
+            )
             return order
 
     def settle_funding(self, symbol: str, rate: Any) -> Decimal | None:
@@ -629,8 +719,9 @@ class Book:
             instrument = self.instruments[symbol]
             amount = -size * self.prices[symbol] * Decimal(str(rate))
             self.balances[instrument.quote] = self.balances.get(instrument.quote, Decimal(0)) + amount
-            self.funding.append(FundingBooking(next(self._ids), symbol, amount, self.now_ms(),
-                                               self.balances[instrument.quote]))
+            self.funding.append(
+                FundingBooking(next(self._ids), symbol, amount, self.now_ms(), self.balances[instrument.quote])
+            )
             return amount
 
     def partial_next(self, fraction: Any) -> None:
@@ -640,8 +731,14 @@ class Book:
     def by_client_id(self, client_id: str, *, visible: bool = False) -> BookOrder | None:
         """The newest order placed under ``client_id`` (``visible``: that queries can see)."""
         with self.lock:
-            return next((o for o in reversed(self.orders.values())
-                         if o.client_id == client_id and (not visible or self.visible(o))), None)
+            return next(
+                (
+                    o
+                    for o in reversed(self.orders.values())
+                    if o.client_id == client_id and (not visible or self.visible(o))
+                ),
+                None,
+            )
 
     def open_by_client_id(self, client_id: str) -> BookOrder | None:
         with self.lock:
@@ -660,8 +757,14 @@ class Book:
 
     def used_margin(self, asset: str) -> Decimal:
         with self.lock:
-            return sum((abs(size) * entry / self.leverage_of(symbol) for symbol, (size, entry) in self.positions.items()
-                        if self.instruments[symbol].quote == asset), Decimal(0))
+            return sum(
+                (
+                    abs(size) * entry / self.leverage_of(symbol)
+                    for symbol, (size, entry) in self.positions.items()
+                    if self.instruments[symbol].quote == asset
+                ),
+                Decimal(0),
+            )
 
     def leverage_of(self, symbol: str) -> int:
         return self.leverage.get(symbol, 10)
@@ -672,16 +775,30 @@ class Book:
     def unrealized(self, asset: str) -> Decimal:
         """The unrealised PnL of the swap positions settled in ``asset``, at the current prices."""
         with self.lock:
-            return sum((size * (self.prices[symbol] - entry) for symbol, (size, entry) in self.positions.items()
-                        if self.instruments[symbol].quote == asset), Decimal(0))
+            return sum(
+                (
+                    size * (self.prices[symbol] - entry)
+                    for symbol, (size, entry) in self.positions.items()
+                    if self.instruments[symbol].quote == asset
+                ),
+                Decimal(0),
+            )
 
     def position(self, symbol: str) -> tuple[Decimal, Decimal]:
         with self.lock:
             size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
             return size, entry
 
-    def place(self, instrument: Instrument, side: str, type: str, amount: Decimal, price: Decimal | None,
-              client_id: str, reduce_only: bool = False) -> BookOrder:
+    def place(
+        self,
+        instrument: Instrument,
+        side: str,
+        type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        client_id: str,
+        reduce_only: bool = False,
+    ) -> BookOrder:
         with self.lock:
             current = self.prices[instrument.symbol]
             reference = price if type == "limit" else current
@@ -689,10 +806,23 @@ class Book:
             if needed > self.free(self._asset(instrument, side)):
                 raise Reject("insufficient")
             now = self.now_ms()
-            order = BookOrder(next(self._ids), client_id, instrument, side, type, amount, price, now,
-                              reduce_only, updated_ms=now, visible_at=time.monotonic() + self.visibility_delay)
+            order = BookOrder(
+                next(self._ids),
+                client_id,
+                instrument,
+                side,
+                type,
+                amount,
+                price,
+                now,
+                reduce_only,
+                updated_ms=now,
+                visible_at=time.monotonic() + self.visibility_delay,
+            )
             self.orders[order.id] = order
-            marketable = type == "market" or (side == "buy" and current <= price) or (side == "sell" and current >= price)
+            marketable = (
+                type == "market" or (side == "buy" and current <= price) or (side == "sell" and current >= price)
+            )
             if marketable:
                 self._fill(order, current, maker=False)
                 if type == "market" and order.status == "open":
@@ -735,7 +865,10 @@ class Book:
             sign = 1 if order.side == "buy" else -1
             if order.side == "buy":  # the commission comes out of the base asset received
                 fee, fee_asset = amount * self.fee, instrument.base
-            base, quote = self.balances.get(instrument.base, Decimal(0)), self.balances.get(instrument.quote, Decimal(0))
+            base, quote = (
+                self.balances.get(instrument.base, Decimal(0)),
+                self.balances.get(instrument.quote, Decimal(0)),
+            )
             self.balances[instrument.base] = base + sign * amount - (fee if order.side == "buy" else 0)
             self.balances[instrument.quote] = quote - sign * amount * price - (fee if order.side == "sell" else 0)
         order.filled += amount
@@ -745,9 +878,24 @@ class Book:
         if order.remaining <= 0:
             order.status = "filled"
         if order.locked:
-            order.locked = self._needed(instrument, order.side, order.remaining, order.price) if order.remaining > 0 else Decimal(0)
-        self.trades.append(BookTrade(next(self._ids), order, amount, price, fee, order.updated_ms, maker, fee_asset,
-                                     max(order.visible_at, time.monotonic() + self.visibility_delay)))
+            order.locked = (
+                self._needed(instrument, order.side, order.remaining, order.price)
+                if order.remaining > 0
+                else Decimal(0)
+            )
+        self.trades.append(
+            BookTrade(
+                next(self._ids),
+                order,
+                amount,
+                price,
+                fee,
+                order.updated_ms,
+                maker,
+                fee_asset,
+                max(order.visible_at, time.monotonic() + self.visibility_delay),
+            )
+        )
 
     def _trade_swap(self, symbol: str, signed: Decimal, price: Decimal) -> None:
         size, entry = self.positions.get(symbol, (Decimal(0), Decimal(0)))
@@ -794,6 +942,7 @@ def _window(params: Mapping[str, str], span_ms: int, now_ms: int) -> tuple[int, 
 
 # -- stop orders: resting with the venue until the price reaches them ----------------------
 
+
 @dataclass
 class StopOrder:
     """A stop resting with the venue until the price reaches ``trigger``: then it places an
@@ -829,8 +978,19 @@ def _place_on_trigger(book: Book, stop: StopOrder, text: str) -> BookOrder | Non
         closes = size and (size > 0) == (stop.side == "sell")
         amount = min(amount, abs(size)) if closes else Decimal(0)
     try:
-        order = book.place(stop.instrument, stop.side, "limit" if stop.limit else "market", amount, stop.limit,
-                           text, stop.reduce_only) if amount > 0 else None
+        order = (
+            book.place(
+                stop.instrument,
+                stop.side,
+                "limit" if stop.limit else "market",
+                amount,
+                stop.limit,
+                text,
+                stop.reduce_only,
+            )
+            if amount > 0
+            else None
+        )
     except Reject:
         order = None
     if order is None:
@@ -866,6 +1026,7 @@ class _VenueStops:
 
 
 # -- Binance stop orders: spot STOP_LOSS_LIMIT and USDⓈ-M conditional (algo) orders -------
+
 
 class _BinanceStops(_VenueStops):
     """Stop orders as Binance runs them, for ``Binance`` (which owns ``spot`` and ``futures``).
@@ -908,19 +1069,41 @@ class _BinanceStops(_VenueStops):
         before it triggered; a triggered one is the limit order it became)."""
         statuses = ("open", "canceled", "rejected") if ended else ("open",)
         if "origClientOrderId" in params:
-            return next((s for s in reversed(self.stops.values()) if s.client_id == params["origClientOrderId"]
-                         and s.status in statuses and s.instrument.symbol in self.spot.instruments), None)
+            return next(
+                (
+                    s
+                    for s in reversed(self.stops.values())
+                    if s.client_id == params["origClientOrderId"]
+                    and s.status in statuses
+                    and s.instrument.symbol in self.spot.instruments
+                ),
+                None,
+            )
         stop = self.stops.get(int(params.get("orderId", 0)))
         return stop if stop is not None and stop.status in statuses else None
 
     def _spot_stop_json(self, stop: StopOrder) -> dict[str, Any]:
-        return {"symbol": self.market_id(stop.instrument.symbol), "orderId": stop.id, "orderListId": -1,
-                "clientOrderId": stop.client_id, "price": _s(stop.limit), "origQty": _s(stop.amount),
-                "executedQty": "0", "cummulativeQuoteQty": "0",
-                "status": {"open": "NEW", "canceled": "CANCELED", "rejected": "REJECTED"}.get(stop.status, "NEW"),
-                "timeInForce": "GTC", "type": "STOP_LOSS_LIMIT", "side": stop.side.upper(), "stopPrice": _s(stop.trigger),
-                "time": stop.created_ms, "updateTime": stop.updated_ms or stop.created_ms, "isWorking": False,
-                "workingTime": -1, "origQuoteOrderQty": "0", "selfTradePreventionMode": "EXPIRE_MAKER"}
+        return {
+            "symbol": self.market_id(stop.instrument.symbol),
+            "orderId": stop.id,
+            "orderListId": -1,
+            "clientOrderId": stop.client_id,
+            "price": _s(stop.limit),
+            "origQty": _s(stop.amount),
+            "executedQty": "0",
+            "cummulativeQuoteQty": "0",
+            "status": {"open": "NEW", "canceled": "CANCELED", "rejected": "REJECTED"}.get(stop.status, "NEW"),
+            "timeInForce": "GTC",
+            "type": "STOP_LOSS_LIMIT",
+            "side": stop.side.upper(),
+            "stopPrice": _s(stop.trigger),
+            "time": stop.created_ms,
+            "updateTime": stop.updated_ms or stop.created_ms,
+            "isWorking": False,
+            "workingTime": -1,
+            "origQuoteOrderQty": "0",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
 
     def _spot_create_or_stop(self, request: Request) -> Reply:
         params = _form(request)
@@ -937,13 +1120,27 @@ class _BinanceStops(_VenueStops):
             return failure
         trigger, side = Decimal(params["stopPrice"]), params["side"].lower()
         with self.spot.lock:
-            if self.spot.prices[instrument.symbol] <= trigger if side == "sell" else self.spot.prices[instrument.symbol] >= trigger:
+            if (
+                self.spot.prices[instrument.symbol] <= trigger
+                if side == "sell"
+                else self.spot.prices[instrument.symbol] >= trigger
+            ):
                 return self._error(400, -2010, "Stop price would trigger immediately.")
             if quantity > self.spot.free(instrument.base if side == "sell" else instrument.quote) and side == "sell":
                 return self._error(400, -2010, "Account has insufficient balance for requested action.")
             now = self.spot.now_ms()
-            stop = StopOrder(next(self.spot._ids), params["newClientOrderId"], instrument, side, quantity, trigger, limit,
-                             False, now, updated_ms=now)
+            stop = StopOrder(
+                next(self.spot._ids),
+                params["newClientOrderId"],
+                instrument,
+                side,
+                quantity,
+                trigger,
+                limit,
+                False,
+                now,
+                updated_ms=now,
+            )
             self.stops[stop.id] = stop
         return Reply(200, {**self._spot_stop_json(stop), "transactTime": now, "fills": []})
 
@@ -961,8 +1158,13 @@ class _BinanceStops(_VenueStops):
     def _spot_open_with_stops(self, request: Request) -> Reply:
         reply = self._plain[("GET", "/api/v3/openOrders")](request)
         instrument = self._instrument(self.spot, _form(request).get("symbol"))
-        resting = [self._spot_stop_json(s) for s in self.stops.values() if s.status == "open"
-                   and s.instrument.symbol in self.spot.instruments and instrument in (None, s.instrument)]
+        resting = [
+            self._spot_stop_json(s)
+            for s in self.stops.values()
+            if s.status == "open"
+            and s.instrument.symbol in self.spot.instruments
+            and instrument in (None, s.instrument)
+        ]
         return Reply(reply.status, [*reply.body, *resting]) if reply.status == 200 else reply
 
     # -- USDⓈ-M algo orders -------------------------------------------------------------
@@ -971,20 +1173,44 @@ class _BinanceStops(_VenueStops):
         status = {"open": "NEW", "canceled": "CANCELED", "rejected": "REJECTED"}.get(stop.status)
         if status is None:  # triggered: FINISHED once the released order is done
             status = "TRIGGERED" if actual is not None and actual.status == "open" else "FINISHED"
-        return {"algoId": stop.id, "clientAlgoId": stop.client_id, "algoType": "CONDITIONAL",
-                "orderType": "STOP_MARKET", "symbol": self.market_id(stop.instrument.symbol.split(":")[0]),
-                "side": stop.side.upper(), "positionSide": "BOTH", "timeInForce": "GTC", "quantity": _s(stop.amount),
-                "algoStatus": status, "actualOrderId": str(actual.id) if actual else "",
-                "actualPrice": _s(actual.average) if actual else "0", "triggerPrice": _s(stop.trigger), "price": "0",
-                "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE",
-                "priceMatch": "NONE", "closePosition": False, "priceProtect": False, "reduceOnly": stop.reduce_only,
-                "createTime": stop.created_ms, "updateTime": stop.updated_ms or stop.created_ms,
-                "triggerTime": stop.updated_ms if actual else 0, "goodTillDate": 0}
+        return {
+            "algoId": stop.id,
+            "clientAlgoId": stop.client_id,
+            "algoType": "CONDITIONAL",
+            "orderType": "STOP_MARKET",
+            "symbol": self.market_id(stop.instrument.symbol.split(":")[0]),
+            "side": stop.side.upper(),
+            "positionSide": "BOTH",
+            "timeInForce": "GTC",
+            "quantity": _s(stop.amount),
+            "algoStatus": status,
+            "actualOrderId": str(actual.id) if actual else "",
+            "actualPrice": _s(actual.average) if actual else "0",
+            "triggerPrice": _s(stop.trigger),
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": "CONTRACT_PRICE",
+            "priceMatch": "NONE",
+            "closePosition": False,
+            "priceProtect": False,
+            "reduceOnly": stop.reduce_only,
+            "createTime": stop.created_ms,
+            "updateTime": stop.updated_ms or stop.created_ms,
+            "triggerTime": stop.updated_ms if actual else 0,
+            "goodTillDate": 0,
+        }
 
     def _algo_find(self, params: Mapping[str, str]) -> StopOrder | None:
         if "clientAlgoId" in params:
-            return next((s for s in reversed(self.stops.values()) if s.client_id == params["clientAlgoId"]
-                         and s.instrument.symbol in self.futures.instruments), None)
+            return next(
+                (
+                    s
+                    for s in reversed(self.stops.values())
+                    if s.client_id == params["clientAlgoId"] and s.instrument.symbol in self.futures.instruments
+                ),
+                None,
+            )
         return self.stops.get(int(params.get("algoId", 0)))
 
     def _algo_create(self, request: Request) -> Reply:
@@ -992,7 +1218,11 @@ class _BinanceStops(_VenueStops):
         instrument = self._instrument(self.futures, params.get("symbol"))
         if instrument is None:
             return self._error(400, -1121, "Invalid symbol.")
-        if params.get("algoType") != "CONDITIONAL" or params.get("type") != "STOP_MARKET" or "triggerPrice" not in params:
+        if (
+            params.get("algoType") != "CONDITIONAL"
+            or params.get("type") != "STOP_MARKET"
+            or "triggerPrice" not in params
+        ):
             return self._error(400, -1102, "Mandatory parameter was not sent, was empty/null, or malformed.")
         quantity, trigger, side = Decimal(params["quantity"]), Decimal(params["triggerPrice"]), params["side"].lower()
         failure = self._filter_failure(self.futures, instrument, "limit", quantity, trigger, True)
@@ -1005,8 +1235,18 @@ class _BinanceStops(_VenueStops):
             if any(s.client_id == params.get("clientAlgoId") and s.status == "open" for s in self.stops.values()):
                 return self._error(400, -4116, "ClientOrderId is duplicated.")
             now = self.futures.now_ms()
-            stop = StopOrder(next(self.futures._ids), params["clientAlgoId"], instrument, side, quantity, trigger, None,
-                             params.get("reduceOnly") == "true", now, updated_ms=now)
+            stop = StopOrder(
+                next(self.futures._ids),
+                params["clientAlgoId"],
+                instrument,
+                side,
+                quantity,
+                trigger,
+                None,
+                params.get("reduceOnly") == "true",
+                now,
+                updated_ms=now,
+            )
             self.stops[stop.id] = stop
         return Reply(200, self._algo_json(stop))
 
@@ -1023,8 +1263,16 @@ class _BinanceStops(_VenueStops):
 
     def _algo_open(self, request: Request) -> Reply:
         instrument = self._instrument(self.futures, _form(request).get("symbol"))
-        return Reply(200, [self._algo_json(s) for s in self.stops.values() if s.status == "open"
-                           and s.instrument.symbol in self.futures.instruments and instrument in (None, s.instrument)])
+        return Reply(
+            200,
+            [
+                self._algo_json(s)
+                for s in self.stops.values()
+                if s.status == "open"
+                and s.instrument.symbol in self.futures.instruments
+                and instrument in (None, s.instrument)
+            ],
+        )
 
 
 class Binance(_BinanceStops, BinanceAccount):
@@ -1057,18 +1305,32 @@ class Binance(_BinanceStops, BinanceAccount):
         {"filterType": "MIN_NOTIONAL", "notional": "100"},
     ]
 
-    def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
-                 futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
-                 prices: Mapping[str, Any] | None = None, fee: Any = "0.001", visibility_delay: float = 0.3,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        secret: str,
+        balances: Mapping[str, Any],
+        *,
+        futures_balances: Mapping[str, Any] | None = None,
+        markets: tuple[str, ...] = ("BTC/USDT",),
+        prices: Mapping[str, Any] | None = None,
+        fee: Any = "0.001",
+        visibility_delay: float = 0.3,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(api_key, secret, {}, **kwargs)
         self.markets = tuple(markets)
         prices = dict(prices or {symbol: "30000" for symbol in markets})
         spot = [Instrument(s, *s.split("/")) for s in markets]
         swaps = [Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True) for s in markets]
         self.spot = Book(spot, balances, fee=fee, prices=prices, clock=self.clock)
-        self.futures = Book(swaps, futures_balances or {"USDT": "0"}, fee=fee, clock=self.clock,
-                            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        self.futures = Book(
+            swaps,
+            futures_balances or {"USDT": "0"},
+            fee=fee,
+            clock=self.clock,
+            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()},
+        )
         self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
         self.route("GET", "/api/v3/exchangeInfo", self._exchange_info)
         self.route("GET", "/api/v3/account", self._signed(self._spot_account))
@@ -1103,8 +1365,10 @@ class Binance(_BinanceStops, BinanceAccount):
         import ccxt
 
         types = {"spot": ["spot"], "swap": ["linear"]}[market_type]
-        return {"urls": {"api": self._rewrite(ccxt.binance().urls["api"])},
-                "options": {"fetchMarkets": {"types": types}, "fetchMargins": False, "defaultType": market_type}}
+        return {
+            "urls": {"api": self._rewrite(ccxt.binance().urls["api"])},
+            "options": {"fetchMarkets": {"types": types}, "fetchMargins": False, "defaultType": market_type},
+        }
 
     def _exchange_info(self, request: Request) -> Reply:
         reply = super()._exchange_info(request)
@@ -1115,20 +1379,44 @@ class Binance(_BinanceStops, BinanceAccount):
         symbols = []
         for symbol in self.markets:
             base, quote = symbol.split("/")
-            symbols.append({
-                "symbol": self.market_id(symbol), "pair": self.market_id(symbol), "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
-                "status": self.symbol_status.get(symbol, "TRADING"),
-                "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000", "baseAsset": base,
-                "quoteAsset": quote, "marginAsset": quote, "pricePrecision": 2, "quantityPrecision": 3,
-                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "triggerProtect": "0.0500",
-                "liquidationFee": "0.012500", "marketTakeBound": "0.05", "filters": self.FUTURES_FILTERS,
-                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
-            })
-        return Reply(200, {"timezone": "UTC", "serverTime": self._now_ms(), "futuresType": "U_MARGINED",
-                           "rateLimits": [], "exchangeFilters": [],
-                           "assets": [{"asset": "USDT", "marginAvailable": True}], "symbols": symbols})
+            symbols.append(
+                {
+                    "symbol": self.market_id(symbol),
+                    "pair": self.market_id(symbol),
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": self.symbol_status.get(symbol, "TRADING"),
+                    "maintMarginPercent": "2.5000",
+                    "requiredMarginPercent": "5.0000",
+                    "baseAsset": base,
+                    "quoteAsset": quote,
+                    "marginAsset": quote,
+                    "pricePrecision": 2,
+                    "quantityPrecision": 3,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "filters": self.FUTURES_FILTERS,
+                    "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
+                    "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+                }
+            )
+        return Reply(
+            200,
+            {
+                "timezone": "UTC",
+                "serverTime": self._now_ms(),
+                "futuresType": "U_MARGINED",
+                "rateLimits": [],
+                "exchangeFilters": [],
+                "assets": [{"asset": "USDT", "marginAvailable": True}],
+                "symbols": symbols,
+            },
+        )
 
     def _instrument(self, book: Book, market_id: str | None) -> Instrument | None:
         return next((i for i in book.instruments.values() if self.market_id(i.symbol.split(":")[0]) == market_id), None)
@@ -1136,18 +1424,45 @@ class Binance(_BinanceStops, BinanceAccount):
     def _order_json(self, order: BookOrder, book: Book) -> dict[str, Any]:
         status = _BINANCE_STATUS.get(order.status) or ("PARTIALLY_FILLED" if order.filled else "NEW")
         common = {
-            "symbol": self.market_id(order.instrument.symbol.split(":")[0]), "orderId": order.id,
-            "clientOrderId": order.client_id, "price": _s(order.price or Decimal(0)), "origQty": _s(order.amount),
-            "executedQty": _s(order.filled), "status": status, "timeInForce": "GTC", "type": order.type.upper(),
-            "side": order.side.upper(), "time": order.created_ms, "updateTime": order.updated_ms,
+            "symbol": self.market_id(order.instrument.symbol.split(":")[0]),
+            "orderId": order.id,
+            "clientOrderId": order.client_id,
+            "price": _s(order.price or Decimal(0)),
+            "origQty": _s(order.amount),
+            "executedQty": _s(order.filled),
+            "status": status,
+            "timeInForce": "GTC",
+            "type": order.type.upper(),
+            "side": order.side.upper(),
+            "time": order.created_ms,
+            "updateTime": order.updated_ms,
         }
         if book is self.futures:
-            return {**common, "avgPrice": _s(order.average), "cumQty": _s(order.filled), "cumQuote": _s(order.cost),
-                    "reduceOnly": order.reduce_only, "closePosition": False, "positionSide": "BOTH", "stopPrice": "0",
-                    "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": order.type.upper(),
-                    "priceMatch": "NONE", "selfTradePreventionMode": "NONE", "goodTillDate": 0}
-        return {**common, "orderListId": -1, "cummulativeQuoteQty": _s(order.cost), "isWorking": True,
-                "workingTime": order.created_ms, "origQuoteOrderQty": "0", "selfTradePreventionMode": "EXPIRE_MAKER"}
+            return {
+                **common,
+                "avgPrice": _s(order.average),
+                "cumQty": _s(order.filled),
+                "cumQuote": _s(order.cost),
+                "reduceOnly": order.reduce_only,
+                "closePosition": False,
+                "positionSide": "BOTH",
+                "stopPrice": "0",
+                "workingType": "CONTRACT_PRICE",
+                "priceProtect": False,
+                "origType": order.type.upper(),
+                "priceMatch": "NONE",
+                "selfTradePreventionMode": "NONE",
+                "goodTillDate": 0,
+            }
+        return {
+            **common,
+            "orderListId": -1,
+            "cummulativeQuoteQty": _s(order.cost),
+            "isWorking": True,
+            "workingTime": order.created_ms,
+            "origQuoteOrderQty": "0",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
 
     def _create(self, book: Book) -> Handler:
         futures = book is self.futures
@@ -1166,46 +1481,83 @@ class Binance(_BinanceStops, BinanceAccount):
                 return failure
             with book.lock:
                 if book.open_by_client_id(params["newClientOrderId"]) is not None:  # unique among open orders only
-                    return self._error(400, -4116, "ClientOrderId is duplicated.") if futures else \
-                        self._error(400, -2010, "Duplicate order sent.")
+                    return (
+                        self._error(400, -4116, "ClientOrderId is duplicated.")
+                        if futures
+                        else self._error(400, -2010, "Duplicate order sent.")
+                    )
                 try:
-                    order = book.place(instrument, params["side"].lower(), type, quantity, price,
-                                       params["newClientOrderId"], params.get("reduceOnly") == "true")
+                    order = book.place(
+                        instrument,
+                        params["side"].lower(),
+                        type,
+                        quantity,
+                        price,
+                        params["newClientOrderId"],
+                        params.get("reduceOnly") == "true",
+                    )
                 except Reject:
-                    return self._error(400, -2019, "Margin is insufficient.") if futures else \
-                        self._error(400, -2010, "Account has insufficient balance for requested action.")
+                    return (
+                        self._error(400, -2019, "Margin is insufficient.")
+                        if futures
+                        else self._error(400, -2010, "Account has insufficient balance for requested action.")
+                    )
             body = self._order_json(order, book)
             if not futures:
-                fills = [{"price": _s(t.price), "qty": _s(t.amount), "commission": _s(t.fee),
-                          "commissionAsset": t.fee_asset, "tradeId": t.id} for t in book.trades if t.order is order]
+                fills = [
+                    {
+                        "price": _s(t.price),
+                        "qty": _s(t.amount),
+                        "commission": _s(t.fee),
+                        "commissionAsset": t.fee_asset,
+                        "tradeId": t.id,
+                    }
+                    for t in book.trades
+                    if t.order is order
+                ]
                 body.update(transactTime=order.created_ms, fills=fills)
             return Reply(200, body)
+
         return create
 
-    def _filter_failure(self, book: Book, instrument: Instrument, type: str, quantity: Decimal,
-                        price: Decimal | None, reduce_only: bool) -> Reply | None:
+    def _filter_failure(
+        self, book: Book, instrument: Instrument, type: str, quantity: Decimal, price: Decimal | None, reduce_only: bool
+    ) -> Reply | None:
         """The symbol's filters, as the exchange checks them before the matching engine:
         spot answers -1013 "Filter failure: <FILTER>" (``errors.md``, Filter failures),
         USDⓈ-M -1111 (quantity or price precision), -4164 (notional below the minimum unless
         reduce-only), -4014 (price off the tick)."""
         futures = book is self.futures
-        filters = {f["filterType"]: f for f in (self.FUTURES_FILTERS if futures
-                                                 else self._symbol_info(instrument.symbol)["filters"])}
+        filters = {
+            f["filterType"]: f
+            for f in (self.FUTURES_FILTERS if futures else self._symbol_info(instrument.symbol)["filters"])
+        }
         lot, tick = filters["LOT_SIZE"], filters["PRICE_FILTER"]
         reference = book.prices[instrument.symbol]
 
         def spot(name: str) -> Reply:
             return self._error(400, -1013, f"Filter failure: {name}")
-        if not (Decimal(lot["minQty"]) <= quantity <= Decimal(lot["maxQty"])) or not _multiple(quantity, Decimal(lot["stepSize"])):
-            return self._error(400, -1111, "Precision is over the maximum defined for this asset.") if futures else spot("LOT_SIZE")
-        if price is not None and (not Decimal(tick["minPrice"]) <= price <= Decimal(tick["maxPrice"])
-                                  or not _multiple(price, Decimal(tick["tickSize"]))):
+
+        if not (Decimal(lot["minQty"]) <= quantity <= Decimal(lot["maxQty"])) or not _multiple(
+            quantity, Decimal(lot["stepSize"])
+        ):
+            return (
+                self._error(400, -1111, "Precision is over the maximum defined for this asset.")
+                if futures
+                else spot("LOT_SIZE")
+            )
+        if price is not None and (
+            not Decimal(tick["minPrice"]) <= price <= Decimal(tick["maxPrice"])
+            or not _multiple(price, Decimal(tick["tickSize"]))
+        ):
             return self._error(400, -4014, "Price not increased by tick size.") if futures else spot("PRICE_FILTER")
         notional = quantity * (price if type == "limit" else reference)
         if futures:
             minimum = Decimal(filters["MIN_NOTIONAL"]["notional"])
             if notional < minimum and not reduce_only:
-                return self._error(400, -4164, f"Order's notional must be no smaller than {minimum} (unless you choose reduce only).")
+                return self._error(
+                    400, -4164, f"Order's notional must be no smaller than {minimum} (unless you choose reduce only)."
+                )
             return None
         rule = filters["NOTIONAL"]
         if (type == "limit" or rule["applyMinToMarket"]) and notional < Decimal(rule["minNotional"]):
@@ -1213,7 +1565,9 @@ class Binance(_BinanceStops, BinanceAccount):
         if (type == "limit" or rule["applyMaxToMarket"]) and notional > Decimal(rule["maxNotional"]):
             return spot("NOTIONAL")
         band = filters["PERCENT_PRICE"]
-        if price is not None and not reference * Decimal(band["multiplierDown"]) <= price <= reference * Decimal(band["multiplierUp"]):
+        if price is not None and not reference * Decimal(band["multiplierDown"]) <= price <= reference * Decimal(
+            band["multiplierUp"]
+        ):
             return spot("PERCENT_PRICE")
         return None
 
@@ -1230,6 +1584,7 @@ class Binance(_BinanceStops, BinanceAccount):
             if order is None:
                 return self._error(400, -2013, "Order does not exist.")
             return Reply(200, self._order_json(order, book))
+
         return get
 
     def _cancel(self, book: Book) -> Handler:
@@ -1242,14 +1597,23 @@ class Binance(_BinanceStops, BinanceAccount):
             if order is None:
                 return self._error(400, -2011, "Unknown order sent.")
             return Reply(200, self._order_json(order, book))
+
         return cancel
 
     def _open_orders(self, book: Book) -> Handler:
         def open_orders(request: Request) -> Reply:
             symbol = _form(request).get("symbol")
-            return Reply(200, [self._order_json(o, book) for o in book.orders.values()
-                               if o.status == "open" and book.visible(o)
-                               and (symbol is None or self._instrument(book, symbol) is o.instrument)])
+            return Reply(
+                200,
+                [
+                    self._order_json(o, book)
+                    for o in book.orders.values()
+                    if o.status == "open"
+                    and book.visible(o)
+                    and (symbol is None or self._instrument(book, symbol) is o.instrument)
+                ],
+            )
+
         return open_orders
 
     def _history_span(self, book: Book) -> int:
@@ -1257,15 +1621,22 @@ class Binance(_BinanceStops, BinanceAccount):
 
     def _all_orders(self, book: Book) -> Handler:
         """GET allOrders: open, canceled and filled orders created in the window, oldest first."""
+
         def all_orders(request: Request) -> Reply:
             params = _form(request)
             instrument = self._instrument(book, params.get("symbol"))
             window = _window(params, self._history_span(book), self._now_ms())
             if window is None:
-                return self._error(400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime.")
-            rows = [self._order_json(o, book) for o in book.orders.values() if o.instrument is instrument
-                    and book.visible(o) and window[0] <= o.created_ms <= window[1]]
-            return Reply(200, rows[:int(params.get("limit", 500))])
+                return self._error(
+                    400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime."
+                )
+            rows = [
+                self._order_json(o, book)
+                for o in book.orders.values()
+                if o.instrument is instrument and book.visible(o) and window[0] <= o.created_ms <= window[1]
+            ]
+            return Reply(200, rows[: int(params.get("limit", 500))])
+
         return all_orders
 
     def _trades(self, book: Book) -> Handler:
@@ -1276,20 +1647,34 @@ class Binance(_BinanceStops, BinanceAccount):
             instrument = self._instrument(book, params.get("symbol"))
             window = _window(params, self._history_span(book), self._now_ms())
             if window is None:
-                return self._error(400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime.")
+                return self._error(
+                    400, -1127, f"More than {self._history_span(book) // _HOUR_MS} hours between startTime and endTime."
+                )
             start, end = window
             rows = []
             for t in book.trades:
                 if t.order.instrument is instrument and start <= t.time_ms <= end and book.visible(t):
-                    row = {"symbol": params["symbol"], "id": t.id, "orderId": t.order.id, "price": _s(t.price),
-                           "qty": _s(t.amount), "quoteQty": _s(t.amount * t.price), "commission": _s(t.fee),
-                           "commissionAsset": t.fee_asset, "time": t.time_ms, "maker": t.maker}
+                    row = {
+                        "symbol": params["symbol"],
+                        "id": t.id,
+                        "orderId": t.order.id,
+                        "price": _s(t.price),
+                        "qty": _s(t.amount),
+                        "quoteQty": _s(t.amount * t.price),
+                        "commission": _s(t.fee),
+                        "commissionAsset": t.fee_asset,
+                        "time": t.time_ms,
+                        "maker": t.maker,
+                    }
                     if futures:
-                        row.update(side=t.order.side.upper(), buyer=t.order.side == "buy", positionSide="BOTH", realizedPnl="0")
+                        row.update(
+                            side=t.order.side.upper(), buyer=t.order.side == "buy", positionSide="BOTH", realizedPnl="0"
+                        )
                     else:
                         row.update(orderListId=-1, isBuyer=t.order.side == "buy", isMaker=t.maker, isBestMatch=True)
                     rows.append(row)
-            return Reply(200, rows[-int(params.get("limit", 500)):])
+            return Reply(200, rows[-int(params.get("limit", 500)) :])
+
         return trades
 
     def _income(self, request: Request) -> Reply:
@@ -1310,19 +1695,41 @@ class Binance(_BinanceStops, BinanceAccount):
         start = int(params.get("startTime", now - 7 * 24 * _HOUR_MS if "endTime" not in params else 0))
         end = int(params.get("endTime", now))
         with self.futures.lock:
-            rows = [{"symbol": self.market_id(b.symbol.split(":")[0]), "incomeType": "FUNDING_FEE",
-                     "income": _s(b.amount), "asset": self.futures.instruments[b.symbol].quote, "info": "FUNDING_FEE",
-                     "time": b.time_ms, "tranId": b.id, "tradeId": ""}
-                    for b in self.futures.funding
-                    if start <= b.time_ms <= end and (instrument is None or b.symbol == instrument.symbol)]
+            rows = [
+                {
+                    "symbol": self.market_id(b.symbol.split(":")[0]),
+                    "incomeType": "FUNDING_FEE",
+                    "income": _s(b.amount),
+                    "asset": self.futures.instruments[b.symbol].quote,
+                    "info": "FUNDING_FEE",
+                    "time": b.time_ms,
+                    "tranId": b.id,
+                    "tradeId": "",
+                }
+                for b in self.futures.funding
+                if start <= b.time_ms <= end and (instrument is None or b.symbol == instrument.symbol)
+            ]
         return Reply(200, rows[:limit])
 
     def _spot_account(self, request: Request) -> Reply:
-        balances = [{"asset": asset, "free": _s(self.spot.free(asset)), "locked": _s(self.spot.locked(asset))}
-                    for asset in self.spot.balances]
-        return Reply(200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "canWithdraw": False,
-                           "canDeposit": True, "updateTime": self._now_ms(), "accountType": "SPOT",
-                           "balances": balances, "permissions": ["SPOT"]})
+        balances = [
+            {"asset": asset, "free": _s(self.spot.free(asset)), "locked": _s(self.spot.locked(asset))}
+            for asset in self.spot.balances
+        ]
+        return Reply(
+            200,
+            {
+                "makerCommission": 10,
+                "takerCommission": 10,
+                "canTrade": True,
+                "canWithdraw": False,
+                "canDeposit": True,
+                "updateTime": self._now_ms(),
+                "accountType": "SPOT",
+                "balances": balances,
+                "permissions": ["SPOT"],
+            },
+        )
 
     def _futures_account(self, request: Request) -> Reply:
         """GET /fapi/v3/account: ``marginBalance`` is the wallet balance plus the unrealised PnL
@@ -1333,15 +1740,33 @@ class Binance(_BinanceStops, BinanceAccount):
             pnl = self.futures.unrealized(asset)
             totals["wallet"] += wallet
             totals["pnl"] += pnl
-            assets.append({"asset": asset, "walletBalance": _s(wallet), "unrealizedProfit": _s(pnl),
-                           "marginBalance": _s(wallet + pnl), "maintMargin": "0", "initialMargin": _s(margin),
-                           "positionInitialMargin": _s(self.futures.used_margin(asset)),
-                           "openOrderInitialMargin": _s(self.futures.locked(asset)), "crossWalletBalance": _s(wallet),
-                           "crossUnPnl": _s(pnl), "availableBalance": _s(self.futures.free(asset) + min(pnl, Decimal(0))),
-                           "maxWithdrawAmount": _s(self.futures.free(asset)), "updateTime": self._now_ms()})
-        return Reply(200, {"totalWalletBalance": _s(totals["wallet"]), "totalUnrealizedProfit": _s(totals["pnl"]),
-                           "totalMarginBalance": _s(totals["wallet"] + totals["pnl"]), "assets": assets,
-                           "positions": []})
+            assets.append(
+                {
+                    "asset": asset,
+                    "walletBalance": _s(wallet),
+                    "unrealizedProfit": _s(pnl),
+                    "marginBalance": _s(wallet + pnl),
+                    "maintMargin": "0",
+                    "initialMargin": _s(margin),
+                    "positionInitialMargin": _s(self.futures.used_margin(asset)),
+                    "openOrderInitialMargin": _s(self.futures.locked(asset)),
+                    "crossWalletBalance": _s(wallet),
+                    "crossUnPnl": _s(pnl),
+                    "availableBalance": _s(self.futures.free(asset) + min(pnl, Decimal(0))),
+                    "maxWithdrawAmount": _s(self.futures.free(asset)),
+                    "updateTime": self._now_ms(),
+                }
+            )
+        return Reply(
+            200,
+            {
+                "totalWalletBalance": _s(totals["wallet"]),
+                "totalUnrealizedProfit": _s(totals["pnl"]),
+                "totalMarginBalance": _s(totals["wallet"] + totals["pnl"]),
+                "assets": assets,
+                "positions": [],
+            },
+        )
 
     def _position_risk(self, request: Request) -> Reply:
         rows = []
@@ -1349,21 +1774,53 @@ class Binance(_BinanceStops, BinanceAccount):
             mark = self.futures.prices[symbol]
             leverage = self.futures.leverage_of(symbol)
             isolated = abs(size) * entry / leverage if self.futures.margin_mode_of(symbol) == "isolated" else Decimal(0)
-            rows.append({
-                "symbol": self.market_id(symbol.split(":")[0]), "positionSide": "BOTH", "positionAmt": _s(size),
-                "entryPrice": _s(entry), "breakEvenPrice": _s(entry), "markPrice": _s(mark),
-                "unRealizedProfit": _s(size * (mark - entry)), "liquidationPrice": "0",
-                "isolatedMargin": _s(isolated + size * (mark - entry)) if isolated else "0",
-                "notional": _s(size * mark), "marginAsset": "USDT", "isolatedWallet": _s(isolated),
-                "initialMargin": _s(abs(size) * mark / leverage), "maintMargin": "0",
-                "positionInitialMargin": _s(abs(size) * mark / leverage), "openOrderInitialMargin": "0", "adl": 0,
-                "bidNotional": "0", "askNotional": "0", "updateTime": self._now_ms()})
+            rows.append(
+                {
+                    "symbol": self.market_id(symbol.split(":")[0]),
+                    "positionSide": "BOTH",
+                    "positionAmt": _s(size),
+                    "entryPrice": _s(entry),
+                    "breakEvenPrice": _s(entry),
+                    "markPrice": _s(mark),
+                    "unRealizedProfit": _s(size * (mark - entry)),
+                    "liquidationPrice": "0",
+                    "isolatedMargin": _s(isolated + size * (mark - entry)) if isolated else "0",
+                    "notional": _s(size * mark),
+                    "marginAsset": "USDT",
+                    "isolatedWallet": _s(isolated),
+                    "initialMargin": _s(abs(size) * mark / leverage),
+                    "maintMargin": "0",
+                    "positionInitialMargin": _s(abs(size) * mark / leverage),
+                    "openOrderInitialMargin": "0",
+                    "adl": 0,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": self._now_ms(),
+                }
+            )
         return Reply(200, rows)
 
     def _brackets(self, request: Request) -> Reply:
-        return Reply(200, [{"symbol": self.market_id(s), "notionalCoef": 1.0, "brackets": [
-            {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000000, "notionalFloor": 0,
-             "maintMarginRatio": 0.004, "cum": 0.0}]} for s in self.markets])
+        return Reply(
+            200,
+            [
+                {
+                    "symbol": self.market_id(s),
+                    "notionalCoef": 1.0,
+                    "brackets": [
+                        {
+                            "bracket": 1,
+                            "initialLeverage": 125,
+                            "notionalCap": 50000000,
+                            "notionalFloor": 0,
+                            "maintMarginRatio": 0.004,
+                            "cum": 0.0,
+                        }
+                    ],
+                }
+                for s in self.markets
+            ],
+        )
 
     def _set_leverage(self, request: Request) -> Reply:
         params = _form(request)
@@ -1396,6 +1853,7 @@ class Binance(_BinanceStops, BinanceAccount):
 
 
 # -- Gate API v4: spot and USDT-settled futures -------------------------------------------
+
 
 @dataclass
 class PriceOrder(StopOrder):
@@ -1460,8 +1918,10 @@ class _GatePriceOrders(_VenueStops):
     def _route_price_orders(self) -> None:
         self.stops: dict[int, StopOrder] = {}
         self._price_order_ids = iter(range(1, 10**9))  # Gate numbers auto orders apart from orders
-        for prefix, book, create in ((f"{self.API}/spot", self.spot, self._spot_price_create),
-                                     (f"{self.API}/futures/usdt", self.futures, self._futures_price_create)):
+        for prefix, book, create in (
+            (f"{self.API}/spot", self.spot, self._spot_price_create),
+            (f"{self.API}/futures/usdt", self.futures, self._futures_price_create),
+        ):
             self.route("POST", f"{prefix}/price_orders", self._signed(create))
             self.route("GET", f"{prefix}/price_orders", self._signed(self._price_list(book)))
             self.route("DELETE", f"{prefix}/price_orders", self._signed(self._price_cancel_all(book)))
@@ -1498,8 +1958,12 @@ class _GatePriceOrders(_VenueStops):
         # the placed order is a limit order ("Only limit orders are supported as the triggered
         # order type", Gate API v4, "Create price-triggered order"; a market put.type is refused:
         # gateapi-python#155, gateapi-nodejs#21); the account is "normal" (gateapi-python#159)
-        for name, allowed in (("type", ("limit",)), ("account", ("normal",)), ("side", ("buy", "sell")),
-                              ("time_in_force", ("gtc", "ioc"))):
+        for name, allowed in (
+            ("type", ("limit",)),
+            ("account", ("normal",)),
+            ("side", ("buy", "sell")),
+            ("time_in_force", ("gtc", "ioc")),
+        ):
             if put.get(name, allowed[0]) not in allowed:
                 return self._error(400, "INVALID_PARAM_VALUE", f"invalid argument: put.{name}")
         price = Decimal(str(put["price"]))
@@ -1507,11 +1971,25 @@ class _GatePriceOrders(_VenueStops):
         if failure is not None:
             return failure
         now = self.spot.now_ms()
-        return self._accept(self.spot, PriceOrder(
-            0, trigger.get("text", ""), instrument, put["side"], Decimal(str(put["amount"])),
-            Decimal(str(trigger["price"])), price, False, now, updated_ms=now, rule=trigger["rule"],
-            expiration=expiration, time_in_force=put.get("time_in_force", "gtc"),
-            placed_text=put.get("text") or "api"))
+        return self._accept(
+            self.spot,
+            PriceOrder(
+                0,
+                trigger.get("text", ""),
+                instrument,
+                put["side"],
+                Decimal(str(put["amount"])),
+                Decimal(str(trigger["price"])),
+                price,
+                False,
+                now,
+                updated_ms=now,
+                rule=trigger["rule"],
+                expiration=expiration,
+                time_in_force=put.get("time_in_force", "gtc"),
+                placed_text=put.get("text") or "api",
+            ),
+        )
 
     def _futures_price_create(self, request: Request) -> Reply:
         body = json.loads(request.body or b"{}")
@@ -1533,11 +2011,26 @@ class _GatePriceOrders(_VenueStops):
         if failure is not None:
             return failure
         now, text = self.futures.now_ms(), initial.get("text") or "api"
-        return self._accept(self.futures, PriceOrder(
-            0, text, instrument, "buy" if size > 0 else "sell", abs(size) * self.CONTRACT_SIZE,
-            Decimal(str(trigger["price"])), price or None, bool(initial.get("reduce_only")), now, updated_ms=now,
-            rule=">=" if trigger["rule"] == 1 else "<=", expiration=int(trigger.get("expiration") or 0),
-            time_in_force=tif, price_type=int(trigger.get("price_type", 0)), placed_text=text))
+        return self._accept(
+            self.futures,
+            PriceOrder(
+                0,
+                text,
+                instrument,
+                "buy" if size > 0 else "sell",
+                abs(size) * self.CONTRACT_SIZE,
+                Decimal(str(trigger["price"])),
+                price or None,
+                bool(initial.get("reduce_only")),
+                now,
+                updated_ms=now,
+                rule=">=" if trigger["rule"] == 1 else "<=",
+                expiration=int(trigger.get("expiration") or 0),
+                time_in_force=tif,
+                price_type=int(trigger.get("price_type", 0)),
+                placed_text=text,
+            ),
+        )
 
     def _accept(self, book: Book, stop: PriceOrder) -> Reply:
         """Rest ``stop`` unless its trigger is on the wrong side of the last price ("When using
@@ -1546,10 +2039,13 @@ class _GatePriceOrders(_VenueStops):
         with book.lock:
             last = book.prices[stop.instrument.symbol]
             if stop.rule == "<=" and stop.trigger >= last:
-                return self._error(400, "AUTO_TRIGGER_PRICE_LESS_LAST", "invalid argument: Trigger.Price must < last_price")
+                return self._error(
+                    400, "AUTO_TRIGGER_PRICE_LESS_LAST", "invalid argument: Trigger.Price must < last_price"
+                )
             if stop.rule == ">=" and stop.trigger <= last:
-                return self._error(400, "AUTO_TRIGGER_PRICE_GREATE_LAST",
-                                   "invalid argument: Trigger.Price must > last_price")
+                return self._error(
+                    400, "AUTO_TRIGGER_PRICE_GREATE_LAST", "invalid argument: Trigger.Price must > last_price"
+                )
             stop = replace(stop, id=next(self._price_order_ids), visible_at=time.monotonic() + book.visibility_delay)
             self.stops[stop.id] = stop
         return Reply(201, {"id": stop.id})
@@ -1570,11 +2066,17 @@ class _GatePriceOrders(_VenueStops):
             if wanted not in ("open", "finished"):
                 return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: status")
             market = q.get("contract" if book is self.futures else "market")
-            rows = [s for s in reversed(self.stops.values()) if s.instrument.symbol in book.instruments
-                    and market in (None, self.market_id(s.instrument.symbol)) and time.monotonic() >= s.visible_at
-                    and (s.status == "open") == (wanted == "open")]
+            rows = [
+                s
+                for s in reversed(self.stops.values())
+                if s.instrument.symbol in book.instruments
+                and market in (None, self.market_id(s.instrument.symbol))
+                and time.monotonic() >= s.visible_at
+                and (s.status == "open") == (wanted == "open")
+            ]
             offset = int(q.get("offset", 0))
-            return Reply(200, [self._price_order_json(s) for s in rows[offset:offset + int(q.get("limit", 100))]])
+            return Reply(200, [self._price_order_json(s) for s in rows[offset : offset + int(q.get("limit", 100))]])
+
         return list_price_orders
 
     def _price_get(self, book: Book) -> Handler:
@@ -1584,6 +2086,7 @@ class _GatePriceOrders(_VenueStops):
             if stop is None:
                 return self._error(404, "ORDER_NOT_FOUND", "Order not found")
             return Reply(200, self._price_order_json(stop))
+
         return get
 
     def _price_cancel(self, book: Book) -> Handler:
@@ -1595,6 +2098,7 @@ class _GatePriceOrders(_VenueStops):
                     return self._error(404, "ORDER_NOT_FOUND", "Order not found")
                 stop.status, stop.updated_ms = "canceled", book.now_ms()
             return Reply(200, self._price_order_json(stop))
+
         return cancel
 
     def _price_cancel_all(self, book: Book) -> Handler:
@@ -1602,11 +2106,17 @@ class _GatePriceOrders(_VenueStops):
             self._lapse()
             market = request.query.get("contract" if book is self.futures else "market")
             with book.lock:
-                cancelled = [s for s in self.stops.values() if s.status == "open" and s.instrument.symbol in
-                             book.instruments and market in (None, self.market_id(s.instrument.symbol))]
+                cancelled = [
+                    s
+                    for s in self.stops.values()
+                    if s.status == "open"
+                    and s.instrument.symbol in book.instruments
+                    and market in (None, self.market_id(s.instrument.symbol))
+                ]
                 for stop in cancelled:
                     stop.status, stop.updated_ms = "canceled", book.now_ms()
             return Reply(200, [self._price_order_json(s) for s in cancelled])
+
         return cancel_all
 
     def _price_order_json(self, stop: PriceOrder) -> dict[str, Any]:
@@ -1614,34 +2124,77 @@ class _GatePriceOrders(_VenueStops):
         finished = stop.status != "open"
         if stop.instrument.swap:
             contracts = int(Decimal(self._contracts_of(stop.amount)))
-            body = {"id": stop.id, "user": 1, "create_time": stop.created_ms / 1000,
-                    "finish_time": stop.updated_ms / 1000 if finished else 0, "trade_id": placed,
-                    "status": "finished" if finished else "open", "reason": stop.reason,
-                    "initial": {"contract": self.market_id(stop.instrument.symbol),
-                                "size": contracts if stop.side == "buy" else -contracts,
-                                "price": _s(stop.limit or Decimal(0)), "tif": stop.time_in_force, "text": stop.client_id,
-                                "iceberg": 0, "is_close": False, "reduce_only": stop.reduce_only,
-                                "is_reduce_only": stop.reduce_only, "auto_size": ""},
-                    "trigger": {"strategy_type": 0, "price_type": stop.price_type, "price": _s(stop.trigger),
-                                "rule": 1 if stop.rule == ">=" else 2, "expiration": stop.expiration},
-                    "is_stop_order": False, "stop_trigger": {"rule": 0, "trigger_price": "", "order_price": ""},
-                    "me_order_id": 0, "order_type": ""}
+            body = {
+                "id": stop.id,
+                "user": 1,
+                "create_time": stop.created_ms / 1000,
+                "finish_time": stop.updated_ms / 1000 if finished else 0,
+                "trade_id": placed,
+                "status": "finished" if finished else "open",
+                "reason": stop.reason,
+                "initial": {
+                    "contract": self.market_id(stop.instrument.symbol),
+                    "size": contracts if stop.side == "buy" else -contracts,
+                    "price": _s(stop.limit or Decimal(0)),
+                    "tif": stop.time_in_force,
+                    "text": stop.client_id,
+                    "iceberg": 0,
+                    "is_close": False,
+                    "reduce_only": stop.reduce_only,
+                    "is_reduce_only": stop.reduce_only,
+                    "auto_size": "",
+                },
+                "trigger": {
+                    "strategy_type": 0,
+                    "price_type": stop.price_type,
+                    "price": _s(stop.trigger),
+                    "rule": 1 if stop.rule == ">=" else 2,
+                    "expiration": stop.expiration,
+                },
+                "is_stop_order": False,
+                "stop_trigger": {"rule": 0, "trigger_price": "", "order_price": ""},
+                "me_order_id": 0,
+                "order_type": "",
+            }
             if finished:
-                body["finish_as"] = {"triggered": "succeeded", "canceled": "cancelled", "rejected": "failed",
-                                     "expired": "expired"}[stop.status]
+                body["finish_as"] = {
+                    "triggered": "succeeded",
+                    "canceled": "cancelled",
+                    "rejected": "failed",
+                    "expired": "expired",
+                }[stop.status]
             return body
         trigger = {"price": _s(stop.trigger), "rule": stop.rule, "expiration": stop.expiration}
         if stop.client_id:
             trigger["text"] = stop.client_id
-        return {"id": stop.id, "user": 1, "market": self.market_id(stop.instrument.symbol),
-                "ctime": stop.created_ms // 1000, "ftime": stop.updated_ms // 1000 if finished else 0,
-                "fired_order_id": placed, "reason": stop.reason,
-                "status": {"open": "open", "triggered": "finish", "canceled": "cancelled", "rejected": "failed",
-                           "expired": "expired"}[stop.status],
-                "trigger": trigger,
-                "put": {"type": "limit", "side": stop.side, "price": _s(stop.limit or Decimal(0)),
-                        "amount": _s(stop.amount), "account": "normal", "time_in_force": stop.time_in_force,
-                        "auto_borrow": False, "auto_repay": False, "text": stop.placed_text}}
+        return {
+            "id": stop.id,
+            "user": 1,
+            "market": self.market_id(stop.instrument.symbol),
+            "ctime": stop.created_ms // 1000,
+            "ftime": stop.updated_ms // 1000 if finished else 0,
+            "fired_order_id": placed,
+            "reason": stop.reason,
+            "status": {
+                "open": "open",
+                "triggered": "finish",
+                "canceled": "cancelled",
+                "rejected": "failed",
+                "expired": "expired",
+            }[stop.status],
+            "trigger": trigger,
+            "put": {
+                "type": "limit",
+                "side": stop.side,
+                "price": _s(stop.limit or Decimal(0)),
+                "amount": _s(stop.amount),
+                "account": "normal",
+                "time_in_force": stop.time_in_force,
+                "auto_borrow": False,
+                "auto_repay": False,
+                "text": stop.placed_text,
+            },
+        }
 
 
 class Gate(_GatePriceOrders, LoopbackExchange):
@@ -1673,11 +2226,20 @@ class Gate(_GatePriceOrders, LoopbackExchange):
     CONTRACT_SIZE = Decimal("0.0001")
     MAX_SKEW_S = 60
 
-    def __init__(self, api_key: str, secret: str, balances: Mapping[str, Any], *,
-                 futures_balances: Mapping[str, Any] | None = None, markets: tuple[str, ...] = ("BTC/USDT",),
-                 prices: Mapping[str, Any] | None = None, fee: Any = "0.002",
-                 candles: Mapping[str, pd.DataFrame] | None = None, clock: Callable[[], float] = time.time,
-                 visibility_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        secret: str,
+        balances: Mapping[str, Any],
+        *,
+        futures_balances: Mapping[str, Any] | None = None,
+        markets: tuple[str, ...] = ("BTC/USDT",),
+        prices: Mapping[str, Any] | None = None,
+        fee: Any = "0.002",
+        candles: Mapping[str, pd.DataFrame] | None = None,
+        clock: Callable[[], float] = time.time,
+        visibility_delay: float = 0.0,
+    ) -> None:
         super().__init__()
         self.api_key, self.secret, self.clock = api_key, secret, clock
         self.markets, self.candles = tuple(markets), dict(candles or {})
@@ -1686,10 +2248,16 @@ class Gate(_GatePriceOrders, LoopbackExchange):
         self.halted: set[str] = set()
         prices = dict(prices or {symbol: "30000" for symbol in markets})
         self.spot = Book([Instrument(s, *s.split("/")) for s in markets], balances, fee=fee, prices=prices, clock=clock)
-        self.futures = Book([Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True,
-                                        contract_size=self.CONTRACT_SIZE) for s in markets],
-                            futures_balances or {"USDT": "0"}, fee=fee, clock=clock,
-                            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()})
+        self.futures = Book(
+            [
+                Instrument(f"{s}:{s.split('/')[1]}", *s.split("/"), swap=True, contract_size=self.CONTRACT_SIZE)
+                for s in markets
+            ],
+            futures_balances or {"USDT": "0"},
+            fee=fee,
+            clock=clock,
+            prices={f"{s}:{s.split('/')[1]}": p for s, p in prices.items()},
+        )
         self.spot.visibility_delay = self.futures.visibility_delay = visibility_delay
         self.futures.maintenance_rate = Decimal("0.005")  # the contracts' maintenance_rate
         api, fut = self.API, f"{self.API}/futures/usdt"
@@ -1740,12 +2308,21 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             return self._error(400, "CONTRACT_NOT_FOUND", f"contract {q['contract']} not found")
         start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
         with self.futures.lock:
-            rows = [{"time": b.time_ms / 1000, "change": _s(b.amount), "balance": _s(b.balance), "type": "fund",
-                     "text": self.market_id(b.symbol), "contract": self.market_id(b.symbol), "trade_id": "",
-                     "id": str(b.id)}
-                    for b in reversed(self.futures.funding)
-                    if start <= b.time_ms / 1000 <= end and (instrument is None or b.symbol == instrument.symbol)]
-        return Reply(200, rows[offset:offset + limit])
+            rows = [
+                {
+                    "time": b.time_ms / 1000,
+                    "change": _s(b.amount),
+                    "balance": _s(b.balance),
+                    "type": "fund",
+                    "text": self.market_id(b.symbol),
+                    "contract": self.market_id(b.symbol),
+                    "trade_id": "",
+                    "id": str(b.id),
+                }
+                for b in reversed(self.futures.funding)
+                if start <= b.time_ms / 1000 <= end and (instrument is None or b.symbol == instrument.symbol)
+            ]
+        return Reply(200, rows[offset : offset + limit])
 
     def api_urls(self) -> dict[str, Any]:
         """ccxt's ``urls["api"]`` for ``ccxt.gate``, pointed at this server."""
@@ -1766,32 +2343,74 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             if request.headers.get("KEY") != self.api_key:
                 return self._error(401, "INVALID_KEY", "Invalid key provided")
             stamp = request.headers.get("Timestamp", "0")
-            payload = "\n".join([request.method, request.path, unquote(request.raw_query),
-                                 hashlib.sha512(request.body).hexdigest(), stamp])
+            payload = "\n".join(
+                [
+                    request.method,
+                    request.path,
+                    unquote(request.raw_query),
+                    hashlib.sha512(request.body).hexdigest(),
+                    stamp,
+                ]
+            )
             expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha512).hexdigest()
             if not hmac.compare_digest(request.headers.get("SIGN", ""), expected):
                 return self._error(401, "INVALID_SIGNATURE", "Signature mismatch")
             if abs(float(stamp) - self.clock()) > self.MAX_SKEW_S:
-                return self._error(401, "REQUEST_EXPIRED", f"gap between request Timestamp and server time exceeds {self.MAX_SKEW_S}")
+                return self._error(
+                    401, "REQUEST_EXPIRED", f"gap between request Timestamp and server time exceeds {self.MAX_SKEW_S}"
+                )
             return handler(request)
+
         return verify
 
     def _currency_pairs(self, request: Request) -> Reply:
-        return Reply(200, [{"id": self.market_id(s), "base": s.split("/")[0], "quote": s.split("/")[1], "fee": "0.2",
-                            "min_base_amount": "0.0001", "min_quote_amount": "3", "amount_precision": 4,
-                            "precision": 2, "trade_status": "tradable" if s not in self.halted else "untradable",
-                            "sell_start": 0, "buy_start": 0}
-                           for s in self.markets])
+        return Reply(
+            200,
+            [
+                {
+                    "id": self.market_id(s),
+                    "base": s.split("/")[0],
+                    "quote": s.split("/")[1],
+                    "fee": "0.2",
+                    "min_base_amount": "0.0001",
+                    "min_quote_amount": "3",
+                    "amount_precision": 4,
+                    "precision": 2,
+                    "trade_status": "tradable" if s not in self.halted else "untradable",
+                    "sell_start": 0,
+                    "buy_start": 0,
+                }
+                for s in self.markets
+            ],
+        )
 
     def _contracts(self, request: Request) -> Reply:
-        return Reply(200, [{"name": self.market_id(s), "type": "direct", "quanto_multiplier": _s(self.CONTRACT_SIZE),
-                            "leverage_min": "1", "leverage_max": "100", "maintenance_rate": "0.005",
-                            "mark_type": "index", "mark_price": _s(self.futures.prices[f"{s}:{s.split('/')[1]}"]),
-                            "order_price_round": "0.1", "mark_price_round": "0.01", "order_price_deviate": "0.5",
-                            "order_size_min": 1, "order_size_max": 1000000, "maker_fee_rate": "0.0002",
-                            "taker_fee_rate": "0.0005", "in_delisting": s in self.halted,
-                            "status": "delisting" if s in self.halted else "trading",
-                            "enable_decimal": False} for s in self.markets])
+        return Reply(
+            200,
+            [
+                {
+                    "name": self.market_id(s),
+                    "type": "direct",
+                    "quanto_multiplier": _s(self.CONTRACT_SIZE),
+                    "leverage_min": "1",
+                    "leverage_max": "100",
+                    "maintenance_rate": "0.005",
+                    "mark_type": "index",
+                    "mark_price": _s(self.futures.prices[f"{s}:{s.split('/')[1]}"]),
+                    "order_price_round": "0.1",
+                    "mark_price_round": "0.01",
+                    "order_price_deviate": "0.5",
+                    "order_size_min": 1,
+                    "order_size_max": 1000000,
+                    "maker_fee_rate": "0.0002",
+                    "taker_fee_rate": "0.0005",
+                    "in_delisting": s in self.halted,
+                    "status": "delisting" if s in self.halted else "trading",
+                    "enable_decimal": False,
+                }
+                for s in self.markets
+            ],
+        )
 
     def _candles(self, futures: bool) -> Handler:
         from ccxt.base.exchange import Exchange
@@ -1817,14 +2436,34 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             rows = []
             for opened, candle in zip(page.index.as_unit("s").asi8, page.itertuples(index=False)):
                 closed = "true" if opened + step <= self.clock() else "false"
-                o, h, l, c, v = forming_values(candle, opened, step, self.clock())
+                o, h, low, c, v = forming_values(candle, opened, step, self.clock())
                 if futures:
-                    rows.append({"t": int(opened), "v": int(v), "c": f"{c:.8f}", "h": f"{h:.8f}",
-                                 "l": f"{l:.8f}", "o": f"{o:.8f}", "sum": f"{v * c:.8f}"})
+                    rows.append(
+                        {
+                            "t": int(opened),
+                            "v": int(v),
+                            "c": f"{c:.8f}",
+                            "h": f"{h:.8f}",
+                            "l": f"{low:.8f}",
+                            "o": f"{o:.8f}",
+                            "sum": f"{v * c:.8f}",
+                        }
+                    )
                 else:
-                    rows.append([str(int(opened)), f"{v * c:.8f}", f"{c:.8f}", f"{h:.8f}",
-                                 f"{l:.8f}", f"{o:.8f}", f"{v:.8f}", closed])
+                    rows.append(
+                        [
+                            str(int(opened)),
+                            f"{v * c:.8f}",
+                            f"{c:.8f}",
+                            f"{h:.8f}",
+                            f"{low:.8f}",
+                            f"{o:.8f}",
+                            f"{v:.8f}",
+                            closed,
+                        ]
+                    )
             return Reply(200, rows)
+
         return candles
 
     def _instrument(self, book: Book, market_id: str | None) -> Instrument | None:
@@ -1837,31 +2476,66 @@ class Gate(_GatePriceOrders, LoopbackExchange):
         finish = {"filled": "filled", "canceled": "cancelled", "expired": "ioc"}.get(order.status)
         if book is self.futures:
             sign = 1 if order.side == "buy" else -1
-            return {"id": order.id, "user": 1, "contract": self.market_id(order.instrument.symbol),
-                    "create_time": order.created_ms / 1000, "finish_time": order.updated_ms / 1000 if finish else None,
-                    "finish_as": finish or "_new", "status": "finished" if finish else "open",
-                    "size": sign * int(Decimal(self._contracts_of(order.amount))),
-                    "left": sign * int(Decimal(self._contracts_of(order.remaining))),
-                    "iceberg": 0, "price": _s(order.price or Decimal(0)), "fill_price": _s(order.average),
-                    "is_close": False, "is_reduce_only": order.reduce_only, "is_liq": False,
-                    "tif": "gtc" if order.type == "limit" else "ioc", "text": order.client_id,
-                    "tkfr": "0.0005", "mkfr": "0.0002", "refu": 0, "stp_act": "-", "amend_text": "-"}
+            return {
+                "id": order.id,
+                "user": 1,
+                "contract": self.market_id(order.instrument.symbol),
+                "create_time": order.created_ms / 1000,
+                "finish_time": order.updated_ms / 1000 if finish else None,
+                "finish_as": finish or "_new",
+                "status": "finished" if finish else "open",
+                "size": sign * int(Decimal(self._contracts_of(order.amount))),
+                "left": sign * int(Decimal(self._contracts_of(order.remaining))),
+                "iceberg": 0,
+                "price": _s(order.price or Decimal(0)),
+                "fill_price": _s(order.average),
+                "is_close": False,
+                "is_reduce_only": order.reduce_only,
+                "is_liq": False,
+                "tif": "gtc" if order.type == "limit" else "ioc",
+                "text": order.client_id,
+                "tkfr": "0.0005",
+                "mkfr": "0.0002",
+                "refu": 0,
+                "stp_act": "-",
+                "amend_text": "-",
+            }
         market_buy = order.type == "market" and order.side == "buy"
         amount = order.amount * book.prices[order.instrument.symbol] if market_buy else order.amount
         left = amount - order.cost if market_buy else order.remaining
-        return {"id": str(order.id), "text": order.client_id, "amend_text": "-",
-                "create_time": str(order.created_ms // 1000), "update_time": str(order.updated_ms // 1000),
-                "create_time_ms": order.created_ms, "update_time_ms": order.updated_ms,
-                "status": "open" if order.status == "open" else ("cancelled" if order.status == "canceled" else "closed"),
-                "currency_pair": self.market_id(order.instrument.symbol), "type": order.type, "account": "spot",
-                "side": order.side, "amount": _s(amount), "price": _s(order.price or Decimal(0)),
-                "time_in_force": "gtc" if order.type == "limit" else "ioc", "iceberg": "0",
-                "left": _s(left),
-                "filled_amount": _s(order.filled), "fill_price": _s(order.cost), "filled_total": _s(order.cost),
-                "avg_deal_price": _s(order.average), "fee": _s(order.fee),
-                "fee_currency": order.instrument.base if order.side == "buy" else order.instrument.quote,
-                "point_fee": "0", "gt_fee": "0", "gt_maker_fee": "0", "gt_taker_fee": "0", "gt_discount": False,
-                "rebated_fee": "0", "rebated_fee_currency": order.instrument.quote, "finish_as": finish or "open"}
+        return {
+            "id": str(order.id),
+            "text": order.client_id,
+            "amend_text": "-",
+            "create_time": str(order.created_ms // 1000),
+            "update_time": str(order.updated_ms // 1000),
+            "create_time_ms": order.created_ms,
+            "update_time_ms": order.updated_ms,
+            "status": "open" if order.status == "open" else ("cancelled" if order.status == "canceled" else "closed"),
+            "currency_pair": self.market_id(order.instrument.symbol),
+            "type": order.type,
+            "account": "spot",
+            "side": order.side,
+            "amount": _s(amount),
+            "price": _s(order.price or Decimal(0)),
+            "time_in_force": "gtc" if order.type == "limit" else "ioc",
+            "iceberg": "0",
+            "left": _s(left),
+            "filled_amount": _s(order.filled),
+            "fill_price": _s(order.cost),
+            "filled_total": _s(order.cost),
+            "avg_deal_price": _s(order.average),
+            "fee": _s(order.fee),
+            "fee_currency": order.instrument.base if order.side == "buy" else order.instrument.quote,
+            "point_fee": "0",
+            "gt_fee": "0",
+            "gt_maker_fee": "0",
+            "gt_taker_fee": "0",
+            "gt_discount": False,
+            "rebated_fee": "0",
+            "rebated_fee_currency": order.instrument.quote,
+            "finish_as": finish or "open",
+        }
 
     def _create(self, book: Book) -> Handler:
         futures = book is self.futures
@@ -1884,24 +2558,39 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             if failure is not None:
                 return failure
             try:  # no uniqueness check on ``text``
-                order = book.place(instrument, side, type, amount, price if type == "limit" else None,
-                                   body.get("text", ""), bool(body.get("reduce_only")))
+                order = book.place(
+                    instrument,
+                    side,
+                    type,
+                    amount,
+                    price if type == "limit" else None,
+                    body.get("text", ""),
+                    bool(body.get("reduce_only")),
+                )
             except Reject:
-                return self._error(400, "INSUFFICIENT_AVAILABLE", "insufficient available balance") if futures else \
-                    self._error(400, "BALANCE_NOT_ENOUGH", "Not enough balance")
+                return (
+                    self._error(400, "INSUFFICIENT_AVAILABLE", "insufficient available balance")
+                    if futures
+                    else self._error(400, "BALANCE_NOT_ENOUGH", "Not enough balance")
+                )
             return Reply(201, self._order_json(order, book))
+
         return create
 
-    def _limit_failure(self, book: Book, instrument: Instrument, body: Mapping[str, Any],
-                       price: Decimal | None) -> Reply | None:
+    def _limit_failure(
+        self, book: Book, instrument: Instrument, body: Mapping[str, Any], price: Decimal | None
+    ) -> Reply | None:
         """The market's limits as ``_currency_pairs``/``_contracts`` publish them."""
         reference = book.prices[instrument.symbol]
         if book is self.futures:
             if Decimal(str(body["size"])) % 1:
                 return self._error(400, "INVALID_PARAM_VALUE", "size must be a whole number of contracts")
             if price is not None and (price % Decimal("0.1") or abs(price - reference) > reference * Decimal("0.5")):
-                return self._error(400, "PRICE_TOO_DEVIATED" if price % Decimal("0.1") == 0 else "INVALID_PRECISION",
-                                   f"price {price} is off the tick 0.1 or deviates over 50% from the mark")
+                return self._error(
+                    400,
+                    "PRICE_TOO_DEVIATED" if price % Decimal("0.1") == 0 else "INVALID_PRECISION",
+                    f"price {price} is off the tick 0.1 or deviates over 50% from the mark",
+                )
             return None
         amount = Decimal(body["amount"])
         if price is not None and price.as_tuple().exponent < -2:
@@ -1913,8 +2602,11 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             return self._error(400, "AMOUNT_TOO_LITTLE", f"amount {amount} is below the minimum 0.0001")
         total = amount if market_buy else amount * (price or reference)
         if total < 3:
-            return self._error(400, "INVALID_PARAM_VALUE", f"Your order size {total} {instrument.quote} is too small. "
-                                                           f"The minimum is 3 {instrument.quote}")
+            return self._error(
+                400,
+                "INVALID_PARAM_VALUE",
+                f"Your order size {total} {instrument.quote} is too small. The minimum is 3 {instrument.quote}",
+            )
         return None
 
     def _find(self, book: Book, order_id: str, *, visible: bool = True) -> BookOrder | None:
@@ -1934,6 +2626,7 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             if order is None:
                 return self._error(404, "ORDER_NOT_FOUND", "Order not found")
             return Reply(200, self._order_json(order, book))
+
         return get
 
     def _cancel(self, book: Book) -> Handler:
@@ -1946,6 +2639,7 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             if order is None:
                 return self._error(404, "ORDER_NOT_FOUND", "Order not found")
             return Reply(200, self._order_json(order, book))
+
         return cancel
 
     def _list_orders(self, book: Book) -> Handler:
@@ -1954,10 +2648,16 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             instrument = self._instrument(book, q.get("contract", q.get("currency_pair")))
             wanted = q.get("status", "open")
             start, end = float(q.get("from", 0)), float(q.get("to", 10**12))  # finished: by their end time
-            rows = [self._order_json(o, book) for o in book.orders.values()
-                    if o.instrument is instrument and (o.status == "open") == (wanted == "open") and book.visible(o)
-                    and (wanted == "open" or start <= o.updated_ms / 1000 <= end)]
-            return Reply(200, rows[:int(q.get("limit", 100))])
+            rows = [
+                self._order_json(o, book)
+                for o in book.orders.values()
+                if o.instrument is instrument
+                and (o.status == "open") == (wanted == "open")
+                and book.visible(o)
+                and (wanted == "open" or start <= o.updated_ms / 1000 <= end)
+            ]
+            return Reply(200, rows[: int(q.get("limit", 100))])
+
         return list_orders
 
     def _orders_timerange(self, request: Request) -> Reply:
@@ -1966,9 +2666,12 @@ class Gate(_GatePriceOrders, LoopbackExchange):
         q = request.query
         instrument = self._instrument(self.futures, q.get("contract"))
         start, end = float(q.get("from", 0)), float(q.get("to", 10**12))
-        rows = [self._order_json(o, self.futures) for o in self.futures.orders.values()
-                if o.instrument is instrument and self.futures.visible(o) and start <= o.created_ms / 1000 <= end]
-        return Reply(200, rows[:int(q.get("limit", 100))])
+        rows = [
+            self._order_json(o, self.futures)
+            for o in self.futures.orders.values()
+            if o.instrument is instrument and self.futures.visible(o) and start <= o.created_ms / 1000 <= end
+        ]
+        return Reply(200, rows[: int(q.get("limit", 100))])
 
     def _spot_open_orders(self, request: Request) -> Reply:
         """GET /spot/open_orders: open orders grouped by currency pair."""
@@ -1977,8 +2680,14 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             if order.status == "open" and self.spot.visible(order):
                 pairs.setdefault(self.market_id(order.instrument.symbol), []).append(self._order_json(order, self.spot))
         wanted = request.query.get("currency_pair")
-        return Reply(200, [{"currency_pair": pair, "total": len(orders), "orders": orders}
-                           for pair, orders in pairs.items() if wanted in (None, pair)])
+        return Reply(
+            200,
+            [
+                {"currency_pair": pair, "total": len(orders), "orders": orders}
+                for pair, orders in pairs.items()
+                if wanted in (None, pair)
+            ],
+        )
 
     def _trades(self, book: Book) -> Handler:
         futures = book is self.futures
@@ -1991,7 +2700,9 @@ class Gate(_GatePriceOrders, LoopbackExchange):
                 if "from" in q and "to" in q and end - start > self.SPOT_TRADES_MAX_S:
                     return self._error(400, "INVALID_PARAM_VALUE", "the time range may not exceed 30 days")
                 if "to" not in q:
-                    end = (start if "from" in q else self.clock() - self.SPOT_TRADES_DEFAULT_S) + self.SPOT_TRADES_DEFAULT_S
+                    end = (
+                        start if "from" in q else self.clock() - self.SPOT_TRADES_DEFAULT_S
+                    ) + self.SPOT_TRADES_DEFAULT_S
                 if "from" not in q:
                     start = end - self.SPOT_TRADES_DEFAULT_S
             rows = []
@@ -2001,44 +2712,111 @@ class Gate(_GatePriceOrders, LoopbackExchange):
                 role = "maker" if t.maker else "taker"
                 if futures:
                     sign = 1 if t.order.side == "buy" else -1
-                    rows.append({"id": t.id, "create_time": t.time_ms / 1000, "contract": self.market_id(instrument.symbol),
-                                 "order_id": str(t.order.id), "size": sign * int(Decimal(self._contracts_of(t.amount))),
-                                 "close_size": 0, "price": _s(t.price), "role": role, "text": t.order.client_id,
-                                 "fee": _s(t.fee), "point_fee": "0"})
+                    rows.append(
+                        {
+                            "id": t.id,
+                            "create_time": t.time_ms / 1000,
+                            "contract": self.market_id(instrument.symbol),
+                            "order_id": str(t.order.id),
+                            "size": sign * int(Decimal(self._contracts_of(t.amount))),
+                            "close_size": 0,
+                            "price": _s(t.price),
+                            "role": role,
+                            "text": t.order.client_id,
+                            "fee": _s(t.fee),
+                            "point_fee": "0",
+                        }
+                    )
                 else:
-                    rows.append({"id": str(t.id), "create_time": str(t.time_ms // 1000), "create_time_ms": f"{t.time_ms}.000",
-                                 "currency_pair": self.market_id(instrument.symbol), "side": t.order.side, "role": role,
-                                 "amount": _s(t.amount), "price": _s(t.price), "order_id": str(t.order.id),
-                                 "fee": _s(t.fee), "fee_currency": t.fee_asset, "point_fee": "0", "gt_fee": "0",
-                                 "text": t.order.client_id, "amend_text": "-"})
-            return Reply(200, rows[-int(q.get("limit", 100)):])
+                    rows.append(
+                        {
+                            "id": str(t.id),
+                            "create_time": str(t.time_ms // 1000),
+                            "create_time_ms": f"{t.time_ms}.000",
+                            "currency_pair": self.market_id(instrument.symbol),
+                            "side": t.order.side,
+                            "role": role,
+                            "amount": _s(t.amount),
+                            "price": _s(t.price),
+                            "order_id": str(t.order.id),
+                            "fee": _s(t.fee),
+                            "fee_currency": t.fee_asset,
+                            "point_fee": "0",
+                            "gt_fee": "0",
+                            "text": t.order.client_id,
+                            "amend_text": "-",
+                        }
+                    )
+            return Reply(200, rows[-int(q.get("limit", 100)) :])
+
         return trades
 
     def _spot_accounts(self, request: Request) -> Reply:
-        return Reply(200, [{"currency": asset, "available": _s(self.spot.free(asset)),
-                            "locked": _s(self.spot.locked(asset)), "update_id": 1} for asset in self.spot.balances])
+        return Reply(
+            200,
+            [
+                {
+                    "currency": asset,
+                    "available": _s(self.spot.free(asset)),
+                    "locked": _s(self.spot.locked(asset)),
+                    "update_id": 1,
+                }
+                for asset in self.spot.balances
+            ],
+        )
 
     def _futures_account(self, request: Request) -> Reply:
         """GET /futures/usdt/accounts: ``total`` is "position_margin + order_margin + available",
         without the unrealised PnL, which ``unrealised_pnl`` reports beside it (``docs/FuturesAccount.md``)."""
         wallet = self.futures.balances.get("USDT", Decimal(0))
-        return Reply(200, {"user": 1, "currency": "USDT", "total": _s(wallet),
-                           "unrealised_pnl": _s(self.futures.unrealized("USDT")),
-                           "position_margin": _s(self.futures.used_margin("USDT")),
-                           "order_margin": _s(self.futures.locked("USDT")), "available": _s(self.futures.free("USDT")),
-                           "point": "0", "bonus": "0", "in_dual_mode": False, "enable_evolved_classic": False})
+        return Reply(
+            200,
+            {
+                "user": 1,
+                "currency": "USDT",
+                "total": _s(wallet),
+                "unrealised_pnl": _s(self.futures.unrealized("USDT")),
+                "position_margin": _s(self.futures.used_margin("USDT")),
+                "order_margin": _s(self.futures.locked("USDT")),
+                "available": _s(self.futures.free("USDT")),
+                "point": "0",
+                "bonus": "0",
+                "in_dual_mode": False,
+                "enable_evolved_classic": False,
+            },
+        )
 
     def _position_json(self, symbol: str) -> dict[str, Any]:
         size, entry = self.futures.position(symbol)
         mark, leverage = self.futures.prices[symbol], self.futures.leverage_of(symbol)
         cross = self.futures.margin_mode_of(symbol) == "cross"
-        return {"user": 1, "contract": self.market_id(symbol), "size": int(Decimal(self._contracts_of(size))),
-                "leverage": "0" if cross else str(leverage), "risk_limit": "1000000", "leverage_max": "100", "maintenance_rate": "0.005",
-                "value": _s(abs(size) * mark), "margin": _s(abs(size) * entry / leverage), "entry_price": _s(entry),
-                "liq_price": "0", "mark_price": _s(mark), "unrealised_pnl": _s(size * (mark - entry)),
-                "realised_pnl": "0", "history_pnl": "0", "last_close_pnl": "0", "realised_point": "0",
-                "history_point": "0", "adl_ranking": 5, "pending_orders": 0, "close_order": None, "mode": "single",
-                "cross_leverage_limit": "0", "update_time": int(self.clock()), "open_time": int(self.clock())}
+        return {
+            "user": 1,
+            "contract": self.market_id(symbol),
+            "size": int(Decimal(self._contracts_of(size))),
+            "leverage": "0" if cross else str(leverage),
+            "risk_limit": "1000000",
+            "leverage_max": "100",
+            "maintenance_rate": "0.005",
+            "value": _s(abs(size) * mark),
+            "margin": _s(abs(size) * entry / leverage),
+            "entry_price": _s(entry),
+            "liq_price": "0",
+            "mark_price": _s(mark),
+            "unrealised_pnl": _s(size * (mark - entry)),
+            "realised_pnl": "0",
+            "history_pnl": "0",
+            "last_close_pnl": "0",
+            "realised_point": "0",
+            "history_point": "0",
+            "adl_ranking": 5,
+            "pending_orders": 0,
+            "close_order": None,
+            "mode": "single",
+            "cross_leverage_limit": "0",
+            "update_time": int(self.clock()),
+            "open_time": int(self.clock()),
+        }
 
     def _positions(self, request: Request) -> Reply:
         return Reply(200, [self._position_json(symbol) for symbol in list(self.futures.positions)])
@@ -2055,7 +2833,9 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             self.futures.margin_mode[instrument.symbol] = "cross"
             return Reply(200, self._position_json(instrument.symbol))
         if not 1 <= leverage <= 100:
-            return self._error(400, "LEVERAGE_TOO_HIGH" if leverage > 100 else "LEVERAGE_TOO_LOW", f"leverage {leverage}")
+            return self._error(
+                400, "LEVERAGE_TOO_HIGH" if leverage > 100 else "LEVERAGE_TOO_LOW", f"leverage {leverage}"
+            )
         self.futures.leverage[instrument.symbol] = leverage
         self.futures.margin_mode[instrument.symbol] = "isolated"
         return Reply(200, self._position_json(instrument.symbol))
@@ -2064,25 +2844,45 @@ class Gate(_GatePriceOrders, LoopbackExchange):
 # -- key permissions: what an API key may do (the vault asks when a key is added or checked) ----
 
 
-def answer_binance_key_restrictions(server: BinanceAccount, *, withdrawals: bool = False, ip_restrict: bool = True,
-                                    spot_trading: bool = True, futures: bool = False, margin: bool = False) -> None:
+def answer_binance_key_restrictions(
+    server: BinanceAccount,
+    *,
+    withdrawals: bool = False,
+    ip_restrict: bool = True,
+    spot_trading: bool = True,
+    futures: bool = False,
+    margin: bool = False,
+) -> None:
     """Serve ``GET /sapi/v1/account/apiRestrictions`` on ``server`` (signed, USER_DATA) in Binance's
     format (https://developers.binance.com/docs/wallet/account/api-key-permission): the flags of
     the one key the server knows. Binance lets a key withdraw only with an IP restriction."""
+
     def restrictions(request: Request) -> Reply:
-        answer = {"ipRestrict": ip_restrict, "createTime": 1698645219000, "enableReading": True,
-                  "enableWithdrawals": withdrawals, "enableInternalTransfer": False, "enableMargin": margin,
-                  "enableFutures": futures, "permitsUniversalTransfer": False, "enableVanillaOptions": False,
-                  "enableFixApiTrade": False, "enableFixReadOnly": True, "enableSpotAndMarginTrading": spot_trading,
-                  "enablePortfolioMarginTrading": False}
+        answer = {
+            "ipRestrict": ip_restrict,
+            "createTime": 1698645219000,
+            "enableReading": True,
+            "enableWithdrawals": withdrawals,
+            "enableInternalTransfer": False,
+            "enableMargin": margin,
+            "enableFutures": futures,
+            "permitsUniversalTransfer": False,
+            "enableVanillaOptions": False,
+            "enableFixApiTrade": False,
+            "enableFixReadOnly": True,
+            "enableSpotAndMarginTrading": spot_trading,
+            "enablePortfolioMarginTrading": False,
+        }
         if spot_trading:
             answer["tradingAuthorityExpirationTime"] = 1893456000000  # when the trading permission lapses
         return Reply(200, answer)
+
     server.route("GET", "/sapi/v1/account/apiRestrictions", server._signed(restrictions))
 
 
-def answer_gate_key_permissions(server: Gate, perms: Mapping[str, bool], *, ip_whitelist: tuple[str, ...] = (),
-                                account_permission: bool = True) -> None:
+def answer_gate_key_permissions(
+    server: Gate, perms: Mapping[str, bool], *, ip_whitelist: tuple[str, ...] = (), account_permission: bool = True
+) -> None:
     """Serve Gate APIv4's key information for ``server``'s key, ``perms`` being {name: read_only}:
 
     - ``GET /account/main_keys`` ("Query All Main Account Key Information"): every key of the main
@@ -2093,15 +2893,30 @@ def answer_gate_key_permissions(server: Gate, perms: Mapping[str, bool], *, ip_w
       ``wallet`` permission, 403 ``READ_ONLY`` "API key is read-only" with it read-only, else (no
       such withdrawal here) 404 ``NOT_FOUND``. Labels from Gate APIv4's error list.
     """
+
     def main_keys(request: Request) -> Reply:
         if not account_permission:
             return server._error(403, "FORBIDDEN", "Request API key does not have account permission")
-        mine = {"state": 1, "mode": 1, "name": "workbench", "user_id": 1, "currency_pairs": [],
-                "perms": [{"name": name, "read_only": read_only} for name, read_only in perms.items()],
-                "ip_whitelist": list(ip_whitelist), "key": server.api_key[:12] + "*****",
-                "created_at": 1753030929, "update_at": 1756300567, "last_access": 1753030929}
-        other = {**mine, "name": "another key", "perms": [{"name": "wallet", "read_only": False}], "ip_whitelist": [],
-                 "key": "zz" + server.api_key[2:12] + "*****"}
+        mine = {
+            "state": 1,
+            "mode": 1,
+            "name": "workbench",
+            "user_id": 1,
+            "currency_pairs": [],
+            "perms": [{"name": name, "read_only": read_only} for name, read_only in perms.items()],
+            "ip_whitelist": list(ip_whitelist),
+            "key": server.api_key[:12] + "*****",
+            "created_at": 1753030929,
+            "update_at": 1756300567,
+            "last_access": 1753030929,
+        }
+        other = {
+            **mine,
+            "name": "another key",
+            "perms": [{"name": "wallet", "read_only": False}],
+            "ip_whitelist": [],
+            "key": "zz" + server.api_key[2:12] + "*****",
+        }
         return Reply(200, [other, mine])
 
     def cancel_withdrawal(request: Request) -> Reply:
@@ -2121,8 +2936,9 @@ FUNDING_LISTED = pd.Timestamp("2019-09-25", tz="UTC")  # the perpetuals' onboard
 FUNDING_UNTIL = pd.Timestamp("2031-01-01", tz="UTC")  # settlements past the clock are never served
 
 
-def synthetic_funding(start: Any = FUNDING_LISTED, stop: Any = FUNDING_UNTIL, *, seed: int = 11,
-                      every: str = "8h") -> pd.Series:
+def synthetic_funding(
+    start: Any = FUNDING_LISTED, stop: Any = FUNDING_UNTIL, *, seed: int = 11, every: str = "8h"
+) -> pd.Series:
     """SYNTHETIC funding rates, not any venue's: a seeded random walk around 0.0001 (the venues'
     interest component at a neutral premium) mean-reverting, 8 decimals, kept within ±0.003, at
     every multiple of ``every`` since 1970 (8 h: 00:00, 08:00, 16:00 UTC) in [start, stop)."""
@@ -2130,8 +2946,9 @@ def synthetic_funding(start: Any = FUNDING_LISTED, stop: Any = FUNDING_UNTIL, *,
 
     step = pd.Timedelta(every)
     first = pd.Timestamp(start).tz_convert("UTC").ceil(step)
-    times = pd.date_range(first, pd.Timestamp(stop).tz_convert("UTC") - pd.Timedelta(1, "ns"), freq=step,
-                          name="time").as_unit("ns")
+    times = pd.date_range(
+        first, pd.Timestamp(stop).tz_convert("UTC") - pd.Timedelta(1, "ns"), freq=step, name="time"
+    ).as_unit("ns")
     rng = np.random.default_rng(seed)
     shocks = rng.normal(0.0, 0.00008, len(times))
     rates = np.empty(len(times))
@@ -2144,8 +2961,11 @@ def synthetic_funding(start: Any = FUNDING_LISTED, stop: Any = FUNDING_UNTIL, *,
     return series
 
 
-def _funding_store(server: LoopbackExchange, symbols: list[str], funding: Mapping[str, pd.Series] | None,
-                   ) -> dict[str, pd.Series]:
+def _funding_store(
+    server: LoopbackExchange,
+    symbols: list[str],
+    funding: Mapping[str, pd.Series] | None,
+) -> dict[str, pd.Series]:
     """The series each perpetual settles: given ones, else a synthetic one seeded by the symbol."""
     import zlib
 
@@ -2192,8 +3012,9 @@ def serve_binance_funding(server: Binance, funding: Mapping[str, pd.Series] | No
         for name in ("startTime", "endTime", "limit"):
             if name in q:
                 if not re.fullmatch(r"[0-9]{1,20}", q[name]):
-                    return server._error(400, -1100, f"Illegal characters found in parameter '{name}'; legal range "
-                                                     "is '^[0-9]{1,20}$'.")
+                    return server._error(
+                        400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+                    )
                 bounds[name] = int(q[name])
         if not 1 <= bounds.get("limit", 100) <= 1000:
             return server._error(400, -1130, "Data sent for parameter 'limit' is not valid.")
@@ -2203,16 +3024,24 @@ def serve_binance_funding(server: Binance, funding: Mapping[str, pd.Series] | No
         for perpetual in chosen:
             times, rates = _settled(store[perpetual], server._now_ms())
             mark = f"{server.futures.prices[perpetual]:.8f}"
-            rows += [(int(t), perpetual, float(r), mark) for t, r in zip(times, rates)
-                     if bounds.get("startTime", t) <= t <= bounds.get("endTime", t)]
+            rows += [
+                (int(t), perpetual, float(r), mark)
+                for t, r in zip(times, rates)
+                if bounds.get("startTime", t) <= t <= bounds.get("endTime", t)
+            ]
         rows.sort()
         if "startTime" in bounds:
-            rows = rows[:bounds.get("limit", 100)]
+            rows = rows[: bounds.get("limit", 100)]
         else:
             count = bounds.get("limit", 100 if "endTime" in bounds else 200)
             rows = rows[-count:] if count else []
-        return Reply(200, [{"symbol": perpetuals[p], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": mark}
-                           for t, p, r, mark in rows])
+        return Reply(
+            200,
+            [
+                {"symbol": perpetuals[p], "fundingTime": t, "fundingRate": f"{r:.8f}", "markPrice": mark}
+                for t, p, r, mark in rows
+            ],
+        )
 
     server.route("GET", "/fapi/v1/fundingRate", funding_rate)
     return store
@@ -2253,8 +3082,9 @@ def serve_gate_funding(server: Gate, funding: Mapping[str, pd.Series] | None = N
         if "from" in values and values["from"] > to:
             return server._error(400, "INVALID_PARAM_VALUE", "invalid argument: from is later than to")
         times, rates = _settled(store[perpetual], min(to, now_s) * 1000)
-        rows = [(int(t) // 1000, float(r)) for t, r in zip(times, rates)
-                if values.get("from", int(t) // 1000) * 1000 <= t]
+        rows = [
+            (int(t) // 1000, float(r)) for t, r in zip(times, rates) if values.get("from", int(t) // 1000) * 1000 <= t
+        ]
         rows = rows[::-1][:limit]  # newest first, the newest ``limit``
         return Reply(200, [{"t": t, "r": f"{r:.8f}".rstrip("0").rstrip(".") if r else "0"} for t, r in rows])
 
@@ -2268,10 +3098,20 @@ def funding_client(server: Binance | Gate, **config: Any) -> Any:
     import ccxt
 
     if isinstance(server, Gate):
-        options = {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]},
-                   "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}}}
-        return ccxt.gate({"urls": {"api": server.api_urls()}, "options": options, "enableRateLimit": False,
-                          "has": {"fetchCurrencies": False}, **config})  # as workbench.exchange opens it
+        options = {
+            "defaultType": "swap",
+            "fetchMarkets": {"types": ["swap"]},
+            "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}},
+        }
+        return ccxt.gate(
+            {
+                "urls": {"api": server.api_urls()},
+                "options": options,
+                "enableRateLimit": False,
+                "has": {"fetchCurrencies": False},
+                **config,
+            }
+        )  # as workbench.exchange opens it
     options = {"fetchMarkets": {"types": ["linear"]}, "fetchMargins": False}
     urls = server._rewrite(ccxt.binanceusdm().urls["api"])
     return ccxt.binanceusdm({"urls": {"api": urls}, "options": options, "enableRateLimit": False, **config})

@@ -3,6 +3,7 @@ an SMTP server, each checking what a real one checks (the bot token in the path,
 signature, the SMTP login) and answering with scripted faults: an HTTP or SMTP error status
 (429 with ``retry_after``, 5xx, 451), or an answer slower than the client's timeout.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,11 @@ class _HttpServer(_Faults):
                 payload = json.dumps(answer).encode()
                 try:
                     self.send_response(status)
-                    for name, value in {**headers, "Content-Type": "application/json",
-                                        "Content-Length": str(len(payload))}.items():
+                    for name, value in {
+                        **headers,
+                        "Content-Type": "application/json",
+                        "Content-Length": str(len(payload)),
+                    }.items():
                         self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)
@@ -83,9 +87,16 @@ class _HttpServer(_Faults):
         if "delay" in fault:
             time.sleep(fault["delay"])
             return None
-        return fault["status"], ({"Retry-After": f"{fault['retry_after']:g}"} if fault["retry_after"] else {}), \
-            {"ok": False, "error_code": fault["status"], "description": f"scripted {fault['status']}",
-             **({"parameters": {"retry_after": fault["retry_after"]}} if fault["retry_after"] else {})}
+        return (
+            fault["status"],
+            ({"Retry-After": f"{fault['retry_after']:g}"} if fault["retry_after"] else {}),
+            {
+                "ok": False,
+                "error_code": fault["status"],
+                "description": f"scripted {fault['status']}",
+                **({"parameters": {"retry_after": fault["retry_after"]}} if fault["retry_after"] else {}),
+            },
+        )
 
     def __enter__(self):
         self._thread.start()
@@ -136,10 +147,13 @@ class WebhookReceiver(_HttpServer):
             return 404, {}, {"error": "no such hook"}
         if self.secret is not None:
             timestamp = headers.get("X-Workbench-Timestamp", "")
-            expected = "sha256=" + hmac.new(self.secret.encode(), timestamp.encode() + b"." + body,
-                                            hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, headers.get("X-Workbench-Signature", "")) or \
-                    abs(time.time() - int(timestamp or 0)) > 300:
+            expected = (
+                "sha256=" + hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            )
+            if (
+                not hmac.compare_digest(expected, headers.get("X-Workbench-Signature", ""))
+                or abs(time.time() - int(timestamp or 0)) > 300
+            ):
                 return 401, {}, {"error": "bad signature"}
         scripted = self.scripted()
         if scripted:
@@ -159,12 +173,16 @@ class SmtpServer(_Faults):
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         # a login is checked when offered (AUTH over plain text: on loopback, on purpose)
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, authenticator=self._login,
-                                      auth_require_tls=False)
+        self._controller = Controller(
+            self, hostname="127.0.0.1", port=self.port, authenticator=self._login, auth_require_tls=False
+        )
 
     def _login(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.username
-              and hmac.compare_digest(auth_data.password.decode(), self.password))
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.username
+            and hmac.compare_digest(auth_data.password.decode(), self.password)
+        )
         return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name

@@ -2,6 +2,7 @@
 sides, bad settings refused, liquidation of unleveraged shorts, ruin, a stop and a
 liquidation in one gap, duplicate candles, one-line CLI errors, maintenance margin tiers and
 the mark price (liquidation as the venues compute it), and a numba cache that follows the engine."""
+
 from __future__ import annotations
 
 import subprocess
@@ -55,8 +56,9 @@ def test_market_making_caps_a_reversal_through_flat():
     candles = bars([(100, 100, 100, 100), (100, 101.5, 100, 101), (101, 101, 95, 96)])
     params = {**MM_BOTH, "order_size": 0.3, "max_inventory": 0.05}
     free = wb.backtest("market_making", candles, params, fees=0.0, slippage=0.0, init_cash=10_000)
-    capped = wb.backtest("market_making", candles, params, risk={"max_position_size": 300}, fees=0.0,
-                         slippage=0.0, init_cash=10_000)
+    capped = wb.backtest(
+        "market_making", candles, params, risk={"max_position_size": 300}, fees=0.0, slippage=0.0, init_cash=10_000
+    )
     bid = 101 * 0.99
     assert free.fills["size"].tolist()[0] == pytest.approx(-5)
     assert free.position.iloc[-1] * bid > 450  # the free reversal ends beyond the limit
@@ -97,6 +99,7 @@ def test_ema_reversal_caps_its_long_ladder_and_cannot_short():
 
 # -- settings: partial fee mappings and a maintenance margin that leaves no room -------------
 
+
 @pytest.mark.parametrize("fees, missing", [({"maker": 0.001}, "taker"), ({"taker": 0.001}, "maker")])
 def test_a_partial_fee_mapping_is_refused(fees, missing):
     with pytest.raises(ParameterError, match=f"fees: .* has no '{missing}' rate; give both 'maker' and 'taker'"):
@@ -105,37 +108,45 @@ def test_a_partial_fee_mapping_is_refused(fees, missing):
 
 def test_a_maintenance_margin_at_or_above_one_over_leverage_is_refused():
     params = {"ema_window": 2, "dip_levels": [1.0], "take_profit": [1.0], "leverage": 50}
-    message = r"maintenance_margin: 0.02 is not allowed with leverage 50; expected a number from 0 to below " \
-              r"1/leverage = 0.02"
+    message = (
+        r"maintenance_margin: 0.02 is not allowed with leverage 50; expected a number from 0 to below "
+        r"1/leverage = 0.02"
+    )
     with pytest.raises(ParameterError, match=message):
         wb.backtest("ema_reversal", CHANNEL_UP, params, maintenance_margin=0.02)
     with pytest.raises(ParameterError, match="with leverage 50"):  # a sweep checks every combination
-        wb.sweep("ema_reversal", CHANNEL_UP, {**params, "leverage": [2, 50]}, maintenance_margin=0.02,
-                 progress=False)
+        wb.sweep("ema_reversal", CHANNEL_UP, {**params, "leverage": [2, 50]}, maintenance_margin=0.02, progress=False)
     ok = wb.backtest("ema_reversal", CHANNEL_UP, params, maintenance_margin=0.0199)
     assert ok.metrics["liquidations"] == 0
 
 
 # -- unleveraged shorts are liquidated; ruin stops the run ----------------------------------
-SHORT_THEN_SQUEEZE = bars([(10, 11, 9, 10)] * 3 + [
-    (10, 10, 8, 8.5),      # 3: close below the channel: sell at the next open
-    (8, 9, 7.5, 8.5),      # 4: short at 8
-    (8.5, 16.5, 8.5, 16),  # 5: the high passes 8 * (2 - mmr) = 15.96: liquidated
-    (16, 17, 15, 16),
-    (16, 17, 6, 6.5),      # 7: close below the channel again: would sell
-    (6, 6, 5, 5.5),
-])
+SHORT_THEN_SQUEEZE = bars(
+    [(10, 11, 9, 10)] * 3
+    + [
+        (10, 10, 8, 8.5),  # 3: close below the channel: sell at the next open
+        (8, 9, 7.5, 8.5),  # 4: short at 8
+        (8.5, 16.5, 8.5, 16),  # 5: the high passes 8 * (2 - mmr) = 15.96: liquidated
+        (16, 17, 15, 16),
+        (16, 17, 6, 6.5),  # 7: close below the channel again: would sell
+        (6, 6, 5, 5.5),
+    ]
+)
 
 
 def test_an_unleveraged_short_is_liquidated_and_a_full_size_one_ruins_the_account():
     params = {"entry_window": 3, "exit_window": 3, "direction": "short"}
-    with pytest.warns(RuntimeWarning, match=r"channel: the account was ruined at 2024-01-01 05:00:00\+00:00 by a "
-                                            r"liquidation fill .*nothing is traded after it"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"channel: the account was ruined at 2024-01-01 05:00:00\+00:00 by a "
+        r"liquidation fill .*nothing is traded after it",
+    ):
         result = wb.backtest("channel", SHORT_THEN_SQUEEZE, params, **FREE)
     units = 1000 / 8
-    assert [(k, round(s, 9), p) for k, s, p in zip(result.fills["kind"].astype(str), result.fills["size"],
-                                                   result.fills["price"])] == \
-        [("entry", -units, 8.0), ("liquidation", units, 8 * (2 - MMR))]
+    assert [
+        (k, round(s, 9), p)
+        for k, s, p in zip(result.fills["kind"].astype(str), result.fills["size"], result.fills["price"])
+    ] == [("entry", -units, 8.0), ("liquidation", units, 8 * (2 - MMR))]
     assert result.metrics["ruined"] == 1 and result.ruined_at == SHORT_THEN_SQUEEZE.index[5]
     assert result.metrics["liquidation_loss"] == pytest.approx(1000)
     assert result.metrics["fees_paid"] == 0  # the margin lost is not a fee
@@ -176,8 +187,15 @@ def test_rules_short_at_leverage_1_is_liquidated_like_a_perpetual():
 
 
 def test_market_making_short_inventory_is_liquidated_and_a_ruined_account_stops_quoting():
-    squeeze = bars([(100, 100, 100, 100), (100, 101.5, 100, 101),  # 1: the ask sells 10 at 101
-                    (101, 250, 101, 240), (240, 245, 230, 240), (240, 245, 230, 240)])
+    squeeze = bars(
+        [
+            (100, 100, 100, 100),
+            (100, 101.5, 100, 101),  # 1: the ask sells 10 at 101
+            (101, 250, 101, 240),
+            (240, 245, 230, 240),
+            (240, 245, 230, 240),
+        ]
+    )
     params = {**MM_BOTH, "order_size": 1.0}
     result = _quiet_backtest("market_making", squeeze, params, **FREE)
     assert result.fills["kind"].astype(str).tolist() == ["entry", "liquidation"]
@@ -234,18 +252,28 @@ def test_rules_short_stop_nearer_than_the_liquidation_fills_first_in_a_gap():
 
 # -- candles with a duplicate time, and CLI errors on one line ------------------------------
 
+
 def _write(path, rows: list[str]) -> str:
     path.write_text("time,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
     return str(path)
 
 
 def test_a_duplicate_time_with_other_values_is_a_candle_error_naming_both_lines(tmp_path):
-    path = _write(tmp_path / "dup.csv", ["2024-01-01 00:00,1,2,1,1.5,10", "2024-01-01 01:00,1,2,1,1.5,10",
-                                         "2024-01-01 01:00,1,2,1,1.5,x", "2024-01-01 02:00,1,2,1,1.5,10"])
+    path = _write(
+        tmp_path / "dup.csv",
+        [
+            "2024-01-01 00:00,1,2,1,1.5,10",
+            "2024-01-01 01:00,1,2,1,1.5,10",
+            "2024-01-01 01:00,1,2,1,1.5,x",
+            "2024-01-01 02:00,1,2,1,1.5,10",
+        ],
+    )
     with pytest.raises(CandleError) as caught:
         wb.read_candles(path)
-    assert "line 4 (2024-01-01 01:00 UTC): volume 'x' is not a number; duplicate: has the same time as, but " \
-           "other values than, line 3" in str(caught.value)
+    assert (
+        "line 4 (2024-01-01 01:00 UTC): volume 'x' is not a number; duplicate: has the same time as, but "
+        "other values than, line 3" in str(caught.value)
+    )
     assert "2 problems" in str(caught.value)
 
 
@@ -254,12 +282,21 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    path = _write(tmp_path / "dup.csv", ["2024-01-01 00:00,1,2,1,1.5,10", "2024-01-01 01:00,1,2,1,1.5,10",
-                                         "2024-01-01 01:00,1,3,1,1.5,10", "2024-01-01 02:00,1,2,1,1.5,10"])
+    path = _write(
+        tmp_path / "dup.csv",
+        [
+            "2024-01-01 00:00,1,2,1,1.5,10",
+            "2024-01-01 01:00,1,2,1,1.5,10",
+            "2024-01-01 01:00,1,3,1,1.5,10",
+            "2024-01-01 02:00,1,2,1,1.5,10",
+        ],
+    )
     for args, expected in [
-        (["backtest", "channel", "--candles", path],
-         f"workbench backtest: error: {path}: 1 problem in the 1h candles: line 4 (2024-01-01 01:00 UTC): "
-         "duplicate: has the same time as, but other values than, line 3; Fix the data"),
+        (
+            ["backtest", "channel", "--candles", path],
+            f"workbench backtest: error: {path}: 1 problem in the 1h candles: line 4 (2024-01-01 01:00 UTC): "
+            "duplicate: has the same time as, but other values than, line 3; Fix the data",
+        ),
         (["backtest", "channel"], "workbench backtest: error: the following arguments are required: --candles"),
     ]:
         run = _cli(*args)
@@ -271,8 +308,11 @@ def test_an_error_about_a_changed_frame_names_the_file_it_was_read_from(tmp_path
     path = _write(tmp_path / "ok.csv", [f"2024-01-01 {h:02d}:00,1,2,1,1.5,10" for h in range(6)])
     candles = wb.read_candles(path)
     candles.loc[candles.index[3], "high"] = 0.5
-    with pytest.raises(CandleError, match=rf"^candles DataFrame \(from {path}\): 1 problem .*\n  row 3 "
-                                          r"\(2024-01-01 03:00 UTC\): high 0.5 is below low 1.0"):
+    with pytest.raises(
+        CandleError,
+        match=rf"^candles DataFrame \(from {path}\): 1 problem .*\n  row 3 "
+        r"\(2024-01-01 03:00 UTC\): high 0.5 is below low 1.0",
+    ):
         wb.backtest("channel", candles)
     bare = pd.DataFrame(candles)
     bare.attrs = {}
@@ -298,11 +338,15 @@ def _short_liquidation(notional, margin, units, rate, amount):
     return (notional + margin + amount) / (units * (1 + rate))
 
 
-@pytest.mark.parametrize("cash, rate, amount", [(1000.0, 0.02, 50.0),  # notional 10,000: tier 2
-                                                (400.0, 0.01, 0.0)])  # notional 4,000: tier 1
+@pytest.mark.parametrize(
+    "cash, rate, amount",
+    [
+        (1000.0, 0.02, 50.0),  # notional 10,000: tier 2
+        (400.0, 0.01, 0.0),
+    ],
+)  # notional 4,000: tier 1
 def test_a_tiered_long_is_liquidated_where_the_venue_computes_it(cash, rate, amount):
-    result = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **{**FREE, "init_cash": cash},
-                             maintenance_margin=TIERS)
+    result = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **{**FREE, "init_cash": cash}, maintenance_margin=TIERS)
     entry, liquidation = result.fills.iloc[0], result.fills.iloc[-1]
     units, notional = entry["size"], entry["size"] * entry["price"]
     assert entry["price"] == 99 and notional == pytest.approx(cash * 10)
@@ -315,8 +359,13 @@ def test_a_tiered_long_is_liquidated_where_the_venue_computes_it(cash, rate, amo
 
 @pytest.mark.parametrize("cash, rate, amount", [(1000.0, 0.02, 50.0), (400.0, 0.01, 0.0)])
 def test_a_tiered_short_is_liquidated_where_the_venue_computes_it(cash, rate, amount):
-    result = _quiet_backtest("rules", SHORTED, {"rules": "leverage 10\nsell 100% when close < 9"},
-                             **{**FREE, "init_cash": cash}, maintenance_margin=TIERS)
+    result = _quiet_backtest(
+        "rules",
+        SHORTED,
+        {"rules": "leverage 10\nsell 100% when close < 9"},
+        **{**FREE, "init_cash": cash},
+        maintenance_margin=TIERS,
+    )
     entry, liquidation = result.fills.iloc[0], result.fills.iloc[-1]
     units, notional = -entry["size"], -entry["size"] * entry["price"]
     assert entry["price"] == 8 and notional == pytest.approx(cash * 10)
@@ -337,29 +386,56 @@ def test_the_bundled_venue_tiers_and_ccxt_rows_are_taken():
     binance = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin="binance")
     units = binance.fills.iloc[0]["size"]  # notional 10,000: Binance's first bracket, 0.4%, amount 0
     assert binance.fills.iloc[-1]["price"] == pytest.approx(_long_liquidation(10_000, 1_000, units, 0.004, 0))
-    ccxt_rows = [{"minNotional": 0, "maintenanceMarginRate": 0.01, "maxLeverage": 20, "info": {"cum": "0"}},
-                 {"minNotional": 5000, "maintenanceMarginRate": 0.02, "maxLeverage": 10, "info": {"cum": "50.0"}}]
+    ccxt_rows = [
+        {"minNotional": 0, "maintenanceMarginRate": 0.01, "maxLeverage": 20, "info": {"cum": "0"}},
+        {"minNotional": 5000, "maintenanceMarginRate": 0.02, "maxLeverage": 10, "info": {"cum": "50.0"}},
+    ]
     rows = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=ccxt_rows)
     tiers = _quiet_backtest("ema_reversal", DIPPED, FAR_STOP, **FREE, maintenance_margin=TIERS)
     assert rows.fills.iloc[-1]["price"] == tiers.fills.iloc[-1]["price"]
 
 
-@pytest.mark.parametrize("tiers, leverage, message", [
-    ([(0, 0.01), (5_000, 0.005)], 10, "maintenance_margin: tier 2's rate 0.005 is not allowed; expected a number "
-                                      r"from 0.01 \(tier 1's\) to below 1"),
-    ([(0, 0.01), (5_000, 0.02), (2_000, 0.03)], 10, "maintenance_margin: tier 3's notional floor 2000 is not above "
-                                                    "tier 2's 5000; expected tiers sorted by floor from 0"),
-    ([(0, -0.01)], 10, "maintenance_margin: tier 1's rate -0.01 is not allowed; expected a finite number >= 0"),
-    ([(0, 0.01), (-5, 0.02)], 10, "maintenance_margin: tier 2's notional floor -5 is not allowed; expected a finite "
-                                  "number >= 0"),
-    ([(0, 0.01), (5_000, 0.02, 60)], 10, "maintenance_margin: tier 2's maintenance amount 60 does not continue "
-                                         "tier 1: expected 50"),
-    ([(0, 0.01), (5_000, 0.2)], 10, r"maintenance_margin: tier 2's rate 0.2 \(notional 5,000 to any\) is not allowed "
-                                    r"with leverage 10; expected a number from 0 to below 1/leverage = 0.1"),
-    ("binance", 101, r"leverage: 101 is above tier 2's maximum of 100 \(notional 50,000 to 250,000; this run's "
-                     r"positions can reach 101,000"),
-    ("bitmex", 10, "maintenance_margin: 'bitmex' is not allowed; expected a rate from 0 to 0.5"),
-])
+@pytest.mark.parametrize(
+    "tiers, leverage, message",
+    [
+        (
+            [(0, 0.01), (5_000, 0.005)],
+            10,
+            "maintenance_margin: tier 2's rate 0.005 is not allowed; expected a number "
+            r"from 0.01 \(tier 1's\) to below 1",
+        ),
+        (
+            [(0, 0.01), (5_000, 0.02), (2_000, 0.03)],
+            10,
+            "maintenance_margin: tier 3's notional floor 2000 is not above "
+            "tier 2's 5000; expected tiers sorted by floor from 0",
+        ),
+        ([(0, -0.01)], 10, "maintenance_margin: tier 1's rate -0.01 is not allowed; expected a finite number >= 0"),
+        (
+            [(0, 0.01), (-5, 0.02)],
+            10,
+            "maintenance_margin: tier 2's notional floor -5 is not allowed; expected a finite number >= 0",
+        ),
+        (
+            [(0, 0.01), (5_000, 0.02, 60)],
+            10,
+            "maintenance_margin: tier 2's maintenance amount 60 does not continue tier 1: expected 50",
+        ),
+        (
+            [(0, 0.01), (5_000, 0.2)],
+            10,
+            r"maintenance_margin: tier 2's rate 0.2 \(notional 5,000 to any\) is not allowed "
+            r"with leverage 10; expected a number from 0 to below 1/leverage = 0.1",
+        ),
+        (
+            "binance",
+            101,
+            r"leverage: 101 is above tier 2's maximum of 100 \(notional 50,000 to 250,000; this run's "
+            r"positions can reach 101,000",
+        ),
+        ("bitmex", 10, "maintenance_margin: 'bitmex' is not allowed; expected a rate from 0 to 0.5"),
+    ],
+)
 def test_bad_tiers_are_refused_on_one_line(tiers, leverage, message):
     with pytest.raises(ParameterError, match=message) as raised:
         wb.backtest("ema_reversal", DIPPED, {**FAR_STOP, "leverage": leverage}, **FREE, maintenance_margin=tiers)
@@ -370,8 +446,14 @@ def test_a_position_beyond_the_leverage_s_tiers_is_refused_unless_capped():
     params = {**FAR_STOP, "leverage": 60}  # Binance allows 60x only below 250,000 of notional
     with pytest.raises(ParameterError, match="leverage: 60 is above tier 3's maximum of 50"):
         wb.backtest("ema_reversal", DIPPED, params, **{**FREE, "init_cash": 10_000}, maintenance_margin="binance")
-    capped = _quiet_backtest("ema_reversal", DIPPED, params, risk={"max_position_size": 200_000},
-                             **{**FREE, "init_cash": 10_000}, maintenance_margin="binance")
+    capped = _quiet_backtest(
+        "ema_reversal",
+        DIPPED,
+        params,
+        risk={"max_position_size": 200_000},
+        **{**FREE, "init_cash": 10_000},
+        maintenance_margin="binance",
+    )
     assert capped.metrics["liquidations"] == 1
 
 
@@ -403,7 +485,9 @@ def test_a_last_price_below_the_liquidation_price_does_not_liquidate_while_the_m
     assert marked.metrics["liquidations"] == 0
     stopped = wb.backtest("ema_reversal", wick, {**LEVERED, "stop_loss": 5.0}, **FREE, mark=_mark(wick, 92.0))
     stop = stopped.fills[stopped.fills["kind"] == "stop_loss"]  # the stop fills on the traded price
-    assert len(stop) == 1 and stop.iloc[0]["price"] == pytest.approx(99 * 0.95) and stop.iloc[0]["time"] == wick.index[3]
+    assert (
+        len(stop) == 1 and stop.iloc[0]["price"] == pytest.approx(99 * 0.95) and stop.iloc[0]["time"] == wick.index[3]
+    )
     assert stopped.metrics["liquidations"] == 0
 
 
@@ -413,7 +497,6 @@ def test_a_mark_series_and_a_misaligned_mark_and_an_unsupported_template():
     assert _quiet_backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=series).metrics["liquidations"] == 1
     with pytest.raises(ParameterError, match=r"mark: no valid mark price at 2024-01-01 04:00:00\+00:00"):
         wb.backtest("ema_reversal", CALM, FAR_STOP, **FREE, mark=_mark(CALM, 89.0).iloc[:4])
-
 
 
 def test_a_rule_strategy_is_liquidated_on_the_mark_too():
@@ -430,23 +513,31 @@ def test_a_rule_strategy_is_liquidated_on_the_mark_too():
 
 # -- the compiled cache follows the engine's source ----------------------------------------
 
+
 def _package(root, helper_returns):
     package = root / "pkg"
     package.mkdir(exist_ok=True)
     (package / "__init__.py").write_text("")
-    (package / "eng.py").write_text(f"from numba import njit\n\n\n@njit(cache=True)\ndef helper():\n"
-                                    f"    return {helper_returns}\n")
-    (package / "ker.py").write_text("from numba import njit\n\nfrom pkg import eng\n\n\n@njit(cache=True)\n"
-                                    "def kernel():\n    return eng.helper()\n")
+    (package / "eng.py").write_text(
+        f"from numba import njit\n\n\n@njit(cache=True)\ndef helper():\n    return {helper_returns}\n"
+    )
+    (package / "ker.py").write_text(
+        "from numba import njit\n\nfrom pkg import eng\n\n\n@njit(cache=True)\ndef kernel():\n    return eng.helper()\n"
+    )
     return package
 
 
 def _kernel_result(root, hashed):
     package = root / "pkg"
-    script = (f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom workbench.engine import core\n"
-              + (f"core.use_hashed_cache({str(package)!r}, [{str(package / 'eng.py')!r}], "
-                 f"base={str(root / 'cache')!r})\n" if hashed else "")
-              + "from pkg import ker\nprint(ker.kernel())\n")
+    script = (
+        f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom workbench.engine import core\n"
+        + (
+            f"core.use_hashed_cache({str(package)!r}, [{str(package / 'eng.py')!r}], base={str(root / 'cache')!r})\n"
+            if hashed
+            else ""
+        )
+        + "from pkg import ker\nprint(ker.kernel())\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip().splitlines()[-1])
@@ -473,15 +564,21 @@ def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_p
     assert core.source_digest([engine]) != before
     assert core.CACHE_DIR.name == f"numba-{core.source_digest(core.kernel_sources(core._PACKAGE))}"
     compiled = {path.relative_to(core._PACKAGE).as_posix() for path in core.kernel_sources(core._PACKAGE)}
-    assert {"engine/core.py", "engine/indicators.py", "strategies/channel.py", "research/_cross_validate.py"} <= compiled
+    assert {
+        "engine/core.py",
+        "engine/indicators.py",
+        "strategies/channel.py",
+        "research/_cross_validate.py",
+    } <= compiled
 
 
 def test_at_leverage_100_a_ladder_is_held_to_the_margin_it_has_and_to_the_position_limit():
     candles = wb.load_candles().loc["2019-01":"2019-03"]
     ladder = {"ema_window": 48, "dip_levels": [0.5, 1.0, 1.5], "leverage": 100, "take_profit": [1.0]}
     for cap in (None, 50_000.0):
-        result = _quiet_backtest("ema_reversal", candles, ladder, risk={"max_position_size": cap}, fees=0.0004,
-                                 maintenance_margin=0.004)
+        result = _quiet_backtest(
+            "ema_reversal", candles, ladder, risk={"max_position_size": cap}, fees=0.0004, maintenance_margin=0.004
+        )
         fills = result.fills
         held = fills["size"].cumsum().round(9)
         entries = fills["kind"] == "entry"

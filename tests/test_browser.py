@@ -7,6 +7,7 @@ the canary key is searched for in the logs, a database dump and every file, and 
 none. The rule builder is driven in Voila: rows added, numbers typed, errors shown, a backtest
 drawn.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,11 +29,22 @@ from workbench import store
 from workbench.store._server import POSTGRES_BIN_PATH
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason="needs Debian's chromium: apt-get install chromium (dev.py test does it as root)")]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="needs Debian's chromium: apt-get install chromium (dev.py test does it as root)",
+    ),
+]
 LONG = 240_000  # ms: kernels, numba compilation and scheduled runs on a 2-core machine
 
 
@@ -70,9 +82,15 @@ def _run_cell(page, code: str) -> None:
 
 
 def _canary_nowhere(hub: Hub, canaries: list[str], tenant_homes: list[Path]) -> None:
-    dump = subprocess.run([str(POSTGRES_BIN_PATH / "pg_dump"), "--dbname",
-                           store.database_url().replace("postgresql+psycopg", "postgresql")],
-                          capture_output=True, check=True).stdout
+    dump = subprocess.run(
+        [
+            str(POSTGRES_BIN_PATH / "pg_dump"),
+            "--dbname",
+            store.database_url().replace("postgresql+psycopg", "postgresql"),
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     places = {"database dump": dump}
     for folder in (hub.root, *tenant_homes):
         for path in folder.rglob("*"):
@@ -137,8 +155,11 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
     # the editor of 01_quickstart backtests, and again when a parameter changes
     page.locator(".jp-Notebook .jp-Cell").first.click()
     page.keyboard.press("Escape")
-    _run_cell(page, "import workbench as wb\ncandles = wb.load_candles()\n"
-                    "wb.editor('channel', candles, {'entry_window': 48, 'exit_window': 24})")
+    _run_cell(
+        page,
+        "import workbench as wb\ncandles = wb.load_candles()\n"
+        "wb.editor('channel', candles, {'entry_window': 48, 'exit_window': 24})",
+    )
     page.get_by_text("backtest up to date").first.wait_for()
     field = page.locator(".widget-inline-hbox:has(label:text-is('entry_window')) input").first
     field.fill("96")
@@ -157,10 +178,13 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
     page.get_by_text(canary_key[:4] + "…" + canary_key[-2:]).first.wait_for()
 
     # promote the live paper notebook; the worker runs it
-    _run_cell(page, "session = wb.live.create_session('browser breakout', exchange='paper')\n"
-                    "wb.live.start(session)\n"
-                    "wb.promote('live/paper_channel.ipynb', session, schedule='* * * * * */5')\n"
-                    "print('PROMOTED', session)")
+    _run_cell(
+        page,
+        "session = wb.live.create_session('browser breakout', exchange='paper')\n"
+        "wb.live.start(session)\n"
+        "wb.promote('live/paper_channel.ipynb', session, schedule='* * * * * */5')\n"
+        "print('PROMOTED', session)",
+    )
     promoted = page.get_by_text(re.compile(r"PROMOTED \d+")).first
     promoted.wait_for()
     session = int(promoted.inner_text().split()[-1])
@@ -185,24 +209,43 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
     other.get_by_text(f"Session #{session}").first.wait_for()
     other.locator(".wb-chart canvas").first.wait_for()  # BokehJS ran under the page's nonce policy
     assert other.locator(".jp-InputArea-editor, .cm-editor, .CodeMirror").count() == 0  # no code to edit or run
-    for forbidden in (f"/user/{trader}/lab", f"/user/{trader}/lab/tree/01_quickstart.ipynb",
-                      f"/user/{trader}/files/01_quickstart.ipynb", f"/user/{trader}/api/contents",
-                      f"/user/{trader}/dash-{session}/", f"/user/{trader}/dash-{session}/api/contents"):
+    for forbidden in (
+        f"/user/{trader}/lab",
+        f"/user/{trader}/lab/tree/01_quickstart.ipynb",
+        f"/user/{trader}/files/01_quickstart.ipynb",
+        f"/user/{trader}/api/contents",
+        f"/user/{trader}/dash-{session}/",
+        f"/user/{trader}/dash-{session}/api/contents",
+    ):
         response = other.goto(hub.url + forbidden)
         assert response.status == 403, forbidden
     assert "01_quickstart" not in other.content()
 
     # what the owner controls is shown as text: scripts planted in the session's strings never run
-    payload = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=1</script>"
+    payload = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>'
     with store.owner_session() as db:
-        db.execute(text("UPDATE trading_sessions SET status_message = :p WHERE id = :id"), {"p": payload, "id": session})
-        db.execute(text("UPDATE strategies SET name = :p FROM trading_sessions t "
-                        "WHERE t.id = :id AND strategies.id = t.strategy_id"), {"p": payload[:60], "id": session})
-        db.execute(text("UPDATE notebook_runs SET error = :p WHERE id = (SELECT max(r.id) FROM notebook_runs r "
-                        "JOIN live_notebooks l ON l.id = r.live_notebook_id WHERE l.session_id = :id)"),
-                   {"p": payload, "id": session})
-    for viewer_page, url in ((other, f"/services/workbench/shared/{trader}/{session}"),
-                             (page, "/services/workbench/"), (other, "/services/workbench/")):
+        db.execute(
+            text("UPDATE trading_sessions SET status_message = :p WHERE id = :id"), {"p": payload, "id": session}
+        )
+        db.execute(
+            text(
+                "UPDATE strategies SET name = :p FROM trading_sessions t "
+                "WHERE t.id = :id AND strategies.id = t.strategy_id"
+            ),
+            {"p": payload[:60], "id": session},
+        )
+        db.execute(
+            text(
+                "UPDATE notebook_runs SET error = :p WHERE id = (SELECT max(r.id) FROM notebook_runs r "
+                "JOIN live_notebooks l ON l.id = r.live_notebook_id WHERE l.session_id = :id)"
+            ),
+            {"p": payload, "id": session},
+        )
+    for viewer_page, url in (
+        (other, f"/services/workbench/shared/{trader}/{session}"),
+        (page, "/services/workbench/"),
+        (other, "/services/workbench/"),
+    ):
         viewer_page.goto(hub.url + url)
         viewer_page.wait_for_load_state("load")
         assert viewer_page.evaluate("window.pwned") is None, url
@@ -213,10 +256,12 @@ def _journey(hub: Hub, browser, page, trader: str, viewer: str, canary_key: str,
     _canary_nowhere(hub, [canary_key, canary_secret], homes)
 
 
-RULE = ("vars fast = 12, slow = 26\n"
-        "buy 50% when EMA($fast) > EMA($slow) and (RSI(14) < 60 or not close > BB(20, 2).upper)\n"
-        "    stop_loss 2% take_profit 1%, 2.5%\n"
-        "exit long when EMA($fast) crosses_below EMA($slow)\n")
+RULE = (
+    "vars fast = 12, slow = 26\n"
+    "buy 50% when EMA($fast) > EMA($slow) and (RSI(14) < 60 or not close > BB(20, 2).upper)\n"
+    "    stop_loss 2% take_profit 1%, 2.5%\n"
+    "exit long when EMA($fast) crosses_below EMA($slow)\n"
+)
 
 
 def test_the_rule_builder_in_voila(browser, tmp_path: Path):
@@ -226,14 +271,27 @@ def test_the_rule_builder_in_voila(browser, tmp_path: Path):
     from nbformat.v4 import new_code_cell, new_notebook
 
     notebook = tmp_path / "builder.ipynb"
-    nbformat.write(new_notebook(cells=[new_code_cell(
-        f"import workbench as wb\nwb.rule_builder(wb.load_candles().iloc[-2000:], {RULE!r}, on_save=None)")],
-        metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}), notebook)
+    nbformat.write(
+        new_notebook(
+            cells=[
+                new_code_cell(
+                    f"import workbench as wb\nwb.rule_builder(wb.load_candles().iloc[-2000:], {RULE!r}, on_save=None)"
+                )
+            ],
+            metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        ),
+        notebook,
+    )
     port = free_port()
     env = {**os.environ, "WORKBENCH_HOME": str(tmp_path / "home"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     with open(tmp_path / "voila.log", "wb") as log:
-        voila = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--no-browser",
-                                  "--Voila.ip=127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        voila = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
     page = browser.new_page()
     page.set_default_timeout(LONG)
     try:

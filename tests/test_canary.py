@@ -11,6 +11,7 @@ secret, SMTP password) are added, tested, fail and deliver against loopback serv
 random canary strings are searched for in the captured logs and outputs, a ``pg_dump`` of the
 database, every file under WORKBENCH_HOME and the executed notebook, and found in none.
 """
+
 from __future__ import annotations
 
 import io
@@ -81,9 +82,11 @@ def _in_process_flow(exchange: BinanceAccount, canaries: dict[str, str], capsys)
     okx = workbench.vault.add_account("okx", canaries["okx_key"], canaries["okx_secret"], canaries["passphrase"])
     shown += [repr(workbench.vault.keys_for(a)) for a in (good, bad, okx)]
     shown.append(str(workbench.vault.check(good, exchange.config())))
-    for attempt in (lambda: workbench.vault.check(bad, exchange.config()),
-                    lambda: workbench.vault.add_account("binance", canaries["api_key"], canaries["secret"], label="bad"),
-                    lambda: workbench.vault.add_account("okx", canaries["okx_key"], canaries["okx_secret"])):
+    for attempt in (
+        lambda: workbench.vault.check(bad, exchange.config()),
+        lambda: workbench.vault.add_account("binance", canaries["api_key"], canaries["secret"], label="bad"),
+        lambda: workbench.vault.add_account("okx", canaries["okx_key"], canaries["okx_secret"]),
+    ):
         with pytest.raises(VaultError) as info:
             attempt()
         shown.append(str(info.value))
@@ -117,8 +120,16 @@ def _notify_flow(canaries: dict[str, str], capsys) -> list[str]:
         phone = workbench.notify.add_telegram("phone", telegram.token, "424242", api_url=telegram.base)
         workbench.notify.add_telegram("wrong", f"12345:{canaries['tg_wrong']}", "424242", api_url=telegram.base)
         workbench.notify.add_webhook("ops", hook.url, secret=canaries["hook_secret"])
-        workbench.notify.add_email("desk", "127.0.0.1", "bot@example.com", "me@example.com", port=smtp.port,
-                                   security="none", username="bot", password=canaries["smtp_password"])
+        workbench.notify.add_email(
+            "desk",
+            "127.0.0.1",
+            "bot@example.com",
+            "me@example.com",
+            port=smtp.port,
+            security="none",
+            username="bot",
+            password=canaries["smtp_password"],
+        )
         form = workbench.notify.form()
         box = form.children[0]
         box.children[0].value, box.children[1].value = "webhook", "from the form"
@@ -140,27 +151,34 @@ def _notify_flow(canaries: dict[str, str], capsys) -> list[str]:
         assert report.sent == 3 and len(telegram.messages) == 2 and len(smtp.messages) == 2
         assert len(hook.received) == 2
     assert main(["notify", "list"]) == 0
-    shown += [workbench.notify.channels().to_string(), workbench.notify.notifications().to_string(),
-              workbench.notify.notifications()._repr_html_()]
+    shown += [
+        workbench.notify.channels().to_string(),
+        workbench.notify.notifications().to_string(),
+        workbench.notify.notifications()._repr_html_(),
+    ]
     workbench.notify.remove(phone)
     out, err = capsys.readouterr()
     return [*shown, out, err]
 
 
 _NOTEBOOK = [
-    ("import logging, os\n"
-     "logging.basicConfig(level=logging.DEBUG, force=True)\n"
-     "logging.getLogger('sqlalchemy.engine').setLevel(logging.DEBUG)\n"
-     "import workbench as wb"),
+    (
+        "import logging, os\n"
+        "logging.basicConfig(level=logging.DEBUG, force=True)\n"
+        "logging.getLogger('sqlalchemy.engine').setLevel(logging.DEBUG)\n"
+        "import workbench as wb"
+    ),
     "ccxt_config = {}",  # papermill parameters: where the loopback exchange is
     "account = wb.vault.add_account('binance', os.environ['NB_API_KEY'], os.environ['NB_SECRET'], label='notebook')",
     "wb.vault.accounts()",
     "keys = wb.vault.keys_for(account)\nprint(keys, keys.api_key, keys.secret)\nkeys",
     "wb.vault.check(account, ccxt_config)",
-    ("try:\n"
-     "    wb.vault.add_account('binance', os.environ['NB_API_KEY'], os.environ['NB_SECRET'], label='notebook')\n"
-     "except wb.vault.VaultError as error:\n"
-     "    print(error)"),
+    (
+        "try:\n"
+        "    wb.vault.add_account('binance', os.environ['NB_API_KEY'], os.environ['NB_SECRET'], label='notebook')\n"
+        "except wb.vault.VaultError as error:\n"
+        "    print(error)"
+    ),
 ]
 
 
@@ -174,16 +192,25 @@ def _run_notebook(folder: Path, exchange: BinanceAccount, monkeypatch) -> Path:
     nbformat.write(notebook, source)
     monkeypatch.setenv("NB_API_KEY", exchange.api_key)
     monkeypatch.setenv("NB_SECRET", exchange.secret)
-    papermill.execute_notebook(str(source), str(output), parameters={"ccxt_config": exchange.config()},
-                               kernel_name="python3", progress_bar=False, cwd=str(folder))
+    papermill.execute_notebook(
+        str(source),
+        str(output),
+        parameters={"ccxt_config": exchange.config()},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(folder),
+    )
     return output
 
 
 def _pg_dump() -> bytes:
     url = make_url(store.database_url()).set(drivername="postgresql")
     env = {**os.environ, "PGPASSWORD": url.password}
-    command = [str(POSTGRES_BIN_PATH / "pg_dump"), "--no-password",
-               url.set(password=None).render_as_string(hide_password=False)]
+    command = [
+        str(POSTGRES_BIN_PATH / "pg_dump"),
+        "--no-password",
+        url.set(password=None).render_as_string(hide_password=False),
+    ]
     return subprocess.run(command, env=env, capture_output=True, check=True, timeout=60).stdout
 
 
@@ -191,12 +218,36 @@ def _pg_dump() -> bytes:
 def test_canary_keys_are_nowhere(single_user_home, debug_log, tmp_path, monkeypatch, capsys):
     nb_exchange = BinanceAccount(_canary("nbkey"), _canary("nbsecret"), {"BTC": "1"})
     exchange = BinanceAccount(_canary("key"), _canary("secret"), {"USDT": "100"})
-    canaries = {k: _canary(k) for k in ("api_key", "secret", "okx_key", "okx_secret", "passphrase",
-                                        "form_key", "form_secret", "form_passphrase")}
-    canaries.update(key=exchange.api_key, secret_=exchange.secret, nb_key=nb_exchange.api_key,
-                    nb_secret=nb_exchange.secret)
-    canaries.update({k: _canary(k) for k in ("tg_token", "tg_wrong", "hook_path", "hook_secret", "smtp_password",
-                                             "form_hook_path", "form_hook_secret")})
+    canaries = {
+        k: _canary(k)
+        for k in (
+            "api_key",
+            "secret",
+            "okx_key",
+            "okx_secret",
+            "passphrase",
+            "form_key",
+            "form_secret",
+            "form_passphrase",
+        )
+    }
+    canaries.update(
+        key=exchange.api_key, secret_=exchange.secret, nb_key=nb_exchange.api_key, nb_secret=nb_exchange.secret
+    )
+    canaries.update(
+        {
+            k: _canary(k)
+            for k in (
+                "tg_token",
+                "tg_wrong",
+                "hook_path",
+                "hook_secret",
+                "smtp_password",
+                "form_hook_path",
+                "form_hook_secret",
+            )
+        }
+    )
     monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")  # the channels' servers are on loopback
     with exchange, nb_exchange:
         shown = _in_process_flow(exchange, canaries, capsys)
@@ -206,11 +257,16 @@ def test_canary_keys_are_nowhere(single_user_home, debug_log, tmp_path, monkeypa
     dump = _pg_dump()
     files = [p for p in single_user_home.rglob("*") if p.is_file() and not p.is_socket()]
 
-    places = {"captured logs": debug_log.getvalue().encode(), "outputs and errors": "\n".join(shown).encode(),
-              "pg_dump": dump, "executed notebook": executed.read_bytes()}
+    places = {
+        "captured logs": debug_log.getvalue().encode(),
+        "outputs and errors": "\n".join(shown).encode(),
+        "pg_dump": dump,
+        "executed notebook": executed.read_bytes(),
+    }
     places.update({str(p): p.read_bytes() for p in files})
-    leaks = [(name, where) for name, canary in canaries.items() for where, data in places.items()
-             if canary.encode() in data]
+    leaks = [
+        (name, where) for name, canary in canaries.items() for where, data in places.items() if canary.encode() in data
+    ]
     assert leaks == []
 
     # the places searched are the real ones: they hold the traces of the flow
@@ -221,6 +277,8 @@ def test_canary_keys_are_nowhere(single_user_home, debug_log, tmp_path, monkeypa
     assert vault.mask(nb_exchange.api_key).encode() in places["executed notebook"]
     assert b"INSERT INTO exchange_accounts" in places["executed notebook"]
     assert any(p.name == "master.key" for p in files) and any("postgres" in p.parts for p in files)
-    assert b"INSERT INTO notification_channels" in places["captured logs"] and b"COPY public.notification_channels" in dump
+    assert (
+        b"INSERT INTO notification_channels" in places["captured logs"] and b"COPY public.notification_channels" in dump
+    )
     assert b"sent a test message to 'ops' (http://127.0.0.1:" in places["outputs and errors"]
     assert b"telegram answered 401: Unauthorized" in places["outputs and errors"]

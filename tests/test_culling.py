@@ -1,13 +1,13 @@
 """Idle servers: the hub's culler stops a JupyterLab server after WORKBENCH_CULL_IDLE_AFTER and
 a dashboard server after the shorter WORKBENCH_CULL_DASHBOARDS_AFTER without activity, and
 keeps a server that is in use."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
 import requests
-
 from hub_harness import Client, approved_tenant, running_hub
 
 pytestmark = pytest.mark.slow

@@ -6,6 +6,7 @@ the real dispatcher and a real worker execute its notebook with papermill (each 
 headless Chromium (Playwright, Debian's ``chromium``); equity points and run rows appear and
 keep coming without a reload.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,31 +15,44 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from test_scheduler import _as, _nothing_stays_live, _tenant, _trading_session, _wait, _worker, embedded_only  # noqa: F401
 
 import workbench as wb
 from workbench import store
 from workbench.scheduler._dashboard import NOTEBOOK, SessionDashboard, session_from_request
 from workbench.store.models import EquitySnapshot, LiveNotebook, NotebookRun
-from test_scheduler import (_as, _nothing_stays_live, _tenant, _trading_session, _wait, _worker,  # noqa: F401
-                            embedded_only)
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 LIVE_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "live" / "paper_channel.ipynb"
 
 
-def _snapshots(session_id: int, count: int, tenant_id: int,
-               start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)) -> None:
+def _snapshots(session_id: int, count: int, tenant_id: int, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
     with store.owner_session() as s:
         for i in range(count):
-            s.add(EquitySnapshot(tenant_id=tenant_id, session_id=session_id, ts=start + timedelta(hours=i),
-                                 balance=10_000, equity=10_000 + 100 * (i % 3) - 50 * i, position=i))
+            s.add(
+                EquitySnapshot(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    ts=start + timedelta(hours=i),
+                    balance=10_000,
+                    equity=10_000 + 100 * (i % 3) - 50 * i,
+                    position=i,
+                )
+            )
 
 
 def test_the_dashboard_shows_a_session_and_updates_in_place(database, tmp_path, monkeypatch):
@@ -57,20 +71,32 @@ def test_the_dashboard_shows_a_session_and_updates_in_place(database, tmp_path, 
         assert chart.startswith("<iframe class='wb-chart'") and "Bokeh" in chart
         # a run and more equity arrive: refresh() updates the same widgets
         with store.owner_session() as s:
-            live = LiveNotebook(tenant_id=tenant_id, session_id=session_id, source_path="/x/live.ipynb",
-                                content="{}", schedule="candle:5m", status="active")
+            live = LiveNotebook(
+                tenant_id=tenant_id,
+                session_id=session_id,
+                source_path="/x/live.ipynb",
+                content="{}",
+                schedule="candle:5m",
+                status="active",
+            )
             s.add(live)
             s.flush()
-            s.add(NotebookRun(tenant_id=tenant_id, live_notebook_id=live.id, status="failed",
-                              scheduled_for=datetime(2026, 1, 2, tzinfo=timezone.utc),
-                              error="cell 3: ValueError: <b>no</b>\ntraceback"))
+            s.add(
+                NotebookRun(
+                    tenant_id=tenant_id,
+                    live_notebook_id=live.id,
+                    status="failed",
+                    scheduled_for=datetime(2026, 1, 2, tzinfo=UTC),
+                    error="cell 3: ValueError: <b>no</b>\ntraceback",
+                )
+            )
         board.refresh()
         assert board.chart.value == chart  # the equity did not change: the chart is not redrawn
         assert "data-status='failed'" in board.tables.value
         assert "cell 3: ValueError: &lt;b&gt;no&lt;/b&gt;" in board.tables.value  # escaped, first line only
         assert "traceback" not in board.tables.value
         assert "live.ipynb v1, candle:5m, active" in board.status.value
-        _snapshots(session_id, 6, tenant_id, start=datetime(2026, 2, 1, tzinfo=timezone.utc))
+        _snapshots(session_id, 6, tenant_id, start=datetime(2026, 2, 1, tzinfo=UTC))
         board.refresh()
         assert "11 equity points" in board.status.value and board.chart.value != chart
 
@@ -114,8 +140,10 @@ def _free_port() -> int:
 
 def _chromium() -> Path:
     if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's chromium: `apt-get install -y --no-install-recommends chromium` "
-                    "(python3 dev.py test installs it when run as root)")
+        pytest.skip(
+            "browser tests need Debian's chromium: `apt-get install -y --no-install-recommends chromium` "
+            "(python3 dev.py test installs it when run as root)"
+        )
     return CHROMIUM
 
 
@@ -135,8 +163,12 @@ def test_end_to_end_promoted_paper_session_in_a_voila_dashboard(embedded_only, t
         session_id = wb.live.create_session(strategy.id, exchange="paper")
         wb.live.start(session_id)
         wb.promote(LIVE_NOTEBOOK, session_id, "* * * * * */2")
-    voila_env = {**os.environ, store.TENANT_URL_ENV: store.tenant_url(alice), "WORKBENCH_SESSION_ID": "",
-                 "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    voila_env = {
+        **os.environ,
+        store.TENANT_URL_ENV: store.tenant_url(alice),
+        "WORKBENCH_SESSION_ID": "",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     for variable in ("WORKBENCH_DATABASE_URL", "DATABASE_URL"):  # the dashboard runs as the tenant only
         voila_env.pop(variable, None)
     port = _free_port()
@@ -144,9 +176,13 @@ def test_end_to_end_promoted_paper_session_in_a_voila_dashboard(embedded_only, t
     with _worker(tmp_path / "worker.log"):
         with _as(alice, monkeypatch):
             wb.scheduler.wait_for_runs(session_id, 3, timeout=180)
-        voila = subprocess.Popen([sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", "--no-browser",
-                                  "--Voila.ip=127.0.0.1"], env=voila_env, stdout=voila_log,
-                                 stderr=subprocess.STDOUT, cwd=tmp_path)
+        voila = subprocess.Popen(
+            [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
+            env=voila_env,
+            stdout=voila_log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
         try:
             _wait(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 60, "Voila to listen")
             with sync_playwright() as playwright:
@@ -178,6 +214,7 @@ def test_end_to_end_promoted_paper_session_in_a_voila_dashboard(embedded_only, t
     assert (table["status"] == "succeeded").sum() >= 3
     assert not (table["status"] == "failed").any(), table["error"].dropna().tolist()
     with store.owner_session() as s:
-        snapshots = s.scalar(select(store.EquitySnapshot.id).where(store.EquitySnapshot.session_id == session_id)
-                             .limit(1))
+        snapshots = s.scalar(
+            select(store.EquitySnapshot.id).where(store.EquitySnapshot.session_id == session_id).limit(1)
+        )
     assert snapshots is not None

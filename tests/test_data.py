@@ -1,5 +1,6 @@
 """workbench.data: the bundled candles, CSV reading and validation, repairs, resampling, and
 fetch_candles with the real ccxt.binance client talking to a loopback Binance."""
+
 from __future__ import annotations
 
 import gzip
@@ -70,7 +71,9 @@ def test_bundled_candles_are_tidy():
 
 def test_bundled_file_needs_exactly_the_documented_sort(tmp_path):
     message = candle_error(BUNDLED)
-    assert "line 14371 (2017-11-12 03:00 UTC): out of order: comes after the later candle 2017-11-12 08:00 UTC" in message
+    assert (
+        "line 14371 (2017-11-12 03:00 UTC): out of order: comes after the later candle 2017-11-12 08:00 UTC" in message
+    )
     assert "repair=['sort']" in message
     raw = pd.read_csv(BUNDLED)
     ascending = pd.to_datetime(raw["Date"], utc=True).iloc[::-1].to_numpy()
@@ -86,22 +89,32 @@ def test_unknown_bundled_name():
 
 
 def test_bitfinex_layout_newest_first_with_base_volume(tmp_path):
-    path = write_csv(tmp_path, [
-        "2019-01-01 02:00,ETHUSD,140.0,141.0,139.0,140.5,50.0,7025.0",
-        "2019-01-01 01:00,ETHUSD,139.0,140.5,138.5,140.0,40.0,5600.0",
-        "2019-01-01 00:00,ETHUSD,138.0,139.5,137.0,139.0,30.0,4170.0",
-    ], header="Date,Symbol,Open,High,Low,Close,VolumeFrom,VolumeTo")
+    path = write_csv(
+        tmp_path,
+        [
+            "2019-01-01 02:00,ETHUSD,140.0,141.0,139.0,140.5,50.0,7025.0",
+            "2019-01-01 01:00,ETHUSD,139.0,140.5,138.5,140.0,40.0,5600.0",
+            "2019-01-01 00:00,ETHUSD,138.0,139.5,137.0,139.0,30.0,4170.0",
+        ],
+        header="Date,Symbol,Open,High,Low,Close,VolumeFrom,VolumeTo",
+    )
     candles = wb.read_candles(path)
     assert candles.index[0] == pd.Timestamp("2019-01-01 00:00", tz="UTC")
     assert candles["volume"].tolist() == [30.0, 40.0, 50.0]
     assert candles.attrs == {"timeframe": "1h", "calendar": "24/7", "symbol": "ETHUSD", "source": str(path)}
 
 
-@pytest.mark.parametrize(("header", "times"), [
-    ("Timestamp,Open,High,Low,Close,Volume", ["1546300800000", "1546301100000", "1546301400000"]),  # ms
-    ("unix,open,high,low,close,volume", ["1546300800", "1546301100", "1546301400"]),  # seconds
-    ("date,OPEN,HIGH,LOW,CLOSE,VOL", ["2019-01-01T01:00:00+01:00", "2019-01-01T01:05:00+01:00", "2019-01-01T01:10:00+01:00"]),
-])
+@pytest.mark.parametrize(
+    ("header", "times"),
+    [
+        ("Timestamp,Open,High,Low,Close,Volume", ["1546300800000", "1546301100000", "1546301400000"]),  # ms
+        ("unix,open,high,low,close,volume", ["1546300800", "1546301100", "1546301400"]),  # seconds
+        (
+            "date,OPEN,HIGH,LOW,CLOSE,VOL",
+            ["2019-01-01T01:00:00+01:00", "2019-01-01T01:05:00+01:00", "2019-01-01T01:10:00+01:00"],
+        ),
+    ],
+)
 def test_common_layouts_and_time_formats(tmp_path, header, times):
     prices = ["10.0,11.0,9.0,10.5,1.0", "10.5,12.0,10.0,11.0,2.0", "11.0,11.5,10.5,11.2,3.0"]
     candles = wb.read_candles(write_csv(tmp_path, [f"{t},{p}" for t, p in zip(times, prices)], header=header))
@@ -128,49 +141,82 @@ def test_timeframe_is_inferred_despite_a_gap_or_taken_as_given(tmp_path):
     daily = ["2019-01-01,1,2,0.5,1.5,1", "2019-01-02,1.5,2,1,1.8,1", "2019-01-03,1.8,2,1,1.2,1"]
     assert wb.read_candles(write_csv(tmp_path, daily)).attrs["timeframe"] == "1d"
     message = candle_error(write_csv(tmp_path, daily), timeframe="12h")
-    assert "line 3 (2019-01-02 00:00 UTC): 1 12h candle missing before it (previous candle 2019-01-01 00:00 UTC)" in message
+    assert (
+        "line 3 (2019-01-02 00:00 UTC): 1 12h candle missing before it (previous candle 2019-01-01 00:00 UTC)"
+        in message
+    )
 
 
 # --- validation errors ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rows", "expected"), [
-    (replaced(2, "yesterday,3870.0,3900.0,3860.0,3890.0,8.0"),
-     "line 4: timestamp 'yesterday' is not a date"),
-    (replaced(2, ",3870.0,3900.0,3860.0,3890.0,8.0"), "line 4: timestamp is missing"),
-    (replaced(1, "2019-01-01 01:00,3840.0,3810.0,3850.5,3870.0,12.0"),
-     "line 3 (2019-01-01 01:00 UTC): high 3810.0 is below low 3850.5"),
-    (replaced(1, "2019-01-01 01:00,3900.0,3880.0,3830.0,3870.0,12.0"),
-     "line 3 (2019-01-01 01:00 UTC): open 3900.0 is outside [low 3830.0, high 3880.0]"),
-    (replaced(1, "2019-01-01 01:00,3840.0,3880.0,3830.0,3820.0,12.0"),
-     "line 3 (2019-01-01 01:00 UTC): close 3820.0 is outside [low 3830.0, high 3880.0]"),
-    (replaced(3, "2019-01-01 03:00,3890.0,3895.0,3850.0,,9.5"), "line 5 (2019-01-01 03:00 UTC): close is missing"),
-    (replaced(3, "2019-01-01 03:00,3890.0,3895.0,0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): low 0.0 is not positive"),
-    (replaced(3, "2019-01-01 03:00,abc,3895.0,3850.0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): open 'abc' is not a number"),
-    (replaced(3, "2019-01-01 03:00,3890.0,inf,3850.0,3860.0,9.5"), "line 5 (2019-01-01 03:00 UTC): high inf is not finite"),
-    (replaced(4, "2019-01-01 04:00,3860.0,3870.0,3820.0,3825.0,-1.0"),
-     "line 6 (2019-01-01 04:00 UTC): volume -1.0 is negative"),
-    ([*GOOD[:3], GOOD[2], *GOOD[3:]], "line 5 (2019-01-01 02:00 UTC): duplicate: repeats line 4"),
-    ([*GOOD[:3], GOOD[2].replace("8.0", "9.0"), *GOOD[3:]],
-     "line 5 (2019-01-01 02:00 UTC): duplicate: has the same time as, but other values than, line 4"),
-    ([GOOD[0], GOOD[1], GOOD[4], GOOD[5]],
-     "line 4 (2019-01-01 04:00 UTC): 2 1h candles missing before it (previous candle 2019-01-01 01:00 UTC)"),
-    ([GOOD[0], GOOD[2], GOOD[1], *GOOD[3:]],
-     "line 4 (2019-01-01 01:00 UTC): out of order: comes after the later candle 2019-01-01 02:00 UTC"),
-    ([*GOOD, "2019-01-01 06:30,3835.0,3840.0,3800.0,3835.0,7.0"],
-     "line 8 (2019-01-01 06:30 UTC): 90m after the previous candle (2019-01-01 05:00 UTC), not a whole number of 1h candles"),
-])
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (replaced(2, "yesterday,3870.0,3900.0,3860.0,3890.0,8.0"), "line 4: timestamp 'yesterday' is not a date"),
+        (replaced(2, ",3870.0,3900.0,3860.0,3890.0,8.0"), "line 4: timestamp is missing"),
+        (
+            replaced(1, "2019-01-01 01:00,3840.0,3810.0,3850.5,3870.0,12.0"),
+            "line 3 (2019-01-01 01:00 UTC): high 3810.0 is below low 3850.5",
+        ),
+        (
+            replaced(1, "2019-01-01 01:00,3900.0,3880.0,3830.0,3870.0,12.0"),
+            "line 3 (2019-01-01 01:00 UTC): open 3900.0 is outside [low 3830.0, high 3880.0]",
+        ),
+        (
+            replaced(1, "2019-01-01 01:00,3840.0,3880.0,3830.0,3820.0,12.0"),
+            "line 3 (2019-01-01 01:00 UTC): close 3820.0 is outside [low 3830.0, high 3880.0]",
+        ),
+        (replaced(3, "2019-01-01 03:00,3890.0,3895.0,3850.0,,9.5"), "line 5 (2019-01-01 03:00 UTC): close is missing"),
+        (
+            replaced(3, "2019-01-01 03:00,3890.0,3895.0,0,3860.0,9.5"),
+            "line 5 (2019-01-01 03:00 UTC): low 0.0 is not positive",
+        ),
+        (
+            replaced(3, "2019-01-01 03:00,abc,3895.0,3850.0,3860.0,9.5"),
+            "line 5 (2019-01-01 03:00 UTC): open 'abc' is not a number",
+        ),
+        (
+            replaced(3, "2019-01-01 03:00,3890.0,inf,3850.0,3860.0,9.5"),
+            "line 5 (2019-01-01 03:00 UTC): high inf is not finite",
+        ),
+        (
+            replaced(4, "2019-01-01 04:00,3860.0,3870.0,3820.0,3825.0,-1.0"),
+            "line 6 (2019-01-01 04:00 UTC): volume -1.0 is negative",
+        ),
+        ([*GOOD[:3], GOOD[2], *GOOD[3:]], "line 5 (2019-01-01 02:00 UTC): duplicate: repeats line 4"),
+        (
+            [*GOOD[:3], GOOD[2].replace("8.0", "9.0"), *GOOD[3:]],
+            "line 5 (2019-01-01 02:00 UTC): duplicate: has the same time as, but other values than, line 4",
+        ),
+        (
+            [GOOD[0], GOOD[1], GOOD[4], GOOD[5]],
+            "line 4 (2019-01-01 04:00 UTC): 2 1h candles missing before it (previous candle 2019-01-01 01:00 UTC)",
+        ),
+        (
+            [GOOD[0], GOOD[2], GOOD[1], *GOOD[3:]],
+            "line 4 (2019-01-01 01:00 UTC): out of order: comes after the later candle 2019-01-01 02:00 UTC",
+        ),
+        (
+            [*GOOD, "2019-01-01 06:30,3835.0,3840.0,3800.0,3835.0,7.0"],
+            "line 8 (2019-01-01 06:30 UTC): 90m after the previous candle (2019-01-01 05:00 UTC), not a whole number of 1h candles",
+        ),
+    ],
+)
 def test_each_defect_is_an_error_naming_line_time_and_problem(tmp_path, rows, expected):
     message = candle_error(write_csv(tmp_path, rows, name="bad.csv"))
     assert expected in message
     assert message.startswith(f"{tmp_path / 'bad.csv'}: 1 problem in the")
 
 
-@pytest.mark.parametrize(("header", "missing"), [
-    ("time,open,high,low,close", "volume"),
-    ("when,open,high,low,close,volume", "time"),
-    ("Date,Open,Low,Close,VolumeTo", "high, volume"),
-])
+@pytest.mark.parametrize(
+    ("header", "missing"),
+    [
+        ("time,open,high,low,close", "volume"),
+        ("when,open,high,low,close,volume", "time"),
+        ("Date,Open,Low,Close,VolumeTo", "high, volume"),
+    ],
+)
 def test_missing_columns_are_named(tmp_path, header, missing):
     message = candle_error(write_csv(tmp_path, ["2019-01-01 00:00,1,2,3,4"], header=header))
     assert f"missing column(s) {missing}; found {header.replace(',', ', ')}" in message
@@ -178,7 +224,10 @@ def test_missing_columns_are_named(tmp_path, header, missing):
 
 def test_many_bad_rows_quote_the_first_few_and_count_the_rest(tmp_path):
     times = pd.date_range("2019-01-01", periods=30, freq="1h")
-    rows = [f"{t:%Y-%m-%d %H:%M},10,9,11,10,1" if i % 3 == 0 else f"{t:%Y-%m-%d %H:%M},10,11,9,10,1" for i, t in enumerate(times)]
+    rows = [
+        f"{t:%Y-%m-%d %H:%M},10,9,11,10,1" if i % 3 == 0 else f"{t:%Y-%m-%d %H:%M},10,11,9,10,1"
+        for i, t in enumerate(times)
+    ]
     message = candle_error(write_csv(tmp_path, rows))
     assert "10 problems in the 1h candles" in message
     assert "line 2 (2019-01-01 00:00 UTC): high 9.0 is below low 11.0" in message
@@ -189,19 +238,28 @@ def test_many_bad_rows_quote_the_first_few_and_count_the_rest(tmp_path):
 
 def test_all_defects_of_one_row_are_named_together(tmp_path):
     message = candle_error(write_csv(tmp_path, replaced(0, "2019-01-01 00:00,-5,3850.0,3790.0,3840.0,-1")))
-    assert "line 2 (2019-01-01 00:00 UTC): open -5.0 is not positive; volume -1.0 is negative; open -5.0 is outside" in message
+    assert (
+        "line 2 (2019-01-01 00:00 UTC): open -5.0 is not positive; volume -1.0 is negative; open -5.0 is outside"
+        in message
+    )
 
 
 def test_mixed_symbols_empty_files_and_unknown_repairs(tmp_path):
     header = "date,symbol,open,high,low,close,volume"
-    mixed = write_csv(tmp_path, ["2019-01-01 00:00,BTCUSD,1,2,1,2,1", "2019-01-01 01:00,ETHUSD,1,2,1,2,1"], header=header)
+    mixed = write_csv(
+        tmp_path, ["2019-01-01 00:00,BTCUSD,1,2,1,2,1", "2019-01-01 01:00,ETHUSD,1,2,1,2,1"], header=header
+    )
     assert "column symbol holds 2 symbols (BTCUSD, ETHUSD)" in candle_error(mixed)
     assert "no candles" in candle_error(write_csv(tmp_path, []))
     (tmp_path / "empty.csv").write_text("")
     assert "not a readable CSV file" in candle_error(tmp_path / "empty.csv")
-    with pytest.raises(ParameterError, match="unknown repair 'dedupe'; choose from drop_invalid, sort, drop_duplicates, fill_gaps"):
+    with pytest.raises(
+        ParameterError, match="unknown repair 'dedupe'; choose from drop_invalid, sort, drop_duplicates, fill_gaps"
+    ):
         wb.read_candles(write_csv(tmp_path, GOOD), repair="dedupe")
-    assert "timeframe '1M' is not understood (monthly candles have no fixed length)" in candle_error(write_csv(tmp_path, GOOD), timeframe="1M")
+    assert "timeframe '1M' is not understood (monthly candles have no fixed length)" in candle_error(
+        write_csv(tmp_path, GOOD), timeframe="1M"
+    )
 
 
 def test_validate_candles_names_rows_of_a_frame_by_position_and_time():
@@ -267,7 +325,10 @@ def test_resample_to_4h_aggregates_and_drops_incomplete_buckets():
     rows = [(10 + i, 12 + i, 9 + i, 11 + i, float(i)) for i in range(12)]  # 01:00 .. 12:00
     result = wb.resample(hourly(rows, "2019-01-01 01:00"), "4h")
     # 00:00 bucket has only 01-03, 12:00 only 12:00: both incomplete. 04:00 = rows 3..6, 08:00 = rows 7..10.
-    assert result.index.tolist() == [pd.Timestamp("2019-01-01 04:00", tz="UTC"), pd.Timestamp("2019-01-01 08:00", tz="UTC")]
+    assert result.index.tolist() == [
+        pd.Timestamp("2019-01-01 04:00", tz="UTC"),
+        pd.Timestamp("2019-01-01 08:00", tz="UTC"),
+    ]
     assert result.to_numpy().tolist() == [[13.0, 18.0, 12.0, 17.0, 18.0], [17.0, 22.0, 16.0, 21.0, 34.0]]
     assert result.attrs["timeframe"] == "4h" and result.index.name == "time"
 
@@ -276,7 +337,13 @@ def test_resample_weekly_starts_on_monday_and_bundled_daily_sums_volume():
     daily = wb.resample(wb.load_candles(), "1d")
     assert daily.index[0] == pd.Timestamp("2017-07-02", tz="UTC")  # 2017-07-01 starts at 11:00
     hours = wb.load_candles().loc["2017-07-02"]
-    assert daily.iloc[0].tolist() == [hours.open.iloc[0], hours.high.max(), hours.low.min(), hours.close.iloc[-1], pytest.approx(hours.volume.sum())]
+    assert daily.iloc[0].tolist() == [
+        hours.open.iloc[0],
+        hours.high.max(),
+        hours.low.min(),
+        hours.close.iloc[-1],
+        pytest.approx(hours.volume.sum()),
+    ]
     weekly = wb.resample(daily, "1w")
     assert {t.day_name() for t in weekly.index} == {"Monday"}
     assert weekly.index[0] == pd.Timestamp("2017-07-03", tz="UTC")
@@ -299,10 +366,17 @@ def fx_hours(first_sunday: str, weeks: int) -> pd.DatetimeIndex:
     """The hourly bars of an FX week, Sunday 17:00 to Friday 17:00 New York, built from the
     wall clock (New York moves to daylight saving time on 2024-03-10)."""
     sunday = pd.Timestamp(first_sunday)
-    return pd.DatetimeIndex(np.concatenate([
-        pd.date_range(sunday + pd.Timedelta(days=7 * week, hours=17), periods=120, freq="1h", tz=NEW_YORK)
-        .tz_convert("UTC").as_unit("ns") for week in range(weeks)
-    ]), name="time")
+    return pd.DatetimeIndex(
+        np.concatenate(
+            [
+                pd.date_range(sunday + pd.Timedelta(days=7 * week, hours=17), periods=120, freq="1h", tz=NEW_YORK)
+                .tz_convert("UTC")
+                .as_unit("ns")
+                for week in range(weeks)
+            ]
+        ),
+        name="time",
+    )
 
 
 def fx_candles(times: pd.DatetimeIndex, seed: int = 3) -> pd.DataFrame:
@@ -310,8 +384,16 @@ def fx_candles(times: pd.DatetimeIndex, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     close = np.round(1.08 + np.cumsum(rng.normal(0, 0.0008, len(times))), 5)
     open_ = np.r_[close[0], close[:-1]]
-    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) + 0.0003, "low": np.minimum(open_, close) - 0.0003,
-                         "close": close, "volume": rng.uniform(100, 900, len(times)).round(1)}, index=times)
+    return pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) + 0.0003,
+            "low": np.minimum(open_, close) - 0.0003,
+            "close": close,
+            "volume": rng.uniform(100, 900, len(times)).round(1),
+        },
+        index=times,
+    )
 
 
 def fx_csv(tmp_path: Path, frame: pd.DataFrame) -> Path:
@@ -351,19 +433,23 @@ def test_fx_gap_on_a_wednesday_is_still_refused_with_the_row_named(tmp_path):
         wb.validate_candles(frame, calendar="24/5")
 
 
-@pytest.mark.parametrize(("extra", "line"), [
-    ("2024-03-02 12:00", 122),  # Saturday
-    ("2024-03-01 22:00", 122),  # Friday 17:00 New York in winter: closed
-    ("2024-03-15 21:00", 362),  # Friday 17:00 New York in summer time: closed
-    ("2024-03-10 20:00", 242),  # Sunday, an hour before the summer-time open
-])
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        ("2024-03-02 12:00", 122),  # Saturday
+        ("2024-03-01 22:00", 122),  # Friday 17:00 New York in winter: closed
+        ("2024-03-15 21:00", 362),  # Friday 17:00 New York in summer time: closed
+        ("2024-03-10 20:00", 242),  # Sunday, an hour before the summer-time open
+    ],
+)
 def test_fx_bar_in_closed_hours_is_refused_with_the_row_named(tmp_path, extra, line):
     frame = fx_candles(FX_WEEKS)
     stray = frame.iloc[[0]].set_axis(pd.DatetimeIndex([pd.Timestamp(extra, tz="UTC")], name="time"))
     message = candle_error(fx_csv(tmp_path, pd.concat([frame, stray]).sort_index()), calendar="24/5")
     assert message.splitlines()[1] == (
         f"  line {line} ({extra} UTC): the 24/5 market is closed throughout this 1h candle "
-        "(closed Friday 17:00 to Sunday 17:00 America/New_York)")
+        "(closed Friday 17:00 to Sunday 17:00 America/New_York)"
+    )
 
 
 def test_fill_gaps_on_fx_fills_a_wednesday_but_not_the_weekend(tmp_path):
@@ -382,11 +468,24 @@ def test_the_calendar_travels_with_the_candles_through_resample_and_revalidation
     daily = wb.resample(candles, "1d")
     assert daily.attrs["calendar"] == "24/5" and daily.attrs["timeframe"] == "1d"
     # Sunday's two open hours make a (short) Sunday candle; Friday's 21 or 22 are a whole day
-    assert daily.index.day_name().tolist()[:7] == ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Sunday"]
+    assert daily.index.day_name().tolist()[:7] == [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Sunday",
+    ]
     assert len(daily) == 4 * 6 and (daily.index.day_of_week != 5).all()
     friday = candles.loc["2024-03-15"]
-    assert daily.loc["2024-03-15"].tolist() == [friday.open.iloc[0], friday.high.max(), friday.low.min(),
-                                                friday.close.iloc[-1], pytest.approx(friday.volume.sum())]
+    assert daily.loc["2024-03-15"].tolist() == [
+        friday.open.iloc[0],
+        friday.high.max(),
+        friday.low.min(),
+        friday.close.iloc[-1],
+        pytest.approx(friday.volume.sum()),
+    ]
     pd.testing.assert_frame_equal(wb.validate_candles(daily), daily)
     four_hourly = wb.resample(candles.iloc[3:], "4h")  # Sunday 20:00 lost hours of its open part
     assert four_hourly.index[0] == pd.Timestamp("2024-02-26 04:00", tz="UTC")
@@ -403,16 +502,30 @@ def test_an_exchange_calendar_knows_holidays_and_nights():
     daily = fx_candles(pd.DatetimeIndex(sessions.tz_localize("UTC"), name="time"))
     candles = wb.validate_candles(daily, calendar="XNYS")
     assert len(candles) == len(sessions) and "2023-12-25" not in candles.index.strftime("%Y-%m-%d")
-    with pytest.raises(CandleError, match=r"row 34 \(2023-12-21 00:00 UTC\): 1 1d candle missing before it "
-                                          r"\(previous candle 2023-12-19 00:00 UTC\)"):
+    with pytest.raises(
+        CandleError,
+        match=r"row 34 \(2023-12-21 00:00 UTC\): 1 1d candle missing before it "
+        r"\(previous candle 2023-12-19 00:00 UTC\)",
+    ):
         wb.validate_candles(daily.drop(pd.Timestamp("2023-12-20", tz="UTC")), calendar="XNYS")
     christmas = pd.concat([daily, daily.iloc[[0]].set_axis(pd.DatetimeIndex([pd.Timestamp("2023-12-25", tz="UTC")]))])
-    with pytest.raises(CandleError, match=r"row 37 \(2023-12-25 00:00 UTC\): the XNYS market is closed throughout "
-                                          r"this 1d candle \(closed outside its exchange_calendars sessions\)"):
+    with pytest.raises(
+        CandleError,
+        match=r"row 37 \(2023-12-25 00:00 UTC\): the XNYS market is closed throughout "
+        r"this 1d candle \(closed outside its exchange_calendars sessions\)",
+    ):
         wb.validate_candles(christmas.sort_index(), calendar="XNYS")
     # hourly bars on the clock: 09:00 New York holds the 09:30 open, 15:00 the 16:00 close
-    hourly = pd.DatetimeIndex([t for day in sessions[:5] for t in pd.date_range(
-        f"{day.date()} 09:00", f"{day.date()} 15:00", freq="1h", tz=NEW_YORK).tz_convert("UTC").as_unit("ns")], name="time")
+    hourly = pd.DatetimeIndex(
+        [
+            t
+            for day in sessions[:5]
+            for t in pd.date_range(f"{day.date()} 09:00", f"{day.date()} 15:00", freq="1h", tz=NEW_YORK)
+            .tz_convert("UTC")
+            .as_unit("ns")
+        ],
+        name="time",
+    )
     assert len(wb.validate_candles(fx_candles(hourly), calendar="XNYS")) == 35
 
 
@@ -431,8 +544,11 @@ def test_bars_per_year_counts_the_bars_a_market_prints():
 
 
 def test_unknown_calendars_are_named():
-    with pytest.raises(ParameterError, match=r"^calendar 'NYSX' is not known; use '24/7', '24/5', '24/5 <time zone> "
-                                             r"<HH:MM>' or an exchange_calendars name such as 'XNYS'$"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^calendar 'NYSX' is not known; use '24/7', '24/5', '24/5 <time zone> "
+        r"<HH:MM>' or an exchange_calendars name such as 'XNYS'$",
+    ):
         wb.validate_candles(fx_candles(FX_WEEKS), calendar="NYSX")
     with pytest.raises(ParameterError, match=r"^calendar '24/5 Mars/Olympus 17:00': unknown time zone 'Mars/Olympus'"):
         get_calendar("24/5 Mars/Olympus 17:00")
@@ -507,7 +623,9 @@ def test_fetch_pages_through_more_than_one_page(binance, tmp_path):
 
 def test_second_fetch_only_asks_for_what_is_new_then_works_offline(binance, tmp_path):
     client = binance.client()
-    first = wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path)
+    first = wb.fetch_candles(
+        client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path
+    )
     assert len(first) == 1000 and klines_starts(binance) == [START]
     binance.requests.clear()
     until = START + pd.Timedelta(hours=2500)
@@ -525,8 +643,11 @@ def test_second_fetch_only_asks_for_what_is_new_then_works_offline(binance, tmp_
     pd.testing.assert_frame_equal(offline, second)
     everything = wb.fetch_candles("binance", "BTC/USDT", cache_dir=tmp_path, offline=True)
     pd.testing.assert_frame_equal(everything, second)
-    with pytest.raises(CandleError, match=r"offline: the cache .* holds 2024-01-01 00:00 UTC to 2024-04-14 03:00 UTC, so "
-                       r"binance BTC/USDT 1h candles from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing"):
+    with pytest.raises(
+        CandleError,
+        match=r"offline: the cache .* holds 2024-01-01 00:00 UTC to 2024-04-14 03:00 UTC, so "
+        r"binance BTC/USDT 1h candles from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing",
+    ):
         wb.fetch_candles("binance", "BTC/USDT", "1h", since="2023-12-01", until=until, cache_dir=tmp_path, offline=True)
 
 
@@ -545,10 +666,22 @@ def test_network_down_and_cache_short_of_the_range(binance, tmp_path):
     client = binance.client()
     wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=300), cache_dir=tmp_path)
     binance.stop()  # the one page fetched holds 1000 candles, all cached
-    assert len(wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path)) == 1000
-    with pytest.raises(CandleError, match=r"could not fetch binance BTC/USDT 1h candles \(NetworkError: .*"
-                       r"the cache .* holds 2024-01-01 00:00 UTC to 2024-02-11 15:00 UTC: candles from 2024-02-11 16:00 UTC on are missing"):
-        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1001), cache_dir=tmp_path)
+    assert (
+        len(
+            wb.fetch_candles(
+                client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1000), cache_dir=tmp_path
+            )
+        )
+        == 1000
+    )
+    with pytest.raises(
+        CandleError,
+        match=r"could not fetch binance BTC/USDT 1h candles \(NetworkError: .*"
+        r"the cache .* holds 2024-01-01 00:00 UTC to 2024-02-11 15:00 UTC: candles from 2024-02-11 16:00 UTC on are missing",
+    ):
+        wb.fetch_candles(
+            client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=1001), cache_dir=tmp_path
+        )
 
 
 def test_server_errors_and_unknown_symbols_are_clear(binance, tmp_path):
@@ -556,13 +689,22 @@ def test_server_errors_and_unknown_symbols_are_clear(binance, tmp_path):
     with pytest.raises(CandleError, match=r"binance has no market 'DOGE/USDT'"):
         wb.fetch_candles(client, "DOGE/USDT", "1h", since=START, cache_dir=tmp_path)
     binance.fail("/api/v3/klines", 503)
-    with pytest.raises(CandleError, match=r"could not fetch binance BTC/USDT 1h candles \(ExchangeNotAvailable: .* 503 .*there is no cache at"):
-        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path)
+    with pytest.raises(
+        CandleError,
+        match=r"could not fetch binance BTC/USDT 1h candles \(ExchangeNotAvailable: .* 503 .*there is no cache at",
+    ):
+        wb.fetch_candles(
+            client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path
+        )
     assert not (tmp_path / "binance").exists()
     binance.clear_faults()
     binance.fail("/api/v3/klines", 400, {"code": -1120, "msg": "Invalid interval."}, times=1)
-    with pytest.raises(CandleError, match=r"binance refused the BTC/USDT 1h candle request: binance .*Invalid interval"):
-        wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path)
+    with pytest.raises(
+        CandleError, match=r"binance refused the BTC/USDT 1h candle request: binance .*Invalid interval"
+    ):
+        wb.fetch_candles(
+            client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=10), cache_dir=tmp_path
+        )
     with pytest.raises(CandleError, match="unknown exchange 'binanse'; did you mean binance"):
         wb.fetch_candles("binanse", "BTC/USDT", cache_dir=tmp_path)
 
@@ -597,11 +739,20 @@ def test_exchange_data_is_validated(tmp_path):
     series.iloc[20, series.columns.get_loc("high")] = 1.0
     with BinanceSpot({"BTC/USDT": series}) as server:
         with pytest.raises(CandleError) as caught:
-            wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=30), cache_dir=tmp_path)
+            wb.fetch_candles(
+                server.client(), "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=30), cache_dir=tmp_path
+            )
         assert "row 10 (2024-01-01 12:00 UTC): 2 1h candles missing before it" in str(caught.value)
         assert "row 20 (2024-01-01 22:00 UTC): high 1.0 is below low" in str(caught.value)
-        repaired = wb.fetch_candles(server.client(), "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=30),
-                                    cache_dir=tmp_path, repair=["drop_invalid", "fill_gaps"])
+        repaired = wb.fetch_candles(
+            server.client(),
+            "BTC/USDT",
+            "1h",
+            since=START,
+            until=START + pd.Timedelta(hours=30),
+            cache_dir=tmp_path,
+            repair=["drop_invalid", "fill_gaps"],
+        )
     assert len(repaired) == 30 and repaired.loc["2024-01-01 22:00", "volume"] == 0.0
 
 
@@ -669,8 +820,7 @@ def ms(time: pd.Timestamp) -> int:
 
 
 def test_fetch_funding_pages_through_more_than_one_page(venue, tmp_path):
-    rates = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path,
-                                  client=funding_client(venue))
+    rates = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path, client=funding_client(venue))
     expected = settled(venue, F_START, F_STOP)
     assert len(expected) == 2193
     pd.testing.assert_series_equal(rates, expected, check_freq=False)
@@ -679,13 +829,19 @@ def test_fetch_funding_pages_through_more_than_one_page(venue, tmp_path):
     requests = funding_requests(venue)
     assert [r["limit"] for r in requests] == ["1000"] * 3
     if venue.exchange_id == "binanceusdm":  # oldest first: the cursor moves past each page's last settlement
-        assert [int(r["startTime"]) for r in requests] == [ms(F_START), ms(expected.index[999]) + 1,
-                                                           ms(expected.index[1999]) + 1]
+        assert [int(r["startTime"]) for r in requests] == [
+            ms(F_START),
+            ms(expected.index[999]) + 1,
+            ms(expected.index[1999]) + 1,
+        ]
         assert {r["endTime"] for r in requests} == {str(ms(F_STOP) - 1)}
     else:  # newest first: each page ends before the first settlement of the page after it
         assert {r["from"] for r in requests} == {str(ms(F_START) // 1000)}
-        assert [int(r["to"]) for r in requests] == [ms(F_STOP) // 1000 - 1, ms(expected.index[1193]) // 1000 - 1,
-                                                    ms(expected.index[193]) // 1000 - 1]
+        assert [int(r["to"]) for r in requests] == [
+            ms(F_STOP) // 1000 - 1,
+            ms(expected.index[1193]) // 1000 - 1,
+            ms(expected.index[193]) // 1000 - 1,
+        ]
     cache = tmp_path / venue.exchange_id / "BTC-USDT-USDT_funding.csv"
     assert cache.read_text().splitlines()[:2] == [f"# checked {ms(F_START)} {ms(F_STOP)}", "time,funding_rate"]
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary left
@@ -703,8 +859,7 @@ def test_fetch_funding_reuses_the_cache_offline_and_fetches_only_the_missing_tai
     starts = [int(r["startTime"]) if "startTime" in r else int(r["from"]) * 1000 for r in requests]
     assert min(starts) == ms(middle)
     venue.requests.clear()
-    inside = fetch_funding(venue.exchange_id, PERP, "2024-03-01", "2025-06-01 04:00", cache_dir=tmp_path,
-                                   client=client)
+    inside = fetch_funding(venue.exchange_id, PERP, "2024-03-01", "2025-06-01 04:00", cache_dir=tmp_path, client=client)
     assert venue.requests == [] and inside.index[0] == pd.Timestamp("2024-03-01", tz="UTC")
 
     venue.stop()  # the venue is down: a range the cache covers is served without a request
@@ -717,17 +872,24 @@ def test_fetch_funding_reuses_the_cache_offline_and_fetches_only_the_missing_tai
         def __getattr__(self, name):
             raise AssertionError(f"the network was used: {name}")
 
-    pd.testing.assert_series_equal(fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path,
-                                                         client=Unreachable()), second)
+    pd.testing.assert_series_equal(
+        fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path, client=Unreachable()), second
+    )
     everything = fetch_funding(venue.exchange_id, PERP, cache_dir=tmp_path, offline=True)
     pd.testing.assert_series_equal(everything, second)
     label = f"{venue.exchange_id} {PERP} funding rates"
-    with pytest.raises(CandleError, match=rf"^offline: the cache .* covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC, "
-                       rf"so {re.escape(label)} from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing; fetch once"):
+    with pytest.raises(
+        CandleError,
+        match=rf"^offline: the cache .* covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC, "
+        rf"so {re.escape(label)} from 2023-12-01 00:00 UTC to 2024-01-01 00:00 UTC are missing; fetch once",
+    ):
         fetch_funding(venue.exchange_id, PERP, "2023-12-01", F_STOP, cache_dir=tmp_path, offline=True)
-    with pytest.raises(CandleError, match=rf"^could not fetch {re.escape(label)} \(NetworkError: .*\), and the cache .* "
-                       r"covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC: from 2026-01-01 00:00 UTC to 2026-02-01 "
-                       r"00:00 UTC are missing; offline=True serves the cache as it is$") as caught:
+    with pytest.raises(
+        CandleError,
+        match=rf"^could not fetch {re.escape(label)} \(NetworkError: .*\), and the cache .* "
+        r"covers 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC: from 2026-01-01 00:00 UTC to 2026-02-01 "
+        r"00:00 UTC are missing; offline=True serves the cache as it is$",
+    ) as caught:
         fetch_funding(venue.exchange_id, PERP, F_START, "2026-02-01", cache_dir=tmp_path, client=client)
     assert "\n" not in str(caught.value)
 
@@ -736,8 +898,14 @@ def test_a_backtest_takes_fetched_funding_unchanged_and_pays_it(binanceusdm, tmp
     from _bars import FREE, bars
 
     candles = bars([(100.0, 100.0, 100.0, 100.0)] * 240, start="2024-03-01")  # ten flat days of hours
-    rates = fetch_funding("binanceusdm", PERP, candles.index[0], candles.index[-1] + pd.Timedelta(hours=1),
-                                  cache_dir=tmp_path, client=funding_client(binanceusdm))
+    rates = fetch_funding(
+        "binanceusdm",
+        PERP,
+        candles.index[0],
+        candles.index[-1] + pd.Timedelta(hours=1),
+        cache_dir=tmp_path,
+        client=funding_client(binanceusdm),
+    )
     assert len(rates) == 30 and rates.abs().sum() > 0
     short = wb.backtest("rules", candles, {"rules": "sell 10 units when close >= 100"}, **FREE, funding=rates)
     opened = short.fills["time"].iloc[0]
@@ -745,8 +913,9 @@ def test_a_backtest_takes_fetched_funding_unchanged_and_pays_it(binanceusdm, tmp
     assert len(held) == 29
     assert short.metrics["funding_paid"] == pytest.approx(-10 * 100 * held.sum())  # a short receives a positive rate
     assert short.equity.iloc[-1] == pytest.approx(1000 + 10 * 100 * held.sum())
-    levered = wb.backtest("rules", candles, {"rules": "leverage 2\nbuy 10 units when close >= 100"}, **FREE,
-                          funding=rates)
+    levered = wb.backtest(
+        "rules", candles, {"rules": "leverage 2\nbuy 10 units when close >= 100"}, **FREE, funding=rates
+    )
     assert levered.metrics["funding_paid"] == pytest.approx(10 * 100 * held.sum())
     assert short.settings["funding"] == {str(t): r for t, r in rates.items()}  # stored to reproduce the run
 
@@ -755,21 +924,45 @@ def test_fetch_funding_bad_inputs_and_venue_failures_are_one_line_errors(binance
     client = funding_client(binanceusdm)
     fetch = fetch_funding
     cases = [
-        (ParameterError, r"^start='soon' is not a time", lambda: fetch("binanceusdm", PERP, "soon", cache_dir=tmp_path)),
-        (ParameterError, r"^stop='2024-01-01' is not after start='2024-02-01'$",
-         lambda: fetch("binanceusdm", PERP, "2024-02-01", "2024-01-01", cache_dir=tmp_path)),
-        (ParameterError, r"^symbol='BTCUSDT' is not a market symbol; perpetuals look like 'BTC/USDT:USDT'$",
-         lambda: fetch("binanceusdm", "BTCUSDT", cache_dir=tmp_path)),
+        (
+            ParameterError,
+            r"^start='soon' is not a time",
+            lambda: fetch("binanceusdm", PERP, "soon", cache_dir=tmp_path),
+        ),
+        (
+            ParameterError,
+            r"^stop='2024-01-01' is not after start='2024-02-01'$",
+            lambda: fetch("binanceusdm", PERP, "2024-02-01", "2024-01-01", cache_dir=tmp_path),
+        ),
+        (
+            ParameterError,
+            r"^symbol='BTCUSDT' is not a market symbol; perpetuals look like 'BTC/USDT:USDT'$",
+            lambda: fetch("binanceusdm", "BTCUSDT", cache_dir=tmp_path),
+        ),
         (ParameterError, r"^exchange_id=None is not an exchange id", lambda: fetch(None, PERP, cache_dir=tmp_path)),
-        (ParameterError, r"^client is a 'binanceusdm' client, not 'gate'",
-         lambda: fetch("gate", PERP, cache_dir=tmp_path, client=client)),
-        (CandleError, r"^binanceusdm has no perpetual 'DOGE/USDT:USDT' \(.*\); perpetual symbols look like",
-         lambda: fetch("binanceusdm", "DOGE/USDT:USDT", F_START, F_STOP, cache_dir=tmp_path, client=client)),
-        (CandleError, r"^unknown exchange 'binanse'; did you mean binance",
-         lambda: fetch("binanse", PERP, F_START, F_STOP, cache_dir=tmp_path)),
-        (CandleError, r"^binanceusdm has no BTC/USDT:USDT funding settlements between 2024-01-01 01:00 UTC and "
-                      r"2024-01-01 07:00 UTC$",
-         lambda: fetch("binanceusdm", PERP, "2024-01-01 01:00", "2024-01-01 07:00", cache_dir=tmp_path, client=client)),
+        (
+            ParameterError,
+            r"^client is a 'binanceusdm' client, not 'gate'",
+            lambda: fetch("gate", PERP, cache_dir=tmp_path, client=client),
+        ),
+        (
+            CandleError,
+            r"^binanceusdm has no perpetual 'DOGE/USDT:USDT' \(.*\); perpetual symbols look like",
+            lambda: fetch("binanceusdm", "DOGE/USDT:USDT", F_START, F_STOP, cache_dir=tmp_path, client=client),
+        ),
+        (
+            CandleError,
+            r"^unknown exchange 'binanse'; did you mean binance",
+            lambda: fetch("binanse", PERP, F_START, F_STOP, cache_dir=tmp_path),
+        ),
+        (
+            CandleError,
+            r"^binanceusdm has no BTC/USDT:USDT funding settlements between 2024-01-01 01:00 UTC and "
+            r"2024-01-01 07:00 UTC$",
+            lambda: fetch(
+                "binanceusdm", PERP, "2024-01-01 01:00", "2024-01-01 07:00", cache_dir=tmp_path, client=client
+            ),
+        ),
     ]
     for kind, pattern, call in cases:
         with pytest.raises(kind, match=pattern) as caught:
@@ -778,14 +971,18 @@ def test_fetch_funding_bad_inputs_and_venue_failures_are_one_line_errors(binance
 
     other = tmp_path / "other"
     binanceusdm.fail("/fapi/v1/fundingRate", 503, "Service Unavailable\n<html>busy</html>")
-    with pytest.raises(CandleError, match=r"^could not fetch binanceusdm BTC/USDT:USDT funding rates \(ExchangeNotAvailable"
-                       r": .* 503 .*\), and there is no cache at .*: from 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC "
-                       r"are missing$") as caught:
+    with pytest.raises(
+        CandleError,
+        match=r"^could not fetch binanceusdm BTC/USDT:USDT funding rates \(ExchangeNotAvailable"
+        r": .* 503 .*\), and there is no cache at .*: from 2024-01-01 00:00 UTC to 2026-01-01 00:00 UTC "
+        r"are missing$",
+    ) as caught:
         fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
     assert "\n" not in str(caught.value) and not (other / "binanceusdm").exists()
     binanceusdm.clear_faults()
-    binanceusdm.fail("/fapi/v1/fundingRate", 400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."},
-                     times=1)
+    binanceusdm.fail(
+        "/fapi/v1/fundingRate", 400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}, times=1
+    )
     with pytest.raises(CandleError, match=r"^binanceusdm refused the BTC/USDT:USDT funding-rate request: .*-1130"):
         fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
     broken = other / "binanceusdm" / "BTC-USDT-USDT_funding.csv"
@@ -800,7 +997,9 @@ def test_pages_before_a_failure_are_kept_and_the_rest_fetched_later(binanceusdm,
     binanceusdm.fail("/fapi/v1/fundingRate", 502, after=1)
     expected = settled(binanceusdm, F_START, F_STOP)
     resume = expected.index[1000]  # the first page held settlements 0 to 999
-    with pytest.raises(CandleError, match=rf"covers 2024-01-01 00:00 UTC to {re.escape(format_utc(expected.index[999]))}"):
+    with pytest.raises(
+        CandleError, match=rf"covers 2024-01-01 00:00 UTC to {re.escape(format_utc(expected.index[999]))}"
+    ):
         fetch_funding("binanceusdm", PERP, F_START, F_STOP, cache_dir=tmp_path, client=client)
     binanceusdm.clear_faults()
     binanceusdm.requests.clear()
@@ -819,24 +1018,36 @@ def test_the_loopback_funding_endpoints_are_as_strict_as_the_venues():
     for exchange_id in ("binanceusdm", "gate"):
         server, serve = _funding_server(exchange_id)
         now = pd.Timestamp("2024-03-01 12:00", tz="UTC")
-        server.clock = lambda: now.timestamp()
+        server.clock = now.timestamp
         with server:
             series = serve(server)[PERP]
             assert series.attrs["source"].startswith("synthetic")
             url = server.url + FUNDING_PATHS[exchange_id]
             if exchange_id == "binanceusdm":
                 newest = requests.get(url, params={"symbol": "BTCUSDT"}).json()
-                assert len(newest) == 200 and newest[-1]["fundingTime"] == ms(pd.Timestamp("2024-03-01 08:00", tz="UTC"))
+                assert len(newest) == 200 and newest[-1]["fundingTime"] == ms(
+                    pd.Timestamp("2024-03-01 08:00", tz="UTC")
+                )
                 assert set(newest[0]) == {"symbol", "fundingTime", "fundingRate", "markPrice"}
                 page = requests.get(url, params={"symbol": "BTCUSDT", "startTime": ms(F_START), "limit": 3}).json()
-                assert [r["fundingTime"] for r in page] == [ms(t) for t in series[F_START:].index[:3]]  # inclusive, ascending
+                assert [r["fundingTime"] for r in page] == [
+                    ms(t) for t in series[F_START:].index[:3]
+                ]  # inclusive, ascending
                 assert page[0]["fundingRate"] == f"{series[F_START]:.8f}"
                 assert requests.get(url, params={"symbol": "BTCUSDT", "limit": 1001}).json()["code"] == -1130
-                assert requests.get(url, params={"symbol": "ETHUSDT"}).json() == {"code": -1121, "msg": "Invalid symbol."}
+                assert requests.get(url, params={"symbol": "ETHUSDT"}).json() == {
+                    "code": -1121,
+                    "msg": "Invalid symbol.",
+                }
             else:
-                page = requests.get(url, params={"contract": "BTC_USDT", "from": ms(F_START) // 1000, "limit": 3}).json()
+                page = requests.get(
+                    url, params={"contract": "BTC_USDT", "from": ms(F_START) // 1000, "limit": 3}
+                ).json()
                 assert [r["t"] for r in page] == [ms(t) // 1000 for t in series[:now].index[-3:][::-1]]  # newest first
                 assert isinstance(page[0]["r"], str) and float(page[0]["r"]) == series[:now].iloc[-1]
-                assert requests.get(url, params={"contract": "BTC_USDT", "limit": 1001}).json()["label"] == "INVALID_PARAM_VALUE"
+                assert (
+                    requests.get(url, params={"contract": "BTC_USDT", "limit": 1001}).json()["label"]
+                    == "INVALID_PARAM_VALUE"
+                )
                 assert requests.get(url, params={"contract": "ETH_USDT"}).json()["label"] == "CONTRACT_NOT_FOUND"
                 assert requests.get(url).json()["label"] == "MISSING_REQUIRED_PARAM"

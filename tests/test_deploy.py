@@ -16,6 +16,7 @@ Nothing here needs a cluster, a registry or Docker:
   resources bounded) and what they run;
 - the network policies keep tenant pods away from the hub's internals.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,15 +53,18 @@ DOCKERFILES = {"hub": IMAGES / "hub.Dockerfile", "singleuser": IMAGES / "singleu
 CHART_VERSION = "4.4.0"
 
 # what the hub pod's secret holds in these tests: none of it may reach a tenant's pod
-SECRETS = {"WORKBENCH_DATABASE_URL": "postgresql://workbench:owner-canary-pw@db.internal:5432/workbench",
-           "WORKBENCH_MASTER_KEY": "master-key-canary-3f9a",
-           "WORKBENCH_DB_ROLE_SECRET": "role-secret-canary-77c1",
-           "DATABASE_URL": "postgresql://workbench:owner-canary-pw@db.internal:5432/workbench"}
+SECRETS = {
+    "WORKBENCH_DATABASE_URL": "postgresql://workbench:owner-canary-pw@db.internal:5432/workbench",
+    "WORKBENCH_MASTER_KEY": "master-key-canary-3f9a",
+    "WORKBENCH_DB_ROLE_SECRET": "role-secret-canary-77c1",
+    "DATABASE_URL": "postgresql://workbench:owner-canary-pw@db.internal:5432/workbench",
+}
 TENANT_URL = "postgresql+psycopg://workbench_alice:derived-pw@db.internal:5432/workbench"
 POD_IP = "10.42.0.7"
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
 
 def values() -> dict:
     return yaml.safe_load((HUB_CONFIG / "z2jh-values.yaml").read_text())
@@ -109,9 +113,13 @@ def pip_installs(dockerfile: Path) -> list[list[str]]:
             for command in re.split(r"&&|;", arguments):
                 words = shlex.split(command)
                 for start in range(len(words)):
-                    if words[start:start + 2] == ["pip", "install"] or words[start:start + 4] == [
-                            "python", "-m", "pip", "install"]:
-                        commands.append(words[start + (2 if words[start] == "pip" else 4):])
+                    if words[start : start + 2] == ["pip", "install"] or words[start : start + 4] == [
+                        "python",
+                        "-m",
+                        "pip",
+                        "install",
+                    ]:
+                        commands.append(words[start + (2 if words[start] == "pip" else 4) :])
     return commands
 
 
@@ -153,11 +161,15 @@ def images_named(tree, path="") -> list[tuple[str, str]]:
 
 # --- images -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("image", DOCKERFILES)
 def test_each_image_installs_the_workbench_from_the_repository_as_pip_does(image):
     dockerfile = DOCKERFILES[image]
-    context = {(dest + Path(src).name if dest.endswith("/") else dest): src
-               for srcs, dest in copies(dockerfile) for src in srcs}
+    context = {
+        (dest + Path(src).name if dest.endswith("/") else dest): src
+        for srcs, dest in copies(dockerfile)
+        for src in srcs
+    }
     installs = pip_installs(dockerfile)
     assert len(installs) == 1, f"{image}: one pip install, the project's: {installs}"
     arguments = installs[0]
@@ -198,8 +210,11 @@ def test_each_image_runs_as_a_non_root_user_and_holds_nothing_of_a_tenant(image)
     for secret in ("WORKBENCH_HOME", "MASTER_KEY", "DATABASE_URL", "ROLE_SECRET"):
         assert secret not in baked, f"{image}: bakes {secret}"
     # the build context itself excludes var/ and the virtualenv (.dockerignore: deny, then allow)
-    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "*"
     assert not [line for line in ignore if line.startswith("!") and line[1:].split("/")[0] in ("var", ".venv", ".git")]
 
@@ -229,8 +244,9 @@ def test_both_images_share_one_python_and_the_layout_the_spawner_names():
 
 def test_every_image_the_values_name_is_built_here_as_the_readme_says():
     readme = (HUB_CONFIG / "README.md").read_text()
-    built = dict(re.findall(r"docker build -f hub_config/images/(\w+)\.Dockerfile -t REGISTRY/([\w-]+):VERSION \.",
-                            readme))
+    built = dict(
+        re.findall(r"docker build -f hub_config/images/(\w+)\.Dockerfile -t REGISTRY/([\w-]+):VERSION \.", readme)
+    )
     assert set(built) == set(DOCKERFILES), built
     version = pyproject()["project"]["version"]
     named = images_named(values())
@@ -241,11 +257,14 @@ def test_every_image_the_values_name_is_built_here_as_the_readme_says():
         assert repository in built.values(), f"{where}: {image} is built by no Dockerfile here"
         assert tag == version, f"{where}: {image}: images are tagged with the workbench's version {version}"
     assert {image for _, image in named} == {f"registry.example.com/{name}:{version}" for name in built.values()}
-    assert f"--version {CHART_VERSION}" in readme and f"--version {CHART_VERSION}" in (
-        HUB_CONFIG / "z2jh-values.yaml").read_text()
+    assert (
+        f"--version {CHART_VERSION}" in readme
+        and f"--version {CHART_VERSION}" in (HUB_CONFIG / "z2jh-values.yaml").read_text()
+    )
 
 
 # --- the chart's schema -----------------------------------------------------------------------
+
 
 def test_the_vendored_chart_files_name_their_version_and_licence():
     for name in ("z2jh-values.schema.yaml", "z2jh-values.defaults.yaml", "z2jh_jupyterhub_config.py"):
@@ -269,6 +288,7 @@ def test_the_schema_catches_a_misspelt_value():
 
 
 # --- the chart's hub configuration and the tenant pods ----------------------------------------
+
 
 def fake_z2jh(chart: dict) -> types.ModuleType:
     """The chart's z2jh helper module, reading the values from memory instead of the hub
@@ -406,7 +426,8 @@ def test_a_tenants_lab_pod_has_its_own_database_url_no_secret_and_runs_unprivile
     pod = tenant_pod(hub_config, monkeypatch)
     container = check_tenant_container(pod)
     home = {volume["name"]: volume for volume in pod["spec"]["volumes"]}[
-        {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}["/home/jovyan"]]
+        {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}["/home/jovyan"]
+    ]
     assert home["persistentVolumeClaim"] == {"claimName": "claim-alice"}, "the tenant's own home volume"
     assert container["image"] == "registry.example.com/workbench-singleuser:0.1.0"
     assert container["args"][:2] == ["jupyterhub-singleuser", "--ServerApp.root_dir=/home/jovyan"]
@@ -418,9 +439,15 @@ def test_a_dashboard_pod_runs_voila_only_on_the_packages_notebook(hub_config, mo
     container = check_tenant_container(pod)
     # not the tenant's home volume (nor a volume per session): an empty home of the pod's own
     assert not [volume for volume in pod["spec"]["volumes"] if "persistentVolumeClaim" in volume]
-    assert {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}["/home/jovyan"] == "dashboard-home"
-    assert container["args"] == ["python", "-m", "workbench.hub._dashboard",
-                                 f"{_kube.IMAGE_NOTEBOOKS}/dashboards/session.ipynb"]
+    assert {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}[
+        "/home/jovyan"
+    ] == "dashboard-home"
+    assert container["args"] == [
+        "python",
+        "-m",
+        "workbench.hub._dashboard",
+        f"{_kube.IMAGE_NOTEBOOKS}/dashboards/session.ipynb",
+    ]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["WORKBENCH_SESSION_ID"] == "12"
     # IPython and Jupyter read the package's read-only profile, never the owner's home
@@ -436,6 +463,7 @@ def test_a_named_server_other_than_a_dashboard_is_refused(hub_config, monkeypatc
 
 
 # --- network policies -------------------------------------------------------------------------
+
 
 def test_tenant_pods_reach_the_service_database_and_internet_but_not_the_hubs_internals():
     chart = chart_values()
@@ -461,7 +489,9 @@ def test_tenant_pods_reach_the_service_database_and_internet_but_not_the_hubs_in
     assert hub["enabled"] is True and not hub.get("allowedIngressPorts")
     (ingress,) = hub["ingress"]
     assert [p["port"] for p in ingress["ports"]] == [8011]
-    assert {peer["podSelector"]["matchLabels"]["component"] for peer in ingress["from"]} == {"proxy",
-                                                                                             "singleuser-server"}
+    assert {peer["podSelector"]["matchLabels"]["component"] for peer in ingress["from"]} == {
+        "proxy",
+        "singleuser-server",
+    }
     assert chart["proxy"]["chp"]["networkPolicy"]["enabled"] is True
     assert [p["port"] for rule in chart["proxy"]["chp"]["networkPolicy"]["egress"] for p in rule["ports"]] == [8011]

@@ -1,4 +1,5 @@
 """The generated ipywidgets editor: controls from the schema, live re-runs, errors in the form."""
+
 from __future__ import annotations
 
 import ipywidgets as widgets

@@ -1,11 +1,12 @@
 """workbench.exchange: the real ccxt.binance and ccxt.gate classes against the loopback venues
 (tests/loopback_exchange.py), and the paper exchange on hand-made candles."""
+
 from __future__ import annotations
 
 import json
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -13,21 +14,41 @@ import pytest
 from loopback_exchange import Binance, Gate
 
 import workbench
-from workbench.errors import (AuthenticationFailed, DuplicateOrder, ExchangeError, ExchangeUnavailable,
-                              InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited)
+from workbench.errors import (
+    AuthenticationFailed,
+    DuplicateOrder,
+    ExchangeError,
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+)
 from workbench.exchange import MemoryPaperStore, PaperExchange, ReplayClock, open_exchange
 from workbench.vault import Secret
 
 KEY, SECRET = secrets.token_hex(16), secrets.token_hex(32)
 SYMBOLS = {"spot": "BTC/USDT", "swap": "BTC/USDT:USDT"}
 # where each venue takes orders, by market type
-ORDER_PATHS = {("binance", "spot"): "/api/v3/order", ("binance", "swap"): "/fapi/v1/order",
-               ("gate", "spot"): "/api/v4/spot/orders", ("gate", "swap"): "/api/v4/futures/usdt/orders"}
+ORDER_PATHS = {
+    ("binance", "spot"): "/api/v3/order",
+    ("binance", "swap"): "/fapi/v1/order",
+    ("gate", "spot"): "/api/v4/spot/orders",
+    ("gate", "swap"): "/api/v4/futures/usdt/orders",
+}
 # where each venue takes stops: Binance spot with the orders, the others apart from them
-STOP_PATHS = {("binance", "spot"): "/api/v3/order", ("binance", "swap"): "/fapi/v1/algoOrder",
-              ("gate", "spot"): "/api/v4/spot/price_orders", ("gate", "swap"): "/api/v4/futures/usdt/price_orders"}
-BALANCE_PATHS = {("binance", "spot"): "/api/v3/account", ("binance", "swap"): "/fapi/v3/account",
-                 ("gate", "spot"): "/api/v4/spot/accounts", ("gate", "swap"): "/api/v4/futures/usdt/accounts"}
+STOP_PATHS = {
+    ("binance", "spot"): "/api/v3/order",
+    ("binance", "swap"): "/fapi/v1/algoOrder",
+    ("gate", "spot"): "/api/v4/spot/price_orders",
+    ("gate", "swap"): "/api/v4/futures/usdt/price_orders",
+}
+BALANCE_PATHS = {
+    ("binance", "spot"): "/api/v3/account",
+    ("binance", "swap"): "/fapi/v3/account",
+    ("gate", "spot"): "/api/v4/spot/accounts",
+    ("gate", "swap"): "/api/v4/futures/usdt/accounts",
+}
 VENUES = {"binance": Binance, "gate": Gate}
 
 
@@ -35,8 +56,14 @@ VENUES = {"binance": Binance, "gate": Gate}
 def venue(request):
     # orders show at once here (the adapter's own behaviour); the delay Binance documents is
     # in test_an_accepted_order_may_show_only_later and in the live tests
-    server = VENUES[request.param](KEY, SECRET, {"USDT": "10000", "BTC": "1"}, futures_balances={"USDT": "10000"},
-                                   prices={"BTC/USDT": "30000"}, visibility_delay=0.0)
+    server = VENUES[request.param](
+        KEY,
+        SECRET,
+        {"USDT": "10000", "BTC": "1"},
+        futures_balances={"USDT": "10000"},
+        prices={"BTC/USDT": "30000"},
+        visibility_delay=0.0,
+    )
     with server:
         server.name = request.param
         yield server
@@ -44,8 +71,14 @@ def venue(request):
 
 def _client(server, market_type="spot", *, secret=SECRET, timeout_ms=3000):
     urls = server.config()["urls"]["api"] if server.name == "binance" else server.api_urls()
-    return open_exchange(server.name, api_key=KEY, secret=secret, market_type=market_type, urls=urls,
-                         config={"enableRateLimit": False, "timeout": timeout_ms})
+    return open_exchange(
+        server.name,
+        api_key=KEY,
+        secret=secret,
+        market_type=market_type,
+        urls=urls,
+        config={"enableRateLimit": False, "timeout": timeout_ms},
+    )
 
 
 def _book(server, market_type):
@@ -54,17 +87,22 @@ def _book(server, market_type):
 
 # -- markets, balances --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("market_type", ["spot", "swap"])
 def test_markets_load_once_with_precision_limits_and_contract_size(venue, market_type):
     client = _client(venue, market_type)
     market = client.market(SYMBOLS[market_type])
     assert market.type == market_type and (market.base, market.quote) == ("BTC", "USDT")
     assert set(client.markets()) == {SYMBOLS[market_type]}
-    expected = {("binance", "spot"): (Decimal(1), Decimal("0.00001"), Decimal("0.01"), Decimal(5)),
-                ("binance", "swap"): (Decimal(1), Decimal("0.001"), Decimal("0.1"), Decimal(100)),
-                ("gate", "spot"): (Decimal(1), Decimal("0.0001"), Decimal("0.01"), Decimal(3)),
-                ("gate", "swap"): (Decimal("0.0001"), Decimal("0.0001"), Decimal("0.1"), None)}
-    assert (market.contract_size, market.amount_step, market.price_step, market.min_cost) == expected[(venue.name, market_type)]
+    expected = {
+        ("binance", "spot"): (Decimal(1), Decimal("0.00001"), Decimal("0.01"), Decimal(5)),
+        ("binance", "swap"): (Decimal(1), Decimal("0.001"), Decimal("0.1"), Decimal(100)),
+        ("gate", "spot"): (Decimal(1), Decimal("0.0001"), Decimal("0.01"), Decimal(3)),
+        ("gate", "swap"): (Decimal("0.0001"), Decimal("0.0001"), Decimal("0.1"), None),
+    }
+    assert (market.contract_size, market.amount_step, market.price_step, market.min_cost) == expected[
+        (venue.name, market_type)
+    ]
     loads = len(venue.requests)
     client.markets()
     client.market(SYMBOLS[market_type])
@@ -85,15 +123,21 @@ def test_balance(venue, market_type):
 
 # -- orders ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("market_type", ["spot", "swap"])
 def test_market_and_limit_orders_with_client_ids(venue, market_type):
     client, symbol, book = _client(venue, market_type), SYMBOLS[market_type], _book(venue, market_type)
     bought = client.create_order(symbol, "buy", "market", "0.01", 30000, client_order_id="s1-t100-entry")
-    assert (bought.status, bought.filled, bought.average, bought.client_order_id) == \
-        ("closed", Decimal("0.01"), Decimal(30000), "s1-t100-entry")
+    assert (bought.status, bought.filled, bought.average, bought.client_order_id) == (
+        "closed",
+        Decimal("0.01"),
+        Decimal(30000),
+        "s1-t100-entry",
+    )
     sent = venue.requests_to(ORDER_PATHS[(venue.name, market_type)], "POST")[-1]
-    assert (b"t-s1-t100-entry" in sent.body) if venue.name == "gate" else \
-        (b"newClientOrderId=s1-t100-entry" in sent.body)
+    assert (
+        (b"t-s1-t100-entry" in sent.body) if venue.name == "gate" else (b"newClientOrderId=s1-t100-entry" in sent.body)
+    )
     assert book.by_client_id(("t-" if venue.name == "gate" else "") + "s1-t100-entry").filled == Decimal("0.01")
 
     resting = client.create_order(symbol, "sell", "limit", "0.004", "31000", client_order_id="s1-t100-tp")
@@ -107,8 +151,10 @@ def test_market_and_limit_orders_with_client_ids(venue, market_type):
         done = client.fetch_order(symbol, resting.id)
     assert (done.status, done.filled, done.id) == ("closed", Decimal("0.004"), resting.id)
     fills = client.fetch_my_trades(symbol)
-    assert [(f.side, f.amount, f.price, f.taker) for f in fills] == \
-        [("buy", Decimal("0.01"), Decimal(30000), True), ("sell", Decimal("0.004"), Decimal(31000), False)]
+    assert [(f.side, f.amount, f.price, f.taker) for f in fills] == [
+        ("buy", Decimal("0.01"), Decimal(30000), True),
+        ("sell", Decimal("0.004"), Decimal(31000), False),
+    ]
     fee_rate = Decimal("0.001") if venue.name == "binance" else Decimal("0.002")
     assert fills[1].fee == Decimal("0.004") * 31000 * fee_rate and fills[1].fee_currency == "USDT"
     bought_fee = Decimal("0.01") * fee_rate if market_type == "spot" else Decimal(0)  # spot: paid in the base bought
@@ -147,13 +193,15 @@ def test_cancel(venue):
 
 # -- stops ------------------------------------------------------------------------------------
 
+
 def _stop(client, market_type: str, client_order_id: str, trigger: str = "29000"):
     """A stop selling 0.01 BTC (on swaps, of a long opened for it)."""
     symbol = SYMBOLS[market_type]
     if market_type == "swap":
         client.create_order(symbol, "buy", "market", "0.01", 30000, client_order_id=f"{client_order_id}-in")
-    return client.create_order(symbol, "sell", "stop", "0.01", trigger, client_order_id=client_order_id,
-                               reduce_only=market_type == "swap")
+    return client.create_order(
+        symbol, "sell", "stop", "0.01", trigger, client_order_id=client_order_id, reduce_only=market_type == "swap"
+    )
 
 
 @pytest.mark.parametrize("market_type", ["spot", "swap"])
@@ -165,18 +213,32 @@ def test_a_stop_rests_among_the_open_orders_and_once_triggered_is_the_order_it_p
     stop = _stop(client, market_type, "st-stop")
     prefix = {("binance", "swap"): "algo-", ("gate", "spot"): "price-", ("gate", "swap"): "price-"}
     assert stop.id.startswith(prefix.get((venue.name, market_type), "")) and stop.id[-1].isdigit()
-    assert (stop.type, stop.status, stop.price, stop.amount, stop.client_order_id) == \
-        ("stop", "open", Decimal(29000), Decimal("0.01"), "st-stop")
+    assert (stop.type, stop.status, stop.price, stop.amount, stop.client_order_id) == (
+        "stop",
+        "open",
+        Decimal(29000),
+        Decimal("0.01"),
+        "st-stop",
+    )
     assert venue.requests_to(STOP_PATHS[(venue.name, market_type)], "POST")
-    assert [(o.id, o.type, o.price) for o in client.fetch_open_orders(symbol) if o.client_order_id == "st-stop"] == \
-        [(stop.id, "stop", Decimal(29000))]
-    assert client.fetch_order(symbol, stop.id).status == client.fetch_order_by_client_id(symbol, "st-stop").status == "open"
+    assert [(o.id, o.type, o.price) for o in client.fetch_open_orders(symbol) if o.client_order_id == "st-stop"] == [
+        (stop.id, "stop", Decimal(29000))
+    ]
+    assert (
+        client.fetch_order(symbol, stop.id).status
+        == client.fetch_order_by_client_id(symbol, "st-stop").status
+        == "open"
+    )
     started = pd.Timestamp.now(tz="UTC").to_pydatetime() - pd.Timedelta(minutes=1)
 
     venue.set_price("BTC/USDT", "28900")  # the market falls through the trigger: the venue places the order
     placed = client.fetch_order(symbol, stop.id)
-    assert (placed.client_order_id, placed.status, placed.filled, placed.average) == \
-        ("st-stop", "closed", Decimal("0.01"), Decimal(28900))
+    assert (placed.client_order_id, placed.status, placed.filled, placed.average) == (
+        "st-stop",
+        "closed",
+        Decimal("0.01"),
+        Decimal(28900),
+    )
     fill = client.fetch_my_trades(symbol)[-1]
     assert (fill.order_id, fill.side, fill.amount) == (placed.id, "sell", Decimal("0.01"))
     by_client_id = client.fetch_order_by_client_id(symbol, "st-stop")
@@ -227,8 +289,9 @@ def test_a_stop_whose_answer_is_lost_is_found_by_its_client_id(venue, market_typ
         client.create_order(symbol, "buy", "market", "0.01", 30000, client_order_id="ls-in")
     venue.lose_response(STOP_PATHS[(venue.name, market_type)], method="POST", status=502)
     with pytest.raises(ExchangeUnavailable, match="outcome of the request is unknown"):
-        client.create_order(symbol, "sell", "stop", "0.01", "29000", client_order_id="ls-stop",
-                            reduce_only=market_type == "swap")
+        client.create_order(
+            symbol, "sell", "stop", "0.01", "29000", client_order_id="ls-stop", reduce_only=market_type == "swap"
+        )
     found = client.fetch_order_by_client_id(symbol, "ls-stop")
     assert (found.type, found.status, found.price, found.amount) == ("stop", "open", Decimal(29000), Decimal("0.01"))
     assert [o.id for o in client.fetch_open_orders(symbol) if o.type == "stop"] == [found.id]
@@ -260,7 +323,7 @@ def test_gate_price_orders_as_documented():
 
 def test_funding_booked_on_a_perpetual_position_is_fetched_once_each_with_its_sign(venue):
     client, symbol = _client(venue, "swap"), SYMBOLS["swap"]
-    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    since = datetime.now(UTC) - timedelta(seconds=5)
     assert venue.futures.settle_funding(symbol, "0.0001") is None  # flat: nothing is booked
     client.create_order(symbol, "buy", "market", "0.02", 30000, client_order_id="f-1")
     venue.futures.settle_funding(symbol, "0.0001")  # a long pays a positive rate
@@ -291,6 +354,7 @@ def test_swap_leverage_and_signed_positions(venue):
 
 
 # -- precision and limits, checked before sending ----------------------------------------
+
 
 def test_amounts_and_prices_are_rounded_and_limits_checked_before_sending(venue):
     client, symbol = _client(venue), SYMBOLS["spot"]
@@ -326,6 +390,7 @@ def test_a_reduce_only_order_on_a_perpetual_is_exempt_from_the_minimum_order_val
 
 # -- credentials and errors -----------------------------------------------------------------
 
+
 def test_wrong_secret_is_an_authentication_failure_without_the_keys(venue):
     wrong = secrets.token_hex(32)
     client = _client(venue, secret=wrong)
@@ -338,8 +403,9 @@ def test_wrong_secret_is_an_authentication_failure_without_the_keys(venue):
 
 def test_credentials_may_be_vault_secrets_and_never_show(venue):
     urls = venue.config()["urls"]["api"] if venue.name == "binance" else venue.api_urls()
-    client = open_exchange(venue.name, api_key=Secret(KEY), secret=Secret(SECRET), urls=urls,
-                           config={"enableRateLimit": False})
+    client = open_exchange(
+        venue.name, api_key=Secret(KEY), secret=Secret(SECRET), urls=urls, config={"enableRateLimit": False}
+    )
     assert client.fetch_balance()["BTC"].total == 1
     assert KEY not in repr(client) and SECRET not in repr(client) and SECRET not in str(client)
 
@@ -366,8 +432,11 @@ def test_server_error_is_exchange_unavailable(venue):
 def test_rate_limit_carries_retry_after(venue):
     client = _client(venue)
     client.markets()
-    body = {"code": -1003, "msg": "Too many requests."} if venue.name == "binance" else \
-        {"label": "TOO_MANY_REQUESTS", "message": "Request Rate limit Exceeded"}
+    body = (
+        {"code": -1003, "msg": "Too many requests."}
+        if venue.name == "binance"
+        else {"label": "TOO_MANY_REQUESTS", "message": "Request Rate limit Exceeded"}
+    )
     venue.fail(BALANCE_PATHS[(venue.name, "spot")], 429, body, times=1, headers={"Retry-After": "60"})
     with pytest.raises(RateLimited, match="retry after 60 s") as info:
         client.fetch_balance()
@@ -417,7 +486,8 @@ def test_partial_fills(venue, market_type):
 @pytest.mark.parametrize("status", [None, 502])
 @pytest.mark.parametrize("market_type", ["spot", "swap"])
 def test_an_order_whose_answer_is_lost_is_found_in_the_venues_records_and_a_blind_retry_fills_twice(
-        venue, market_type, status):
+    venue, market_type, status
+):
     """The filled market order is in the venue's records (by client id, or on Gate spot, where a
     finished order is found by its id only, in the order history); sent again blindly, it
     would be a second order: so the live engine resolves before it resends (ORDERS.md)."""
@@ -443,7 +513,9 @@ def test_an_accepted_order_may_show_only_later():
         server.name = "binance"
         client = _client(server)
         client.create_order("BTC/USDT", "buy", "market", "0.01", 30000, client_order_id="late-1")
-        assert client.fetch_order_by_client_id("BTC/USDT", "late-1") is None and client.fetch_my_trades("BTC/USDT") == []
+        assert (
+            client.fetch_order_by_client_id("BTC/USDT", "late-1") is None and client.fetch_my_trades("BTC/USDT") == []
+        )
         time.sleep(0.6)
         assert client.fetch_order_by_client_id("BTC/USDT", "late-1").filled == Decimal("0.01")
         assert len(client.fetch_my_trades("BTC/USDT")) == 1
@@ -457,8 +529,9 @@ def test_the_venues_clock_is_used_for_candles_and_signed_requests():
     candles = workbench.load_candles().iloc[:50].copy()
     candles.index = pd.date_range(end=opened, periods=50, freq="1h", name="time")
     candles.attrs["timeframe"] = "1h"
-    with Binance(KEY, SECRET, {"USDT": "10000"}, candles={"BTC/USDT": candles},
-                 clock=lambda: time.time() + 30) as server:
+    with Binance(
+        KEY, SECRET, {"USDT": "10000"}, candles={"BTC/USDT": candles}, clock=lambda: time.time() + 30
+    ) as server:
         server.name = "binance"
         client = _client(server)
         assert client.fetch_balance()["USDT"].total == Decimal(10000)  # signed with the venue's time
@@ -473,8 +546,9 @@ def test_fetch_ohlcv_returns_closed_candles_only():
     candles.attrs["timeframe"] = "1h"
     now = (candles.index[40] + pd.Timedelta(minutes=30)).timestamp()  # bar 40 is forming
     with Binance(KEY, SECRET, {"USDT": "1"}, candles={"BTC/USDT": candles}, clock=lambda: now) as server:
-        client = open_exchange("binance", urls=server.config()["urls"]["api"], config={"enableRateLimit": False},
-                               clock=lambda: now)
+        client = open_exchange(
+            "binance", urls=server.config()["urls"]["api"], config={"enableRateLimit": False}, clock=lambda: now
+        )
         frame = client.fetch_ohlcv("BTC/USDT", "1h", limit=10)
     assert list(frame.index) == list(candles.index[30:40])
     assert frame["close"].tolist() == candles["close"].iloc[30:40].tolist()
@@ -487,6 +561,7 @@ def test_unknown_exchange_names_the_known_ones():
 
 # -- the paper exchange -----------------------------------------------------------------------
 
+
 def _candles(rows):
     index = pd.date_range("2024-01-01", periods=len(rows), freq="1h", tz="UTC", name="time")
     frame = pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=index, dtype="float64")
@@ -495,8 +570,16 @@ def _candles(rows):
     return frame
 
 
-BARS = _candles([(100, 101, 99, 100), (100, 102, 98, 101), (101, 103, 95, 96), (94, 97, 90, 95),
-                 (95, 110, 94, 108), (108, 109, 107, 108)])
+BARS = _candles(
+    [
+        (100, 101, 99, 100),
+        (100, 102, 98, 101),
+        (101, 103, 95, 96),
+        (94, 97, 90, 95),
+        (95, 110, 94, 108),
+        (108, 109, 107, 108),
+    ]
+)
 
 
 def _paper(market_type="spot", **options):
@@ -522,7 +605,12 @@ def test_paper_market_order_fills_at_the_open_with_slippage_and_taker_fee():
     price = 100.0 * (1 + 0.001)  # the open of the forming bar 1, adverse slippage
     assert order.status == "closed" and float(order.average) == price
     (fill,) = paper.fetch_my_trades("BTC/USD")
-    assert (float(fill.price), float(fill.fee), fill.taker, fill.timestamp) == (price, 10 * price * 0.001, True, BARS.index[1])
+    assert (float(fill.price), float(fill.fee), fill.taker, fill.timestamp) == (
+        price,
+        10 * price * 0.001,
+        True,
+        BARS.index[1],
+    )
     balance = paper.fetch_balance()
     assert float(balance["USD"].total) == 10_000 - 10 * price - 10 * price * 0.001
     assert balance["BTC"].total == 10 and paper.fetch_position("BTC/USD").size == 10
@@ -602,8 +690,9 @@ def test_paper_replays_bundled_history_faster_than_real_time():
 
 def test_paper_fills_match_a_backtest_fill_for_fill():
     candles = workbench.load_candles().iloc[:1500]
-    result = workbench.backtest("channel", candles, {"entry_window": 48, "exit_window": 24, "direction": "both"},
-                                funding=None)  # the paper exchange settles no funding
+    result = workbench.backtest(
+        "channel", candles, {"entry_window": 48, "exit_window": 24, "direction": "both"}, funding=None
+    )  # the paper exchange settles no funding
     assert len(result.fills) > 10
     paper = PaperExchange(candles, market_type="swap", fees=0.001, slippage=0.0005, balance=10_000.0)
     flat_bars = []

@@ -10,6 +10,7 @@ beside the test, on the second core); ``benchmarks/fault_campaign.py`` runs thou
 
 The seeds cover every venue, market and template, the SIGKILL and stop-time faults included.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -36,11 +37,26 @@ def db(database):
 def test_the_seeds_cover_every_venue_market_and_template_and_each_kind_of_fault():
     plans = [plan_trial(seed) for seed in SEEDS]
     combos = {(p.venue, p.market, p.template) for p in plans}
-    assert combos == {(v, m, t) for v in ("binance", "gate") for m in ("spot", "swap")
-                      for t in ("channel", "ema_reversal", "market_making")}
+    assert combos == {
+        (v, m, t)
+        for v in ("binance", "gate")
+        for m in ("spot", "swap")
+        for t in ("channel", "ema_reversal", "market_making")
+    }
     kinds = {f.kind for p in plans for f in p.faults}
-    assert kinds >= {"lose_send", "lose_cancel", "read_5xx", "read_429", "slow_read", "slow_send", "partial",
-                     "visibility", "reject_invalid", "reject_funds", "crash"}
+    assert kinds >= {
+        "lose_send",
+        "lose_cancel",
+        "read_5xx",
+        "read_429",
+        "slow_read",
+        "slow_send",
+        "partial",
+        "visibility",
+        "reject_invalid",
+        "reject_funds",
+        "crash",
+    }
     assert any(p.kill for p in plans) and {p.stop_fault for p in plans if p.stop_at_end} >= {"crash", "reject_funds"}
     assert {p.on_error for p in plans} == {"protect", "flatten", "leave"}
     assert plan_trial(SEEDS[0]) == plans[0]  # a seed is its trial
@@ -50,9 +66,18 @@ def test_the_seeds_cover_every_venue_market_and_template_and_each_kind_of_fault(
 def test_no_seeded_fault_breaks_an_invariant(db, capsys):
     # two thirds of the seeds replay in two more processes, each with its own embedded
     # PostgreSQL: a trial mostly waits (timeouts, visibility, Retry-After), so three share 2 cores
-    others = [(subprocess.Popen([sys.executable, str(Path(__file__).with_name("fault_campaign.py")),
-                                 *map(str, SEEDS[k::3])], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True), SEEDS[k::3]) for k in (1, 2)]
+    others = [
+        (
+            subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("fault_campaign.py")), *map(str, SEEDS[k::3])],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ),
+            SEEDS[k::3],
+        )
+        for k in (1, 2)
+    ]
     failed = []
     for seed in SEEDS[::3]:
         result = run_trial(seed)

@@ -9,6 +9,7 @@ or notification channel; the ServiceVault a tenant server uses, and its notifica
 channels (added, tested, listed and removed through the service); a dashboard shared read-only
 (rendered by the service for the viewer; no way into the owner's servers; revocable); removing a tenant.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ import pwd
 import stat
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -117,16 +118,25 @@ def test_tenant_server_has_its_own_role_and_no_trusted_secret(hub: Hub, tenants:
     a = tenants["a"]
     env = server_environment(a)
     assert env["WORKBENCH_TENANT_DATABASE_URL"] == store.tenant_url(a)
-    for trusted in ("WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
-                    "WORKBENCH_DB_ROLE_SECRET", "WORKBENCH_HOME"):
+    for trusted in (
+        "WORKBENCH_DATABASE_URL",
+        "DATABASE_URL",
+        "WORKBENCH_MASTER_KEY",
+        "WORKBENCH_MASTER_KEY_FILE",
+        "WORKBENCH_DB_ROLE_SECRET",
+        "WORKBENCH_HOME",
+    ):
         assert trusted not in env
     assert env["WORKBENCH_SERVICE_URL"] == hub.settings.service_url
     assert env.get("JUPYTERHUB_DISABLE_USER_CONFIG") == "1"
     if ROOT:
         assert int(env["_uid"]) == pwd.getpwnam(unix_name(a)).pw_uid
         # the tenant's account cannot read the master key or the data directory
-        probe = subprocess.run(["runuser", "-u", unix_name(a), "--", "cat", str(hub.settings.home / "master.key")],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            ["runuser", "-u", unix_name(a), "--", "cat", str(hub.settings.home / "master.key")],
+            capture_output=True,
+            text=True,
+        )
         assert probe.returncode != 0 and "Permission denied" in probe.stderr
 
 
@@ -149,20 +159,29 @@ def test_a_tenant_reaches_only_its_own_server(hub: Hub, tenants: dict):
 def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenants: dict):
     a, b = tenants["a"], tenants["b"]
     ta, tb = tenants["tokens"][a], tenants["tokens"][b]
-    created = service(hub, ta, "POST", "vault/accounts",
-                      json={"exchange": "binance", "api_key": "A" * 24, "secret": "S" * 32, "label": "a-main"})
+    created = service(
+        hub,
+        ta,
+        "POST",
+        "vault/accounts",
+        json={"exchange": "binance", "api_key": "A" * 24, "secret": "S" * 32, "label": "a-main"},
+    )
     assert created.status_code == 201, created.text
     account = created.json()["id"]
     session = service(hub, ta, "GET", "sessions").json()[0]["id"]  # the demo paper session
     live_id = service(hub, ta, "GET", f"live?session={session}").json()[0]["id"]  # promoted by the seeding
     with store.tenant_session(a) as db:  # a run, as a worker would record it
-        run = store.NotebookRun(live_notebook_id=live_id, scheduled_for=datetime.now(timezone.utc),
-                                status="succeeded")
+        run = store.NotebookRun(live_notebook_id=live_id, scheduled_for=datetime.now(UTC), status="succeeded")
         db.add(run)
         db.flush()
         run_id = run.id
-    created = service(hub, ta, "POST", "notify/channels",
-                      json={"kind": "webhook", "name": "a-ops", "settings": {"url": "https://hooks.example.com/T0/B0"}})
+    created = service(
+        hub,
+        ta,
+        "POST",
+        "notify/channels",
+        json={"kind": "webhook", "name": "a-ops", "settings": {"url": "https://hooks.example.com/T0/B0"}},
+    )
     assert created.status_code == 201, created.text
     channel = created.json()["id"]
 
@@ -172,9 +191,13 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
     assert [r["id"] for r in service(hub, ta, "GET", f"runs?session={session}").json()] == [run_id]
     assert [a_["id"] for a_ in service(hub, ta, "GET", "vault/accounts").json()] == [account]
     assert [(c["id"], c["target"]) for c in service(hub, ta, "GET", "notify/channels").json()] == [
-        (channel, "https://hooks.example.com/…")]
-    for bad, error in (({"settings": {}}, "a webhook channel needs url"), ({"session": "1"}, "field 'session'"),
-                       ({"secret": "x"}, "unknown fields ['secret']")):
+        (channel, "https://hooks.example.com/…")
+    ]
+    for bad, error in (
+        ({"settings": {}}, "a webhook channel needs url"),
+        ({"session": "1"}, "field 'session'"),
+        ({"secret": "x"}, "unknown fields ['secret']"),
+    ):
         answer = service(hub, ta, "POST", "notify/channels", json={"kind": "webhook", "name": "a-2", **bad})
         assert answer.status_code == 400 and error in answer.json()["error"], answer.text
     # a connectivity check signs with the owner's key: it may not be sent to a host the tenant names
@@ -183,14 +206,25 @@ def test_every_service_endpoint_refuses_another_tenants_records(hub: Hub, tenant
         assert answer.status_code == 400 and "ccxt_config may set only" in answer.json()["error"]
 
     # the other tenant gets 404 from each of them (and its own lists stay empty of them)
-    attempts = [("GET", f"sessions/{session}"), ("GET", f"live/{live_id}"), ("GET", f"runs/{run_id}"),
-                ("POST", f"sessions/{session}/pause"), ("POST", f"sessions/{session}/stop"),
-                ("POST", f"vault/accounts/{account}/deactivate"), ("POST", f"vault/accounts/{account}/check"),
-                ("GET", f"vault/accounts/{account}/keys"), ("DELETE", f"vault/accounts/{account}"),
-                ("POST", f"dashboards/{session}"), ("GET", f"dashboards/{session}/shares"),
-                ("POST", f"dashboards/{session}/shares"), ("DELETE", f"dashboards/{session}/shares/{b}"),
-                ("POST", f"shared/{a}/{session}"), ("PATCH", f"notify/channels/{channel}"),
-                ("POST", f"notify/channels/{channel}/test"), ("DELETE", f"notify/channels/{channel}")]
+    attempts = [
+        ("GET", f"sessions/{session}"),
+        ("GET", f"live/{live_id}"),
+        ("GET", f"runs/{run_id}"),
+        ("POST", f"sessions/{session}/pause"),
+        ("POST", f"sessions/{session}/stop"),
+        ("POST", f"vault/accounts/{account}/deactivate"),
+        ("POST", f"vault/accounts/{account}/check"),
+        ("GET", f"vault/accounts/{account}/keys"),
+        ("DELETE", f"vault/accounts/{account}"),
+        ("POST", f"dashboards/{session}"),
+        ("GET", f"dashboards/{session}/shares"),
+        ("POST", f"dashboards/{session}/shares"),
+        ("DELETE", f"dashboards/{session}/shares/{b}"),
+        ("POST", f"shared/{a}/{session}"),
+        ("PATCH", f"notify/channels/{channel}"),
+        ("POST", f"notify/channels/{channel}/test"),
+        ("DELETE", f"notify/channels/{channel}"),
+    ]
     for method, path in attempts:
         body = {"user": a} if path.endswith("/shares") else {} if method in ("POST", "PATCH") else None
         answer = service(hub, tb, method, path, json=body)
@@ -216,36 +250,53 @@ def test_every_service_endpoint_answers_its_owner(hub: Hub, tenants: dict):
     a, b = tenants["a"], tenants["b"]
     ta = tenants["tokens"][a]
     with store.tenant_session(a) as db:
-        trading = store.TradingSession(strategy_id=db.query(store.Strategy).first().id, exchange="paper",
-                                       symbol="BTC/USD", status="paused")
+        trading = store.TradingSession(
+            strategy_id=db.query(store.Strategy).first().id, exchange="paper", symbol="BTC/USD", status="paused"
+        )
         db.add(trading)
         db.flush()
         session = trading.id
-    scheduler.promote(NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h",
-                      opener=lambda: store.tenant_session(a))
+    scheduler.promote(
+        NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h", opener=lambda: store.tenant_session(a)
+    )
 
-    for action, live_status in (("pause", "paused"), ("resume", "active"), ("run_now", "active"),
-                                ("demote", "stopped")):
+    for action, live_status in (
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("run_now", "active"),
+        ("demote", "stopped"),
+    ):
         answer = service(hub, ta, "POST", f"sessions/{session}/{action}")
         assert answer.status_code == 200, (action, answer.text)
         assert answer.json()["status"] == live_status and answer.json()["session_id"] == session
-    scheduler.promote(NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h",
-                      opener=lambda: store.tenant_session(a))
+    scheduler.promote(
+        NOTEBOOKS / "live" / "paper_channel.ipynb", session, "candle:1h", opener=lambda: store.tenant_session(a)
+    )
     stopped = service(hub, ta, "POST", f"sessions/{session}/stop")
     assert stopped.status_code == 200 and stopped.json()["status"] == "stopped", stopped.text
     assert service(hub, ta, "GET", f"sessions/{session}").json()["status"] == "stopped"
     assert service(hub, ta, "POST", f"sessions/{session}/resume").status_code == 400  # nothing live to resume
 
-    created = service(hub, ta, "POST", "vault/accounts", json={"exchange": "gate", "api_key": "G" * 32,
-                                                               "secret": "S" * 64, "label": "spare"})
+    created = service(
+        hub,
+        ta,
+        "POST",
+        "vault/accounts",
+        json={"exchange": "gate", "api_key": "G" * 32, "secret": "S" * 64, "label": "spare"},
+    )
     assert created.status_code == 201, created.text
     account = created.json()["id"]
     assert service(hub, ta, "POST", f"vault/accounts/{account}/deactivate").json() == {"deactivated": account}
     assert service(hub, ta, "DELETE", f"vault/accounts/{account}").status_code == 200
     assert account not in [row["id"] for row in service(hub, ta, "GET", "vault/accounts").json()]
 
-    channel = service(hub, ta, "POST", "notify/channels", json={
-        "kind": "webhook", "name": "spare", "settings": {"url": "https://hooks.example.com/T1"}}).json()["id"]
+    channel = service(
+        hub,
+        ta,
+        "POST",
+        "notify/channels",
+        json={"kind": "webhook", "name": "spare", "settings": {"url": "https://hooks.example.com/T1"}},
+    ).json()["id"]
     changed = service(hub, ta, "PATCH", f"notify/channels/{channel}", json={"enabled": False, "rate_limit": 5})
     assert changed.json() == {"changed": channel}, changed.text
     assert [c["enabled"] for c in service(hub, ta, "GET", "notify/channels").json() if c["id"] == channel] == [False]
@@ -271,18 +322,28 @@ def test_oversized_and_malformed_requests_get_a_clear_4xx_and_store_nothing(hub:
         for _ in range(100):
             yield b"K" * 4096
         yield b'"}'
-    answer = requests.post(f"{hub.url}/services/workbench/api/vault/accounts", data=chunks(), timeout=60,
-                           headers={"Authorization": f"token {ta}", "Content-Type": "application/json"})
+
+    answer = requests.post(
+        f"{hub.url}/services/workbench/api/vault/accounts",
+        data=chunks(),
+        timeout=60,
+        headers={"Authorization": f"token {ta}", "Content-Type": "application/json"},
+    )
     assert answer.status_code == 413, answer.text[:300]
-    for body, error in (({"exchange": "binance", "api_key": "K" * 600, "secret": "S"}, "field 'api_key' is 600"),
-                        ({"exchange": "binance", "api_key": 5, "secret": "S"}, "field 'api_key' must be a string"),
-                        ({"exchange": "binance", "secret": "S"}, "field 'api_key' is required"),
-                        ({"exchange": "binance", "api_key": "K", "secret": "S", "label": "x" * 101},
-                         "field 'label' is 101")):
+    for body, error in (
+        ({"exchange": "binance", "api_key": "K" * 600, "secret": "S"}, "field 'api_key' is 600"),
+        ({"exchange": "binance", "api_key": 5, "secret": "S"}, "field 'api_key' must be a string"),
+        ({"exchange": "binance", "secret": "S"}, "field 'api_key' is required"),
+        ({"exchange": "binance", "api_key": "K", "secret": "S", "label": "x" * 101}, "field 'label' is 101"),
+    ):
         answer = service(hub, ta, "POST", "vault/accounts", json=body)
         assert answer.status_code == 400 and error in answer.json()["error"], answer.text
-    answer = requests.post(f"{hub.url}/services/workbench/api/vault/accounts", data=b"[1, 2", timeout=60,
-                           headers={"Authorization": f"token {ta}"})
+    answer = requests.post(
+        f"{hub.url}/services/workbench/api/vault/accounts",
+        data=b"[1, 2",
+        timeout=60,
+        headers={"Authorization": f"token {ta}"},
+    )
     assert answer.status_code == 400 and "not JSON" in answer.json()["error"]
     assert service(hub, ta, "GET", f"sessions/{'9' * 40}").status_code == 404  # no bigint: no route
     assert service(hub, ta, "GET", "vault/accounts").json() == before
@@ -365,15 +426,17 @@ def test_a_tenant_server_adds_tests_and_removes_notification_channels(hub: Hub, 
         assert secret not in str(failed.value) and secret not in log
 
 
-def _kernel_websocket_answers(hub: Hub, client, path: str, page: str, msg_type: str, channel: str = "shell",
-                              content: dict | None = None) -> bool:
+def _kernel_websocket_answers(
+    hub: Hub, client, path: str, page: str, msg_type: str, channel: str = "shell", content: dict | None = None
+) -> bool:
     """Send one ``msg_type`` message over the dashboard's kernel websocket; whether the kernel
     answered it (a message whose parent is it came back)."""
     import re
     import uuid
 
-    kernel = re.search(r'"?kernelId"?\s*[:=]\s*"([0-9a-f-]{36})"', page) or \
-        re.search(r"/api/kernels/([0-9a-f-]{36})", page)
+    kernel = re.search(r'"?kernelId"?\s*[:=]\s*"([0-9a-f-]{36})"', page) or re.search(
+        r"/api/kernels/([0-9a-f-]{36})", page
+    )
     assert kernel, "the dashboard page names no kernel"
     cookies = "; ".join(f"{c.name}={c.value}" for c in client.cookies)
     session = uuid.uuid4().hex
@@ -382,15 +445,30 @@ def _kernel_websocket_answers(hub: Hub, client, path: str, page: str, msg_type: 
     async def attempt() -> bool:
         socket = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies}))
         msg_id = uuid.uuid4().hex
-        socket.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": msg_type, "username": "x", "session": session,
-                       "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": channel, "buffers": [], "content": content or {}}))
+        socket.write_message(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": msg_type,
+                        "username": "x",
+                        "session": session,
+                        "version": "5.3",
+                        "date": "",
+                    },
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": channel,
+                    "buffers": [],
+                    "content": content or {},
+                }
+            )
+        )
         deadline = time.monotonic() + 4
         while time.monotonic() < deadline:
             try:
                 message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if message is None:
                 break
@@ -405,8 +483,13 @@ def _kernel_websocket_answers(hub: Hub, client, path: str, page: str, msg_type: 
 
 def _kernel_takes_only_what_a_dashboard_needs(hub: Hub, client, path: str, page: str) -> None:
     """The websocket works (kernel_info is answered) yet takes no code and no shutdown."""
-    code = {"code": "print('EXECUTED')", "silent": False, "store_history": False, "user_expressions": {},
-            "allow_stdin": False}
+    code = {
+        "code": "print('EXECUTED')",
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+    }
     assert not _kernel_websocket_answers(hub, client, path, page, "execute_request", content=code)
     assert not _kernel_websocket_answers(hub, client, path, page, "shutdown_request", "control", {"restart": False})
     # a kernel answers a comm_open to a target nobody registered with a comm_close: not this one
@@ -421,16 +504,20 @@ def test_shared_dashboard_is_read_only_and_revocable(hub: Hub, tenants: dict):
     ta = tenants["tokens"][a]
     session, symbol = (service(hub, ta, "GET", "sessions").json()[0][k] for k in ("id", "symbol"))
     with store.tenant_session(a) as db:  # a second session of A: its dashboard is never shared
-        other = store.TradingSession(strategy_id=db.query(store.Strategy).first().id, exchange="paper",
-                                     symbol="BTC/USD")
+        other = store.TradingSession(
+            strategy_id=db.query(store.Strategy).first().id, exchange="paper", symbol="BTC/USD"
+        )
         db.add(other)
         db.flush()
         other_id = other.id
 
     planted = "import pathlib; pathlib.Path.home().joinpath('startup-ran').write_text('yes')"
     if ROOT:  # startup files and configuration in the owner's home are not what a dashboard runs
-        done = as_tenant(a, f"mkdir -p .ipython/profile_default/startup .jupyter && echo \"{planted}\" | tee "
-                            ".ipython/profile_default/startup/00-planted.py > .jupyter/jupyter_server_config.py")
+        done = as_tenant(
+            a,
+            f'mkdir -p .ipython/profile_default/startup .jupyter && echo "{planted}" | tee '
+            ".ipython/profile_default/startup/00-planted.py > .jupyter/jupyter_server_config.py",
+        )
         assert done.returncode == 0, done.stderr
     opened = service(hub, ta, "POST", f"dashboards/{session}")
     assert opened.status_code == 200, opened.text
@@ -452,14 +539,22 @@ def test_shared_dashboard_is_read_only_and_revocable(hub: Hub, tenants: dict):
     assert shared.json() == {"url": page_url, "shared_with": b}
     assert service(hub, ta, "GET", f"dashboards/{session}/shares").json() == [b]
     assert service(hub, tenants["tokens"][b], "GET", "shared").json() == [
-        {"owner": a, "session": session, "url": page_url}]
+        {"owner": a, "session": session, "url": page_url}
+    ]
 
     viewed = client_b.open(page_url)
     assert viewed.status_code == 200 and symbol in viewed.text  # rendered by the service, as B's role
     assert "script-src 'nonce-" in viewed.headers["Content-Security-Policy"]
     # ... and nothing of A's servers: not the dashboard, no code, no JupyterLab, no terminal, no files
-    for forbidden in (path, path + "api/kernels", f"/user/{a}/lab", f"/user/{a}/api/contents",
-                      f"/user/{a}/api/terminals", f"/user/{a}/dash-{other_id}/", f"/user/{a}/files/01_quickstart.ipynb"):
+    for forbidden in (
+        path,
+        path + "api/kernels",
+        f"/user/{a}/lab",
+        f"/user/{a}/api/contents",
+        f"/user/{a}/api/terminals",
+        f"/user/{a}/dash-{other_id}/",
+        f"/user/{a}/files/01_quickstart.ipynb",
+    ):
         assert client_b.open(forbidden).status_code == 403, forbidden
     assert client_b.open(f"/services/workbench/shared/{a}/{other_id}").status_code == 404
 

@@ -4,6 +4,7 @@ Tenant A connects with its own role over a raw psycopg connection and runs arbit
 against every tenant-owned table, aiming at tenant B's rows; then the same through the
 library's tenant sessions. Runs on every backend of the ``database`` fixture.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ from sqlalchemy.exc import ProgrammingError
 
 from workbench import store
 from workbench.store._server import OWNER
-from workbench.store.models import (Base, DashboardShare, ExchangeKeyReview, KeyUseRecord, NotificationChannel,
-                                     NotificationDelivery, NotificationEvent)
+from workbench.store.models import (
+    Base,
+    DashboardShare,
+    ExchangeKeyReview,
+    KeyUseRecord,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationEvent,
+)
 
 TENANT_TABLES = [table.name for table in Base.metadata.sorted_tables if "tenant_id" in table.c]
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -30,52 +38,169 @@ def _seed(tenant: store.Tenant, share_with: str | None = None) -> dict[str, int]
     ``share_with``: the tenant the session's dashboard is shared with (a share shows the
     viewer the owner's session, so only one side of a pair shares)."""
     with store.owner_session() as s:
+
         def add(row):
             s.add(row)
             s.flush()
             return row
+
         owner = {"tenant_id": tenant.id}
         strategy = add(store.Strategy(**owner, name="dip", template="ema_reversal", params={"depth": 0.05}))
         add(store.TenantDataKey(**owner, version=1, wrapped_key=b"wrapped", master_key_version=1))
-        account = add(store.ExchangeAccount(**owner, exchange="binance", label="main", api_key_ct=b"ct",
-                                            secret_ct=b"ct", key_hint="ab12…9f", data_key_version=1))
-        trading = add(store.TradingSession(**owner, strategy_id=strategy.id, exchange_account_id=account.id,
-                                           exchange="binance", symbol="BTC/USDT", status="paused",
-                                           current_balance=Decimal("1000.50")))
-        order = add(store.Order(**owner, session_id=trading.id, client_order_id="wb-1", side="buy",
-                                type="limit", price=Decimal("60000.1"), amount=Decimal("0.01")))
-        s.add(store.Fill(**owner, order_id=order.id, exchange_trade_id="t1", price=Decimal("60000.1"),
-                         amount=Decimal("0.01"), fee=Decimal("0.06"), fee_currency="USDT", ts=NOW))
-        s.add(store.EquitySnapshot(**owner, session_id=trading.id, ts=NOW, balance=Decimal("1000.5"),
-                                   equity=Decimal("1001"), position=Decimal("0.01"), pnl=Decimal("0.5")))
-        s.add(store.FundingPayment(**owner, session_id=trading.id, exchange_payment_id="f1", amount=Decimal("-0.06"),
-                                   currency="USDT", ts=NOW))
-        s.add(store.Trial(**owner, template="channel", family="channel", data_hash="ab" * 32, data_start=NOW,
-                          data_end=NOW, bars=1, combinations=10, what="sweep"))
-        s.add(store.BacktestResult(**owner, strategy_id=strategy.id, template="ema_reversal",
-                                   params={"depth": 0.05}, metrics={"sharpe": 1.2}))
-        notebook = add(store.LiveNotebook(**owner, session_id=trading.id, source_path="live.ipynb",
-                                          content="{}", schedule="*/5 * * * *"))
+        account = add(
+            store.ExchangeAccount(
+                **owner,
+                exchange="binance",
+                label="main",
+                api_key_ct=b"ct",
+                secret_ct=b"ct",
+                key_hint="ab12…9f",
+                data_key_version=1,
+            )
+        )
+        trading = add(
+            store.TradingSession(
+                **owner,
+                strategy_id=strategy.id,
+                exchange_account_id=account.id,
+                exchange="binance",
+                symbol="BTC/USDT",
+                status="paused",
+                current_balance=Decimal("1000.50"),
+            )
+        )
+        order = add(
+            store.Order(
+                **owner,
+                session_id=trading.id,
+                client_order_id="wb-1",
+                side="buy",
+                type="limit",
+                price=Decimal("60000.1"),
+                amount=Decimal("0.01"),
+            )
+        )
+        s.add(
+            store.Fill(
+                **owner,
+                order_id=order.id,
+                exchange_trade_id="t1",
+                price=Decimal("60000.1"),
+                amount=Decimal("0.01"),
+                fee=Decimal("0.06"),
+                fee_currency="USDT",
+                ts=NOW,
+            )
+        )
+        s.add(
+            store.EquitySnapshot(
+                **owner,
+                session_id=trading.id,
+                ts=NOW,
+                balance=Decimal("1000.5"),
+                equity=Decimal("1001"),
+                position=Decimal("0.01"),
+                pnl=Decimal("0.5"),
+            )
+        )
+        s.add(
+            store.FundingPayment(
+                **owner,
+                session_id=trading.id,
+                exchange_payment_id="f1",
+                amount=Decimal("-0.06"),
+                currency="USDT",
+                ts=NOW,
+            )
+        )
+        s.add(
+            store.Trial(
+                **owner,
+                template="channel",
+                family="channel",
+                data_hash="ab" * 32,
+                data_start=NOW,
+                data_end=NOW,
+                bars=1,
+                combinations=10,
+                what="sweep",
+            )
+        )
+        s.add(
+            store.BacktestResult(
+                **owner,
+                strategy_id=strategy.id,
+                template="ema_reversal",
+                params={"depth": 0.05},
+                metrics={"sharpe": 1.2},
+            )
+        )
+        notebook = add(
+            store.LiveNotebook(
+                **owner, session_id=trading.id, source_path="live.ipynb", content="{}", schedule="*/5 * * * *"
+            )
+        )
         s.add(store.NotebookRun(**owner, live_notebook_id=notebook.id, scheduled_for=NOW))
         paper = add(store.PaperAccountRow(**owner, account="session-1", currency="USDT", cash=Decimal("1000")))
-        s.add(store.PaperPositionRow(**owner, account_id=paper.id, symbol="BTC/USDT", units=Decimal("0.01"),
-                                     entry=Decimal("60000"), margin=Decimal("600"), leverage=Decimal(1)))
-        s.add(store.PaperOrderRow(**owner, account_id=paper.id, id="P1", symbol="BTC/USDT", side="buy", type="limit",
-                                  amount=Decimal("0.01"), price=Decimal("60000"), filled=Decimal("0.01"),
-                                  status="closed", ts=NOW))
-        s.add(store.PaperFillRow(**owner, account_id=paper.id, id="T2", seq=0, order_id="P1", symbol="BTC/USDT",
-                                 side="buy", amount=Decimal("0.01"), price=Decimal("60000"), fee=Decimal("0.6"),
-                                 ts=NOW))
+        s.add(
+            store.PaperPositionRow(
+                **owner,
+                account_id=paper.id,
+                symbol="BTC/USDT",
+                units=Decimal("0.01"),
+                entry=Decimal("60000"),
+                margin=Decimal("600"),
+                leverage=Decimal(1),
+            )
+        )
+        s.add(
+            store.PaperOrderRow(
+                **owner,
+                account_id=paper.id,
+                id="P1",
+                symbol="BTC/USDT",
+                side="buy",
+                type="limit",
+                amount=Decimal("0.01"),
+                price=Decimal("60000"),
+                filled=Decimal("0.01"),
+                status="closed",
+                ts=NOW,
+            )
+        )
+        s.add(
+            store.PaperFillRow(
+                **owner,
+                account_id=paper.id,
+                id="T2",
+                seq=0,
+                order_id="P1",
+                symbol="BTC/USDT",
+                side="buy",
+                amount=Decimal("0.01"),
+                price=Decimal("60000"),
+                fee=Decimal("0.6"),
+                ts=NOW,
+            )
+        )
         channel = add(NotificationChannel(**owner, name="phone", kind="telegram", config={"chat_id": "1"}))
         event = add(NotificationEvent(**owner, session_id=trading.id, kind="message", dedup_key="m1"))
         s.add(NotificationDelivery(**owner, event_id=event.id, channel_id=channel.id))
         s.add(ExchangeKeyReview(**owner, account_id=account.id, can_withdraw=False, ip_restricted=True))
-        s.add(KeyUseRecord(**owner, account_id=account.id, exchange="binance", key_hint="ab12…9f",
-                           purpose="check", actor="test"))
+        s.add(
+            KeyUseRecord(
+                **owner, account_id=account.id, exchange="binance", key_hint="ab12…9f", purpose="check", actor="test"
+            )
+        )
         if share_with:
             s.add(DashboardShare(**owner, session_id=trading.id, viewer=share_with, owner=tenant.name))
-        return {"strategies": strategy.id, "exchange_accounts": account.id, "trading_sessions": trading.id,
-                "orders": order.id, "live_notebooks": notebook.id}
+        return {
+            "strategies": strategy.id,
+            "exchange_accounts": account.id,
+            "trading_sessions": trading.id,
+            "orders": order.id,
+            "live_notebooks": notebook.id,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +213,18 @@ def tenants(database):
 
 def _snapshot(conn: psycopg.Connection) -> dict[str, list]:
     """Every row the connection can see, per table it may read, in a stable order."""
-    readable = [table for table in ["tenants", *TENANT_TABLES] if conn.execute(
-        "SELECT has_table_privilege(current_user, %s, 'SELECT')", [table]).fetchone()[0]]
-    return {table: sorted(json.dumps(row, default=str) for (row,) in conn.execute(
-        sql.SQL("SELECT to_jsonb(t) FROM {} t").format(sql.Identifier(table))))
-        for table in readable}
+    readable = [
+        table
+        for table in ["tenants", *TENANT_TABLES]
+        if conn.execute("SELECT has_table_privilege(current_user, %s, 'SELECT')", [table]).fetchone()[0]
+    ]
+    return {
+        table: sorted(
+            json.dumps(row, default=str)
+            for (row,) in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t").format(sql.Identifier(table)))
+        )
+        for table in readable
+    }
 
 
 def _connect(database, name: str) -> psycopg.Connection:
@@ -152,24 +284,33 @@ def test_rows_cannot_be_written_into_another_tenant(alice, tenants):
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             alice.execute(statement, params)
     with pytest.raises(errors.InsufficientPrivilege, match="permission denied for table tenant_data_keys"):
-        alice.execute("INSERT INTO tenant_data_keys (tenant_id, version, wrapped_key, master_key_version) "
-                      "VALUES (%s, 9, 'x', 1)", [bob.id])
+        alice.execute(
+            "INSERT INTO tenant_data_keys (tenant_id, version, wrapped_key, master_key_version) VALUES (%s, 9, 'x', 1)",
+            [bob.id],
+        )
     # own tenant_id (the default), but pointing at bob's rows: the composite keys refuse
     dangling = [
-        ("INSERT INTO trading_sessions (strategy_id, exchange, symbol) VALUES (%s, 'binance', 'BTC/USDT')",
-         [bob_ids["strategies"]]),
-        ("INSERT INTO orders (session_id, client_order_id, side, type, amount) VALUES (%s, 'x', 'buy', "
-         "'market', 1)", [bob_ids["trading_sessions"]]),
+        (
+            "INSERT INTO trading_sessions (strategy_id, exchange, symbol) VALUES (%s, 'binance', 'BTC/USDT')",
+            [bob_ids["strategies"]],
+        ),
+        (
+            "INSERT INTO orders (session_id, client_order_id, side, type, amount) VALUES (%s, 'x', 'buy', 'market', 1)",
+            [bob_ids["trading_sessions"]],
+        ),
         ("UPDATE trading_sessions SET exchange_account_id = %s", [bob_ids["exchange_accounts"]]),
-        ("INSERT INTO funding_payments (session_id, exchange_payment_id, amount, ts) VALUES (%s, 'x', 1, now())",
-         [bob_ids["trading_sessions"]]),
+        (
+            "INSERT INTO funding_payments (session_id, exchange_payment_id, amount, ts) VALUES (%s, 'x', 1, now())",
+            [bob_ids["trading_sessions"]],
+        ),
     ]
     for statement, params in dangling:
         with pytest.raises(errors.ForeignKeyViolation):
             alice.execute(statement, params)
     # inserting without naming a tenant files the row under alice
-    row = alice.execute("INSERT INTO strategies (name, template) VALUES ('mine', 'channel') "
-                        "RETURNING tenant_id").fetchone()
+    row = alice.execute(
+        "INSERT INTO strategies (name, template) VALUES ('mine', 'channel') RETURNING tenant_id"
+    ).fetchone()
     assert row[0] == tenants["alice"][0].id
     alice.execute("DELETE FROM strategies WHERE name = 'mine'")
 
@@ -197,27 +338,46 @@ def test_a_tenant_cannot_become_another_role(database, alice, tenants):
     alice.execute("RESET ROLE")
     alice.execute("SELECT set_config('app.tenant_id', %s, false)", [str(tenants["bob"][0].id)])
     assert alice.execute("SELECT current_user, current_tenant_id()").fetchone() == (
-        tenants["alice"][0].role_name, tenants["alice"][0].id)
-    assert alice.execute("SELECT count(*) FROM strategies WHERE tenant_id <> current_tenant_id()"
-                         ).fetchone()[0] == 0
-    assert alice.execute("SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls "
-                         "FROM pg_roles WHERE rolname = current_user").fetchone() == (False,) * 5
-    assert alice.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
-                         "WHERE r.rolname = current_user").fetchone()[0] == 0
+        tenants["alice"][0].role_name,
+        tenants["alice"][0].id,
+    )
+    assert alice.execute("SELECT count(*) FROM strategies WHERE tenant_id <> current_tenant_id()").fetchone()[0] == 0
+    assert (
+        alice.execute(
+            "SELECT rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolbypassrls "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        == (False,) * 5
+    )
+    assert (
+        alice.execute(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = current_user"
+        ).fetchone()[0]
+        == 0
+    )
 
 
 def test_library_sessions_are_isolated_the_same_way(tenants):
     alice, _ = tenants["alice"]
     bob, bob_ids = tenants["bob"]
     with store.tenant_session("alice") as s:
-        for model in (store.Strategy, store.ExchangeAccount, store.TradingSession,
-                      store.Order, store.Fill, store.EquitySnapshot, store.BacktestResult,
-                      store.LiveNotebook, store.NotebookRun):
+        for model in (
+            store.Strategy,
+            store.ExchangeAccount,
+            store.TradingSession,
+            store.Order,
+            store.Fill,
+            store.EquitySnapshot,
+            store.BacktestResult,
+            store.LiveNotebook,
+            store.NotebookRun,
+        ):
             rows = s.scalars(select(model)).all()
             assert [row.tenant_id for row in rows] == [alice.id], model.__name__
         assert s.get(store.Strategy, bob_ids["strategies"]) is None
-        changed = s.execute(update(store.TradingSession).where(store.TradingSession.tenant_id == bob.id)
-                            .values(status="stopped"))
+        changed = s.execute(
+            update(store.TradingSession).where(store.TradingSession.tenant_id == bob.id).values(status="stopped")
+        )
         assert changed.rowcount == 0
     with pytest.raises(ProgrammingError, match="row-level security"):
         with store.tenant_session("alice") as s:

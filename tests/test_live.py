@@ -5,6 +5,7 @@ replaying bundled candles, and the real ccxt.binance class against the loopback 
 Crashes are injected at each named step of a tick (``_tick.checkpoint``) and by killing a
 tick's process; exchange faults come from the loopback server.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,13 @@ from workbench.live import _tick
 CHANNEL = {"entry_window": 12, "exit_window": 6, "direction": "both", "position_size": 0.5}
 BRISK = {"entry_window": 5, "exit_window": 3, "direction": "both", "position_size": 0.5}  # trades often
 # stops, take-profit ladders and dip ladders all trade in the first 400 hours of the data
-EMA = {"ema_window": 20, "dip_levels": [0.4, 0.8, 1.2], "stop_loss": 1.5, "take_profit": [0.6, 1.2],
-       "position_size": 0.9}
+EMA = {
+    "ema_window": 20,
+    "dip_levels": [0.4, 0.8, 1.2],
+    "stop_loss": 1.5,
+    "take_profit": [0.6, 1.2],
+    "position_size": 0.9,
+}
 # quotes small against the inventory limit, so the second quote of a bar is sized as the first
 MM = {"spread": 1.0, "order_size": 0.03, "max_inventory": 1.0, "inventory": "both"}
 
@@ -62,8 +68,9 @@ def _paper_session(name: str, template: str, params: dict, bars: int, **settings
     candles = _candles(bars)
     wb.save_strategy(name, template, params)
     end = candles.index[-1] + pd.Timedelta(hours=1)
-    sid = wb.live.create_session(name, exchange="paper", replay_from=str(candles.index[1]), replay_end=str(end),
-                                 **settings)
+    sid = wb.live.create_session(
+        name, exchange="paper", replay_from=str(candles.index[1]), replay_end=str(end), **settings
+    )
     wb.live.start(sid)
     return sid
 
@@ -80,11 +87,16 @@ def _run(sid: int, limit: int = 10_000) -> list[_tick.TickReport]:
 def _fills(sid: int) -> pd.DataFrame:
     """The session's recorded fills as the backtest lists them: time, signed size, price, fee."""
     with store.session() as scope:
-        rows = scope.execute(select(store.Fill.ts, store.Order.side, store.Fill.amount, store.Fill.price,
-                                    store.Fill.fee).join(store.Order, store.Order.id == store.Fill.order_id)
-                             .where(store.Order.session_id == sid).order_by(store.Fill.ts, store.Fill.id)).all()
-    table = pd.DataFrame([(r.ts, float(r.amount) * (1 if r.side == "buy" else -1), float(r.price), float(r.fee))
-                          for r in rows], columns=["time", "size", "price", "fee"])
+        rows = scope.execute(
+            select(store.Fill.ts, store.Order.side, store.Fill.amount, store.Fill.price, store.Fill.fee)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == sid)
+            .order_by(store.Fill.ts, store.Fill.id)
+        ).all()
+    table = pd.DataFrame(
+        [(r.ts, float(r.amount) * (1 if r.side == "buy" else -1), float(r.price), float(r.fee)) for r in rows],
+        columns=["time", "size", "price", "fee"],
+    )
     table["time"] = pd.to_datetime(table["time"], utc=True)
     return table
 
@@ -105,6 +117,7 @@ def _same(live: pd.DataFrame, backtest: pd.DataFrame) -> None:
 
 # -- sessions and their states -------------------------------------------------------------
 
+
 def test_session_states_move_only_along_legal_transitions(db):
     wb.save_strategy("states", "channel", CHANNEL)
     sid = wb.live.create_session("states", exchange="paper")
@@ -114,8 +127,11 @@ def test_session_states_move_only_along_legal_transitions(db):
     assert wb.live.start(sid).status == "running"
     assert wb.live.pause(sid).status == "paused"
     assert wb.live.resume(sid).status == "running"
-    with pytest.raises(SessionError, match=r"cannot go from running to running; from running it can go to "
-                                           r"paused \(pause\), error \(a tick\), stopped \(stop\)"):
+    with pytest.raises(
+        SessionError,
+        match=r"cannot go from running to running; from running it can go to "
+        r"paused \(pause\), error \(a tick\), stopped \(stop\)",
+    ):
         wb.live.resume(sid)
     assert wb.live.stop(sid).status == "stopped"
     with pytest.raises(SessionError, match="cannot go from stopped to paused; .*nowhere: a stopped session is final"):
@@ -147,9 +163,11 @@ def test_a_tenant_runs_several_sessions_and_bad_sessions_are_refused(db):
 
 # -- parity with the backtest --------------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("template, params, bars", [("channel", CHANNEL, 200), ("ema_reversal", EMA, 200),
-                                                    ("market_making", MM, 150)])
+@pytest.mark.parametrize(
+    "template, params, bars", [("channel", CHANNEL, 200), ("ema_reversal", EMA, 200), ("market_making", MM, 150)]
+)
 def test_ticking_a_paper_session_through_history_trades_exactly_as_the_backtest(sim_db, template, params, bars):
     """Every fill equal to the bit: market orders at the open with slippage, resting limits at
     their price as maker (or at the open as taker), stops at min(open, stop) less slippage.
@@ -164,8 +182,11 @@ def test_ticking_a_paper_session_through_history_trades_exactly_as_the_backtest(
     shows what happens on one.
     """
     result = wb.backtest(template, _candles(bars), params, funding=None)
-    kinds = {"channel": {"entry", "exit"}, "ema_reversal": {"entry", "stop_loss", "take_profit"},
-             "market_making": {"entry"}}[template]
+    kinds = {
+        "channel": {"entry", "exit"},
+        "ema_reversal": {"entry", "stop_loss", "take_profit"},
+        "market_making": {"entry"},
+    }[template]
     assert len(result.fills) >= 10 and kinds <= set(result.fills["kind"])
     assert not _intrabar_conflicts(template, params, result)
     sid = _paper_session(f"parity {template}", template, params, bars)
@@ -222,8 +243,9 @@ def test_the_next_tick_converges_after_an_intrabar_conflict(sim_db):
     _same(live[live["time"] < conflict], backtest[before])
     assert (live["time"] == conflict).sum() > (backtest["time"] == conflict).sum()  # the extra dip fill
     with store.session() as scope:
-        synced = scope.scalars(select(store.Order.candle_at).where(store.Order.session_id == sid,
-                                                                   store.Order.leg == "sync")).all()
+        synced = scope.scalars(
+            select(store.Order.candle_at).where(store.Order.session_id == sid, store.Order.leg == "sync")
+        ).all()
     assert min(synced) == conflict + pd.Timedelta(hours=1)  # caught up at the very next tick
     final = wb.live.status(sid)  # it traded on to the end, entries cut to the cash it has (the
     assert final.message == "the replay reached the end of its candles"  # conflict cost some)
@@ -232,11 +254,16 @@ def test_the_next_tick_converges_after_an_intrabar_conflict(sim_db):
 
 # -- risk limits --------------------------------------------------------------------------
 
+
 def test_a_daily_loss_breach_flattens_stops_new_orders_and_says_by_how_much(db):
     candles = _candles(120)
     wb.save_strategy("risky", "channel", BRISK, {"max_daily_loss": 150})
-    sid = wb.live.create_session("risky", exchange="paper", replay_from=str(candles.index[1]),
-                                 replay_end=str(candles.index[-1] + pd.Timedelta(hours=1)))
+    sid = wb.live.create_session(
+        "risky",
+        exchange="paper",
+        replay_from=str(candles.index[1]),
+        replay_end=str(candles.index[-1] + pd.Timedelta(hours=1)),
+    )
     wb.live.start(sid)
     reports = _run(sid)
     breach = reports[-1]
@@ -259,26 +286,44 @@ def test_position_and_leverage_limits_name_the_leg_and_the_excess():
     from workbench.live._risk import check
 
     def legs(*rows):
-        return [Leg(name, kind, side, Decimal(amount), Decimal(price), reduce) for name, kind, side, amount, price, reduce
-                in rows]
+        return [
+            Leg(name, kind, side, Decimal(amount), Decimal(price), reduce)
+            for name, kind, side, amount, price, reduce in rows
+        ]
+
     common = dict(day_start=None, leverage=Decimal(2), max_leverage=Decimal(2), max_daily_loss=None, currency="USDT")
-    ladder = legs(("stop", "stop", "sell", "1", "90", True), ("dip0", "limit", "buy", "1", "95", False),
-                  ("dip1", "limit", "buy", "1", "90", False))
+    ladder = legs(
+        ("stop", "stop", "sell", "1", "90", True),
+        ("dip0", "limit", "buy", "1", "95", False),
+        ("dip1", "limit", "buy", "1", "90", False),
+    )
     check(position=Decimal(1), equity=Decimal(1000), legs=ladder, max_position_size=270.0, **common)
-    with pytest.raises(RiskLimitBreached, match=r"max_position_size 260 USDT: the dip1 buy of 1 at 90 would hold "
-                                                r"270.00 USDT, 10.00 over the limit"):
+    with pytest.raises(
+        RiskLimitBreached,
+        match=r"max_position_size 260 USDT: the dip1 buy of 1 at 90 would hold "
+        r"270.00 USDT, 10.00 over the limit",
+    ):
         check(position=Decimal(1), equity=Decimal(1000), legs=ladder, max_position_size=260.0, **common)
-    with pytest.raises(RiskLimitBreached, match=r"max_leverage 2: the dip1 buy of 1 at 90 would hold 2.70x the "
-                                                r"equity of 100.00 USDT, 0.70x over"):
+    with pytest.raises(
+        RiskLimitBreached,
+        match=r"max_leverage 2: the dip1 buy of 1 at 90 would hold 2.70x the "
+        r"equity of 100.00 USDT, 0.70x over",
+    ):
         check(position=Decimal(1), equity=Decimal(100), legs=ladder, max_position_size=None, **common)
     closing = legs(("exit", "market", "sell", "3", "100", True), ("entry", "market", "sell", "1", "100", False))
     check(position=Decimal(3), equity=Decimal(100), legs=closing, max_position_size=150.0, **common)  # a reversal
     with pytest.raises(RiskLimitBreached, match="max_leverage 2: the session trades at leverage 3, 1 above it"):
-        check(position=Decimal(0), equity=Decimal(100), legs=[], max_position_size=None,
-              **{**common, "leverage": Decimal(3)})
+        check(
+            position=Decimal(0),
+            equity=Decimal(100),
+            legs=[],
+            max_position_size=None,
+            **{**common, "leverage": Decimal(3)},
+        )
 
 
 # -- exactly once --------------------------------------------------------------------------
+
 
 def _crash_at(monkeypatch, point: str, nth: int) -> list[str]:
     """Make the ``nth`` arrival at ``point`` raise Crash; the list records where it crashed."""
@@ -290,12 +335,12 @@ def _crash_at(monkeypatch, point: str, nth: int) -> list[str]:
             if hits["n"] == nth:
                 crashed.append(f"{name} {leg}")
                 raise Crash(name)
+
     monkeypatch.setattr(_tick, "checkpoint", checkpoint)
     return crashed
 
 
-@pytest.mark.parametrize("point", ["intent_recorded", "before_send", "after_send", "after_write",
-                                   "fills_recorded"])
+@pytest.mark.parametrize("point", ["intent_recorded", "before_send", "after_send", "after_write", "fills_recorded"])
 def test_a_crash_at_any_step_heals_on_the_next_tick_without_duplicates(db, monkeypatch, point):
     sid = _paper_session(f"crash {point}", "channel", BRISK, 80)
     crashed = _crash_at(monkeypatch, point, 3)
@@ -311,11 +356,16 @@ def test_a_crash_at_any_step_heals_on_the_next_tick_without_duplicates(db, monke
     assert crashed and outcomes == ["crash"]
     _same(_fills(sid), _backtest_fills("channel", BRISK, 80))  # no order twice, no fill lost
     with store.session() as scope:
-        orders = scope.execute(select(store.Order.client_order_id, store.Order.status)
-                               .where(store.Order.session_id == sid)).all()
-        paper = scope.execute(text("SELECT client_order_id, count(*) FROM paper_orders o JOIN paper_accounts a "
-                                   "ON a.id = o.account_id WHERE a.account = :a GROUP BY 1 HAVING count(*) > 1"),
-                              {"a": f"session-{sid}"}).all()
+        orders = scope.execute(
+            select(store.Order.client_order_id, store.Order.status).where(store.Order.session_id == sid)
+        ).all()
+        paper = scope.execute(
+            text(
+                "SELECT client_order_id, count(*) FROM paper_orders o JOIN paper_accounts a "
+                "ON a.id = o.account_id WHERE a.account = :a GROUP BY 1 HAVING count(*) > 1"
+            ),
+            {"a": f"session-{sid}"},
+        ).all()
     assert paper == [] and all(status == "closed" for _, status in orders)
     assert wb.live.status(sid).message == "the replay reached the end of its candles"
 
@@ -341,7 +391,8 @@ def test_a_killed_tick_process_heals_on_the_next_tick(db, tmp_path):
     database heard of it; a fresh process ticks on."""
     sid = _paper_session("killed", "channel", BRISK, 40)
     script = tmp_path / "tick.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, signal
         import workbench as wb
         from workbench.live import _tick
@@ -351,12 +402,12 @@ def test_a_killed_tick_process_heals_on_the_next_tick(db, tmp_path):
         _tick.checkpoint = checkpoint
         while not wb.live.tick({sid}).placed:
             pass
-    """))
+    """)
+    )
     done = subprocess.run([sys.executable, str(script)], env=dict(os.environ), timeout=120)
     assert done.returncode == -signal.SIGKILL
     with store.session() as scope:  # the order was accepted, the row still says "new"
-        assert scope.scalar(select(func.count()).where(store.Order.session_id == sid,
-                                                      store.Order.status == "new")) == 1
+        assert scope.scalar(select(func.count()).where(store.Order.session_id == sid, store.Order.status == "new")) == 1
     _run(sid)
     _same(_fills(sid), _backtest_fills("channel", BRISK, 40))
 
@@ -387,15 +438,30 @@ def _recent_candles(bars: int) -> pd.DataFrame:
 @pytest.fixture
 def binance(db):
     candles = _recent_candles(60)
-    server = Binance(KEY, SECRET, {"USDT": "10000"}, futures_balances={"USDT": "10000"},
-                     prices={"BTC/USDT": str(candles["open"].iloc[0])}, candles={"BTC/USDT": candles})
+    server = Binance(
+        KEY,
+        SECRET,
+        {"USDT": "10000"},
+        futures_balances={"USDT": "10000"},
+        prices={"BTC/USDT": str(candles["open"].iloc[0])},
+        candles={"BTC/USDT": candles},
+    )
     with server:
         server.candles_used = candles
         yield server
 
 
-def ccxt_session(server, name: str, template: str, params: dict, *, keys: tuple[str, str], market_type: str = "spot",
-                 timeout_ms: int = 1500, **settings) -> int:
+def ccxt_session(
+    server,
+    name: str,
+    template: str,
+    params: dict,
+    *,
+    keys: tuple[str, str],
+    market_type: str = "spot",
+    timeout_ms: int = 1500,
+    **settings,
+) -> int:
     """A started session of a new saved strategy on the loopback Binance or Gate ``server`` (its
     account holds ``keys``), trading BTC/USDT from the first of ``server.candles_used``."""
     exchange = "gate" if isinstance(server, Gate) else "binance"
@@ -403,13 +469,22 @@ def ccxt_session(server, name: str, template: str, params: dict, *, keys: tuple[
     account = wb.vault.add_account(exchange, *keys, permissions="trade", label=name)
     wb.save_strategy(name, template, params)
     symbol = "BTC/USDT" if market_type == "spot" else "BTC/USDT:USDT"
-    sid = wb.live.create_session(name, symbol, exchange=exchange, account=account, market_type=market_type,
-                                 ccxt={"urls": urls, "config": {"enableRateLimit": False, "timeout": timeout_ms}},
-                                 retry_max_wait=0.05, **settings)
+    sid = wb.live.create_session(
+        name,
+        symbol,
+        exchange=exchange,
+        account=account,
+        market_type=market_type,
+        ccxt={"urls": urls, "config": {"enableRateLimit": False, "timeout": timeout_ms}},
+        retry_max_wait=0.05,
+        **settings,
+    )
     wb.live.start(sid)
     with store.session() as scope:  # trade the candles from their start (as a replay would)
-        scope.execute(text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
-                      {"a": server.candles_used.index[0].to_pydatetime(), "id": sid})
+        scope.execute(
+            text("UPDATE trading_sessions SET anchor_at = :a, history_from = :a WHERE id = :id"),
+            {"a": server.candles_used.index[0].to_pydatetime(), "id": sid},
+        )
     return sid
 
 
@@ -437,11 +512,11 @@ def test_a_binance_session_trades_its_target_through_faults_exactly_once(binance
     for bar in range(1, 20):
         assert not _tick_at(binance, sid, bar).skipped
     before = len(binance.spot.orders)
-    binance.lose_response("/api/v3/order", method="POST")            # accepted, answer lost
-    binance.fail("/api/v3/account", status=503, times=2)             # 5xx, retried
+    binance.lose_response("/api/v3/order", method="POST")  # accepted, answer lost
+    binance.fail("/api/v3/account", status=503, times=2)  # 5xx, retried
     binance.fail("/api/v3/myTrades", status=429, times=1, headers={"Retry-After": "0.01"})
-    binance.delay("/api/v3/order", 2.0, method="GET")                 # slower than the 1.5 s timeout
-    binance.spot.partial_next("0.5")                                 # the next market order half fills
+    binance.delay("/api/v3/order", 2.0, method="GET")  # slower than the 1.5 s timeout
+    binance.spot.partial_next("0.5")  # the next market order half fills
     for bar in range(20, 59):
         assert _tick_at(binance, sid, bar).status == "running"
     orders = list(binance.spot.orders.values())
@@ -452,8 +527,12 @@ def test_a_binance_session_trades_its_target_through_faults_exactly_once(binance
     with store.session() as scope:  # the ledger knows it as the exchange does: expired, half filled
         row = scope.scalars(select(store.Order).where(store.Order.client_order_id == half.client_id)).one()
         assert (half.status, row.status, row.filled) == ("expired", "expired", half.filled)
-        recorded = scope.scalar(select(func.count()).select_from(store.Fill).join(
-            store.Order, store.Order.id == store.Fill.order_id).where(store.Order.session_id == sid))
+        recorded = scope.scalar(
+            select(func.count())
+            .select_from(store.Fill)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == sid)
+        )
     assert recorded == len(binance.spot.trades)  # every fill on the exchange is in the database, once
     assert binance.bans == []  # the 429's Retry-After was waited out
     result = wb.backtest("channel", binance.candles_used.iloc[:59], CCXT_CHANNEL)  # the simulation's view

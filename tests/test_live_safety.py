@@ -6,6 +6,7 @@ that ends a session in ``error`` holding a position, stops resting on the venue 
 STOP_LOSS_LIMIT, USDⓈ-M STOP_MARKET algo orders, Gate price-triggered orders) that trigger when
 the price falls.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,13 @@ import pandas as pd
 import pytest
 from loopback_exchange import Binance, Gate
 from sqlalchemy import select, text
+from test_live import ccxt_session
 
 import workbench as wb
 from workbench import store, vault
 from workbench.errors import ExchangeError, InvalidOrder, SessionError
 from workbench.exchange import CAPABILITIES, capability
 from workbench.live import _tick
-from test_live import ccxt_session
 
 KEY, SECRET = "SAFEKEY" + os.urandom(8).hex(), "SAFESECRET" + os.urandom(16).hex()
 LONG = {"entry_window": 6, "exit_window": 3, "direction": "long", "position_size": 0.5}
@@ -51,17 +52,24 @@ def _recent_candles(bars: int) -> pd.DataFrame:
 @pytest.fixture
 def binance(db):
     candles = _recent_candles(BARS)
-    server = Binance(KEY, SECRET, {"USDT": "10000"}, futures_balances={"USDT": "10000"},
-                     prices={"BTC/USDT": str(candles["open"].iloc[0])}, candles={"BTC/USDT": candles},
-                     visibility_delay=0.0)
+    server = Binance(
+        KEY,
+        SECRET,
+        {"USDT": "10000"},
+        futures_balances={"USDT": "10000"},
+        prices={"BTC/USDT": str(candles["open"].iloc[0])},
+        candles={"BTC/USDT": candles},
+        visibility_delay=0.0,
+    )
     with server:
         server.candles_used = candles
         yield server
 
 
 def _session(server, name: str, market_type: str = "spot", **settings) -> int:
-    return ccxt_session(server, name, "channel", LONG, keys=(KEY, SECRET), market_type=market_type, timeout_ms=3000,
-                        **settings)
+    return ccxt_session(
+        server, name, "channel", LONG, keys=(KEY, SECRET), market_type=market_type, timeout_ms=3000, **settings
+    )
 
 
 def _tick_at(server, sid: int, bar: int) -> _tick.TickReport:
@@ -87,7 +95,9 @@ def _lots(amount: Decimal) -> Decimal:
 
 def _open_on_exchange(server) -> list[str]:
     """Every order of the account still working on the exchange: book orders and stops."""
-    resting = [o.client_id for book in (server.spot, server.futures) for o in book.orders.values() if o.status == "open"]
+    resting = [
+        o.client_id for book in (server.spot, server.futures) for o in book.orders.values() if o.status == "open"
+    ]
     return resting + [s.client_id for s in server.stops.values() if s.status == "open"]
 
 
@@ -101,6 +111,7 @@ def _until_long(server, sid: int) -> int:
 
 
 # -- stop() and pause() against a running tick ------------------------------------------------
+
 
 def test_stop_makes_a_slow_tick_give_way_before_it_sends_anything(binance):
     sid = _session(binance, "slow stop")
@@ -126,7 +137,9 @@ def test_stop_makes_a_slow_tick_give_way_before_it_sends_anything(binance):
     assert report.placed == []
     assert len(binance.requests_to("/api/v3/order", "POST")) == posts_before  # nothing was sent
     assert _held(binance) == 0 and not _open_on_exchange(binance)
-    assert state.status == "stopped" and state.message == "stopped by the user; nothing rested or was held on the exchange"
+    assert (
+        state.status == "stopped" and state.message == "stopped by the user; nothing rested or was held on the exchange"
+    )
     assert 0.1 < waited < 5  # it waited for the tick, not for its timeout
     assert wb.live.tick(sid).skipped == "the session is stopped"
 
@@ -135,8 +148,11 @@ def test_pause_waits_for_the_tick_and_refuses_a_move_it_cannot_make(binance):
     sid = _session(binance, "pause wait", stop_timeout=0.5)
     with _tick._exclusive(sid) as db:  # a tick that never gives way (it holds the lock, sends nothing)
         assert db is not None
-        with pytest.raises(SessionError, match=r"a tick still runs after 0.5 s; it gives way before its next "
-                                               r"order, so call pause\(\) again shortly"):
+        with pytest.raises(
+            SessionError,
+            match=r"a tick still runs after 0.5 s; it gives way before its next "
+            r"order, so call pause\(\) again shortly",
+        ):
             wb.live.pause(sid)
         assert wb.live.status(sid).status == "running"  # nothing moved
     assert wb.live.pause(sid).status == "paused"
@@ -157,8 +173,11 @@ def test_stop_protects_the_position_with_a_stop_on_the_exchange_that_fires(binan
     assert state.status == "stopped"
     assert f"the position of {held:g} is protected by a stop at {resting[0].trigger:g} on the exchange" in state.message
     with store.session() as scope:
-        guard = scope.execute(select(store.Order.type, store.Order.status, store.Order.exchange_order_id)
-                              .where(store.Order.session_id == sid, store.Order.leg == "guard")).one()
+        guard = scope.execute(
+            select(store.Order.type, store.Order.status, store.Order.exchange_order_id).where(
+                store.Order.session_id == sid, store.Order.leg == "guard"
+            )
+        ).one()
     assert guard.type == "stop" and guard.status == "open" and guard.exchange_order_id == str(resting[0].id)
     binance.set_price("BTC/USDT", str(resting[0].trigger * Decimal("0.999")))  # the market falls through it
     assert resting[0].status == "triggered" and _held(binance) == held - _lots(held)  # sold, no tick ran
@@ -204,8 +223,10 @@ def test_a_stop_the_venue_cannot_answer_is_tried_again_by_every_run_until_the_po
     assert state.wind_down_pending is None and "secured on a later try: the position of" in state.message
     assert "its wind-down was tried again" in report.skipped
     with store.session() as scope:
-        told = scope.scalars(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
-                                  "AND kind = 'message'"), {"id": sid}).all()
+        told = scope.scalars(
+            text("SELECT data->>'text' FROM notification_events WHERE session_id = :id AND kind = 'message'"),
+            {"id": sid},
+        ).all()
     assert any("secured on a later try" in line for line in told)
     assert wb.live.tick(sid).skipped == "the session is stopped"
     assert len([s for s in binance.stops.values() if s.status == "open"]) == 1  # not placed twice
@@ -227,9 +248,15 @@ def test_stopping_again_tries_a_wind_down_that_could_not_protect_the_position_at
 def test_a_resting_order_that_filled_just_before_stop_is_recorded_by_the_wind_down(binance):
     """Binance shows an order's trades only after it shows the order filled ("Memory =>
     Database"): the stop's wind-down, the session's last tick, waits for them."""
-    sid = ccxt_session(binance, "fills at stop", "market_making",
-                       {"spread": 1.0, "order_size": 0.03, "max_inventory": 1.0, "inventory": "both"},
-                       keys=(KEY, SECRET), timeout_ms=3000, on_error="leave")
+    sid = ccxt_session(
+        binance,
+        "fills at stop",
+        "market_making",
+        {"spread": 1.0, "order_size": 0.03, "max_inventory": 1.0, "inventory": "both"},
+        keys=(KEY, SECRET),
+        timeout_ms=3000,
+        on_error="leave",
+    )
     bar = 1
     while not [o for o in binance.spot.orders.values() if o.status == "open" and o.side == "buy"]:
         _tick_at(binance, sid, bar)
@@ -304,8 +331,9 @@ def test_a_swap_session_records_the_funding_the_venue_booked_once_each(binance):
     assert wb.live.status(sid).funding == sum(paid) and paid[0] < 0 < paid[1]  # a long pays, then receives
     assert _tick_at(binance, sid, bar + 1).funding == 0  # fetched again, recorded once
     with store.session() as scope:
-        booked = scope.scalars(text("SELECT amount FROM funding_payments WHERE session_id = :id ORDER BY ts"),
-                               {"id": sid}).all()
+        booked = scope.scalars(
+            text("SELECT amount FROM funding_payments WHERE session_id = :id ORDER BY ts"), {"id": sid}
+        ).all()
     assert booked == paid
 
 
@@ -321,8 +349,14 @@ def test_a_halted_market_pauses_the_session_with_a_notice_and_it_resumes_when_tr
     assert "BTC/USDT does not trade on binance now" in state.message
     assert len(binance.requests_to("/api/v3/order", "POST")) == posted
     with store.session() as scope:
-        told = scope.execute(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
-                                  "AND kind = 'message'"), {"id": sid}).scalars().all()
+        told = (
+            scope.execute(
+                text("SELECT data->>'text' FROM notification_events WHERE session_id = :id AND kind = 'message'"),
+                {"id": sid},
+            )
+            .scalars()
+            .all()
+        )
     assert any("does not trade on binance now" in message for message in told)
     binance.symbol_status["BTC/USDT"] = "TRADING"
     wb.live.resume(sid)
@@ -336,11 +370,25 @@ def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
     ends in error instead of buying the position back."""
     symbol = "BTC/USDT:USDT"
     wb.notify.add_webhook("liquidations", "https://hooks.example.com/desk", events=["message"])
-    sid = ccxt_session(binance, "levered", "ema_reversal", {"ema_window": 10, "dip_levels": [0.2], "stop_loss": 50.0,
-                                                           "take_profit": [20.0], "position_size": 0.5, "leverage": 5},
-                       keys=(KEY, SECRET), market_type="swap", timeout_ms=3000)
-    bar = next(bar for bar in range(1, BARS - 2)
-               if _tick_at(binance, sid, bar) and binance.futures.position(symbol)[0] > 0)
+    sid = ccxt_session(
+        binance,
+        "levered",
+        "ema_reversal",
+        {
+            "ema_window": 10,
+            "dip_levels": [0.2],
+            "stop_loss": 50.0,
+            "take_profit": [20.0],
+            "position_size": 0.5,
+            "leverage": 5,
+        },
+        keys=(KEY, SECRET),
+        market_type="swap",
+        timeout_ms=3000,
+    )
+    bar = next(
+        bar for bar in range(1, BARS - 2) if _tick_at(binance, sid, bar) and binance.futures.position(symbol)[0] > 0
+    )
     size, entry = binance.futures.position(symbol)
     binance.set_price("BTC/USDT", str((entry * Decimal("0.75")).quantize(Decimal("0.1"))))  # -25%: below 1/5
     assert binance.futures.position(symbol)[0] == 0
@@ -351,14 +399,22 @@ def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
     assert f"binance liquidated the position: sell {size:g} {symbol}" in state.message
     assert not _open_on_exchange(binance)
     with store.session() as scope:
-        recorded = scope.execute(text("SELECT o.resolution, o.filled, count(f.id) FROM orders o "
-                                      "JOIN fills f ON f.order_id = o.id WHERE o.session_id = :id "
-                                      "AND o.exchange_order_id = :order GROUP BY o.id"),
-                                 {"id": sid, "order": str(liquidation.id)}).one()
-        fills = scope.scalar(text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id "
-                                  "WHERE o.session_id = :id"), {"id": sid})
-        told = scope.scalars(text("SELECT data->>'text' FROM notification_events WHERE session_id = :id "
-                                  "AND kind = 'message'"), {"id": sid}).all()
+        recorded = scope.execute(
+            text(
+                "SELECT o.resolution, o.filled, count(f.id) FROM orders o "
+                "JOIN fills f ON f.order_id = o.id WHERE o.session_id = :id "
+                "AND o.exchange_order_id = :order GROUP BY o.id"
+            ),
+            {"id": sid, "order": str(liquidation.id)},
+        ).one()
+        fills = scope.scalar(
+            text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :id"),
+            {"id": sid},
+        )
+        told = scope.scalars(
+            text("SELECT data->>'text' FROM notification_events WHERE session_id = :id AND kind = 'message'"),
+            {"id": sid},
+        ).all()
     assert any(message.startswith("binance liquidated the position") for message in told)
     assert recorded == ("closed by the venue's liquidation engine", size, 1)
     assert fills == len(binance.futures.trades)  # the ledger equals the venue
@@ -367,15 +423,22 @@ def test_a_liquidation_by_the_venue_is_recorded_and_ends_the_session(binance):
 
 # -- the venue-capability table ---------------------------------------------------------------
 
+
 def test_strategies_with_stops_are_refused_where_the_venue_has_no_native_stop(db):
     assert all(capability(v, m).stop_loss for v in ("binance", "gate", "paper") for m in ("spot", "swap"))
     assert capability("gate", "swap").order_types == ("market", "limit", "stop")
     assert set(CAPABILITIES) == {(v, m) for v in ("binance", "gate", "paper") for m in ("spot", "swap")}
     assert not capability("kraken", "spot").stop_loss  # a venue the table does not know: market and limit only
-    wb.save_strategy("stops anywhere", "ema_reversal", {"ema_window": 20, "dip_levels": [0.5], "stop_loss": 1.5,
-                                                         "take_profit": [1.0], "position_size": 0.5})
-    with pytest.raises(SessionError, match=r"places stop-losses, which kraken spot sessions cannot rest on the "
-                                           r"exchange yet .*emulate_stops=True"):
+    wb.save_strategy(
+        "stops anywhere",
+        "ema_reversal",
+        {"ema_window": 20, "dip_levels": [0.5], "stop_loss": 1.5, "take_profit": [1.0], "position_size": 0.5},
+    )
+    with pytest.raises(
+        SessionError,
+        match=r"places stop-losses, which kraken spot sessions cannot rest on the "
+        r"exchange yet .*emulate_stops=True",
+    ):
         wb.live.create_session("stops anywhere", "BTC/USDT", exchange="kraken", account=1, market_type="spot")
     account = wb.vault.add_account("gate", KEY, SECRET, permissions="trade", label="gate")
     sid = wb.live.create_session("stops anywhere", "BTC/USDT", exchange="gate", account=account, market_type="spot")
@@ -384,8 +447,13 @@ def test_strategies_with_stops_are_refused_where_the_venue_has_no_native_stop(db
 
 # -- Gate: price-triggered orders as the native stop ----------------------------------------------
 
-GATE_EMA = {"ema_window": 10, "dip_levels": [0.3, 0.6, 1.0], "stop_loss": 1.5, "take_profit": [0.5, 1.0],
-            "position_size": 0.5}
+GATE_EMA = {
+    "ema_window": 10,
+    "dip_levels": [0.3, 0.6, 1.0],
+    "stop_loss": 1.5,
+    "take_profit": [0.5, 1.0],
+    "position_size": 0.5,
+}
 # a market entry with its stop in the same bar, the stop trailing the best price since
 TRAILING = {"rules": "buy 50% when EMA(3) > EMA(8) trailing_stop 1%\nexit long when EMA(3) < EMA(8)"}
 SWAP = "BTC/USDT:USDT"
@@ -394,17 +462,25 @@ SWAP = "BTC/USDT:USDT"
 @pytest.fixture
 def gate(db):
     candles = _recent_candles(BARS)
-    server = Gate(KEY, SECRET, {"USDT": "10000"}, futures_balances={"USDT": "10000"},
-                  prices={"BTC/USDT": str(candles["open"].iloc[0])}, candles={"BTC/USDT": candles})
+    server = Gate(
+        KEY,
+        SECRET,
+        {"USDT": "10000"},
+        futures_balances={"USDT": "10000"},
+        prices={"BTC/USDT": str(candles["open"].iloc[0])},
+        candles={"BTC/USDT": candles},
+    )
     with server:
         server.candles_used = candles
         yield server
 
 
-def _gate_session(server, name: str, market_type: str, template: str = "ema_reversal",
-                  params: dict | None = None) -> int:
-    return ccxt_session(server, name, template, params or GATE_EMA, keys=(KEY, SECRET), market_type=market_type,
-                        timeout_ms=3000)
+def _gate_session(
+    server, name: str, market_type: str, template: str = "ema_reversal", params: dict | None = None
+) -> int:
+    return ccxt_session(
+        server, name, template, params or GATE_EMA, keys=(KEY, SECRET), market_type=market_type, timeout_ms=3000
+    )
 
 
 def _position(server, market_type: str) -> Decimal:
@@ -417,9 +493,11 @@ def _resting_stops(server) -> list:
 
 def _open_stop_rows(sid: int) -> list:
     with store.session() as scope:
-        return scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id, store.Order.price,
-                                    store.Order.amount).where(store.Order.session_id == sid, store.Order.type == "stop",
-                                                              store.Order.status == "open")).all()
+        return scope.execute(
+            select(
+                store.Order.client_order_id, store.Order.exchange_order_id, store.Order.price, store.Order.amount
+            ).where(store.Order.session_id == sid, store.Order.type == "stop", store.Order.status == "open")
+        ).all()
 
 
 def _price_orders(market_type: str) -> str:
@@ -445,13 +523,17 @@ def test_a_gate_session_rests_its_stop_with_the_entry_and_keeps_it_in_step_with_
     for bar in range(1, BARS - 1):
         _tick_at(gate, sid, bar)
         resting, held = _resting_stops(gate), _position(gate, market_type)
-        assert [(r.exchange_order_id, r.price, r.amount) for r in _open_stop_rows(sid)] == \
-            [(f"price-{s.id}", s.trigger, s.amount) for s in resting]
+        assert [(r.exchange_order_id, r.price, r.amount) for r in _open_stop_rows(sid)] == [
+            (f"price-{s.id}", s.trigger, s.amount) for s in resting
+        ]
         if held >= step:
             (stop,) = resting
-            assert stop.side == "sell" and 0 <= held - stop.amount <= step and stop.reduce_only == (market_type == "swap")
-            assert stop.limit == (None if market_type == "swap" else
-                                  (stop.trigger * Decimal("0.995")).quantize(Decimal("0.01")))
+            assert (
+                stop.side == "sell" and 0 <= held - stop.amount <= step and stop.reduce_only == (market_type == "swap")
+            )
+            assert stop.limit == (
+                None if market_type == "swap" else (stop.trigger * Decimal("0.995")).quantize(Decimal("0.01"))
+            )
             triggers.append(stop.trigger)
         else:
             assert resting == []
@@ -462,10 +544,17 @@ def test_a_gate_session_rests_its_stop_with_the_entry_and_keeps_it_in_step_with_
     fired = [s for s in gate.stops.values() if s.status == "triggered"]  # an open gapped through one
     assert fired and {s.status for s in gate.stops.values() if s not in fired + _resting_stops(gate)} == {"canceled"}
     with store.session() as scope:
-        recorded = dict(scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id).where(
-            store.Order.session_id == sid, store.Order.type == "stop", store.Order.status == "closed")).all())
-        fills = scope.scalar(text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id "
-                                  "WHERE o.session_id = :id"), {"id": sid})
+        recorded = dict(
+            scope.execute(
+                select(store.Order.client_order_id, store.Order.exchange_order_id).where(
+                    store.Order.session_id == sid, store.Order.type == "stop", store.Order.status == "closed"
+                )
+            ).all()
+        )
+        fills = scope.scalar(
+            text("SELECT count(*) FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :id"),
+            {"id": sid},
+        )
     assert recorded == {s.client_id[2:]: str(s.actual.id) for s in fired}  # their fills are the stop's
     assert fills == len((gate.spot if market_type == "spot" else gate.futures).trades)  # each recorded once
 
@@ -487,9 +576,16 @@ def test_a_gate_stop_that_fires_between_ticks_is_recorded_once_as_the_stop_leg(g
     _tick_at(gate, sid, bar + 1)
     with store.session() as scope:
         recorded = scope.execute(
-            select(store.Order.leg, store.Order.exchange_order_id, store.Order.status, store.Order.filled,
-                   store.Fill.exchange_trade_id).join(store.Fill, store.Fill.order_id == store.Order.id)
-            .where(store.Order.session_id == sid, store.Fill.exchange_trade_id == str(trade.id))).all()
+            select(
+                store.Order.leg,
+                store.Order.exchange_order_id,
+                store.Order.status,
+                store.Order.filled,
+                store.Fill.exchange_trade_id,
+            )
+            .join(store.Fill, store.Fill.order_id == store.Order.id)
+            .where(store.Order.session_id == sid, store.Fill.exchange_trade_id == str(trade.id))
+        ).all()
         settings = scope.get(store.TradingSession, sid).settings
     assert recorded == [("stop", str(stop.actual.id), "closed", stop.amount, str(trade.id))]
     assert not settings.get("hand_trades") and Decimal(settings.get("position_offset", "0")) == 0
@@ -521,8 +617,13 @@ def test_an_error_on_gate_ends_with_a_native_stop_resting(gate, market_type):
     sid = _gate_session(gate, f"gate error {market_type}", market_type)
     bar = _until_a_stop_rests(gate, sid)
     strategy_stop = _resting_stops(gate)[0].trigger
-    gate.fail(_price_orders(market_type), 400, {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
-              method="POST", times=1)
+    gate.fail(
+        _price_orders(market_type),
+        400,
+        {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
+        method="POST",
+        times=1,
+    )
     with pytest.raises(InvalidOrder):
         _tick_at(gate, sid, bar)
     state, held = wb.live.status(sid), _position(gate, market_type)
@@ -540,8 +641,13 @@ def test_a_second_wind_down_in_the_same_hour_rests_a_guard_of_its_own(gate):
     new order, not the first one's (cancelled) taken for it."""
     sid = _gate_session(gate, "gate twice", "spot")
     bar = _until_a_stop_rests(gate, sid)
-    gate.fail(_price_orders("spot"), 400, {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
-              method="POST", times=1)
+    gate.fail(
+        _price_orders("spot"),
+        400,
+        {"label": "INVALID_PARAM_VALUE", "message": "invalid argument: put"},
+        method="POST",
+        times=1,
+    )
     with pytest.raises(InvalidOrder):
         _tick_at(gate, sid, bar)
     (first,) = _resting_stops(gate)
@@ -573,7 +679,10 @@ def test_a_lost_answer_on_a_gate_stop_is_resolved_by_its_text_and_not_sent_twice
         (stop,) = _resting_stops(gate)
         assert len(gate.requests_to(path, "POST")) == posts + 1
         with store.session() as scope:
-            row = scope.execute(select(store.Order.exchange_order_id, store.Order.resolution).where(
-                store.Order.session_id == sid, store.Order.client_order_id == stop.client_id[2:])).one()
+            row = scope.execute(
+                select(store.Order.exchange_order_id, store.Order.resolution).where(
+                    store.Order.session_id == sid, store.Order.client_order_id == stop.client_id[2:]
+                )
+            ).one()
         assert row == (f"price-{stop.id}", "found on the exchange after its answer was lost")
     assert [s.client_id for s in gate.stops.values()].count(stop.client_id) == 1

@@ -1,6 +1,7 @@
 """The strategy marketplace on real PostgreSQL (both backends of the ``database`` fixture):
 publish, browse and filter, the chart, clone, entitlements, update, withdraw, the CLI, and
 isolation attacked with raw SQL as another tenant's own role."""
+
 from __future__ import annotations
 
 import json
@@ -41,11 +42,12 @@ def market(database) -> dict[str, int]:
         wb.save_strategy("breakout", "channel", BREAKOUT)
         wb.save_strategy("dips", "ema_reversal", DIPS, {"max_daily_loss": 500})
         secret = wb.save_strategy("secret sauce", "market_making", {"spread": 0.7})
-        ids = {"free": wb.market.publish("breakout", description="Donchian breakout, long only").id,
-               "paid": wb.market.publish("dips", name="Dip ladder", description="EMA dips, 2x",
-                                         price="49.90").id,
-               "granted": wb.market.publish("dips", name="Dip ladder (carol)", price=10).id,
-               "withdrawn": wb.market.publish("breakout", name="old breakout").id}
+        ids = {
+            "free": wb.market.publish("breakout", description="Donchian breakout, long only").id,
+            "paid": wb.market.publish("dips", name="Dip ladder", description="EMA dips, 2x", price="49.90").id,
+            "granted": wb.market.publish("dips", name="Dip ladder (carol)", price=10).id,
+            "withdrawn": wb.market.publish("breakout", name="old breakout").id,
+        }
         wb.market.grant(ids["granted"], CAROL)
         wb.market.withdraw(ids["withdrawn"])
     with as_tenant(BOB):
@@ -55,14 +57,36 @@ def market(database) -> dict[str, int]:
         owner = {"tenant_id": tenants[ALICE].id}
         s.add(store.TenantDataKey(**owner, version=1, wrapped_key=b"wrapped", master_key_version=1))
         s.flush()
-        account = store.ExchangeAccount(**owner, exchange="binance", label="main", api_key_ct=b"ct",
-                                        secret_ct=b"ct", key_hint="ab12…9f", data_key_version=1)
+        account = store.ExchangeAccount(
+            **owner,
+            exchange="binance",
+            label="main",
+            api_key_ct=b"ct",
+            secret_ct=b"ct",
+            key_hint="ab12…9f",
+            data_key_version=1,
+        )
         s.add(account)
         s.flush()
-        s.add(store.TradingSession(**owner, strategy_id=secret.id, exchange_account_id=account.id,
-                                   exchange="binance", symbol="BTC/USDT", status="paused"))
-        s.add(store.BacktestResult(**owner, strategy_id=secret.id, template="market_making",
-                                   params={"spread": 0.7}, metrics={"sharpe": 3.1}))
+        s.add(
+            store.TradingSession(
+                **owner,
+                strategy_id=secret.id,
+                exchange_account_id=account.id,
+                exchange="binance",
+                symbol="BTC/USDT",
+                status="paused",
+            )
+        )
+        s.add(
+            store.BacktestResult(
+                **owner,
+                strategy_id=secret.id,
+                template="market_making",
+                params={"spread": 0.7},
+                metrics={"sharpe": 3.1},
+            )
+        )
     ids.update({name: tenant.id for name, tenant in tenants.items()})
     return ids
 
@@ -77,10 +101,22 @@ def test_a_listing_publishes_real_metrics_on_its_named_data_set(market):
     expected = wb.backtest("channel", candles, BREAKOUT)
     assert free.metrics == json_metrics(expected.metrics)
     assert (free.author, free.template, free.dataset, free.version, free.status) == (
-        ALICE, "channel", "btcusd_1h", 1, "listed")
-    assert free.dataset_info == {"bundled": True, "symbol": "BTC/USD", "timeframe": "1h",
-                                 "source": candles.attrs["source"], "start": "2017-07-01T11:00:00+00:00",
-                                 "end": "2019-07-04T01:00:00+00:00", "bars": 17583, "sha256": fingerprint(candles)}
+        ALICE,
+        "channel",
+        "btcusd_1h",
+        1,
+        "listed",
+    )
+    assert free.dataset_info == {
+        "bundled": True,
+        "symbol": "BTC/USD",
+        "timeframe": "1h",
+        "source": candles.attrs["source"],
+        "start": "2017-07-01T11:00:00+00:00",
+        "end": "2019-07-04T01:00:00+00:00",
+        "bars": 17583,
+        "sha256": fingerprint(candles),
+    }
     assert free.strategy == expected.strategy and free.free and free.cloneable
     assert free.settings["init_cash"] == 10_000 and free.settings["fee_taker"] == 0.001
     # the chart is drawn from the stored curve: it ends on the final equity, draws every block's extremes
@@ -104,9 +140,17 @@ def test_browse_filters_by_template_price_text_and_metrics(market):
         free, paid = table.loc[market["free"]], table.loc[market["paid"]]
         assert set(table.index) == {market[k] for k in ("free", "paid", "granted", "bobs")}  # not withdrawn
         assert (free["author"], free["template"], free["price"], paid["price"]) == (
-            ALICE, "channel", Decimal(0), Decimal("49.90"))
-        assert table["cloneable"].to_dict() == {market["free"]: True, market["paid"]: False,
-                                                market["granted"]: False, market["bobs"]: True}
+            ALICE,
+            "channel",
+            Decimal(0),
+            Decimal("49.90"),
+        )
+        assert table["cloneable"].to_dict() == {
+            market["free"]: True,
+            market["paid"]: False,
+            market["granted"]: False,
+            market["bobs"]: True,
+        }
         assert list(wb.market.browse("channel").index) == [market["free"], market["bobs"]]
         assert list(wb.market.browse(free=True).index) == [market["free"]]
         assert list(wb.market.browse(free=False).index) == [market["paid"], market["granted"], market["bobs"]]
@@ -114,8 +158,9 @@ def test_browse_filters_by_template_price_text_and_metrics(market):
         assert list(wb.market.browse(search="long ONLY").index) == [market["free"]]
         assert wb.market.browse(search="%").empty  # a literal percent sign, not a wildcard
         middle = (free["sharpe"] + paid["sharpe"]) / 2
-        best, worst = (market["free"], market["paid"]) if free["sharpe"] > paid["sharpe"] else (
-            market["paid"], market["free"])
+        best, worst = (
+            (market["free"], market["paid"]) if free["sharpe"] > paid["sharpe"] else (market["paid"], market["free"])
+        )
         assert best in wb.market.browse(min_metrics={"sharpe": middle}).index
         assert worst not in wb.market.browse(min_metrics={"sharpe": middle}).index
         shallow = wb.market.browse(max_metrics={"max_drawdown": free["max_drawdown"]})
@@ -134,9 +179,12 @@ def test_a_paid_listing_shows_its_metrics_but_not_its_parameters(market):
         paid = wb.market.listing(market["paid"])
         assert paid.params is None and paid.risk_limits is None and not paid.cloneable
         assert paid.metrics["trades"] > 0 and len(paid.equity_curve["equity"]) > 100
-        with pytest.raises(MarketError, match=r"costs 49.90 USD: you need an entitlement from its author "
-                                              r"'mkt_alice' \(or the operator\)"):
-            paid.strategy
+        with pytest.raises(
+            MarketError,
+            match=r"costs 49.90 USD: you need an entitlement from its author "
+            r"'mkt_alice' \(or the operator\)",
+        ):
+            _ = paid.strategy
         with pytest.raises(MarketError, match="entitlement"):
             paid.verify()
 
@@ -181,13 +229,18 @@ def test_clone_free_at_once_and_paid_only_with_an_entitlement(market):
     with as_tenant(CAROL):
         assert wb.market.clone(paid).listing_id == paid
         assert wb.market.entitlements()[["listing_id", "grantee"]].values.tolist() == [
-            [market["granted"], CAROL], [paid, CAROL]]
+            [market["granted"], CAROL],
+            [paid, CAROL],
+        ]
     with as_tenant(BOB):
         assert wb.market.entitlements()[["listing_id", "grantee"]].values.tolist() == [[paid, BOB]]
     with as_tenant(ALICE):
         mine = wb.market.entitlements().fillna({"granted_by": "(the operator)"})
         assert mine[["listing_id", "grantee", "granted_by"]].values.tolist() == [
-            [market["granted"], CAROL, ALICE], [paid, BOB, ALICE], [paid, CAROL, "(the operator)"]]
+            [market["granted"], CAROL, ALICE],
+            [paid, BOB, ALICE],
+            [paid, CAROL, "(the operator)"],
+        ]
 
 
 # --- update and withdraw -----------------------------------------------------------------------
@@ -203,13 +256,16 @@ def test_update_and_withdraw_leave_clones_with_their_owners(market):
         with pytest.raises(MarketError, match="only its author or the operator can withdraw it"):
             wb.market.withdraw(first.id)
     with as_tenant(ALICE):
-        second = wb.market.update(first.id, strategy={"type": "channel", "params": {"entry_window": 96}},
-                                  price=5, description="now <b>slower</b>")
+        second = wb.market.update(
+            first.id,
+            strategy={"type": "channel", "params": {"entry_window": 96}},
+            price=5,
+            description="now <b>slower</b>",
+        )
         assert (second.version, second.price, second.description) == (2, Decimal(5), "now <b>slower</b>")
         assert "now &lt;b&gt;slower&lt;/b&gt;" in second._repr_html_()  # another tenant's text, escaped
         assert second.params["entry_window"] == 96 and second.metrics != first.metrics
-        assert second.metrics == json_metrics(wb.backtest("channel", wb.load_candles(),
-                                                          {"entry_window": 96}).metrics)
+        assert second.metrics == json_metrics(wb.backtest("channel", wb.load_candles(), {"entry_window": 96}).metrics)
         renamed = wb.market.update(first.id, name="evolving breakout")  # no new measurement
         assert (renamed.name, renamed.version, renamed.metrics) == ("evolving breakout", 2, second.metrics)
         with pytest.raises(MarketError, match="nothing to update"):
@@ -251,8 +307,11 @@ def test_bad_input_is_refused_with_a_precise_error_and_stores_nothing(market):
             (dict(strategy="breakout", name="  "), MarketError, "name: expected a non-empty string"),
             (dict(strategy={"type": "channel"}), MarketError, "name: expected a non-empty string"),
             (dict(strategy={"type": "grid", "params": {}}, name="g"), TemplateError, "unknown template 'grid'"),
-            (dict(strategy={"type": "channel", "params": {"entry_window": 0}}, name="c"), ParameterError,
-             "entry_window"),
+            (
+                dict(strategy={"type": "channel", "params": {"entry_window": 0}}, name="c"),
+                ParameterError,
+                "entry_window",
+            ),
             (dict(strategy=["channel"]), MarketError, "publish a saved strategy"),
             (dict(strategy="no such"), wb.StrategyError, "no saved strategy 'no such'"),
             (dict(strategy="breakout", dataset=candles), MarketError, "needs dataset_name="),
@@ -266,8 +325,9 @@ def test_bad_input_is_refused_with_a_precise_error_and_stores_nothing(market):
             wb.market.listing("7")
         assert len(wb.market.browse()) == before
 
-        own = wb.market.publish("breakout", name="recent breakout", dataset=candles, dataset_name="last 2000h",
-                                init_cash=1000)
+        own = wb.market.publish(
+            "breakout", name="recent breakout", dataset=candles, dataset_name="last 2000h", init_cash=1000
+        )
         assert own.dataset == "last 2000h" and not own.dataset_info["bundled"]
         assert own.dataset_info["bars"] == 2000 and own.settings["init_cash"] == 1000
         assert own.verify(candles)["match"].all()
@@ -285,10 +345,14 @@ def test_bad_input_is_refused_with_a_precise_error_and_stores_nothing(market):
 def _visible(conn: psycopg.Connection) -> dict[str, list]:
     """The rows of each table the connection may read (tenants may not read tenant_data_keys)."""
     tables = [*MARKET_TABLES, "tenant_data_keys", "exchange_accounts", "trading_sessions", "backtest_results"]
-    return {table: sorted(json.dumps(row, default=str) for (row,) in conn.execute(
-        sql.SQL("SELECT to_jsonb(t) FROM {} t").format(sql.Identifier(table))))
-        for table in tables if conn.execute("SELECT has_table_privilege(current_user, %s, 'SELECT')",
-                                            [table]).fetchone()[0]}
+    return {
+        table: sorted(
+            json.dumps(row, default=str)
+            for (row,) in conn.execute(sql.SQL("SELECT to_jsonb(t) FROM {} t").format(sql.Identifier(table)))
+        )
+        for table in tables
+        if conn.execute("SELECT has_table_privilege(current_user, %s, 'SELECT')", [table]).fetchone()[0]
+    }
 
 
 def test_raw_sql_as_another_tenant_sees_only_the_listing_and_changes_nothing(database, market):
@@ -297,8 +361,10 @@ def test_raw_sql_as_another_tenant_sees_only_the_listing_and_changes_nothing(dat
 
     with connect(database.url) as owner:
         before = _visible(owner)
-        assert owner.execute("SELECT bool_and(relrowsecurity AND relforcerowsecurity), count(*) FROM pg_class "
-                             "WHERE relname = ANY(%s)", [MARKET_TABLES]).fetchone() == (True, 4)
+        assert owner.execute(
+            "SELECT bool_and(relrowsecurity AND relforcerowsecurity), count(*) FROM pg_class WHERE relname = ANY(%s)",
+            [MARKET_TABLES],
+        ).fetchone() == (True, 4)
     with connect(store.tenant_url(BOB)) as bob:
         seen = {table: [json.loads(row) for row in rows] for table, rows in _visible(bob).items()}
         # nothing of alice's but her listed listings: no strategy, key, session or result
@@ -317,31 +383,47 @@ def test_raw_sql_as_another_tenant_sees_only_the_listing_and_changes_nothing(dat
             ("UPDATE market_listings SET price = 0, metrics = '{\"sharpe\": 9}' WHERE author = %s", [ALICE]),
             ("UPDATE market_listings SET status = 'listed' WHERE id = %s", [market["withdrawn"]]),
             ("UPDATE market_listing_params SET params = '{}' WHERE listing_id = %s", [market["free"]]),
-            ("INSERT INTO strategies (name, template, params, risk_limits, listing_id) SELECT 'stolen', "
-             "'ema_reversal', params, risk_limits, listing_id FROM market_listing_params WHERE listing_id = %s",
-             [market["paid"]]),
+            (
+                "INSERT INTO strategies (name, template, params, risk_limits, listing_id) SELECT 'stolen', "
+                "'ema_reversal', params, risk_limits, listing_id FROM market_listing_params WHERE listing_id = %s",
+                [market["paid"]],
+            ),
         ]
         for statement, params in nothing:
             assert bob.execute(statement, params).rowcount == 0, statement
         refused_by_policy = [
-            ("INSERT INTO market_listings (author, name, template, dataset, dataset_info, settings, metrics, "
-             "equity_curve) VALUES (%s, 'fake', 'channel', 'x', '{}', '{}', '{\"sharpe\": 9}', '{}')", [ALICE]),
+            (
+                "INSERT INTO market_listings (author, name, template, dataset, dataset_info, settings, metrics, "
+                "equity_curve) VALUES (%s, 'fake', 'channel', 'x', '{}', '{}', '{\"sharpe\": 9}', '{}')",
+                [ALICE],
+            ),
             ("UPDATE market_listings SET author = %s WHERE id = %s", [ALICE, market["bobs"]]),
-            ("INSERT INTO market_listing_params (listing_id, params, risk_limits) VALUES (%s, '{}', '{}')",
-             [market["paid"]]),
+            (
+                "INSERT INTO market_listing_params (listing_id, params, risk_limits) VALUES (%s, '{}', '{}')",
+                [market["paid"]],
+            ),
             ("INSERT INTO market_entitlements (listing_id, grantee) VALUES (%s, %s)", [market["paid"], BOB]),
-            ("INSERT INTO market_entitlements (listing_id, grantee, granted_by) VALUES (%s, %s, %s)",
-             [market["paid"], BOB, ALICE]),
-            ("INSERT INTO market_entitlements (listing_id, grantee, granted_by) VALUES (%s, %s, NULL)",
-             [market["bobs"], CAROL]),  # even on his own listing, not in the operator's name
+            (
+                "INSERT INTO market_entitlements (listing_id, grantee, granted_by) VALUES (%s, %s, %s)",
+                [market["paid"], BOB, ALICE],
+            ),
+            (
+                "INSERT INTO market_entitlements (listing_id, grantee, granted_by) VALUES (%s, %s, NULL)",
+                [market["bobs"], CAROL],
+            ),  # even on his own listing, not in the operator's name
         ]
         for statement, params in refused_by_policy:
             with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
                 bob.execute(statement, params)
-        for statement in ("DELETE FROM market_listings", "DELETE FROM market_listing_params",
-                          "DELETE FROM market_entitlements", "UPDATE market_entitlements SET grantee = grantee",
-                          "TRUNCATE market_listings", "ALTER TABLE market_listings DISABLE ROW LEVEL SECURITY",
-                          "DROP POLICY catalogue ON market_listings"):
+        for statement in (
+            "DELETE FROM market_listings",
+            "DELETE FROM market_listing_params",
+            "DELETE FROM market_entitlements",
+            "UPDATE market_entitlements SET grantee = grantee",
+            "TRUNCATE market_listings",
+            "ALTER TABLE market_listings DISABLE ROW LEVEL SECURITY",
+            "DROP POLICY catalogue ON market_listings",
+        ):
             with pytest.raises(errors.InsufficientPrivilege):
                 bob.execute(statement)
     with connect(database.url) as owner:
@@ -353,8 +435,22 @@ def test_raw_sql_as_another_tenant_sees_only_the_listing_and_changes_nothing(dat
 
 def test_market_commands(market, capsys):
     with as_tenant(ALICE):
-        assert main(["market", "publish", "dips", "--name", "CLI dips", "--price", "3.5",
-                     "--description", "from the terminal"]) == 0
+        assert (
+            main(
+                [
+                    "market",
+                    "publish",
+                    "dips",
+                    "--name",
+                    "CLI dips",
+                    "--price",
+                    "3.5",
+                    "--description",
+                    "from the terminal",
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         listing_id = int(out.split("#")[1].split()[0])
         assert f"published listing #{listing_id} 'CLI dips'" in out

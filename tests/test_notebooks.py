@@ -5,6 +5,7 @@ pytest process, so the suite's own ``pytest`` never collects notebooks and a new
 picked up without touching this file. The kernel is the interpreter running the tests, and
 the notebooks write only into a temporary WORKBENCH_HOME.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,20 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT = 600  # seconds per notebook; each takes well under a minute
 CELL_TIMEOUT = 300  # a hung cell is named by nbval before the whole run is killed
-_STATE_VARIABLES = {"WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_TENANT_DATABASE_URL",
-                    "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE", "WORKBENCH_DB_ROLE_SECRET",
-                    "WORKBENCH_ROLE_PREFIX"}
+_STATE_VARIABLES = {
+    "WORKBENCH_DATABASE_URL",
+    "DATABASE_URL",
+    "WORKBENCH_TENANT_DATABASE_URL",
+    "WORKBENCH_MASTER_KEY",
+    "WORKBENCH_MASTER_KEY_FILE",
+    "WORKBENCH_DB_ROLE_SECRET",
+    "WORKBENCH_ROLE_PREFIX",
+}
 # notebooks show the public API only: nothing private (a leading underscore) of workbench
-_PRIVATE_USE = re.compile(r"\b(?:workbench|wb)(?:\.\w+)*\._\w*"
-                          r"|from\s+workbench[\w.]*\s+import\s+[^\n]*(?<![\w.])_\w*")
+_PRIVATE_USE = re.compile(
+    r"\b(?:workbench|wb)(?:\.\w+)*\._\w*"
+    r"|from\s+workbench[\w.]*\s+import\s+[^\n]*(?<![\w.])_\w*"
+)
 
 
 def _code_cells(notebook: Path) -> list[dict]:
@@ -64,27 +73,40 @@ def _run(notebook: Path, folder: Path) -> tuple[int | None, str]:
         "JUPYTER_RUNTIME_DIR": str(folder / "jupyter_runtime"),  # kernel connection files
         "IPYTHONDIR": str(folder / "ipython"),
     }
-    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env",
-               f"--nbval-cell-timeout={CELL_TIMEOUT}", "-p", "no:cacheprovider", "--color=no",
-               "-q", str(notebook)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbval-lax",
+        "--nbval-current-env",
+        f"--nbval-cell-timeout={CELL_TIMEOUT}",
+        "-p",
+        "no:cacheprovider",
+        "--color=no",
+        "-q",
+        str(notebook),
+    ]
     try:
-        run = subprocess.run(command, cwd=NOTEBOOK_DIR.parent, env=env, capture_output=True, text=True,
-                             timeout=TIMEOUT)
+        run = subprocess.run(command, cwd=NOTEBOOK_DIR.parent, env=env, capture_output=True, text=True, timeout=TIMEOUT)
         return run.returncode, f"{run.stdout}\n{run.stderr}"
     except subprocess.TimeoutExpired as exc:
         return None, f"{_text(exc.stdout)}\n{_text(exc.stderr)}"
     finally:  # a notebook that used the database started an embedded server that outlives it
         if (folder / "workbench_home" / "postgres").exists():
-            subprocess.run([sys.executable, "-m", "workbench.cli", "db", "stop"], env=env, capture_output=True,
-                           timeout=120)
+            subprocess.run(
+                [sys.executable, "-m", "workbench.cli", "db", "stop"], env=env, capture_output=True, timeout=120
+            )
 
 
 @pytest.fixture(scope="module")
 def nbval_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The nbval runs of the notebooks this session tests, two at a time: a run mostly waits
     on its kernel and on its own embedded database, so two share the machine's cores well."""
-    chosen = [item.callspec.params["notebook"] for item in request.session.items
-              if getattr(item, "originalname", None) == "test_notebook_runs_under_nbval"]
+    chosen = [
+        item.callspec.params["notebook"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_notebook_runs_under_nbval"
+    ]
     with ThreadPoolExecutor(max_workers=2) as pool:
         yield {notebook: pool.submit(_run, notebook, tmp_path_factory.mktemp(notebook.stem)) for notebook in chosen}
 

@@ -4,6 +4,7 @@ receiver checking signatures, aiosmtpd), with 429/retry_after, 5xx, timeouts, ra
 a channel that keeps failing. PostgreSQL is real (both test servers); the clock of a delivery
 pass is moved by passing ``now`` instead of sleeping.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -32,10 +33,18 @@ from workbench.notify._delivery import Policy, deliver, has_due
 from workbench.notify._http import ALLOW_PRIVATE_ENV
 from workbench.notify._outbox import emit
 from workbench.notify._transport import Setting, Transport, register
-from workbench.store.models import (Fill, LiveNotebook, NotebookRun, NotificationChannel, NotificationDelivery,
-                                    NotificationEvent, Order, TradingSession)
+from workbench.store.models import (
+    Fill,
+    LiveNotebook,
+    NotebookRun,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationEvent,
+    Order,
+    TradingSession,
+)
 
-UTC = timezone.utc
+UTC = UTC
 BRISK = {"entry_window": 5, "exit_window": 3, "direction": "both", "position_size": 0.5}  # trades often
 FAST = Policy(timeout=0.5, backoff=1.0, max_backoff=60.0)
 
@@ -64,8 +73,13 @@ def _telegram_channel(server: TelegramBotApi, name: str = "phone", **options) ->
 
 def _deliveries(channel: int) -> list[NotificationDelivery]:
     with store.owner_session() as s:
-        return list(s.scalars(select(NotificationDelivery).where(NotificationDelivery.channel_id == channel)
-                              .order_by(NotificationDelivery.id)))
+        return list(
+            s.scalars(
+                select(NotificationDelivery)
+                .where(NotificationDelivery.channel_id == channel)
+                .order_by(NotificationDelivery.id)
+            )
+        )
 
 
 def _channel(channel: int) -> NotificationChannel:
@@ -85,38 +99,64 @@ def _paper_session(name: str, bars: int, **settings) -> int:
     candles = wb.load_candles().iloc[:bars]
     wb.save_strategy(name, "channel", BRISK, settings.pop("risk", None))
     end = candles.index[-1] + pd.Timedelta(hours=1)
-    return wb.live.create_session(name, exchange="paper", replay_from=str(candles.index[1]), replay_end=str(end),
-                                  **settings)
+    return wb.live.create_session(
+        name, exchange="paper", replay_from=str(candles.index[1]), replay_end=str(end), **settings
+    )
 
 
 # -- channels ---------------------------------------------------------------------------------
+
 
 def test_channel_secrets_are_sealed_bound_to_their_row_and_tenants_stay_apart(db, telegram):
     token, url_token, signing, password = (secrets.token_hex(12) for _ in range(4))
     alice, bob = (store.create_tenant(f"{who}{secrets.token_hex(3)}") for who in ("alice", "bob"))
     admin = _channels.Admin(alice.name)
     tg = admin.add("telegram", "phone", {"bot_token": f"12345:{token}", "chat_id": 42}, None, None, None)
-    hook = admin.add("webhook", "ops", {"url": f"https://hooks.example.com/T0/{url_token}",
-                                        "signing_secret": signing}, ["risk.breached"], None, 5)
-    mail = admin.add("email", "desk", {"host": "smtp.example.com", "sender": "bot@example.com",
-                                       "to": "a@example.com, b@example.com", "username": "bot", "password": password},
-                     "all", None, None)
+    hook = admin.add(
+        "webhook",
+        "ops",
+        {"url": f"https://hooks.example.com/T0/{url_token}", "signing_secret": signing},
+        ["risk.breached"],
+        None,
+        5,
+    )
+    mail = admin.add(
+        "email",
+        "desk",
+        {
+            "host": "smtp.example.com",
+            "sender": "bot@example.com",
+            "to": "a@example.com, b@example.com",
+            "username": "bot",
+            "password": password,
+        },
+        "all",
+        None,
+        None,
+    )
     with store.owner_session() as s:
-        rows = {r.id: r for r in s.scalars(select(NotificationChannel).where(NotificationChannel.tenant_id == alice.id))}
+        rows = {
+            r.id: r for r in s.scalars(select(NotificationChannel).where(NotificationChannel.tenant_id == alice.id))
+        }
         for plain in (token, url_token, signing, password):
             assert all(plain.encode() not in bytes(r.secret_ct) and plain not in str(r.config) for r in rows.values())
         assert rows[mail].config["to"] == ["a@example.com", "b@example.com"] and rows[hook].rate_limit == 5
         assert rows[hook].events == ["risk.breached"] and "order.placed" not in rows[tg].events
         assert _channels.open_secrets(admin.vault, s, rows[hook]) == {
-            "url": vault.Secret(f"https://hooks.example.com/T0/{url_token}"), "signing_secret": vault.Secret(signing)}
+            "url": vault.Secret(f"https://hooks.example.com/T0/{url_token}"),
+            "signing_secret": vault.Secret(signing),
+        }
         rows[tg].secret_ct = rows[mail].secret_ct  # a ciphertext copied onto another row does not open
         with pytest.raises(VaultError, match="does not decrypt"):
             _channels.open_secrets(admin.vault, s, rows[tg])
         s.rollback()
     with store.tenant_session(alice.name) as s:
         listed = _channels.listing(s)
-    assert list(listed["target"]) == ["chat 42", "https://hooks.example.com/…",
-                                      "a@example.com, b@example.com via smtp.example.com:587"]
+    assert list(listed["target"]) == [
+        "chat 42",
+        "https://hooks.example.com/…",
+        "a@example.com, b@example.com via smtp.example.com:587",
+    ]
     assert token not in listed.to_string() and url_token not in listed.to_string()
 
     with store.owner_session() as s:  # an event of alice's, for bob to aim at
@@ -125,14 +165,21 @@ def test_channel_secrets_are_sealed_bound_to_their_row_and_tenants_stay_apart(db
     with psycopg.connect(url, autocommit=True) as conn:
         for table in ("notification_channels", "notification_events", "notification_deliveries"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
-        assert conn.execute("SELECT notification_emit(%s, NULL, 'message', 'm2', '{}')", [alice.id]).fetchone() == (None,)
+        assert conn.execute("SELECT notification_emit(%s, NULL, 'message', 'm2', '{}')", [alice.id]).fetchone() == (
+            None,
+        )
         for statement, error in [
-                ("UPDATE notification_channels SET enabled = false", psycopg.errors.InsufficientPrivilege),
-                ("INSERT INTO notification_channels (name, kind) VALUES ('x', 'webhook')",
-                 psycopg.errors.InsufficientPrivilege),
-                ("UPDATE notification_deliveries SET status = 'sent'", psycopg.errors.InsufficientPrivilege),
-                (f"INSERT INTO notification_events (tenant_id, kind, dedup_key) VALUES ({alice.id}, 'message', 'x')",
-                 psycopg.errors.InsufficientPrivilege)]:
+            ("UPDATE notification_channels SET enabled = false", psycopg.errors.InsufficientPrivilege),
+            (
+                "INSERT INTO notification_channels (name, kind) VALUES ('x', 'webhook')",
+                psycopg.errors.InsufficientPrivilege,
+            ),
+            ("UPDATE notification_deliveries SET status = 'sent'", psycopg.errors.InsufficientPrivilege),
+            (
+                f"INSERT INTO notification_events (tenant_id, kind, dedup_key) VALUES ({alice.id}, 'message', 'x')",
+                psycopg.errors.InsufficientPrivilege,
+            ),
+        ]:
             with pytest.raises(error):
                 conn.execute(statement)
     assert [e.dedup_key for e in _events() if e.tenant_id == alice.id] == ["m1"]
@@ -149,26 +196,40 @@ def test_bad_channels_are_refused_with_what_is_wrong(db, telegram):
         s.add(foreign)
         s.flush()
     cases = [
-        (lambda: wb.notify.add_channel("pager", "p"), "no notification transport 'pager'; the transports are "
-                                                      "telegram, webhook, email"),
+        (
+            lambda: wb.notify.add_channel("pager", "p"),
+            "no notification transport 'pager'; the transports are telegram, webhook, email",
+        ),
         (lambda: wb.notify.add_telegram("t", "123:abc", ""), "a telegram channel needs chat_id"),
         (lambda: wb.notify.add_telegram("t", "not a token", 5), "bot_token does not look like a Telegram bot token"),
         (lambda: wb.notify.add_telegram("t", "123:abc", "chat 5"), "chat_id 'chat 5' is neither"),
         (lambda: wb.notify.add_webhook("w", "ftp://example.com/x"), "url must be an https://"),
-        (lambda: wb.notify.add_email("e", "smtp.example.com", "bot@example.com", "me", port=25),
-         "'me' is not an e-mail address"),
+        (
+            lambda: wb.notify.add_email("e", "smtp.example.com", "bot@example.com", "me", port=25),
+            "'me' is not an e-mail address",
+        ),
         (lambda: wb.notify.add_email("e", "h", "bot@example.com", "me@example.com", port="x"), "port 'x' is not"),
-        (lambda: wb.notify.add_email("e", "h", "b@example.com", "m@example.com", security="tls"),
-         "security 'tls': choose one of starttls, ssl, none"),
-        (lambda: wb.notify.add_email("e", "h", "b@example.com", "m@example.com", password="pw"),
-         "give both username and password"),
-        (lambda: wb.notify.add_webhook("w", "https://example.com/x", colour="red"),
-         "a webhook channel has no setting 'colour'"),
-        (lambda: wb.notify.add_webhook("w", "https://example.com/x", events=["order.filed"]),
-         "no event kind 'order.filed'"),
+        (
+            lambda: wb.notify.add_email("e", "h", "b@example.com", "m@example.com", security="tls"),
+            "security 'tls': choose one of starttls, ssl, none",
+        ),
+        (
+            lambda: wb.notify.add_email("e", "h", "b@example.com", "m@example.com", password="pw"),
+            "give both username and password",
+        ),
+        (
+            lambda: wb.notify.add_webhook("w", "https://example.com/x", colour="red"),
+            "a webhook channel has no setting 'colour'",
+        ),
+        (
+            lambda: wb.notify.add_webhook("w", "https://example.com/x", events=["order.filed"]),
+            "no event kind 'order.filed'",
+        ),
         (lambda: wb.notify.add_webhook("w", "https://example.com/x", rate_limit=0), "rate_limit 0 must be"),
-        (lambda: wb.notify.add_webhook("w", "https://example.com/x", session=foreign.id),
-         f"no trading session #{foreign.id}"),
+        (
+            lambda: wb.notify.add_webhook("w", "https://example.com/x", session=foreign.id),
+            f"no trading session #{foreign.id}",
+        ),
         (lambda: wb.notify.add_webhook("phone", "https://example.com/x"), "name 'phone' is already used"),
         (lambda: wb.notify.test("nope"), "no notification channel 'nope'"),
         (lambda: wb.notify.subscribe("phone", events=[]), "must want at least one event kind"),
@@ -182,6 +243,7 @@ def test_bad_channels_are_refused_with_what_is_wrong(db, telegram):
 
 # -- events -----------------------------------------------------------------------------------
 
+
 def test_ticks_file_each_event_once_in_the_transaction_that_caused_it(db, monkeypatch, telegram):
     sid = _paper_session("notified", 60)
     _telegram_channel(telegram, events="all")
@@ -193,6 +255,7 @@ def test_ticks_file_each_event_once_in_the_transaction_that_caused_it(db, monkey
             hits["n"] += 1
             if hits["n"] == 3:
                 raise RuntimeError("crash")
+
     monkeypatch.setattr(_tick, "checkpoint", crash_once)
     for _ in range(200):
         try:
@@ -202,8 +265,10 @@ def test_ticks_file_each_event_once_in_the_transaction_that_caused_it(db, monkey
         if report.skipped:
             break
     assert hits["n"] >= 3 and wb.live.status(sid).status == "stopped"  # the replay ended
+
     class Boom(Exception):
         pass
+
     with pytest.raises(Boom), store.session() as s:  # a status change rolled back notifies nobody
         s.execute(update(TradingSession).where(TradingSession.id == sid).values(status="running"))
         raise Boom
@@ -235,20 +300,27 @@ def test_risk_breaches_errors_and_failed_runs_say_what_happened(db, telegram):
     sid = _paper_session("breaching", 30)
     _telegram_channel(telegram, events=["risk.breached", "session.error", "run.failed"], session=sid)
     wb.live.start(sid)
-    breach = ("risk limit max_daily_loss 150 USD: today's loss is 170.00 USD (equity 9830.00 from 10000.00), "
-              "20.00 USD over the limit; new orders stopped")
+    breach = (
+        "risk limit max_daily_loss 150 USD: today's loss is 170.00 USD (equity 9830.00 from 10000.00), "
+        "20.00 USD over the limit; new orders stopped"
+    )
     _sessions.mark_error(sid, breach)
     _sessions.mark_error(sid, "not running any more: no second event")
     wb.live.resume(sid)
     _sessions.mark_error(sid, "stopped trading because 3 ticks in a row failed; last error: ExchangeUnavailable")
     with store.owner_session() as s:
         session = s.get(TradingSession, sid)
-        live = LiveNotebook(tenant_id=session.tenant_id, session_id=sid, source_path="live.ipynb", content="{}",
-                            schedule="candle:1h")
+        live = LiveNotebook(
+            tenant_id=session.tenant_id, session_id=sid, source_path="live.ipynb", content="{}", schedule="candle:1h"
+        )
         s.add(live)
         s.flush()
-        run = NotebookRun(tenant_id=session.tenant_id, live_notebook_id=live.id,
-                          scheduled_for=datetime(2024, 5, 1, tzinfo=UTC), status="running")
+        run = NotebookRun(
+            tenant_id=session.tenant_id,
+            live_notebook_id=live.id,
+            scheduled_for=datetime(2024, 5, 1, tzinfo=UTC),
+            status="running",
+        )
         s.add(run)
         s.flush()
     from workbench.scheduler._execute import Outcome, _record
@@ -268,6 +340,7 @@ def test_risk_breaches_errors_and_failed_runs_say_what_happened(db, telegram):
 
 # -- delivery ---------------------------------------------------------------------------------
 
+
 def test_telegram_delivery_waits_out_429_and_retries_5xx_and_timeouts(db, telegram):
     phone = _telegram_channel(telegram)
     telegram.fail(429, retry_after=30)
@@ -278,10 +351,10 @@ def test_telegram_delivery_waits_out_429_and_retries_5xx_and_timeouts(db, telegr
     assert deliver(FAST, now=t0).retried == 1
     assert _channel(phone).paused_until == pytest.approx(t0 + timedelta(seconds=30), abs=timedelta(seconds=2))
     assert not has_due(t0 + timedelta(seconds=20)) and deliver(FAST, now=t0 + timedelta(seconds=20)).sent == 0
-    assert deliver(FAST, now=t0 + timedelta(seconds=31)).retried == 1   # 502: again after 2 s (attempt 2)
-    assert deliver(FAST, now=t0 + timedelta(seconds=32)).retried == 0   # not yet
+    assert deliver(FAST, now=t0 + timedelta(seconds=31)).retried == 1  # 502: again after 2 s (attempt 2)
+    assert deliver(FAST, now=t0 + timedelta(seconds=32)).retried == 0  # not yet
     started = time.monotonic()
-    assert deliver(FAST, now=t0 + timedelta(seconds=34)).retried == 1   # the timeout: again after 4 s
+    assert deliver(FAST, now=t0 + timedelta(seconds=34)).retried == 1  # the timeout: again after 4 s
     assert time.monotonic() - started < 1.4
     assert deliver(FAST, now=t0 + timedelta(seconds=39)).sent == 1
     (delivery,) = _deliveries(phone)
@@ -296,14 +369,18 @@ def test_telegram_delivery_waits_out_429_and_retries_5xx_and_timeouts(db, telegr
     doomed = _deliveries(phone)[-1]
     assert (doomed.status, doomed.attempts, doomed.error) == ("failed", 2, "telegram answered 503: scripted 503")
 
-    wrong = wb.notify.add_telegram("wrong", "999:nottheone", telegram.chat_id, api_url=telegram.base,
-                                   events=["message"])
+    wrong = wb.notify.add_telegram(
+        "wrong", "999:nottheone", telegram.chat_id, api_url=telegram.base, events=["message"]
+    )
     wb.notify.send("to the wrong bot")
     deliver(FAST, now=t0 + timedelta(seconds=60))
     refused = _deliveries(wrong)[0]
     assert (refused.status, refused.attempts, refused.error) == ("failed", 1, "telegram answered 401: Unauthorized")
-    with pytest.raises(NotifyError, match=r"channel 'wrong' \(telegram\): the test message was not delivered: "
-                                          r"telegram answered 401: Unauthorized"):
+    with pytest.raises(
+        NotifyError,
+        match=r"channel 'wrong' \(telegram\): the test message was not delivered: "
+        r"telegram answered 401: Unauthorized",
+    ):
         wb.notify.test("wrong")
 
 
@@ -349,14 +426,17 @@ def test_a_transport_registered_by_name_is_used_and_its_failures_stay_its_own(db
     wb.notify.send("no pager transport on this worker")
     deliver(FAST)
     assert (_deliveries(beeper)[-1].status, _deliveries(beeper)[-1].error) == (
-        "failed", "the channel cannot be used: no notification transport 'pager'; the transports are telegram, "
-                  "webhook, email")
+        "failed",
+        "the channel cannot be used: no notification transport 'pager'; the transports are telegram, webhook, email",
+    )
 
 
 def test_webhooks_are_signed_and_a_failing_channel_is_disabled_with_a_notice(db, monkeypatch):
     signing = secrets.token_hex(16)
-    with WebhookReceiver(f"/hooks/{secrets.token_hex(8)}", signing) as good, \
-            WebhookReceiver("/hooks/other", "the receiver's own secret") as picky:
+    with (
+        WebhookReceiver(f"/hooks/{secrets.token_hex(8)}", signing) as good,
+        WebhookReceiver("/hooks/other", "the receiver's own secret") as picky,
+    ):
         ops = wb.notify.add_webhook("ops", good.url, secret=signing)
         bad = wb.notify.add_webhook("misconfigured", picky.url, secret="not the receiver's secret")
         assert wb.notify.test("ops").startswith("sent a test message to 'ops' (http://127.0.0.1:")
@@ -381,8 +461,11 @@ def test_webhooks_are_signed_and_a_failing_channel_is_disabled_with_a_notice(db,
         assert _channel(bad).enabled and _channel(bad).failures == 0
 
         monkeypatch.delenv(ALLOW_PRIVATE_ENV)  # by default the workers reach public addresses only
-        with pytest.raises(NotifyError, match=f"127.0.0.1, which is not a public address; the operator allows "
-                                              f"such hosts with {ALLOW_PRIVATE_ENV}=1"):
+        with pytest.raises(
+            NotifyError,
+            match=f"127.0.0.1, which is not a public address; the operator allows "
+            f"such hosts with {ALLOW_PRIVATE_ENV}=1",
+        ):
             wb.notify.test(ops)
         assert ops not in {d.channel_id for d in _deliveries(bad)}
 
@@ -391,10 +474,12 @@ def test_email_goes_through_smtp_with_a_login_and_smtp_faults_are_judged(db):
     password = secrets.token_hex(12)
     with SmtpServer("bot", password) as smtp:
         common = dict(port=smtp.port, security="none", username="bot", events=["message"])
-        desk = wb.notify.add_email("desk", "127.0.0.1", "bot@example.com", "me@example.com, you@example.com",
-                                   password=password, **common)
-        wrong = wb.notify.add_email("wrong", "127.0.0.1", "bot@example.com", "me@example.com", password="nope",
-                                    **common)
+        desk = wb.notify.add_email(
+            "desk", "127.0.0.1", "bot@example.com", "me@example.com, you@example.com", password=password, **common
+        )
+        wrong = wb.notify.add_email(
+            "wrong", "127.0.0.1", "bot@example.com", "me@example.com", password="nope", **common
+        )
         smtp.fail(451)
         smtp.delay(1.5)
         wb.notify.send("by mail")
@@ -402,7 +487,9 @@ def test_email_goes_through_smtp_with_a_login_and_smtp_faults_are_judged(db):
         deliver(FAST, now=t0)
         assert [d.error for d in _deliveries(desk)] == ["127.0.0.1 answered 451 scripted failure"]
         assert (_deliveries(wrong)[0].status, _deliveries(wrong)[0].error) == (
-            "failed", "127.0.0.1: login refused (535)")
+            "failed",
+            "127.0.0.1: login refused (535)",
+        )
         deliver(FAST, now=t0 + timedelta(seconds=2))
         assert "did not answer within 0.5 s" in _deliveries(desk)[0].error
         deliver(FAST, now=t0 + timedelta(seconds=10))
@@ -414,7 +501,9 @@ def test_email_goes_through_smtp_with_a_login_and_smtp_faults_are_judged(db):
         wb.notify.send("refused for good")
         deliver(FAST, now=t0 + timedelta(seconds=20))
         assert (_deliveries(desk)[-1].status, _deliveries(desk)[-1].error) == (
-            "failed", "127.0.0.1 answered 554 scripted failure")
+            "failed",
+            "127.0.0.1 answered 554 scripted failure",
+        )
 
 
 def test_email_to_an_internal_host_is_refused_alike_for_open_and_closed_ports(db, monkeypatch):
@@ -426,8 +515,15 @@ def test_email_to_an_internal_host_is_refused_alike_for_open_and_closed_ports(db
         closed = free_port()
         errors = []
         for port in (smtp.port, closed, 22):
-            channel = wb.notify.add_email(f"scan{port}", "localhost", "bot@example.com", "me@example.com",
-                                          port=port, security="none", events=["message"])
+            channel = wb.notify.add_email(
+                f"scan{port}",
+                "localhost",
+                "bot@example.com",
+                "me@example.com",
+                port=port,
+                security="none",
+                events=["message"],
+            )
             with pytest.raises(NotifyError) as refused:
                 wb.notify.test(channel)
             errors.append(str(refused.value).replace(f"scan{port}", "scan"))
@@ -436,6 +532,7 @@ def test_email_to_an_internal_host_is_refused_alike_for_open_and_closed_ports(db
 
 
 # -- notebooks, command line, dashboard, worker -------------------------------------------------
+
 
 def test_form_cli_and_dashboard(db, telegram, capsys):
     sid = _paper_session("watched", 30)
@@ -484,8 +581,22 @@ def test_a_worker_delivers_what_the_outbox_holds(db, telegram, tmp_path):
     wb.notify.send("through a real worker")
     env = {**os.environ, "WORKBENCH_DATABASE_URL": db.url, ALLOW_PRIVATE_ENV: "1"}
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--verbose", "--concurrency", "1",
-                                   "--dispatch-interval", "0.2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workbench.cli",
+                "worker",
+                "--verbose",
+                "--concurrency",
+                "1",
+                "--dispatch-interval",
+                "0.2",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 30
             while not telegram.messages and worker.poll() is None and time.monotonic() < deadline:
@@ -493,5 +604,6 @@ def test_a_worker_delivers_what_the_outbox_holds(db, telegram, tmp_path):
         finally:
             worker.terminate()
             worker.wait(30)
-    assert [m["text"] for m in telegram.messages] == ["Message\nthrough a real worker"], \
-        Path(tmp_path / "worker.log").read_text()[-2000:]
+    assert [m["text"] for m in telegram.messages] == ["Message\nthrough a real worker"], Path(
+        tmp_path / "worker.log"
+    ).read_text()[-2000:]

@@ -1,4 +1,5 @@
 """The project's own promises: layout, the two quick-start commands, dependencies, import cost."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,23 @@ import yaml
 from workbench.errors import WorkbenchError
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUT = {"notebooks", "workbench", "hub_config", "templates", "environment.yml", "pyproject.toml", "tests",
-          "README.md", "DEVELOPMENT_GUIDE.md", "docs", "benchmarks", ".ci", "dev.py", ".gitignore", ".dockerignore"}
+LAYOUT = {
+    "notebooks",
+    "workbench",
+    "hub_config",
+    "templates",
+    "environment.yml",
+    "pyproject.toml",
+    "tests",
+    "README.md",
+    "DEVELOPMENT_GUIDE.md",
+    "docs",
+    "benchmarks",
+    ".ci",
+    "dev.py",
+    ".gitignore",
+    ".dockerignore",
+}
 
 
 def _requirement(spec: str) -> tuple[str, str]:
@@ -37,8 +53,9 @@ def test_environment_yml_names_the_same_dependencies_as_pyproject():
     conda_side = set()
     for entry in conda:
         items = entry["pip"] if isinstance(entry, dict) else [entry]
-        conda_side |= {_requirement(s) for s in items if not s.startswith("-e") and _requirement(s)[0] not in
-                       ("python", "pip")}
+        conda_side |= {
+            _requirement(s) for s in items if not s.startswith("-e") and _requirement(s)[0] not in ("python", "pip")
+        }
     assert pip_side == conda_side, (sorted(pip_side - conda_side), sorted(conda_side - pip_side))
 
 
@@ -51,8 +68,10 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_import_is_light_heavy_libraries_load_on_first_use():
-    code = ("import sys, workbench; heavy = {'vectorbt', 'numba', 'ccxt', 'bokeh', 'ipywidgets', 'sqlalchemy'};"
-            "print(sorted(heavy & set(sys.modules)))")
+    code = (
+        "import sys, workbench; heavy = {'vectorbt', 'numba', 'ccxt', 'bokeh', 'ipywidgets', 'sqlalchemy'};"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -68,9 +87,19 @@ def test_packages_are_layered_one_way():
     """The layers contract of pyproject.toml (import-linter): no package imports one above it.
     In a process of its own: the command configures logging, which would silence the loggers
     of this process (the other tests read ccxt's)."""
-    lint = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=ROOT,
-                          capture_output=True, text=True)
+    lint = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"], cwd=ROOT, capture_output=True, text=True
+    )
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-2000:]
+
+
+def test_code_passes_ruff_lint_and_format():
+    """ruff's rules and format as pyproject.toml sets them, over the whole tree (fix with
+    ``ruff check --fix . && ruff format .``)."""
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for args in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        run = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True)
+        assert run.returncode == 0, f"ruff {' '.join(args)}:\n" + run.stdout[-3000:] + run.stderr[-2000:]
 
 
 # Imports of another package's own ("_") modules that remain; this list may only shrink: a
@@ -128,13 +157,16 @@ def test_exchanges_and_transports_of_other_packages_are_found_by_entry_point(tmp
     from workbench.notify import _transport
     from workbench.notify._transport import get, transports
 
-    _plugin(tmp_path, "wb_plugin", "[workbench.exchanges]\ntoy = wb_plugin:open_toy\n\n"
-                                   "[workbench.notify_transports]\npager = wb_plugin:Pager\n",
-            "from workbench.notify import Transport\n"
-            "def open_toy(**options):\n    return ('toy', options)\n"
-            "class Pager(Transport):\n    name = 'pager'\n    settings = ()\n"
-            "    def target(self, config):\n        return 'the pager'\n"
-            "    def send(self, message, config, secrets, timeout):\n        pass\n")
+    _plugin(
+        tmp_path,
+        "wb_plugin",
+        "[workbench.exchanges]\ntoy = wb_plugin:open_toy\n\n[workbench.notify_transports]\npager = wb_plugin:Pager\n",
+        "from workbench.notify import Transport\n"
+        "def open_toy(**options):\n    return ('toy', options)\n"
+        "class Pager(Transport):\n    name = 'pager'\n    settings = ()\n"
+        "    def target(self, config):\n        return 'the pager'\n"
+        "    def send(self, message, config, secrets, timeout):\n        pass\n",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(_registry, "_FACTORIES", dict(_registry._FACTORIES))  # what the test adds goes with it
     monkeypatch.setattr(_transport, "_registry", dict(_transport._registry))
@@ -147,6 +179,9 @@ def test_exchanges_and_transports_of_other_packages_are_found_by_entry_point(tmp
 def test_a_missing_registration_is_a_clear_error():
     from workbench import _plugins
 
-    with pytest.raises(WorkbenchError, match="no workbench.vault_backends entry point named 'nope' is installed "
-                                             r"\(installed: service\)"):
+    with pytest.raises(
+        WorkbenchError,
+        match="no workbench.vault_backends entry point named 'nope' is installed "
+        r"\(installed: service\)",
+    ):
         _plugins.load("workbench.vault_backends", "nope")

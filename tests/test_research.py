@@ -1,4 +1,5 @@
 """The research tools: is a backtest's edge more than the luck of the search?"""
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ def channel(candles) -> wb.BacktestResult:
 
 # --- deflated and probabilistic Sharpe ratio ---------------------------------------------------------------------
 
+
 def test_the_deflated_sharpe_ratio_reproduces_the_papers_numerical_example():
     # Bailey and López de Prado, "The Deflated Sharpe Ratio" (JPM 40(5), 2014; SSRN 2460551), section
     # "A numerical example": annualised SR 2.5 over T = 1250 daily returns (five years of 250 days), skew -3,
@@ -43,8 +45,9 @@ def test_the_deflated_sharpe_ratio_reproduces_the_papers_numerical_example():
     # `returns.metrics.deflated_sharpe_ratio`, checked below on the same inputs.
     from vectorbt.returns.metrics import deflated_sharpe_ratio
 
-    result = wb.deflated_sharpe(2.5, trials=100, sharpe_std=math.sqrt(0.5), n=1250, skew=-3, kurtosis=10,
-                                periods_per_year=250)
+    result = wb.deflated_sharpe(
+        2.5, trials=100, sharpe_std=math.sqrt(0.5), n=1250, skew=-3, kurtosis=10, periods_per_year=250
+    )
     assert result.expected_max_sharpe == pytest.approx(0.1132, abs=5e-5)
     assert result.probability == pytest.approx(0.9004, abs=5e-5)
     assert result.sharpe == pytest.approx(2.5 / math.sqrt(250))
@@ -52,15 +55,23 @@ def test_the_deflated_sharpe_ratio_reproduces_the_papers_numerical_example():
     assert result.annualised_expected_max_sharpe == pytest.approx(0.1132 * math.sqrt(250), abs=1e-3)
     assert (result.trials, result.n, result.skew, result.kurtosis) == (100, 1250, -3.0, 10.0)
     assert not result.passed() and result.passed(threshold=0.9)
-    assert result.probability == pytest.approx(deflated_sharpe_ratio(
-        est_sharpe=2.5 / math.sqrt(250), var_sharpe=0.5 / 250, nb_trials=100, backtest_horizon=1250, skew=-3,
-        kurtosis=10), abs=1e-12)
+    assert result.probability == pytest.approx(
+        deflated_sharpe_ratio(
+            est_sharpe=2.5 / math.sqrt(250),
+            var_sharpe=0.5 / 250,
+            nb_trials=100,
+            backtest_horizon=1250,
+            skew=-3,
+            kurtosis=10,
+        ),
+        abs=1e-12,
+    )
 
 
 def test_on_iid_normal_returns_the_psr_against_zero_is_the_closed_form():
     returns = np.random.default_rng(7).normal(0.0005, 0.01, 2000)
     sharpe = returns.mean() / returns.std(ddof=1)
-    closed_form = NORMAL.cdf(sharpe * math.sqrt(len(returns) - 1) / math.sqrt(1 + sharpe ** 2 / 2))
+    closed_form = NORMAL.cdf(sharpe * math.sqrt(len(returns) - 1) / math.sqrt(1 + sharpe**2 / 2))
     assert wb.probabilistic_sharpe(returns, skew=0, kurtosis=3) == pytest.approx(closed_form, abs=1e-12)
     assert wb.probabilistic_sharpe(sharpe, n=len(returns)) == pytest.approx(closed_form, abs=1e-12)
     # measured moments of normal returns are close to 0 and 3: the PSR barely moves
@@ -102,21 +113,24 @@ def test_a_backtest_is_measured_as_its_sharpe_metric(channel):
     assert wb.probabilistic_sharpe(channel, benchmark=channel.metrics["sharpe"]) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("call, names", [
-    (lambda r: wb.deflated_sharpe(r, trials=0), "trials: 0"),
-    (lambda r: wb.deflated_sharpe(r, trials=True), "trials: True"),
-    (lambda r: wb.deflated_sharpe(r, trials=[1.0]), "trials: 1 finite"),
-    (lambda r: wb.deflated_sharpe(r, trials=10, sharpe_std=-1.0), "sharpe_std: -1.0"),
-    (lambda r: wb.deflated_sharpe(r, trials=10, n=100), "n: 100"),
-    (lambda r: wb.deflated_sharpe(1.5, trials=10), "n: missing"),
-    (lambda r: wb.deflated_sharpe(1.5, trials=10, n=1), "n: 1"),
-    (lambda r: wb.deflated_sharpe(np.zeros(10), trials=10), "returns: all returns are equal"),
-    (lambda r: wb.deflated_sharpe("1.5", trials=10), "returns_or_sharpe: a str"),
-    (lambda r: wb.probabilistic_sharpe(r, periods_per_year=0), "periods_per_year: 0"),
-    (lambda r: wb.probabilistic_sharpe(0.5, n=100, kurtosis=0), "kurtosis: 0 is not allowed"),
-    (lambda r: wb.probabilistic_sharpe(0.5, n=100, skew=5, kurtosis=1), "skew 5 and kurtosis 1"),
-    (lambda r: wb.deflated_sharpe(r, trials=5).passed(threshold=1.5), "threshold: 1.5"),
-])
+@pytest.mark.parametrize(
+    "call, names",
+    [
+        (lambda r: wb.deflated_sharpe(r, trials=0), "trials: 0"),
+        (lambda r: wb.deflated_sharpe(r, trials=True), "trials: True"),
+        (lambda r: wb.deflated_sharpe(r, trials=[1.0]), "trials: 1 finite"),
+        (lambda r: wb.deflated_sharpe(r, trials=10, sharpe_std=-1.0), "sharpe_std: -1.0"),
+        (lambda r: wb.deflated_sharpe(r, trials=10, n=100), "n: 100"),
+        (lambda r: wb.deflated_sharpe(1.5, trials=10), "n: missing"),
+        (lambda r: wb.deflated_sharpe(1.5, trials=10, n=1), "n: 1"),
+        (lambda r: wb.deflated_sharpe(np.zeros(10), trials=10), "returns: all returns are equal"),
+        (lambda r: wb.deflated_sharpe("1.5", trials=10), "returns_or_sharpe: a str"),
+        (lambda r: wb.probabilistic_sharpe(r, periods_per_year=0), "periods_per_year: 0"),
+        (lambda r: wb.probabilistic_sharpe(0.5, n=100, kurtosis=0), "kurtosis: 0 is not allowed"),
+        (lambda r: wb.probabilistic_sharpe(0.5, n=100, skew=5, kurtosis=1), "skew 5 and kurtosis 1"),
+        (lambda r: wb.deflated_sharpe(r, trials=5).passed(threshold=1.5), "threshold: 1.5"),
+    ],
+)
 def test_bad_inputs_give_one_line_naming_the_value(call, names):
     returns = np.random.default_rng(1).normal(0.001, 0.01, 100)
     with pytest.raises(ParameterError) as caught:
@@ -126,6 +140,7 @@ def test_bad_inputs_give_one_line_naming_the_value(call, names):
 
 
 # --- Monte Carlo -------------------------------------------------------------------------------------------------
+
 
 def _result_of_trades(trade_returns: list[float], init_cash: float = 1000.0, gap: int = 0) -> wb.BacktestResult:
     """A backtest whose long trades return exactly ``trade_returns`` of the equity they were entered with: each
@@ -146,25 +161,41 @@ def _result_of_trades(trade_returns: list[float], init_cash: float = 1000.0, gap
     index = pd.date_range("2024-01-01", periods=len(equity), freq="1h", tz="UTC", name="time")
     candles = pd.DataFrame({"open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0, "volume": 1.0}, index=index)
     metrics = {"fills": len(fills), "ruined": 0, "final_equity": equity[-1]}
-    return wb.BacktestResult(template=wb.get_template("channel"), params={}, risk={},
-                             settings={"init_cash": init_cash, "risk_free": 0.0}, candles=candles, metrics=metrics,
-                             equity=np.array(equity), position=np.zeros(len(equity)),
-                             fills=np.array(fills, dtype=np.float64).reshape(-1, 5), leverage=1.0)
+    return wb.BacktestResult(
+        template=wb.get_template("channel"),
+        params={},
+        risk={},
+        settings={"init_cash": init_cash, "risk_free": 0.0},
+        candles=candles,
+        metrics=metrics,
+        equity=np.array(equity),
+        position=np.zeros(len(equity)),
+        fills=np.array(fills, dtype=np.float64).reshape(-1, 5),
+        leverage=1.0,
+    )
 
 
 def test_the_trade_bootstrap_compounds_trade_returns_and_is_deterministic_with_a_seed():
     result = _result_of_trades([0.10, -0.05, 0.02, -0.20, 0.08])
-    np.testing.assert_allclose(result.trades["pnl"] / np.array([1000, 1100, 1045, 1065.9, 852.72]),
-                               [0.10, -0.05, 0.02, -0.20, 0.08])
+    np.testing.assert_allclose(
+        result.trades["pnl"] / np.array([1000, 1100, 1045, 1065.9, 852.72]), [0.10, -0.05, 0.02, -0.20, 0.08]
+    )
     first, again = wb.monte_carlo(result, 300, seed=4), wb.monte_carlo(result, 300, seed=4)
     pd.testing.assert_frame_equal(first.paths, again.paths)
     assert not first.paths.equals(wb.monte_carlo(result, 300, seed=5).paths)
-    assert list(first.paths.columns) == ["final_equity", "total_return", "max_drawdown", "time_under_water",
-                                         "min_equity"]
+    assert list(first.paths.columns) == [
+        "final_equity",
+        "total_return",
+        "max_drawdown",
+        "time_under_water",
+        "min_equity",
+    ]
     assert len(first.paths) == 300 and first.unit == "trades" and first.block is None
     # every path is five of the trades' returns compounded: a product of five of them
-    products = {round(1000 * np.prod(1 + np.array(c)), 6) for c in
-                __import__("itertools").combinations_with_replacement([0.10, -0.05, 0.02, -0.20, 0.08], 5)}
+    products = {
+        round(1000 * np.prod(1 + np.array(c)), 6)
+        for c in __import__("itertools").combinations_with_replacement([0.10, -0.05, 0.02, -0.20, 0.08], 5)
+    }
     assert set(first.paths["final_equity"].round(6)) <= products
     # the backtest's own order is one of the paths the chart shows against the bands
     assert first.actual.iloc[-1] == pytest.approx(result.equity.iloc[-1])
@@ -224,12 +255,15 @@ def test_a_backtest_without_trades_gives_a_clear_error():
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("kwargs, names", [
-    ({"n": 0}, "n: 0"),
-    ({"method": "paths"}, "method: 'paths'"),
-    ({"block": 3}, "block: 3 is not allowed with method='trades'"),
-    ({"method": "bars", "block": 0}, "block: 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, names",
+    [
+        ({"n": 0}, "n: 0"),
+        ({"method": "paths"}, "method: 'paths'"),
+        ({"block": 3}, "block: 3 is not allowed with method='trades'"),
+        ({"method": "bars", "block": 0}, "block: 0"),
+    ],
+)
 def test_monte_carlo_refuses_bad_arguments_in_one_line(kwargs, names):
     result = _result_of_trades([0.1, -0.05])
     with pytest.raises(ParameterError) as caught:
@@ -249,7 +283,7 @@ def test_one_fold_is_a_sweep_of_the_training_window_and_a_backtest_of_the_test_w
     table = wb.sweep("channel", candles.iloc[:2000], GRID, progress=False)
     best = {name: int(table.iloc[0][name]) for name in GRID}
     result = wb.backtest("channel", candles.iloc[2000:3000], best)
-    (_, fold), = wf.folds.iterrows()
+    ((_, fold),) = wf.folds.iterrows()
     assert {name: fold[name] for name in GRID} == best
     assert (fold["train_start"], fold["train_end"]) == (candles.index[0], candles.index[1999])
     assert (fold["test_start"], fold["test_end"]) == (candles.index[2000], candles.index[2999])
@@ -262,7 +296,7 @@ def test_one_fold_is_a_sweep_of_the_training_window_and_a_backtest_of_the_test_w
 
 def test_the_test_backtest_reads_warm_up_bars_but_counts_the_test_window_only(candles):
     wf = wb.walk_forward("channel", candles, GRID, train=2000, test=1000)
-    (_, fold), = wf.folds.iterrows()
+    ((_, fold),) = wf.folds.iterrows()
     warm = 3 * max(fold["entry_window"], fold["exit_window"])  # three spans of the longest channel
     assert fold["warmup"] == warm
     result = wf.results[0]
@@ -294,16 +328,19 @@ def test_rolling_windows_keep_their_length_anchored_ones_grow_from_the_first_can
     assert isinstance(rolling.figure, Plot) and "3 folds" in rolling.figure.title.text
 
 
-@pytest.mark.parametrize("kwargs, names", [
-    ({"train": 0, "test": 100}, "train: 0 is not allowed"),
-    ({"train": 100.5, "test": 100}, "train: 100.5"),
-    ({"train": 1000, "test": 5000}, "test: 5000 is not allowed"),
-    ({"train": 2500, "test": 400, "purge": 200}, "train + purge + test: 2500 + 200 + 400 = 3100 bars"),
-    ({"train": 1000, "test": 500, "step": 250}, "step: 250 is not allowed with test=500"),
-    ({"train": 1000, "test": 500, "purge": -1}, "purge: -1"),
-    ({"train": 1000, "test": 500, "objective": "luck"}, "objective: 'luck' is not a metric"),
-    ({"train": 1000, "test": 500, "sort_by": "sharpe"}, "settings: sort_by and progress"),
-])
+@pytest.mark.parametrize(
+    "kwargs, names",
+    [
+        ({"train": 0, "test": 100}, "train: 0 is not allowed"),
+        ({"train": 100.5, "test": 100}, "train: 100.5"),
+        ({"train": 1000, "test": 5000}, "test: 5000 is not allowed"),
+        ({"train": 2500, "test": 400, "purge": 200}, "train + purge + test: 2500 + 200 + 400 = 3100 bars"),
+        ({"train": 1000, "test": 500, "step": 250}, "step: 250 is not allowed with test=500"),
+        ({"train": 1000, "test": 500, "purge": -1}, "purge: -1"),
+        ({"train": 1000, "test": 500, "objective": "luck"}, "objective: 'luck' is not a metric"),
+        ({"train": 1000, "test": 500, "sort_by": "sharpe"}, "settings: sort_by and progress"),
+    ],
+)
 def test_bad_windows_give_one_line_errors(candles, kwargs, names):
     with pytest.raises(ParameterError) as caught:
         wb.walk_forward("channel", candles, GRID, **kwargs)
@@ -313,8 +350,11 @@ def test_bad_windows_give_one_line_errors(candles, kwargs, names):
 # --- combinatorial purged cross-validation and the probability of backtest overfitting ---------------------------
 
 FREE = {"fees": 0.0, "slippage": 0.0}
-LARGE_GRID = {"entry_window": list(range(5, 200, 5)), "exit_window": list(range(5, 100, 5)),
-              "mode": ["breakout", "reversion"]}  # 741 rows
+LARGE_GRID = {
+    "entry_window": list(range(5, 200, 5)),
+    "exit_window": list(range(5, 100, 5)),
+    "mode": ["breakout", "reversion"],
+}  # 741 rows
 
 
 def _walk(seed: int, momentum: float = 0.0, n: int = 3000) -> pd.DataFrame:
@@ -328,8 +368,16 @@ def _walk(seed: int, momentum: float = 0.0, n: int = 3000) -> pd.DataFrame:
     open_ = np.concatenate(([100.0], close[:-1]))
     wick = np.abs(rng.normal(0.0, 0.002, (2, n)))
     index = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC", name="time")
-    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * (1 + wick[0]),
-                         "low": np.minimum(open_, close) * (1 - wick[1]), "close": close, "volume": 1.0}, index=index)
+    return pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * (1 + wick[0]),
+            "low": np.minimum(open_, close) * (1 - wick[1]),
+            "close": close,
+            "volume": 1.0,
+        },
+        index=index,
+    )
 
 
 def test_on_random_walks_the_grids_best_looks_good_but_overfits():
@@ -341,8 +389,12 @@ def test_on_random_walks_the_grids_best_looks_good_but_overfits():
         candles = _walk(seed)
         cv = wb.cross_validate("channel", candles, LARGE_GRID, n_groups=8, **FREE)
         table = wb.sweep("channel", candles, LARGE_GRID, progress=False, **FREE)
-        best = wb.backtest("channel", candles, {name: wb.research._walk_forward._plain(table.iloc[0][name])
-                                                for name in LARGE_GRID}, **FREE)
+        best = wb.backtest(
+            "channel",
+            candles,
+            {name: wb.research._walk_forward._plain(table.iloc[0][name]) for name in LARGE_GRID},
+            **FREE,
+        )
         assert table.iloc[0]["sharpe"] > 2.5
         assert not wb.deflated_sharpe(best, trials=table["sharpe"]).passed()
         assert len(cv.logits) == math.comb(8, 4) and cv.pbo > 0.4
@@ -364,9 +416,13 @@ def test_purge_and_embargo_remove_exactly_the_training_bars_next_to_the_test_gro
     cv = wb.cross_validate("channel", candles.iloc[:40], grid, n_groups=4, k_test=2, purge=2, embargo=3)
     assert list(cv.groups["bars"]) == [10] * 4 and len(cv.splits) == 6 and len(cv.paths) == 3
     expected = {  # test groups (bars 0-9, 10-19, 20-29, 30-39) -> training bars
-        (1, 2): [*range(23, 40)], (1, 3): [*range(13, 18), *range(33, 40)],
-        (1, 4): [*range(13, 28)], (2, 3): [*range(0, 8), *range(33, 40)],
-        (2, 4): [*range(0, 8), *range(23, 28)], (3, 4): [*range(0, 18)]}
+        (1, 2): [*range(23, 40)],
+        (1, 3): [*range(13, 18), *range(33, 40)],
+        (1, 4): [*range(13, 28)],
+        (2, 3): [*range(0, 8), *range(33, 40)],
+        (2, 4): [*range(0, 8), *range(23, 28)],
+        (3, 4): [*range(0, 18)],
+    }
     for split, row in cv.splits.iterrows():
         train, test = cv.indices(split)
         groups = np.array(row["test_groups"]) - 1
@@ -380,8 +436,11 @@ def test_purge_and_embargo_remove_exactly_the_training_bars_next_to_the_test_gro
             picked = returns[bars]
             sharpe = picked.mean() / picked.std(ddof=1) * math.sqrt(8760) if picked.std() > 0 else math.nan
             assert row[f"{prefix}_sharpe"] == pytest.approx(sharpe, rel=1e-9, nan_ok=True)
-    with pytest.raises(ParameterError, match=r"^purge \+ embargo: 9 \+ 9 bars leave the split testing groups "
-                                             r"\(1, 3\) with 1 training bars"):
+    with pytest.raises(
+        ParameterError,
+        match=r"^purge \+ embargo: 9 \+ 9 bars leave the split testing groups "
+        r"\(1, 3\) with 1 training bars",
+    ):
         wb.cross_validate("channel", candles.iloc[:40], grid, n_groups=4, k_test=2, purge=9, embargo=9)
 
 
@@ -391,16 +450,23 @@ def test_each_path_trades_every_group_by_one_split_that_tested_it(candles):
     grid = {"entry_window": [24, 48, 96], "exit_window": [12, 24]}
     cv = wb.cross_validate("channel", candles, grid, n_groups=6, k_test=2, objective="total_return")
     assert len(cv.splits) == math.comb(6, 2) and len(cv.paths) == math.comb(5, 1)
-    returns = {(n, m): bar_returns(wb.backtest("channel", candles, {"entry_window": n, "exit_window": m}))
-               for n in grid["entry_window"] for m in grid["exit_window"]}
+    returns = {
+        (n, m): bar_returns(wb.backtest("channel", candles, {"entry_window": n, "exit_window": m}))
+        for n in grid["entry_window"]
+        for m in grid["exit_window"]
+    }
     for split, row in cv.splits.iterrows():  # the choice is the best total return over the training bars
         train, _ = cv.indices(split)
         growth = {combo: np.prod(1 + r[train]) for combo, r in returns.items()}
         assert max(growth, key=growth.get) == (row["entry_window"], row["exit_window"])
     testing = {g: [s for s, row in cv.splits.iterrows() if g in row["test_groups"]] for g in range(1, 7)}
     for path, row in cv.paths.iterrows():
-        parts = [returns[tuple(cv.splits.loc[testing[g][path - 1], ["entry_window", "exit_window"]])]
-                 [500 * (g - 1):500 * g] for g in range(1, 7)]
+        parts = [
+            returns[tuple(cv.splits.loc[testing[g][path - 1], ["entry_window", "exit_window"]])][
+                500 * (g - 1) : 500 * g
+            ]
+            for g in range(1, 7)
+        ]
         joined = np.concatenate(parts)
         assert row["sharpe"] == pytest.approx(joined.mean() / joined.std(ddof=1) * math.sqrt(8760), rel=1e-9)
         assert row["total_return"] == pytest.approx(np.prod(1 + joined) - 1, rel=1e-9)
@@ -409,12 +475,22 @@ def test_each_path_trades_every_group_by_one_split_that_tested_it(candles):
     assert isinstance(cv.figure, LayoutDOM) and "PBO" in cv.figure.children[0].title.text
 
 
-@pytest.mark.parametrize("template, grid", [
-    ("ema_reversal", {"ema_window": [20, 50], "leverage": [1, 3]}),
-    ("market_making", {"spread": [0.2, 0.5], "ema_window": [10, 40]}),
-    ("rules", {"rules": "vars fast = 10, slow = 40\nbuy 50% when EMA($fast) > SMA($slow)\n"
-                        "exit long when EMA($fast) < SMA($slow)\n", "fast": [5, 10, 20], "slow": [30, 60]}),
-])
+@pytest.mark.parametrize(
+    "template, grid",
+    [
+        ("ema_reversal", {"ema_window": [20, 50], "leverage": [1, 3]}),
+        ("market_making", {"spread": [0.2, 0.5], "ema_window": [10, 40]}),
+        (
+            "rules",
+            {
+                "rules": "vars fast = 10, slow = 40\nbuy 50% when EMA($fast) > SMA($slow)\n"
+                "exit long when EMA($fast) < SMA($slow)\n",
+                "fast": [5, 10, 20],
+                "slow": [30, 60],
+            },
+        ),
+    ],
+)
 def test_every_template_and_rule_variables_cross_validate_as_their_backtests(candles, template, grid):
     from workbench.research._returns import bar_returns
 
@@ -441,10 +517,14 @@ def test_cscv_on_a_hand_made_matrix_gives_the_pbo_worked_out_by_hand():
     # so 4 of the 6 logits are <= 0: PBO = 2/3.
     from workbench.research._cross_validate import _cscv, _stretch_sums, _Sums
 
-    per_group = np.array([[0.08, 0.06, -0.02, -0.04],     # A
-                          [-0.02, 0.02, 0.04, 0.02],      # B
-                          [0.01, -0.02, 0.03, -0.05],     # C
-                          [0.025, 0.025, 0.025, 0.025]])  # D
+    per_group = np.array(
+        [
+            [0.08, 0.06, -0.02, -0.04],  # A
+            [-0.02, 0.02, 0.04, 0.02],  # B
+            [0.01, -0.02, 0.03, -0.05],  # C
+            [0.025, 0.025, 0.025, 0.025],
+        ]
+    )  # D
     returns = np.zeros((4, 8))
     returns[:, ::2] = per_group
     sums = np.zeros((5, 4, 4))
@@ -457,16 +537,22 @@ def test_cscv_on_a_hand_made_matrix_gives_the_pbo_worked_out_by_hand():
     assert float((logits <= 0).mean()) == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("kwargs, names", [
-    ({"n_groups": 5}, "n_groups: 5 is not allowed; expected an even number"),
-    ({"n_groups": 22}, "n_groups: 22"),
-    ({"n_groups": 4, "k_test": 4}, "k_test: 4 is not allowed; expected a whole number from 1 to 3"),
-    ({"purge": -1}, "purge: -1"),
-    ({"embargo": 1.5}, "embargo: 1.5"),
-    ({"objective": "max_drawdown"}, "objective: 'max_drawdown' is not allowed"),
-    ({"sort_by": "sharpe", "progress": False}, "settings: progress, sort_by not allowed; expected any of risk, fees"),
-    ({"grid": {"entry_window": 48}}, "grid: 1 combination is not allowed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, names",
+    [
+        ({"n_groups": 5}, "n_groups: 5 is not allowed; expected an even number"),
+        ({"n_groups": 22}, "n_groups: 22"),
+        ({"n_groups": 4, "k_test": 4}, "k_test: 4 is not allowed; expected a whole number from 1 to 3"),
+        ({"purge": -1}, "purge: -1"),
+        ({"embargo": 1.5}, "embargo: 1.5"),
+        ({"objective": "max_drawdown"}, "objective: 'max_drawdown' is not allowed"),
+        (
+            {"sort_by": "sharpe", "progress": False},
+            "settings: progress, sort_by not allowed; expected any of risk, fees",
+        ),
+        ({"grid": {"entry_window": 48}}, "grid: 1 combination is not allowed"),
+    ],
+)
 def test_cross_validate_refuses_bad_arguments_in_one_line(candles, kwargs, names):
     grid = kwargs.pop("grid", GRID)
     with pytest.raises(ParameterError) as caught:
@@ -478,16 +564,20 @@ def test_cross_validate_refuses_bad_arguments_in_one_line(candles, kwargs, names
 
 # --- look-ahead ----------------------------------------------------------------------------------------------------
 
-RULES = ("vars fast = 12\n"
-         "buy 50% when EMA($fast) crosses_above SMA(30) and RSI(14) < 70\n"
-         "    stop_loss 2% take_profit 1%, 3% trailing_stop 4%\n"
-         "exit long when close < BB(20, 2).lower\n"
-         "sell 30% when MACD(12, 26, 9).hist < 0 and close < DONCHIAN(20).low\n"
-         "exit short when ATR(14) > 200\n")
+RULES = (
+    "vars fast = 12\n"
+    "buy 50% when EMA($fast) crosses_above SMA(30) and RSI(14) < 70\n"
+    "    stop_loss 2% take_profit 1%, 3% trailing_stop 4%\n"
+    "exit long when close < BB(20, 2).lower\n"
+    "sell 30% when MACD(12, 26, 9).hist < 0 and close < DONCHIAN(20).low\n"
+    "exit short when ATR(14) > 200\n"
+)
 
 
-@pytest.mark.parametrize("strategy, params", [
-    ("channel", {"direction": "both"}), ("ema_reversal", {}), ("market_making", {}), (RULES, {"fast": 8})])
+@pytest.mark.parametrize(
+    "strategy, params",
+    [("channel", {"direction": "both"}), ("ema_reversal", {}), ("market_making", {}), (RULES, {"fast": 8})],
+)
 def test_no_built_in_template_looks_ahead(candles, strategy, params):
     found = wb.check_lookahead(strategy, candles, params, cuts=20, seed=3)
     assert found.passed and found.bar is None and len(found.cuts) == 20, str(found)
@@ -501,8 +591,11 @@ def test_a_strategy_that_peeks_at_the_next_bars_is_caught(candles, monkeypatch):
 
     rules = "buy 100% when close < SMA(20)\nexit long when close > SMA(20)\n"
     assert wb.check_lookahead(rules, candles).passed
-    monkeypatch.setitem(_indicators.INDICATORS, "sma", lambda arrays, window: pd.Series(arrays["close"]).rolling(
-        window, center=True).mean().to_numpy())
+    monkeypatch.setitem(
+        _indicators.INDICATORS,
+        "sma",
+        lambda arrays, window: pd.Series(arrays["close"]).rolling(window, center=True).mean().to_numpy(),
+    )
     found = wb.check_lookahead(rules, candles)
     assert not found.passed and found.cut in found.cuts
     bar = candles.index.get_loc(found.bar)
@@ -513,8 +606,12 @@ def test_a_strategy_that_peeks_at_the_next_bars_is_caught(candles, monkeypatch):
 
 
 def test_check_lookahead_refuses_bad_cuts_in_one_line(candles):
-    for cuts, names in ((0, "cuts: 0 is not allowed"), ([1], "cuts: 1 is not allowed"),
-                        ([10, 3000], "cuts: 3000"), ("5", "cuts: '5'")):
+    for cuts, names in (
+        (0, "cuts: 0 is not allowed"),
+        ([1], "cuts: 1 is not allowed"),
+        ([10, 3000], "cuts: 3000"),
+        ("5", "cuts: '5'"),
+    ):
         with pytest.raises(ParameterError) as caught:
             wb.check_lookahead("channel", candles, cuts=cuts)
         assert names in str(caught.value) and "\n" not in str(caught.value)
@@ -522,8 +619,11 @@ def test_check_lookahead_refuses_bad_cuts_in_one_line(candles):
 
 # --- the validation battery and the trial ledger -------------------------------------------------------------------
 
-VGRID = {"entry_window": list(range(5, 100, 10)), "exit_window": [5, 10, 20, 40],
-         "mode": ["breakout", "reversion"]}  # 80 rows
+VGRID = {
+    "entry_window": list(range(5, 100, 10)),
+    "exit_window": [5, 10, 20, 40],
+    "mode": ["breakout", "reversion"],
+}  # 80 rows
 
 
 @pytest.fixture
@@ -562,8 +662,16 @@ def test_on_a_random_walk_the_battery_fails_on_pbo_or_the_deflated_sharpe(tenant
     assert not report.passed and {"pbo", "deflated_sharpe"} & set(report.failed)
     checks = report.checks
     assert list(checks.columns) == ["name", "value", "threshold", "passed"]
-    assert list(checks["name"]) == ["walk_forward_efficiency", "oos_total_return", "pbo", "deflated_sharpe",
-                                    "lookahead", "probability_of_ruin", "max_drawdown_p50", "max_drawdown_p95"]
+    assert list(checks["name"]) == [
+        "walk_forward_efficiency",
+        "oos_total_return",
+        "pbo",
+        "deflated_sharpe",
+        "lookahead",
+        "probability_of_ruin",
+        "max_drawdown_p50",
+        "max_drawdown_p95",
+    ]
     assert checks.loc["pbo", "value"] == report.cross_validation.pbo
     assert checks.loc["deflated_sharpe", "value"] == report.deflated_sharpe.probability
     assert report.deflated_sharpe.trials == report.trials == 80
@@ -611,7 +719,7 @@ def test_a_rule_strategy_is_one_family_whatever_its_variables_values(tenant):
     wb.record_trials(rules, candles, 12)
     wb.record_trials("rules", candles, 4, grid={"rules": rules.replace("10", "7"), "slow": [30, 60]})
     assert wb.trial_count(rules, candles) == 16 and wb.trial_count("channel", candles) == 0
-    family, = set(wb.trials()["family"])
+    (family,) = set(wb.trials()["family"])
     assert family.startswith("rules:\nvars fast, slow\nbuy 50% when EMA($fast)") and "= 10" not in family
     with pytest.raises(ParameterError, match="^n: 0 is not allowed"):
         wb.record_trials("channel", candles, 0)
@@ -654,8 +762,12 @@ def test_the_certificate_is_json_and_names_the_data_the_code_and_every_statistic
     report = wb.validate("channel", candles, GRID, folds=2, n_groups=4, **FREE)
     certificate = report.certificate
     assert json.loads(json.dumps(certificate, allow_nan=False)) == certificate
-    assert certificate["data"] == {"sha256": _sha256(candles), "start": "2024-01-01T00:00:00+00:00",
-                                   "end": candles.index[-1].isoformat(), "bars": 1500}
+    assert certificate["data"] == {
+        "sha256": _sha256(candles),
+        "start": "2024-01-01T00:00:00+00:00",
+        "end": candles.index[-1].isoformat(),
+        "bars": 1500,
+    }
     assert certificate["strategy"]["template"] == "channel" and certificate["strategy"]["params"] == report.params
     assert certificate["strategy"]["grid"] == GRID
     assert certificate["workbench_version"] == wb.__version__
@@ -675,18 +787,26 @@ def test_the_certificate_is_json_and_names_the_data_the_code_and_every_statistic
 
 def test_thresholds_override_by_name_and_unknown_ones_are_refused(tenant):
     candles = _walk(8, n=1500)
-    lenient = {"pbo": 1.01, "deflated_sharpe": 0.0, "oos_total_return": -1.0, "walk_forward_efficiency": -1e9,
-               "probability_of_ruin": 0.9}
+    lenient = {
+        "pbo": 1.01,
+        "deflated_sharpe": 0.0,
+        "oos_total_return": -1.0,
+        "walk_forward_efficiency": -1e9,
+        "probability_of_ruin": 0.9,
+    }
     report = wb.validate("channel", candles, GRID, folds=2, n_groups=4, thresholds=lenient, **FREE)
     assert report.passed, report.checks
     assert report.checks.loc["pbo", "threshold"] == 1.01 and report.checks.loc["probability_of_ruin", "passed"]
-    strict = wb.validate("channel", candles, GRID, folds=2, n_groups=4, thresholds={"deflated_sharpe": 1.0,
-                                                                                      "lookahead": None}, **FREE)
+    strict = wb.validate(
+        "channel", candles, GRID, folds=2, n_groups=4, thresholds={"deflated_sharpe": 1.0, "lookahead": None}, **FREE
+    )
     assert "deflated_sharpe" in strict.failed and strict.checks.loc["lookahead", "passed"] is None
-    for thresholds, names in (({"luck": 0.5}, "thresholds: luck not a check; expected any of walk_forward_efficiency"),
-                              ({"pbo": "low"}, "thresholds: pbo='low' is not allowed"),
-                              ({"pbo": float("nan")}, "thresholds: pbo=nan"),
-                              ([0.5], "thresholds: a list is not allowed")):
+    for thresholds, names in (
+        ({"luck": 0.5}, "thresholds: luck not a check; expected any of walk_forward_efficiency"),
+        ({"pbo": "low"}, "thresholds: pbo='low' is not allowed"),
+        ({"pbo": float("nan")}, "thresholds: pbo=nan"),
+        ([0.5], "thresholds: a list is not allowed"),
+    ):
         with pytest.raises(ParameterError) as caught:
             wb.validate("channel", candles, GRID, thresholds=thresholds)
         assert str(caught.value).startswith(names) and "\n" not in str(caught.value)
@@ -701,8 +821,26 @@ def test_the_cli_prints_one_json_document_and_a_bad_grid_is_one_line(tenant, tmp
     path = tmp_path / "walk.csv"
     _walk(9, n=1500).to_csv(path)
     grid = json.dumps(GRID)
-    assert main(["validate", "channel", "--candles", str(path), "--grid", grid, "--folds", "2", "--groups", "4",
-                 "--fees", "0", "--json"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "channel",
+                "--candles",
+                str(path),
+                "--grid",
+                grid,
+                "--folds",
+                "2",
+                "--groups",
+                "4",
+                "--fees",
+                "0",
+                "--json",
+            ]
+        )
+        == 0
+    )
     certificate = json.loads(capsys.readouterr().out)  # one document
     assert certificate["data"]["bars"] == 1500 and certificate["data"]["sha256"] == _sha256(wb.read_candles(path))
     assert certificate["trials"]["cumulative"] == 6 and isinstance(certificate["passed"], bool)
@@ -711,8 +849,11 @@ def test_the_cli_prints_one_json_document_and_a_bad_grid_is_one_line(tenant, tmp
     assert len(walked["folds"]) == 3 and {"entry_window", "oos_sharpe", "test_start"} <= set(walked["folds"][0])
     assert wb.trial_count("channel", wb.read_candles(path)) == 12
     for command in ("validate", "walk-forward"):
-        for bad, names in (('[24, 48]', "--grid: expected a JSON object"), ('{"entry', "--grid: invalid JSON"),
-                           ('{"entry_window": [0, 5]}', "entry_window")):
+        for bad, names in (
+            ("[24, 48]", "--grid: expected a JSON object"),
+            ('{"entry', "--grid: invalid JSON"),
+            ('{"entry_window": [0, 5]}', "entry_window"),
+        ):
             assert main([command, "channel", "--candles", str(path), "--grid", bad]) == 2
             captured = capsys.readouterr()
             assert captured.out == "" and captured.err.count("\n") == 1
@@ -724,19 +865,25 @@ def test_a_ledger_that_cannot_be_written_fails_the_research_call_in_one_line(mon
 
     monkeypatch.setenv(store.TENANT_URL_ENV, "postgresql://nobody:secret@127.0.0.1:1/nowhere")  # nothing listens
     candles = _walk(10, n=600)
-    for call in (lambda: wb.record_trials("channel", candles, 3),
-                 lambda: wb.walk_forward("channel", candles, GRID, train=300, test=150, **FREE),
-                 lambda: wb.cross_validate("channel", candles, GRID, n_groups=4, **FREE)):
-        with pytest.raises(DatabaseError, match=r"^trial ledger: could not record \d+ \w+ trials of channel: "
-                                                r"OperationalError: connection failed") as caught:
+    for call in (
+        lambda: wb.record_trials("channel", candles, 3),
+        lambda: wb.walk_forward("channel", candles, GRID, train=300, test=150, **FREE),
+        lambda: wb.cross_validate("channel", candles, GRID, n_groups=4, **FREE),
+    ):
+        with pytest.raises(
+            DatabaseError,
+            match=r"^trial ledger: could not record \d+ \w+ trials of channel: "
+            r"OperationalError: connection failed",
+        ) as caught:
             call()
         assert "\n" not in str(caught.value)
 
 
 def test_parameters_that_never_trade_fail_the_deflated_sharpe_and_show_no_monte_carlo(tenant):
     candles = _walk(11, n=1500)
-    report = wb.validate("channel", candles, GRID, params={"entry_window": 1400, "exit_window": 700}, folds=2,
-                         n_groups=4, **FREE)
+    report = wb.validate(
+        "channel", candles, GRID, params={"entry_window": 1400, "exit_window": 700}, folds=2, n_groups=4, **FREE
+    )
     assert report.result.metrics["trades"] == 0 and report.params["entry_window"] == 1400
     assert report.deflated_sharpe is None and report.monte_carlo is None
     assert "deflated_sharpe" in report.failed and math.isnan(report.checks.loc["probability_of_ruin", "value"])

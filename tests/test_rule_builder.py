@@ -2,6 +2,7 @@
 reordered, operands switched, every kind of rule strategy opened and given back exactly,
 errors shown in the form (never raised), backtests on demand, saving to and reopening from
 the real database."""
+
 from __future__ import annotations
 
 import json
@@ -13,14 +14,16 @@ import workbench as wb
 from workbench import store
 from workbench.strategies.rules import parse_rules, rules_text
 
-RICH = ("vars fast = 12, slow = 26, stop = 2\n"
-        "leverage 2\n"
-        "buy 10% when EMA($fast) > EMA($slow) and (RSI(14) < 30 or not close > BB(20, 2.5).upper)\n"
-        "    stop_loss $stop% take_profit 1%, 2.5%, 4% trailing_stop 1.5%\n"
-        "exit long when EMA($fast) crosses_below EMA($slow)\n"
-        "sell 0.25 units when close < DONCHIAN(20).low and MACD(12, 26, 9).hist < -0.5\n"
-        "    stop_loss 3% take_profit 2%\n"
-        "exit short when close > DONCHIAN(10).high\n")
+RICH = (
+    "vars fast = 12, slow = 26, stop = 2\n"
+    "leverage 2\n"
+    "buy 10% when EMA($fast) > EMA($slow) and (RSI(14) < 30 or not close > BB(20, 2.5).upper)\n"
+    "    stop_loss $stop% take_profit 1%, 2.5%, 4% trailing_stop 1.5%\n"
+    "exit long when EMA($fast) crosses_below EMA($slow)\n"
+    "sell 0.25 units when close < DONCHIAN(20).low and MACD(12, 26, 9).hist < -0.5\n"
+    "    stop_loss 3% take_profit 2%\n"
+    "exit short when close > DONCHIAN(10).high\n"
+)
 ROUND_TRIP = [
     RICH,
     "buy 100% when close > 100\n",
@@ -29,8 +32,7 @@ ROUND_TRIP = [
     "sell $size% when not (open <= low or high < 1e+20) and ATR(14) >= $level\n"
     "    trailing_stop 0.75%\n",
     # one group of or-rows; a not of a comparison is a row with its "not" ticked
-    "buy 5% when RSI(7) < 20 or not volume < 1000000.0 or SMA(50) crosses_above EMA(200)\n"
-    "exit long when RSI(7) > 80\n",
+    "buy 5% when RSI(7) < 20 or not volume < 1000000.0 or SMA(50) crosses_above EMA(200)\nexit long when RSI(7) > 80\n",
     # deeper than groups of rows: kept as text rows, never rewritten
     "buy 1% when (close > 1 or (close > 2 and close > 3)) and not not close > 4\n",
     "buy 1% when not (close > 1 and open > 2) and (high > 3 or (low < 4 and (open > 5 or close < 6)))\n"
@@ -51,8 +53,13 @@ def _builder(rules=None, candles=None, **options):
 
 def _shape(condition) -> list:
     """What a condition editor shows: per group, its rows ("row" for a comparison, else the text)."""
-    return [[("not " if row.text is None and row.negate.value else "") + "row" if row.text is None
-             else row.text.value for row in group.rows] for group in condition.groups]
+    return [
+        [
+            ("not " if row.text is None and row.negate.value else "") + "row" if row.text is None else row.text.value
+            for row in group.rows
+        ]
+        for group in condition.groups
+    ]
 
 
 @pytest.mark.parametrize("rule", ROUND_TRIP, ids=range(len(ROUND_TRIP)))
@@ -76,12 +83,19 @@ def test_groups_rows_and_text_rows_show_the_structure():
     bands = builder.long.entry.groups[1].rows[1].right
     assert (bands.kind.value, [b.value for b in bands.params], bands.output.value) == ("BB", ["20", "2.5"], "upper")
     assert bands.output in bands.children and builder.long.entry.groups[1].rows[0].right.kind.value == "number"
-    assert [builder.long.size.value, builder.long.size_kind.value, builder.long.stop_loss.value,
-            builder.long.take_profit.value, builder.long.trailing_stop.value] == ["10", "percent", "$stop",
-                                                                                  "1, 2.5, 4", "1.5"]
+    assert [
+        builder.long.size.value,
+        builder.long.size_kind.value,
+        builder.long.stop_loss.value,
+        builder.long.take_profit.value,
+        builder.long.trailing_stop.value,
+    ] == ["10", "percent", "$stop", "1, 2.5, 4", "1.5"]
     assert (builder.short.size.value, builder.short.size_kind.value) == ("0.25", "units")
-    assert [(v.name.value, v.value.value) for v in builder.variables.rows] == [("fast", "12"), ("slow", "26"),
-                                                                               ("stop", "2")]
+    assert [(v.name.value, v.value.value) for v in builder.variables.rows] == [
+        ("fast", "12"),
+        ("slow", "26"),
+        ("stop", "2"),
+    ]
     assert builder.leverage.value == "2"
 
     deep = _builder(ROUND_TRIP[5])
@@ -113,7 +127,8 @@ def test_rows_are_added_removed_and_reordered_with_their_buttons():
     new.negate.value = True
     new.right.value.value = "45.5"
     assert builder.text.startswith(
-        "buy 10% when (close crosses_above SMA(50) or RSI(14) < 30) and not RSI(14) < 45.5\n")
+        "buy 10% when (close crosses_above SMA(50) or RSI(14) < 30) and not RSI(14) < 45.5\n"
+    )
     builder.long.entry.op.value = "or"
     builder.long.entry.groups[1].up_button.click()
     assert builder.text.startswith("buy 10% when not RSI(14) < 45.5 or (close crosses_above SMA(50) or RSI(14) < 30)\n")
@@ -161,38 +176,62 @@ def test_sides_variables_and_protections_are_edited_in_place():
     builder.variables.rows[0].value.value = "3"
     builder.leverage.value = "$lev"
     builder.long.enabled.value = False
-    assert builder.text == ("vars lev = 3\nleverage $lev\nsell 0.5 units when RSI(14) > 70\n"
-                            "    stop_loss 2% take_profit 1%, 3.5% trailing_stop 0.5%\n")
+    assert builder.text == (
+        "vars lev = 3\nleverage $lev\nsell 0.5 units when RSI(14) > 70\n"
+        "    stop_loss 2% take_profit 1%, 3.5% trailing_stop 0.5%\n"
+    )
     builder.variables.add_button.click()
     assert builder.variables.rows[1].name.value == "v1" and builder.text.startswith("vars lev = 3, v1 = 1\n")
     builder.variables.rows[0].remove_button.click()
     assert builder.error == "leverage: unknown variable 'lev'; declare it in \"vars\" (declared: v1)"
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda b: setattr(b.long.entry.groups[0].rows[0].left.params[0], "value", "0"),
-     "long entry, group 1, row 1: left: EMA window: 0 is not allowed; expected a whole number from 1 to 100000"),
-    (lambda b: setattr(b.long.entry.groups[0].rows[0].right.params[0], "value", "2.5"),
-     "long entry, group 1, row 1: right: EMA window: 2.5 is not allowed; expected a whole number"),
-    (lambda b: setattr(b.long.entry.groups[0].rows[0].left.params[0], "value", "twelve"),
-     "long entry, group 1, row 1: left EMA window: 'twelve' is not a number or a $variable"),
-    (lambda b: setattr(b.long.exit.groups[0].rows[0].right.params[0], "value", "$slowest"),
-     "long exit, group 1, row 1: right: unknown variable 'slowest'; declare it in \"vars\" "
-     "(declared: fast, slow, stop)"),
-    (lambda b: b.long.entry.groups[1].remove_button.click() or b.long.entry.groups[0].remove_button.click(),
-     "long entry: the buy rule needs a condition; add a group"),
-    (lambda b: setattr(b.long.take_profit, "value", "2.5, 1"), "long take_profit: [2.5, 1] is not strictly ascending"),
-    (lambda b: setattr(b.long.stop_loss, "value", "-1"), "long.stop_loss: -1 is not allowed"),
-    (lambda b: setattr(b.long.size, "value", ""), "long size: enter a number or a $variable"),
-    (lambda b: setattr(b.variables.rows[2].value, "value", "150"),
-     "long stop_loss (percent): $stop = 150 is not allowed; expected a number above 0 and at most 99.99"),
-    (lambda b: setattr(b.variables.rows[1].name, "value", "fast"), "variable 'fast' is declared twice"),
-    (lambda b: setattr(b.variables.rows[1].name, "value", "2x"), "variable '2x': a name is letters, digits and _"),
-    (lambda b: setattr(b.leverage, "value", "1.5"),
-     "leverage: 1.5 is not allowed; expected a whole number from 1 to 125"),
-    (lambda b: setattr(b.short.enabled, "value", False) or setattr(b.long.enabled, "value", False),
-     "a rule strategy needs a long (buy) or a short (sell) rule"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda b: setattr(b.long.entry.groups[0].rows[0].left.params[0], "value", "0"),
+            "long entry, group 1, row 1: left: EMA window: 0 is not allowed; expected a whole number from 1 to 100000",
+        ),
+        (
+            lambda b: setattr(b.long.entry.groups[0].rows[0].right.params[0], "value", "2.5"),
+            "long entry, group 1, row 1: right: EMA window: 2.5 is not allowed; expected a whole number",
+        ),
+        (
+            lambda b: setattr(b.long.entry.groups[0].rows[0].left.params[0], "value", "twelve"),
+            "long entry, group 1, row 1: left EMA window: 'twelve' is not a number or a $variable",
+        ),
+        (
+            lambda b: setattr(b.long.exit.groups[0].rows[0].right.params[0], "value", "$slowest"),
+            "long exit, group 1, row 1: right: unknown variable 'slowest'; declare it in \"vars\" "
+            "(declared: fast, slow, stop)",
+        ),
+        (
+            lambda b: b.long.entry.groups[1].remove_button.click() or b.long.entry.groups[0].remove_button.click(),
+            "long entry: the buy rule needs a condition; add a group",
+        ),
+        (
+            lambda b: setattr(b.long.take_profit, "value", "2.5, 1"),
+            "long take_profit: [2.5, 1] is not strictly ascending",
+        ),
+        (lambda b: setattr(b.long.stop_loss, "value", "-1"), "long.stop_loss: -1 is not allowed"),
+        (lambda b: setattr(b.long.size, "value", ""), "long size: enter a number or a $variable"),
+        (
+            lambda b: setattr(b.variables.rows[2].value, "value", "150"),
+            "long stop_loss (percent): $stop = 150 is not allowed; expected a number above 0 and at most 99.99",
+        ),
+        (lambda b: setattr(b.variables.rows[1].name, "value", "fast"), "variable 'fast' is declared twice"),
+        (lambda b: setattr(b.variables.rows[1].name, "value", "2x"), "variable '2x': a name is letters, digits and _"),
+        (
+            lambda b: setattr(b.leverage, "value", "1.5"),
+            "leverage: 1.5 is not allowed; expected a whole number from 1 to 125",
+        ),
+        (
+            lambda b: setattr(b.short.enabled, "value", False) or setattr(b.long.enabled, "value", False),
+            "a rule strategy needs a long (buy) or a short (sell) rule",
+        ),
+    ],
+)
 def test_errors_show_in_the_form_and_the_form_keeps_what_was_typed(change, message):
     builder = _builder(RICH)
     change(builder)  # never raises
@@ -222,17 +261,24 @@ def test_a_text_row_takes_one_condition_and_points_at_the_column():
     text_row = builder.long.entry.groups[0].rows[1]
     assert text_row.text.value == "close > 2 and close > 3"
     text_row.text.value = "close > 2 and EMA(0) > 3"
-    assert builder.error == ("long entry, group 1, row 2: column 19: EMA window: 0 is not allowed; "
-                             "expected a whole number from 1 to 100000")
+    assert builder.error == (
+        "long entry, group 1, row 2: column 19: EMA window: 0 is not allowed; expected a whole number from 1 to 100000"
+    )
     text_row.text.value = "close > 2 and"
     assert builder.error.startswith("long entry, group 1, row 2: column 14: unexpected end of the text; expected ")
     text_row.text.value = "close > 2\nsell 1% when close > 1"
     assert builder.error == "long entry, group 1, row 2: write the condition on one line"
-    for smuggled in ("close > 2 stop_loss 1%", "close > 2 sell 1% when close > 1",
-                     "close > 2 leverage 1", "close > 2 vars x = 1", "close > 2 exit long when close > 1"):
+    for smuggled in (
+        "close > 2 stop_loss 1%",
+        "close > 2 sell 1% when close > 1",
+        "close > 2 leverage 1",
+        "close > 2 vars x = 1",
+        "close > 2 exit long when close > 1",
+    ):
         text_row.text.value = smuggled
-        assert builder.error == ("long entry, group 1, row 2: only a condition goes here "
-                                 "(no buy, sell, exit, vars, leverage or protections)")
+        assert builder.error == (
+            "long entry, group 1, row 2: only a condition goes here (no buy, sell, exit, vars, leverage or protections)"
+        )
         assert builder.rules is None
         assert "sell" not in (builder.text or "") and builder.short.enabled.value is False
     text_row.text.value = "__import__('os').system('true') > 1"
@@ -275,8 +321,16 @@ def test_save_hands_the_strategy_json_to_the_callback(candles):
     builder = wb.rule_builder(None, "buy 10% when RSI(14) < 30\n", on_save=lambda s, name: saved.append((s, name)) or 3)
     builder.name_box.value = "oversold"
     builder.save_button.click()
-    assert saved == [({"type": "rules", "params": {"rules": parse_rules("buy 10% when RSI(14) < 30")},
-                       "risk_limits": {"max_position_size": None, "max_daily_loss": None}}, "oversold")]
+    assert saved == [
+        (
+            {
+                "type": "rules",
+                "params": {"rules": parse_rules("buy 10% when RSI(14) < 30")},
+                "risk_limits": {"max_position_size": None, "max_daily_loss": None},
+            },
+            "oversold",
+        )
+    ]
     assert "saved: 3" in builder.status.value
     assert _builder().save_button.disabled and isinstance(builder, widgets.VBox)
 
@@ -304,7 +358,8 @@ def test_save_to_the_database_and_reopen_for_editing(db, candles):
     again.save()
     newer = wb.load_strategy("rich rules")
     assert newer.version == 2 and newer.params["rules"]["long"]["entry"]["and"][1] == {
-        "and": saved.params["rules"]["long"]["entry"]["and"][1]["or"]}
+        "and": saved.params["rules"]["long"]["entry"]["and"][1]["or"]
+    }
     assert wb.rule_builder(None, newer).text == again.text != RICH
     assert again.backtest().metrics == newer.backtest(candles).metrics
     short = wb.load_strategy(wb.save_strategy("short side", "rules", {"rules": ROUND_TRIP[2], "lev": 5}).id)

@@ -1,6 +1,7 @@
 """The rules template: the language (text <-> JSON, errors, a fuzzed parser), its indicators
 against references, its semantics on hand-made candles, and rules strategies backtesting,
 sweeping, saving and trading live through the same paths as the built-in templates."""
+
 from __future__ import annotations
 
 import builtins
@@ -17,10 +18,17 @@ from sqlalchemy import select
 
 import workbench as wb
 from workbench import store, vault
-from workbench.errors import RuleError, SessionError
 from workbench.engine import indicators as _indicators
-from workbench.strategies.rules import _evaluate  # noqa: F401 - the "rule" signal rows (as the kernel loads it)
-from workbench.strategies.rules import MAX_TEXT, parse_rules, resolve, rule_indicators, rules_text, tree
+from workbench.errors import RuleError, SessionError
+from workbench.strategies.rules import (
+    MAX_TEXT,
+    _evaluate,  # noqa: F401 - the "rule" signal rows (as the kernel loads it)
+    parse_rules,
+    resolve,
+    rule_indicators,
+    rules_text,
+    tree,
+)
 
 CANONICAL = [
     "buy 100% when close > 100\n",
@@ -37,13 +45,15 @@ CANONICAL = [
 ]
 BREAKOUT = "vars n = 48, m = 24\nbuy 100% when close > DONCHIAN($n).high\nexit long when close < DONCHIAN($m).low\n"
 BOTH = BREAKOUT + "sell 100% when close < DONCHIAN($n).low\nexit short when close > DONCHIAN($m).high\n"
-RICH = ("vars fast = 12, stop = 2\n"
-        "buy 60% when EMA($fast) crosses_above SMA(30) and RSI(14) < 70\n"
-        "    stop_loss $stop% take_profit 1%, 3% trailing_stop 2.5%\n"
-        "exit long when MACD(12, 26, 9).hist < 0\n"
-        "sell 40% when close < BB(20, 2).lower and ATR(14) > 20\n"
-        "    stop_loss 3% take_profit 2%\n"
-        "exit short when close > BB(20, 2).middle\n")
+RICH = (
+    "vars fast = 12, stop = 2\n"
+    "buy 60% when EMA($fast) crosses_above SMA(30) and RSI(14) < 70\n"
+    "    stop_loss $stop% take_profit 1%, 3% trailing_stop 2.5%\n"
+    "exit long when MACD(12, 26, 9).hist < 0\n"
+    "sell 40% when close < BB(20, 2).lower and ATR(14) > 20\n"
+    "    stop_loss 3% take_profit 2%\n"
+    "exit short when close > BB(20, 2).middle\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +62,10 @@ def candles() -> pd.DataFrame:
 
 
 def _fills(result) -> list[tuple]:
-    return [(result.candles.index.get_loc(f.time), round(f.size, 9), round(f.price, 9), f.kind)
-            for f in result.fills.itertuples()]
+    return [
+        (result.candles.index.get_loc(f.time), round(f.size, 9), round(f.price, 9), f.kind)
+        for f in result.fills.itertuples()
+    ]
 
 
 def _close(a: float, b: float, rel: float = 1e-9) -> bool:
@@ -61,6 +73,7 @@ def _close(a: float, b: float, rel: float = 1e-9) -> bool:
 
 
 # -- text <-> JSON ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("text", CANONICAL)
 def test_canonical_text_and_json_convert_both_ways_without_loss(text):
@@ -72,64 +85,112 @@ def test_canonical_text_and_json_convert_both_ways_without_loss(text):
 
 
 def test_any_spelling_reads_as_the_canonical_form():
-    loose = ("exit long when rsi > 70   sell 1 units when close < sma(5)\n\n"
-             "buy 10% of balance when ema(12) > ema(26) and rsi() < 30 take_profit 2%, 3%   stop_loss 1%\n"
-             "vars unused = 1.5")
-    assert rules_text(loose) == ("vars unused = 1.5\n"
-                                 "buy 10% when EMA(12) > EMA(26) and RSI(14) < 30\n"
-                                 "    stop_loss 1% take_profit 2%, 3%\n"
-                                 "exit long when RSI(14) > 70\n"
-                                 "sell 1 units when close < SMA(5)\n")
+    loose = (
+        "exit long when rsi > 70   sell 1 units when close < sma(5)\n\n"
+        "buy 10% of balance when ema(12) > ema(26) and rsi() < 30 take_profit 2%, 3%   stop_loss 1%\n"
+        "vars unused = 1.5"
+    )
+    assert rules_text(loose) == (
+        "vars unused = 1.5\n"
+        "buy 10% when EMA(12) > EMA(26) and RSI(14) < 30\n"
+        "    stop_loss 1% take_profit 2%, 3%\n"
+        "exit long when RSI(14) > 70\n"
+        "sell 1 units when close < SMA(5)\n"
+    )
     # JSON with defaults left out, numbers as floats where whole numbers are meant
-    assert parse_rules({"long": {"entry": {"left": {"indicator": "macd", "output": "signal"}, "op": "<",
-                                           "right": {"indicator": "EMA", "params": [12.0]}}}}) == {
-        "vars": {}, "leverage": 1, "short": None,
-        "long": {"entry": {"left": {"indicator": "MACD", "params": [12, 26, 9], "output": "signal"}, "op": "<",
-                           "right": {"indicator": "EMA", "params": [12]}},
-                 "exit": None, "size": {"percent": 100}, "stop_loss": None, "take_profit": [],
-                 "trailing_stop": None}}
+    assert parse_rules(
+        {
+            "long": {
+                "entry": {
+                    "left": {"indicator": "macd", "output": "signal"},
+                    "op": "<",
+                    "right": {"indicator": "EMA", "params": [12.0]},
+                }
+            }
+        }
+    ) == {
+        "vars": {},
+        "leverage": 1,
+        "short": None,
+        "long": {
+            "entry": {
+                "left": {"indicator": "MACD", "params": [12, 26, 9], "output": "signal"},
+                "op": "<",
+                "right": {"indicator": "EMA", "params": [12]},
+            },
+            "exit": None,
+            "size": {"percent": 100},
+            "stop_loss": None,
+            "take_profit": [],
+            "trailing_stop": None,
+        },
+    }
 
 
 def test_the_catalogue_describes_every_indicator_for_a_builder():
     catalogue = rule_indicators()
-    assert set(catalogue) == {"open", "high", "low", "close", "volume", "EMA", "SMA", "RSI", "MACD", "BB", "ATR",
-                              "DONCHIAN"}
+    assert set(catalogue) == {
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "EMA",
+        "SMA",
+        "RSI",
+        "MACD",
+        "BB",
+        "ATR",
+        "DONCHIAN",
+    }
     assert catalogue["MACD"]["outputs"] == ["line", "signal", "hist"] and catalogue["MACD"]["default_output"] == "line"
     assert [p["default"] for p in catalogue["BB"]["params"]] == [20, 2]
     assert catalogue["DONCHIAN"]["signature"] == "DONCHIAN(window).high|low"
 
 
-@pytest.mark.parametrize("text, line, column, message", [
-    ("buy 10% when EMA(12) >", 1, 23, "unexpected end of the text; expected '-', a $variable, a name"),
-    ("buy 10% when EMA(12) > EMA(26)\n   and RSI(14) << 30", 2, 17, "unexpected '<'; expected '-', a $variable"),
-    ("buy 10 when close > 1", 1, 8, "unexpected 'when'; expected '%', 'units'"),
-    ("buy 10% when close > 1 ; import os", 1, 24, "unexpected character ';'; expected 'and', 'buy', 'exit'"),
-    ("buy 10% when (close > 1", 1, 24, "unexpected end of the text; expected ')'"),
-    ("buy 10% when close > 1\n  stop_loss 2", 2, 14, "unexpected end of the text; expected '%'"),
-    ("buy 10% when close é 1", 1, 20, "unexpected character 'é'; expected '(', '.', a comparison (>, <"),
-    ("buy 10% when EMAA(12) > 1", 1, 14, "unknown indicator 'EMAA'; the indicators are open, high, low, close, "
-                                         "volume, EMA, SMA, RSI, MACD, BB, ATR, DONCHIAN"),
-    ("buy 10% when EMA(0) > 1", 1, 18, "EMA window: 0 is not allowed; expected a whole number from 1 to 100000"),
-    ("buy 10% when EMA(2.5) > 1", 1, 18, "EMA window: 2.5 is not allowed; expected a whole number"),
-    ("buy 10% when BB(20, 0) > 1", 1, 21, "BB width: 0 is not allowed; expected a number from 0.01 to 100"),
-    ("buy 10% when RSI(14, 3) > 1", 1, 14, "RSI takes 1 parameter(s): RSI(window)"),
-    ("buy 10% when EMA > 1", 1, 14, "EMA needs its window (EMA(window))"),
-    ("buy 10% when close(3) > 1", 1, 14, "close takes 0 parameter(s): close"),
-    ("buy 10% when DONCHIAN(20) > 1", 1, 14, "DONCHIAN has the outputs high, low; choose one"),
-    ("buy 10% when MACD.top > 1", 1, 14, "MACD has the outputs line, signal, hist, not 'top'"),
-    ("buy 10% when EMA($fast) > 1", 1, 18, "unknown variable 'fast'; declare it in \"vars\""),
-    ("buy 120% when close > 1", 1, 5, "size (percent of the balance): 120 is not allowed; expected a number above "
-                                      "0 and at most 100"),
-    ("buy 10% when close > 1\n  stop_loss 100%", 2, 13, "long.stop_loss: 100 is not allowed"),
-    ("buy 10% when close > 1 take_profit 1%\n  take_profit 2%", 2, 3, "take_profit is given twice"),
-    ("buy 10% when close > 1\nbuy 20% when close > 2", 2, 1, "a second buy rule (the first is at line 1)"),
-    ("exit short when close > 1\nbuy 10% when close > 1", 1, 1, "'exit short' needs a sell rule to exit from"),
-    ("vars a = 1, a = 2\nbuy 10% when close > $a", 1, 13, "variable 'a' is declared twice"),
-    ("leverage 0\nbuy 10% when close > 1", 1, 10, "leverage: 0 is not allowed; expected a whole number from 1"),
-    ("buy 10% when close > 1" + "0" * 400 + ".5", 1, 22, "is too large"),
-    ("buy 10% when close > 1" + "0" * 5000, 1, 22, "has too many digits"),
-    ("buy 10% when " + "not " * 40 + "close > 1", 1, 114, "conditions nest deeper than 24 levels"),
-])
+@pytest.mark.parametrize(
+    "text, line, column, message",
+    [
+        ("buy 10% when EMA(12) >", 1, 23, "unexpected end of the text; expected '-', a $variable, a name"),
+        ("buy 10% when EMA(12) > EMA(26)\n   and RSI(14) << 30", 2, 17, "unexpected '<'; expected '-', a $variable"),
+        ("buy 10 when close > 1", 1, 8, "unexpected 'when'; expected '%', 'units'"),
+        ("buy 10% when close > 1 ; import os", 1, 24, "unexpected character ';'; expected 'and', 'buy', 'exit'"),
+        ("buy 10% when (close > 1", 1, 24, "unexpected end of the text; expected ')'"),
+        ("buy 10% when close > 1\n  stop_loss 2", 2, 14, "unexpected end of the text; expected '%'"),
+        ("buy 10% when close é 1", 1, 20, "unexpected character 'é'; expected '(', '.', a comparison (>, <"),
+        (
+            "buy 10% when EMAA(12) > 1",
+            1,
+            14,
+            "unknown indicator 'EMAA'; the indicators are open, high, low, close, "
+            "volume, EMA, SMA, RSI, MACD, BB, ATR, DONCHIAN",
+        ),
+        ("buy 10% when EMA(0) > 1", 1, 18, "EMA window: 0 is not allowed; expected a whole number from 1 to 100000"),
+        ("buy 10% when EMA(2.5) > 1", 1, 18, "EMA window: 2.5 is not allowed; expected a whole number"),
+        ("buy 10% when BB(20, 0) > 1", 1, 21, "BB width: 0 is not allowed; expected a number from 0.01 to 100"),
+        ("buy 10% when RSI(14, 3) > 1", 1, 14, "RSI takes 1 parameter(s): RSI(window)"),
+        ("buy 10% when EMA > 1", 1, 14, "EMA needs its window (EMA(window))"),
+        ("buy 10% when close(3) > 1", 1, 14, "close takes 0 parameter(s): close"),
+        ("buy 10% when DONCHIAN(20) > 1", 1, 14, "DONCHIAN has the outputs high, low; choose one"),
+        ("buy 10% when MACD.top > 1", 1, 14, "MACD has the outputs line, signal, hist, not 'top'"),
+        ("buy 10% when EMA($fast) > 1", 1, 18, "unknown variable 'fast'; declare it in \"vars\""),
+        (
+            "buy 120% when close > 1",
+            1,
+            5,
+            "size (percent of the balance): 120 is not allowed; expected a number above 0 and at most 100",
+        ),
+        ("buy 10% when close > 1\n  stop_loss 100%", 2, 13, "long.stop_loss: 100 is not allowed"),
+        ("buy 10% when close > 1 take_profit 1%\n  take_profit 2%", 2, 3, "take_profit is given twice"),
+        ("buy 10% when close > 1\nbuy 20% when close > 2", 2, 1, "a second buy rule (the first is at line 1)"),
+        ("exit short when close > 1\nbuy 10% when close > 1", 1, 1, "'exit short' needs a sell rule to exit from"),
+        ("vars a = 1, a = 2\nbuy 10% when close > $a", 1, 13, "variable 'a' is declared twice"),
+        ("leverage 0\nbuy 10% when close > 1", 1, 10, "leverage: 0 is not allowed; expected a whole number from 1"),
+        ("buy 10% when close > 1" + "0" * 400 + ".5", 1, 22, "is too large"),
+        ("buy 10% when close > 1" + "0" * 5000, 1, 22, "has too many digits"),
+        ("buy 10% when " + "not " * 40 + "close > 1", 1, 114, "conditions nest deeper than 24 levels"),
+    ],
+)
 def test_a_malformed_rule_says_where_and_what_was_expected(text, line, column, message):
     with pytest.raises(RuleError) as info:
         parse_rules(text)
@@ -139,28 +200,48 @@ def test_a_malformed_rule_says_where_and_what_was_expected(text, line, column, m
     assert isinstance(info.value, wb.ParameterError) and info.value.param == "rules"
 
 
-@pytest.mark.parametrize("rules, message", [
-    ({}, "a rule strategy needs a long (buy) or a short (sell) rule"),
-    ({"long": {"entry": {"left": "close", "op": ">", "right": 1}}},
-     "long.entry.left: expected a number, {\"var\": name} or {\"indicator\": name, ...}, not 'close'"),
-    ({"long": {"entry": {"and": [{"left": 1, "op": ">", "right": 2}]}}},
-     "long.entry.and: expected a list of at least 2 conditions"),
-    ({"long": {"entry": {"left": 1, "op": "=", "right": 2}}}, "long.entry.op: '=' is not a comparison"),
-    ({"long": {"entry": {"left": {"indicator": "VWAP"}, "op": ">", "right": 1}}},
-     "long.entry.left.indicator: unknown indicator 'VWAP'"),
-    ({"long": {"entry": {"left": 1, "op": ">", "right": 2}, "size": {"percent": True}}},
-     "long.size.percent: size (percent of the balance): True is not a number"),
-    ({"long": {"entry": {"left": 1, "op": ">", "right": 2}, "take_profit": [2, 1]}},
-     "long take_profit: [2, 1] is not strictly ascending"),
-    ({"vars": {"w": 2.5}, "short": {"entry": {"left": {"indicator": "SMA", "params": [{"var": "w"}]}, "op": ">",
-                                              "right": 1}}},
-     "SMA window: $w = 2.5 is not allowed; expected a whole number from 1 to 100000"),
-    ({"vars": {"1x": 2}, "long": {"entry": {"left": 1, "op": ">", "right": 2}}}, "vars: '1x' is not a variable name"),
-    ({"long": {"entry": {"left": 1, "op": ">", "right": 2}, "stop": 1}}, "long: unknown key 'stop'"),
-    ("", "a rule strategy needs a long (buy) or a short (sell) rule"),
-    (["buy"], "a rule strategy is a JSON object (or rule text), not a list"),
-    ("x" * (MAX_TEXT + 1), f"the rule text is {MAX_TEXT + 1} characters long; the limit is {MAX_TEXT}"),
-])
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ({}, "a rule strategy needs a long (buy) or a short (sell) rule"),
+        (
+            {"long": {"entry": {"left": "close", "op": ">", "right": 1}}},
+            'long.entry.left: expected a number, {"var": name} or {"indicator": name, ...}, not \'close\'',
+        ),
+        (
+            {"long": {"entry": {"and": [{"left": 1, "op": ">", "right": 2}]}}},
+            "long.entry.and: expected a list of at least 2 conditions",
+        ),
+        ({"long": {"entry": {"left": 1, "op": "=", "right": 2}}}, "long.entry.op: '=' is not a comparison"),
+        (
+            {"long": {"entry": {"left": {"indicator": "VWAP"}, "op": ">", "right": 1}}},
+            "long.entry.left.indicator: unknown indicator 'VWAP'",
+        ),
+        (
+            {"long": {"entry": {"left": 1, "op": ">", "right": 2}, "size": {"percent": True}}},
+            "long.size.percent: size (percent of the balance): True is not a number",
+        ),
+        (
+            {"long": {"entry": {"left": 1, "op": ">", "right": 2}, "take_profit": [2, 1]}},
+            "long take_profit: [2, 1] is not strictly ascending",
+        ),
+        (
+            {
+                "vars": {"w": 2.5},
+                "short": {"entry": {"left": {"indicator": "SMA", "params": [{"var": "w"}]}, "op": ">", "right": 1}},
+            },
+            "SMA window: $w = 2.5 is not allowed; expected a whole number from 1 to 100000",
+        ),
+        (
+            {"vars": {"1x": 2}, "long": {"entry": {"left": 1, "op": ">", "right": 2}}},
+            "vars: '1x' is not a variable name",
+        ),
+        ({"long": {"entry": {"left": 1, "op": ">", "right": 2}, "stop": 1}}, "long: unknown key 'stop'"),
+        ("", "a rule strategy needs a long (buy) or a short (sell) rule"),
+        (["buy"], "a rule strategy is a JSON object (or rule text), not a list"),
+        ("x" * (MAX_TEXT + 1), f"the rule text is {MAX_TEXT + 1} characters long; the limit is {MAX_TEXT}"),
+    ],
+)
 def test_bad_json_is_named_by_its_path(rules, message):
     with pytest.raises(RuleError) as info:
         parse_rules(rules)
@@ -169,12 +250,72 @@ def test_bad_json_is_named_by_its_path(rules, message):
 
 # -- fuzzing: an error or a valid rule, never a crash, a hang or anything executed ---------------
 
-_TOKENS = ["buy", "sell", "exit", "long", "short", "when", "vars", "leverage", "and", "or", "not", "(", ")", ",",
-           ".", "%", "$x", "$", "=", "x", "units", "of", "balance", "stop_loss", "take_profit", "trailing_stop",
-           ">", "<", ">=", "<=", "crosses_above", "crosses_below", "EMA(12)", "RSI", "MACD", ".hist", "BB(20, 2)",
-           "DONCHIAN(5).high", "close", "volume", "12", "-3", "0.5", "1e308", "9" * 400, "10%", "\n", " ",
-           "__import__('os')", "eval(", "exec", "lambda", ";", "'", '"', "\\", "\x00", "é", "𝔼MA", "\u202e",
-           "{{7*7}}", "${x}", "`", "#"]
+_TOKENS = [
+    "buy",
+    "sell",
+    "exit",
+    "long",
+    "short",
+    "when",
+    "vars",
+    "leverage",
+    "and",
+    "or",
+    "not",
+    "(",
+    ")",
+    ",",
+    ".",
+    "%",
+    "$x",
+    "$",
+    "=",
+    "x",
+    "units",
+    "of",
+    "balance",
+    "stop_loss",
+    "take_profit",
+    "trailing_stop",
+    ">",
+    "<",
+    ">=",
+    "<=",
+    "crosses_above",
+    "crosses_below",
+    "EMA(12)",
+    "RSI",
+    "MACD",
+    ".hist",
+    "BB(20, 2)",
+    "DONCHIAN(5).high",
+    "close",
+    "volume",
+    "12",
+    "-3",
+    "0.5",
+    "1e308",
+    "9" * 400,
+    "10%",
+    "\n",
+    " ",
+    "__import__('os')",
+    "eval(",
+    "exec",
+    "lambda",
+    ";",
+    "'",
+    '"',
+    "\\",
+    "\x00",
+    "é",
+    "𝔼MA",
+    "\u202e",
+    "{{7*7}}",
+    "${x}",
+    "`",
+    "#",
+]
 
 
 def _assert_error_or_valid(value) -> None:
@@ -195,17 +336,26 @@ def test_the_parser_survives_random_and_hostile_text(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", forbidden)  # imports nothing either: all is loaded
     rng = random.Random(20240601)
     hostile = [
-        "(" * 6000 + "close > 1" + ")" * 6000, "buy 1% when " + "(" * 6000 + "close > 1" + ")" * 6000,
-        "buy 1% when " + "not " * 4000 + "close > 1", "buy 1% when " + " and ".join(["close > 1"] * 1500),
-        "buy 1% when " + "(close > 1 or " * 1000 + "close > 1" + ")" * 1000, "buy 1% when close > " + "9" * 19000,
-        "buy 1% when close > 1e99999", "buy 1% when EMA(99999999999999999999999999) > 1",
+        "(" * 6000 + "close > 1" + ")" * 6000,
+        "buy 1% when " + "(" * 6000 + "close > 1" + ")" * 6000,
+        "buy 1% when " + "not " * 4000 + "close > 1",
+        "buy 1% when " + " and ".join(["close > 1"] * 1500),
+        "buy 1% when " + "(close > 1 or " * 1000 + "close > 1" + ")" * 1000,
+        "buy 1% when close > " + "9" * 19000,
+        "buy 1% when close > 1e99999",
+        "buy 1% when EMA(99999999999999999999999999) > 1",
         "buy 1% when close > 1\n  take_profit " + ", ".join(["1%"] * 3000),
         f"buy 1% when close > 1; __import__('os').system('touch {tmp_path}/pwned')",
-        "buy 1% when __import__('os').system('id') > 0", "buy 1% when eval('1') > 0", "buy 1% when {}.x > 0",
+        "buy 1% when __import__('os').system('id') > 0",
+        "buy 1% when eval('1') > 0",
+        "buy 1% when {}.x > 0",
         "vars " + ", ".join(f"v{i} = {i}" for i in range(200)) + "\nbuy 1% when close > $v1",
-        "buy 1% when ЕМА(12) > 1", "buy 1% when close > ١٢", "buy\u00a01% when close > 1",
+        "buy 1% when ЕМА(12) > 1",
+        "buy 1% when close > ١٢",
+        "buy\u00a01% when close > 1",
         "\ufeffbuy 1% when close > 1",
-        "x" * MAX_TEXT, "buy 1% when close > 1\n" * 2000,
+        "x" * MAX_TEXT,
+        "buy 1% when close > 1\n" * 2000,
     ]
     started = time.perf_counter()
     for text in hostile:
@@ -234,13 +384,51 @@ def test_the_parser_survives_random_and_hostile_text(monkeypatch, tmp_path):
 
 def _random_json(rng: random.Random, depth: int = 0):
     choice = rng.randrange(9 if depth < 6 else 5)
-    leaves = [None, True, 0, -1.5, 1e308, float("nan"), float("inf"), 10**400, "close", "EMA", ">", "and", [], {},
-              {"var": "x"}, "__import__('os')"]
+    leaves = [
+        None,
+        True,
+        0,
+        -1.5,
+        1e308,
+        float("nan"),
+        float("inf"),
+        10**400,
+        "close",
+        "EMA",
+        ">",
+        "and",
+        [],
+        {},
+        {"var": "x"},
+        "__import__('os')",
+    ]
     if choice < 5:
         return rng.choice(leaves)
-    keys = ["left", "op", "right", "and", "or", "not", "indicator", "params", "output", "var", "entry", "exit",
-            "size", "percent", "units", "stop_loss", "take_profit", "trailing_stop", "vars", "long", "short",
-            "leverage", "x"]
+    keys = [
+        "left",
+        "op",
+        "right",
+        "and",
+        "or",
+        "not",
+        "indicator",
+        "params",
+        "output",
+        "var",
+        "entry",
+        "exit",
+        "size",
+        "percent",
+        "units",
+        "stop_loss",
+        "take_profit",
+        "trailing_stop",
+        "vars",
+        "long",
+        "short",
+        "leverage",
+        "x",
+    ]
     if choice < 7:
         return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
     return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
@@ -288,8 +476,13 @@ def _random_rule(rng: random.Random) -> dict:
             return rng.choice([rng.randint(-5, 10**6), rng.uniform(-1e3, 1e3), rng.choice([1e-7, 1e20, -0.0])])
         name = rng.choice(list(catalogue))
         spec = catalogue[name]
-        node = {"indicator": name, "params": [number(a["min"], a["max"], a["whole"]) if not a["whole"] or
-                                              rng.random() < 0.8 else rng.randint(1, 50) for a in spec["params"]]}
+        node = {
+            "indicator": name,
+            "params": [
+                number(a["min"], a["max"], a["whole"]) if not a["whole"] or rng.random() < 0.8 else rng.randint(1, 50)
+                for a in spec["params"]
+            ],
+        }
         if spec["outputs"]:
             node["output"] = rng.choice(spec["outputs"])
         return node
@@ -300,21 +493,31 @@ def _random_rule(rng: random.Random) -> dict:
             return {"not": condition(depth + 1)}
         if depth < 5 and kind < 0.4:
             return {rng.choice(["and", "or"]): [condition(depth + 1) for _ in range(rng.randint(2, 4))]}
-        return {"left": operand(), "op": rng.choice([">", "<", ">=", "<=", "crosses_above", "crosses_below"]),
-                "right": operand()}
+        return {
+            "left": operand(),
+            "op": rng.choice([">", "<", ">=", "<=", "crosses_above", "crosses_below"]),
+            "right": operand(),
+        }
 
     def side(name: str):
         stops = 99.0 if name == "long" else 1000.0
         ladder = sorted(rng.sample(range(1, 99), rng.randint(0, 4)))
-        return {"entry": condition(), "exit": condition() if rng.random() < 0.6 else None,
-                "size": rng.choice([{"percent": rng.uniform(0.1, 100)}, {"units": rng.randint(1, 9)}]),
-                "stop_loss": rng.uniform(0.1, 50) if rng.random() < 0.5 else None,
-                "take_profit": [float(x) if name == "long" else x for x in ladder],
-                "trailing_stop": rng.uniform(0.1, min(stops, 50)) if rng.random() < 0.5 else None}
+        return {
+            "entry": condition(),
+            "exit": condition() if rng.random() < 0.6 else None,
+            "size": rng.choice([{"percent": rng.uniform(0.1, 100)}, {"units": rng.randint(1, 9)}]),
+            "stop_loss": rng.uniform(0.1, 50) if rng.random() < 0.5 else None,
+            "take_profit": [float(x) if name == "long" else x for x in ladder],
+            "trailing_stop": rng.uniform(0.1, min(stops, 50)) if rng.random() < 0.5 else None,
+        }
 
     sides = rng.choice([("long",), ("short",), ("long", "short")])
-    return {"vars": {name: rng.randint(1, 50) for name in names}, "leverage": rng.randint(1, 20),
-            "long": side("long") if "long" in sides else None, "short": side("short") if "short" in sides else None}
+    return {
+        "vars": {name: rng.randint(1, 50) for name in names},
+        "leverage": rng.randint(1, 20),
+        "long": side("long") if "long" in sides else None,
+        "short": side("short") if "short" in sides else None,
+    }
 
 
 def test_random_valid_rules_convert_both_ways_without_loss(candles):
@@ -329,6 +532,7 @@ def test_random_valid_rules_convert_both_ways_without_loss(candles):
 
 
 # -- indicators against references -------------------------------------------------------------
+
 
 def _key(text: str):
     """The indicator key of an operand written in rule text."""
@@ -378,7 +582,7 @@ def test_macd_matches_pandas_ewm(candles):
 
 def _wilder(values: pd.Series, n: int) -> pd.Series:
     """Wilder's smoothing by pandas: the mean of values 1..n, then ewm(alpha=1/n)."""
-    seeded = pd.concat([pd.Series([values.iloc[1:n + 1].mean()]), values.iloc[n + 1:]], ignore_index=True)
+    seeded = pd.concat([pd.Series([values.iloc[1 : n + 1].mean()]), values.iloc[n + 1 :]], ignore_index=True)
     out = pd.Series(np.nan, index=values.index)
     out.iloc[n:] = seeded.ewm(alpha=1 / n, adjust=False).mean().to_numpy()
     return out
@@ -387,9 +591,41 @@ def _wilder(values: pd.Series, n: int) -> pd.Series:
 def test_rsi_matches_wilders_definition_and_the_textbook_example(candles):
     # StockCharts' RSI(14) worked example: its last values (the rounding of its spreadsheet has
     # washed out by then) and the first one worked out by hand
-    closes = [44.34, 44.09, 44.15, 43.61, 44.33, 44.83, 45.10, 45.42, 45.84, 46.08, 45.89, 46.03, 45.61, 46.28,
-              46.28, 46.00, 46.03, 46.41, 46.22, 45.64, 46.21, 46.25, 45.71, 46.45, 45.78, 45.35, 44.03, 44.18,
-              44.22, 44.57, 43.42, 42.66, 43.13]
+    closes = [
+        44.34,
+        44.09,
+        44.15,
+        43.61,
+        44.33,
+        44.83,
+        45.10,
+        45.42,
+        45.84,
+        46.08,
+        45.89,
+        46.03,
+        45.61,
+        46.28,
+        46.28,
+        46.00,
+        46.03,
+        46.41,
+        46.22,
+        45.64,
+        46.21,
+        46.25,
+        45.71,
+        46.45,
+        45.78,
+        45.35,
+        44.03,
+        44.18,
+        44.22,
+        44.57,
+        43.42,
+        42.66,
+        43.13,
+    ]
     frame = bars([(c, c, c, c) for c in closes])
     rsi = _value("RSI(14)", frame)
     assert np.isnan(rsi[:14]).all()
@@ -440,9 +676,11 @@ def test_conditions_cross_and_use_three_valued_logic():
 
 # -- semantics on hand-made candles ------------------------------------------------------------
 
+
 def test_signals_at_the_close_fill_at_the_next_open():
-    candles = bars([(100, 100, 100, 100), (100, 102, 99, 101), (101, 103, 100, 102), (102, 102, 98, 99),
-                    (99, 99, 97, 98)])
+    candles = bars(
+        [(100, 100, 100, 100), (100, 102, 99, 101), (101, 103, 100, 102), (102, 102, 98, 99), (99, 99, 97, 98)]
+    )
     result = wb.backtest("rules", candles, {"rules": "buy 100% when close > 100\nexit long when close < 100"}, **FREE)
     units = 1000 / 101
     assert _fills(result) == [(2, round(units, 9), 101, "entry"), (4, round(-units, 9), 99, "exit")]
@@ -461,16 +699,27 @@ def test_stop_loss_fills_at_the_stop_or_at_a_gapping_open():
 
 
 def test_a_take_profit_ladder_closes_equal_parts_at_maker_prices():
-    candles = bars([(100, 100, 100, 100), (100, 101, 99, 101), (100, 103, 100, 101), (101, 105, 101, 104),
-                    (104, 104, 104, 104)])
+    candles = bars(
+        [(100, 100, 100, 100), (100, 101, 99, 101), (100, 103, 100, 101), (101, 105, 101, 104), (104, 104, 104, 104)]
+    )
     fees = {"maker": 0.001, "taker": 0.002}
-    result = wb.backtest("rules", candles, {"rules": "buy 100% when close crosses_above 100.5 take_profit 2%, 4%"},
-                         fees=fees, slippage=0.0, init_cash=1000)
+    result = wb.backtest(
+        "rules",
+        candles,
+        {"rules": "buy 100% when close crosses_above 100.5 take_profit 2%, 4%"},
+        fees=fees,
+        slippage=0.0,
+        init_cash=1000,
+    )
     units = 1000 / (100 * 1.002)
-    assert _fills(result) == [(2, round(units, 9), 100, "entry"), (2, round(-units / 2, 9), 102, "take_profit"),
-                              (3, round(-units / 2, 9), 104, "take_profit")]
-    assert result.fills["fee"].tolist() == pytest.approx([units * 100 * 0.002, units / 2 * 102 * 0.001,
-                                                          units / 2 * 104 * 0.001])
+    assert _fills(result) == [
+        (2, round(units, 9), 100, "entry"),
+        (2, round(-units / 2, 9), 102, "take_profit"),
+        (3, round(-units / 2, 9), 104, "take_profit"),
+    ]
+    assert result.fills["fee"].tolist() == pytest.approx(
+        [units * 100 * 0.002, units / 2 * 102 * 0.001, units / 2 * 104 * 0.001]
+    )
 
 
 def test_the_trailing_stop_follows_the_best_price_of_the_bars_before():
@@ -483,16 +732,19 @@ def test_the_trailing_stop_follows_the_best_price_of_the_bars_before():
     result = wb.backtest("rules", bars(start + [(100, 101, 95, 99)]), tighter, **FREE)
     assert _fills(result) == [(2, 10, 100, "entry"), (2, -10, 96, "stop_loss")]  # max(96, 90)
     short = {"rules": "sell 100% when close crosses_below 99.5 trailing_stop 10%"}
-    result = wb.backtest("rules", bars([(100, 100, 100, 100), (100, 100, 98, 99), (100, 104, 80, 82),
-                                        (82, 89, 81, 85)]), short, **FREE)
+    result = wb.backtest(
+        "rules", bars([(100, 100, 100, 100), (100, 100, 98, 99), (100, 104, 80, 82), (82, 89, 81, 85)]), short, **FREE
+    )
     assert _fills(result) == [(2, -10, 100, "entry"), (3, 10, 88, "stop_loss")]  # 80 * 1.1
 
 
 def test_shorts_fixed_units_and_reversals():
-    candles = bars([(100, 100, 100, 100), (100, 100, 98, 99), (99, 99, 97, 98), (98, 104, 98, 103),
-                    (103, 103, 103, 103)])
-    result = wb.backtest("rules", candles, {"rules": "sell 2 units when close < 100\nexit short when close > 102"},
-                         **FREE)
+    candles = bars(
+        [(100, 100, 100, 100), (100, 100, 98, 99), (99, 99, 97, 98), (98, 104, 98, 103), (103, 103, 103, 103)]
+    )
+    result = wb.backtest(
+        "rules", candles, {"rules": "sell 2 units when close < 100\nexit short when close > 102"}, **FREE
+    )
     assert _fills(result) == [(2, -2, 99, "entry"), (4, 2, 103, "exit")]
     assert result.equity.iloc[-1] == pytest.approx(1000 - 8)
     capped = wb.backtest("rules", candles, {"rules": "buy 100 units when close < 100"}, **FREE)
@@ -501,8 +753,11 @@ def test_shorts_fixed_units_and_reversals():
     result = wb.backtest("rules", flip, {"rules": "buy 100% when close > 101\nsell 100% when close < 99"}, **FREE)
     long_units = 1000 / 102
     short_units = long_units * 97 / 97  # the equity after the long, all in again
-    assert _fills(result) == [(2, round(long_units, 9), 102, "entry"), (3, round(-long_units, 9), 97, "exit"),
-                              (3, round(-short_units, 9), 97, "entry")]
+    assert _fills(result) == [
+        (2, round(long_units, 9), 102, "entry"),
+        (3, round(-long_units, 9), 97, "exit"),
+        (3, round(-short_units, 9), 97, "entry"),
+    ]
 
 
 def test_leverage_liquidates_at_the_maintenance_margin():
@@ -522,12 +777,21 @@ def test_unleveraged_rule_runs_replay_in_vectorbt(candles):
 
 # -- the same code paths as the built-in templates ---------------------------------------------
 
-@pytest.mark.parametrize("rules, channel", [
-    (BREAKOUT, {"entry_window": 48, "exit_window": 24}),
-    (BOTH.replace("n = 48, m = 24", "n = 30, m = 60"), {"entry_window": 30, "exit_window": 60, "direction": "both"}),
-    ("vars n = 20, m = 10\nbuy 50% when close < DONCHIAN($n).low\nexit long when close > DONCHIAN($m).high\n",
-     {"entry_window": 20, "exit_window": 10, "mode": "reversion", "position_size": 0.5}),
-])
+
+@pytest.mark.parametrize(
+    "rules, channel",
+    [
+        (BREAKOUT, {"entry_window": 48, "exit_window": 24}),
+        (
+            BOTH.replace("n = 48, m = 24", "n = 30, m = 60"),
+            {"entry_window": 30, "exit_window": 60, "direction": "both"},
+        ),
+        (
+            "vars n = 20, m = 10\nbuy 50% when close < DONCHIAN($n).low\nexit long when close > DONCHIAN($m).high\n",
+            {"entry_window": 20, "exit_window": 10, "mode": "reversion", "position_size": 0.5},
+        ),
+    ],
+)
 def test_a_rule_written_as_the_channel_trades_exactly_as_the_channel_template(rules, channel):
     candles = wb.load_candles()
     ours, theirs = wb.backtest("rules", candles, {"rules": rules}), wb.backtest("channel", candles, channel)
@@ -583,6 +847,7 @@ def test_the_parameter_editor_edits_a_rule_as_its_text(candles):
 
 # -- saved strategies and live trading ----------------------------------------------------------
 
+
 @pytest.fixture
 def db(database):
     vault.use(None)
@@ -607,15 +872,21 @@ def test_a_rule_strategy_saves_loads_and_backtests_as_saved(db, candles):
 def test_a_paper_session_ticks_a_rule_strategy_as_its_backtest(db):
     if db.server.backend != "embedded":
         pytest.skip("replay parity runs on the embedded server only (it does not depend on the server)")
-    rules = ("buy 50% when EMA(5) crosses_above EMA(15)\n    stop_loss 1% trailing_stop 1.5%\n"
-             "exit long when EMA(5) crosses_below EMA(15)\n"
-             "sell 0.05 units when close < DONCHIAN(12).low\nexit short when close > DONCHIAN(6).high\n")
+    rules = (
+        "buy 50% when EMA(5) crosses_above EMA(15)\n    stop_loss 1% trailing_stop 1.5%\n"
+        "exit long when EMA(5) crosses_below EMA(15)\n"
+        "sell 0.05 units when close < DONCHIAN(12).low\nexit short when close > DONCHIAN(6).high\n"
+    )
     candles = wb.load_candles().iloc[:140]
     result = wb.backtest("rules", candles, {"rules": rules}, funding=None)  # a paper exchange charges none
     assert {"entry", "exit", "stop_loss"} <= set(result.fills["kind"]) and (result.fills["size"] < 0).any()
     wb.save_strategy("live rules", "rules", {"rules": rules})
-    sid = wb.live.create_session("live rules", exchange="paper", replay_from=str(candles.index[1]),
-                                 replay_end=str(candles.index[-1] + pd.Timedelta(hours=1)))
+    sid = wb.live.create_session(
+        "live rules",
+        exchange="paper",
+        replay_from=str(candles.index[1]),
+        replay_end=str(candles.index[-1] + pd.Timedelta(hours=1)),
+    )
     assert wb.live.status(sid).market_type == "swap"  # it sells short
     wb.live.start(sid)
     for _ in range(len(candles) + 5):
@@ -624,9 +895,12 @@ def test_a_paper_session_ticks_a_rule_strategy_as_its_backtest(db):
             break
     assert report.skipped == "the replay reached the end of its candles"
     with store.session() as scope:
-        rows = scope.execute(select(store.Fill.ts, store.Order.side, store.Fill.amount, store.Fill.price)
-                             .join(store.Order, store.Order.id == store.Fill.order_id)
-                             .where(store.Order.session_id == sid).order_by(store.Fill.ts, store.Fill.id)).all()
+        rows = scope.execute(
+            select(store.Fill.ts, store.Order.side, store.Fill.amount, store.Fill.price)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == sid)
+            .order_by(store.Fill.ts, store.Fill.id)
+        ).all()
     live = [(pd.Timestamp(r.ts), float(r.amount) * (1 if r.side == "buy" else -1), float(r.price)) for r in rows]
     expected = [(f.time, f.size, f.price) for f in result.fills.itertuples()]
     assert live == expected
@@ -641,6 +915,7 @@ def test_a_session_trades_at_the_rule_strategys_own_leverage(db):
 
 
 # -- the simple moving average on flat bars ------------------------------------------------------
+
 
 @pytest.mark.parametrize("price", [0.1, 0.7, 3.3, 1e8 + 0.3])
 def test_sma_and_bands_of_a_flat_window_are_exact(price):
@@ -661,8 +936,8 @@ def test_sma_matches_pandas_to_1e_12_on_random_walks():
             mean, std = _indicators._rolling_mean_std(close, window)
             reference = pd.Series(close).rolling(window)
             _same(mean, reference.mean(), rel=1e-12)
-            exact = np.array([np.std(close[t - window + 1:t + 1]) for t in range(window - 1, len(close), 97)])
-            assert np.allclose(std[window - 1::97], exact, rtol=1e-9, atol=1e-12 * level)
+            exact = np.array([np.std(close[t - window + 1 : t + 1]) for t in range(window - 1, len(close), 97)])
+            assert np.allclose(std[window - 1 :: 97], exact, rtol=1e-9, atol=1e-12 * level)
 
 
 def test_a_rule_against_the_sma_of_flat_bars_never_fires():

@@ -5,6 +5,7 @@ processes that execute notebooks with papermill in fresh kernels; a promoted tes
 does a small piece of tenant work (one equity snapshot written through ``store.session()``,
 i.e. as the tenant's role) so its runs are visible in the database.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -41,7 +42,7 @@ from workbench.scheduler._pool import KernelPool
 from workbench.store.models import EquitySnapshot, LiveNotebook, NotebookRun, Strategy, TradingSession
 from workbench.vault import ExchangeKeys, LocalVault, Secret
 
-UTC = timezone.utc
+UTC = UTC
 EVERY_SECOND = "* * * * * *"
 _KERNELSPEC = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
 _PARAMETERS = "session_id = 0\nrun_id = 0\nscheduled_for = ''"
@@ -70,8 +71,14 @@ def _trading_session(tenant: str, status: str = "running", account: int | None =
         strategy = Strategy(tenant_id=tenant_id, name=f"s{secrets.token_hex(3)}", template="channel", params={})
         s.add(strategy)
         s.flush()
-        trading = TradingSession(tenant_id=tenant_id, strategy_id=strategy.id, exchange="paper", symbol="BTC/USD",
-                                 status=status, exchange_account_id=account)
+        trading = TradingSession(
+            tenant_id=tenant_id,
+            strategy_id=strategy.id,
+            exchange="paper",
+            symbol="BTC/USD",
+            status=status,
+            exchange_account_id=account,
+        )
         s.add(trading)
         s.flush()
         return trading.id
@@ -99,8 +106,14 @@ def _as(tenant: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _runs(session_id: int) -> list[NotebookRun]:
     with store.owner_session() as s:
-        return list(s.scalars(select(NotebookRun).join(LiveNotebook, LiveNotebook.id == NotebookRun.live_notebook_id)
-                              .where(LiveNotebook.session_id == session_id).order_by(NotebookRun.id)))
+        return list(
+            s.scalars(
+                select(NotebookRun)
+                .join(LiveNotebook, LiveNotebook.id == NotebookRun.live_notebook_id)
+                .where(LiveNotebook.session_id == session_id)
+                .order_by(NotebookRun.id)
+            )
+        )
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -120,9 +133,23 @@ def _finished(session_id: int, count: int, status: str = "succeeded"):
 @contextmanager
 def _worker(log: Path, *options: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--verbose",
-                                    "--dispatch-interval", "0.2", "--heartbeat", "0.5", *options],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env or dict(os.environ))
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "workbench.cli",
+                "worker",
+                "--verbose",
+                "--dispatch-interval",
+                "0.2",
+                "--heartbeat",
+                "0.5",
+                *options,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env or dict(os.environ),
+        )
     try:
         yield process
     finally:
@@ -141,8 +168,11 @@ def _nothing_stays_live(request):
     yield
     if {"database", "embedded_only"} & set(request.fixturenames):
         with store.owner_session() as s:
-            s.execute(update(LiveNotebook).where(LiveNotebook.status.in_(("active", "paused")))
-                      .values(status="stopped", next_run_at=None))
+            s.execute(
+                update(LiveNotebook)
+                .where(LiveNotebook.status.in_(("active", "paused")))
+                .values(status="stopped", next_run_at=None)
+            )
             s.execute(text("SET LOCAL search_path TO procrastinate, public"))  # for procrastinate's triggers
             s.execute(text("DELETE FROM procrastinate_jobs WHERE status = 'todo'"))
 
@@ -162,7 +192,9 @@ def test_candle_schedule_fires_after_each_close_and_coalesces_missed_candles():
     schedule = parse_schedule("candle:5m")
     at = datetime(2026, 1, 1, 12, 3, 0, tzinfo=UTC)
     assert schedule.next_after(at) == datetime(2026, 1, 1, 12, 5, 3, tzinfo=UTC)
-    assert schedule.next_after(datetime(2026, 1, 1, 12, 5, 3, tzinfo=UTC)) == datetime(2026, 1, 1, 12, 10, 3, tzinfo=UTC)
+    assert schedule.next_after(datetime(2026, 1, 1, 12, 5, 3, tzinfo=UTC)) == datetime(
+        2026, 1, 1, 12, 10, 3, tzinfo=UTC
+    )
     # down from 12:00 to 14:07: one run, for the last closed candle, not 26
     assert schedule.latest(datetime(2026, 1, 1, 14, 7, 0, tzinfo=UTC)) == datetime(2026, 1, 1, 14, 5, 3, tzinfo=UTC)
     assert parse_schedule("candle:1h+10s").next_after(at) == datetime(2026, 1, 1, 13, 0, 10, tzinfo=UTC)
@@ -176,13 +208,16 @@ def test_cron_schedule_with_and_without_seconds():
     assert parse_schedule("* * * * * */10").next_after(at) == datetime(2026, 1, 1, 12, 15, 10, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "is empty"),
-    ("candle:5x", "not a candle schedule"),
-    ("candle:1m+90s", "must be shorter than the timeframe"),
-    ("every five minutes", "neither a candle schedule"),
-    ("61 * * * *", "neither a candle schedule"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty"),
+        ("candle:5x", "not a candle schedule"),
+        ("candle:1m+90s", "must be shorter than the timeframe"),
+        ("every five minutes", "neither a candle schedule"),
+        ("61 * * * *", "neither a candle schedule"),
+    ],
+)
 def test_unparsable_schedules_are_refused(text, message):
     with pytest.raises(SchedulerError, match=message):
         parse_schedule(text)
@@ -202,8 +237,10 @@ def test_promotion_freezes_a_versioned_copy(database, tmp_path, monkeypatch):
             assert "x = 1" in s.get(LiveNotebook, first.id).content
         second = promote(path, session_id, "candle:1h")  # ... until promoted again
         with store.session() as s:
-            versions = {live.version: live for live in s.scalars(select(LiveNotebook).where(
-                LiveNotebook.session_id == session_id))}
+            versions = {
+                live.version: live
+                for live in s.scalars(select(LiveNotebook).where(LiveNotebook.session_id == session_id))
+            }
     assert (first.version, second.version) == (1, 2)
     assert versions[1].status == "stopped" and versions[1].next_run_at is None
     assert versions[2].status == "active" and "x = 2" in versions[2].content
@@ -273,8 +310,13 @@ def _promote_as(tenant: str, path: Path, session_id: int, schedule: str, monkeyp
 
 def _queue_jobs(run_ids: list[int]) -> list[tuple]:
     with store.owner_session() as s:
-        return s.execute(text("SELECT id, status::text, lock, queueing_lock, args FROM procrastinate.procrastinate_jobs "
-                              "WHERE (args->>'run_id')::bigint = ANY(:ids) ORDER BY id"), {"ids": run_ids}).all()
+        return s.execute(
+            text(
+                "SELECT id, status::text, lock, queueing_lock, args FROM procrastinate.procrastinate_jobs "
+                "WHERE (args->>'run_id')::bigint = ANY(:ids) ORDER BY id"
+            ),
+            {"ids": run_ids},
+        ).all()
 
 
 def test_dispatch_queues_one_run_and_job_per_due_time_and_coalesces_downtime(database, tmp_path, monkeypatch):
@@ -415,8 +457,14 @@ def test_a_worker_runs_the_frozen_notebook_as_the_tenant(embedded_only, tmp_path
     output = nbformat.read(done[0].output_path, as_version=4)
     probe = json.loads(output.cells[-1].outputs[0]["text"])
     assert probe["role"].endswith(alice)  # connected as the tenant's role, not the owner
-    assert not {"WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
-                "WORKBENCH_DB_ROLE_SECRET", "WORKBENCH_RUN_KEYS_TOKEN"} & set(probe["env"])
+    assert not {
+        "WORKBENCH_DATABASE_URL",
+        "DATABASE_URL",
+        "WORKBENCH_MASTER_KEY",
+        "WORKBENCH_MASTER_KEY_FILE",
+        "WORKBENCH_DB_ROLE_SECRET",
+        "WORKBENCH_RUN_KEYS_TOKEN",
+    } & set(probe["env"])
     injected = next(c for c in output.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert f"run_id = {done[0].id}" in injected.source and f"session_id = {session_id}" in injected.source
 
@@ -434,13 +482,17 @@ def test_two_workers_execute_each_run_exactly_once(embedded_only, tmp_path, monk
         with _as(alice, monkeypatch):
             for session_id in sessions:
                 demote(session_id)
-        _wait(lambda: not any(r.status in ("queued", "running") for s in sessions for r in _runs(s)), 60,
-              "the runs in progress")
+        _wait(
+            lambda: not any(r.status in ("queued", "running") for s in sessions for r in _runs(s)),
+            60,
+            "the runs in progress",
+        )
     with store.owner_session() as s:
         for session_id in sessions:
             succeeded = [r for r in _runs(session_id) if r.status == "succeeded"]
-            rows = s.scalar(select(func.count()).select_from(EquitySnapshot)
-                            .where(EquitySnapshot.session_id == session_id))
+            rows = s.scalar(
+                select(func.count()).select_from(EquitySnapshot).where(EquitySnapshot.session_id == session_id)
+            )
             assert rows == len(succeeded)  # one snapshot per run: none ran twice
             assert len({r.scheduled_for for r in _runs(session_id)}) == len(_runs(session_id))
     started = [log.read_text().count("started by") for log in logs]
@@ -504,11 +556,17 @@ def test_a_killed_worker_leaves_its_run_failed_and_the_session_runs_on(embedded_
     _wait(lambda: not _alive(spawned), 10, "the killed worker's processes to exit")
     assert not folder.exists()
     with store.owner_session() as s:  # the next run must not sleep, or it would be abandoned too
-        s.execute(update(LiveNotebook).where(LiveNotebook.session_id == session_id, LiveNotebook.status == "active")
-                  .values(content=nbformat.writes(nbformat.read(_notebook(tmp_path, _SNAPSHOT, name="quick.ipynb"), 4))))
+        s.execute(
+            update(LiveNotebook)
+            .where(LiveNotebook.session_id == session_id, LiveNotebook.status == "active")
+            .values(content=nbformat.writes(nbformat.read(_notebook(tmp_path, _SNAPSHOT, name="quick.ipynb"), 4)))
+        )
     with _worker(tmp_path / "b.log", "--stalled-after", "3"):
-        _wait(lambda: next(r for r in _runs(session_id) if r.id == running[0].id).status == "failed", 30,
-              "the abandoned run to be marked failed")
+        _wait(
+            lambda: next(r for r in _runs(session_id) if r.id == running[0].id).status == "failed",
+            30,
+            "the abandoned run to be marked failed",
+        )
         _wait(_finished(session_id, 1), 60, "a run after the abandoned one")
     abandoned = next(r for r in _runs(session_id) if r.id == running[0].id)
     assert abandoned.error.startswith("abandoned: the worker running it stopped")
@@ -588,17 +646,38 @@ def test_a_warm_kernel_serves_one_run_as_its_tenant_and_is_replaced(embedded_onl
             assert (probe["kernel"], probe["slot"]) == (kernel, slot)  # the run took the warm kernel
             assert probe["role"].endswith(alice) and probe["uid"] == os.getuid()
             # a fresh namespace: IPython's own names and the notebook's, nothing of the zygote or the arming
-            assert set(probe["names"]) == {"In", "Out", "exit", "get_ipython", "open", "quit", "session_id",
-                                           "run_id", "scheduled_for", "json", "os", "text", "store", "s", "role"}
+            assert set(probe["names"]) == {
+                "In",
+                "Out",
+                "exit",
+                "get_ipython",
+                "open",
+                "quit",
+                "session_id",
+                "run_id",
+                "scheduled_for",
+                "json",
+                "os",
+                "text",
+                "store",
+                "s",
+                "role",
+            }
             assert not _alive([slot, kernel])  # used once, then killed
             ((_, new_slot, new_kernel),) = await _warm(pool, unlike={kernel})  # and replaced
             second = _queued_run(live)
             await execute_run(second, "test", pool)
             assert _probe(_run(second))["kernel"] == new_kernel
             zygote = pool.kernels()["zygote"]
-            assert not {"DATABASE_URL", "WORKBENCH_DATABASE_URL", "WORKBENCH_TENANT_DATABASE_URL",
-                        "WORKBENCH_DB_ROLE_SECRET", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
-                        "WORKBENCH_HOME"} & set(psutil.Process(zygote).environ())  # it holds no secret
+            assert not {
+                "DATABASE_URL",
+                "WORKBENCH_DATABASE_URL",
+                "WORKBENCH_TENANT_DATABASE_URL",
+                "WORKBENCH_DB_ROLE_SECRET",
+                "WORKBENCH_MASTER_KEY",
+                "WORKBENCH_MASTER_KEY_FILE",
+                "WORKBENCH_HOME",
+            } & set(psutil.Process(zygote).environ())  # it holds no secret
             spawned = [zygote, *_descendants(zygote)]
         assert not _alive(spawned)  # closing the pool (the worker stopping) kills everything it started
 
@@ -635,8 +714,9 @@ def test_lost_kernels_are_replaced_and_crashed_runs_recorded(embedded_only, tmp_
             run_id = _queued_run(live)
             await execute_run(run_id, "test", pool, timeout=60)
             run = _run(run_id)
-            assert run.status == "failed" and run.error.startswith("the run failed outside its cells: the run's "
-                                                                   "process died"), run.error
+            assert run.status == "failed" and run.error.startswith(
+                "the run failed outside its cells: the run's process died"
+            ), run.error
             content(_KERNEL_PROBE)  # the pool is still fine
             run_id = _queued_run(live)
             await execute_run(run_id, "test", pool)
@@ -737,8 +817,11 @@ def test_runs_survive_a_database_restart(server_folder, tmp_path, monkeypatch):
             assert worker.poll() is None, "the worker exited instead of reconnecting"
             with _as(alice, monkeypatch):
                 demote(session_id)
-            _wait(lambda: not any(r.status in ("queued", "running") for r in _runs(session_id)), 60,
-                  "no run left in progress")
+            _wait(
+                lambda: not any(r.status in ("queued", "running") for r in _runs(session_id)),
+                60,
+                "no run left in progress",
+            )
         statuses = {r.status for r in _runs(session_id)}
         assert statuses <= {"succeeded", "failed", "skipped"}
     finally:
@@ -768,12 +851,23 @@ print("careless:", keys.api_key.reveal(), keys.secret.reveal(), dict(os.environ)
     assert run.failing_cell == 4 and run.error.startswith("cell 4: RuntimeError: boom ***")
     output = Path(run.output_path).read_text()
     assert "careless: CANA" in output  # the print ran, masked
-    dump = subprocess.run([str(Path(store._server.POSTGRES_BIN_PATH) / "pg_dump"), "--data-only",
-                           embedded_only.server.libpq_url(embedded_only.url)], capture_output=True, text=True)
+    dump = subprocess.run(
+        [
+            str(Path(store._server.POSTGRES_BIN_PATH) / "pg_dump"),
+            "--data-only",
+            embedded_only.server.libpq_url(embedded_only.url),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert dump.returncode == 0, dump.stderr
     for canary in (api_key, secret):
-        for where, content in (("output notebook", output), ("worker log", log.read_text()),
-                               ("database dump", dump.stdout), ("run error", run.error)):
+        for where, content in (
+            ("output notebook", output),
+            ("worker log", log.read_text()),
+            ("database dump", dump.stdout),
+            ("run error", run.error),
+        ):
             assert canary not in content, f"the canary leaked into the {where}"
 
 

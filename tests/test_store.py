@@ -1,4 +1,5 @@
 """The database layer: embedded server lifecycle, migrations, schema rules, tenants and the CLI."""
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,7 @@ def test_embedded_server_accepts_passwords_only_and_no_tcp(embedded_server):
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
     assert _sql(embedded_server, "SHOW listen_addresses") == [("",)]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(host=str(embedded_server.socket_dir), dbname="postgres", user="postgres",
-                        password="guess")
+        psycopg.connect(host=str(embedded_server.socket_dir), dbname="postgres", user="postgres", password="guess")
 
 
 def test_embedded_server_as_root_runs_as_an_unprivileged_user(embedded_server):
@@ -85,8 +85,9 @@ def test_embedded_server_as_root_runs_as_an_unprivileged_user(embedded_server):
     assert uid != 0 and embedded_server.data_dir.stat().st_uid == uid
     assert embedded_server.data_dir.stat().st_mode & 0o777 == 0o700
     assert pwd.getpwuid(uid).pw_name == "workbench-postgres"
-    assert _sql(embedded_server, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
-                ) == [(False, True)]  # the owner role is not a superuser
+    assert _sql(embedded_server, "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user") == [
+        (False, True)
+    ]  # the owner role is not a superuser
 
 
 def test_database_url_must_be_postgresql(monkeypatch):
@@ -107,8 +108,9 @@ def _differences() -> list:
 
 
 def test_migrations_walk_every_revision_down_and_up(empty_database):
-    revisions = [script.revision for script in
-                 ScriptDirectory.from_config(_migrate._config()).walk_revisions("base", "heads")]
+    revisions = [
+        script.revision for script in ScriptDirectory.from_config(_migrate._config()).walk_revisions("base", "heads")
+    ]
     assert store.current_revision() is None
     store.upgrade()
     assert store.current_revision() == store.head_revision() == revisions[0]
@@ -134,25 +136,45 @@ def test_a_tenant_created_at_an_old_revision_gets_the_newer_tables(empty_databas
         assert s.scalar(select(store.Strategy.tenant_id)) == early.id
     store.downgrade("base")  # drops the tenant roles too
     with store.owner_engine().connect() as connection:
-        assert connection.scalar(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"),
-                                 {"r": early.role_name}) == 0
+        assert connection.scalar(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": early.role_name}) == 0
 
 
 def test_schema_keeps_money_exact_and_time_zoned_and_every_tenant_table_isolated(database):
     with store.owner_engine().connect() as connection:
-        types = connection.execute(text(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'public'")).all()
-        forced = dict(connection.execute(text(
-            "SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class "
-            "WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'")).all())
-        tenant_ids = connection.execute(text(
-            "SELECT table_name, is_nullable, column_default FROM information_schema.columns "
-            "WHERE table_schema = 'public' AND column_name = 'tenant_id'")).all()
+        types = connection.execute(
+            text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public'"
+            )
+        ).all()
+        forced = dict(
+            connection.execute(
+                text(
+                    "SELECT relname, relrowsecurity AND relforcerowsecurity FROM pg_class "
+                    "WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
+                )
+            ).all()
+        )
+        tenant_ids = connection.execute(
+            text(
+                "SELECT table_name, is_nullable, column_default FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND column_name = 'tenant_id'"
+            )
+        ).all()
     assert not [row for row in types if row.data_type in ("real", "double precision", "money")]
     assert {row.data_type for row in types if "timestamp" in row.data_type} == {"timestamp with time zone"}
-    for column in ("price", "amount", "filled", "fee", "balance", "equity", "pnl", "current_balance",
-                   "total_pnl", "leverage"):
+    for column in (
+        "price",
+        "amount",
+        "filled",
+        "fee",
+        "balance",
+        "equity",
+        "pnl",
+        "current_balance",
+        "total_pnl",
+        "leverage",
+    ):
         assert {row.data_type for row in types if row.column_name == column} == {"numeric"}, column
     assert all(forced[table] for table in [*TENANT_TABLES, "tenants"])
     assert sorted(row.table_name for row in tenant_ids) == sorted(TENANT_TABLES)
@@ -164,8 +186,15 @@ def _account(tenant: store.Tenant, label: str) -> int:
         if s.get(store.TenantDataKey, (tenant.id, 1)) is None:
             s.add(store.TenantDataKey(tenant_id=tenant.id, version=1, wrapped_key=b"w", master_key_version=1))
             s.flush()
-        account = store.ExchangeAccount(tenant_id=tenant.id, exchange="binance", label=label, api_key_ct=b"c",
-                                        secret_ct=b"c", key_hint="ab12…9f", data_key_version=1)
+        account = store.ExchangeAccount(
+            tenant_id=tenant.id,
+            exchange="binance",
+            label=label,
+            api_key_ct=b"c",
+            secret_ct=b"c",
+            key_hint="ab12…9f",
+            data_key_version=1,
+        )
         s.add(account)
         s.flush()
         return account.id
@@ -177,22 +206,38 @@ def test_a_strategy_that_ran_live_is_immutable(database):
         strategy = store.Strategy(name="dip", template="ema_reversal", params={"depth": 0.05})
         s.add(strategy)
         s.flush()
-        s.add(store.TradingSession(strategy_id=strategy.id, exchange="paper", symbol="BTC/USDT",
-                                   status="running"))
+        s.add(store.TradingSession(strategy_id=strategy.id, exchange="paper", symbol="BTC/USDT", status="running"))
     with store.tenant_session("trader") as s:
         s.execute(update(store.Strategy).values(params={"depth": 0.04}))  # paper trading locks nothing
-        s.add(store.TradingSession(strategy_id=strategy.id, exchange_account_id=_account(tenant, "main"),
-                                   exchange="binance", symbol="BTC/USDT", status="running"))
-    for change in ({"params": {"depth": 0.03}}, {"risk_limits": {"max_loss": 1}}, {"is_locked": False},
-                   {"template": "channel"}):
+        s.add(
+            store.TradingSession(
+                strategy_id=strategy.id,
+                exchange_account_id=_account(tenant, "main"),
+                exchange="binance",
+                symbol="BTC/USDT",
+                status="running",
+            )
+        )
+    for change in (
+        {"params": {"depth": 0.03}},
+        {"risk_limits": {"max_loss": 1}},
+        {"is_locked": False},
+        {"template": "channel"},
+    ):
         with pytest.raises(IntegrityError, match="has run live and is immutable"):
             with store.tenant_session("trader") as s:
                 s.execute(update(store.Strategy).where(store.Strategy.id == strategy.id).values(**change))
     with store.tenant_session("trader") as s:
-        s.add(store.Strategy(name="dip", template="ema_reversal", params={"depth": 0.03}, version=2,
-                             parent_id=strategy.id))
-        versions = s.execute(select(store.Strategy.version, store.Strategy.params, store.Strategy.is_locked)
-                             .order_by(store.Strategy.version)).all()
+        s.add(
+            store.Strategy(
+                name="dip", template="ema_reversal", params={"depth": 0.03}, version=2, parent_id=strategy.id
+            )
+        )
+        versions = s.execute(
+            select(store.Strategy.version, store.Strategy.params, store.Strategy.is_locked).order_by(
+                store.Strategy.version
+            )
+        ).all()
     assert versions == [(1, {"depth": 0.04}, True), (2, {"depth": 0.03}, False)]
 
 
@@ -215,8 +260,12 @@ def test_tenant_commands(database, capsys):
         strategy = store.Strategy(name="x", template="channel")
         s.add(strategy)
         s.flush()
-        s.add_all([store.TradingSession(strategy_id=strategy.id, exchange="paper", symbol="BTC/USDT",
-                                        status=status) for status in ("running", "paused", "error")])
+        s.add_all(
+            [
+                store.TradingSession(strategy_id=strategy.id, exchange="paper", symbol="BTC/USDT", status=status)
+                for status in ("running", "paused", "error")
+            ]
+        )
     with psycopg.connect(database.server.libpq_url(dave_url), autocommit=True) as open_connection:
         assert main(["tenant", "remove", "dave"]) == 0
         with pytest.raises(psycopg.OperationalError):
@@ -225,9 +274,12 @@ def test_tenant_commands(database, capsys):
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
         psycopg.connect(database.server.libpq_url(dave_url))
     with store.owner_session() as s:
-        statuses = s.execute(select(store.TradingSession.status, store.TradingSession.status_message)
-                             .join(store.Tenant, store.Tenant.id == store.TradingSession.tenant_id)
-                             .where(store.Tenant.name == "dave").order_by(store.TradingSession.id)).all()
+        statuses = s.execute(
+            select(store.TradingSession.status, store.TradingSession.status_message)
+            .join(store.Tenant, store.Tenant.id == store.TradingSession.tenant_id)
+            .where(store.Tenant.name == "dave")
+            .order_by(store.TradingSession.id)
+        ).all()
     assert [status for status, _ in statuses] == ["stopped", "stopped", "error"]
     assert "tenant removed" in statuses[0][1]
     assert main(["tenant", "list"]) == 0

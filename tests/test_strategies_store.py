@@ -1,4 +1,5 @@
 """Saved strategies on PostgreSQL: versions, clones, validation, deletion rules, isolation."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,15 +59,18 @@ def test_clone_copies_with_changes_and_remembers_the_origin(db):
 def test_backtest_of_a_saved_strategy_uses_its_parameters_and_limits(db):
     candles = wb.load_candles().iloc[-1500:]
     saved = wb.save_strategy("c", "channel", {"entry_window": 30}, {"max_position_size": 2000})
-    assert saved.backtest(candles).metrics == wb.backtest("channel", candles, {"entry_window": 30},
-                                                          risk={"max_position_size": 2000}).metrics
+    assert (
+        saved.backtest(candles).metrics
+        == wb.backtest("channel", candles, {"entry_window": 30}, risk={"max_position_size": 2000}).metrics
+    )
 
 
 def _session(strategy_id: int, status: str) -> int:
     tenant = store.current_tenant()
     with store.owner_session() as scope:
-        row = store.TradingSession(tenant_id=tenant.id, strategy_id=strategy_id, exchange="paper",
-                                   symbol="BTC/USDT", status=status)
+        row = store.TradingSession(
+            tenant_id=tenant.id, strategy_id=strategy_id, exchange="paper", symbol="BTC/USDT", status=status
+        )
         scope.add(row)
         scope.flush()
         return row.id

@@ -4,6 +4,7 @@ Real parts only: AES-GCM from ``cryptography``, the store's PostgreSQL, ``workbe
 as a subprocess (killed with SIGKILL mid-rotation), and the real ``ccxt.binance`` client
 signing requests to a loopback HTTP server that verifies them like Binance does.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,10 +21,9 @@ from collections.abc import Iterator
 
 import pytest
 from loopback_exchange import BinanceAccount, Gate, answer_binance_key_restrictions, answer_gate_key_permissions
-
-import workbench
 from sqlalchemy import select
 
+import workbench
 from workbench import store, vault
 from workbench.cli import main
 from workbench.errors import VaultError
@@ -77,12 +77,15 @@ def test_blob_layout_and_fresh_nonces():
     assert _envelope.unseal(key, 3, a, context, "blob") == b"plaintext"
 
 
-@pytest.mark.parametrize("other", [
-    _envelope.field_context(8, 42, "secret"),    # another tenant
-    _envelope.field_context(7, 43, "secret"),    # another row
-    _envelope.field_context(7, 42, "api_key"),   # another field
-    _envelope.data_key_context(7, 42),           # another kind of blob
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        _envelope.field_context(8, 42, "secret"),  # another tenant
+        _envelope.field_context(7, 43, "secret"),  # another row
+        _envelope.field_context(7, 42, "api_key"),  # another field
+        _envelope.data_key_context(7, 42),  # another kind of blob
+    ],
+)
 def test_blob_moved_to_another_place_does_not_decrypt(other):
     key = os.urandom(32)
     blob = _envelope.seal(key, 1, b"plaintext", _envelope.field_context(7, 42, "secret"))
@@ -140,13 +143,16 @@ def test_master_key_from_environment_with_and_without_version(monkeypatch, no_ma
     assert not (no_master_key_env / "master.key").exists()
 
 
-@pytest.mark.parametrize("value, message, fix", [
-    ("c2hvcnQ=", "is 5 bytes, a master key is 32", "os.urandom(32)"),
-    ("2:@@not*base64@@", "is not base64", "os.urandom(32)"),
-    (" , ", "is empty", "os.urandom(32)"),
-    ("x:" + "A" * 43, "has version 'x'", "a whole number from 1 up"),
-    (f"1:{'A' * 43} 1:{'B' * 43}", "repeats version 1", "its own version"),
-])
+@pytest.mark.parametrize(
+    "value, message, fix",
+    [
+        ("c2hvcnQ=", "is 5 bytes, a master key is 32", "os.urandom(32)"),
+        ("2:@@not*base64@@", "is not base64", "os.urandom(32)"),
+        (" , ", "is empty", "os.urandom(32)"),
+        ("x:" + "A" * 43, "has version 'x'", "a whole number from 1 up"),
+        (f"1:{'A' * 43} 1:{'B' * 43}", "repeats version 1", "its own version"),
+    ],
+)
 def test_bad_master_key_stops_with_what_to_do(monkeypatch, no_master_key_env, value, message, fix):
     monkeypatch.setenv(_keyring.ENV_KEY, value)
     with pytest.raises(VaultError, match=message) as info:
@@ -205,8 +211,10 @@ def test_check_with_a_wrong_key_says_authentication_failed_without_the_key(binan
 
 
 def test_check_of_an_unreachable_exchange_says_so():
-    config = {"urls": {"api": {k: "http://127.0.0.1:9/x" for k in ("public", "private", "sapi", "fapiPublic", "dapiPublic")}},
-              "timeout": 2000}
+    config = {
+        "urls": {"api": {k: "http://127.0.0.1:9/x" for k in ("public", "private", "sapi", "fapiPublic", "dapiPublic")}},
+        "timeout": 2000,
+    }
     with pytest.raises(VaultError, match="could not be reached"):
         check(_keys(_random_key(), _random_key()), config)
 
@@ -249,8 +257,14 @@ def vault_db(empty_database, monkeypatch, tmp_path):
 
 def _account(v: LocalVault, exchange: str = "binance", **kwargs) -> tuple[int, dict[str, str]]:
     keys = {"api_key": _random_key(), "secret": _random_key(), **kwargs}
-    return v.add_account(exchange, Secret(keys["api_key"]), Secret(keys["secret"]),
-                         Secret(keys["passphrase"]) if "passphrase" in keys else None, "read", ""), keys
+    return v.add_account(
+        exchange,
+        Secret(keys["api_key"]),
+        Secret(keys["secret"]),
+        Secret(keys["passphrase"]) if "passphrase" in keys else None,
+        "read",
+        "",
+    ), keys
 
 
 def _plain(keys: ExchangeKeys) -> dict[str, str]:
@@ -263,10 +277,20 @@ def test_notebook_helpers_round_trip(vault_db):
     table = workbench.vault.accounts()
     assert list(table.index) == [account]
     assert table.loc[account, ["exchange", "label", "permissions", "is_active", "key_hint"]].tolist() == [
-        "binance", "main", "trade", True, f"{api_key[:4]}…{api_key[-2:]}"]
+        "binance",
+        "main",
+        "trade",
+        True,
+        f"{api_key[:4]}…{api_key[-2:]}",
+    ]
     assert api_key not in table.to_string() and secret not in table.to_string()
     keys = workbench.vault.keys_for(account)
-    assert (keys.exchange, keys.api_key.reveal(), keys.secret.reveal(), keys.passphrase) == ("binance", api_key, secret, None)
+    assert (keys.exchange, keys.api_key.reveal(), keys.secret.reveal(), keys.passphrase) == (
+        "binance",
+        api_key,
+        secret,
+        None,
+    )
     assert api_key not in repr(keys) and secret not in repr(keys)
 
     workbench.vault.deactivate(account)
@@ -331,11 +355,23 @@ def test_bad_input_is_refused_with_what_to_fix(vault_db):
         (dict(label=v.accounts()[0].label), "is already used by exchange account"),
     ]
     for change, message in cases:
-        args = {"exchange": "gate", "api_key": _random_key(), "secret": _random_key(), "permissions": "read",
-                "label": "", **change}
+        args = {
+            "exchange": "gate",
+            "api_key": _random_key(),
+            "secret": _random_key(),
+            "permissions": "read",
+            "label": "",
+            **change,
+        }
         with pytest.raises(VaultError, match=message):
-            v.add_account(args["exchange"], Secret(args["api_key"]), Secret(args["secret"]), None,
-                          args["permissions"], args["label"])
+            v.add_account(
+                args["exchange"],
+                Secret(args["api_key"]),
+                Secret(args["secret"]),
+                None,
+                args["permissions"],
+                args["label"],
+            )
     assert len(v.accounts()) == 1
 
 
@@ -345,8 +381,9 @@ def test_wrong_master_key_is_a_clear_error(vault_db, monkeypatch):
     with pytest.raises(VaultError, match="data key version 1 of tenant 'local' does not decrypt"):
         LocalVault().keys_for(account)
     monkeypatch.setenv(_keyring.ENV_KEY, f"7:{_key_text()}")
-    with pytest.raises(VaultError, match="wrapped under master key version 1, which is not in the keyring "
-                                         "from WORKBENCH_MASTER_KEY"):
+    with pytest.raises(
+        VaultError, match="wrapped under master key version 1, which is not in the keyring from WORKBENCH_MASTER_KEY"
+    ):
         LocalVault().keys_for(account)
 
 
@@ -401,8 +438,13 @@ def _assert_all_decrypt(accounts: dict[int, tuple[str, dict[str, str]]]) -> None
 
 
 def _workbench(*args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench.cli", *args], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_rotate_rewraps_every_data_key_and_retires_the_old_master_key(vault_db, capsys):
@@ -487,8 +529,10 @@ def test_vault_commands_stop_on_a_bad_master_key_with_what_to_do(vault_db, monke
     monkeypatch.setenv(_keyring.ENV_FILE, str(path))
     assert main(["vault", "status"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.strip() == (f"workbench vault: error: the master key file {path} is accessible to group or "
-                           f"others (mode 0644); run `chmod 600 {path}`")
+    assert out == "" and err.strip() == (
+        f"workbench vault: error: the master key file {path} is accessible to group or "
+        f"others (mode 0644); run `chmod 600 {path}`"
+    )
 
 
 # --- what a key may do: asked of the exchange when it is added or checked ------------------------
@@ -510,8 +554,10 @@ def test_binance_key_that_may_withdraw_is_refused_and_not_stored(vault_db, opera
     answer_binance_key_restrictions(binance, withdrawals=True, ip_restrict=True)
     with pytest.raises(VaultError) as info:
         workbench.vault.add_account("binance", binance.api_key, binance.secret, ccxt_config=binance.config())
-    assert str(info.value) == (f"binance key {mask(binance.api_key)} may withdraw funds, which the workbench refuses "
-                               "(turn withdrawals off for it on the exchange); it was not stored")
+    assert str(info.value) == (
+        f"binance key {mask(binance.api_key)} may withdraw funds, which the workbench refuses "
+        "(turn withdrawals off for it on the exchange); it was not stored"
+    )
     assert _stored_accounts() == 0 and workbench.vault.audit().empty
     calls = binance.requests_to("/sapi/v1/account/apiRestrictions")
     assert len(calls) == 1 and calls[0].headers["X-MBX-APIKEY"] == binance.api_key and "signature" in calls[0].query
@@ -525,13 +571,15 @@ def test_binance_key_that_may_withdraw_is_refused_and_not_stored(vault_db, opera
 def test_binance_key_without_ip_restriction_is_stored_with_a_warning_naming_the_egress_ips(vault_db, operator, binance):
     answer_binance_key_restrictions(binance, ip_restrict=False, spot_trading=False)
     with pytest.warns(workbench.vault.KeyWarning) as warned:
-        account = workbench.vault.add_account("binance", binance.api_key, binance.secret, permissions="trade",
-                                              ccxt_config=binance.config())
+        account = workbench.vault.add_account(
+            "binance", binance.api_key, binance.secret, permissions="trade", ccxt_config=binance.config()
+        )
     hint = mask(binance.api_key)
     assert [str(w.message) for w in warned] == [
         f"binance key {hint} is not restricted to IP addresses: whitelist 203.0.113.7, 2001:db8::7 for it on the "
         f"exchange; binance key {hint} may not trade, but the account is for trading: enable trading for it on "
-        "the exchange"]
+        "the exchange"
+    ]
     listed = workbench.vault.accounts().loc[account]
     assert listed["can_withdraw"] is False or not listed["can_withdraw"]
     assert not listed["ip_restricted"] and "203.0.113.7" in listed["key_warning"]
@@ -560,8 +608,9 @@ def gate():
 
 
 def _add_gate(server) -> int:
-    return workbench.vault.add_account("gate", server.api_key, server.secret,
-                                       ccxt_config={"urls": {"api": server.api_urls()}})
+    return workbench.vault.add_account(
+        "gate", server.api_key, server.secret, ccxt_config={"urls": {"api": server.api_urls()}}
+    )
 
 
 def test_gate_key_with_a_writable_wallet_is_refused(vault_db, operator, gate):
@@ -587,16 +636,21 @@ def test_gate_key_without_the_account_permission_is_probed(vault_db, operator, g
         with pytest.raises(VaultError, match="may withdraw funds"):
             _add_gate(gate)
     else:
-        with pytest.warns(workbench.vault.KeyWarning, match="did not say whether it is restricted to IP addresses; "
-                                                              "whitelist 203.0.113.7, 2001:db8::7"):
+        with pytest.warns(
+            workbench.vault.KeyWarning,
+            match="did not say whether it is restricted to IP addresses; whitelist 203.0.113.7, 2001:db8::7",
+        ):
             _add_gate(gate)
     probes = gate.requests_to("/api/v4/withdrawals/0", method="DELETE")
     assert len(probes) == 1 and probes[0].headers["KEY"] == gate.api_key
 
 
 def test_keys_the_exchange_cannot_be_asked_about_are_stored_with_a_warning(vault_db, operator):
-    with pytest.warns(workbench.vault.KeyWarning, match=r"could not ask the exchange what it may do \(the workbench "
-                                                        r"does not know how to ask okx\)"):
+    with pytest.warns(
+        workbench.vault.KeyWarning,
+        match=r"could not ask the exchange what it may do \(the workbench "
+        r"does not know how to ask okx\)",
+    ):
         account = workbench.vault.add_account("okx", _random_key(), _random_key(), _random_key(12))
     with BinanceAccount(_random_key(), _random_key(), {}) as server:  # a wrong key: the exchange refuses to say
         answer_binance_key_restrictions(server, withdrawals=True)
@@ -605,10 +659,17 @@ def test_keys_the_exchange_cannot_be_asked_about_are_stored_with_a_warning(vault
     assert "signature" not in str(w[0].message) and workbench.vault.accounts().loc[account, "can_withdraw"] is None
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    (_permissions.EGRESS_IPS_ENV, "203.0.113.7, gateway", "WORKBENCH_EGRESS_IPS lists 'gateway', which is not an IP"),
-    (_permissions.ALLOW_WITHDRAWALS_ENV, "yes", "WORKBENCH_ALLOW_WITHDRAWAL_KEYS='yes': set it to 1 (allow) or 0"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        (
+            _permissions.EGRESS_IPS_ENV,
+            "203.0.113.7, gateway",
+            "WORKBENCH_EGRESS_IPS lists 'gateway', which is not an IP",
+        ),
+        (_permissions.ALLOW_WITHDRAWALS_ENV, "yes", "WORKBENCH_ALLOW_WITHDRAWAL_KEYS='yes': set it to 1 (allow) or 0"),
+    ],
+)
 def test_bad_operator_settings_are_one_line_errors(vault_db, binance, monkeypatch, variable, value, message):
     answer_binance_key_restrictions(binance, withdrawals=True, ip_restrict=False)
     monkeypatch.setenv(variable, value)
@@ -622,14 +683,23 @@ def test_bad_operator_settings_are_one_line_errors(vault_db, binance, monkeypatc
 
 def test_every_use_of_a_decrypted_key_is_in_the_tenants_audit_log(vault_db, operator, binance):
     answer_binance_key_restrictions(binance)
-    account = workbench.vault.add_account("binance", binance.api_key, binance.secret, label="audited",
-                                          ccxt_config=binance.config())
+    account = workbench.vault.add_account(
+        "binance", binance.api_key, binance.secret, label="audited", ccxt_config=binance.config()
+    )
     workbench.vault.check(account, binance.config())
     LocalVault().keys_for(account, vault.KeyUse("live run", session_id=7, run_id=42))
     workbench.vault.keys_for(account)
     log = workbench.vault.audit()
-    assert list(log.columns) == ["used_at", "account_id", "exchange", "key_hint", "purpose", "session_id", "run_id",
-                                 "actor"]
+    assert list(log.columns) == [
+        "used_at",
+        "account_id",
+        "exchange",
+        "key_hint",
+        "purpose",
+        "session_id",
+        "run_id",
+        "actor",
+    ]
     assert log["purpose"].tolist() == ["keys_for", "live run", "check", "add: asked the exchange what it may do"]
     assert set(log["account_id"]) == {account} and set(log["key_hint"]) == {mask(binance.api_key)}
     run = log.iloc[1]
@@ -651,8 +721,10 @@ def test_tenant_data_key_rotation_reencrypts_its_keys_and_secrets_and_deletes_th
     before = _ciphertexts()
 
     assert main(["vault", "rotate", "--tenant", "alice"]) == 0
-    assert ("tenant 'alice': data key version 2 now encrypts 2 exchange account(s) and 1 notification channel(s); "
-            "old version(s) [1] deleted") in capsys.readouterr().out
+    assert (
+        "tenant 'alice': data key version 2 now encrypts 2 exchange account(s) and 1 notification channel(s); "
+        "old version(s) [1] deleted"
+    ) in capsys.readouterr().out
     with store.owner_session() as s:
         versions = {(row.tenant_id, row.version) for row in s.scalars(select(store.TenantDataKey))}
     alice_id = next(t.id for t in store.list_tenants() if t.name == "alice")
@@ -661,7 +733,8 @@ def test_tenant_data_key_rotation_reencrypts_its_keys_and_secrets_and_deletes_th
     assert all(after[a] != before[a] and after[a][0][1:5] == (2).to_bytes(4, "big") for a in alice_accounts)
     assert all(after[a] == before[a] for a in accounts if a not in alice_accounts)
     assert {t: w for t, w in _wrapped_keys().items() if t != alice_id} == {
-        t: w for t, w in bob_wrapped.items() if t != alice_id}
+        t: w for t, w in bob_wrapped.items() if t != alice_id
+    }
     for account, keys in alice_accounts.items():
         assert _plain(LocalVault("alice").keys_for(account)) == keys
     _assert_all_decrypt(accounts)

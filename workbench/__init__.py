@@ -13,6 +13,7 @@ The public API, all a notebook needs::
 Heavy dependencies (vectorbt, numba, bokeh, ipywidgets, ccxt) load on first use, so
 ``import workbench`` stays fast.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -75,18 +76,42 @@ _LAZY = {
     "record_trials": "workbench.research:record_trials",
 }
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, eager=[
-    "CandleError", "ParameterError", "RuleError", "StrategyError", "TemplateError", "WorkbenchError"])
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    _LAZY,
+    eager=["CandleError", "ParameterError", "RuleError", "StrategyError", "TemplateError", "WorkbenchError"],
+)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, fetch_funding, load_candles, read_candles, resample, validate_candles
-    from workbench.research import (CrossValidation, DeflatedSharpe, LookAhead, MonteCarlo, ValidationReport,
-                                    WalkForward, check_lookahead, cross_validate, deflated_sharpe, monte_carlo,
-                                    probabilistic_sharpe, record_trials, trial_count, trials, validate,
-                                    walk_forward)
-    from workbench.strategies import (Template, clone_strategy, delete_strategy, get_template, list_strategies,
-                                      load_strategy, save_strategy, templates)
+    from workbench.research import (
+        CrossValidation,
+        DeflatedSharpe,
+        LookAhead,
+        MonteCarlo,
+        ValidationReport,
+        WalkForward,
+        check_lookahead,
+        cross_validate,
+        deflated_sharpe,
+        monte_carlo,
+        probabilistic_sharpe,
+        record_trials,
+        trial_count,
+        trials,
+        validate,
+        walk_forward,
+    )
+    from workbench.strategies import (
+        Template,
+        clone_strategy,
+        delete_strategy,
+        get_template,
+        list_strategies,
+        load_strategy,
+        save_strategy,
+        templates,
+    )
     from workbench.strategies.rules import parse_rules, rule_indicators, rules_text
     from workbench.ui import editor, rule_builder
-

@@ -3,6 +3,7 @@
 ``WORKBENCH_HOME`` chooses the folder; without it, ``~/.workbench``. The folder is created
 private to its owner (0700) because it holds the master key and the database files.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ package lists its public names and where each lives, and this helper gives it th
         "workbench.scheduler._promote": ["promote", "demote"],
     }))
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,8 +22,9 @@ def from_modules(modules: Mapping[str, Iterable[str]]) -> dict[str, str]:
     return {name: f"{module}:{name}" for module, names in modules.items() for name in names}
 
 
-def lazy_exports(package: str, targets: Mapping[str, str], eager: Iterable[str] = ()
-                 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+def lazy_exports(
+    package: str, targets: Mapping[str, str], eager: Iterable[str] = ()
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``__getattr__``, ``__dir__`` and ``__all__`` for ``package``.
 
     Args:

@@ -8,6 +8,7 @@ Groups: ``workbench.vault_backends`` (``service``: the vault of a tenant's serve
 which forwards to the workbench service), ``workbench.channel_admins`` (``service``: who
 changes notification channels there).
 """
+
 from __future__ import annotations
 
 from importlib.metadata import entry_points
@@ -22,6 +23,8 @@ def load(group: str, name: str) -> Any:
     found = entry_points(group=group, name=name)
     if not found:
         installed = sorted(point.name for point in entry_points(group=group))
-        raise WorkbenchError(f"no {group} entry point named {name!r} is installed (installed: "
-                             f"{', '.join(installed) or 'none'}); reinstall the workbench package")
+        raise WorkbenchError(
+            f"no {group} entry point named {name!r} is installed (installed: "
+            f"{', '.join(installed) or 'none'}); reinstall the workbench package"
+        )
     return next(iter(found)).load()

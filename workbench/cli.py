@@ -4,6 +4,7 @@ Each concern registers its own sub-commands (``backtest``, ``sweep``, ``validate
 ``tenant``, ``vault``...) from a ``_cli`` module, the way papermill keeps one module per concern.
 Bad input ends with a one-line message on stderr and exit status 2, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse

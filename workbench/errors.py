@@ -3,6 +3,7 @@
 Every message says what was wrong and where (the row, the parameter, the value), so a
 notebook user can fix the input without reading a traceback.
 """
+
 from __future__ import annotations
 
 

@@ -9,11 +9,12 @@ Through a real hub: the viewer gets the page, with a nonce Content-Security-Poli
 way into the owner's dashboard server or its kernel websocket; the owner's own Voila
 dashboard runs with IPython and Jupyter folders pinned to the package.
 """
+
 from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -23,11 +24,20 @@ from workbench import store
 from workbench.hub import _records
 from workbench.hub._records import NotFound
 from workbench.scheduler import dashboard_page
-from workbench.store.models import (EquitySnapshot, Fill, LiveNotebook, NotebookRun, Order, Strategy,
-                                    TradingSession)
+from workbench.store.models import EquitySnapshot, Fill, LiveNotebook, NotebookRun, Order, Strategy, TradingSession
 
-OWNER_TABLES = ("trading_sessions", "equity_snapshots", "orders", "fills", "notebook_runs", "live_notebooks",
-                "strategies", "exchange_accounts", "notification_channels", "dashboard_shares")
+OWNER_TABLES = (
+    "trading_sessions",
+    "equity_snapshots",
+    "orders",
+    "fills",
+    "notebook_runs",
+    "live_notebooks",
+    "strategies",
+    "exchange_accounts",
+    "notification_channels",
+    "dashboard_shares",
+)
 
 
 def _tenant(prefix: str) -> str:
@@ -36,8 +46,14 @@ def _tenant(prefix: str) -> str:
     return name
 
 
-def seed_session(tenant: str, symbol: str = "BTC/USD", *, status_message: str | None = None,
-                 error: str = "cell 2: ValueError: bad", points: int = 4) -> int:
+def seed_session(
+    tenant: str,
+    symbol: str = "BTC/USD",
+    *,
+    status_message: str | None = None,
+    error: str = "cell 2: ValueError: bad",
+    points: int = 4,
+) -> int:
     """A trading session of ``tenant`` with equity points, an open order with a fill, a live
     notebook and a failed run (written as the owner role, as a worker would)."""
     with store.owner_session() as s:
@@ -45,26 +61,65 @@ def seed_session(tenant: str, symbol: str = "BTC/USD", *, status_message: str | 
         strategy = Strategy(tenant_id=tenant_id, name=f"s{secrets.token_hex(3)}", template="channel", params={})
         s.add(strategy)
         s.flush()
-        trading = TradingSession(tenant_id=tenant_id, strategy_id=strategy.id, exchange="paper", symbol=symbol,
-                                 status="running", status_message=status_message)
+        trading = TradingSession(
+            tenant_id=tenant_id,
+            strategy_id=strategy.id,
+            exchange="paper",
+            symbol=symbol,
+            status="running",
+            status_message=status_message,
+        )
         s.add(trading)
         s.flush()
-        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        start = datetime(2026, 1, 1, tzinfo=UTC)
         for i in range(points):
-            s.add(EquitySnapshot(tenant_id=tenant_id, session_id=trading.id, ts=start + timedelta(hours=i),
-                                 balance=10_000, equity=10_000 + 25 * i, position=i))
-        order = Order(tenant_id=tenant_id, session_id=trading.id, client_order_id=f"wb-{secrets.token_hex(4)}",
-                      side="buy", type="limit", price=100, amount=1, status="open")
+            s.add(
+                EquitySnapshot(
+                    tenant_id=tenant_id,
+                    session_id=trading.id,
+                    ts=start + timedelta(hours=i),
+                    balance=10_000,
+                    equity=10_000 + 25 * i,
+                    position=i,
+                )
+            )
+        order = Order(
+            tenant_id=tenant_id,
+            session_id=trading.id,
+            client_order_id=f"wb-{secrets.token_hex(4)}",
+            side="buy",
+            type="limit",
+            price=100,
+            amount=1,
+            status="open",
+        )
         s.add(order)
         s.flush()
-        s.add(Fill(tenant_id=tenant_id, order_id=order.id, exchange_trade_id=secrets.token_hex(4), price=100,
-                   amount=0.5, ts=start))
-        live = LiveNotebook(tenant_id=tenant_id, session_id=trading.id, source_path="/home/x/live.ipynb",
-                            content='{"cells": ["SECRET STRATEGY CODE"]}', schedule="candle:5m", status="active")
+        s.add(
+            Fill(
+                tenant_id=tenant_id,
+                order_id=order.id,
+                exchange_trade_id=secrets.token_hex(4),
+                price=100,
+                amount=0.5,
+                ts=start,
+            )
+        )
+        live = LiveNotebook(
+            tenant_id=tenant_id,
+            session_id=trading.id,
+            source_path="/home/x/live.ipynb",
+            content='{"cells": ["SECRET STRATEGY CODE"]}',
+            schedule="candle:5m",
+            status="active",
+        )
         s.add(live)
         s.flush()
-        s.add(NotebookRun(tenant_id=tenant_id, live_notebook_id=live.id, status="failed", scheduled_for=start,
-                          error=error))
+        s.add(
+            NotebookRun(
+                tenant_id=tenant_id, live_notebook_id=live.id, status="failed", scheduled_for=start, error=error
+            )
+        )
         return trading.id
 
 
@@ -81,26 +136,34 @@ def visible(tenant: str) -> dict[str, set]:
 def _owner_snapshot(session_id: int) -> list:
     """Every row of the session and its children, as the owner role sees them."""
     with store.owner_session() as db:
-        return [sorted(map(tuple, db.execute(text(query), {"s": session_id}))) for query in (
-            "SELECT id, symbol, status, status_message FROM trading_sessions WHERE id = :s",
-            "SELECT id, equity FROM equity_snapshots WHERE session_id = :s",
-            "SELECT id, status, amount FROM orders WHERE session_id = :s",
-            "SELECT f.id, f.amount FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :s",
-            "SELECT id, content, status FROM live_notebooks WHERE session_id = :s",
-            "SELECT r.id, r.status, r.error FROM notebook_runs r JOIN live_notebooks l ON l.id = r.live_notebook_id "
-            "WHERE l.session_id = :s",
-            "SELECT session_id, viewer FROM dashboard_shares WHERE session_id = :s")]
+        return [
+            sorted(map(tuple, db.execute(text(query), {"s": session_id})))
+            for query in (
+                "SELECT id, symbol, status, status_message FROM trading_sessions WHERE id = :s",
+                "SELECT id, equity FROM equity_snapshots WHERE session_id = :s",
+                "SELECT id, status, amount FROM orders WHERE session_id = :s",
+                "SELECT f.id, f.amount FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :s",
+                "SELECT id, content, status FROM live_notebooks WHERE session_id = :s",
+                "SELECT r.id, r.status, r.error FROM notebook_runs r JOIN live_notebooks l ON l.id = r.live_notebook_id "
+                "WHERE l.session_id = :s",
+                "SELECT session_id, viewer FROM dashboard_shares WHERE session_id = :s",
+            )
+        ]
 
 
 def _ids(session_id: int) -> dict[str, set]:
     with store.owner_session() as db:
         one = lambda query: {(v,) for v in db.scalars(text(query), {"s": session_id})}  # noqa: E731
-        return {"trading_sessions": {(session_id,)},
-                "equity_snapshots": one("SELECT id FROM equity_snapshots WHERE session_id = :s"),
-                "orders": one("SELECT id FROM orders WHERE session_id = :s"),
-                "fills": one("SELECT f.id FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :s"),
-                "notebook_runs": one("SELECT r.id FROM notebook_runs r JOIN live_notebooks l "
-                                     "ON l.id = r.live_notebook_id WHERE l.session_id = :s")}
+        return {
+            "trading_sessions": {(session_id,)},
+            "equity_snapshots": one("SELECT id FROM equity_snapshots WHERE session_id = :s"),
+            "orders": one("SELECT id FROM orders WHERE session_id = :s"),
+            "fills": one("SELECT f.id FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.session_id = :s"),
+            "notebook_runs": one(
+                "SELECT r.id FROM notebook_runs r JOIN live_notebooks l "
+                "ON l.id = r.live_notebook_id WHERE l.session_id = :s"
+            ),
+        }
 
 
 def test_a_share_lets_the_viewer_read_that_session_and_nothing_else(database):
@@ -137,11 +200,15 @@ def test_the_viewer_cannot_forge_change_or_remove_shares(database):
     engine = store.engine_for(store.tenant_url(viewer))
     owner_id = store.list_tenants() and next(t.id for t in store.list_tenants() if t.name == owner)
     attacks = [  # each must fail or touch nothing
-        ("INSERT INTO dashboard_shares (tenant_id, owner, session_id, viewer) VALUES (:o, :on, :p, :v)",
-         {"o": owner_id, "on": owner, "p": private, "v": viewer}),
+        (
+            "INSERT INTO dashboard_shares (tenant_id, owner, session_id, viewer) VALUES (:o, :on, :p, :v)",
+            {"o": owner_id, "on": owner, "p": private, "v": viewer},
+        ),
         ("INSERT INTO dashboard_shares (session_id, viewer) VALUES (:p, :v)", {"p": private, "v": stranger}),
-        ("INSERT INTO dashboard_shares (owner, session_id, viewer) VALUES (:on, :p, :v)",
-         {"on": owner, "p": private, "v": stranger}),
+        (
+            "INSERT INTO dashboard_shares (owner, session_id, viewer) VALUES (:on, :p, :v)",
+            {"on": owner, "p": private, "v": stranger},
+        ),
         ("UPDATE dashboard_shares SET session_id = :p", {"p": private}),
         ("UPDATE trading_sessions SET status = 'stopped', symbol = 'HACKED'", {}),
         ("UPDATE orders SET status = 'canceled'", {}),
@@ -165,8 +232,9 @@ def test_the_viewer_cannot_forge_change_or_remove_shares(database):
         live_ids = [tuple(r) for r in db.execute(text("SELECT tenant_id, live_notebook_id FROM notebook_runs"))]
     assert live_ids
     with store.session_scope(store.engine_for(store.tenant_url(stranger))) as db:
-        assert all(db.scalar(text("SELECT shared_live_session(:t, :l)"), {"t": t, "l": lid}) is None
-                   for t, lid in live_ids)
+        assert all(
+            db.scalar(text("SELECT shared_live_session(:t, :l)"), {"t": t, "l": lid}) is None for t, lid in live_ids
+        )
     assert (_owner_snapshot(shared), _owner_snapshot(private)) == kept
     assert visible(viewer)["dashboard_shares"] == {(shared, viewer)}
 
@@ -190,8 +258,9 @@ def test_the_shared_page_is_rendered_from_the_viewers_rows(database):
     owner, viewer = _tenant("own"), _tenant("view")
     session_id = seed_session(owner, "SOL/USD", error="cell 1: <script>window.pwned=1</script>\ntrace")
     owner_id = next(t.id for t in store.list_tenants() if t.name == owner)
-    as_viewer = dict(opener=lambda: store.tenant_session(viewer), owner_id=owner_id, nonce="N0NCE",
-                     bokeh_url="/s/bokeh.min.js")
+    as_viewer = dict(
+        opener=lambda: store.tenant_session(viewer), owner_id=owner_id, nonce="N0NCE", bokeh_url="/s/bokeh.min.js"
+    )
     assert dashboard_page(session_id, **as_viewer) is None  # not shared: the viewer's role sees nothing
     _records.share(owner, session_id, viewer)
     page = dashboard_page(session_id, **as_viewer)

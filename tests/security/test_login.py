@@ -6,6 +6,7 @@ admin's account from one address, while claiming other addresses in ``X-Forwarde
 ``X-Real-Ip``, is made to wait with growing delays (even its correct guesses go unchecked),
 while the admin logs in from their own address at once and is told about the failed logins.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,9 +14,9 @@ import secrets
 import time
 
 import pytest
+from hub_harness import PASSWORD, Client, Hub, running_hub
 from requests.adapters import HTTPAdapter
 
-from hub_harness import PASSWORD, Client, Hub, running_hub
 from workbench.hub._auth import LoginThrottle
 
 WRONG = "not the password 123"
@@ -47,8 +48,12 @@ def _attempt(client: Client, name: str, password: str, spoof: bool = True):
     # forged headers go with the page that gives the token too
     page = client.get(client.url("/hub/login"), headers=headers).text
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
-    return client.post(client.url("/hub/login"), data={"username": name, "password": password, "_xsrf": xsrf},
-                       headers=headers, allow_redirects=False)
+    return client.post(
+        client.url("/hub/login"),
+        data={"username": name, "password": password, "_xsrf": xsrf},
+        headers=headers,
+        allow_redirects=False,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ which provisions again (the copy of the example notebooks). Each test asserts th
 failed and that nothing of the victim's, of the Python environment, the package or the
 notebooks was changed.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hub_harness import Hub, approved_tenant, as_tenant, in_terminal, restart_server, running_hub
 
 import workbench
 from workbench import store
@@ -29,10 +31,10 @@ from workbench.errors import HubError
 from workbench.hub._provision import provision, unix_name
 from workbench.hub._settings import Settings
 
-from hub_harness import Hub, approved_tenant, as_tenant, in_terminal, restart_server, running_hub
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0, reason="unix accounts per tenant exist only when the hub runs as root")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="unix accounts per tenant exist only when the hub runs as root"),
+]
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 PYTHON_TREES = (Path(sysconfig.get_paths()["data"]), Path(workbench.__file__).parent)
@@ -58,16 +60,42 @@ def _snapshot(folder: Path) -> dict[str, tuple]:
     entries = {}
     for path in [folder, *folder.rglob("*")]:
         info = path.lstat()
-        entries[str(path.relative_to(folder))] = (info.st_uid, info.st_gid, info.st_mode, info.st_size,
-                                                  info.st_mtime_ns)
+        entries[str(path.relative_to(folder))] = (
+            info.st_uid,
+            info.st_gid,
+            info.st_mode,
+            info.st_size,
+            info.st_mtime_ns,
+        )
     return entries
 
 
 def _not_root_only(trees: tuple[Path, ...]) -> list[str]:
     """Entries of ``trees`` not owned by root or writable by group or others (links aside)."""
-    found = subprocess.run(["find", *map(str, trees), "(", "!", "-user", "root", "-o", "-perm", "-g+w", "-o",
-                            "-perm", "-o+w", ")", "!", "-type", "l", "-print"],
-                           capture_output=True, text=True, check=True)
+    found = subprocess.run(
+        [
+            "find",
+            *map(str, trees),
+            "(",
+            "!",
+            "-user",
+            "root",
+            "-o",
+            "-perm",
+            "-g+w",
+            "-o",
+            "-perm",
+            "-o+w",
+            ")",
+            "!",
+            "-type",
+            "l",
+            "-print",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return found.stdout.split()
 
 
@@ -108,12 +136,15 @@ def _in_jupyterlab(hub: Hub, client, hostile: str, command: str) -> None:
 
 
 @pytest.mark.parametrize("target", ["victim_home", "site_packages", "root_owned", "dangling_in_victim_home"])
-def test_a_linked_live_folder_is_neither_followed_nor_chowned_by_provisioning(hub, tenants, target,
-                                                                               root_owned_folder):
+def test_a_linked_live_folder_is_neither_followed_nor_chowned_by_provisioning(hub, tenants, target, root_owned_folder):
     hostile, victim = tenants["hostile"], tenants["victim"]
     victim_home = _home(victim)
-    link = {"victim_home": victim_home, "site_packages": SITE_PACKAGES, "root_owned": root_owned_folder,
-            "dangling_in_victim_home": victim_home / "live-planted"}[target]
+    link = {
+        "victim_home": victim_home,
+        "site_packages": SITE_PACKAGES,
+        "root_owned": root_owned_folder,
+        "dangling_in_victim_home": victim_home / "live-planted",
+    }[target]
     victim_before, root_before = _snapshot(victim_home), _snapshot(root_owned_folder)
     site_before = _snapshot_top(SITE_PACKAGES)
     client = hub.login(hostile)
@@ -122,11 +153,15 @@ def test_a_linked_live_folder_is_neither_followed_nor_chowned_by_provisioning(hu
     # the same home also holds file links: into the victim's home (dangling), to a root-owned
     # file, and to a missing path under /etc (root could create it, the tenant cannot)
     missing_etc = Path("/etc") / f"workbench-planted-{secrets.token_hex(4)}.ipynb"
-    _in_jupyterlab(hub, client, hostile,
-                   f"rm -f ~/01_quickstart.ipynb ~/02_parameter_sweep.ipynb ~/03_strategies_and_keys.ipynb"
-                   f" && ln -s {victim_home}/planted.ipynb ~/01_quickstart.ipynb"
-                   f" && ln -s {root_owned_folder}/config ~/02_parameter_sweep.ipynb"
-                   f" && ln -s {missing_etc} ~/03_strategies_and_keys.ipynb")
+    _in_jupyterlab(
+        hub,
+        client,
+        hostile,
+        f"rm -f ~/01_quickstart.ipynb ~/02_parameter_sweep.ipynb ~/03_strategies_and_keys.ipynb"
+        f" && ln -s {victim_home}/planted.ipynb ~/01_quickstart.ipynb"
+        f" && ln -s {root_owned_folder}/config ~/02_parameter_sweep.ipynb"
+        f" && ln -s {missing_etc} ~/03_strategies_and_keys.ipynb",
+    )
 
     restart_server(client, hostile)  # provisions again before the server starts
 
@@ -158,15 +193,20 @@ def test_provisioning_copies_missing_notebooks_as_the_tenant_and_keeps_edits(hub
 
 def test_an_account_the_hub_did_not_create_is_refused(hub):
     name = hub.new_name("mal")  # the harness deletes the account afterwards
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", f"workbench tenant {name}",
-                    unix_name(name)], check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--create-home", "--shell", "/bin/bash", "--comment", f"workbench tenant {name}", unix_name(name)],
+        check=True,
+        capture_output=True,
+    )
     home = _home(name)
     before = _snapshot(home)
     with pytest.raises(HubError) as refused:
         provision(name, Settings.from_env())
     message = str(refused.value)
-    assert message == (f"unix account {unix_name(name)} already exists and was not created by this hub: "
-                       f"refusing to give it to tenant {name!r} (remove that account or pick another name)")
+    assert message == (
+        f"unix account {unix_name(name)} already exists and was not created by this hub: "
+        f"refusing to give it to tenant {name!r} (remove that account or pick another name)"
+    )
     assert "\n" not in message
     assert _snapshot(home) == before  # no notebook copied, no mode changed
     assert name not in {t.name for t in store.list_tenants(include_removed=True)}  # no database role either

@@ -6,6 +6,7 @@ databases, server files and programs, other roles, extensions and C functions, t
 list. Each attempt fails, and the victim's rows read by the owner before and after are the
 same. Runs on every backend of the ``database`` fixture (embedded and the machine's server).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,17 @@ def tenants(database):
         s.add(store.Strategy(tenant_id=victor.id, name="secret", template="channel", params={"n": 20}))
         s.add(store.TenantDataKey(tenant_id=victor.id, version=1, wrapped_key=b"wrapped", master_key_version=1))
         s.flush()
-        s.add(store.ExchangeAccount(tenant_id=victor.id, exchange="binance", label="main", api_key_ct=b"ct",
-                                    secret_ct=b"ct", key_hint="ab12…9f", data_key_version=1))
+        s.add(
+            store.ExchangeAccount(
+                tenant_id=victor.id,
+                exchange="binance",
+                label="main",
+                api_key_ct=b"ct",
+                secret_ct=b"ct",
+                key_hint="ab12…9f",
+                data_key_version=1,
+            )
+        )
     return {"mallory": mallory, "victor": victor}
 
 
@@ -41,11 +51,18 @@ def _libpq(database, url: str) -> str:
 def _victim_rows(database, victor: store.Tenant) -> dict[str, list[str]]:
     """Everything of the victim's, as the owner reads it."""
     with psycopg.connect(_libpq(database, database.url), autocommit=True) as owner:
-        return {table: sorted(json.dumps(row, default=str) for (row,) in owner.execute(
-            sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE {} = %s").format(
-                sql.Identifier(table), sql.Identifier("id" if table == "tenants" else "tenant_id")),
-            [victor.id]))
-            for table in VICTIM_TABLES}
+        return {
+            table: sorted(
+                json.dumps(row, default=str)
+                for (row,) in owner.execute(
+                    sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE {} = %s").format(
+                        sql.Identifier(table), sql.Identifier("id" if table == "tenants" else "tenant_id")
+                    ),
+                    [victor.id],
+                )
+            )
+            for table in VICTIM_TABLES
+        }
 
 
 @pytest.fixture
@@ -100,7 +117,7 @@ ATTACKS = {
     "data keys read": "SELECT * FROM tenant_data_keys",
     "data keys write": "INSERT INTO tenant_data_keys (version, wrapped_key, master_key_version) VALUES (9, 'x', 1)",
     "accounts write": "INSERT INTO exchange_accounts (exchange, label, api_key_ct, secret_ct, key_hint, "
-                      "data_key_version) VALUES ('binance', 'planted', 'x', 'x', 'x', 1)",
+    "data_key_version) VALUES ('binance', 'planted', 'x', 'x', 'x', 1)",
     "accounts update": "UPDATE exchange_accounts SET label = 'planted'",
     "accounts delete": "DELETE FROM exchange_accounts",
 }
@@ -108,17 +125,27 @@ ATTACKS = {
 
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_sql_beyond_the_tenant_rows_is_refused(mallory, attack):
-    with pytest.raises((errors.InsufficientPrivilege, errors.FeatureNotSupported, errors.UndefinedFile,
-                        errors.UndefinedObject)) as refused:
+    with pytest.raises(
+        (errors.InsufficientPrivilege, errors.FeatureNotSupported, errors.UndefinedFile, errors.UndefinedObject)
+    ) as refused:
         mallory.execute(ATTACKS[attack])
     if not isinstance(refused.value, errors.InsufficientPrivilege):
         # an extension or file that is not installed is refused before any privilege check;
         # make sure the privilege is missing too
         assert attack in ("dblink", "postgres_fdw", "untrusted language", "foreign server", "c function")
-    assert mallory.execute("SELECT count(*) FROM pg_largeobject_metadata WHERE lomowner = "
-                           "(SELECT oid FROM pg_roles WHERE rolname = current_user)").fetchone()[0] == 0
-    assert mallory.execute("SELECT count(*) FROM pg_extension WHERE extname IN ('dblink', 'postgres_fdw', "
-                           "'plpython3u')").fetchone()[0] == 0
+    assert (
+        mallory.execute(
+            "SELECT count(*) FROM pg_largeobject_metadata WHERE lomowner = "
+            "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        mallory.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname IN ('dblink', 'postgres_fdw', 'plpython3u')"
+        ).fetchone()[0]
+        == 0
+    )
     assert mallory.execute("SELECT count(*) FROM pg_proc WHERE proname = 'planted'").fetchone()[0] == 0
 
 
@@ -151,8 +178,7 @@ def test_other_databases_refuse_a_tenant(database, mallory, tenants, pg_server):
     other = pg_server.create_database()
     try:
         with psycopg.connect(_libpq(database, database.server.url(other)), autocommit=True) as admin:
-            admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
-                sql.Identifier(other)))
+            admin.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(other)))
         url = make_url(store.tenant_url("mallory"))
         for name in (*MAINTENANCE_DATABASES, other):
             with pytest.raises(psycopg.OperationalError, match="permission denied for database|CONNECT privilege"):
@@ -167,8 +193,11 @@ def test_the_check_names_what_public_still_may(database, pg_server, tenants):
     try:
         found = store.check_tenant_roles()
         assert f"PUBLIC may connect to database {opened!r}" in found
-        assert not [line for line in found if "functions" in line or "pg_stat_activity" in line
-                    or "temporary" in line or line.startswith("tenant ")], found
+        assert not [
+            line
+            for line in found
+            if "functions" in line or "pg_stat_activity" in line or "temporary" in line or line.startswith("tenant ")
+        ], found
     finally:
         pg_server.drop_database(opened)
 
@@ -180,22 +209,33 @@ def test_a_tenant_that_changes_its_own_role_gets_it_back(database, pg_server, te
     with psycopg.connect(_libpq(database, store.tenant_url("mallory")), autocommit=True) as conn:
         conn.execute("ALTER ROLE current_user PASSWORD 'mallory-chose-this-1'")
         conn.execute("ALTER ROLE current_user SET statement_timeout = '1ms'")
-        conn.execute(sql.SQL("ALTER ROLE current_user IN DATABASE {} SET search_path = planted").format(
-            sql.Identifier(database.name)))
+        conn.execute(
+            sql.SQL("ALTER ROLE current_user IN DATABASE {} SET search_path = planted").format(
+                sql.Identifier(database.name)
+            )
+        )
     undone = store.restore_role(role)
     if pg_server.backend == "embedded":
         assert undone[0] == "password"
         url = make_url(store.tenant_url("mallory"))
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            psycopg.connect(_libpq(database, url.set(password="mallory-chose-this-1").render_as_string(
-                hide_password=False)))
+            psycopg.connect(
+                _libpq(database, url.set(password="mallory-chose-this-1").render_as_string(hide_password=False))
+            )
     # the machine's server trusts loopback logins, so there no password is checked at all
     assert [line for line in undone if line.startswith("defaults")] == [
-        "defaults statement_timeout=1ms", f"defaults search_path=planted in database {database.name}"]
+        "defaults statement_timeout=1ms",
+        f"defaults search_path=planted in database {database.name}",
+    ]
     with psycopg.connect(_libpq(database, store.tenant_url("mallory")), autocommit=True) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
-        assert conn.execute("SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
-                            "WHERE r.rolname = current_user").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                "WHERE r.rolname = current_user"
+            ).fetchone()[0]
+            == 0
+        )
     assert store.restore_role(role) == []
 
 
@@ -203,7 +243,6 @@ def test_role_names_stay_visible_but_nothing_else_of_them(mallory, tenants):
     """PostgreSQL names every role to everyone (``oid::regrole``, the ACL columns of every
     table and database), so pg_roles stays readable; what it shows is no secret."""
     victor = tenants["victor"].role_name
-    assert mallory.execute("SELECT rolpassword FROM pg_roles WHERE rolname = %s", [victor]).fetchone() == (
-        "********",)
+    assert mallory.execute("SELECT rolpassword FROM pg_roles WHERE rolname = %s", [victor]).fetchone() == ("********",)
     acl = mallory.execute("SELECT relacl::text FROM pg_class WHERE relname = 'strategies'").fetchone()[0]
     assert victor in acl  # why hiding pg_roles would not hide the names

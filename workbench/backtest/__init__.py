@@ -7,6 +7,7 @@ kernel (numba), so a sweep row equals the backtest of that row.
 This package is also callable: ``workbench.backtest(...)`` is :func:`backtest`, whether
 Python's import system has bound the name to this package or to the function.
 """
+
 import sys
 import types
 

@@ -1,4 +1,5 @@
 """``workbench backtest`` and ``workbench sweep``: metrics of a template on a candle CSV."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_backtest)
 
     grid = subparsers.add_parser("sweep", parents=[common], help="backtest every combination of a grid")
-    grid.add_argument("--grid", metavar="JSON", required=True,
-                      help='{"param": [values...]} as JSON, or @file.json')
+    grid.add_argument("--grid", metavar="JSON", required=True, help='{"param": [values...]} as JSON, or @file.json')
     grid.add_argument("--sort-by", default="sharpe", help="metric to rank by (default sharpe)")
     grid.add_argument("--top", type=int, default=20, help="rows to print (default 20; 0 = all)")
     grid.set_defaults(func=_sweep)
@@ -30,8 +30,11 @@ def _backtest(args: argparse.Namespace) -> int:
     params = json_arg(args.params, "--params")
     result = backtest(args.template, candles(args.candles), params, **settings(args))
     if args.json:
-        print(json.dumps({"strategy": result.strategy,
-                          "metrics": {k: clean(v) for k, v in result.metrics.items()}}, indent=2))
+        print(
+            json.dumps(
+                {"strategy": result.strategy, "metrics": {k: clean(v) for k, v in result.metrics.items()}}, indent=2
+            )
+        )
     else:
         print(result.stats().to_string())
     return 0
@@ -43,8 +46,9 @@ def _sweep(args: argparse.Namespace) -> int:
     grid = json_arg(args.grid, "--grid")
     if not isinstance(grid, dict):
         raise ParameterError('--grid: expected a JSON object like {"entry_window": [20, 40]}')
-    table = sweep(args.template, candles(args.candles), grid, sort_by=args.sort_by,
-                     progress=not args.json, **settings(args))
+    table = sweep(
+        args.template, candles(args.candles), grid, sort_by=args.sort_by, progress=not args.json, **settings(args)
+    )
     shown = table if args.top == 0 else table.head(args.top)
     if args.json:
         rows = [{k: clean(v) for k, v in row.items()} for row in shown.reset_index().to_dict("records")]

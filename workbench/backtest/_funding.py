@@ -13,6 +13,7 @@ by their settlement times (e.g. from ccxt's ``fetch_funding_rate_history``: its 
 and ``fundingRate``). Each settlement is paid at the open of the bar whose span holds it,
 on the position held into that bar, at the bar's open price (the engine's ``pay_funding``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,22 +66,31 @@ def from_description(stored: float | dict[str, float] | None) -> float | pd.Seri
 
 def _rate(funding: Any) -> float:
     if isinstance(funding, bool) or not isinstance(funding, (int, float)) or not -_MOST <= funding <= _MOST:
-        raise ParameterError(f"funding: {funding!r} is not allowed; expected a rate per 8 hours from {-_MOST:g} to "
-                             f"{_MOST:g} (0.0001 is 0.01 %), a series of rates by settlement time, or None for "
-                             "no funding", param="funding", value=funding)
+        raise ParameterError(
+            f"funding: {funding!r} is not allowed; expected a rate per 8 hours from {-_MOST:g} to "
+            f"{_MOST:g} (0.0001 is 0.01 %), a series of rates by settlement time, or None for "
+            "no funding",
+            param="funding",
+            value=funding,
+        )
     return float(funding)
 
 
 def _series(funding: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Settlement times (UTC nanoseconds, sorted) and rates of a funding series, checked."""
     if not isinstance(funding.index, pd.DatetimeIndex):
-        raise ParameterError("funding: a series needs a DatetimeIndex of settlement times, got "
-                             f"{type(funding.index).__name__}", param="funding")
+        raise ParameterError(
+            f"funding: a series needs a DatetimeIndex of settlement times, got {type(funding.index).__name__}",
+            param="funding",
+        )
     values = pd.to_numeric(funding, errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > _MOST))
     if bad.size:
-        raise ParameterError(f"funding: the rate at {funding.index[bad[0]]} is {float(values[bad[0]])!r}; expected a "
-                             f"number from {-_MOST:g} to {_MOST:g} per settlement", param="funding")
+        raise ParameterError(
+            f"funding: the rate at {funding.index[bad[0]]} is {float(values[bad[0]])!r}; expected a "
+            f"number from {-_MOST:g} to {_MOST:g} per settlement",
+            param="funding",
+        )
     index = funding.index.tz_localize("UTC") if funding.index.tz is None else funding.index.tz_convert("UTC")
     if index.has_duplicates:
         raise ParameterError(f"funding: settlement time {index[index.duplicated()][0]} appears twice", param="funding")

@@ -14,6 +14,7 @@ float vector per run (``_cfg``, slots ``C_*`` of the engine); the candles, their
 indicator the runs need (computed once, shared) and the mark price rows are the arrays all the
 runs read. Metrics come back in their named slots (``M_*``, ``METRIC_NAMES``), never by position.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,11 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from workbench.engine import core as e
 from workbench.backtest._funding import funding_per_bar
-from workbench.backtest._venues import (MarketRules, describe_maintenance, maintenance_tiers, tier_checks,
-                                        venue_fees)
-from workbench.errors import ParameterError
+from workbench.backtest._venues import MarketRules, describe_maintenance, maintenance_tiers, tier_checks, venue_fees
+from workbench.engine import core as e
 from workbench.engine.indicators import IndicatorKey, stack
+from workbench.errors import ParameterError
 
 # Idle OpenMP threads must sleep, not spin: a spinning thread steals the core that a sweep's
 # other thread (and, on a hub, another tenant's kernel) needs. Set before numba first loads its
@@ -41,55 +41,95 @@ os.environ.setdefault("GOMP_SPINCOUNT", "0")
 _YEAR = pd.Timedelta(days=365)  # crypto trades every day; vectorbt's default year too
 
 
-def _settings(fees: float | str | Mapping[str, float], slippage: float, init_cash: float,
-              maintenance_margin: Any, risk_free: float = 0.0, market: MarketRules | None = None) -> dict[str, Any]:
+def _settings(
+    fees: float | str | Mapping[str, float],
+    slippage: float,
+    init_cash: float,
+    maintenance_margin: Any,
+    risk_free: float = 0.0,
+    market: MarketRules | None = None,
+) -> dict[str, Any]:
     """The run's settings, checked, as JSON (what a result and a listing record)."""
     if isinstance(fees, str):
         fees = venue_fees(fees, market)
     if isinstance(fees, Mapping):
         unknown = set(fees) - {"maker", "taker"}
         if unknown:
-            raise ParameterError(f"fees: unknown key {sorted(unknown)[0]!r}; use 'maker' and 'taker'",
-                                 param="fees", value=fees)
+            raise ParameterError(
+                f"fees: unknown key {sorted(unknown)[0]!r}; use 'maker' and 'taker'", param="fees", value=fees
+            )
         missing = [side for side in ("maker", "taker") if side not in fees]
         if missing:  # a rate left out is not free: say so rather than trade it at 0
-            raise ParameterError(f"fees: {dict(fees)!r} has no {missing[0]!r} rate; give both 'maker' and "
-                                 "'taker', or one number for both", param="fees", value=fees)
+            raise ParameterError(
+                f"fees: {dict(fees)!r} has no {missing[0]!r} rate; give both 'maker' and "
+                "'taker', or one number for both",
+                param="fees",
+                value=fees,
+            )
         maker, taker = fees["maker"], fees["taker"]
     else:
         maker = taker = fees
     # a maker rate may be a rebate (Gate's perpetual VIP tiers pay makers)
-    checks = {"fees (maker)": (maker, -0.01, 0.1), "fees (taker)": (taker, 0.0, 0.1),
-              "slippage": (slippage, 0.0, 0.1), "init_cash": (init_cash, 1e-9, 1e15),
-              "risk_free": (risk_free, -0.5, 1.0)}
+    checks = {
+        "fees (maker)": (maker, -0.01, 0.1),
+        "fees (taker)": (taker, 0.0, 0.1),
+        "slippage": (slippage, 0.0, 0.1),
+        "init_cash": (init_cash, 1e-9, 1e15),
+        "risk_free": (risk_free, -0.5, 1.0),
+    }
     if maintenance_tiers(maintenance_margin) is None:  # one rate (tiers are checked by maintenance_tiers)
         checks["maintenance_margin"] = (maintenance_margin, 0.0, 0.5)
     for name, (value, low, high) in checks.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
-                                 f"{high:g} (a fraction: 0.001 is 0.1%)", param=name.split()[0], value=value)
-    rules = {} if market is None else {"amount_step": market.amount_step, "price_step": market.price_step,
-                                       "min_amount": market.min_amount, "min_cost": market.min_cost,
-                                       "max_leverage": market.max_leverage, "market": market.symbol}
-    return {"fee_maker": float(maker), "fee_taker": float(taker), "slippage": float(slippage),
-            "init_cash": float(init_cash), "maintenance_margin": describe_maintenance(maintenance_margin),
-            "risk_free": float(risk_free), **rules}
+            raise ParameterError(
+                f"{name}: {value!r} is not allowed; expected a number from {low:g} to "
+                f"{high:g} (a fraction: 0.001 is 0.1%)",
+                param=name.split()[0],
+                value=value,
+            )
+    rules = (
+        {}
+        if market is None
+        else {
+            "amount_step": market.amount_step,
+            "price_step": market.price_step,
+            "min_amount": market.min_amount,
+            "min_cost": market.min_cost,
+            "max_leverage": market.max_leverage,
+            "market": market.symbol,
+        }
+    )
+    return {
+        "fee_maker": float(maker),
+        "fee_taker": float(taker),
+        "slippage": float(slippage),
+        "init_cash": float(init_cash),
+        "maintenance_margin": describe_maintenance(maintenance_margin),
+        "risk_free": float(risk_free),
+        **rules,
+    }
 
 
-def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: float,
-         market: _Market) -> np.ndarray:
+def _cfg(settings: dict[str, Any], risk: Mapping[str, float | None], leverage: float, market: _Market) -> np.ndarray:
     """One run's settings vector (the engine's ``C_*`` slots, then the maintenance tiers)."""
     spec = settings["maintenance_margin"]
     tiers = maintenance_tiers(spec)
     if tiers is None and spec * leverage >= 1.0:  # the liquidation price would sit at (or beyond) the entry
         raise ParameterError(
             f"maintenance_margin: {spec:g} is not allowed with leverage {leverage:g}; expected a number from 0 "
-            f"to below 1/leverage = {1.0 / leverage:g}", param="maintenance_margin", value=spec)
+            f"to below 1/leverage = {1.0 / leverage:g}",
+            param="maintenance_margin",
+            value=spec,
+        )
     most = settings.get("max_leverage", np.inf)
     if leverage > most:
-        raise ParameterError(f"leverage: {leverage:g} is above the {settings['market']} market's maximum of "
-                             f"{most:g}" + (" (a spot market; trade a perpetual such as 'BTC/USDT:USDT' with "
-                                            "leverage)" if most <= 1 else ""), param="leverage", value=leverage)
+        raise ParameterError(
+            f"leverage: {leverage:g} is above the {settings['market']} market's maximum of "
+            f"{most:g}"
+            + (" (a spot market; trade a perpetual such as 'BTC/USDT:USDT' with leverage)" if most <= 1 else ""),
+            param="leverage",
+            value=leverage,
+        )
     if tiers is not None:
         reach = min(risk.get("max_position_size") or np.inf, settings["init_cash"] * leverage)
         tier_checks(tiers, leverage, reach, spec)
@@ -125,8 +165,10 @@ class _Market:
 
         self.candles = validate_candles(candles) if validate else candles
         index = self.candles.index
-        self.arrays = {c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
-                       for c in ("open", "high", "low", "close", "volume")}
+        self.arrays = {
+            c: np.ascontiguousarray(self.candles[c].to_numpy(np.float64))
+            for c in ("open", "high", "low", "close", "volume")
+        }
         self.day = (index.as_unit("ns").asi8 // 86_400_000_000_000).astype(np.int64)
         self.bar = pd.Timedelta(index[1] - index[0]) if len(index) > 1 else pd.Timedelta(hours=1)
         if len(index) > 2:
@@ -177,11 +219,19 @@ class KernelRun:
 
     @property
     def recorded_fills(self) -> np.ndarray:
-        return self.fills[:min(int(self.metrics["fills"]), self.fills.shape[0])]
+        return self.fills[: min(int(self.metrics["fills"]), self.fills.shape[0])]
 
 
-def kernel_inputs(kernel: Any, market: _Market, combos: Sequence[Mapping[str, Any]], settings: dict[str, Any],
-                  limits: Mapping[str, float | None], *, mark: Any = None, start: int = 0) -> KernelInputs:
+def kernel_inputs(
+    kernel: Any,
+    market: _Market,
+    combos: Sequence[Mapping[str, Any]],
+    settings: dict[str, Any],
+    limits: Mapping[str, float | None],
+    *,
+    mark: Any = None,
+    start: int = 0,
+) -> KernelInputs:
     """The kernel's inputs for ``combos`` (validated parameter sets) on ``market``'s candles.
 
     ``settings`` (from ``_settings``: fees, slippage, cash, maintenance margin, the market's
@@ -196,8 +246,10 @@ def kernel_inputs(kernel: Any, market: _Market, combos: Sequence[Mapping[str, An
     cfgs = _table([_cfg(settings, limits, kernel.leverage(c), market) for c in combos], np.float64)
     if mark is not None:
         if not getattr(kernel, "reads_mark", False):
-            raise ParameterError(f"mark: the {kernel.name} template judges liquidations on the traded price "
-                                 "only; run it without mark=", param="mark")
+            raise ParameterError(
+                f"mark: the {kernel.name} template judges liquidations on the traded price only; run it without mark=",
+                param="mark",
+            )
         cfgs[:, e.C_MARK_ROW] = indicators.shape[0] + 1
         indicators = np.vstack([indicators, _mark_rows(mark, market)])
     a = market.arrays
@@ -205,10 +257,20 @@ def kernel_inputs(kernel: Any, market: _Market, combos: Sequence[Mapping[str, An
     def bars(values: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(values[..., start:]) if start else values
 
-    return KernelInputs(kernel=kernel, index=market.candles.index[start:], open=bars(a["open"]),
-                        high=bars(a["high"]), low=bars(a["low"]), close=bars(a["close"]), day=bars(market.day),
-                        funding=bars(market.funding), indicators=np.ascontiguousarray(bars(indicators)),
-                        rows=rows, params=params, cfgs=cfgs)
+    return KernelInputs(
+        kernel=kernel,
+        index=market.candles.index[start:],
+        open=bars(a["open"]),
+        high=bars(a["high"]),
+        low=bars(a["low"]),
+        close=bars(a["close"]),
+        day=bars(market.day),
+        funding=bars(market.funding),
+        indicators=np.ascontiguousarray(bars(indicators)),
+        rows=rows,
+        params=params,
+        cfgs=cfgs,
+    )
 
 
 def _table(rows: list, dtype: type) -> np.ndarray:
@@ -226,22 +288,53 @@ def run_kernel(inputs: KernelInputs, run: int = 0, *, record: bool = True, live:
     equity, position = np.zeros(n if record else 0), np.zeros(n if record else 0)
     out = np.zeros(e.N_METRICS)
     intent = np.full((e.INTENT_ROWS, e.INTENT_WIDTH), np.nan) if live else np.zeros((0, e.INTENT_WIDTH))
-    kernel.simulate(inputs.open, inputs.high, inputs.low, inputs.close, inputs.day, inputs.funding,
-                    inputs.indicators, inputs.rows[run], inputs.params[run], inputs.cfgs[run], fills, equity,
-                    position, out, intent)
-    return KernelRun(metrics=dict(zip(e.METRIC_NAMES, out.tolist())), fills=fills, equity=equity,
-                     position=position, intent=intent[~np.isnan(intent[:, e.I_LEG])] if live else intent)
+    kernel.simulate(
+        inputs.open,
+        inputs.high,
+        inputs.low,
+        inputs.close,
+        inputs.day,
+        inputs.funding,
+        inputs.indicators,
+        inputs.rows[run],
+        inputs.params[run],
+        inputs.cfgs[run],
+        fills,
+        equity,
+        position,
+        out,
+        intent,
+    )
+    return KernelRun(
+        metrics=dict(zip(e.METRIC_NAMES, out.tolist())),
+        fills=fills,
+        equity=equity,
+        position=position,
+        intent=intent[~np.isnan(intent[:, e.I_LEG])] if live else intent,
+    )
 
 
-def run_kernels(inputs: KernelInputs, out: np.ndarray, start: int = 0, stop: int | None = None,
-                equity: np.ndarray | None = None) -> None:
+def run_kernels(
+    inputs: KernelInputs, out: np.ndarray, start: int = 0, stop: int | None = None, equity: np.ndarray | None = None
+) -> None:
     """Run ``inputs``' runs ``start`` to ``stop`` in parallel, each writing its metrics into its
     row of ``out`` (columns: the ``M_*`` slots) and, given ``equity`` (runs x bars), its equity
     curve into its row of it; nothing else is recorded."""
     stop = inputs.runs if stop is None else stop
-    args = (inputs.kernel.simulate, inputs.open, inputs.high, inputs.low, inputs.close, inputs.day, inputs.funding,
-            inputs.indicators, inputs.rows[start:stop], inputs.params[start:stop], inputs.cfgs[start:stop],
-            out[start:stop])
+    args = (
+        inputs.kernel.simulate,
+        inputs.open,
+        inputs.high,
+        inputs.low,
+        inputs.close,
+        inputs.day,
+        inputs.funding,
+        inputs.indicators,
+        inputs.rows[start:stop],
+        inputs.params[start:stop],
+        inputs.cfgs[start:stop],
+        out[start:stop],
+    )
     if equity is None:
         _run_many(*args)
     else:
@@ -254,8 +347,23 @@ def _run_many(simulate, open_, high, low, close, day, funding, ind, rows, params
     no_curve = np.zeros(0)
     no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
-        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, no_curve,
-                 no_curve, out[j], no_intent)
+        simulate(
+            open_,
+            high,
+            low,
+            close,
+            day,
+            funding,
+            ind,
+            rows[j],
+            params[j],
+            cfgs[j],
+            no_fills,
+            no_curve,
+            no_curve,
+            out[j],
+            no_intent,
+        )
 
 
 @njit(cache=True, parallel=True)
@@ -263,8 +371,23 @@ def _record_many(simulate, open_, high, low, close, day, funding, ind, rows, par
     no_fills = np.zeros((0, 5))
     no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
-        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, equity[j],
-                 np.empty(close.shape[0]), out[j], no_intent)
+        simulate(
+            open_,
+            high,
+            low,
+            close,
+            day,
+            funding,
+            ind,
+            rows[j],
+            params[j],
+            cfgs[j],
+            no_fills,
+            equity[j],
+            np.empty(close.shape[0]),
+            out[j],
+            no_intent,
+        )
 
 
 def _mark_rows(mark: Any, market: _Market) -> np.ndarray:
@@ -280,26 +403,35 @@ def _mark_rows(mark: Any, market: _Market) -> np.ndarray:
     elif isinstance(mark, pd.DataFrame):
         frame = mark
     else:
-        raise ParameterError(f"mark: {type(mark).__name__} is not a mark price; give a DataFrame with high, low "
-                             "(open, close) or a Series of mark prices indexed by the candles' times", param="mark")
+        raise ParameterError(
+            f"mark: {type(mark).__name__} is not a mark price; give a DataFrame with high, low "
+            "(open, close) or a Series of mark prices indexed by the candles' times",
+            param="mark",
+        )
     if not isinstance(frame.index, pd.DatetimeIndex):
-        raise ParameterError(f"mark: needs a DatetimeIndex of the candles' times, got {type(frame.index).__name__}",
-                             param="mark")
+        raise ParameterError(
+            f"mark: needs a DatetimeIndex of the candles' times, got {type(frame.index).__name__}", param="mark"
+        )
     if frame.index.tz is None:
         frame = frame.tz_localize("UTC")
     wanted = ("high", "low") if isinstance(mark, pd.DataFrame) else ("close",)
     missing = [c for c in wanted if c not in frame.columns]
     if missing or (isinstance(mark, pd.DataFrame) and "open" not in frame and "close" not in frame):
-        raise ParameterError(f"mark: the frame has no {(missing or ['open or close'])[0]!r} column; give high, low "
-                             "and close (or open)", param="mark")
+        raise ParameterError(
+            f"mark: the frame has no {(missing or ['open or close'])[0]!r} column; give high, low and close (or open)",
+            param="mark",
+        )
     aligned = frame.reindex(index)
     columns = [c for c in ("open", "high", "low", "close") if c in aligned]
     values = aligned[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values).all(axis=1) | (values <= 0).any(axis=1)
     if bad.any():
         at = index[int(np.flatnonzero(bad)[0])]
-        raise ParameterError(f"mark: no valid mark price at {at} (the mark must hold a positive price at every "
-                             f"candle: {len(index)} bars from {index[0]} to {index[-1]})", param="mark")
+        raise ParameterError(
+            f"mark: no valid mark price at {at} (the mark must hold a positive price at every "
+            f"candle: {len(index)} bars from {index[0]} to {index[-1]})",
+            param="mark",
+        )
     get = dict(zip(columns, values.T))
     if "open" in get:
         open_ = get["open"]

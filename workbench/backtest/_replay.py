@@ -4,6 +4,7 @@ One fill per bar goes through ``Portfolio.from_orders`` (compiled once, cached o
 bars with several fills (ladders, two-sided quotes) need ``from_order_func`` in flexible
 mode, which compiles on first use in each process.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -36,9 +37,19 @@ def replay(result: BacktestResult) -> vbt.Portfolio:
         n = len(close)
         size, price, fee = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
         size[bars], price[bars], fee[bars] = fills["size"], fills["price"], fills["fee"]
-        return vbt.Portfolio.from_orders(close, size=size, price=price, fixed_fees=fee, fees=0.0,
-                                         slippage=0.0, **common)
+        return vbt.Portfolio.from_orders(
+            close, size=size, price=price, fixed_fees=fee, fees=0.0, slippage=0.0, **common
+        )
     cursor = np.zeros(1, np.int64)
     return vbt.Portfolio.from_order_func(
-        close, _next_fill, bars, fills["size"].to_numpy(), fills["price"].to_numpy(),
-        fills["fee"].to_numpy(), cursor, flexible=True, max_orders=len(fills), **common)
+        close,
+        _next_fill,
+        bars,
+        fills["size"].to_numpy(),
+        fills["price"].to_numpy(),
+        fills["fee"].to_numpy(),
+        cursor,
+        flexible=True,
+        max_orders=len(fills),
+        **common,
+    )

@@ -1,4 +1,5 @@
 """The result of one backtest: metrics, curves, fills, trades, a chart and a vectorbt Portfolio."""
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -52,10 +53,21 @@ class BacktestResult:
         trades: round trips from flat to flat: entry/exit time and price, side, size, pnl.
     """
 
-    def __init__(self, *, template: Template, params: dict[str, Any], risk: dict[str, float | None],
-                 settings: dict[str, float], candles: pd.DataFrame, metrics: dict[str, float],
-                 equity: np.ndarray, position: np.ndarray, fills: np.ndarray, leverage: float,
-                 funding_rates: np.ndarray | None = None):
+    def __init__(
+        self,
+        *,
+        template: Template,
+        params: dict[str, Any],
+        risk: dict[str, float | None],
+        settings: dict[str, float],
+        candles: pd.DataFrame,
+        metrics: dict[str, float],
+        equity: np.ndarray,
+        position: np.ndarray,
+        fills: np.ndarray,
+        leverage: float,
+        funding_rates: np.ndarray | None = None,
+    ):
         self.template = template
         self.params = params
         self.risk = risk
@@ -66,16 +78,21 @@ class BacktestResult:
         index = candles.index
         self.equity = pd.Series(equity, index=index, name="equity")
         self.position = pd.Series(position, index=index, name="position")
-        self.funding = pd.Series(_funding_paid(self.position.to_numpy(), candles["open"].to_numpy(), funding_rates,
-                                               leverage), index=index, name="funding")
-        raw = fills[:min(int(metrics["fills"]), fills.shape[0])]
-        self.fills = pd.DataFrame({
-            "time": index[raw[:, 0].astype(np.int64)],
-            "size": raw[:, 1],
-            "price": raw[:, 2],
-            "fee": raw[:, 3],
-            "kind": pd.Categorical.from_codes(raw[:, 4].astype(np.int64), categories=list(e.FILL_KINDS)),
-        })
+        self.funding = pd.Series(
+            _funding_paid(self.position.to_numpy(), candles["open"].to_numpy(), funding_rates, leverage),
+            index=index,
+            name="funding",
+        )
+        raw = fills[: min(int(metrics["fills"]), fills.shape[0])]
+        self.fills = pd.DataFrame(
+            {
+                "time": index[raw[:, 0].astype(np.int64)],
+                "size": raw[:, 1],
+                "price": raw[:, 2],
+                "fee": raw[:, 3],
+                "kind": pd.Categorical.from_codes(raw[:, 4].astype(np.int64), categories=list(e.FILL_KINDS)),
+            }
+        )
         self._fill_bars = raw[:, 0].astype(np.int64)
 
     @property
@@ -95,8 +112,11 @@ class BacktestResult:
         for fill in self.fills.itertuples(index=False):
             size = fill.size
             # a reversal crosses zero: split it into the closing part and the opening part
-            parts = [size] if position == 0 or np.sign(position + size) == np.sign(position) or \
-                position + size == 0 else [-position, size + position]
+            parts = (
+                [size]
+                if position == 0 or np.sign(position + size) == np.sign(position) or position + size == 0
+                else [-position, size + position]
+            )
             for part in parts:
                 fee = fill.fee * abs(part) / abs(size)
                 if position == 0:
@@ -106,13 +126,21 @@ class BacktestResult:
                 fees += fee
                 peak = max(peak, abs(position))
                 if abs(position) <= 1e-12 * abs(part):
-                    rows.append({"entry_time": opened.time, "exit_time": fill.time,
-                                 "side": "long" if opened.size > 0 else "short", "size": peak,
-                                 "entry_price": opened.price, "exit_price": fill.price,
-                                 "pnl": -entry_cost - fees, "fees": fees, "exit_kind": fill.kind})
+                    rows.append(
+                        {
+                            "entry_time": opened.time,
+                            "exit_time": fill.time,
+                            "side": "long" if opened.size > 0 else "short",
+                            "size": peak,
+                            "entry_price": opened.price,
+                            "exit_price": fill.price,
+                            "pnl": -entry_cost - fees,
+                            "fees": fees,
+                            "exit_kind": fill.kind,
+                        }
+                    )
                     position = 0.0
-        columns = ["entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "pnl", "fees",
-                   "exit_kind"]
+        columns = ["entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "pnl", "fees", "exit_kind"]
         return pd.DataFrame(rows, columns=columns)
 
     @cached_property
@@ -132,12 +160,14 @@ class BacktestResult:
             raise WorkbenchError(
                 f"this run uses leverage {self.leverage:g}: vectorbt's open-source Portfolio cannot "
                 "borrow for longs, so leveraged runs are simulated by the workbench's margin engine "
-                "only; use .equity, .trades and .metrics (or backtest with leverage=1 for a Portfolio)")
+                "only; use .equity, .trades and .metrics (or backtest with leverage=1 for a Portfolio)"
+            )
         if self.metrics["funding_paid"]:
             raise WorkbenchError(
                 f"this run's short positions settled {self.metrics['funding_paid']:,.2f} of funding: vectorbt's "
                 "open-source Portfolio has no cash flow besides orders, so it cannot replay it; use .equity, "
-                ".trades and .metrics (or backtest with funding=None for a Portfolio)")
+                ".trades and .metrics (or backtest with funding=None for a Portfolio)"
+            )
         from workbench.backtest._replay import replay
 
         return replay(self)
@@ -160,8 +190,10 @@ class BacktestResult:
     def __repr__(self) -> str:
         m = self.metrics
         ruin = f" ruined_at={self.ruined_at}" if m["ruined"] else ""
-        return (f"<BacktestResult {self.template.name} {self.params} total_return={m['total_return']:.4f} "
-                f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}{ruin}>")
+        return (
+            f"<BacktestResult {self.template.name} {self.params} total_return={m['total_return']:.4f} "
+            f"sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.4f} trades={int(m['trades'])}{ruin}>"
+        )
 
     def _repr_html_(self) -> str:
         return self.stats().to_html()

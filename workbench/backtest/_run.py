@@ -1,4 +1,5 @@
 """``backtest`` and ``sweep``: validate, build the indicators, call the template kernel."""
+
 from __future__ import annotations
 
 import itertools
@@ -9,12 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.engine import core as e
 from workbench.backtest._funding import DEFAULT_FUNDING, describe
+
 # the kernel protocol; _cfg, _Market and _settings stay importable from here (workbench.research)
 from workbench.backtest._kernel import _cfg, _Market, _settings, kernel_inputs, run_kernel, run_kernels  # noqa: F401
 from workbench.backtest._result import BacktestResult
 from workbench.backtest._venues import market_rules
+from workbench.engine import core as e
 from workbench.errors import ParameterError
 from workbench.strategies import Template, get_template, kernel_for
 
@@ -23,11 +25,21 @@ def _resolve(template: str | Template) -> Template:
     return template if isinstance(template, Template) else get_template(template)
 
 
-def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-             risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
-             slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: Any = 0.005,
-             risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING,
-             mark: Any = None) -> BacktestResult:
+def backtest(
+    template: str | Template,
+    candles: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    risk: Mapping[str, float | None] | None = None,
+    fees: float | str | Mapping[str, float] = 0.001,
+    slippage: float = 0.0005,
+    init_cash: float = 10_000.0,
+    maintenance_margin: Any = 0.005,
+    risk_free: float = 0.0,
+    market: Any = None,
+    funding: Any = DEFAULT_FUNDING,
+    mark: Any = None,
+) -> BacktestResult:
     """Backtest one parameter set of a template on candles.
 
     Args:
@@ -87,15 +99,27 @@ def backtest(template: str | Template, candles: pd.DataFrame, params: Mapping[st
     market = _Market(candles, funding=funding)
     inputs = kernel_inputs(kernel_for(tpl.name), market, [params], settings, limits, mark=mark)
     run = run_kernel(inputs)
-    result = BacktestResult(template=tpl, params=params, risk=limits, settings=settings,
-                            candles=market.candles, metrics=run.metrics, equity=run.equity,
-                            position=run.position, fills=run.fills, leverage=inputs.cfgs[0, e.C_LEVERAGE],
-                            funding_rates=inputs.funding)
+    result = BacktestResult(
+        template=tpl,
+        params=params,
+        risk=limits,
+        settings=settings,
+        candles=market.candles,
+        metrics=run.metrics,
+        equity=run.equity,
+        position=run.position,
+        fills=run.fills,
+        leverage=inputs.cfgs[0, e.C_LEVERAGE],
+        funding_rates=inputs.funding,
+    )
     if result.ruined_at is not None:
         last = result.fills.iloc[-1]
-        warnings.warn(f"{tpl.name}: the account was ruined at {last['time']} by a {last['kind']} fill (equity "
-                      f"{result.metrics['final_equity']:,.2f}); nothing is traded after it", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{tpl.name}: the account was ruined at {last['time']} by a {last['kind']} fill (equity "
+            f"{result.metrics['final_equity']:,.2f}); nothing is traded after it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return result
 
 
@@ -103,9 +127,15 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
     """Every combination of the grid's axes (scalars are fixed values), validated."""
     axes = {}
     for name, values in grid.items():
-        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) or (
-                name in tpl.params and tpl.params[name].kind == "float_list"
-                and not any(isinstance(v, (list, tuple)) for v in values)):
+        if (
+            isinstance(values, (str, bytes, Mapping))
+            or not isinstance(values, Iterable)
+            or (
+                name in tpl.params
+                and tpl.params[name].kind == "float_list"
+                and not any(isinstance(v, (list, tuple)) for v in values)
+            )
+        ):
             values = [values]
         axes[name] = list(values)
         if not axes[name]:
@@ -114,12 +144,24 @@ def _combinations(tpl: Template, grid: Mapping[str, Any]) -> list[dict[str, Any]
     return [tpl.validate(dict(zip(names, combo))) for combo in itertools.product(*axes.values())]
 
 
-def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
-          risk: Mapping[str, float | None] | None = None, fees: float | str | Mapping[str, float] = 0.001,
-          slippage: float = 0.0005, init_cash: float = 10_000.0, maintenance_margin: Any = 0.005,
-          risk_free: float = 0.0, market: Any = None, funding: Any = DEFAULT_FUNDING, mark: Any = None,
-          sort_by: str = "sharpe", progress: bool = True,
-          chunk_size: int | None = None) -> pd.DataFrame:
+def sweep(
+    template: str | Template,
+    candles: pd.DataFrame,
+    grid: Mapping[str, Any],
+    *,
+    risk: Mapping[str, float | None] | None = None,
+    fees: float | str | Mapping[str, float] = 0.001,
+    slippage: float = 0.0005,
+    init_cash: float = 10_000.0,
+    maintenance_margin: Any = 0.005,
+    risk_free: float = 0.0,
+    market: Any = None,
+    funding: Any = DEFAULT_FUNDING,
+    mark: Any = None,
+    sort_by: str = "sharpe",
+    progress: bool = True,
+    chunk_size: int | None = None,
+) -> pd.DataFrame:
     """Backtest every combination of a parameter grid; a ranked table of metrics.
 
     Each row equals what :func:`backtest` gives for that combination: both run the same
@@ -142,8 +184,11 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
 
     tpl = _resolve(template)
     if sort_by not in e.METRIC_NAMES:
-        raise ParameterError(f"sort_by: {sort_by!r} is not a metric; choose one of {', '.join(e.METRIC_NAMES)}",
-                             param="sort_by", value=sort_by)
+        raise ParameterError(
+            f"sort_by: {sort_by!r} is not a metric; choose one of {', '.join(e.METRIC_NAMES)}",
+            param="sort_by",
+            value=sort_by,
+        )
     combos = _combinations(tpl, grid)
     limits = tpl.validate_risk(risk)
     settings = _settings(fees, slippage, init_cash, maintenance_margin, risk_free, market_rules(market))
@@ -160,8 +205,7 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
             done = stop
             bar.update(stop - start)
     except KeyboardInterrupt:
-        warnings.warn(f"sweep interrupted: returning the {done} of {len(combos)} combinations done",
-                      stacklevel=2)
+        warnings.warn(f"sweep interrupted: returning the {done} of {len(combos)} combinations done", stacklevel=2)
     finally:
         bar.close()
     table = pd.DataFrame({name: [tpl.axis(c, name) for c in combos[:done]] for name in grid})
@@ -172,7 +216,11 @@ def sweep(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, An
     ascending = sort_by == "max_drawdown"
     table = table.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
-    table.attrs.update(template=tpl.name, combinations=len(combos), completed=done,
-                       interrupted=done < len(combos), bars=len(market.candles))
+    table.attrs.update(
+        template=tpl.name,
+        combinations=len(combos),
+        completed=done,
+        interrupted=done < len(combos),
+        bars=len(market.candles),
+    )
     return table
-

@@ -19,6 +19,7 @@ up to 125; Gate ``/futures/usdt/contracts`` BTC_USDT: ``quanto_multiplier`` 0.00
 ``order_price_round`` 0.1, ``order_size_min`` 1 contract, ``leverage_max`` 100). Venues change
 them; a connected exchange's ``Market`` is always current.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,16 +69,28 @@ def market_rules(market: Any) -> MarketRules | None:
         rules = SNAPSHOT.get((venue.lower(), symbol.strip()))
         if rules is None:
             known = ", ".join(f"'{v} {s}'" for v, s in SNAPSHOT)
-            raise ParameterError(f"market: {market!r} is not in the bundled snapshot; use one of {known}, or "
-                                 "the Market of a connected exchange (wb.open_exchange(...).market(symbol))",
-                                 param="market", value=market)
+            raise ParameterError(
+                f"market: {market!r} is not in the bundled snapshot; use one of {known}, or "
+                "the Market of a connected exchange (wb.open_exchange(...).market(symbol))",
+                param="market",
+                value=market,
+            )
         return rules
     try:
-        return MarketRules(str(market.symbol), float(market.amount_step or 0), float(market.price_step or 0),
-                      float(market.min_amount or 0), float(market.min_cost or 0), float(market.max_leverage or 1))
+        return MarketRules(
+            str(market.symbol),
+            float(market.amount_step or 0),
+            float(market.price_step or 0),
+            float(market.min_amount or 0),
+            float(market.min_cost or 0),
+            float(market.max_leverage or 1),
+        )
     except AttributeError as exc:
-        raise ParameterError(f"market: {type(market).__name__} is not a market; give '<venue> <symbol>' or an "
-                             f"exchange's Market ({exc})", param="market", value=market) from None
+        raise ParameterError(
+            f"market: {type(market).__name__} is not a market; give '<venue> <symbol>' or an exchange's Market ({exc})",
+            param="market",
+            value=market,
+        ) from None
 
 
 def venue_fees(spec: str, market: MarketRules | None) -> dict[str, float]:
@@ -86,8 +99,12 @@ def venue_fees(spec: str, market: MarketRules | None) -> dict[str, float]:
     words = spec.lower().split()
     venue = words[0] if words else ""
     if venue not in _VENUES:
-        raise ParameterError(f"fees: {spec!r} names no venue; use a rate, {{'maker': .., 'taker': ..}}, or "
-                             f"'<venue>[ spot|swap][ vipN]' with venue {' or '.join(_VENUES)}", param="fees", value=spec)
+        raise ParameterError(
+            f"fees: {spec!r} names no venue; use a rate, {{'maker': .., 'taker': ..}}, or "
+            f"'<venue>[ spot|swap][ vipN]' with venue {' or '.join(_VENUES)}",
+            param="fees",
+            value=spec,
+        )
     kind = "swap" if market is not None and ":" in market.symbol else "spot"
     tier = 0
     for word in words[1:]:
@@ -103,8 +120,11 @@ def venue_fees(spec: str, market: MarketRules | None) -> dict[str, float]:
     tiers = schedule.get("tiers") or {}
     rows = min(len(tiers.get("maker", ())), len(tiers.get("taker", ())))
     if tier >= rows:
-        raise ParameterError(f"fees: {venue} {kind} has tiers vip0 to vip{max(rows - 1, 0)} in ccxt's schedule; "
-                             f"got vip{tier}", param="fees", value=spec)
+        raise ParameterError(
+            f"fees: {venue} {kind} has tiers vip0 to vip{max(rows - 1, 0)} in ccxt's schedule; got vip{tier}",
+            param="fees",
+            value=spec,
+        )
     return {"maker": float(tiers["maker"][tier][1]), "taker": float(tiers["taker"][tier][1])}
 
 
@@ -165,8 +185,10 @@ GATE_BTCUSDT_TIERS = (
 MAINTENANCE_TIERS = {"binance": BINANCE_BTCUSDT_TIERS, "gate": GATE_BTCUSDT_TIERS}
 
 Tier = tuple[float, float, float, float]  # floor, rate, amount, max leverage (inf: none)
-_ALLOWED = ("a rate from 0 to 0.5 (0.005 is 0.5%), 'binance' or 'gate' (their BTC/USDT perpetual tiers), or "
-            "tiers (notional_floor, rate[, amount[, max_leverage]]) sorted by floor from 0")
+_ALLOWED = (
+    "a rate from 0 to 0.5 (0.005 is 0.5%), 'binance' or 'gate' (their BTC/USDT perpetual tiers), or "
+    "tiers (notional_floor, rate[, amount[, max_leverage]]) sorted by floor from 0"
+)
 
 
 def maintenance_tiers(spec: Any) -> tuple[Tier, ...] | None:
@@ -189,8 +211,10 @@ def describe_maintenance(spec: Any) -> float | str | list[list[float | None]]:
         return float(spec)
     if isinstance(spec, str):
         return spec.strip().lower()
-    return [[floor, rate, amount, None if lev == float("inf") else lev] for floor, rate, amount, lev in
-            maintenance_tiers(spec)]
+    return [
+        [floor, rate, amount, None if lev == float("inf") else lev]
+        for floor, rate, amount, lev in maintenance_tiers(spec)
+    ]
 
 
 def _hashable(spec: Any) -> Any:
@@ -201,8 +225,9 @@ def _hashable(spec: Any) -> Any:
         amount = info.get("cum", info.get("deduction")) if isinstance(info, Mapping) else None
         return (spec.get("minNotional"), spec.get("maintenanceMarginRate"), amount, spec.get("maxLeverage"))
     if isinstance(spec, (list, tuple)) or hasattr(spec, "__iter__"):
-        return tuple(_hashable(row) if not isinstance(row, (int, float, str)) or isinstance(row, bool) else row
-                     for row in spec)
+        return tuple(
+            _hashable(row) if not isinstance(row, (int, float, str)) or isinstance(row, bool) else row for row in spec
+        )
     return spec
 
 
@@ -232,8 +257,11 @@ def _tiers(spec: Any) -> tuple[Tier, ...]:
             except (TypeError, ValueError):
                 value = float("nan")
             if not value >= 0 or value == float("inf"):
-                raise _fail(f"tier {number}'s {name} {row[('notional floor', 'rate', 'amount', 'max leverage').index(name)]!r} "
-                            "is not allowed; expected a finite number >= 0", spec)
+                raise _fail(
+                    f"tier {number}'s {name} {row[('notional floor', 'rate', 'amount', 'max leverage').index(name)]!r} "
+                    "is not allowed; expected a finite number >= 0",
+                    spec,
+                )
         floor, rate = float(floor), float(rate)
         most = float("inf") if most is None else float(most)
         if most < 1:
@@ -246,18 +274,26 @@ def _tiers(spec: Any) -> tuple[Tier, ...]:
         else:
             below_floor, below_rate, below_amount, _ = tiers[-1]
             if floor <= below_floor:
-                raise _fail(f"tier {number}'s notional floor {floor:g} is not above tier {number - 1}'s "
-                            f"{below_floor:g}; expected tiers sorted by floor from 0", spec)
+                raise _fail(
+                    f"tier {number}'s notional floor {floor:g} is not above tier {number - 1}'s "
+                    f"{below_floor:g}; expected tiers sorted by floor from 0",
+                    spec,
+                )
             low_rate = below_rate
             expected = below_amount + floor * (rate - below_rate)
         if not low_rate <= rate < 1.0:
             after = f" (tier {number - 1}'s)" if number > 1 else ""
-            raise _fail(f"tier {number}'s rate {rate:g} is not allowed; expected a number from {low_rate:g}{after} "
-                        "to below 1", spec)
+            raise _fail(
+                f"tier {number}'s rate {rate:g} is not allowed; expected a number from {low_rate:g}{after} to below 1",
+                spec,
+            )
         amount = expected if amount is None else float(amount)
         if abs(amount - expected) > 1e-6 * max(1.0, expected):
-            raise _fail(f"tier {number}'s maintenance amount {amount:g} does not continue tier {number - 1}: "
-                        f"expected {expected:g} (its amount + floor x the rise of the rate)", spec)
+            raise _fail(
+                f"tier {number}'s maintenance amount {amount:g} does not continue tier {number - 1}: "
+                f"expected {expected:g} (its amount + floor x the rise of the rate)",
+                spec,
+            )
         tiers.append((floor, rate, amount, most))
     return tuple(tiers)
 
@@ -272,10 +308,16 @@ def tier_checks(tiers: tuple[Tier, ...], leverage: float, reach: float, spec: An
         upto = f"{tiers[number][0]:,.0f}" if number < len(tiers) else "any"
         span = f"notional {floor:,.0f} to {upto}"
         if leverage > most:
-            raise ParameterError(f"leverage: {leverage:g} is above tier {number}'s maximum of {most:g} ({span}; this "
-                                 f"run's positions can reach {reach:,.0f}: init_cash x leverage within "
-                                 "max_position_size); lower the leverage or max_position_size",
-                                 param="leverage", value=leverage)
+            raise ParameterError(
+                f"leverage: {leverage:g} is above tier {number}'s maximum of {most:g} ({span}; this "
+                f"run's positions can reach {reach:,.0f}: init_cash x leverage within "
+                "max_position_size); lower the leverage or max_position_size",
+                param="leverage",
+                value=leverage,
+            )
         if rate * leverage >= 1.0:
-            raise _fail(f"tier {number}'s rate {rate:g} ({span}) is not allowed with leverage {leverage:g}; "
-                        f"expected a number from 0 to below 1/leverage = {1.0 / leverage:g}", spec)
+            raise _fail(
+                f"tier {number}'s rate {rate:g} ({span}) is not allowed with leverage {leverage:g}; "
+                f"expected a number from 0 to below 1/leverage = {1.0 / leverage:g}",
+                spec,
+            )

@@ -38,6 +38,7 @@ Funding rates of perpetuals: ``fetch_funding(exchange_id, symbol, start, stop)``
 venue's real funding-rate history through ccxt (``fetch_funding_rate_history``), cached like
 candles, as a series a backtest takes unchanged: ``backtest(..., funding=fetch_funding(...))``.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,18 @@ from workbench.errors import CandleError
 if TYPE_CHECKING:  # pragma: no cover - ccxt loads only when fetch_candles runs
     import ccxt
 
-__all__ = ["Calendar", "bars_per_year", "fetch_candles", "fetch_funding", "get_calendar", "load_candles",
-           "parse_timeframe", "read_candles", "resample", "validate_candles"]
+__all__ = [
+    "Calendar",
+    "bars_per_year",
+    "fetch_candles",
+    "fetch_funding",
+    "get_calendar",
+    "load_candles",
+    "parse_timeframe",
+    "read_candles",
+    "resample",
+    "validate_candles",
+]
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,13 @@ def validate_candles(
     # rows of a frame are quoted by position, not by the line of the file it may come from
     source = f"candles DataFrame (from {frame.attrs['source']})" if "source" in frame.attrs else "candles DataFrame"
     table, symbol = candle_table(frame, source)
-    candles = validate(table, source=source, timeframe=timeframe or frame.attrs.get("timeframe"), repair=repair,
-                       calendar=calendar or frame.attrs.get("calendar", DEFAULT_CALENDAR))
+    candles = validate(
+        table,
+        source=source,
+        timeframe=timeframe or frame.attrs.get("timeframe"),
+        repair=repair,
+        calendar=calendar or frame.attrs.get("calendar", DEFAULT_CALENDAR),
+    )
     kept = {key: frame.attrs[key] for key in ("symbol", "source") if key in frame.attrs}
     candles.attrs.update(kept, **({"symbol": symbol} if symbol and "symbol" not in kept else {}))
     return candles
@@ -192,8 +208,17 @@ def fetch_candles(
     """
     from workbench.data._ccxt_cache import fetch
 
-    return fetch(exchange, symbol, timeframe, since, until, cache_dir=cache_dir, offline=offline, repair=repair,
-                 calendar=calendar)
+    return fetch(
+        exchange,
+        symbol,
+        timeframe,
+        since,
+        until,
+        cache_dir=cache_dir,
+        offline=offline,
+        repair=repair,
+        calendar=calendar,
+    )
 
 
 def fetch_funding(

@@ -22,6 +22,7 @@ A bar of the candles' timeframe may exist when its span overlaps open hours; it 
 it, so daily bars of an exchange are expected on every session day, and FX daily bars dated
 Sunday (two open hours) are allowed but not required.
 """
+
 from __future__ import annotations
 
 import functools
@@ -133,13 +134,20 @@ class Weekdays(Calendar):
         try:
             self.zone = ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ParameterError(f"calendar '24/5 {zone} {at}': unknown time zone {zone!r}; use an IANA name "
-                                 "such as 'America/New_York' or 'UTC'", param="calendar", value=zone) from None
+            raise ParameterError(
+                f"calendar '24/5 {zone} {at}': unknown time zone {zone!r}; use an IANA name "
+                "such as 'America/New_York' or 'UTC'",
+                param="calendar",
+                value=zone,
+            ) from None
         try:
             self.at = time.fromisoformat(at)
         except ValueError:
-            raise ParameterError(f"calendar '24/5 {zone} {at}': {at!r} is not a time of day; use HH:MM such as "
-                                 "'17:00'", param="calendar", value=at) from None
+            raise ParameterError(
+                f"calendar '24/5 {zone} {at}': {at!r} is not a time of day; use HH:MM such as '17:00'",
+                param="calendar",
+                value=at,
+            ) from None
         clock = self.at.strftime("%H:%M")
         self.name = "24/5" if (zone, clock) == ("America/New_York", "17:00") else f"24/5 {zone} {clock}"
         self.closed = f"Friday {clock} to Sunday {clock} {zone}"
@@ -187,13 +195,15 @@ def _sessions(name: str, first_year: int, last_year: int) -> tuple[np.ndarray, n
             warnings.filterwarnings("ignore", message="Series.values returning", category=DeprecationWarning)
             exchange = exchange_calendars.get_calendar(name, start=f"{first_year}-01-01", end=f"{last_year}-12-31")
     except ValueError as err:
-        raise CandleError(f"calendar {name!r} has no sessions for {first_year + 1}-{last_year - 1}: "
-                          f"{str(err).splitlines()[0]}") from None
+        raise CandleError(
+            f"calendar {name!r} has no sessions for {first_year + 1}-{last_year - 1}: {str(err).splitlines()[0]}"
+        ) from None
     schedule = exchange.schedule
     breaks = schedule["break_start"].notna().to_numpy()
     opens = np.concatenate([_ns(schedule["open"]), _ns(schedule["break_end"][breaks])])
-    closes = np.concatenate([np.where(breaks, _ns(schedule["break_start"]), _ns(schedule["close"])),
-                             _ns(schedule["close"][breaks])])
+    closes = np.concatenate(
+        [np.where(breaks, _ns(schedule["break_start"]), _ns(schedule["close"])), _ns(schedule["close"][breaks])]
+    )
     order = np.argsort(opens, kind="stable")
     return opens[order], closes[order]
 
@@ -222,8 +232,9 @@ def get_calendar(calendar: str | Calendar) -> Calendar:
     if isinstance(calendar, Calendar):
         return calendar
     if not isinstance(calendar, str):
-        raise ParameterError(f"calendar {calendar!r} is not a calendar name; use {_NAMES}", param="calendar",
-                             value=calendar)
+        raise ParameterError(
+            f"calendar {calendar!r} is not a calendar name; use {_NAMES}", param="calendar", value=calendar
+        )
     return _named(calendar.strip())
 
 

@@ -7,6 +7,7 @@ covers one unbroken stretch of the exchange's history, so "what is missing" is a
 "before its first candle" or "after its last". Writes go to a temporary file that
 replaces the old one, so an interrupted fetch never leaves a torn cache.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -64,7 +65,11 @@ def fetch(
         cached, failure = _download(exchange, symbol, name, fetch_from, fetch_to, step, path, cached, closed_end)
         fetch_from = _first_missing(cached, start, stop, closed_end, step) if failure else None
         if failure is not None and fetch_from is None:
-            warnings.warn(f"{exchange_id} unreachable ({failure}); serving {label} from the cache {path}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{exchange_id} unreachable ({failure}); serving {label} from the cache {path}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         elif failure is not None:
             raise CandleError(
                 f"could not fetch {label} candles ({type(failure).__name__}: {failure}), "
@@ -91,8 +96,9 @@ def fetch(
     return candles
 
 
-def cache_file(cache_dir: str | os.PathLike | None, exchange_id: str, symbol: str, timeframe: str,
-               folder: str = "candles") -> Path:
+def cache_file(
+    cache_dir: str | os.PathLike | None, exchange_id: str, symbol: str, timeframe: str, folder: str = "candles"
+) -> Path:
     """Where the candles of one exchange, symbol and timeframe are cached (by default in the
     workbench home's ``cache/<folder>``; funding rates use ``folder="funding"``)."""
     if cache_dir is None:
@@ -114,7 +120,9 @@ def _instant(value: Any, name: str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _default_start(cached: pd.DataFrame | None, stop: pd.Timestamp | None, closed_end: pd.Timestamp, step: pd.Timedelta) -> pd.Timestamp:
+def _default_start(
+    cached: pd.DataFrame | None, stop: pd.Timestamp | None, closed_end: pd.Timestamp, step: pd.Timedelta
+) -> pd.Timestamp:
     """Everything cached, or the last DEFAULT_CANDLES candles when nothing is."""
     if cached is not None:
         return cached.index[0]
@@ -203,7 +211,9 @@ def _client(ccxt: Any, exchange: Any) -> Any:
     return getattr(ccxt, exchange)({"enableRateLimit": True})
 
 
-def _pages(client: Any, symbol: str, timeframe: str, start: pd.Timestamp, stop: pd.Timestamp, step: pd.Timedelta) -> Iterator[list[list]]:
+def _pages(
+    client: Any, symbol: str, timeframe: str, start: pd.Timestamp, stop: pd.Timestamp, step: pd.Timedelta
+) -> Iterator[list[list]]:
     """fetch_ohlcv pages from ``start`` until ``stop`` or the exchange has no more candles."""
     client.load_markets()
     market = client.market(symbol)

@@ -22,6 +22,7 @@ before its first and after its last settlement to be fetched: the cursor advance
 last timestamp on Binance and walks back before the first one on Gate. A window ends when its
 page is empty, holds nothing inside the window (no progress), or is short of ``limit``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -47,7 +48,11 @@ NAME = "funding_rate"
 # /futures/{settle}/funding_rate limit 1 to 1000, default 100, newest first (gateapi-python,
 # FuturesApi list_futures_funding_rate_history). Other venues get their default page, every
 # page of theirs counts as possibly cut, and at either end.
-PAGES: dict[str, tuple[int, str]] = {"binance": (1000, "oldest"), "binanceusdm": (1000, "oldest"), "gate": (1000, "newest")}
+PAGES: dict[str, tuple[int, str]] = {
+    "binance": (1000, "oldest"),
+    "binanceusdm": (1000, "oldest"),
+    "gate": (1000, "newest"),
+}
 
 
 def fetch_funding(
@@ -62,15 +67,24 @@ def fetch_funding(
 ) -> pd.Series:
     """See ``workbench.data.fetch_funding``."""
     if not isinstance(exchange_id, str) or not exchange_id:
-        raise ParameterError(f"exchange_id={exchange_id!r} is not an exchange id; expected a ccxt id such as "
-                             "'binanceusdm' or 'gate'", param="exchange_id", value=exchange_id)
+        raise ParameterError(
+            f"exchange_id={exchange_id!r} is not an exchange id; expected a ccxt id such as 'binanceusdm' or 'gate'",
+            param="exchange_id",
+            value=exchange_id,
+        )
     if not isinstance(symbol, str) or "/" not in symbol:
-        raise ParameterError(f"symbol={symbol!r} is not a market symbol; perpetuals look like 'BTC/USDT:USDT'",
-                             param="symbol", value=symbol)
+        raise ParameterError(
+            f"symbol={symbol!r} is not a market symbol; perpetuals look like 'BTC/USDT:USDT'",
+            param="symbol",
+            value=symbol,
+        )
     if client is not None and getattr(client, "id", None) != exchange_id:
-        raise ParameterError(f"client is a {getattr(client, 'id', type(client).__name__)!r} client, not "
-                             f"{exchange_id!r}: its rates would be cached under the wrong exchange",
-                             param="client", value=getattr(client, "id", None))
+        raise ParameterError(
+            f"client is a {getattr(client, 'id', type(client).__name__)!r} client, not "
+            f"{exchange_id!r}: its rates would be cached under the wrong exchange",
+            param="client",
+            value=getattr(client, "id", None),
+        )
     path = cache_file(cache_dir, exchange_id, symbol, "funding", folder="funding")
     label = f"{exchange_id} {symbol} funding rates"
     cached = _read_cache(path)
@@ -87,8 +101,10 @@ def fetch_funding(
 
     missing = _missing(cached, first, last)
     if missing and offline:
-        raise CandleError(f"offline: {_coverage(cached, path)}, so {label} {_gap(missing)} are missing; "
-                          "fetch once online or ask for a range inside the cache")
+        raise CandleError(
+            f"offline: {_coverage(cached, path)}, so {label} {_gap(missing)} are missing; "
+            "fetch once online or ask for a range inside the cache"
+        )
     if missing:
         cached, failure = _update(client, exchange_id, symbol, missing, cached, path)
         still = _missing(cached, first, last)
@@ -102,8 +118,9 @@ def fetch_funding(
     rates = cached[0] if cached is not None else _empty()
     window = rates[(rates.index >= begin) & (rates.index < pd.Timestamp(last, unit="ms", tz="UTC"))].copy()
     if window.empty:  # a backtest given it would silently pay no funding
-        raise CandleError(f"{exchange_id} has no {symbol} funding settlements between {format_time(begin)} and "
-                          f"{_time(last)}")
+        raise CandleError(
+            f"{exchange_id} has no {symbol} funding settlements between {format_time(begin)} and {_time(last)}"
+        )
     window.name = NAME
     window.attrs.update(symbol=symbol, source=exchange_id)
     return window
@@ -179,15 +196,17 @@ def _update(
     except ccxt.NetworkError as err:
         failure = err
     except ccxt.BadSymbol as err:
-        raise CandleError(f"{client.id} has no perpetual {symbol!r} ({_one_line(err)}); "
-                          "perpetual symbols look like 'BTC/USDT:USDT'") from err
+        raise CandleError(
+            f"{client.id} has no perpetual {symbol!r} ({_one_line(err)}); perpetual symbols look like 'BTC/USDT:USDT'"
+        ) from err
     except ccxt.ExchangeError as err:
         raise CandleError(f"{client.id} refused the {symbol} funding-rate request: {_one_line(err)}") from err
     return cached, failure
 
 
-def _download(ccxt: Any, client: Any, symbol: str, first: int, last: int, limit: int | None,
-              keeps: str | None) -> tuple[dict[int, float], int, Exception | None]:
+def _download(
+    ccxt: Any, client: Any, symbol: str, first: int, last: int, limit: int | None, keeps: str | None
+) -> tuple[dict[int, float], int, Exception | None]:
     """Every settlement in [first, last): the rates by time, the end of the unbroken checked
     stretch from ``first`` (``last`` unless a network error stopped it: returned third).
 
@@ -206,8 +225,11 @@ def _download(ccxt: Any, client: Any, symbol: str, first: int, last: int, limit:
             failure = err
             break
         pending.pop(0)
-        inside = [(int(e["timestamp"]), e["fundingRate"]) for e in page
-                  if e.get("timestamp") is not None and a <= e["timestamp"] <= b]
+        inside = [
+            (int(e["timestamp"]), e["fundingRate"])
+            for e in page
+            if e.get("timestamp") is not None and a <= e["timestamp"] <= b
+        ]
         if not inside:
             continue  # an empty page, or nothing in the window (no progress): the window is done
         for time, rate in inside:
@@ -229,7 +251,9 @@ def _rate(value: Any, time: int, exchange_id: str, symbol: str) -> float:
     except (TypeError, ValueError):
         rate = float("nan")
     if rate != rate or abs(rate) == float("inf"):
-        raise CandleError(f"{exchange_id} sent {value!r} as the {symbol} funding rate at {_time(time)}; expected a number")
+        raise CandleError(
+            f"{exchange_id} sent {value!r} as the {symbol} funding rate at {_time(time)}; expected a number"
+        )
     return rate
 
 
@@ -261,7 +285,9 @@ def _merge(
 
 
 def _index(times: list[int]) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(pd.Series(times, dtype="int64"), unit="ms", utc=True), name="time").as_unit("ns")
+    return pd.DatetimeIndex(pd.to_datetime(pd.Series(times, dtype="int64"), unit="ms", utc=True), name="time").as_unit(
+        "ns"
+    )
 
 
 def _empty() -> pd.Series:
@@ -282,5 +308,7 @@ def _read_cache(path: Path) -> tuple[pd.Series, int, int] | None:
         rates = pd.Series(raw[NAME].astype("float64").to_numpy(), index=_index(times.tolist()), name=NAME)
         checked_from, checked_to = int(checked_from), int(checked_to)
     except (ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise CandleError(f"the funding cache {path} is unreadable ({_one_line(err)}); delete it to fetch again") from err
+        raise CandleError(
+            f"the funding cache {path} is unreadable ({_one_line(err)}); delete it to fetch again"
+        ) from err
     return rates.sort_index(), checked_from, checked_to

@@ -4,6 +4,7 @@ One place maps the layouts people download (Bitfinex/CryptoDataDownload, exchang
 pandas' own ``to_csv`` of a tidy frame) onto the five tidy columns, so CSV files and
 in-memory frames go through the same rules.
 """
+
 from __future__ import annotations
 
 import pandas as pd

@@ -1,4 +1,5 @@
 """Aggregate tidy candles into a coarser timeframe."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,8 @@ def resample_candles(candles: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     if len(result):
         first, last = candles.index[0].value, candles.index[-1].value
         hours = get_calendar(candles.attrs.get("calendar", DEFAULT_CALENDAR)).open_hours(
-            result.index[0], result.index[-1] + target)
+            result.index[0], result.index[-1] + target
+        )
         bar = source.value
         before = first - bar * np.arange(1, (first - result.index[0].value) // bar + 1)
         after = last + bar * np.arange(1, (result.index[-1].value + target.value - last - 1) // bar + 1)

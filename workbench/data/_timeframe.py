@@ -2,6 +2,7 @@
 
 Kept here rather than borrowed from ccxt so that reading a CSV never imports ccxt.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,6 @@ def infer_timeframe(times: pd.DatetimeIndex) -> str:
     """The most common spacing of sorted, unique candle times (gaps do not change it)."""
     steps = pd.Series(times.sort_values().unique()).diff().dropna()
     if steps.empty:
-        raise CandleError(
-            f"cannot infer the timeframe from {len(times)} candle(s); pass timeframe='1h' or similar"
-        )
+        raise CandleError(f"cannot infer the timeframe from {len(times)} candle(s); pass timeframe='1h' or similar")
     counts = steps.value_counts()
     return format_timeframe(counts[counts == counts.max()].index.min())

@@ -9,6 +9,7 @@ A gap is a missing candle only when the candles' calendar says the market was op
 weekends and an exchange's nights and holidays are not defects, and fill_gaps never invents
 candles for them (see ``workbench.data._calendar``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -184,10 +185,14 @@ def _check_rows(table: pd.DataFrame, work: pd.DataFrame, report: _Report, *, rec
     checks: list[tuple[np.ndarray, Callable[[int], str]]] = []
     absent_time = table["time"].isna().to_numpy()
     checks.append((absent_time, lambda i: "timestamp is missing"))
-    checks.append((
-        work["time"].isna().to_numpy() & ~absent_time,
-        lambda i: f"timestamp {table['time'].iloc[i]!r} is not a date (expected ISO 8601 or epoch seconds/milliseconds)",
-    ))
+    checks.append(
+        (
+            work["time"].isna().to_numpy() & ~absent_time,
+            lambda i: (
+                f"timestamp {table['time'].iloc[i]!r} is not a date (expected ISO 8601 or epoch seconds/milliseconds)"
+            ),
+        )
+    )
     for column in COLUMNS:
         values = work[column].to_numpy()
         absent = table[column].isna().to_numpy()
@@ -202,10 +207,14 @@ def _check_rows(table: pd.DataFrame, work: pd.DataFrame, report: _Report, *, rec
     for column in ("open", "close"):
         values = work[column].to_numpy()
         outside = (high >= low) & ((values < low) | (values > high))
-        checks.append((
-            outside,
-            lambda i, c=column, v=values: f"{c} {float(v[i])!r} is outside [low {float(low[i])!r}, high {float(high[i])!r}]",
-        ))
+        checks.append(
+            (
+                outside,
+                lambda i, c=column, v=values: (
+                    f"{c} {float(v[i])!r} is outside [low {float(low[i])!r}, high {float(high[i])!r}]"
+                ),
+            )
+        )
     invalid = np.logical_or.reduce([mask for mask, _ in checks])
     if record:
         report.add(
@@ -266,7 +275,9 @@ def _check_spacing(work: pd.DataFrame, step: pd.Timedelta, report: _Report, *, f
     name = format_timeframe(step)
     report.add(
         work.index[off_grid],
-        lambda i: f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles",
+        lambda i: (
+            f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles"
+        ),
         None,
     )
     if fill and not off_grid.any():
@@ -280,8 +291,9 @@ def _check_spacing(work: pd.DataFrame, step: pd.Timedelta, report: _Report, *, f
     return work
 
 
-def _check_sessions(work: pd.DataFrame, step: pd.Timedelta, calendar: Calendar, report: _Report, *,
-                    fill: bool) -> pd.DataFrame:
+def _check_sessions(
+    work: pd.DataFrame, step: pd.Timedelta, calendar: Calendar, report: _Report, *, fill: bool
+) -> pd.DataFrame:
     """Like ``_check_spacing``, for a market that closes: a candle must lie (at least partly)
     in open hours, and a gap only misses the candles the calendar expects in it.
 
@@ -320,7 +332,9 @@ def _check_sessions(work: pd.DataFrame, step: pd.Timedelta, calendar: Calendar, 
     previous = work["time"].shift()
     report.add(
         work.index[off_grid],
-        lambda i: f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles",
+        lambda i: (
+            f"{_duration(gaps[i])} after the previous candle ({format_time(previous[i])}), not a whole number of {name} candles"
+        ),
         None,
     )
     if not missing:
@@ -345,7 +359,11 @@ def _nanoseconds(times: pd.Series) -> np.ndarray:
 
 
 def _duration(gap: pd.Timedelta) -> str:
-    return format_timeframe(gap) if gap > pd.Timedelta(0) and gap % pd.Timedelta(seconds=1) == pd.Timedelta(0) else str(gap)
+    return (
+        format_timeframe(gap)
+        if gap > pd.Timedelta(0) and gap % pd.Timedelta(seconds=1) == pd.Timedelta(0)
+        else str(gap)
+    )
 
 
 def _fill(work: pd.DataFrame, times: pd.DatetimeIndex) -> pd.DataFrame:

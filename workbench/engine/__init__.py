@@ -11,4 +11,5 @@ templates, live sessions and the paper exchange.
 workbench to a directory named by a hash of the compiled sources, so an edited kernel never
 runs from a stale cache.
 """
+
 from workbench.engine import core  # noqa: F401 - the hashed numba cache, before anything compiles

@@ -50,6 +50,7 @@ runs on every bar only reads the state (``equity``, ``daily_loss_breached``) or 
 scalars (the metric sums travel as a tuple through ``mark``); the kernels record the curves
 themselves, and the writers (``fill``, ``new_day``...) run only when something happens.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,12 +80,16 @@ def source_digest(sources: Iterable[str | os.PathLike]) -> str:
 
 def kernel_sources(package: str | os.PathLike) -> list[Path]:
     """The files under ``package`` that compile numba code."""
-    return [path for path in sorted(Path(package).rglob("*.py"))
-            if "njit" in path.read_text(encoding="utf-8", errors="replace")]
+    return [
+        path
+        for path in sorted(Path(package).rglob("*.py"))
+        if "njit" in path.read_text(encoding="utf-8", errors="replace")
+    ]
 
 
-def use_hashed_cache(package: str | os.PathLike, sources: Iterable[str | os.PathLike],
-                     base: str | os.PathLike | None = None) -> Path:
+def use_hashed_cache(
+    package: str | os.PathLike, sources: Iterable[str | os.PathLike], base: str | os.PathLike | None = None
+) -> Path:
     """Keep the numba cache of every function defined under ``package`` (decorated from now
     on) in ``<base>/numba-<hash of sources>``; returns that directory. ``base`` defaults to
     ``NUMBA_CACHE_DIR`` if set, else ``package/__pycache__`` or, where that cannot be written
@@ -424,8 +429,8 @@ def rest_after_ruin(m, bar, n, value, equity_out, position_out):
     """The bars after a ruin at ``bar`` (itself already marked) up to ``n``: flat at ``value``,
     nothing traded, each a bar of zero return in the metric sums ``m``; returns the new sums."""
     if equity_out.shape[0] > 0:
-        equity_out[bar + 1:] = value
-        position_out[bar + 1:] = 0.0
+        equity_out[bar + 1 :] = value
+        position_out[bar + 1 :] = 0.0
     bars, s1, s2, down, peak, max_dd, prev, held, moved, rf = m
     return (bars + (n - bar - 1), s1, s2, down, peak, max_dd, prev, held, moved, rf)
 
@@ -496,14 +501,16 @@ def order_units(state, cfg, side, size, price, fee_rate):
     against = max(-side * units, 0.0)  # what the order can close
     closing = min(size, against)
     if closing == 0.0:  # it opens or grows the position
-        return tradeable(cfg, min(size, entry_units(state, cfg, price, size * price * (1.0 + fee_rate), fee_rate)),
-                         price)
+        return tradeable(
+            cfg, min(size, entry_units(state, cfg, price, size * price * (1.0 + fee_rate), fee_rate)), price
+        )
     if size <= against:  # a partial close is in whole amount steps; a full close is the position
         return size if size == against else lot(cfg, size)
     opening = size - closing  # a reversal: once flat, the position's equity is cash, less the close's fee
     cash = equity(state, price) - closing * price * fee_rate
-    return closing + tradeable(cfg, min(opening, _affordable(cfg, cash, 0.0, price, opening * price * (1.0 + fee_rate),
-                                                             fee_rate)), price)
+    return closing + tradeable(
+        cfg, min(opening, _affordable(cfg, cash, 0.0, price, opening * price * (1.0 + fee_rate), fee_rate)), price
+    )
 
 
 @njit(cache=True)

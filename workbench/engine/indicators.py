@@ -6,6 +6,7 @@ e.g. ``("ema", 12)`` or ``("macd", 12, 26, 9, "signal")``; a sweep computes each
 key once and shares it across every parameter combination that uses it, and keys built from
 other keys (a rule's signal rows) reuse them through the same cache.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -31,6 +31,7 @@ Failures raise ``workbench.errors.ExchangeError`` subclasses (``AuthenticationFa
 ``RateLimited`` with ``retry_after``, ``ExchangeUnavailable`` when the outcome is unknown),
 never showing keys.
 """
+
 from __future__ import annotations
 
 from workbench._lazy import lazy_exports
@@ -39,14 +40,30 @@ from workbench.exchange._registry import open_exchange, register
 from workbench.exchange._types import Balance, Exchange, Fill, FundingPayment, Market, Order, Position
 
 # loaded on first use: the ccxt client pulls in ccxt, the paper exchange numba
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "CcxtExchange": "workbench.exchange._ccxt:CcxtExchange",
-    "PaperExchange": "workbench.exchange._paper:PaperExchange",
-    "ReplayClock": "workbench.exchange._clock:ReplayClock",
-    "PaperStore": "workbench.exchange._paper_store:PaperStore",
-    "PaperAccount": "workbench.exchange._paper_store:PaperAccount",
-    "PaperPosition": "workbench.exchange._paper_store:PaperPosition",
-    "MemoryPaperStore": "workbench.exchange._paper_store:MemoryPaperStore",
-    "PostgresPaperStore": "workbench.exchange._paper_pg:PostgresPaperStore",
-}, eager=["Balance", "CAPABILITIES", "Capability", "Exchange", "Fill", "FundingPayment", "Market", "Order", "Position", "capability",
-          "open_exchange", "register"])
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "CcxtExchange": "workbench.exchange._ccxt:CcxtExchange",
+        "PaperExchange": "workbench.exchange._paper:PaperExchange",
+        "ReplayClock": "workbench.exchange._clock:ReplayClock",
+        "PaperStore": "workbench.exchange._paper_store:PaperStore",
+        "PaperAccount": "workbench.exchange._paper_store:PaperAccount",
+        "PaperPosition": "workbench.exchange._paper_store:PaperPosition",
+        "MemoryPaperStore": "workbench.exchange._paper_store:MemoryPaperStore",
+        "PostgresPaperStore": "workbench.exchange._paper_pg:PostgresPaperStore",
+    },
+    eager=[
+        "Balance",
+        "CAPABILITIES",
+        "Capability",
+        "Exchange",
+        "Fill",
+        "FundingPayment",
+        "Market",
+        "Order",
+        "Position",
+        "capability",
+        "open_exchange",
+        "register",
+    ],
+)

@@ -26,6 +26,7 @@ are served first, then limit orders along the bar's likely path (the engine's ru
 the paper exchange applies bar for bar; see ``workbench.exchange._paper``), so paper and
 backtest agree fill for fill.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ ccxt's ``{"trigger": True}`` and known here by a prefixed id. The client is buil
 ``client()``, so ccxt's debug log masks the keys; ccxt errors become workbench errors
 whose messages have the keys scrubbed out.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,23 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import ccxt
 import pandas as pd
 
-from workbench.errors import (AuthenticationFailed, DuplicateOrder, ExchangeError, ExchangeUnavailable,
-                              InsufficientFunds, InvalidOrder, OrderNotFound, RateLimited)
+from workbench.errors import (
+    AuthenticationFailed,
+    DuplicateOrder,
+    ExchangeError,
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+)
 from workbench.exchange._capabilities import capability
 from workbench.exchange._types import MARKET_TYPES, Balance, Exchange, Fill, FundingPayment, Market, Order, Position
 from workbench.vault import ExchangeKeys, Secret
@@ -40,8 +49,14 @@ _STOP_LIMIT_SLACK = Decimal("0.005")
 _QUIET_UNTIL: dict[tuple[str, str, str], float] = {}
 # the longest wait a request sits out before calling; a longer one fails at once (RateLimited)
 _QUIET_WAIT_MAX = 10.0
-_STATUSES = {"open": "open", "closed": "closed", "canceled": "canceled", "cancelled": "canceled",
-             "expired": "expired", "rejected": "rejected"}
+_STATUSES = {
+    "open": "open",
+    "closed": "closed",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
 
 
 @dataclass(frozen=True)
@@ -101,8 +116,11 @@ _VENUES = {
     "gate": _Venue(
         options={
             "spot": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}},
-            "swap": {"defaultType": "swap", "fetchMarkets": {"types": ["swap"]},
-                     "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}}},
+            "swap": {
+                "defaultType": "swap",
+                "fetchMarkets": {"types": ["swap"]},
+                "swap": {"fetchMarkets": {"settlementCurrencies": ["usdt"]}},
+            },
         },
         client_id_param="text",
         history_span={"spot": timedelta(days=30), "swap": timedelta(days=30)},
@@ -113,14 +131,18 @@ _VENUES = {
         # order lapses after trigger.expiration seconds, which Gate requires (SpotPriceTrigger.md;
         # ccxt sends options.createOrder.expiration, 1 day unless told): the longest Gate
         # is known to take, 30 days, so a stop left by an ended session rests that long
-        config={"options": {"unifiedAccount": False, "createOrder": {"expiration": 30 * 86_400}},
-                "has": {"fetchCurrencies": False}},
+        config={
+            "options": {"unifiedAccount": False, "createOrder": {"expiration": 30 * 86_400}},
+            "has": {"fetchCurrencies": False},
+        },
         # price-triggered orders are found by the id Gate returned only ("ID returned when order
         # is successfully created", SpotApi.md get_spot_price_triggered_order); the order one
         # placed is its fired_order_id (SpotPriceTriggeredOrder.md) or trade_id (futures,
         # FuturesPriceTriggeredOrder.md)
-        stops={"spot": _Stops("price-", "id", "fired_order_id", by_client_id=False),
-               "swap": _Stops("price-", "id", "trade_id", by_client_id=False)},
+        stops={
+            "spot": _Stops("price-", "id", "fired_order_id", by_client_id=False),
+            "swap": _Stops("price-", "id", "trade_id", by_client_id=False),
+        },
     ),
 }
 
@@ -136,7 +158,7 @@ def _dec(value: Any) -> Decimal | None:
 
 
 def _time(ms: Any) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
 class CcxtExchange(Exchange):
@@ -149,9 +171,18 @@ class CcxtExchange(Exchange):
     one, and signed requests carry the venue's time too (Binance refuses a timestamp 1 s ahead
     of its own or older than ``recvWindow``: ``rest-api.md``, Timing security)."""
 
-    def __init__(self, name: str, *, api_key: Any = None, secret: Any = None, password: Any = None,
-                 market_type: str = "spot", urls: Mapping[str, Any] | None = None,
-                 config: Mapping[str, Any] | None = None, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: Any = None,
+        secret: Any = None,
+        password: Any = None,
+        market_type: str = "spot",
+        urls: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if name not in _VENUES:
             raise ExchangeError(f"exchange {name!r} is not supported; use one of {', '.join(VENUES)}")
         if market_type not in MARKET_TYPES:
@@ -168,8 +199,13 @@ class CcxtExchange(Exchange):
         if api_key is not None or secret is not None:
             from workbench.vault._exchange import client
 
-            keys = ExchangeKeys(None, name, Secret(_reveal(api_key or "")), Secret(_reveal(secret or "")),
-                                Secret(_reveal(password)) if password else None)
+            keys = ExchangeKeys(
+                None,
+                name,
+                Secret(_reveal(api_key or "")),
+                Secret(_reveal(secret or "")),
+                Secret(_reveal(password)) if password else None,
+            )
             self._redactions = keys.redactions()
             self._client = client(keys, settings)
         else:  # market data only
@@ -188,8 +224,11 @@ class CcxtExchange(Exchange):
         if self._markets is None or reload:
             with self._calling("load_markets"):
                 loaded = self._client.load_markets(reload=reload)
-            self._markets = {symbol: self._market(m) for symbol, m in loaded.items()
-                             if m.get("type") == self.market_type and (self.market_type == "spot" or m.get("linear"))}
+            self._markets = {
+                symbol: self._market(m)
+                for symbol, m in loaded.items()
+                if m.get("type") == self.market_type and (self.market_type == "spot" or m.get("linear"))
+            }
         return self._markets
 
     @staticmethod
@@ -198,13 +237,21 @@ class CcxtExchange(Exchange):
         limits, precision = m.get("limits") or {}, m.get("precision") or {}
         min_amount = _dec((limits.get("amount") or {}).get("min"))
         return Market(
-            symbol=m["symbol"], id=m["id"], type=m["type"], base=m["base"], quote=m["quote"],
-            settle=m.get("settle"), contract_size=size,
-            amount_step=_dec(precision.get("amount")) * size, price_step=_dec(precision.get("price")),
+            symbol=m["symbol"],
+            id=m["id"],
+            type=m["type"],
+            base=m["base"],
+            quote=m["quote"],
+            settle=m.get("settle"),
+            contract_size=size,
+            amount_step=_dec(precision.get("amount")) * size,
+            price_step=_dec(precision.get("price")),
             min_amount=None if min_amount is None else min_amount * size,
             min_cost=_dec((limits.get("cost") or {}).get("min")),
             max_leverage=_dec((limits.get("leverage") or {}).get("max")),
-            maker_fee=_dec(m.get("maker")), taker_fee=_dec(m.get("taker")), active=m.get("active") is not False,
+            maker_fee=_dec(m.get("maker")),
+            taker_fee=_dec(m.get("taker")),
+            active=m.get("active") is not False,
         )
 
     def _round_amount(self, market: Market, amount: Decimal) -> Decimal:
@@ -219,7 +266,7 @@ class CcxtExchange(Exchange):
 
     # -- reading ------------------------------------------------------------------------
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+        return datetime.fromtimestamp(self._clock(), tz=UTC)
 
     def _clock(self) -> float:
         """Seconds since 1970: the given clock, else the venue's."""
@@ -235,8 +282,9 @@ class CcxtExchange(Exchange):
             self._client.options["timeDifference"] = int(received * 1000) - server_ms
         return time.time() + self._offset
 
-    def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: datetime | None = None,
-                    limit: int | None = None) -> pd.DataFrame:
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str = "1h", since: datetime | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
         from workbench.data import validate_candles
 
         market = self.market(symbol)
@@ -246,7 +294,7 @@ class CcxtExchange(Exchange):
             rows = self._client.fetch_ohlcv(market.symbol, timeframe, since_ms, limit and limit + 1)
         step_ms = self._client.parse_timeframe(timeframe) * 1000
         now_ms = self._clock() * 1000
-        rows = [row[:6] for row in rows if row[0] + step_ms <= now_ms][-limit if limit else None:]
+        rows = [row[:6] for row in rows if row[0] + step_ms <= now_ms][-limit if limit else None :]
         frame = pd.DataFrame(rows, columns=["time", "open", "high", "low", "close", "volume"], dtype="float64")
         frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
         frame = frame.set_index("time")
@@ -272,7 +320,11 @@ class CcxtExchange(Exchange):
         result = {}
         pnl = self._unrealized(raw)
         for currency, account in raw.items():
-            if isinstance(account, dict) and {"free", "used", "total"} <= account.keys() and currency not in ("free", "used", "total"):
+            if (
+                isinstance(account, dict)
+                and {"free", "used", "total"} <= account.keys()
+                and currency not in ("free", "used", "total")
+            ):
                 free, used, total = (_dec(account.get(k)) or Decimal(0) for k in ("free", "used", "total"))
                 result[currency] = Balance(currency, free, used, total - pnl.get(currency, Decimal(0)))
         return result
@@ -283,8 +335,11 @@ class CcxtExchange(Exchange):
         field = self._venue.swap_total_pnl_field
         if self.market_type != "swap" or field is None or not isinstance(raw.get("info"), Mapping):
             return {}
-        return {self._client.safe_currency_code(entry.get("asset")): _dec(entry.get(field)) or Decimal(0)
-                for entry in raw["info"].get("assets", []) if isinstance(entry, Mapping)}
+        return {
+            self._client.safe_currency_code(entry.get("asset")): _dec(entry.get(field)) or Decimal(0)
+            for entry in raw["info"].get("assets", [])
+            if isinstance(entry, Mapping)
+        }
 
     def fetch_position(self, symbol: str) -> Position:
         market = self.market(symbol)
@@ -298,10 +353,14 @@ class CcxtExchange(Exchange):
             if p.get("symbol") == symbol and contracts:
                 sign = -1 if p.get("side") == "short" else 1
                 return Position(
-                    symbol, sign * contracts * market.contract_size, _dec(p.get("entryPrice")),
-                    _dec(p.get("leverage")), _dec(p.get("unrealizedPnl")),
+                    symbol,
+                    sign * contracts * market.contract_size,
+                    _dec(p.get("entryPrice")),
+                    _dec(p.get("leverage")),
+                    _dec(p.get("unrealizedPnl")),
                     _dec(p.get("initialMargin") if p.get("initialMargin") is not None else p.get("collateral")),
-                    _dec(p.get("liquidationPrice")))
+                    _dec(p.get("liquidationPrice")),
+                )
         return Position(symbol, Decimal(0))
 
     def fetch_open_orders(self, symbol: str) -> list[Order]:
@@ -361,7 +420,7 @@ class CcxtExchange(Exchange):
     def _waiting_stop(self, market: Market, order_id: str) -> str | None:
         """The venue's id of the stop our ``order_id`` names (see ``_Stops``); None for an order."""
         stops = self._venue.stops.get(market.type)
-        return order_id[len(stops.prefix):] if stops is not None and order_id.startswith(stops.prefix) else None
+        return order_id[len(stops.prefix) :] if stops is not None and order_id.startswith(stops.prefix) else None
 
     def fetch_order(self, symbol: str, order_id: str) -> Order | None:
         market = self.market(symbol)
@@ -404,8 +463,9 @@ class CcxtExchange(Exchange):
         offset = 0
         while True:
             with self._calling("fetch_orders"):
-                page = self._client.fetch_closed_orders(market.symbol, None, self._STOP_PAGE,
-                                                        {"trigger": True, "offset": offset})
+                page = self._client.fetch_closed_orders(
+                    market.symbol, None, self._STOP_PAGE, {"trigger": True, "offset": offset}
+                )
             finished += [raw for raw in page if start <= (raw.get("timestamp") or 0) <= end]
             if len(page) < self._STOP_PAGE or min(raw.get("timestamp") or 0 for raw in page) < start:
                 break
@@ -414,16 +474,19 @@ class CcxtExchange(Exchange):
 
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         market = self.market(symbol)
-        since = since or datetime.now(timezone.utc) - self._venue.history_span[self.market_type]
+        since = since or datetime.now(UTC) - self._venue.history_span[self.market_type]
         fills = {}
         for page in self._history(self._client.fetch_my_trades, "fetch_my_trades", symbol, since, until):
             fills.update((f.id, f) for f in (self._fill(t, market) for t in page))
         # Gate's "from" is whole seconds
-        return sorted((f for f in fills.values() if f.timestamp >= since and (until is None or f.timestamp < until)),
-                      key=lambda f: (f.timestamp, f.id))
+        return sorted(
+            (f for f in fills.values() if f.timestamp >= since and (until is None or f.timestamp < until)),
+            key=lambda f: (f.timestamp, f.id),
+        )
 
-    def fetch_funding_payments(self, symbol: str, since: datetime, until: datetime | None = None
-                               ) -> list[FundingPayment]:
+    def fetch_funding_payments(
+        self, symbol: str, since: datetime, until: datetime | None = None
+    ) -> list[FundingPayment]:
         """Funding booked on the position (Binance USDⓈ-M income ``FUNDING_FEE``,
         ``GET /fapi/v1/income``; Gate ``GET /futures/usdt/account_book?type=fund``), through
         ccxt's ``fetch_funding_history``, in the same windows as the trade history."""
@@ -433,8 +496,10 @@ class CcxtExchange(Exchange):
         payments = {}
         for page in self._history(self._funding_page, "fetch_funding_history", symbol, since, until):
             payments.update((p.id, p) for p in (self._funding(raw, market) for raw in page))
-        return sorted((p for p in payments.values() if p.timestamp >= since and (until is None or p.timestamp < until)),
-                      key=lambda p: (p.timestamp, p.id))
+        return sorted(
+            (p for p in payments.values() if p.timestamp >= since and (until is None or p.timestamp < until)),
+            key=lambda p: (p.timestamp, p.id),
+        )
 
     def _funding_page(self, symbol: str, since: int, limit: int, params: dict[str, Any]) -> list:
         if self.name == "gate":  # Gate bounds the account book by "to" (seconds); ccxt passes no "until"
@@ -444,14 +509,19 @@ class CcxtExchange(Exchange):
     def _funding(self, raw: Mapping[str, Any], market: Market) -> FundingPayment:
         info = raw.get("info") or {}
         stamp = raw.get("timestamp")
-        return FundingPayment(id=str(raw.get("id") or info.get("id") or f"{market.id}@{stamp}"), symbol=market.symbol,
-                              amount=_dec(raw.get("amount")) or Decimal(0), currency=raw.get("code") or market.settle,
-                              timestamp=_time(stamp))
+        return FundingPayment(
+            id=str(raw.get("id") or info.get("id") or f"{market.id}@{stamp}"),
+            symbol=market.symbol,
+            amount=_dec(raw.get("amount")) or Decimal(0),
+            currency=raw.get("code") or market.settle,
+            timestamp=_time(stamp),
+        )
 
     _PAGE = 500
 
-    def _history(self, fetch: Callable[..., list], operation: str, symbol: str, since: datetime,
-                 until: datetime | None) -> Iterator[list]:
+    def _history(
+        self, fetch: Callable[..., list], operation: str, symbol: str, since: datetime, until: datetime | None
+    ) -> Iterator[list]:
         """Pages of a history query from ``since`` to ``until`` (default now), in windows no
         longer than the venue allows, a full page continuing from its newest record.
 
@@ -479,8 +549,16 @@ class CcxtExchange(Exchange):
                 start = stop
 
     # -- trading ------------------------------------------------------------------------
-    def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
-               client_order_id: str, reduce_only: bool) -> Order:
+    def _place(
+        self,
+        market: Market,
+        side: str,
+        type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        client_order_id: str,
+        reduce_only: bool,
+    ) -> Order:
         params: dict[str, Any] = {self._venue.client_id_param: self._venue.client_id_prefix + client_order_id}
         if reduce_only:
             if market.type != "swap":
@@ -488,8 +566,10 @@ class CcxtExchange(Exchange):
             params["reduceOnly"] = True
         if self.name == "gate" and market.type == "spot" and type == "market" and side == "buy":
             if price is None:  # Gate sizes spot market buys in quote currency
-                raise InvalidOrder(f"gate {market.symbol}: a spot market buy needs a reference price "
-                                   "(Gate spends amount x price of the quote currency)")
+                raise InvalidOrder(
+                    f"gate {market.symbol}: a spot market buy needs a reference price "
+                    "(Gate spends amount x price of the quote currency)"
+                )
             params["cost"] = str(amount * price)
         contracts = str(amount / market.contract_size)
         limit = str(price) if type == "limit" else None
@@ -497,15 +577,29 @@ class CcxtExchange(Exchange):
         if stop:  # ccxt's unified stop-loss: Binance STOP_LOSS_LIMIT (spot), STOP_MARKET algo (USDⓈ-M);
             # Gate a price order that places a limit order (spot) or a market one ("0", tif ioc, futures)
             params["stopLossPrice"] = str(price)
-            type, limit = ("market", None) if market.type == "swap" else ("limit", str(self._stop_limit(market, side, price)))
+            type, limit = (
+                ("market", None) if market.type == "swap" else ("limit", str(self._stop_limit(market, side, price)))
+            )
         with self._calling("create_order"):
             raw = self._client.create_order(market.symbol, type, side, contracts, limit, params)
         order = self._order(raw, market)
         stops = self._venue.stops.get(market.type)
         if stop and stops is not None and order.type != "stop":
             # Gate answers a price order with its id alone (TriggerOrderResponse): it rests as sent
-            order = Order(stops.prefix + order.id, client_order_id, market.symbol, side, "stop", amount, price,
-                          Decimal(0), None, "open", None, reduce_only)
+            order = Order(
+                stops.prefix + order.id,
+                client_order_id,
+                market.symbol,
+                side,
+                "stop",
+                amount,
+                price,
+                Decimal(0),
+                None,
+                "open",
+                None,
+                reduce_only,
+            )
         return order
 
     def _stop_limit(self, market: Market, side: str, trigger: Decimal) -> Decimal:
@@ -543,7 +637,9 @@ class CcxtExchange(Exchange):
         if market.type != "swap":
             raise InvalidOrder(f"{self.name} {symbol}: leverage is set on swaps only, not on {market.type}")
         if market.max_leverage is not None and leverage > market.max_leverage:
-            raise InvalidOrder(f"{self.name} {symbol}: leverage {leverage} is above the market's maximum {market.max_leverage}")
+            raise InvalidOrder(
+                f"{self.name} {symbol}: leverage {leverage} is above the market's maximum {market.max_leverage}"
+            )
         if self._venue.sets_margin_mode:
             with self._calling("set_margin_mode"):
                 try:
@@ -562,7 +658,7 @@ class CcxtExchange(Exchange):
     def _client_id(self, raw: Any) -> str | None:
         prefix = self._venue.client_id_prefix
         if raw and prefix and str(raw).startswith(prefix):
-            return str(raw)[len(prefix):]
+            return str(raw)[len(prefix) :]
         return raw or None
 
     def _order(self, o: Mapping[str, Any], market: Market) -> Order:
@@ -575,22 +671,36 @@ class CcxtExchange(Exchange):
         waiting = stop and stops is not None and info.get(stops.id_field) is not None
         return Order(
             id=f"{stops.prefix}{info[stops.id_field]}" if waiting else str(o["id"]),
-            client_order_id=self._client_id(o.get("clientOrderId")), symbol=market.symbol,
-            side=o.get("side"), type="stop" if stop else o.get("type"), amount=amount * size,
+            client_order_id=self._client_id(o.get("clientOrderId")),
+            symbol=market.symbol,
+            side=o.get("side"),
+            type="stop" if stop else o.get("type"),
+            amount=amount * size,
             price=_dec(o.get("triggerPrice")) if stop else _dec(o.get("price")) if o.get("type") == "limit" else None,
-            filled=filled * size, average=_dec(o.get("average")) if filled else None,
-            status=_STATUSES.get(o.get("status"), "open"), timestamp=_time(o.get("timestamp")),
-            reduce_only=bool(o.get("reduceOnly")))
+            filled=filled * size,
+            average=_dec(o.get("average")) if filled else None,
+            status=_STATUSES.get(o.get("status"), "open"),
+            timestamp=_time(o.get("timestamp")),
+            reduce_only=bool(o.get("reduceOnly")),
+        )
 
     def _fill(self, t: Mapping[str, Any], market: Market) -> Fill:
         fee = t.get("fee") or {}
         taker = t.get("takerOrMaker")
         info = t.get("info") or {}
         return Fill(
-            id=str(t["id"]), order_id=str(t.get("order")), client_order_id=self._client_id(info.get("text")),
-            symbol=market.symbol, side=t.get("side"), amount=(_dec(t.get("amount")) or Decimal(0)) * market.contract_size,
-            price=_dec(t.get("price")), fee=_dec(fee.get("cost")) or Decimal(0), fee_currency=fee.get("currency"),
-            timestamp=_time(t.get("timestamp")), taker=None if taker is None else taker == "taker")
+            id=str(t["id"]),
+            order_id=str(t.get("order")),
+            client_order_id=self._client_id(info.get("text")),
+            symbol=market.symbol,
+            side=t.get("side"),
+            amount=(_dec(t.get("amount")) or Decimal(0)) * market.contract_size,
+            price=_dec(t.get("price")),
+            fee=_dec(fee.get("cost")) or Decimal(0),
+            fee_currency=fee.get("currency"),
+            timestamp=_time(t.get("timestamp")),
+            taker=None if taker is None else taker == "taker",
+        )
 
     # -- errors -------------------------------------------------------------------------
     @contextmanager
@@ -606,15 +716,19 @@ class CcxtExchange(Exchange):
         except ccxt.BaseError as exc:
             error = self._translate(operation, exc)
             if isinstance(error, RateLimited) and error.retry_after:
-                _QUIET_UNTIL[self._quiet_key] = max(_QUIET_UNTIL.get(self._quiet_key, 0.0),
-                                                    time.monotonic() + error.retry_after)
+                _QUIET_UNTIL[self._quiet_key] = max(
+                    _QUIET_UNTIL.get(self._quiet_key, 0.0), time.monotonic() + error.retry_after
+                )
             raise error from None
 
     def _wait_out_rate_limit(self, operation: str) -> None:
         remaining = _QUIET_UNTIL.get(self._quiet_key, 0.0) - time.monotonic()
         if remaining > _QUIET_WAIT_MAX:
-            raise RateLimited(f"{self.name} {self.market_type} {operation}: not sent: the exchange asked for no "
-                              f"requests for another {remaining:.0f} s", retry_after=remaining)
+            raise RateLimited(
+                f"{self.name} {self.market_type} {operation}: not sent: the exchange asked for no "
+                f"requests for another {remaining:.0f} s",
+                retry_after=remaining,
+            )
         if remaining > 0:
             time.sleep(remaining)
 
@@ -624,8 +738,9 @@ class CcxtExchange(Exchange):
             detail = detail.replace(plain, shown)
         where = f"{self.name} {self.market_type} {operation}"
         if isinstance(exc, ccxt.AuthenticationError):
-            return AuthenticationFailed(f"{where}: authentication failed (API key, secret or permissions "
-                                        f"rejected): {detail}")
+            return AuthenticationFailed(
+                f"{where}: authentication failed (API key, secret or permissions rejected): {detail}"
+            )
         if isinstance(exc, ccxt.InsufficientFunds) or any(marker in str(exc) for marker in _INSUFFICIENT_MARKERS):
             return InsufficientFunds(f"{where}: insufficient funds for the order: {detail}")
         if isinstance(exc, ccxt.OrderNotFound):
@@ -640,8 +755,9 @@ class CcxtExchange(Exchange):
             return RateLimited(f"{where}: rate limited ({wait}): {detail}", retry_after=retry_after)
         if isinstance(exc, ccxt.NetworkError) and not isinstance(exc, ccxt.InvalidNonce):
             kind = "timed out" if isinstance(exc, ccxt.RequestTimeout) else "unavailable"
-            return ExchangeUnavailable(f"{where}: the exchange is {kind}; the outcome of the request is "
-                                       f"unknown: {detail}")
+            return ExchangeUnavailable(
+                f"{where}: the exchange is {kind}; the outcome of the request is unknown: {detail}"
+            )
         return ExchangeError(f"{where}: {detail}")
 
 

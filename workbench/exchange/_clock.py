@@ -1,4 +1,5 @@
 """The replay clock: a paper exchange's "now", walking candle history one bar at a time."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,7 +10,7 @@ from workbench.errors import ExchangeError
 
 
 class ReplayClock:
-    """"Now" is the open time of bar ``index`` of ``candles``: bars before it are closed, that
+    """Its "now" is the open time of bar ``index`` of ``candles``: bars before it are closed, that
     bar is forming (its open is the price market orders fill at). ``advance()`` closes it.
 
     ``start`` is the first "now": a bar position (default 1, one closed candle) or a time.
@@ -21,8 +22,7 @@ class ReplayClock:
             raise ExchangeError("a replay clock needs at least two candles")
         self.index = start if isinstance(start, int) else int(self.times.searchsorted(pd.Timestamp(start)))
         if not 0 < self.index <= len(self.times):
-            raise ExchangeError(f"replay start {start!r} is outside the candles "
-                                f"({self.times[0]} to {self.times[-1]})")
+            raise ExchangeError(f"replay start {start!r} is outside the candles ({self.times[0]} to {self.times[-1]})")
         self.step = self.times[1] - self.times[0]
 
     @property

@@ -14,6 +14,7 @@ orders lock nothing, fill at most the position and lapse when it is closed. Amou
 rounded (as a backtest without ``market=``), and no funding is settled (as a backtest with
 ``funding=None``).
 """
+
 from __future__ import annotations
 
 import math
@@ -49,10 +50,19 @@ class PaperExchange(Exchange):
     name = "paper"
     order_types = ("market", "limit", "stop")
 
-    def __init__(self, candles: pd.DataFrame | Mapping[str, pd.DataFrame], *, clock: ReplayClock | None = None,
-                 market_type: str = "spot", account: str = "paper", store: PaperStore | None = None,
-                 balance: float = 10_000.0, fees: float | Mapping[str, float] = 0.001, slippage: float = 0.0005,
-                 maintenance_margin: float = _MAINTENANCE_MARGIN) -> None:
+    def __init__(
+        self,
+        candles: pd.DataFrame | Mapping[str, pd.DataFrame],
+        *,
+        clock: ReplayClock | None = None,
+        market_type: str = "spot",
+        account: str = "paper",
+        store: PaperStore | None = None,
+        balance: float = 10_000.0,
+        fees: float | Mapping[str, float] = 0.001,
+        slippage: float = 0.0005,
+        maintenance_margin: float = _MAINTENANCE_MARGIN,
+    ) -> None:
         if market_type not in MARKET_TYPES:
             raise ExchangeError(f"paper: market_type {market_type!r}; use one of {MARKET_TYPES}")
         frames = dict(candles) if isinstance(candles, Mapping) else {candles.attrs.get("symbol", "BTC/USD"): candles}
@@ -77,11 +87,22 @@ class PaperExchange(Exchange):
 
     def _market(self, symbol: str) -> Market:
         base, quote = symbol.split(":")[0].split("/")
-        return Market(symbol=symbol, id=symbol, type=self.market_type, base=base, quote=quote,
-                      settle=quote if self.market_type == "swap" else None, contract_size=Decimal(1),
-                      amount_step=Decimal(0), price_step=Decimal(0), min_amount=None, min_cost=None,
-                      max_leverage=Decimal(100) if self.market_type == "swap" else Decimal(1),
-                      maker_fee=_d(self._fees["maker"]), taker_fee=_d(self._fees["taker"]))
+        return Market(
+            symbol=symbol,
+            id=symbol,
+            type=self.market_type,
+            base=base,
+            quote=quote,
+            settle=quote if self.market_type == "swap" else None,
+            contract_size=Decimal(1),
+            amount_step=Decimal(0),
+            price_step=Decimal(0),
+            min_amount=None,
+            min_cost=None,
+            max_leverage=Decimal(100) if self.market_type == "swap" else Decimal(1),
+            maker_fee=_d(self._fees["maker"]),
+            taker_fee=_d(self._fees["taker"]),
+        )
 
     # -- the account, loaded and matched up to "now" on every call ----------------------
     def _load(self) -> PaperAccount:
@@ -108,8 +129,9 @@ class PaperExchange(Exchange):
         vector[e.ENTRY], vector[e.MARGIN] = position.entry, position.margin
         return vector
 
-    def _trade(self, state: PaperAccount, order: Order, size: float, price: float, fee_rate: float,
-               when: datetime, taker: bool) -> Order:
+    def _trade(
+        self, state: PaperAccount, order: Order, size: float, price: float, fee_rate: float, when: datetime, taker: bool
+    ) -> Order:
         """Fill ``size`` (signed) of ``order`` at ``price`` through the engine's ``fill``."""
         position = state.positions.get(order.symbol, PaperPosition())
         vector, record = self._vector(state, position), np.zeros((1, 5))
@@ -121,17 +143,30 @@ class PaperExchange(Exchange):
         done = filled >= order.amount
         updated = replace(order, filled=filled, average=average, status="closed" if done else order.status)
         state.orders[order.id] = updated
-        state.fills.append(Fill(id=f"T{state.next_id}", order_id=order.id, client_order_id=order.client_order_id,
-                                symbol=order.symbol, side=order.side, amount=amount, price=_d(price),
-                                fee=_d(record[0, 3]), fee_currency=self._currency, timestamp=when, taker=taker))
+        state.fills.append(
+            Fill(
+                id=f"T{state.next_id}",
+                order_id=order.id,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side,
+                amount=amount,
+                price=_d(price),
+                fee=_d(record[0, 3]),
+                fee_currency=self._currency,
+                timestamp=when,
+                taker=taker,
+            )
+        )
         state.next_id += 1
         return updated
 
     @staticmethod
     def _store_vector(state: PaperAccount, symbol: str, vector: np.ndarray, leverage: float) -> None:
         state.cash = float(vector[e.CASH])
-        state.positions[symbol] = PaperPosition(float(vector[e.UNITS]), float(vector[e.ENTRY]),
-                                                float(vector[e.MARGIN]), leverage)
+        state.positions[symbol] = PaperPosition(
+            float(vector[e.UNITS]), float(vector[e.ENTRY]), float(vector[e.MARGIN]), leverage
+        )
 
     def _match_closed_bars(self, state: PaperAccount) -> None:
         """Liquidations, stops and resting limit orders, bar by bar, for every bar closed since the last call."""
@@ -147,8 +182,9 @@ class PaperExchange(Exchange):
                 self._match_bar(state, symbol, times[j].to_pydatetime(), opens[j], highs[j], lows[j], closes[j])
         state.synced = self.clock.now
 
-    def _match_bar(self, state: PaperAccount, symbol: str, when: datetime, open_: float, high: float, low: float,
-                   close: float) -> None:
+    def _match_bar(
+        self, state: PaperAccount, symbol: str, when: datetime, open_: float, high: float, low: float, close: float
+    ) -> None:
         """One bar, in the engine's order: the position's stop or liquidation (worst case first,
         ``stop_or_liquidation``), other stops, then limit orders along the bar's likely path
         (a rising bar goes open-low-high-close, so buys fill before sells; a falling bar the
@@ -156,12 +192,18 @@ class PaperExchange(Exchange):
         live = [o for o in state.orders.values() if o.symbol == symbol and o.status == "open" and o.timestamp <= when]
         position = state.positions.get(symbol, PaperPosition())
         stops = [o for o in live if o.type == "stop"]
-        protective = next((o for o in stops if position.units and o.reduce_only
-                           and (o.side == "sell") == (position.units > 0)), None)
+        protective = next(
+            (o for o in stops if position.units and o.reduce_only and (o.side == "sell") == (position.units > 0)), None
+        )
         if position.units:
-            kind, price = e.stop_or_liquidation(self._vector(state, position), self._cfg(position.leverage),
-                                                np.nan if protective is None else float(protective.price),
-                                                open_, high, low)
+            kind, price = e.stop_or_liquidation(
+                self._vector(state, position),
+                self._cfg(position.leverage),
+                np.nan if protective is None else float(protective.price),
+                open_,
+                high,
+                low,
+            )
             if kind == e.FILL_LIQUIDATION:
                 self._liquidate(state, symbol, when, price)
             elif kind == e.FILL_STOP:
@@ -173,8 +215,10 @@ class PaperExchange(Exchange):
                 if not math.isnan(price):
                     self._fill_resting(state, order, price, self._fees["taker"], when, taker=True)
         rising = close >= open_
-        limits = sorted((o for o in live if o.type == "limit"),
-                        key=lambda o: ((o.side == "buy") != rising, -float(o.price) if o.side == "buy" else float(o.price)))
+        limits = sorted(
+            (o for o in live if o.type == "limit"),
+            key=lambda o: ((o.side == "buy") != rising, -float(o.price) if o.side == "buy" else float(o.price)),
+        )
         for order in limits:
             if state.orders[order.id].status != "open":
                 continue
@@ -187,8 +231,9 @@ class PaperExchange(Exchange):
                 self._fill_resting(state, order, price, fee_rate, when, taker=bool(opened_through))
         self._cancel_spent_reduce_only(state, symbol)
 
-    def _fill_resting(self, state: PaperAccount, order: Order, price: float, fee_rate: float, when: datetime,
-                      taker: bool) -> None:
+    def _fill_resting(
+        self, state: PaperAccount, order: Order, price: float, fee_rate: float, when: datetime, taker: bool
+    ) -> None:
         """Fill what is left of a resting order; a reduce-only one at most the position it reduces."""
         order = state.orders[order.id]
         side = 1.0 if order.side == "buy" else -1.0
@@ -204,8 +249,12 @@ class PaperExchange(Exchange):
         """Reduce-only orders lapse once the position they reduce is closed (as on Binance futures)."""
         units = state.positions.get(symbol, PaperPosition()).units
         for order in list(state.orders.values()):
-            if order.symbol == symbol and order.status == "open" and order.reduce_only and (
-                    not units or (units > 0) == (order.side == "buy")):
+            if (
+                order.symbol == symbol
+                and order.status == "open"
+                and order.reduce_only
+                and (not units or (units > 0) == (order.side == "buy"))
+            ):
                 state.orders[order.id] = replace(order, status="canceled")
 
     def _liquidate(self, state: PaperAccount, symbol: str, when: datetime, liq: float) -> None:
@@ -214,13 +263,35 @@ class PaperExchange(Exchange):
         record = np.zeros((1, 5))
         e.liquidate(vector, record, 0, liq)
         self._store_vector(state, symbol, vector, position.leverage)
-        order = Order(id=f"L{state.next_id}", client_order_id=None, symbol=symbol,
-                      side="sell" if position.units > 0 else "buy", type="market", amount=_d(abs(position.units)),
-                      price=None, filled=_d(abs(position.units)), average=_d(liq), status="closed", timestamp=when)
+        order = Order(
+            id=f"L{state.next_id}",
+            client_order_id=None,
+            symbol=symbol,
+            side="sell" if position.units > 0 else "buy",
+            type="market",
+            amount=_d(abs(position.units)),
+            price=None,
+            filled=_d(abs(position.units)),
+            average=_d(liq),
+            status="closed",
+            timestamp=when,
+        )
         state.orders[order.id] = order
-        state.fills.append(Fill(id=f"T{state.next_id}", order_id=order.id, client_order_id=None, symbol=symbol,
-                                side=order.side, amount=order.amount, price=_d(liq), fee=_d(record[0, 3]),
-                                fee_currency=self._currency, timestamp=when, taker=True))
+        state.fills.append(
+            Fill(
+                id=f"T{state.next_id}",
+                order_id=order.id,
+                client_order_id=None,
+                symbol=symbol,
+                side=order.side,
+                amount=order.amount,
+                price=_d(liq),
+                fee=_d(record[0, 3]),
+                fee_currency=self._currency,
+                timestamp=when,
+                taker=True,
+            )
+        )
         state.next_id += 1
 
     def _price_now(self, symbol: str) -> float:
@@ -243,8 +314,9 @@ class PaperExchange(Exchange):
     def now(self) -> datetime:
         return self.clock.now
 
-    def fetch_ohlcv(self, symbol: str, timeframe: str | None = None, since: datetime | None = None,
-                    limit: int | None = None) -> pd.DataFrame:
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
         """Closed candles only: those that opened before "now"; a coarser ``timeframe`` is resampled."""
         from workbench.data import resample
 
@@ -265,8 +337,14 @@ class PaperExchange(Exchange):
         locked = self._locked(state)
         margin = sum(p.margin for p in state.positions.values()) if self.market_type == "swap" else 0.0
         cash = state.cash
-        balances = {self._currency: Balance(self._currency, _d(cash - locked.get(self._currency, 0.0)),
-                                            _d(margin + locked.get(self._currency, 0.0)), _d(cash + margin))}
+        balances = {
+            self._currency: Balance(
+                self._currency,
+                _d(cash - locked.get(self._currency, 0.0)),
+                _d(margin + locked.get(self._currency, 0.0)),
+                _d(cash + margin),
+            )
+        }
         if self.market_type == "spot":
             for symbol, position in state.positions.items():
                 base = self._markets[symbol].base
@@ -299,9 +377,15 @@ class PaperExchange(Exchange):
             return Position(symbol, _d(position.units), _d(position.entry))
         cfg, vector = self._cfg(position.leverage), self._vector(PaperAccount(self._currency, 0.0), position)
         liq = e.liquidation_price(vector, cfg)
-        return Position(symbol, _d(position.units), _d(position.entry), _d(position.leverage),
-                        _d(position.units * (self._price_now(symbol) - position.entry)), _d(position.margin),
-                        None if math.isnan(liq) else _d(liq))
+        return Position(
+            symbol,
+            _d(position.units),
+            _d(position.entry),
+            _d(position.leverage),
+            _d(position.units * (self._price_now(symbol) - position.entry)),
+            _d(position.margin),
+            None if math.isnan(liq) else _d(liq),
+        )
 
     def fetch_open_orders(self, symbol: str) -> list[Order]:
         symbol = self.market(symbol).symbol
@@ -309,13 +393,18 @@ class PaperExchange(Exchange):
 
     def fetch_order_by_client_id(self, symbol: str, client_order_id: str) -> Order | None:
         symbol = self.market(symbol).symbol
-        return next((o for o in self._load().orders.values()
-                     if o.symbol == symbol and o.client_order_id == client_order_id), None)
+        return next(
+            (o for o in self._load().orders.values() if o.symbol == symbol and o.client_order_id == client_order_id),
+            None,
+        )
 
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         symbol = self.market(symbol).symbol
-        return [f for f in self._load().fills if f.symbol == symbol and (since is None or f.timestamp >= since)
-                and (until is None or f.timestamp < until)]
+        return [
+            f
+            for f in self._load().fills
+            if f.symbol == symbol and (since is None or f.timestamp >= since) and (until is None or f.timestamp < until)
+        ]
 
     def fetch_order(self, symbol: str, order_id: str) -> Order | None:
         order = self._load().orders.get(order_id)
@@ -323,11 +412,25 @@ class PaperExchange(Exchange):
 
     def fetch_orders(self, symbol: str, since: datetime, until: datetime | None = None) -> list[Order]:
         symbol = self.market(symbol).symbol
-        return [o for o in self._load().orders.values() if o.symbol == symbol and o.timestamp is not None
-                and o.timestamp >= since and (until is None or o.timestamp < until)]
+        return [
+            o
+            for o in self._load().orders.values()
+            if o.symbol == symbol
+            and o.timestamp is not None
+            and o.timestamp >= since
+            and (until is None or o.timestamp < until)
+        ]
 
-    def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
-               client_order_id: str, reduce_only: bool) -> Order:
+    def _place(
+        self,
+        market: Market,
+        side: str,
+        type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        client_order_id: str,
+        reduce_only: bool,
+    ) -> Order:
         state = self._load()
         if any(o.client_order_id == client_order_id for o in state.orders.values()):
             raise DuplicateOrder(f"paper {market.symbol}: client order id {client_order_id!r} was used before")
@@ -337,8 +440,10 @@ class PaperExchange(Exchange):
         sign = 1.0 if side == "buy" else -1.0
         size = float(amount)
         if reduce_only and (not position.units or (position.units > 0) == (sign > 0) or size > abs(position.units)):
-            raise InvalidOrder(f"paper {market.symbol}: a reduce-only {side} of {amount} would not reduce the "
-                               f"position of {position.units}")
+            raise InvalidOrder(
+                f"paper {market.symbol}: a reduce-only {side} of {amount} would not reduce the "
+                f"position of {position.units}"
+            )
         if type == "market":
             open_ = self._price_now(market.symbol)
             fill_price = open_ * (1.0 + self._slippage) if sign > 0 else open_ * (1.0 - self._slippage)
@@ -346,9 +451,20 @@ class PaperExchange(Exchange):
                 self._check_funds(state, market, side, size, fill_price, self._fees["taker"])
         elif not reduce_only:
             self._check_funds(state, market, side, size, float(price), max(self._fees.values()))
-        order = Order(id=f"P{state.next_id}", client_order_id=client_order_id, symbol=market.symbol, side=side,
-                      type=type, amount=amount, price=price if type != "market" else None, filled=Decimal(0),
-                      average=None, status="open", timestamp=self.clock.now, reduce_only=reduce_only)
+        order = Order(
+            id=f"P{state.next_id}",
+            client_order_id=client_order_id,
+            symbol=market.symbol,
+            side=side,
+            type=type,
+            amount=amount,
+            price=price if type != "market" else None,
+            filled=Decimal(0),
+            average=None,
+            status="open",
+            timestamp=self.clock.now,
+            reduce_only=reduce_only,
+        )
         state.next_id += 1
         state.orders[order.id] = order
         if type == "market":
@@ -356,8 +472,9 @@ class PaperExchange(Exchange):
         self._store.save(self.account, state)
         return order
 
-    def _check_funds(self, state: PaperAccount, market: Market, side: str, size: float, price: float,
-                     fee_rate: float) -> None:
+    def _check_funds(
+        self, state: PaperAccount, market: Market, side: str, size: float, price: float, fee_rate: float
+    ) -> None:
         position = state.positions.get(market.symbol, PaperPosition())
         locked = self._locked(state)
         if self.market_type == "spot" and side == "sell":
@@ -372,8 +489,10 @@ class PaperExchange(Exchange):
             direction = 1.0 if position.units > 0 else -1.0
             free += position.margin * closing / abs(position.units) + closing * (price - position.entry) * direction
         if needed > free * (1 + _TOLERANCE):
-            raise InsufficientFunds(f"paper {market.symbol}: the {side} of {size} at {price:g} needs {needed:.8g} "
-                                    f"{self._currency} but {free:.8g} is free")
+            raise InsufficientFunds(
+                f"paper {market.symbol}: the {side} of {size} at {price:g} needs {needed:.8g} "
+                f"{self._currency} but {free:.8g} is free"
+            )
 
     def cancel_order(self, symbol: str, order_id: str) -> Order:
         state = self._load()

@@ -8,6 +8,7 @@ rows, written in one transaction). Floats are kept as floats so the paper exchan
 replay the backtest engine's float arithmetic exactly; a database stores them as
 ``Numeric`` via ``Decimal(repr(x))``, which reads back as the identical float.
 """
+
 from __future__ import annotations
 
 import threading

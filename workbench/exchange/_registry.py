@@ -4,6 +4,7 @@ The built-ins register here; another package adds one by declaring a factory (a 
 taking ``open_exchange``'s options and returning an ``Exchange``) under the
 ``workbench.exchanges`` entry-point group, which reaches every process of the environment.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,8 +38,9 @@ def open_exchange(name: str, **options: Any) -> Exchange:
         factory = _FACTORIES[name]
     except KeyError:
         declared = {point.name for point in entry_points(group="workbench.exchanges")}
-        raise ExchangeError(f"no exchange named {name!r}; available: "
-                            f"{', '.join(sorted(set(_FACTORIES) | declared))}") from None
+        raise ExchangeError(
+            f"no exchange named {name!r}; available: {', '.join(sorted(set(_FACTORIES) | declared))}"
+        ) from None
     return factory(**options)
 
 
@@ -47,6 +49,7 @@ def _ccxt(name: str) -> Callable[..., Exchange]:
         from workbench.exchange._ccxt import CcxtExchange
 
         return CcxtExchange(name, **options)
+
     return factory
 
 

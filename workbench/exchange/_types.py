@@ -9,6 +9,7 @@ with ``Decimal(repr(x))``, which converts back to the very same float.)
 Amounts are always in BASE currency units, also on swaps (the ccxt adapter converts to and
 from contracts with the market's ``contract_size``), and positions are signed (+ long).
 """
+
 from __future__ import annotations
 
 import re
@@ -151,8 +152,9 @@ class Exchange(ABC):
         """The exchange's current time (UTC); the paper exchange's replay clock."""
 
     @abstractmethod
-    def fetch_ohlcv(self, symbol: str, timeframe: str = "1h", since: datetime | None = None,
-                    limit: int | None = None) -> pd.DataFrame:
+    def fetch_ohlcv(
+        self, symbol: str, timeframe: str = "1h", since: datetime | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
         """CLOSED candles only, as the workbench's tidy candle frame (open times, oldest first)."""
 
     @abstractmethod
@@ -180,8 +182,9 @@ class Exchange(ABC):
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         """The account's fills in ``symbol`` at or after ``since`` (and before ``until``), oldest first."""
 
-    def fetch_funding_payments(self, symbol: str, since: datetime, until: datetime | None = None
-                               ) -> list[FundingPayment]:
+    def fetch_funding_payments(
+        self, symbol: str, since: datetime, until: datetime | None = None
+    ) -> list[FundingPayment]:
         """Funding booked on the account's position in ``symbol`` at or after ``since`` (and
         before ``until``), oldest first; none where nothing settles funding (spot, paper)."""
         return []
@@ -198,9 +201,17 @@ class Exchange(ABC):
         that reconciliation compares with the ledger."""
 
     # -- trading ------------------------------------------------------------------------
-    def create_order(self, symbol: str, side: str, type: str, amount: Decimal | float | str,
-                     price: Decimal | float | str | None = None, *, client_order_id: str,
-                     reduce_only: bool = False) -> Order:
+    def create_order(
+        self,
+        symbol: str,
+        side: str,
+        type: str,
+        amount: Decimal | float | str,
+        price: Decimal | float | str | None = None,
+        *,
+        client_order_id: str,
+        reduce_only: bool = False,
+    ) -> Order:
         """Place an order under the caller's deterministic ``client_order_id``.
 
         ``amount`` (base units) and ``price`` are rounded to the market's precision and
@@ -210,18 +221,27 @@ class Exchange(ABC):
         exchange (``DuplicateOrder``).
         """
         if side not in SIDES or type not in self.order_types:
-            raise InvalidOrder(f"{self.name}: order side {side!r} / type {type!r}; use one of {SIDES} / "
-                               f"{self.order_types}")
+            raise InvalidOrder(
+                f"{self.name}: order side {side!r} / type {type!r}; use one of {SIDES} / {self.order_types}"
+            )
         if not isinstance(client_order_id, str) or not _CLIENT_ID.fullmatch(client_order_id):
-            raise InvalidOrder(f"{self.name}: client_order_id {client_order_id!r} must be 1-28 characters "
-                               "of letters, digits, '_', '-' or '.'")
+            raise InvalidOrder(
+                f"{self.name}: client_order_id {client_order_id!r} must be 1-28 characters "
+                "of letters, digits, '_', '-' or '.'"
+            )
         market = self.market(symbol)
         amount, price = self.normalize_order(symbol, amount, price, type=type, reduce_only=reduce_only)
         return self._place(market, side, type, amount, price, client_order_id, reduce_only)
 
-    def normalize_order(self, symbol: str, amount: Decimal | float | str,
-                        price: Decimal | float | str | None = None, *, type: str = "limit",
-                        reduce_only: bool = False) -> tuple[Decimal, Decimal | None]:
+    def normalize_order(
+        self,
+        symbol: str,
+        amount: Decimal | float | str,
+        price: Decimal | float | str | None = None,
+        *,
+        type: str = "limit",
+        reduce_only: bool = False,
+    ) -> tuple[Decimal, Decimal | None]:
         """``(amount, price)`` rounded as the exchange requires (amount down to its step,
         price to the nearest tick), or ``InvalidOrder`` naming the limit they break.
 
@@ -240,14 +260,22 @@ class Exchange(ABC):
         rounded = self._round_amount(market, raw_amount)
         minimum = max(market.min_amount or Decimal(0), market.amount_step)
         if rounded < minimum:
-            raise InvalidOrder(f"{what}: amount {raw_amount} (rounded to step {market.amount_step}: {rounded}) "
-                               f"is below the market's minimum amount {minimum}")
+            raise InvalidOrder(
+                f"{what}: amount {raw_amount} (rounded to step {market.amount_step}: {rounded}) "
+                f"is below the market's minimum amount {minimum}"
+            )
         rounded_price = None if raw_price is None else self._round_price(market, raw_price)
         exempt = reduce_only and market.type == "swap"
-        if (rounded_price is not None and market.min_cost is not None and not exempt
-                and rounded * rounded_price < market.min_cost):
-            raise InvalidOrder(f"{what}: order cost {rounded} x {rounded_price} = {rounded * rounded_price} "
-                               f"is below the market's minimum cost {market.min_cost} {market.quote}")
+        if (
+            rounded_price is not None
+            and market.min_cost is not None
+            and not exempt
+            and rounded * rounded_price < market.min_cost
+        ):
+            raise InvalidOrder(
+                f"{what}: order cost {rounded} x {rounded_price} = {rounded * rounded_price} "
+                f"is below the market's minimum cost {market.min_cost} {market.quote}"
+            )
         return rounded, rounded_price
 
     def _round_amount(self, market: Market, amount: Decimal) -> Decimal:
@@ -257,8 +285,16 @@ class Exchange(ABC):
         return (price / market.price_step).to_integral_value(ROUND_HALF_UP) * market.price_step
 
     @abstractmethod
-    def _place(self, market: Market, side: str, type: str, amount: Decimal, price: Decimal | None,
-               client_order_id: str, reduce_only: bool) -> Order:
+    def _place(
+        self,
+        market: Market,
+        side: str,
+        type: str,
+        amount: Decimal,
+        price: Decimal | None,
+        client_order_id: str,
+        reduce_only: bool,
+    ) -> Order:
         """Send an already rounded and checked order; ``price`` is the limit price, or the
         market order's reference price (or None)."""
 
@@ -276,7 +312,7 @@ class Exchange(ABC):
         """Swaps only: isolated margin at ``leverage`` for ``symbol``'s position (what the
         backtest models: a liquidation takes the position's margin, never the whole wallet)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most exchanges hold no connection
         """Release connections; the default has none."""
 
     def __enter__(self) -> Exchange:
@@ -291,7 +327,9 @@ class Exchange(ABC):
 
 def _decimal(value: Decimal | float | str, name: str, what: str) -> Decimal:
     try:
-        number = value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
+        number = (
+            value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
+        )
     except ArithmeticError:
         raise InvalidOrder(f"{what}: {name} {value!r} is not a number") from None
     if not number.is_finite():

@@ -19,6 +19,7 @@ Modules, one concern each:
 
 The trust model and the sharing design are in ``hub_config/README.md``.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

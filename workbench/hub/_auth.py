@@ -21,6 +21,7 @@ client address is the one the proxy saw: the last ``X-Forwarded-For`` entry, whi
 configurable-http-proxy appends; not tornado's ``remote_ip``, which a client sets at will
 with an ``X-Real-Ip`` header.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,12 +29,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 from nativeauthenticator import NativeAuthenticator
-from nativeauthenticator.handlers import (LocalBase, LoginHandler, ToggleAuthorizationHandler,
-                                          admin_users_scope)
+from nativeauthenticator.handlers import LocalBase, LoginHandler, ToggleAuthorizationHandler, admin_users_scope
 from nativeauthenticator.orm import UserInfo
 from tornado import httputil, web
 from tornado.httputil import url_concat
@@ -58,8 +58,13 @@ class LoginThrottle:
     makes the address wait twice as long (1 s, 2 s, 4 s, ... up to ``longest``) before it may
     try again. Failed attempts per account are kept for :meth:`succeeded` to report."""
 
-    def __init__(self, free: int = 5, longest: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 remembered: int = 100_000):
+    def __init__(
+        self,
+        free: int = 5,
+        longest: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        remembered: int = 100_000,
+    ):
         self.free, self.longest, self._clock, self._remembered = free, longest, clock, remembered
         self._addresses: dict[str, tuple[int, float]] = {}  # address -> (failures, may retry at)
         self._accounts: dict[str, FailedLogins] = {}
@@ -81,7 +86,7 @@ class LoginThrottle:
     def failed(self, username: str, address: str) -> None:
         """Record a failed (or refused) attempt at existing account ``username``."""
         report = self._accounts.get(username)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self._accounts[username] = FailedLogins((report.count if report else 0) + 1, address, now)
 
     def succeeded(self, username: str, address: str) -> FailedLogins | None:
@@ -93,7 +98,7 @@ class LoginThrottle:
     def _forget_idle(self, now: float) -> None:
         """Drop the addresses whose wait ended longest ago (bounded memory under a flood)."""
         oldest = sorted(self._addresses, key=lambda address: self._addresses[address][1])
-        for address in oldest[:len(oldest) // 2]:
+        for address in oldest[: len(oldest) // 2]:
             del self._addresses[address]
 
 
@@ -114,8 +119,9 @@ class WorkbenchAuthenticator(NativeAuthenticator):
 
     free_failed_logins = Integer(5, config=True, help="failed logins an address has before it must wait")
     longest_login_wait = Integer(300, config=True, help="longest wait (s) between an address's attempts")
-    trusted_proxies = List(Unicode(), config=True,
-                           help="addresses of proxies in front of the hub's own, skipped in X-Forwarded-For")
+    trusted_proxies = List(
+        Unicode(), config=True, help="addresses of proxies in front of the hub's own, skipped in X-Forwarded-For"
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -156,8 +162,9 @@ class WorkbenchAuthenticator(NativeAuthenticator):
 
     def get_handlers(self, app):
         replace = {ToggleAuthorizationHandler: _ApproveHandler, LoginHandler: _LoginHandler}
-        return [(path, replace.get(handler, handler)) for path, handler in super().get_handlers(app)
-                ] + [(r"/failed-logins", _FailedLoginsHandler)]
+        return [(path, replace.get(handler, handler)) for path, handler in super().get_handlers(app)] + [
+            (r"/failed-logins", _FailedLoginsHandler)
+        ]
 
     async def delete_user(self, user) -> None:
         await asyncio.to_thread(deprovision, user.name, Settings.from_env())
@@ -196,8 +203,11 @@ class _LoginHandler(LoginHandler):
         self.authenticator.note_failure(username, address)
         self.set_status(429)
         self.set_header("Retry-After", str(wait))
-        self.finish(await self._render(
-            login_error=f"Too many failed logins from your address: try again in {wait} s.", username=username))
+        self.finish(
+            await self._render(
+                login_error=f"Too many failed logins from your address: try again in {wait} s.", username=username
+            )
+        )
 
     def get_next_url(self, user=None, default=None):
         target = super().get_next_url(user, default)
@@ -227,8 +237,11 @@ class _FailedLoginsHandler(LocalBase):
         if report is None:
             return self.redirect(next_url)
         template = self.settings["jinja2_env"].from_string(_FAILED_LOGINS_PAGE)
-        self.finish(await template.render_async(**self.template_namespace, xsrf_token=self.xsrf_token.decode(),
-                                                report=report, next_url=next_url))
+        self.finish(
+            await template.render_async(
+                **self.template_namespace, xsrf_token=self.xsrf_token.decode(), report=report, next_url=next_url
+            )
+        )
 
 
 class _ApproveHandler(ToggleAuthorizationHandler):
@@ -246,8 +259,12 @@ class _ApproveHandler(ToggleAuthorizationHandler):
             except HubError as exc:
                 raise web.HTTPError(409, f"cannot approve {slug!r}: {exc}") from None
         UserInfo.change_authorization(self.db, slug)
-        self.log.info("admin %s %s %s", self.current_user.name,
-                      "approved" if info.is_authorized else "revoked the approval of", slug)
+        self.log.info(
+            "admin %s %s %s",
+            self.current_user.name,
+            "approved" if info.is_authorized else "revoked the approval of",
+            slug,
+        )
         self.redirect(self.hub.base_url + "authorize#" + slug)
 
     def _refuse_cross_site(self) -> None:

@@ -1,5 +1,6 @@
 """``workbench hub``: run the multi-tenant hub (what ``python3 dev.py run`` starts), and
 ``workbench hub password NAME``: set a new password for a hub user (printed once)."""
+
 from __future__ import annotations
 
 import argparse

@@ -19,6 +19,7 @@ viewer's browser. Why this server cannot be used to do more than look:
 
     python -m workbench.hub._dashboard NOTEBOOK   # run by the spawner, with JUPYTERHUB_* set
 """
+
 from __future__ import annotations
 
 import json
@@ -86,21 +87,29 @@ def main(argv: list[str] | None = None) -> None:
     # JUPYTER_DATA_DIR is the package's read-only folder (the spawner pins it); kernel
     # connection files and the notebook-signing key go to the owner's private runtime folder,
     # and trust signatures are kept in memory
-    runtime = Path(os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(Path.home() / ".local" / "share" / "jupyter"
-                                                                     / "runtime")))
+    runtime = Path(
+        os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(Path.home() / ".local" / "share" / "jupyter" / "runtime"))
+    )
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     prefix = os.environ["JUPYTERHUB_SERVICE_PREFIX"]
-    DashboardVoila.launch_instance(argv=[
-        str(notebook),
-        f"--Voila.ip={url.hostname}", f"--Voila.port={url.port}", f"--Voila.base_url={prefix}",
-        "--no-browser", f"--Voila.root_dir={notebook.parent}",
-        f"--Voila.identity_provider_class={__name__}._HubIdentityProvider",
-        f"--Voila.authorizer_class={JupyterHubAuthorizer.__module__}.JupyterHubAuthorizer",
-        f"--Voila.kernel_websocket_connection_class={__name__}.DashboardChannels",
-        "--VoilaConfiguration.file_allowlist=[]", "--VoilaConfiguration.show_tracebacks=False",
-        "--KernelManager.transport=ipc",  # kernels on unix sockets in the owner's runtime folder
-        "--NotebookNotary.db_file=:memory:", f"--NotebookNotary.secret_file={runtime / 'notebook_secret'}",
-    ])
+    DashboardVoila.launch_instance(
+        argv=[
+            str(notebook),
+            f"--Voila.ip={url.hostname}",
+            f"--Voila.port={url.port}",
+            f"--Voila.base_url={prefix}",
+            "--no-browser",
+            f"--Voila.root_dir={notebook.parent}",
+            f"--Voila.identity_provider_class={__name__}._HubIdentityProvider",
+            f"--Voila.authorizer_class={JupyterHubAuthorizer.__module__}.JupyterHubAuthorizer",
+            f"--Voila.kernel_websocket_connection_class={__name__}.DashboardChannels",
+            "--VoilaConfiguration.file_allowlist=[]",
+            "--VoilaConfiguration.show_tracebacks=False",
+            "--KernelManager.transport=ipc",  # kernels on unix sockets in the owner's runtime folder
+            "--NotebookNotary.db_file=:memory:",
+            f"--NotebookNotary.secret_file={runtime / 'notebook_secret'}",
+        ]
+    )
 
 
 if __name__ == "__main__":

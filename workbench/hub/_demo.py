@@ -6,6 +6,7 @@ Users go straight into NativeAuthenticator's table in the hub's sqlite database 
 it creates itself; JupyterHub stamps a database without its own tables as new), approved,
 with bcrypt password hashes, so the hub starts with them.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ from workbench.hub._provision import provision
 from workbench.hub._settings import Settings
 
 _SAMPLES = (  # (strategy name, template, parameters) of the first and of every other demo tenant
-    [("dip ladder", "ema_reversal", {"dip_levels": [0.5, 1.0, 2.0], "take_profit": [1.0, 2.0, 3.0]}),
-     ("channel breakout", "channel", {"entry_window": 48, "exit_window": 24})],
+    [
+        ("dip ladder", "ema_reversal", {"dip_levels": [0.5, 1.0, 2.0], "take_profit": [1.0, 2.0, 3.0]}),
+        ("channel breakout", "channel", {"entry_window": 48, "exit_window": 24}),
+    ],
     [("channel reversion", "channel", {"entry_window": 96, "exit_window": 48, "mode": "reversion"})],
 )
 DEMO_SCHEDULE = "* * * * *"  # cron: one tick a minute

@@ -5,6 +5,7 @@ only: sharing is a database grant the service renders itself, not a JupyterHub s
 service's role (in ``jupyterhub_config.py``) allows exactly these calls: start servers
 and read their state.
 """
+
 from __future__ import annotations
 
 import asyncio

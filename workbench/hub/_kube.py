@@ -12,6 +12,7 @@ KubeSpawner is not a dependency of the workbench: the hub image installs
 runs: the one-machine ``jupyterhub_config.py`` on the chart's configuration, keeping what
 the chart set up for the cluster.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,11 +35,21 @@ POD_IP_ENV = "POD_IP"
 
 # what the chart configures for the cluster and jupyterhub_config.py sets for one machine:
 # the chart's value stays (where the hub listens and is reached, the proxy's API, the hub's db)
-_CHART_KEEPS = (("JupyterHub", "hub_bind_url"), ("JupyterHub", "hub_connect_url"), ("JupyterHub", "db_url"),
-                ("ConfigurableHTTPProxy", "api_url"), ("ConfigurableHTTPProxy", "should_start"))
+_CHART_KEEPS = (
+    ("JupyterHub", "hub_bind_url"),
+    ("JupyterHub", "hub_connect_url"),
+    ("JupyterHub", "db_url"),
+    ("ConfigurableHTTPProxy", "api_url"),
+    ("ConfigurableHTTPProxy", "should_start"),
+)
 # one-machine settings that have no meaning in the chart's hub pod (the chart runs the proxy)
-_ONE_MACHINE_ONLY = (("JupyterHub", "bind_url"), ("JupyterHub", "pid_file"), ("JupyterHub", "cookie_secret_file"),
-                     ("ConfigurableHTTPProxy", "command"), ("ConfigurableHTTPProxy", "pid_file"))
+_ONE_MACHINE_ONLY = (
+    ("JupyterHub", "bind_url"),
+    ("JupyterHub", "pid_file"),
+    ("JupyterHub", "cookie_secret_file"),
+    ("ConfigurableHTTPProxy", "command"),
+    ("ConfigurableHTTPProxy", "pid_file"),
+)
 
 
 class KubeTenantSpawner(_TenantServer, KubeSpawner):
@@ -46,7 +57,7 @@ class KubeTenantSpawner(_TenantServer, KubeSpawner):
 
     workbench_service_url = Unicode(
         help="The workbench service's URL as a tenant's pod reaches it (the hub Service's extra port), "
-             "given to the pod as WORKBENCH_SERVICE_URL.",
+        "given to the pod as WORKBENCH_SERVICE_URL.",
     ).tag(config=True)
 
     @default("workbench_service_url")
@@ -66,9 +77,11 @@ class KubeTenantSpawner(_TenantServer, KubeSpawner):
         homes = {mount["name"] for mount in _listed(self.volume_mounts) if mount.get("mountPath") == IMAGE_HOME}
         self.storage_pvc_ensure = False
         self.volumes = [volume for volume in _listed(self.volumes) if volume["name"] not in homes] + [
-            {"name": "dashboard-home", "emptyDir": {"sizeLimit": "256Mi"}}]
+            {"name": "dashboard-home", "emptyDir": {"sizeLimit": "256Mi"}}
+        ]
         self.volume_mounts = [mount for mount in _listed(self.volume_mounts) if mount["name"] not in homes] + [
-            {"name": "dashboard-home", "mountPath": IMAGE_HOME}]
+            {"name": "dashboard-home", "mountPath": IMAGE_HOME}
+        ]
 
     def lab_command(self, settings: Settings) -> list[str]:
         return ["jupyterhub-singleuser", f"--ServerApp.root_dir={workspace(self.user.name, settings)}"]

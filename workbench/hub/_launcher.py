@@ -12,6 +12,7 @@
 Ctrl-C (or SIGTERM) stops the worker, then the hub (which stops the tenants' servers, the
 service and the proxy), then the embedded PostgreSQL. Running it again reuses all state.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -112,15 +113,29 @@ def start(settings: Settings, *, worker: bool = True, log_dir: Path | None = Non
     """Start JupyterHub (and the worker); returns once the hub answers on its public URL.
     Output goes to the terminal, or to ``hub.log``/``worker.log`` in ``log_dir``."""
     _refuse_second_instance(settings)
-    env = {**os.environ, "WORKBENCH_HOME": str(settings.home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "WORKBENCH_HOME": str(settings.home),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     logs = [open(log_dir / name, "ab") for name in ("hub.log", "worker.log")] if log_dir else [None, None]
-    hub = subprocess.Popen([bin_path("jupyterhub"), "-f", str(config_file())], cwd=settings.hub_dir, env=env,
-                           stdout=logs[0], stderr=subprocess.STDOUT if log_dir else None, start_new_session=True)
+    hub = subprocess.Popen(
+        [bin_path("jupyterhub"), "-f", str(config_file())],
+        cwd=settings.hub_dir,
+        env=env,
+        stdout=logs[0],
+        stderr=subprocess.STDOUT if log_dir else None,
+        start_new_session=True,
+    )
     processes = Processes(hub, logs=[log for log in logs if log])
     if worker and _has_worker():
-        processes.worker = subprocess.Popen([bin_path("workbench"), "worker"], env=env, stdout=logs[1],
-                                            stderr=subprocess.STDOUT if log_dir else None, start_new_session=True)
+        processes.worker = subprocess.Popen(
+            [bin_path("workbench"), "worker"],
+            env=env,
+            stdout=logs[1],
+            stderr=subprocess.STDOUT if log_dir else None,
+            start_new_session=True,
+        )
     try:
         _wait_ready(settings, hub)
     except BaseException:
@@ -162,10 +177,14 @@ def _interrupt(signum: int, frame: object) -> None:
 def _announce(settings: Settings, passwords: dict[str, str] | None, processes: Processes) -> None:
     lines = [f"JupyterHub is running at {settings.public_url}/  (Ctrl-C stops it)"]
     if passwords:
-        lines.append("first run: these accounts were created (shown once; also in "
-                     f"{_demo.credentials_file(settings)}, readable by this account only):")
-        lines += [f"    {name:<8} {password}{'   (admin: approves sign-ups at /hub/authorize)' if name in settings.admins else ''}"
-                  for name, password in passwords.items()]
+        lines.append(
+            "first run: these accounts were created (shown once; also in "
+            f"{_demo.credentials_file(settings)}, readable by this account only):"
+        )
+        lines += [
+            f"    {name:<8} {password}{'   (admin: approves sign-ups at /hub/authorize)' if name in settings.admins else ''}"
+            for name, password in passwords.items()
+        ]
     else:
         lines.append(f"accounts of the first run: see {_demo.credentials_file(settings)}")
     lines.append("worker: running" if processes.worker else "worker: not started (the scheduler is not installed)")

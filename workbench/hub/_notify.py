@@ -6,6 +6,7 @@ The same calls as ``workbench.notify._channels.Admin``, forwarded to the workben
 ``workbench.notify`` uses it whenever the vault is a ``ServiceVault`` (``_channels.admin()``).
 A channel named rather than numbered is looked up in the tenant's own list first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -23,11 +24,23 @@ class ServiceChannels(ServiceClient):
     error = NotifyError
     path = "notify/channels"
 
-    def add(self, kind: str, name: str, settings: Mapping[str, Any], events: Iterable[str] | str | None,
-            session: int | None, rate_limit: int | None) -> int:
-        body = {"kind": kind, "name": name, "session": session, "rate_limit": rate_limit,
-                "settings": {k: v.reveal() if isinstance(v, Secret) else v for k, v in settings.items()},
-                "events": events if events is None or isinstance(events, str) else list(events)}
+    def add(
+        self,
+        kind: str,
+        name: str,
+        settings: Mapping[str, Any],
+        events: Iterable[str] | str | None,
+        session: int | None,
+        rate_limit: int | None,
+    ) -> int:
+        body = {
+            "kind": kind,
+            "name": name,
+            "session": session,
+            "rate_limit": rate_limit,
+            "settings": {k: v.reveal() if isinstance(v, Secret) else v for k, v in settings.items()},
+            "events": events if events is None or isinstance(events, str) else list(events),
+        }
         return self._call("POST", "", body, f"add channel {name!r}")["id"]
 
     def change(self, channel: Channel, **values: Any) -> None:

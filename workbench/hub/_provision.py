@@ -17,6 +17,7 @@ on a home is the ``fchmod`` of the home directory itself, through a descriptor o
 without following links. An account ``jupyter-<name>`` is used only if this hub created it
 (a marker under ``<home>/hub/accounts``): an existing account of someone else is refused.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -101,8 +102,9 @@ def _ensure_tenant(name: str) -> None:
     known = {t.name: t for t in store.list_tenants(include_removed=True)}
     if name in known:
         if known[name].removed_at is not None:
-            raise HubError(f"tenant {name!r} was removed on {known[name].removed_at:%Y-%m-%d}; "
-                           "tenant names are never reused")
+            raise HubError(
+                f"tenant {name!r} was removed on {known[name].removed_at:%Y-%m-%d}; tenant names are never reused"
+            )
         return
     try:
         store.create_tenant(name)
@@ -131,14 +133,24 @@ def _ensure_unix_account(name: str, markers: Path) -> pwd.struct_passwd:
     with _locked(markers / ".lock"):
         account = _unix_account(name)
         if account is None:
-            _run("useradd", "--create-home", "--user-group", "--shell", "/bin/bash",
-                 "--comment", f"workbench tenant {name}", unix_name(name))
+            _run(
+                "useradd",
+                "--create-home",
+                "--user-group",
+                "--shell",
+                "/bin/bash",
+                "--comment",
+                f"workbench tenant {name}",
+                unix_name(name),
+            )
             account = pwd.getpwnam(unix_name(name))
             (markers / name).write_text(f"{account.pw_uid}\n")
             _log.info("unix account %s created", unix_name(name))
         elif _recorded_uid(markers / name) != account.pw_uid:
-            raise HubError(f"unix account {unix_name(name)} already exists and was not created by this hub: "
-                           f"refusing to give it to tenant {name!r} (remove that account or pick another name)")
+            raise HubError(
+                f"unix account {unix_name(name)} already exists and was not created by this hub: "
+                f"refusing to give it to tenant {name!r} (remove that account or pick another name)"
+            )
     _make_home_private(account)
     return account
 
@@ -192,9 +204,17 @@ def _fill_as_tenant(account: pwd.struct_passwd, notebooks: Path) -> None:
     do nothing the tenant could not do themselves."""
     result = subprocess.run(
         [sys.executable, "-I", "-m", __name__, account.pw_dir, str(notebooks)],
-        user=account.pw_uid, group=account.pw_gid, extra_groups=[], umask=0o077, cwd="/",
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        umask=0o077,
+        cwd="/",
         env={"HOME": account.pw_dir, "PATH": os.defpath, "LANG": "C.UTF-8"},
-        capture_output=True, text=True, timeout=_COPY_TIMEOUT, check=False)
+        capture_output=True,
+        text=True,
+        timeout=_COPY_TIMEOUT,
+        check=False,
+    )
     for refused in result.stdout.splitlines():
         _log.warning("workspace of %s: %s", account.pw_name, refused)
     if result.returncode:

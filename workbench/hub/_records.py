@@ -9,6 +9,7 @@ happens in the tenant's server (``wb.promote``), as the tenant; it needs nothing
 A share is a ``dashboard_shares`` row written as its owner; what a viewer then reads of the
 owner's session it reads as the viewer, through the policies of revision 0011.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -38,8 +39,9 @@ def as_json(row: Any, skip: tuple[str, ...] = ("tenant_id",)) -> dict[str, Any]:
         if column.key in skip:
             continue
         value = getattr(row, column.key)
-        out[column.key] = (str(value) if isinstance(value, Decimal)
-                           else value.isoformat() if isinstance(value, datetime) else value)
+        out[column.key] = (
+            str(value) if isinstance(value, Decimal) else value.isoformat() if isinstance(value, datetime) else value
+        )
     return out
 
 
@@ -88,16 +90,18 @@ def change_schedule(tenant: str, session_id: int, action: str) -> dict[str, Any]
         return as_json(live, skip=("tenant_id", "content"))
 
 
-def runs(tenant: str, live_id: int | None = None, session_id: int | None = None,
-         limit: int = 50) -> list[dict[str, Any]]:
+def runs(
+    tenant: str, live_id: int | None = None, session_id: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     """The newest runs first; of one live notebook or one session when asked."""
     query = select(NotebookRun).order_by(NotebookRun.scheduled_for.desc(), NotebookRun.id.desc())
     if live_id is not None:
         query = query.where(NotebookRun.live_notebook_id == live_id)
     if session_id is not None:
-        query = query.join(LiveNotebook, (LiveNotebook.tenant_id == NotebookRun.tenant_id)
-                           & (LiveNotebook.id == NotebookRun.live_notebook_id)
-                           ).where(LiveNotebook.session_id == session_id)
+        query = query.join(
+            LiveNotebook,
+            (LiveNotebook.tenant_id == NotebookRun.tenant_id) & (LiveNotebook.id == NotebookRun.live_notebook_id),
+        ).where(LiveNotebook.session_id == session_id)
     with store.tenant_session(tenant) as s:
         return [as_json(r) for r in s.scalars(query.limit(max(1, min(limit, _RUN_LIMIT))))]
 
@@ -110,13 +114,17 @@ def run(tenant: str, run_id: int) -> dict[str, Any]:
         return as_json(row)
 
 
-
 def shares(owner: str, session_id: int) -> list[str]:
     """The tenants ``owner``'s session ``session_id`` is shared with."""
     with store.tenant_session(owner) as db:
         _own_session(db, owner, session_id)
-        return list(db.scalars(select(DashboardShare.viewer).where(DashboardShare.session_id == session_id)
-                               .order_by(DashboardShare.viewer)))
+        return list(
+            db.scalars(
+                select(DashboardShare.viewer)
+                .where(DashboardShare.session_id == session_id)
+                .order_by(DashboardShare.viewer)
+            )
+        )
 
 
 def share(owner: str, session_id: int, viewer: str) -> None:
@@ -132,8 +140,9 @@ def unshare(owner: str, session_id: int, viewer: str) -> None:
     """Take the share back: the viewer's next read finds nothing."""
     with store.tenant_session(owner) as db:
         _own_session(db, owner, session_id)
-        gone = db.execute(delete(DashboardShare).where(DashboardShare.session_id == session_id,
-                                                       DashboardShare.viewer == viewer)).rowcount
+        gone = db.execute(
+            delete(DashboardShare).where(DashboardShare.session_id == session_id, DashboardShare.viewer == viewer)
+        ).rowcount
     if not gone:
         raise NotFound(f"session {session_id} is not shared with {viewer!r}")
 
@@ -141,17 +150,22 @@ def unshare(owner: str, session_id: int, viewer: str) -> None:
 def shared_with(viewer: str) -> list[dict[str, Any]]:
     """(owner, session) of every session shared with ``viewer``, read as the viewer."""
     with store.tenant_session(viewer) as db:
-        rows = db.execute(select(DashboardShare.owner, DashboardShare.session_id)
-                          .where(DashboardShare.viewer == viewer)
-                          .order_by(DashboardShare.owner, DashboardShare.session_id))
+        rows = db.execute(
+            select(DashboardShare.owner, DashboardShare.session_id)
+            .where(DashboardShare.viewer == viewer)
+            .order_by(DashboardShare.owner, DashboardShare.session_id)
+        )
         return [{"owner": owner, "session": session_id} for owner, session_id in rows]
 
 
 def shared_owner_id(viewer: str, owner: str, session_id: int) -> int:
     """The tenant id of ``owner`` if it shares session ``session_id`` with ``viewer``."""
     with store.tenant_session(viewer) as db:
-        owner_id = db.scalar(select(DashboardShare.tenant_id).where(
-            DashboardShare.viewer == viewer, DashboardShare.owner == owner, DashboardShare.session_id == session_id))
+        owner_id = db.scalar(
+            select(DashboardShare.tenant_id).where(
+                DashboardShare.viewer == viewer, DashboardShare.owner == owner, DashboardShare.session_id == session_id
+            )
+        )
     if owner_id is None:
         raise NotFound(f"{owner!r} shares no session {session_id} with you")
     return owner_id

@@ -45,6 +45,7 @@ server ``dash-<session id>``, which only the owner can reach.
 
     python -m workbench.hub._service     # run by the hub (JUPYTERHUB_* set)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,8 +78,10 @@ MAX_BODY = 64 * 1024  # bytes: the largest body any endpoint needs is a key pair
 _API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # a page's scripts run only with the page's nonce; 'self' is not enough, since tenants' own
 # servers share the hub's origin
-_PAGE_POLICY = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data:; "
-                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'{extra}")
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'{extra}"
+)
 _BOKEH_JS = "static/bokeh/bokeh.min.js"
 
 
@@ -110,18 +113,33 @@ def _text(limit: int, required: bool = False) -> Field:
 _SESSION = Field((int,), "a trading session id, or null for every session", nullable=True)
 _EVENTS = Field((list, str), "a list of event kinds, or null for all", 2048, nullable=True)
 _RATE_LIMIT = Field((int,), "a whole number of messages per minute", nullable=True)
-_ACCOUNT_FIELDS = {"exchange": _text(32, True), "api_key": _text(512, True), "secret": _text(4096, True),
-                   "passphrase": _text(256), "permissions": _text(32), "label": _text(100)}
+_ACCOUNT_FIELDS = {
+    "exchange": _text(32, True),
+    "api_key": _text(512, True),
+    "secret": _text(4096, True),
+    "passphrase": _text(256),
+    "permissions": _text(32),
+    "label": _text(100),
+}
 # ccxt options a tenant may pass to a connectivity check: no logger, no verbose, no keys, and
 # nothing that moves the requests elsewhere (urls, hostname, proxies): the service signs them
 # with the tenant's key, which must go to the exchange only, never to a host the tenant names
 _CHECK_OPTIONS = {"timeout", "options"}
 _CHECK_FIELDS = {"ccxt_config": Field((dict,), "an object of ccxt options", 2048, nullable=True)}
-_CHANNEL_FIELDS = {"kind": _text(32, True), "name": _text(100, True),
-                   "settings": Field((dict,), "an object of the transport's settings", 4096),
-                   "events": _EVENTS, "session": _SESSION, "rate_limit": _RATE_LIMIT}
-_CHANNEL_CHANGES = {"events": _EVENTS, "session": _SESSION, "enabled": Field((bool,), "true or false"),
-                    "rate_limit": _RATE_LIMIT}
+_CHANNEL_FIELDS = {
+    "kind": _text(32, True),
+    "name": _text(100, True),
+    "settings": Field((dict,), "an object of the transport's settings", 4096),
+    "events": _EVENTS,
+    "session": _SESSION,
+    "rate_limit": _RATE_LIMIT,
+}
+_CHANNEL_CHANGES = {
+    "events": _EVENTS,
+    "session": _SESSION,
+    "enabled": Field((bool,), "true or false"),
+    "rate_limit": _RATE_LIMIT,
+}
 _SHARE_FIELDS = {"user": _text(64, True)}
 
 
@@ -233,9 +251,16 @@ class AccountsHandler(_VaultHandler):
     async def post(self) -> None:
         body = self.body(_ACCOUNT_FIELDS)
         passphrase = body.get("passphrase")
-        account_id = await self.call(lambda: self.vault().add_account(
-            body["exchange"], Secret(body["api_key"]), Secret(body["secret"]),
-            Secret(passphrase) if passphrase else None, body.get("permissions", "read"), body.get("label", "")))
+        account_id = await self.call(
+            lambda: self.vault().add_account(
+                body["exchange"],
+                Secret(body["api_key"]),
+                Secret(body["secret"]),
+                Secret(passphrase) if passphrase else None,
+                body.get("permissions", "read"),
+                body.get("label", ""),
+            )
+        )
         self.answer({"id": account_id}, 201)
 
 
@@ -262,8 +287,11 @@ class AccountActionHandler(_VaultHandler):
         # the account must be the caller's (404 otherwise), and even then: no plaintext over HTTP
         if int(account_id) not in {a.id for a in await self.call(lambda: self.vault().accounts())}:
             raise web.HTTPError(404, f"tenant {self.tenant!r} has no exchange account {account_id}")
-        raise web.HTTPError(403, "plaintext keys are handed only to live runs, which the workers start; "
-                                 "a notebook server never receives them")
+        raise web.HTTPError(
+            403,
+            "plaintext keys are handed only to live runs, which the workers start; "
+            "a notebook server never receives them",
+        )
 
 
 class _ChannelHandler(_VaultHandler):
@@ -283,13 +311,21 @@ class ChannelsHandler(_ChannelHandler):
 
             with store.tenant_session(self.tenant) as db:
                 return listing(db).reset_index().to_dict("records")
+
         self.answer(await self.call(listing))
 
     async def post(self) -> None:
         body = self.body(_CHANNEL_FIELDS)
-        channel_id = await self.call(lambda: self.admin().add(
-            body["kind"], body["name"], body.get("settings", {}), body.get("events"), body.get("session"),
-            body.get("rate_limit")))
+        channel_id = await self.call(
+            lambda: self.admin().add(
+                body["kind"],
+                body["name"],
+                body.get("settings", {}),
+                body.get("events"),
+                body.get("session"),
+                body.get("rate_limit"),
+            )
+        )
         self.answer({"id": channel_id}, 201)
 
 
@@ -321,8 +357,11 @@ class LiveHandler(_Handler):
     async def get(self, live_id: str | None = None) -> None:
         if live_id is None:
             session = self.get_argument("session", None)
-            self.answer(await self.call(_records.live_notebooks, self.tenant,
-                                        int(session) if session and session.isdigit() else None))
+            self.answer(
+                await self.call(
+                    _records.live_notebooks, self.tenant, int(session) if session and session.isdigit() else None
+                )
+            )
         else:
             self.answer(await self.call(_records.live_notebook, self.tenant, int(live_id)))
 
@@ -346,8 +385,9 @@ class RunsHandler(_Handler):
             if raw is not None and not raw.isdigit():
                 raise web.HTTPError(400, f"query parameter {name}={raw!r} is not a positive integer")
             numbers[name] = int(raw) if raw is not None else None
-        self.answer(await self.call(_records.runs, self.tenant, numbers["live"], numbers["session"],
-                                    numbers["limit"] or 50))
+        self.answer(
+            await self.call(_records.runs, self.tenant, numbers["live"], numbers["session"], numbers["limit"] or 50)
+        )
 
 
 class _DashboardHandler(_Handler):
@@ -429,8 +469,10 @@ class _PageHandler(_Handler):
         exc = kwargs.get("exc_info", (None, None))[1]
         message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
         self.page_policy()
-        self.finish(f"<!doctype html><meta charset='utf-8'><title>{status_code}</title>"
-                    f"<p class='wb-error'>{html.escape(message)}</p>")
+        self.finish(
+            f"<!doctype html><meta charset='utf-8'><title>{status_code}</title>"
+            f"<p class='wb-error'>{html.escape(message)}</p>"
+        )
 
 
 class SharedPageHandler(_PageHandler):
@@ -444,9 +486,15 @@ class SharedPageHandler(_PageHandler):
         bokeh = url_path_join(self.application.settings["service_prefix"], _BOKEH_JS)
         from workbench.scheduler import dashboard_page
 
-        page = await self.call(lambda: dashboard_page(
-            int(session_id), opener=lambda: store.tenant_session(viewer), owner_id=owner_id, nonce=self.nonce,
-            bokeh_url=bokeh))
+        page = await self.call(
+            lambda: dashboard_page(
+                int(session_id),
+                opener=lambda: store.tenant_session(viewer),
+                owner_id=owner_id,
+                nonce=self.nonce,
+                bokeh_url=bokeh,
+            )
+        )
         if page is None:
             raise web.HTTPError(404, f"{owner!r} shares no session {session_id} with you")
         self.finish(page)
@@ -461,9 +509,12 @@ class IndexHandler(_PageHandler):
     async def get(self) -> None:
         prefix = self.application.settings["service_prefix"]
         self.page_policy("; connect-src 'self'")
-        page = _PAGE.replace("{{prefix}}", html.escape(prefix)).replace(
-            "{{xsrf}}", html.escape(self.xsrf_token.decode())).replace("{{user}}", html.escape(self.tenant)).replace(
-            "{{nonce}}", self.nonce)
+        page = (
+            _PAGE.replace("{{prefix}}", html.escape(prefix))
+            .replace("{{xsrf}}", html.escape(self.xsrf_token.decode()))
+            .replace("{{user}}", html.escape(self.tenant))
+            .replace("{{nonce}}", self.nonce)
+        )
         self.finish(page)
 
 
@@ -496,9 +547,15 @@ def make_app(vaults: Callable[[str], Any] | None = None) -> web.Application:
         (f"{api}/notify/channels/{_ID}/test", ChannelTestHandler),
     ]
     hub_prefix = urlparse(os.environ.get("JUPYTERHUB_BASE_URL", "/")).path or "/"
-    return web.Application(routes, vaults=vaults or _local_vaults(), hub_api=HubAPI(),
-                           hub_prefix=hub_prefix, service_prefix=prefix,
-                           cookie_secret=os.urandom(32), xsrf_cookies=True)
+    return web.Application(
+        routes,
+        vaults=vaults or _local_vaults(),
+        hub_api=HubAPI(),
+        hub_prefix=hub_prefix,
+        service_prefix=prefix,
+        cookie_secret=os.urandom(32),
+        xsrf_cookies=True,
+    )
 
 
 def _bokeh_static() -> str:
@@ -518,6 +575,7 @@ def _local_vaults() -> Callable[[str], Any]:
         if tenant not in cache:
             cache[tenant] = LocalVault(tenant)
         return cache[tenant]
+
     return vault
 
 

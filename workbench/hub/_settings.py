@@ -30,6 +30,7 @@ variable                       meaning (default)
                                opening the dashboard starts it again
 ============================== =========================================================
 """
+
 from __future__ import annotations
 
 import os
@@ -108,18 +109,26 @@ class Settings:
         if spawner not in SPAWNERS:
             raise HubError(f"WORKBENCH_HUB_SPAWNER={spawner!r}: choose one of {', '.join(SPAWNERS)}")
         if spawner == "local" and os.geteuid() != 0:
-            raise HubError("WORKBENCH_HUB_SPAWNER=local runs each tenant as a unix account of its own, "
-                           "which needs the hub to run as root; use 'simple' for development")
+            raise HubError(
+                "WORKBENCH_HUB_SPAWNER=local runs each tenant as a unix account of its own, "
+                "which needs the hub to run as root; use 'simple' for development"
+            )
         admins = frozenset(_names("WORKBENCH_HUB_ADMINS", "admin"))
-        return cls(home=home(), ip=os.environ.get("WORKBENCH_HUB_IP", "127.0.0.1"),
-                   port=_int("WORKBENCH_HUB_PORT", 8000), hub_port=_int("WORKBENCH_HUB_INTERNAL_PORT", 8081),
-                   proxy_api_port=_int("WORKBENCH_PROXY_API_PORT", 8001),
-                   service_port=_int("WORKBENCH_SERVICE_PORT", 8011), admins=admins,
-                   demo_tenants=_names("WORKBENCH_HUB_DEMO_TENANTS", "alice,bob"),
-                   open_signup=_flag("WORKBENCH_HUB_OPEN_SIGNUP"), spawner=spawner,
-                   notebooks=Path(os.environ.get("WORKBENCH_NOTEBOOKS") or _REPO_NOTEBOOKS),
-                   cull_idle_after=_seconds("WORKBENCH_CULL_IDLE_AFTER", 3600),
-                   cull_dashboards_after=_seconds("WORKBENCH_CULL_DASHBOARDS_AFTER", 600))
+        return cls(
+            home=home(),
+            ip=os.environ.get("WORKBENCH_HUB_IP", "127.0.0.1"),
+            port=_int("WORKBENCH_HUB_PORT", 8000),
+            hub_port=_int("WORKBENCH_HUB_INTERNAL_PORT", 8081),
+            proxy_api_port=_int("WORKBENCH_PROXY_API_PORT", 8001),
+            service_port=_int("WORKBENCH_SERVICE_PORT", 8011),
+            admins=admins,
+            demo_tenants=_names("WORKBENCH_HUB_DEMO_TENANTS", "alice,bob"),
+            open_signup=_flag("WORKBENCH_HUB_OPEN_SIGNUP"),
+            spawner=spawner,
+            notebooks=Path(os.environ.get("WORKBENCH_NOTEBOOKS") or _REPO_NOTEBOOKS),
+            cull_idle_after=_seconds("WORKBENCH_CULL_IDLE_AFTER", 3600),
+            cull_dashboards_after=_seconds("WORKBENCH_CULL_DASHBOARDS_AFTER", 600),
+        )
 
     @property
     def hub_dir(self) -> Path:
@@ -160,6 +169,14 @@ def dashboard_environment() -> dict[str, str]:
     files, configuration, kernelspecs and templates from the package's read-only
     ``dashboard_profile``, never from the owner's home; no user site-packages, no user config."""
     folder = str(DASHBOARD_PROFILE)
-    return {"IPYTHONDIR": folder, "JUPYTER_CONFIG_DIR": folder, "JUPYTER_DATA_DIR": folder, "JUPYTER_PATH": folder,
-            "MPLCONFIGDIR": folder, "JUPYTER_PREFER_ENV_PATH": "1", "JUPYTER_NO_CONFIG": "1",
-            "PYTHONNOUSERSITE": "1", "PYTHONSTARTUP": ""}
+    return {
+        "IPYTHONDIR": folder,
+        "JUPYTER_CONFIG_DIR": folder,
+        "JUPYTER_DATA_DIR": folder,
+        "JUPYTER_PATH": folder,
+        "MPLCONFIGDIR": folder,
+        "JUPYTER_PREFER_ENV_PATH": "1",
+        "JUPYTER_NO_CONFIG": "1",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONSTARTUP": "",
+    }

@@ -14,6 +14,7 @@ Every server a tenant gets, whatever the spawner, is started by ``_TenantServer.
 with a private home; ``SimpleTenantSpawner`` (development) runs everyone as the hub's own
 account, in ``<home>/hub/users/<name>``, and says loudly that files are not isolated.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,12 +27,24 @@ from tornado import web
 
 from workbench import store
 from workbench.hub._provision import provision, unix_name, workspace
-from workbench.hub._settings import (DASHBOARD_PREFIX, SERVICE_URL_ENV, SESSION_ENV, Settings, bin_path,
-                                      dashboard_environment)
+from workbench.hub._settings import (
+    DASHBOARD_PREFIX,
+    SERVICE_URL_ENV,
+    SESSION_ENV,
+    Settings,
+    bin_path,
+    dashboard_environment,
+)
 
 # never handed to a tenant's process (see workbench.store and workbench.vault._keyring)
-TRUSTED_ONLY_ENV = ("WORKBENCH_DATABASE_URL", "DATABASE_URL", "WORKBENCH_MASTER_KEY", "WORKBENCH_MASTER_KEY_FILE",
-                    "WORKBENCH_DB_ROLE_SECRET", "WORKBENCH_HOME")
+TRUSTED_ONLY_ENV = (
+    "WORKBENCH_DATABASE_URL",
+    "DATABASE_URL",
+    "WORKBENCH_MASTER_KEY",
+    "WORKBENCH_MASTER_KEY_FILE",
+    "WORKBENCH_DB_ROLE_SECRET",
+    "WORKBENCH_HOME",
+)
 FILE_ISOLATION_WARNING = (
     "FILE ISOLATION IS OFF: the hub does not run as root, so every tenant's server runs as the "
     "hub's own unix account and can read the other tenants' files (database rows stay isolated "
@@ -65,8 +78,11 @@ class _TenantServer:
         settings = Settings.from_env()
         session_id = dashboard_session(self.name)
         if self.name and session_id is None:
-            raise web.HTTPError(400, f"server name {self.name!r}: tenants get one JupyterLab server and "
-                                     f"named dashboard servers '{DASHBOARD_PREFIX}<session id>' only")
+            raise web.HTTPError(
+                400,
+                f"server name {self.name!r}: tenants get one JupyterLab server and "
+                f"named dashboard servers '{DASHBOARD_PREFIX}<session id>' only",
+            )
         await asyncio.to_thread(provision, self.user.name, settings)
         self._tenant_url = await asyncio.to_thread(store.tenant_url, self.user.name)
         if session_id is None:

@@ -8,6 +8,7 @@ Plaintext keys only travel one way, into the service; ``keys_for`` is refused by
 (live runs get their keys from the workers, never from a notebook server).
 ``ServiceClient`` is the HTTP part, shared with the notification channels' client (``_notify``).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ class ServiceClient:
         url = url or os.environ.get(SERVICE_URL_ENV)
         token = token or os.environ.get("JUPYTERHUB_API_TOKEN")
         if not url or not token:
-            raise self.error(f"{type(self).__name__} needs {SERVICE_URL_ENV} and JUPYTERHUB_API_TOKEN "
-                             "(set by the hub)")
+            raise self.error(f"{type(self).__name__} needs {SERVICE_URL_ENV} and JUPYTERHUB_API_TOKEN (set by the hub)")
         self._api = url.rstrip("/") + "/api/" + self.path
         self._http = requests.Session()
         self._http.headers["Authorization"] = f"token {token}"
@@ -66,20 +66,37 @@ class ServiceVault(ServiceClient, VaultBackend):
     path = "vault/accounts"
     remote = True
 
-    def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+    def add_account(
+        self,
+        exchange: str,
+        api_key: Secret,
+        secret: Secret,
+        passphrase: Secret | None,
+        permissions: str,
+        label: str,
+        ccxt_config: Mapping[str, Any] | None = None,
+    ) -> int:
         if ccxt_config:  # the service signs with the key: where the exchange is, is the operator's choice
-            raise VaultError("ccxt_config cannot be passed when adding a key through the workbench service, "
-                             "which asks the exchange itself")
-        body = {"exchange": exchange, "api_key": api_key.reveal(), "secret": secret.reveal(),
-                "permissions": permissions, "label": label}
+            raise VaultError(
+                "ccxt_config cannot be passed when adding a key through the workbench service, "
+                "which asks the exchange itself"
+            )
+        body = {
+            "exchange": exchange,
+            "api_key": api_key.reveal(),
+            "secret": secret.reveal(),
+            "permissions": permissions,
+            "label": label,
+        }
         if passphrase:
             body["passphrase"] = passphrase.reveal()
         return self._call("POST", "", body, "add an account")["id"]
 
     def accounts(self) -> list[Account]:
-        return [Account(**{**a, "created_at": datetime.fromisoformat(a["created_at"])})
-                for a in self._call("GET", "", None, "list the accounts")]
+        return [
+            Account(**{**a, "created_at": datetime.fromisoformat(a["created_at"])})
+            for a in self._call("GET", "", None, "list the accounts")
+        ]
 
     def deactivate(self, account_id: int) -> None:
         self._call("POST", f"/{int(account_id)}/deactivate", {}, f"deactivate account {account_id}")
@@ -88,9 +105,12 @@ class ServiceVault(ServiceClient, VaultBackend):
         self._call("DELETE", f"/{int(account_id)}", None, f"remove account {account_id}")
 
     def keys_for(self, account_id: int) -> ExchangeKeys:
-        raise VaultError(f"exchange account {account_id}: a notebook server never receives plaintext keys; "
-                         "promote the notebook to live and the worker that runs it gets them")
+        raise VaultError(
+            f"exchange account {account_id}: a notebook server never receives plaintext keys; "
+            "promote the notebook to live and the worker that runs it gets them"
+        )
 
     def check(self, account_id: int, ccxt_config: Mapping[str, Any] | None = None) -> dict[str, float]:
-        return self._call("POST", f"/{int(account_id)}/check", {"ccxt_config": dict(ccxt_config or {})},
-                          f"check account {account_id}")
+        return self._call(
+            "POST", f"/{int(account_id)}/check", {"ccxt_config": dict(ccxt_config or {})}, f"check account {account_id}"
+        )

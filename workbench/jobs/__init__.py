@@ -7,6 +7,7 @@ scheduled run), ``workbench.notify`` its ``deliver_notifications``. A worker imp
 packages, then opens the App once with ``queue_app()``, which serves them all. A job carries
 only ids; what it works on is read from the database by the worker that takes it.
 """
+
 from __future__ import annotations
 
 import procrastinate
@@ -24,8 +25,7 @@ blueprint = procrastinate.Blueprint()
 
 def libpq_url(url: str | None = None) -> str:
     """The owner URL (default: the configured one) as a libpq URI for psycopg."""
-    return make_url(url or store.database_url()).set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    return make_url(url or store.database_url()).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def queue_app(url: str | None = None, pool_size: int = 4) -> procrastinate.App:
@@ -36,8 +36,9 @@ def queue_app(url: str | None = None, pool_size: int = 4) -> procrastinate.App:
     would register them under ``workbench:workbench:...``. The App can be opened again after
     its connection was lost.
     """
-    connector = PsycopgConnector(conninfo=libpq_url(url), min_size=1, max_size=pool_size,
-                                 kwargs={"options": f"-c search_path={SCHEMA}"})
+    connector = PsycopgConnector(
+        conninfo=libpq_url(url), min_size=1, max_size=pool_size, kwargs={"options": f"-c search_path={SCHEMA}"}
+    )
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(blueprint, namespace=NAMESPACE)
     return app

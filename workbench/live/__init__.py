@@ -17,11 +17,21 @@ order exactly once under a deterministic client order id (``_tick``), and record
 fills, balance, PnL and an equity snapshot (``_ledger``). ``sessions``'s states and their
 moves are in ``_sessions``.
 """
+
 from __future__ import annotations
 
-from workbench.live._sessions import (SessionStatus, create_session, pause, resume, sessions, start, status,
-                                      stop)
+from workbench.live._sessions import SessionStatus, create_session, pause, resume, sessions, start, status, stop
 from workbench.live._tick import TickReport, tick
 
-__all__ = ["SessionStatus", "TickReport", "create_session", "pause", "resume", "sessions", "start", "status",
-           "stop", "tick"]
+__all__ = [
+    "SessionStatus",
+    "TickReport",
+    "create_session",
+    "pause",
+    "resume",
+    "sessions",
+    "start",
+    "status",
+    "stop",
+    "tick",
+]

@@ -5,11 +5,12 @@ is recorded survives a crash right after it: the order row of a leg exists befor
 is sent (write-ahead), and a fill is recorded once whatever happens (unique per order and
 exchange trade id).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import func, select, update
@@ -40,9 +41,9 @@ def parse_client_id(session_id: int, cid: str) -> tuple[datetime, str] | None:
     prefix = client_prefix(session_id)
     if not cid.startswith(prefix):
         return None
-    minutes, _, leg = cid[len(prefix):].partition("-")
+    minutes, _, leg = cid[len(prefix) :].partition("-")
     try:
-        return datetime.fromtimestamp(int(minutes, 16) * 60, tz=timezone.utc), leg
+        return datetime.fromtimestamp(int(minutes, 16) * 60, tz=UTC), leg
     except ValueError:
         return None
 
@@ -58,13 +59,23 @@ def orders(db: Db, session_id: int, *, candle: datetime | None = None, pending: 
         return list(scope.scalars(query))
 
 
-def record_intent(db: Db, session_id: int, candle: datetime, leg: Leg, cid: str, amount: Decimal,
-                  price: Decimal | None) -> store.Order:
+def record_intent(
+    db: Db, session_id: int, candle: datetime, leg: Leg, cid: str, amount: Decimal, price: Decimal | None
+) -> store.Order:
     """Write-ahead: the leg's order row, status ``new``, before anything is sent."""
     with db() as scope:
-        row = store.Order(session_id=session_id, client_order_id=cid, side=leg.side, type=leg.type,
-                          price=price if leg.type != "market" else None, amount=amount, candle_at=candle,
-                          leg=leg.name, reduce_only=leg.reduce_only, sent_at=datetime.now(timezone.utc))
+        row = store.Order(
+            session_id=session_id,
+            client_order_id=cid,
+            side=leg.side,
+            type=leg.type,
+            price=price if leg.type != "market" else None,
+            amount=amount,
+            candle_at=candle,
+            leg=leg.name,
+            reduce_only=leg.reduce_only,
+            sent_at=datetime.now(UTC),
+        )
         scope.add(row)
         scope.flush()
         return row
@@ -72,26 +83,39 @@ def record_intent(db: Db, session_id: int, candle: datetime, leg: Leg, cid: str,
 
 def mark_sent(db: Db, session_id: int, cid: str, resolution: str | None = None) -> datetime:
     """An order is sent (again) now: its ``sent_at``, and why it is sent again."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with db() as scope:
-        scope.execute(update(store.Order).where(store.Order.session_id == session_id,
-                                                store.Order.client_order_id == cid)
-                      .values(sent_at=now, resolution=resolution))
+        scope.execute(
+            update(store.Order)
+            .where(store.Order.session_id == session_id, store.Order.client_order_id == cid)
+            .values(sent_at=now, resolution=resolution)
+        )
     return now
 
 
-def record_order(db: Db, session_id: int, cid: str, order: Order | None, *, status: str | None = None,
-                 resolution: str | None = None) -> None:
+def record_order(
+    db: Db, session_id: int, cid: str, order: Order | None, *, status: str | None = None, resolution: str | None = None
+) -> None:
     """What the exchange says about an order of ours (None: it never got it), and how an
     unknown outcome was settled (``resolution``)."""
-    values = {"status": status} if order is None else {
-        "exchange_order_id": order.id, "status": status or order.status, "filled": order.filled,
-        "average": order.average}
+    values = (
+        {"status": status}
+        if order is None
+        else {
+            "exchange_order_id": order.id,
+            "status": status or order.status,
+            "filled": order.filled,
+            "average": order.average,
+        }
+    )
     if resolution is not None:
         values["resolution"] = resolution
     with db() as scope:
-        scope.execute(update(store.Order).where(store.Order.session_id == session_id,
-                                                store.Order.client_order_id == cid).values(**values))
+        scope.execute(
+            update(store.Order)
+            .where(store.Order.session_id == session_id, store.Order.client_order_id == cid)
+            .values(**values)
+        )
 
 
 def record_fills(db: Db, session_id: int, fills: list[Fill], *, adopt: bool) -> int:
@@ -101,18 +125,33 @@ def record_fills(db: Db, session_id: int, fills: list[Fill], *, adopt: bool) -> 
         return 0
     new = 0
     with db() as scope:
-        known = dict(scope.execute(select(store.Order.exchange_order_id, store.Order.id).where(
-            store.Order.session_id == session_id,
-            store.Order.exchange_order_id.in_({f.order_id for f in fills}))).all())
+        known = dict(
+            scope.execute(
+                select(store.Order.exchange_order_id, store.Order.id).where(
+                    store.Order.session_id == session_id, store.Order.exchange_order_id.in_({f.order_id for f in fills})
+                )
+            ).all()
+        )
         for fill in fills:
             order_id = known.get(fill.order_id)
             if order_id is None and adopt and fill.client_order_id is None:
                 order_id = known[fill.order_id] = _adopt(scope, session_id, fill)
             if order_id is None:
                 continue
-            inserted = scope.execute(insert(store.Fill).values(
-                order_id=order_id, exchange_trade_id=fill.id, price=fill.price, amount=fill.amount, fee=fill.fee,
-                fee_currency=fill.fee_currency, ts=fill.timestamp).on_conflict_do_nothing().returning(store.Fill.id))
+            inserted = scope.execute(
+                insert(store.Fill)
+                .values(
+                    order_id=order_id,
+                    exchange_trade_id=fill.id,
+                    price=fill.price,
+                    amount=fill.amount,
+                    fee=fill.fee,
+                    fee_currency=fill.fee_currency,
+                    ts=fill.timestamp,
+                )
+                .on_conflict_do_nothing()
+                .returning(store.Fill.id)
+            )
             new += inserted.first() is not None
     return new
 
@@ -122,36 +161,72 @@ def adopt_order(db: Db, session_id: int, order: Order, resolution: str) -> None:
     not (e.g. after a restore from an older backup), so its fills are recorded like any other."""
     candle, leg = parse_client_id(session_id, order.client_order_id) or (None, "exchange")
     with db() as scope:
-        scope.execute(insert(store.Order).values(
-            session_id=session_id, client_order_id=order.client_order_id, exchange_order_id=order.id,
-            side=order.side, type=order.type if order.type in ("market", "limit", "stop") else "market",
-            price=order.price, amount=order.amount, filled=order.filled, average=order.average, status=order.status,
-            candle_at=candle, leg=leg, reduce_only=order.reduce_only, sent_at=order.timestamp, resolution=resolution,
-        ).on_conflict_do_nothing())
+        scope.execute(
+            insert(store.Order)
+            .values(
+                session_id=session_id,
+                client_order_id=order.client_order_id,
+                exchange_order_id=order.id,
+                side=order.side,
+                type=order.type if order.type in ("market", "limit", "stop") else "market",
+                price=order.price,
+                amount=order.amount,
+                filled=order.filled,
+                average=order.average,
+                status=order.status,
+                candle_at=candle,
+                leg=leg,
+                reduce_only=order.reduce_only,
+                sent_at=order.timestamp,
+                resolution=resolution,
+            )
+            .on_conflict_do_nothing()
+        )
 
 
 def known_orders(db: Db, session_id: int) -> dict[str, str | None]:
     """Every client order id of the session with its exchange order id (None: not heard back)."""
     with db() as scope:
-        return dict(scope.execute(select(store.Order.client_order_id, store.Order.exchange_order_id)
-                                  .where(store.Order.session_id == session_id)).all())
+        return dict(
+            scope.execute(
+                select(store.Order.client_order_id, store.Order.exchange_order_id).where(
+                    store.Order.session_id == session_id
+                )
+            ).all()
+        )
 
 
 def position(db: Db, session_id: int, *, base: str | None = None) -> Decimal:
     """The position the recorded fills make (signed base units); ``base``: spot, where a buy's
     commission taken in the base asset is not held."""
     with db() as scope:
-        rows = scope.execute(select(store.Order.side, store.Fill.amount, store.Fill.fee, store.Fill.fee_currency)
-                             .join(store.Order, store.Order.id == store.Fill.order_id)
-                             .where(store.Order.session_id == session_id)).all()
-    return sum(((r.amount if r.side == "buy" else -r.amount) - (r.fee if base and r.fee_currency == base else 0)
-                for r in rows), Decimal(0))
+        rows = scope.execute(
+            select(store.Order.side, store.Fill.amount, store.Fill.fee, store.Fill.fee_currency)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == session_id)
+        ).all()
+    return sum(
+        (
+            (r.amount if r.side == "buy" else -r.amount) - (r.fee if base and r.fee_currency == base else 0)
+            for r in rows
+        ),
+        Decimal(0),
+    )
 
 
 def _adopt(scope, session_id: int, fill: Fill) -> int:
-    row = store.Order(session_id=session_id, client_order_id=f"x-{fill.order_id}"[:28],
-                      exchange_order_id=fill.order_id, side=fill.side, type="market", amount=fill.amount,
-                      filled=fill.amount, average=fill.price, status="closed", leg="exchange")
+    row = store.Order(
+        session_id=session_id,
+        client_order_id=f"x-{fill.order_id}"[:28],
+        exchange_order_id=fill.order_id,
+        side=fill.side,
+        type="market",
+        amount=fill.amount,
+        filled=fill.amount,
+        average=fill.price,
+        status="closed",
+        leg="exchange",
+    )
     scope.add(row)
     scope.flush()
     return row.id
@@ -163,9 +238,10 @@ def recorded_fills(db: Db, session_id: int, order_ids: list[str]) -> dict[str, d
     found: dict[str, dict[str, Decimal]] = {}
     with db() as scope:
         for order_id, trade_id, amount in scope.execute(
-                select(store.Order.exchange_order_id, store.Fill.exchange_trade_id, store.Fill.amount)
-                .join(store.Order, store.Order.id == store.Fill.order_id)
-                .where(store.Order.session_id == session_id, store.Order.exchange_order_id.in_(order_ids))):
+            select(store.Order.exchange_order_id, store.Fill.exchange_trade_id, store.Fill.amount)
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == session_id, store.Order.exchange_order_id.in_(order_ids))
+        ):
             found.setdefault(order_id, {})[trade_id] = amount
     return found
 
@@ -175,32 +251,57 @@ def record_funding(db: Db, session_id: int, payments: list[FundingPayment]) -> i
     if not payments:
         return 0
     with db() as scope:
-        return len(scope.scalars(insert(store.FundingPayment).values([
-            {"session_id": session_id, "exchange_payment_id": p.id, "amount": p.amount, "currency": p.currency,
-             "ts": p.timestamp} for p in payments]).on_conflict_do_nothing().returning(store.FundingPayment.id)).all())
+        return len(
+            scope.scalars(
+                insert(store.FundingPayment)
+                .values(
+                    [
+                        {
+                            "session_id": session_id,
+                            "exchange_payment_id": p.id,
+                            "amount": p.amount,
+                            "currency": p.currency,
+                            "ts": p.timestamp,
+                        }
+                        for p in payments
+                    ]
+                )
+                .on_conflict_do_nothing()
+                .returning(store.FundingPayment.id)
+            ).all()
+        )
 
 
 def last_funding_at(db: Db, session_id: int) -> datetime | None:
     with db() as scope:
-        return scope.scalar(select(func.max(store.FundingPayment.ts)).where(store.FundingPayment.session_id == session_id))
+        return scope.scalar(
+            select(func.max(store.FundingPayment.ts)).where(store.FundingPayment.session_id == session_id)
+        )
 
 
 def last_fill_at(db: Db, session_id: int) -> datetime | None:
     with db() as scope:
-        return scope.scalar(select(func.max(store.Fill.ts)).join(
-            store.Order, store.Order.id == store.Fill.order_id).where(store.Order.session_id == session_id))
+        return scope.scalar(
+            select(func.max(store.Fill.ts))
+            .join(store.Order, store.Order.id == store.Fill.order_id)
+            .where(store.Order.session_id == session_id)
+        )
 
 
 def day_start_equity(db: Db, session_id: int, midnight: datetime) -> Decimal | None:
     """The first equity snapshot of the UTC day starting at ``midnight``."""
     with db() as scope:
-        return scope.scalar(select(store.EquitySnapshot.equity).where(
-            store.EquitySnapshot.session_id == session_id, store.EquitySnapshot.ts >= midnight)
-            .order_by(store.EquitySnapshot.ts).limit(1))
+        return scope.scalar(
+            select(store.EquitySnapshot.equity)
+            .where(store.EquitySnapshot.session_id == session_id, store.EquitySnapshot.ts >= midnight)
+            .order_by(store.EquitySnapshot.ts)
+            .limit(1)
+        )
 
 
-def snapshot(db: Db, session_id: int, at: datetime, balance: Decimal, equity: Decimal, position: Decimal,
-             pnl: Decimal) -> None:
+def snapshot(
+    db: Db, session_id: int, at: datetime, balance: Decimal, equity: Decimal, position: Decimal, pnl: Decimal
+) -> None:
     """The session's balance, equity, position and PnL at candle ``at`` (a retried tick overwrites it)."""
     values = {"balance": balance, "equity": equity, "position": position, "pnl": pnl}
     with db() as scope:

@@ -27,6 +27,7 @@ that reaches its stop and has the next tick's sync leg close at that tick's mark
 one bar late. Liquidations are the exchange's own. Funding is the venue's: the simulation
 settles none (a paper session neither).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -38,10 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.engine import core as e
 from workbench.backtest._kernel import _Market, _settings, kernel_inputs, run_kernel
-from workbench.strategies import get_template, kernel_for
+from workbench.engine import core as e
 from workbench.engine.indicators import lookback
+from workbench.strategies import get_template, kernel_for
 
 _WARMUP_SPANS = 3  # an EMA seeded this many spans back has forgotten its seed (weight < e^-6)
 
@@ -74,17 +75,30 @@ def warmup_bars(template: str, params: Mapping[str, Any]) -> int:
     return _WARMUP_SPANS * max([lookback(key) for key in keys] + [1])
 
 
-def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | None], candles: pd.DataFrame,
-         anchor: datetime, forming_at: datetime, forming_open: float, init_equity: float, *,
-         fees: Mapping[str, float], slippage: float, maintenance_margin: float = 0.005) -> Plan:
+def plan(
+    template: str,
+    params: Mapping[str, Any],
+    risk: Mapping[str, float | None],
+    candles: pd.DataFrame,
+    anchor: datetime,
+    forming_at: datetime,
+    forming_open: float,
+    init_equity: float,
+    *,
+    fees: Mapping[str, float],
+    slippage: float,
+    maintenance_margin: float = 0.005,
+) -> Plan:
     """The plan for the bar opening at ``forming_at`` at ``forming_open``, from the closed
     ``candles`` (those before ``anchor`` only warm the indicators up)."""
     tpl = get_template(template)
     params, limits = tpl.validate(params), tpl.validate_risk(risk)
     kernel = kernel_for(tpl.name)
     forming_at = pd.Timestamp(forming_at).tz_convert("UTC").as_unit(candles.index.unit)
-    forming = pd.DataFrame({c: [forming_open] for c in ("open", "high", "low", "close")} | {"volume": [0.0]},
-                           index=pd.DatetimeIndex([forming_at], name=candles.index.name))
+    forming = pd.DataFrame(
+        {c: [forming_open] for c in ("open", "high", "low", "close")} | {"volume": [0.0]},
+        index=pd.DatetimeIndex([forming_at], name=candles.index.name),
+    )
     frame = pd.concat([candles, forming])
     frame.attrs = dict(candles.attrs)
     market = _Market(frame, validate=False)  # the exchange validated the closed candles
@@ -96,16 +110,33 @@ def plan(template: str, params: Mapping[str, Any], risk: Mapping[str, float | No
     legs = [_leg(kernel, row, forming_open) for row in run.intent]
     recorded = run.recorded_fills
     times = inputs.index[recorded[:, 0].astype(int)]
-    table = pd.DataFrame({"time": times, "size": recorded[:, 1], "price": recorded[:, 2], "fee": recorded[:, 3],
-                          "kind": [e.FILL_KINDS[int(k)] for k in recorded[:, 4]]})
+    table = pd.DataFrame(
+        {
+            "time": times,
+            "size": recorded[:, 1],
+            "price": recorded[:, 2],
+            "fee": recorded[:, 3],
+            "kind": [e.FILL_KINDS[int(k)] for k in recorded[:, 4]],
+        }
+    )
     before = n - 2  # the last closed bar
-    return Plan(units=float(position_out[before]) if before >= 0 else 0.0,
-                equity=float(equity_out[before]) if before >= 0 else init_equity, legs=legs, fills=table)
+    return Plan(
+        units=float(position_out[before]) if before >= 0 else 0.0,
+        equity=float(equity_out[before]) if before >= 0 else init_equity,
+        legs=legs,
+        fills=table,
+    )
 
 
 def _leg(kernel, row: np.ndarray, forming_open: float) -> Leg:
     code, size = int(row[e.I_LEG]), float(row[e.I_SIZE])
     kind = e.ORDER_TYPES[int(row[e.I_TYPE])]
     price = forming_open if kind == "market" else float(row[e.I_PRICE])
-    return Leg(name=kernel.legs[code], type=kind, side="buy" if size > 0 else "sell",
-               amount=Decimal(repr(abs(size))), price=Decimal(repr(price)), reduce_only=code in kernel.reducing)
+    return Leg(
+        name=kernel.legs[code],
+        type=kind,
+        side="buy" if size > 0 else "sell",
+        amount=Decimal(repr(abs(size))),
+        price=Decimal(repr(price)),
+        reduce_only=code in kernel.reducing,
+    )

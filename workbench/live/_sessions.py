@@ -10,6 +10,7 @@ States and the moves between them (anything else is refused with ``SessionError`
 A new session is ``paused`` and has never run; ``start`` anchors it: its simulation begins
 at the last closed candle, with the account's equity at that moment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,9 +37,20 @@ _MOVES = {  # (from, to) -> the verb that makes the move
     ("error", "stopped"): "stop",
 }
 STATES = ("running", "paused", "stopped", "error")
-_DEFAULTS = {"balance": 10_000.0, "fees": 0.001, "slippage": 0.0005, "flatten_on_breach": True,
-             "max_failures": 3, "retry_attempts": 4, "retry_max_wait": 30.0, "on_error": "protect",
-             "stop_timeout": 60.0, "order_visibility_wait": 3.0, "unknown_orders": "cancel", "on_mismatch": "report"}
+_DEFAULTS = {
+    "balance": 10_000.0,
+    "fees": 0.001,
+    "slippage": 0.0005,
+    "flatten_on_breach": True,
+    "max_failures": 3,
+    "retry_attempts": 4,
+    "retry_max_wait": 30.0,
+    "on_error": "protect",
+    "stop_timeout": 60.0,
+    "order_visibility_wait": 3.0,
+    "unknown_orders": "cancel",
+    "on_mismatch": "report",
+}
 # what reconciliation does with an open order of the session the database does not know, and
 # with a position that differs from the recorded fills (workbench/live/ORDERS.md)
 RECONCILE_CHOICES = {"unknown_orders": ("cancel", "adopt"), "on_mismatch": ("report", "pause")}
@@ -71,8 +83,10 @@ class SessionStatus:
 
     def __str__(self) -> str:
         state = f"{self.status}: {self.message}" if self.message else self.status
-        return (f"session #{self.id} {self.strategy} on {self.exchange} {self.symbol} [{state}] "
-                f"equity {self.equity} pnl {self.pnl} position {self.position}")
+        return (
+            f"session #{self.id} {self.strategy} on {self.exchange} {self.symbol} [{state}] "
+            f"equity {self.equity} pnl {self.pnl} position {self.position}"
+        )
 
 
 def _strategy(strategy: str | int | SavedStrategy) -> SavedStrategy:
@@ -81,9 +95,17 @@ def _strategy(strategy: str | int | SavedStrategy) -> SavedStrategy:
     return strategy if isinstance(strategy, SavedStrategy) else load_strategy(strategy)
 
 
-def create_session(strategy: str | int | SavedStrategy, symbol: str | None = None, *, exchange: str = "paper",
-                   account: int | None = None, market_type: str | None = None, timeframe: str = "1h",
-                   leverage: int | None = None, **settings: Any) -> int:
+def create_session(
+    strategy: str | int | SavedStrategy,
+    symbol: str | None = None,
+    *,
+    exchange: str = "paper",
+    account: int | None = None,
+    market_type: str | None = None,
+    timeframe: str = "1h",
+    leverage: int | None = None,
+    **settings: Any,
+) -> int:
     """A new session (``paused``, never run) of a saved strategy; its id.
 
     ``exchange`` is ``"paper"`` (``account`` None) or a ccxt venue (``"binance"``, ``"gate"``)
@@ -115,12 +137,22 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
 
     saved = _strategy(strategy)
     parse_timeframe(timeframe)
-    known = {*_DEFAULTS, "max_leverage", "data", "replay_from", "replay_end", "capital", "ccxt", "protect_stop",
-             "emulate_stops"}
+    known = {
+        *_DEFAULTS,
+        "max_leverage",
+        "data",
+        "replay_from",
+        "replay_end",
+        "capital",
+        "ccxt",
+        "protect_stop",
+        "emulate_stops",
+    }
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise SessionError(f"create_session: unknown setting {unknown[0]!r}; the settings are "
-                           f"{', '.join(sorted(known))}")
+        raise SessionError(
+            f"create_session: unknown setting {unknown[0]!r}; the settings are {', '.join(sorted(known))}"
+        )
     if settings.get("on_error", "protect") not in ON_ERROR:
         raise SessionError(f"on_error {settings['on_error']!r}: use one of {', '.join(ON_ERROR)}")
     for name, choices in RECONCILE_CHOICES.items():
@@ -130,8 +162,10 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
     own = kernel.strategy_leverage(saved.params)
     leverage = int((own or 1) if leverage is None else leverage)
     if own is not None and leverage != own:
-        raise SessionError(f"leverage {leverage} differs from strategy {saved}'s own leverage {own:g}; "
-                           "save a version of the strategy with that leverage instead")
+        raise SessionError(
+            f"leverage {leverage} differs from strategy {saved}'s own leverage {own:g}; "
+            "save a version of the strategy with that leverage instead"
+        )
     if leverage < 1:
         raise SessionError(f"leverage {leverage} must be at least 1")
     max_leverage = settings.get("max_leverage", leverage)
@@ -155,11 +189,18 @@ def create_session(strategy: str | int | SavedStrategy, symbol: str | None = Non
             raise SessionError(f"a {exchange} session needs a symbol, e.g. 'BTC/USDT' or 'BTC/USDT:USDT'")
         _check_account(account, exchange)
     with store.session() as scope:
-        row = store.TradingSession(strategy_id=saved.id, exchange_account_id=account, exchange=exchange,
-                                   symbol=symbol, leverage=Decimal(leverage), status="paused",
-                                   status_message="created; start() it to trade", market_type=market_type,
-                                   timeframe=timeframe, settings={**_DEFAULTS, "max_leverage": max_leverage,
-                                                                  **settings})
+        row = store.TradingSession(
+            strategy_id=saved.id,
+            exchange_account_id=account,
+            exchange=exchange,
+            symbol=symbol,
+            leverage=Decimal(leverage),
+            status="paused",
+            status_message="created; start() it to trade",
+            market_type=market_type,
+            timeframe=timeframe,
+            settings={**_DEFAULTS, "max_leverage": max_leverage, **settings},
+        )
         scope.add(row)
         scope.flush()
         return row.id
@@ -172,9 +213,11 @@ def _check_capability(exchange: str, market_type: str, saved: SavedStrategy, ker
 
     offer = capability(exchange, market_type)
     if "stop" in kernel.legs.values() and not offer.stop_loss and not settings.get("emulate_stops"):
-        raise SessionError(f"strategy {saved} places stop-losses, which {exchange} {market_type} sessions cannot "
-                           "rest on the exchange yet (workbench.exchange.CAPABILITIES); pass emulate_stops=True to "
-                           "close one bar late at market instead, or trade it where stops are native")
+        raise SessionError(
+            f"strategy {saved} places stop-losses, which {exchange} {market_type} sessions cannot "
+            "rest on the exchange yet (workbench.exchange.CAPABILITIES); pass emulate_stops=True to "
+            "close one bar late at market instead, or trade it where stops are native"
+        )
 
 
 def _check_account(account: int, exchange: str) -> None:
@@ -209,8 +252,10 @@ def _move(row, to: str, message: str | None) -> None:
 def _check_move(row, to: str) -> None:
     if (row.status, to) not in _MOVES:
         allowed = [f"{target} ({verb})" for (source, target), verb in _MOVES.items() if source == row.status]
-        raise SessionError(f"session #{row.id} cannot go from {row.status} to {to}; from {row.status} it can go "
-                           f"to {', '.join(allowed) if allowed else 'nowhere: a stopped session is final'}")
+        raise SessionError(
+            f"session #{row.id} cannot go from {row.status} to {to}; from {row.status} it can go "
+            f"to {', '.join(allowed) if allowed else 'nowhere: a stopped session is final'}"
+        )
 
 
 def start(session_id: int) -> SessionStatus:
@@ -237,13 +282,15 @@ def _anchor(scope, row) -> None:
         first = settings.get("replay_from")
         forming = pd.Timestamp(first) if first else candles.index[min(warmup + 1, len(candles) - 1)]
         if not candles.index[0] < forming <= candles.index[-1]:
-            raise SessionError(f"replay_from {forming} is outside the replayed candles "
-                               f"({candles.index[0]} to {candles.index[-1]})")
+            raise SessionError(
+                f"replay_from {forming} is outside the replayed candles ({candles.index[0]} to {candles.index[-1]})"
+            )
         equity = Decimal(repr(float(settings["balance"])))
         history_from = max(candles.index[0], forming - step * (warmup + 1))
     else:
-        with _venue.open_venue(row.id, row.exchange, row.exchange_account_id, row.market_type, row.timeframe,
-                               settings, None) as exchange:
+        with _venue.open_venue(
+            row.id, row.exchange, row.exchange_account_id, row.market_type, row.timeframe, settings, None
+        ) as exchange:
             now = pd.Timestamp(exchange.now())
             forming = now.floor(step)
             market = exchange.market(row.symbol)
@@ -253,8 +300,9 @@ def _anchor(scope, row) -> None:
         capital = settings.get("capital")
         equity = min(available, Decimal(str(capital))) if capital is not None else available
         if equity <= 0:
-            raise SessionError(f"session #{row.id}: the {row.exchange} account holds no "
-                               f"{market.settle or market.quote} to trade with")
+            raise SessionError(
+                f"session #{row.id}: the {row.exchange} account holds no {market.settle or market.quote} to trade with"
+            )
         settings["position_offset"] = str(position.size)  # holdings before the session are not its own
         settings["equity_offset"] = str(available - equity)  # the rest of the account is not its own
         history_from = forming - step * (warmup + 1)
@@ -273,15 +321,21 @@ def _refuse_shared_account(scope, row) -> None:
 
     if row.exchange_account_id is None:
         return
-    other = scope.scalars(select(store.TradingSession.id).where(
-        store.TradingSession.exchange_account_id == row.exchange_account_id,
-        store.TradingSession.symbol == row.symbol, store.TradingSession.id != row.id,
-        store.TradingSession.status.in_(("running", "paused", "error")),
-        store.TradingSession.started_at.is_not(None))).first()
+    other = scope.scalars(
+        select(store.TradingSession.id).where(
+            store.TradingSession.exchange_account_id == row.exchange_account_id,
+            store.TradingSession.symbol == row.symbol,
+            store.TradingSession.id != row.id,
+            store.TradingSession.status.in_(("running", "paused", "error")),
+            store.TradingSession.started_at.is_not(None),
+        )
+    ).first()
     if other is not None:
-        raise SessionError(f"session #{other} already trades {row.symbol} on exchange account "
-                           f"{row.exchange_account_id}; two sessions on one account and symbol would trade "
-                           "each other's positions")
+        raise SessionError(
+            f"session #{other} already trades {row.symbol} on exchange account "
+            f"{row.exchange_account_id}; two sessions on one account and symbol would trade "
+            "each other's positions"
+        )
 
 
 def resume(session_id: int) -> SessionStatus:
@@ -321,8 +375,10 @@ def _halt(session_id: int, to: str, message: str, opener=None) -> SessionStatus:
         wait = float(row.settings.get("stop_timeout", _DEFAULTS["stop_timeout"]))
     with _tick.halted(session_id, wait=wait, opener=opener) as db:
         if db is None:
-            raise SessionError(f"session #{session_id}: a tick still runs after {wait:g} s; it gives way before "
-                               f"its next order, so call {'stop' if to == 'stopped' else 'pause'}() again shortly")
+            raise SessionError(
+                f"session #{session_id}: a tick still runs after {wait:g} s; it gives way before "
+                f"its next order, so call {'stop' if to == 'stopped' else 'pause'}() again shortly"
+            )
         if again:
             _tick.retry_wind_down(db, session_id)
             return status(session_id, opener=opener)
@@ -354,9 +410,11 @@ def mark_error(session_id: int, message: str, db=None) -> None:
     from workbench import store
 
     with (db or store.session)() as scope:
-        scope.execute(update(store.TradingSession)
-                      .where(store.TradingSession.id == session_id, store.TradingSession.status == "running")
-                      .values(status="error", status_message=message[:2000]))
+        scope.execute(
+            update(store.TradingSession)
+            .where(store.TradingSession.id == session_id, store.TradingSession.status == "running")
+            .values(status="error", status_message=message[:2000])
+        )
 
 
 def status(session_id: int, *, opener=None) -> SessionStatus:
@@ -375,22 +433,41 @@ def _status(scope, row) -> SessionStatus:
     from workbench import store
     from workbench.strategies import load_strategy
 
-    snapshot = scope.execute(select(store.EquitySnapshot.equity, store.EquitySnapshot.position)
-                             .where(store.EquitySnapshot.session_id == row.id)
-                             .order_by(store.EquitySnapshot.ts.desc()).limit(1)).first()
-    open_orders = scope.scalar(select(func.count()).select_from(store.Order).where(
-        store.Order.session_id == row.id, store.Order.status.in_(("new", "open"))))
-    funding = scope.scalar(select(func.coalesce(func.sum(store.FundingPayment.amount), 0))
-                           .where(store.FundingPayment.session_id == row.id))
+    snapshot = scope.execute(
+        select(store.EquitySnapshot.equity, store.EquitySnapshot.position)
+        .where(store.EquitySnapshot.session_id == row.id)
+        .order_by(store.EquitySnapshot.ts.desc())
+        .limit(1)
+    ).first()
+    open_orders = scope.scalar(
+        select(func.count())
+        .select_from(store.Order)
+        .where(store.Order.session_id == row.id, store.Order.status.in_(("new", "open")))
+    )
+    funding = scope.scalar(
+        select(func.coalesce(func.sum(store.FundingPayment.amount), 0)).where(store.FundingPayment.session_id == row.id)
+    )
     return SessionStatus(
-        id=row.id, strategy=str(load_strategy(row.strategy_id, opener=lambda: nullcontext(scope))),
+        id=row.id,
+        strategy=str(load_strategy(row.strategy_id, opener=lambda: nullcontext(scope))),
         exchange=row.exchange,
-        account_id=row.exchange_account_id, symbol=row.symbol, market_type=row.market_type,
-        timeframe=row.timeframe, leverage=row.leverage, status=row.status, message=row.status_message,
-        balance=row.current_balance, equity=snapshot.equity if snapshot else row.init_equity,
-        position=snapshot.position if snapshot else None, pnl=row.total_pnl, open_orders=open_orders,
-        last_tick_at=row.last_tick_at, started_at=row.started_at, wind_down_pending=row.wind_down_pending,
-        funding=Decimal(funding))
+        account_id=row.exchange_account_id,
+        symbol=row.symbol,
+        market_type=row.market_type,
+        timeframe=row.timeframe,
+        leverage=row.leverage,
+        status=row.status,
+        message=row.status_message,
+        balance=row.current_balance,
+        equity=snapshot.equity if snapshot else row.init_equity,
+        position=snapshot.position if snapshot else None,
+        pnl=row.total_pnl,
+        open_orders=open_orders,
+        last_tick_at=row.last_tick_at,
+        started_at=row.started_at,
+        wind_down_pending=row.wind_down_pending,
+        funding=Decimal(funding),
+    )
 
 
 def sessions() -> pd.DataFrame:

@@ -17,6 +17,7 @@ decides as the first attempt did. Transient exchange faults are retried with bac
 (``tenacity``); a tick that still fails counts, and ``max_failures`` failures in a row, or
 any fault retrying cannot fix (keys, funds, a rejected order), put the session in ``error``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -37,8 +38,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop
 
 from workbench import store
 from workbench.data import parse_timeframe
-from workbench.errors import (DuplicateOrder, ExchangeError, ExchangeUnavailable, InsufficientFunds, InvalidOrder,
-                              OrderNotFound, RateLimited, RiskLimitBreached, VaultError)
+from workbench.errors import (
+    DuplicateOrder,
+    ExchangeError,
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
+    OrderNotFound,
+    RateLimited,
+    RiskLimitBreached,
+    VaultError,
+)
 from workbench.exchange import Fill, Order, capability
 from workbench.live import _ledger, _risk, _sessions, _venue
 from workbench.live._plan import Leg, Plan, plan
@@ -103,8 +113,14 @@ def tick(session_id: int, *, now: datetime | None = None) -> TickReport:
         except Exception as exc:
             _failed(db, row, exc, final=False)
             raise
-        _log.info("session %s tick %s: %s placed, %s canceled, %s fills", session_id, report.candle,
-                  len(report.placed), len(report.canceled), report.fills)
+        _log.info(
+            "session %s tick %s: %s placed, %s canceled, %s fills",
+            session_id,
+            report.candle,
+            len(report.placed),
+            len(report.canceled),
+            report.fills,
+        )
         return report
 
 
@@ -152,8 +168,9 @@ def halted(session_id: int, *, wait: float, opener: Callable[[], Any] | None = N
 
 
 @contextmanager
-def _exclusive(session_id: int, *, wait: float | None = None,
-               opener: Callable[[], Any] | None = None) -> Iterator[_ledger.Db | None]:
+def _exclusive(
+    session_id: int, *, wait: float | None = None, opener: Callable[[], Any] | None = None
+) -> Iterator[_ledger.Db | None]:
     """Hold the session's advisory lock for the block, on a connection of its own (so the
     server releases it when the process dies); yields how to open transactions as this
     tenant, or None when another tick holds the lock (for longer than ``wait`` seconds)."""
@@ -207,12 +224,17 @@ def wind_down(db: _ledger.Db, session_id: int, policy: str | None = None) -> str
         outcome = step.wind_down(policy)
     except (ExchangeError, VaultError) as exc:
         done = f"{len(step.report.canceled)} open orders cancelled, " if step.report.canceled else ""
-        outcome = (f"{done}its orders and position could NOT be secured on the exchange (check them there): "
-                   f"{type(exc).__name__}: {exc}")
+        outcome = (
+            f"{done}its orders and position could NOT be secured on the exchange (check them there): "
+            f"{type(exc).__name__}: {exc}"
+        )
         step.secured = False
     with db() as scope:
-        scope.execute(update(store.TradingSession).where(store.TradingSession.id == session_id)
-                      .values(wind_down_pending=None if step.secured else policy))
+        scope.execute(
+            update(store.TradingSession)
+            .where(store.TradingSession.id == session_id)
+            .values(wind_down_pending=None if step.secured else policy)
+        )
     return outcome if step.secured else f"{outcome}; tried again on every scheduled run until it is secured"
 
 
@@ -228,26 +250,39 @@ def retry_wind_down(db: _ledger.Db, session_id: int) -> TickReport:
         if secured:
             fresh.status_message = f"{fresh.status_message}; secured on a later try: {outcome}"[:2000]
     if secured:
-        _notify(db, session_id, f"session #{session_id} ({row.status}): secured on a later try: {outcome}",
-                key=f"wind-down-secured-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
-    return TickReport(session_id, row.status, skipped=f"the session is {row.status}; its wind-down was tried "
-                                                       f"again: {outcome}")
+        _notify(
+            db,
+            session_id,
+            f"session #{session_id} ({row.status}): secured on a later try: {outcome}",
+            key=f"wind-down-secured-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+        )
+    return TickReport(
+        session_id, row.status, skipped=f"the session is {row.status}; its wind-down was tried again: {outcome}"
+    )
 
 
 def _notify(db: _ledger.Db, session_id: int, text: str, *, key: str) -> None:
     """Tell the user's channels (a ``message`` event of the session, once per ``key``)."""
     _log.warning("session %s: %s", session_id, text)
     with db() as scope:
-        scope.execute(select(func.notification_emit_quietly(
-            func.current_tenant_id(), session_id, "message", key, cast({"text": text[:4000]}, JSONB))))
+        scope.execute(
+            select(
+                func.notification_emit_quietly(
+                    func.current_tenant_id(), session_id, "message", key, cast({"text": text[:4000]}, JSONB)
+                )
+            )
+        )
 
 
 def _failed(db: _ledger.Db, row, exc: BaseException, *, final: bool) -> None:
     """Count a failed tick; ``final`` faults, or too many in a row, end in ``error``."""
     with db() as scope:
-        failures = scope.scalar(update(store.TradingSession).where(store.TradingSession.id == row.id)
-                                .values(failed_ticks=store.TradingSession.failed_ticks + 1)
-                                .returning(store.TradingSession.failed_ticks))
+        failures = scope.scalar(
+            update(store.TradingSession)
+            .where(store.TradingSession.id == row.id)
+            .values(failed_ticks=store.TradingSession.failed_ticks + 1)
+            .returning(store.TradingSession.failed_ticks)
+        )
     limit = int(row.settings.get("max_failures", 3))
     detail = f"{type(exc).__name__}: {exc}"
     if final or failures >= limit:
@@ -272,9 +307,15 @@ class _Tick:
         self._settled_now: dict[str, Order] = {}  # earlier orders this tick settled that filled, by exchange id
         self._absent: set[str] = set()  # client ids resolved this tick as never accepted
         self._unseen: set[str] = set()  # client ids of accepted orders the exchange did not show this tick
-        self._retrying = Retrying(retry=retry_if_exception_type(_TRANSIENT), wait=self._wait, reraise=True,
-                                  stop=stop_any(stop_after_attempt(int(self.settings.get("retry_attempts", 4))),
-                                                _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0)))))
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            wait=self._wait,
+            reraise=True,
+            stop=stop_any(
+                stop_after_attempt(int(self.settings.get("retry_attempts", 4))),
+                _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0))),
+            ),
+        )
 
     def _wait(self, retry_state) -> float:
         return self._backoff(retry_state.outcome.exception(), retry_state.attempt_number)
@@ -294,9 +335,17 @@ class _Tick:
     def run(self) -> TickReport:
         row = self.row
         candle = self._paper_candle() if self.paper else None
-        with _venue.open_venue(row.id, row.exchange, row.exchange_account_id, row.market_type, row.timeframe,
-                               self.settings, candle if self.paper else self.now, self.db,
-                               since=self._settled()) as exchange:
+        with _venue.open_venue(
+            row.id,
+            row.exchange,
+            row.exchange_account_id,
+            row.market_type,
+            row.timeframe,
+            self.settings,
+            candle if self.paper else self.now,
+            self.db,
+            since=self._settled(),
+        ) as exchange:
             self.exchange = exchange
             if candle is None:
                 candle = pd.Timestamp(self.now or exchange.now()).floor(self.step).to_pydatetime()
@@ -341,8 +390,17 @@ class _Tick:
         row = self.row
         self.report.status = "stopped"  # the records of a wind-down never complete a candle
         candle = self._paper_candle() if self.paper else None
-        with _venue.open_venue(row.id, row.exchange, row.exchange_account_id, row.market_type, row.timeframe,
-                               self.settings, candle, self.db, since=self._settled()) as exchange:
+        with _venue.open_venue(
+            row.id,
+            row.exchange,
+            row.exchange_account_id,
+            row.market_type,
+            row.timeframe,
+            self.settings,
+            candle,
+            self.db,
+            since=self._settled(),
+        ) as exchange:
             self.exchange = exchange
             if self.paper and exchange.clock.finished:
                 return "the replay had ended: nothing rests on the paper exchange"
@@ -389,8 +447,13 @@ class _Tick:
             done = f"the position of {position:g} is protected by a stop at {trigger:g} on the exchange"
         else:
             leg = Leg(self._unused("flat"), "market", side, abs(position), price, True)
-            why = ("" if policy == "flatten" else f" (its stop at {stop_price:g} was already crossed)" if can_stop
-                   else f" ({self.exchange.name} {self.market.type} has no native stop)")
+            why = (
+                ""
+                if policy == "flatten"
+                else f" (its stop at {stop_price:g} was already crossed)"
+                if can_stop
+                else f" ({self.exchange.name} {self.market.type} has no native stop)"
+            )
             done = f"the position of {position:g} was closed at market{why}"
         self._place(leg)
         if _ledger.client_id(self.row.id, self.candle, leg.name) not in self.report.placed:  # refused: said so
@@ -433,17 +496,20 @@ class _Tick:
 
     def _finish_replay(self) -> None:
         with self.db() as scope:
-            scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id,
-                                                             store.TradingSession.status == "running")
-                          .values(status="stopped", status_message="the replay reached the end of its candles"))
+            scope.execute(
+                update(store.TradingSession)
+                .where(store.TradingSession.id == self.row.id, store.TradingSession.status == "running")
+                .values(status="stopped", status_message="the replay reached the end of its candles")
+            )
         self.report.status, self.report.skipped = "stopped", "the replay reached the end of its candles"
 
     def _candles(self) -> pd.DataFrame:
         """Every closed candle from the session's warm-up start to the forming one, page by page."""
         frames, since = [], pd.Timestamp(self.row.history_from)
         while True:
-            page = self._call(self.exchange.fetch_ohlcv, self.row.symbol, self.row.timeframe,
-                              since.to_pydatetime(), _PAGE)
+            page = self._call(
+                self.exchange.fetch_ohlcv, self.row.symbol, self.row.timeframe, since.to_pydatetime(), _PAGE
+            )
             page = page[page.index < pd.Timestamp(self.candle)]
             if len(page):
                 frames.append(page)
@@ -459,18 +525,31 @@ class _Tick:
         candles = self._candles()
         if not len(candles) or candles.index[-1] != pd.Timestamp(self.candle) - self.step:
             got = candles.index[-1] if len(candles) else "none"
-            raise ExchangeUnavailable(f"session #{self.row.id}: the exchange has no closed {self.row.timeframe} "
-                                      f"candle before {self.candle} yet (newest: {got}); try again shortly")
+            raise ExchangeUnavailable(
+                f"session #{self.row.id}: the exchange has no closed {self.row.timeframe} "
+                f"candle before {self.candle} yet (newest: {got}); try again shortly"
+            )
         if self.paper:
             fees, slippage = self.settings.get("fees", 0.001), float(self.settings.get("slippage", 0.0005))
         else:
             taker = float(self.market.taker_fee or 0.001)
-            fees, slippage = {"maker": float(self.market.maker_fee or taker), "taker": taker}, float(
-                self.settings.get("slippage", 0.0005))
+            fees, slippage = (
+                {"maker": float(self.market.maker_fee or taker), "taker": taker},
+                float(self.settings.get("slippage", 0.0005)),
+            )
         fees = fees if isinstance(fees, dict) else {"maker": fees, "taker": fees}
-        return plan(self.strategy.template, self.strategy.params, self.strategy.risk_limits, candles,
-                    self.row.anchor_at, self.candle, float(price), float(self.row.init_equity), fees=fees,
-                    slippage=slippage)
+        return plan(
+            self.strategy.template,
+            self.strategy.params,
+            self.strategy.risk_limits,
+            candles,
+            self.row.anchor_at,
+            self.candle,
+            float(price),
+            float(self.row.init_equity),
+            fees=fees,
+            slippage=slippage,
+        )
 
     def _reconcile(self, the_plan: Plan, price: Decimal) -> list[Leg]:
         """Adopt or cancel orders of ours the database does not know, settle our orders of
@@ -523,12 +602,17 @@ class _Tick:
         limits = self.strategy.risk_limits
         midnight = pd.Timestamp(self.candle).floor("1D").to_pydatetime()
         try:
-            _risk.check(position=position, equity=equity,
-                        day_start=_ledger.day_start_equity(self.db, self.row.id, midnight),
-                        legs=legs, leverage=Decimal(self.row.leverage),
-                        max_leverage=Decimal(str(self.settings.get("max_leverage", self.row.leverage))),
-                        max_position_size=limits.get("max_position_size"),
-                        max_daily_loss=limits.get("max_daily_loss"), currency=self.market.settle or self.market.quote)
+            _risk.check(
+                position=position,
+                equity=equity,
+                day_start=_ledger.day_start_equity(self.db, self.row.id, midnight),
+                legs=legs,
+                leverage=Decimal(self.row.leverage),
+                max_leverage=Decimal(str(self.settings.get("max_leverage", self.row.leverage))),
+                max_position_size=limits.get("max_position_size"),
+                max_daily_loss=limits.get("max_daily_loss"),
+                currency=self.market.settle or self.market.quote,
+            )
         except RiskLimitBreached as breach:
             self._breach(breach, position, price)
             raise
@@ -537,8 +621,11 @@ class _Tick:
         """Stop new orders: cancel ours, flatten when the session says so, record, go to ``error``."""
         self._cancel_pending()
         message = f"{breach}; new orders stopped"
-        if (self.settings.get("flatten_on_breach", True) and position
-                and self._tradeable(abs(position), price, reduce_only=True)):
+        if (
+            self.settings.get("flatten_on_breach", True)
+            and position
+            and self._tradeable(abs(position), price, reduce_only=True)
+        ):
             self._place(Leg("flat", "market", "sell" if position > 0 else "buy", abs(position), price, True))
             message += f", position of {position:g} closed at market"
         self.report.status, self.report.message = "error", message
@@ -559,12 +646,21 @@ class _Tick:
         may still be sent)."""
         symbol, cid = self.row.symbol, row.client_order_id
         unknown = row.exchange_order_id is None
-        found = self._resolve(cid, row.sent_at or row.created_at) if unknown else \
-            self._call(self.exchange.fetch_order, symbol, row.exchange_order_id)
+        found = (
+            self._resolve(cid, row.sent_at or row.created_at)
+            if unknown
+            else self._call(self.exchange.fetch_order, symbol, row.exchange_order_id)
+        )
         if found is None:
             if unknown and (cancel or row.candle_at != self.candle):
-                _ledger.record_order(self.db, self.row.id, cid, None, status="expired",
-                                     resolution="never reached the exchange (none shown after the wait)")
+                _ledger.record_order(
+                    self.db,
+                    self.row.id,
+                    cid,
+                    None,
+                    status="expired",
+                    resolution="never reached the exchange (none shown after the wait)",
+                )
             elif unknown:
                 self._absent.add(cid)
             else:  # an accepted order the exchange does not show yet: next time
@@ -576,8 +672,13 @@ class _Tick:
                 self.report.canceled.append(cid)
             except OrderNotFound:  # it filled or lapsed meanwhile
                 found = self._call(self.exchange.fetch_order, symbol, found.id) or found
-        _ledger.record_order(self.db, self.row.id, cid, found,
-                             resolution="found on the exchange after its answer was lost" if unknown else None)
+        _ledger.record_order(
+            self.db,
+            self.row.id,
+            cid,
+            found,
+            resolution="found on the exchange after its answer was lost" if unknown else None,
+        )
         if found.filled:
             self._settled_now[found.id] = found
 
@@ -589,8 +690,9 @@ class _Tick:
         known = _ledger.known_orders(self.db, self.row.id)
         prefix, policy = _ledger.client_prefix(self.row.id), self.settings.get("unknown_orders", "cancel")
         history = self._call(self.exchange.fetch_orders, self.row.symbol, self._settled())
-        strangers = [o for o in history if (o.client_order_id or "").startswith(prefix)
-                     and o.client_order_id not in known]
+        strangers = [
+            o for o in history if (o.client_order_id or "").startswith(prefix) and o.client_order_id not in known
+        ]
         for order in strangers:
             what = "adopted from the exchange: the database did not know it"
             if order.status == "open" and policy == "cancel":
@@ -600,8 +702,10 @@ class _Tick:
                 except OrderNotFound:
                     order = self._call(self.exchange.fetch_order, self.row.symbol, order.id) or order
             _ledger.adopt_order(self.db, self.row.id, order, what)
-            self._notify(f"order {order.client_order_id} ({order.side} {order.amount:g}, {order.status}) {what}",
-                         key=f"unknown-order:{self.row.id}:{order.id}")
+            self._notify(
+                f"order {order.client_order_id} ({order.side} {order.amount:g}, {order.status}) {what}",
+                key=f"unknown-order:{self.row.id}:{order.id}",
+            )
         if strangers:
             self.report.message = f"{len(strangers)} order(s) of this session unknown to the database reconciled"
 
@@ -618,15 +722,21 @@ class _Tick:
             return
         for order_id in sorted({f.order_id for f in liquidations}):
             order = self._call(self.exchange.fetch_order, self.row.symbol, order_id)
-            _ledger.adopt_order(self.db, self.row.id, replace(order, client_order_id=f"liq-{order_id}"[:64]),
-                                "closed by the venue's liquidation engine")
+            _ledger.adopt_order(
+                self.db,
+                self.row.id,
+                replace(order, client_order_id=f"liq-{order_id}"[:64]),
+                "closed by the venue's liquidation engine",
+            )
         self.report.fills = _ledger.record_fills(self.db, self.row.id, liquidations, adopt=False)
         amount = sum((f.amount for f in liquidations), Decimal(0))
         price = sum((f.amount * f.price for f in liquidations), Decimal(0)) / amount
         self._cancel_pending()
-        text = (f"{self.row.exchange} liquidated the position: {liquidations[0].side} {amount.normalize():f} "
-                f"{self.row.symbol} at {price.quantize(self.market.price_step).normalize():f}; its open orders were "
-                f"cancelled and it stopped trading")
+        text = (
+            f"{self.row.exchange} liquidated the position: {liquidations[0].side} {amount.normalize():f} "
+            f"{self.row.symbol} at {price.quantize(self.market.price_step).normalize():f}; its open orders were "
+            f"cancelled and it stopped trading"
+        )
         self._notify(text, key=f"liquidated:{self.row.id}:{liquidations[0].order_id}")
         self.report.status, self.report.message = "error", text
         self._record(price)
@@ -636,12 +746,16 @@ class _Tick:
     def _pause_closed_market(self) -> None:
         """The venue halts or delists the session's market: pause (orders and position stay as
         they are, nothing can trade there) and tell the user."""
-        text = (f"paused: {self.row.symbol} does not trade on {self.row.exchange} now (halted or being delisted); "
-                f"its orders and position were left as they are; resume the session once the market trades again")
+        text = (
+            f"paused: {self.row.symbol} does not trade on {self.row.exchange} now (halted or being delisted); "
+            f"its orders and position were left as they are; resume the session once the market trades again"
+        )
         with self.db() as scope:
-            scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id,
-                                                             store.TradingSession.status == "running")
-                          .values(status="paused", status_message=text))
+            scope.execute(
+                update(store.TradingSession)
+                .where(store.TradingSession.id == self.row.id, store.TradingSession.status == "running")
+                .values(status="paused", status_message=text)
+            )
         self._notify(text, key=f"market-closed:{self.row.id}:{self.candle.isoformat()}")
         self.report.status, self.report.skipped = "paused", text
         raise _Halted(text)
@@ -663,8 +777,9 @@ class _Tick:
         row = self.mine.get(cid)
         reduce_only = leg.reduce_only and (self.paper or self.market.type == "swap")
         try:
-            amount, price = self.exchange.normalize_order(self.row.symbol, self._affordable(leg), leg.price,
-                                                          type=leg.type, reduce_only=reduce_only)
+            amount, price = self.exchange.normalize_order(
+                self.row.symbol, self._affordable(leg), leg.price, type=leg.type, reduce_only=reduce_only
+            )
         except InvalidOrder as exc:
             self.report.emulated.append(f"{leg.name} (not sent: {exc})")
             return
@@ -673,12 +788,18 @@ class _Tick:
             row = _ledger.record_intent(self.db, self.row.id, self.candle, leg, cid, amount, price)
             checkpoint("intent_recorded", leg.name)
         elif not unknown:  # resolved as never accepted: sent again from now
-            row.sent_at = _ledger.mark_sent(self.db, self.row.id, cid, "sent again: the exchange showed no order "
-                                            "under its client id after the wait")
+            row.sent_at = _ledger.mark_sent(
+                self.db, self.row.id, cid, "sent again: the exchange showed no order under its client id after the wait"
+            )
         try:
-            order, resolution = self._ensure(cid, lambda: self.exchange.create_order(
-                self.row.symbol, leg.side, leg.type, amount, price, client_order_id=cid, reduce_only=reduce_only),
-                sent_at=row.sent_at or row.created_at, unknown=unknown)
+            order, resolution = self._ensure(
+                cid,
+                lambda: self.exchange.create_order(
+                    self.row.symbol, leg.side, leg.type, amount, price, client_order_id=cid, reduce_only=reduce_only
+                ),
+                sent_at=row.sent_at or row.created_at,
+                unknown=unknown,
+            )
         except InsufficientFunds as exc:  # the account is not the simulation's: skip the leg, trade on
             _ledger.record_order(self.db, self.row.id, cid, None, status="rejected", resolution=str(exc)[:500])
             self.report.emulated.append(f"{leg.name} (refused by the exchange: {exc})")
@@ -699,15 +820,29 @@ class _Tick:
         what the free balance pays for."""
         if leg.side == "sell" and self.market.type == "spot":
             base = self._call(self.exchange.fetch_balance).get(self.market.base)
-            stops = Decimal(0) if self.paper else sum(
-                (o.remaining for o in self._sent.values() if o.type == "stop" and o.status == "open"), Decimal(0))
-            free = min(base.free if base else Decimal(0), (base.total if base else Decimal(0)) - stops,
-                       max(self._position(), Decimal(0)))
+            stops = (
+                Decimal(0)
+                if self.paper
+                else sum(
+                    (o.remaining for o in self._sent.values() if o.type == "stop" and o.status == "open"), Decimal(0)
+                )
+            )
+            free = min(
+                base.free if base else Decimal(0),
+                (base.total if base else Decimal(0)) - stops,
+                max(self._position(), Decimal(0)),
+            )
             return self._cut(leg, free, "the free base balance")
         if leg.reduce_only:
             position = self._position()
-            resting = sum((o.remaining for o in self._sent.values() if o.reduce_only and o.status == "open"
-                           and (o.side == "sell") == (position > 0)), Decimal(0))
+            resting = sum(
+                (
+                    o.remaining
+                    for o in self._sent.values()
+                    if o.reduce_only and o.status == "open" and (o.side == "sell") == (position > 0)
+                ),
+                Decimal(0),
+            )
             return self._cut(leg, max(abs(position) - resting, Decimal(0)), "the position not yet covered")
         free = self._call(self.exchange.fetch_balance).get(self.market.settle or self.market.quote)
         fee = max(self.market.maker_fee or Decimal(0), self.market.taker_fee or Decimal(0))
@@ -726,8 +861,9 @@ class _Tick:
             self.report.emulated.append(f"{leg.name} (cut from {leg.amount:g} to {what}, {available:g})")
         return min(leg.amount, available)
 
-    def _ensure(self, cid: str, send: Callable[[], Order], *, sent_at: datetime, unknown: bool
-                ) -> tuple[Order, str | None]:
+    def _ensure(
+        self, cid: str, send: Callable[[], Order], *, sent_at: datetime, unknown: bool
+    ) -> tuple[Order, str | None]:
         """The order under ``cid`` executed at most once, and how its outcome was settled when
         an answer was missing. ``unknown``: an earlier attempt (last sent at ``sent_at``) may
         have reached the exchange; then, and after every send whose answer is lost, the order
@@ -738,8 +874,12 @@ class _Tick:
                 found = self._resolve(cid, sent_at)
                 if found is not None:
                     return found, "found on the exchange after its answer was lost"
-                sent_at = _ledger.mark_sent(self.db, self.row.id, cid, "sent again: the exchange showed no "
-                                            "order under its client id after the wait")
+                sent_at = _ledger.mark_sent(
+                    self.db,
+                    self.row.id,
+                    cid,
+                    "sent again: the exchange showed no order under its client id after the wait",
+                )
             checkpoint("before_send", cid)
             try:
                 return send(), None
@@ -778,8 +918,9 @@ class _Tick:
         self._hand_trades(fills)
         if self.market.type == "swap" and not self.paper:  # what the venue booked: compare with a backtest's
             since = _ledger.last_funding_at(self.db, self.row.id) or self.row.anchor_at
-            self.report.funding = _ledger.record_funding(self.db, self.row.id, self._call(
-                self.exchange.fetch_funding_payments, self.row.symbol, since))
+            self.report.funding = _ledger.record_funding(
+                self.db, self.row.id, self._call(self.exchange.fetch_funding_payments, self.row.symbol, since)
+            )
         self._compare_ledger()
         equity, balance, position = self._account(price)
         pnl = equity - Decimal(self.row.init_equity)
@@ -806,16 +947,19 @@ class _Tick:
             for fill in fills:
                 if fill.order_id in shown:
                     shown[fill.order_id][fill.id] = fill.amount
-            if all(sum(shown[o].values(), Decimal(0)) >= amount for o, amount in filled.items()) \
-                    or time.monotonic() >= deadline:
+            if (
+                all(sum(shown[o].values(), Decimal(0)) >= amount for o, amount in filled.items())
+                or time.monotonic() >= deadline
+            ):
                 return fills
             time.sleep(0.1)
 
     def _unresolved(self) -> bool:
         """Whether an order of ours was sent and not heard back from yet, or is not shown yet
         (the fills of the order a stop placed carry that order's id, known once the stop is)."""
-        return bool(self._unseen) or any(r.exchange_order_id is None
-                                         for r in _ledger.orders(self.db, self.row.id, pending=True))
+        return bool(self._unseen) or any(
+            r.exchange_order_id is None for r in _ledger.orders(self.db, self.row.id, pending=True)
+        )
 
     def _fee_in_base(self, fill: Fill) -> Decimal:
         """The part of a spot fill's amount the venue kept as its commission."""
@@ -832,15 +976,19 @@ class _Tick:
         held = self._position()
         if abs(held - recorded) <= max(self.market.amount_step, abs(recorded) * Decimal("1e-9")):
             return
-        text = (f"the exchange shows a position of {held:g} on {self.row.symbol} for this session, its recorded "
-                f"fills make {recorded:g} ({held - recorded:+g})")
+        text = (
+            f"the exchange shows a position of {held:g} on {self.row.symbol} for this session, its recorded "
+            f"fills make {recorded:g} ({held - recorded:+g})"
+        )
         self.report.message = text
         self._notify(text, key=f"mismatch:{self.row.id}:{self.candle.isoformat()}")
         if self.settings.get("on_mismatch", "report") == "pause":
             with self.db() as scope:
-                scope.execute(update(store.TradingSession).where(store.TradingSession.id == self.row.id,
-                                                                 store.TradingSession.status == "running")
-                              .values(status="paused", status_message=f"paused: {text}"))
+                scope.execute(
+                    update(store.TradingSession)
+                    .where(store.TradingSession.id == self.row.id, store.TradingSession.status == "running")
+                    .values(status="paused", status_message=f"paused: {text}")
+                )
             self.report.status = "paused"
 
     def _hand_trades(self, fills: list[Fill]) -> None:
@@ -850,8 +998,13 @@ class _Tick:
         if self.paper or self._unresolved():
             return
         ours, prefix = set(_ledger.known_orders(self.db, self.row.id).values()), _ledger.client_prefix(self.row.id)
-        foreign = [f for f in fills if f.order_id not in ours and not (f.client_order_id or "").startswith(prefix)
-                   and f.timestamp >= pd.Timestamp(self.row.started_at or self.row.anchor_at)]
+        foreign = [
+            f
+            for f in fills
+            if f.order_id not in ours
+            and not (f.client_order_id or "").startswith(prefix)
+            and f.timestamp >= pd.Timestamp(self.row.started_at or self.row.anchor_at)
+        ]
         if not foreign:
             return
         with self.db() as scope:
@@ -862,9 +1015,14 @@ class _Tick:
                 return
             moved = sum(((f.amount if f.side == "buy" else -f.amount) - self._fee_in_base(f) for f in new), Decimal(0))
             offset = Decimal(row.settings.get("position_offset", "0")) + moved
-            row.settings = {**row.settings, "position_offset": str(offset),
-                            "hand_trades": sorted(seen | {f.id for f in new})}
+            row.settings = {
+                **row.settings,
+                "position_offset": str(offset),
+                "hand_trades": sorted(seen | {f.id for f in new}),
+            }
         self.settings["position_offset"] = str(offset)
-        self._notify(f"{len(new)} trade(s) on {self.row.symbol} not made by this session (by hand?), net "
-                     f"{moved:+g}; they are left as they are and not counted as the session's position",
-                     key=f"hand-trades:{self.row.id}:{min(f.id for f in new)}")
+        self._notify(
+            f"{len(new)} trade(s) on {self.row.symbol} not made by this session (by hand?), net "
+            f"{moved:+g}; they are left as they are and not counted as the session's position",
+            key=f"hand-trades:{self.row.id}:{min(f.id for f in new)}",
+        )

@@ -5,6 +5,7 @@ Paper sessions replay bundled history: their paper account lives in the database
 being ticked, so every tick (each its own process, in production) continues where the last
 one ended. ccxt sessions get their keys from ``workbench.vault.keys_for`` in memory only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -46,9 +47,17 @@ def paper_symbol(settings: dict[str, Any], market_type: str) -> str:
     return f"{symbol}:{symbol.split('/')[1]}" if market_type == "swap" else symbol
 
 
-def open_venue(session_id: int, exchange: str, account_id: int | None, market_type: str, timeframe: str,
-               settings: dict[str, Any], at: datetime | None, db: Db | None = None,
-               since: datetime | None = None) -> Exchange:
+def open_venue(
+    session_id: int,
+    exchange: str,
+    account_id: int | None,
+    market_type: str,
+    timeframe: str,
+    settings: dict[str, Any],
+    at: datetime | None,
+    db: Db | None = None,
+    since: datetime | None = None,
+) -> Exchange:
     """The session's exchange, its clock at ``at`` (paper: the forming candle; ccxt: when
     given, the time to act at). A paper account is read and written through ``db`` by a
     caller holding the session's lock, which needs no order or fill older than ``since``."""
@@ -57,14 +66,29 @@ def open_venue(session_id: int, exchange: str, account_id: int | None, market_ty
 
         candles = replay_candles(settings, timeframe)
         clock = ReplayClock(candles, start=at if at is not None else 1)
-        return open_exchange(PAPER, candles=candles, clock=clock, market_type=market_type,
-                             account=f"session-{session_id}", store=PostgresPaperStore(db, exclusive=True, since=since),
-                             balance=settings.get("balance", 10_000.0), fees=settings.get("fees", 0.001),
-                             slippage=settings.get("slippage", 0.0005))
+        return open_exchange(
+            PAPER,
+            candles=candles,
+            clock=clock,
+            market_type=market_type,
+            account=f"session-{session_id}",
+            store=PostgresPaperStore(db, exclusive=True, since=since),
+            balance=settings.get("balance", 10_000.0),
+            fees=settings.get("fees", 0.001),
+            slippage=settings.get("slippage", 0.0005),
+        )
     from workbench import vault
 
     keys = vault.keys_for(account_id)
     ccxt = settings.get("ccxt", {})
     clock = {} if at is None else {"clock": at.timestamp}  # a tick told when "now" is
-    return open_exchange(exchange, api_key=keys.api_key, secret=keys.secret, password=keys.passphrase,
-                         market_type=market_type, urls=ccxt.get("urls"), config=ccxt.get("config"), **clock)
+    return open_exchange(
+        exchange,
+        api_key=keys.api_key,
+        secret=keys.secret,
+        password=keys.passphrase,
+        market_type=market_type,
+        urls=ccxt.get("urls"),
+        config=ccxt.get("config"),
+        **clock,
+    )

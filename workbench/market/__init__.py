@@ -21,6 +21,7 @@ changes nothing. PostgreSQL row-level security (migration 0008) shows every tena
 listed listings, lets only the author change one, shows a paid listing's parameters only to
 tenants entitled to it, and never exposes anything else of the author's.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -43,4 +44,3 @@ if TYPE_CHECKING:  # pragma: no cover
     from workbench.market._clone import clone
     from workbench.market._entitlements import Entitlement, entitlements, grant
     from workbench.market._listing import Listing
-

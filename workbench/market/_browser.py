@@ -1,5 +1,6 @@
 """The catalogue as an ipywidgets browser: filters, a list of listings, the chosen listing's
 metrics and chart, and a clone button. Errors show in the widget instead of raising."""
+
 from __future__ import annotations
 
 import html
@@ -20,13 +21,16 @@ class MarketBrowser(widgets.VBox):
     def __init__(self):
         from workbench.strategies import templates
 
-        self.template = widgets.Dropdown(options=[("any template", None), *[(t, t) for t in templates()]],
-                                         layout=widgets.Layout(width="180px"))
-        self.price = widgets.ToggleButtons(options=[("any", None), ("free", True), ("paid", False)],
-                                           style={"button_width": "60px"})
+        self.template = widgets.Dropdown(
+            options=[("any template", None), *[(t, t) for t in templates()]], layout=widgets.Layout(width="180px")
+        )
+        self.price = widgets.ToggleButtons(
+            options=[("any", None), ("free", True), ("paid", False)], style={"button_width": "60px"}
+        )
         self.search = widgets.Text(placeholder="search name, description", continuous_update=False)
-        self.min_sharpe = widgets.Text(placeholder="min Sharpe", continuous_update=False,
-                                       layout=widgets.Layout(width="110px"))
+        self.min_sharpe = widgets.Text(
+            placeholder="min Sharpe", continuous_update=False, layout=widgets.Layout(width="110px")
+        )
         self.listings = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="100%"))
         self.detail = widgets.HTML()
         self.chart = widgets.Output()
@@ -40,8 +44,16 @@ class MarketBrowser(widgets.VBox):
         self.listings.observe(lambda change: self.show(change["new"]), names="value")
         self.clone_button.on_click(lambda _: self.clone())
         filters = widgets.HBox([self.template, self.price, self.search, self.min_sharpe])
-        super().__init__([filters, self.listings, self.detail, self.chart,
-                          widgets.HBox([self.name_box, self.clone_button]), self.status])
+        super().__init__(
+            [
+                filters,
+                self.listings,
+                self.detail,
+                self.chart,
+                widgets.HBox([self.name_box, self.clone_button]),
+                self.status,
+            ]
+        )
         self.refresh()
 
     def refresh(self) -> None:
@@ -49,8 +61,9 @@ class MarketBrowser(widgets.VBox):
         text = self.min_sharpe.value.strip()
         try:
             minimum = {"sharpe": float(text)} if text else None
-            self.table = browse(self.template.value, free=self.price.value, search=self.search.value or None,
-                                min_metrics=minimum)
+            self.table = browse(
+                self.template.value, free=self.price.value, search=self.search.value or None, min_metrics=minimum
+            )
         except ValueError:
             self.status.value = _BAD.format(html.escape(f"min Sharpe: {text!r} is not a number"))
             return

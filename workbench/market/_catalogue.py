@@ -3,6 +3,7 @@
 migration 0008) decides what is visible and writable; the checks here only turn a refusal
 into a clear message. ``opener`` lets trusted code (the CLI, the hub) act as the operator.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,17 @@ _MAX_PRICE = Decimal("1e12")
 BROWSE_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "win_rate", "trades")
 
 
-def publish(strategy: Any, *, name: str | None = None, description: str = "", price: float | str | Decimal = 0,
-            currency: str = "USD", dataset: str | pd.DataFrame = DEFAULT_DATASET, dataset_name: str | None = None,
-            **backtest: Any) -> Listing:
+def publish(
+    strategy: Any,
+    *,
+    name: str | None = None,
+    description: str = "",
+    price: float | str | Decimal = 0,
+    currency: str = "USD",
+    dataset: str | pd.DataFrame = DEFAULT_DATASET,
+    dataset_name: str | None = None,
+    **backtest: Any,
+) -> Listing:
     """Publish one of your strategies to the shared catalogue; the listing is a snapshot.
 
     Args:
@@ -52,9 +61,12 @@ def publish(strategy: Any, *, name: str | None = None, description: str = "", pr
     from workbench.store.models import MarketListing, MarketListingParams
 
     saved_name, template, params, risk = resolve_strategy(strategy)
-    fields = {"name": _text(name if name is not None else saved_name, "name", required=True),
-              "description": _text(description, "description"), "price": _price(price),
-              "currency": _currency(currency)}
+    fields = {
+        "name": _text(name if name is not None else saved_name, "name", required=True),
+        "description": _text(description, "description"),
+        "price": _price(price),
+        "currency": _currency(currency),
+    }
     snap = take(template, params, risk, dataset, dataset_name, backtest)
     with store.session() as db:
         row = MarketListing(**fields, **_listing_columns(snap))
@@ -65,9 +77,18 @@ def publish(strategy: Any, *, name: str | None = None, description: str = "", pr
         return read(db, row.id)
 
 
-def update(listing: int, *, strategy: Any = None, name: str | None = None, description: str | None = None,
-           price: float | str | Decimal | None = None, currency: str | None = None,
-           dataset: str | pd.DataFrame | None = None, dataset_name: str | None = None, **backtest: Any) -> Listing:
+def update(
+    listing: int,
+    *,
+    strategy: Any = None,
+    name: str | None = None,
+    description: str | None = None,
+    price: float | str | Decimal | None = None,
+    currency: str | None = None,
+    dataset: str | pd.DataFrame | None = None,
+    dataset_name: str | None = None,
+    **backtest: Any,
+) -> Listing:
     """Change your listing. A new ``strategy``, ``dataset`` or backtest setting measures it
     again and takes a new snapshot (``version`` + 1); name, description and price change in
     place. Clones already made are their owners' and do not change."""
@@ -85,8 +106,9 @@ def update(listing: int, *, strategy: Any = None, name: str | None = None, descr
         changes["currency"] = _currency(currency)
     remeasure = strategy is not None or dataset is not None or dataset_name is not None or bool(backtest)
     if not changes and not remeasure:
-        raise MarketError("nothing to update: pass strategy, name, description, price, currency, dataset "
-                          "or backtest settings")
+        raise MarketError(
+            "nothing to update: pass strategy, name, description, price, currency, dataset or backtest settings"
+        )
     resolved = resolve_strategy(strategy)[1:] if strategy is not None else None
     with store.session() as db:
         row = find(db, listing)
@@ -98,8 +120,10 @@ def update(listing: int, *, strategy: Any = None, name: str | None = None, descr
             template, params, risk = resolved or (row.template, kept.params, kept.risk_limits)
             if dataset is None:
                 if not row.dataset_info.get("bundled"):
-                    raise MarketError(f"listing #{row.id} was measured on {row.dataset!r}, which is not bundled; "
-                                      f"pass its candles (dataset=..., dataset_name=...) to measure it again")
+                    raise MarketError(
+                        f"listing #{row.id} was measured on {row.dataset!r}, which is not bundled; "
+                        f"pass its candles (dataset=..., dataset_name=...) to measure it again"
+                    )
                 dataset = row.dataset
             snap = take(template, params, risk, dataset, dataset_name, {**backtest_options(row.settings), **backtest})
             changes.update(_listing_columns(snap), version=row.version + 1)
@@ -134,9 +158,15 @@ def listing(listing: int, *, opener: Opener | None = None) -> Listing:
         return read(db, listing)
 
 
-def browse(template: str | None = None, *, free: bool | None = None, search: str | None = None,
-           min_metrics: Mapping[str, float] | None = None, max_metrics: Mapping[str, float] | None = None,
-           opener: Opener | None = None) -> pd.DataFrame:
+def browse(
+    template: str | None = None,
+    *,
+    free: bool | None = None,
+    search: str | None = None,
+    min_metrics: Mapping[str, float] | None = None,
+    max_metrics: Mapping[str, float] | None = None,
+    opener: Opener | None = None,
+) -> pd.DataFrame:
     """The catalogue as a table, filtered: by ``template``, ``free`` (True: free only, False:
     paid only), ``search`` (case-insensitive text in name or description), and published
     metrics, e.g. ``min_metrics={"sharpe": 1}, max_metrics={"max_drawdown": 0.3}`` (a listing
@@ -145,12 +175,28 @@ def browse(template: str | None = None, *, free: bool | None = None, search: str
     from sqlalchemy import Float, or_, select
 
     from workbench import store
-    from workbench.store.models import MarketListing as L, MarketListingParams as P
+    from workbench.store.models import MarketListing as L
+    from workbench.store.models import MarketListingParams as P
 
-    query = select(L.id, L.name, L.author, L.template, L.price, L.currency, L.dataset,
-                   *[L.metrics[m].astext.cast(Float).label(m) for m in BROWSE_METRICS],
-                   P.listing_id.is_not(None).label("cloneable"), L.status, L.version, L.updated_at,
-                   L.description).outerjoin(P, P.listing_id == L.id).order_by(L.id)
+    query = (
+        select(
+            L.id,
+            L.name,
+            L.author,
+            L.template,
+            L.price,
+            L.currency,
+            L.dataset,
+            *[L.metrics[m].astext.cast(Float).label(m) for m in BROWSE_METRICS],
+            P.listing_id.is_not(None).label("cloneable"),
+            L.status,
+            L.version,
+            L.updated_at,
+            L.description,
+        )
+        .outerjoin(P, P.listing_id == L.id)
+        .order_by(L.id)
+    )
     if template is not None:
         query = query.where(L.template == template)
     if free is not None:
@@ -178,8 +224,10 @@ def find(db: Session, listing: int) -> MarketListing:
         raise MarketError(f"a listing is named by its id (an int), not {listing!r:.40}")
     row = db.get(MarketListing, listing)
     if row is None:
-        raise MarketError(f"no listing #{listing} in the catalogue (a withdrawn listing is visible to its "
-                          f"author only); browse() shows them")
+        raise MarketError(
+            f"no listing #{listing} in the catalogue (a withdrawn listing is visible to its "
+            f"author only); browse() shows them"
+        )
     return row
 
 
@@ -189,13 +237,26 @@ def read(db: Session, listing: int) -> Listing:
 
     row = find(db, listing)
     params = db.get(MarketListingParams, row.id)
-    return Listing(id=row.id, name=row.name, description=row.description, author=row.author,
-                   template=row.template, dataset=row.dataset, dataset_info=dict(row.dataset_info),
-                   settings=dict(row.settings), metrics=dict(row.metrics), equity_curve=dict(row.equity_curve),
-                   price=row.price, currency=row.currency, status=row.status, version=row.version,
-                   created_at=row.created_at, updated_at=row.updated_at,
-                   params=dict(params.params) if params else None,
-                   risk_limits=dict(params.risk_limits) if params else None)
+    return Listing(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        author=row.author,
+        template=row.template,
+        dataset=row.dataset,
+        dataset_info=dict(row.dataset_info),
+        settings=dict(row.settings),
+        metrics=dict(row.metrics),
+        equity_curve=dict(row.equity_curve),
+        price=row.price,
+        currency=row.currency,
+        status=row.status,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        params=dict(params.params) if params else None,
+        risk_limits=dict(params.risk_limits) if params else None,
+    )
 
 
 def me(db: Session) -> str | None:
@@ -216,8 +277,14 @@ def check_author(db: Session, row: MarketListing, action: str, operator: bool = 
 
 
 def _listing_columns(snap: Snapshot) -> dict[str, Any]:
-    return {"template": snap.template, "dataset": snap.dataset, "dataset_info": snap.dataset_info,
-            "settings": snap.settings, "metrics": snap.metrics, "equity_curve": snap.equity_curve}
+    return {
+        "template": snap.template,
+        "dataset": snap.dataset,
+        "dataset_info": snap.dataset_info,
+        "settings": snap.settings,
+        "metrics": snap.metrics,
+        "equity_curve": snap.equity_curve,
+    }
 
 
 def _text(value: Any, field: str, required: bool = False) -> str:
@@ -232,8 +299,9 @@ def _price(value: Any) -> Decimal:
     except InvalidOperation:
         price = None
     if price is None or not price.is_finite() or not 0 <= price < _MAX_PRICE:
-        raise MarketError(f"price: {value!r:.40} is not allowed; expected 0 (free) or a positive amount "
-                          f"below {_MAX_PRICE:,.0f}")
+        raise MarketError(
+            f"price: {value!r:.40} is not allowed; expected 0 (free) or a positive amount below {_MAX_PRICE:,.0f}"
+        )
     return price
 
 

@@ -5,6 +5,7 @@
 (every listing, withdrawn ones too; grants recorded as the operator's). ``publish`` and
 ``clone`` act as the tenant of the notebook session (``local`` in single-user mode).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,9 @@ from workbench.scheduler._cli import _opener  # tenant with a tenant URL, else t
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    market = subparsers.add_parser("market", help="the strategy marketplace: list, show, publish, clone, "
-                                                  "grant, withdraw, verify")
+    market = subparsers.add_parser(
+        "market", help="the strategy marketplace: list, show, publish, clone, grant, withdraw, verify"
+    )
     actions = market.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="the catalogue, filtered")
     listing.add_argument("--template")
@@ -70,13 +72,33 @@ def _bounds(pairs: list[str], option: str) -> dict[str, float]:
 def _list(args: argparse.Namespace) -> int:
     from workbench.market import browse
 
-    table = browse(args.template, free=args.free, search=args.search, min_metrics=_bounds(args.min, "--min"),
-                   max_metrics=_bounds(args.max, "--max"), opener=_opener())
+    table = browse(
+        args.template,
+        free=args.free,
+        search=args.search,
+        min_metrics=_bounds(args.min, "--min"),
+        max_metrics=_bounds(args.max, "--max"),
+        opener=_opener(),
+    )
     if table.empty:
         print("no listings match")
         return 0
-    shown = table[["name", "author", "template", "price", "currency", "total_return", "sharpe", "max_drawdown",
-                   "trades", "cloneable", "status", "version"]]
+    shown = table[
+        [
+            "name",
+            "author",
+            "template",
+            "price",
+            "currency",
+            "total_return",
+            "sharpe",
+            "max_drawdown",
+            "trades",
+            "cloneable",
+            "status",
+            "version",
+        ]
+    ]
     print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
     return 0
 
@@ -86,17 +108,36 @@ def _show(args: argparse.Namespace) -> int:
 
     found = listing(args.listing, opener=_opener())
     if args.json:
-        fields = {k: getattr(found, k) for k in ("id", "name", "description", "author", "template", "dataset",
-                                                 "dataset_info", "settings", "metrics", "price", "currency",
-                                                 "status", "version", "params", "risk_limits")}
+        fields = {
+            k: getattr(found, k)
+            for k in (
+                "id",
+                "name",
+                "description",
+                "author",
+                "template",
+                "dataset",
+                "dataset_info",
+                "settings",
+                "metrics",
+                "price",
+                "currency",
+                "status",
+                "version",
+                "params",
+                "risk_limits",
+            )
+        }
         print(json.dumps(fields, indent=2, default=str))
         return 0
     print(found)
     if found.description:
         print(found.description)
     info = found.dataset_info
-    print(f"measured on {found.dataset} ({info.get('symbol')} {info.get('timeframe')}, {info.get('start')} to "
-          f"{info.get('end')}, {info.get('bars')} bars)")
+    print(
+        f"measured on {found.dataset} ({info.get('symbol')} {info.get('timeframe')}, {info.get('start')} to "
+        f"{info.get('end')}, {info.get('bars')} bars)"
+    )
     print("price: free" if found.free else f"price: {found.price} {found.currency}")
     print(found.stats().to_string())
     print("strategy: " + (json.dumps(found.strategy) if found.cloneable else "(needs an entitlement)"))
@@ -106,12 +147,21 @@ def _show(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     from workbench.market import publish
 
-    strategy: Any = int(args.strategy[1:]) if args.strategy[:1] == "#" and args.strategy[1:].isdigit() \
-        else args.strategy
-    made = publish(strategy, name=args.name, description=args.description, price=args.price,
-                   currency=args.currency, dataset=args.dataset)
-    print(f"published listing #{made.id} {made.name!r} (sharpe {made.metrics['sharpe']}, "
-          f"total return {made.metrics['total_return']})")
+    strategy: Any = (
+        int(args.strategy[1:]) if args.strategy[:1] == "#" and args.strategy[1:].isdigit() else args.strategy
+    )
+    made = publish(
+        strategy,
+        name=args.name,
+        description=args.description,
+        price=args.price,
+        currency=args.currency,
+        dataset=args.dataset,
+    )
+    print(
+        f"published listing #{made.id} {made.name!r} (sharpe {made.metrics['sharpe']}, "
+        f"total return {made.metrics['total_return']})"
+    )
     return 0
 
 

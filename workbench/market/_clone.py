@@ -1,6 +1,7 @@
 """Cloning a listing: its parameters become a new strategy of yours (version 1, remembering
 the listing it came from). The parameters are read through your own role, so the database
 refuses a paid listing's parameters until you hold an entitlement to it."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -35,10 +36,8 @@ def clone(listing: int, name: str | None = None) -> SavedStrategy:
             raise MarketError(f"a clone needs a non-empty name, not {name!r:.40}")
         name = name.strip()
         if db.scalar(select(store.Strategy.id).where(store.Strategy.name == name).limit(1)) is not None:
-            raise MarketError(f"you have a strategy named {name!r} already; clone under another name "
-                              f"(name=...)")
-        row = store.Strategy(name=name, template=template.name, params=params, risk_limits=risk,
-                             listing_id=listed.id)
+            raise MarketError(f"you have a strategy named {name!r} already; clone under another name (name=...)")
+        row = store.Strategy(name=name, template=template.name, params=params, risk_limits=risk, listing_id=listed.id)
         db.add(row)
         db.flush()
         db.refresh(row)

@@ -1,6 +1,7 @@
 """Entitlements: who may clone a paid listing. The listing's author grants them (the database
 refuses anyone else's), or the operator does through ``opener=store.owner_session`` (the
 ``workbench market grant`` command). No payment is processed; recording the right is all."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,7 @@ def grant(listing: int, tenant: str, *, opener: Opener | None = None) -> Entitle
         if tenant == row.author:
             raise MarketError(f"{tenant!r} is the author of listing #{row.id} and needs no entitlement")
         try:
-            db.execute(insert(MarketEntitlement).values(listing_id=row.id, grantee=tenant)
-                       .on_conflict_do_nothing())
+            db.execute(insert(MarketEntitlement).values(listing_id=row.id, grantee=tenant).on_conflict_do_nothing())
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", None) == "23503":  # foreign key: no such tenant
                 raise MarketError(f"no tenant named {tenant!r}") from None
@@ -55,10 +55,14 @@ def entitlements(*, opener: Opener | None = None) -> pd.DataFrame:
     from sqlalchemy import select
 
     from workbench import store
-    from workbench.store.models import MarketEntitlement as E, MarketListing as L
+    from workbench.store.models import MarketEntitlement as E
+    from workbench.store.models import MarketListing as L
 
-    query = (select(E.listing_id, L.name.label("listing"), L.author, E.grantee, E.granted_by, E.created_at)
-             .outerjoin(L, L.id == E.listing_id).order_by(E.listing_id, E.grantee))
+    query = (
+        select(E.listing_id, L.name.label("listing"), L.author, E.grantee, E.granted_by, E.created_at)
+        .outerjoin(L, L.id == E.listing_id)
+        .order_by(E.listing_id, E.grantee)
+    )
     with (opener or store.session)() as db:
         rows = db.execute(query).all()
     return pd.DataFrame(rows, columns=list(query.selected_columns.keys()))

@@ -1,5 +1,6 @@
 """A listing as the catalogue shows it: published metrics, chart, and (when you may clone it)
 the parameters."""
+
 from __future__ import annotations
 
 import html
@@ -67,8 +68,11 @@ class Listing:
 
         from workbench.backtest._result import _METRIC_LABELS
 
-        rows = {label: "n/a" if self.metrics.get(name) is None else fmt.format(self.metrics[name])
-                for name, (label, fmt) in _METRIC_LABELS.items() if name in self.metrics}
+        rows = {
+            label: "n/a" if self.metrics.get(name) is None else fmt.format(self.metrics[name])
+            for name, (label, fmt) in _METRIC_LABELS.items()
+            if name in self.metrics
+        }
         return pd.DataFrame({f"#{self.id} {self.name}": rows})
 
     def verify(self, candles: pd.DataFrame | None = None, *, tolerance: float = 1e-9) -> pd.DataFrame:
@@ -83,37 +87,50 @@ class Listing:
         self._require_params("the parameters to verify it")
         if candles is None:
             if not self.dataset_info.get("bundled"):
-                raise MarketError(f"listing #{self.id} was measured on {self.dataset!r}, which is not bundled; "
-                                  f"pass those candles to verify it")
+                raise MarketError(
+                    f"listing #{self.id} was measured on {self.dataset!r}, which is not bundled; "
+                    f"pass those candles to verify it"
+                )
             candles = candles_of(self.dataset, None)[0]
         elif fingerprint(candles) != self.dataset_info.get("sha256"):
-            raise MarketError(f"these candles are not the data set {self.dataset!r} of listing #{self.id} "
-                              f"(their sha256 differs)")
-        again = json_metrics(backtest(self.template, candles, self.params, risk=self.risk_limits,
-                                      **backtest_options(self.settings)).metrics)
-        table = pd.DataFrame({"published": pd.Series(self.metrics, dtype=object),
-                              "recomputed": pd.Series(again, dtype=object)})
+            raise MarketError(
+                f"these candles are not the data set {self.dataset!r} of listing #{self.id} (their sha256 differs)"
+            )
+        again = json_metrics(
+            backtest(
+                self.template, candles, self.params, risk=self.risk_limits, **backtest_options(self.settings)
+            ).metrics
+        )
+        table = pd.DataFrame(
+            {"published": pd.Series(self.metrics, dtype=object), "recomputed": pd.Series(again, dtype=object)}
+        )
         table["match"] = [_same(a, b, tolerance) for a, b in zip(table["published"], table["recomputed"])]
         if not table["match"].all():
             differing = ", ".join(table.index[~table["match"]])
-            raise MarketError(f"listing #{self.id}: the published {differing} differ from a new backtest "
-                              f"on {self.dataset!r}:\n{table[~table['match']].to_string()}")
+            raise MarketError(
+                f"listing #{self.id}: the published {differing} differ from a new backtest "
+                f"on {self.dataset!r}:\n{table[~table['match']].to_string()}"
+            )
         return table
 
     def _require_params(self, what: str) -> None:
         if self.params is None:
             state = "withdrawn" if self.status == "withdrawn" else f"costs {self.price} {self.currency}"
-            raise MarketError(f"listing #{self.id} {self.name!r} {state}: you need an entitlement from its "
-                              f"author {self.author!r} (or the operator) for {what}")
+            raise MarketError(
+                f"listing #{self.id} {self.name!r} {state}: you need an entitlement from its "
+                f"author {self.author!r} (or the operator) for {what}"
+            )
 
     def _repr_html_(self) -> str:
         """Every text field is another tenant's input: escaped."""
         price = "free" if self.free else f"{self.price} {self.currency}"
         head = f"#{self.id} {self.name}"
         detail = f"by {self.author}, {self.template}, {price}, v{self.version}, {self.status}"
-        return (f"<h4>{html.escape(head)} <small>{html.escape(detail)}</small></h4>"
-                f"<p>{html.escape(self.description)}</p><p>measured on {html.escape(self.dataset)}</p>"
-                f"{self.stats().to_html()}")
+        return (
+            f"<h4>{html.escape(head)} <small>{html.escape(detail)}</small></h4>"
+            f"<p>{html.escape(self.description)}</p><p>measured on {html.escape(self.dataset)}</p>"
+            f"{self.stats().to_html()}"
+        )
 
     def __str__(self) -> str:
         return f"#{self.id} {self.name} by {self.author} ({self.template}, v{self.version}, {self.status})"

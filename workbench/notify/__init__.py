@@ -27,6 +27,7 @@ outbox, ``_outbox``), the workers deliver it with retries, back-off and rate lim
 (``_delivery``), through transports registered by name (``_transport``: ``_telegram``,
 ``_webhook``, ``_email``); ``_channels`` stores the channels.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -39,9 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from workbench.notify._channels import Admin, Channel, listing
+    from workbench.notify._delivery import Policy, defer_delivery, deliver
     from workbench.notify._events import DEFAULT_EVENTS, EVENTS
     from workbench.notify._form import form
-    from workbench.notify._delivery import Policy, defer_delivery, deliver
     from workbench.notify._outbox import notifications, notifications_html, send
     from workbench.notify._transport import DeliveryError, Setting, Transport, register, transports
 
@@ -53,14 +54,31 @@ _MODULES = {
     "workbench.notify._transport": ["DeliveryError", "Setting", "Transport", "register", "transports"],
     "workbench.notify._delivery": ["Policy", "defer_delivery", "deliver"],
 }
-_FUNCTIONS = ["add_channel", "add_email", "add_telegram", "add_webhook", "channels", "disable", "enable", "remove",
-              "subscribe", "test"]
+_FUNCTIONS = [
+    "add_channel",
+    "add_email",
+    "add_telegram",
+    "add_webhook",
+    "channels",
+    "disable",
+    "enable",
+    "remove",
+    "subscribe",
+    "test",
+]
 __getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES), eager=[*_FUNCTIONS, "NotifyError"])
 _UNCHANGED: Any = object()
 
 
-def add_channel(kind: str, name: str, *, events: Iterable[str] | str | None = None, session: int | None = None,
-                rate_limit: int | None = None, **settings: Any) -> int:
+def add_channel(
+    kind: str,
+    name: str,
+    *,
+    events: Iterable[str] | str | None = None,
+    session: int | None = None,
+    rate_limit: int | None = None,
+    **settings: Any,
+) -> int:
     """Add a channel of transport ``kind`` (``transports()``) named ``name``; its id. It hears
     ``events`` (default ``DEFAULT_EVENTS``; ``"all"``) of ``session`` (default every session),
     at most ``rate_limit`` messages a minute (default 20). ``settings`` are the transport's."""
@@ -132,4 +150,3 @@ def remove(channel: Channel) -> None:
     from workbench.notify._channels import admin
 
     admin().remove(channel)
-

@@ -6,6 +6,7 @@ is: the notebook's own process in single-user mode (like ``workbench.vault``), t
 workbench service for a tenant's server (``admin()``), the workers when they deliver.
 Listing reads as the tenant (row-level security), anywhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,22 +91,36 @@ class Admin:
         self.vault = vault or LocalVault(tenant)
         self.tenant_id = self.vault.tenant_id
 
-    def add(self, kind: str, name: str, settings: Mapping[str, Any], events: Iterable[str] | str | None,
-            session: int | None, rate_limit: int | None) -> int:
+    def add(
+        self,
+        kind: str,
+        name: str,
+        settings: Mapping[str, Any],
+        events: Iterable[str] | str | None,
+        session: int | None,
+        rate_limit: int | None,
+    ) -> int:
         transport = _transport.get(kind)
         name = _name(name)
         config, secrets = transport.configure(settings)
         with store.owner_session() as db:
             self._refuse_taken(db, name)
-            row = NotificationChannel(tenant_id=self.tenant_id, name=name, kind=kind, config=config,
-                                      events=_events(events), session_id=self._session(db, session))
+            row = NotificationChannel(
+                tenant_id=self.tenant_id,
+                name=name,
+                kind=kind,
+                config=config,
+                events=_events(events),
+                session_id=self._session(db, session),
+            )
             if rate_limit is not None:
                 row.rate_limit = _rate_limit(rate_limit)
             db.add(row)
             db.flush()  # the id is part of what the secrets are bound to
             if secrets:
                 row.data_key_version, row.secret_ct = self.vault.seal(
-                    db, owner_of(row.id), _SECRETS_FIELD, Secret(json.dumps(secrets)))
+                    db, owner_of(row.id), _SECRETS_FIELD, Secret(json.dumps(secrets))
+                )
             channel_id = row.id
         _log.info("tenant %s added %s channel %s (%s)", self.vault.tenant, kind, channel_id, transport.target(config))
         return channel_id
@@ -139,32 +154,41 @@ class Admin:
         try:
             transport.send(test_message(row.name), row.config, secrets, timeout)
         except _transport.DeliveryError as exc:
-            raise NotifyError(f"channel {row.name!r} ({row.kind}): the test message was not delivered: "
-                              f"{scrub(str(exc), secrets)}") from None
+            raise NotifyError(
+                f"channel {row.name!r} ({row.kind}): the test message was not delivered: {scrub(str(exc), secrets)}"
+            ) from None
         return f"sent a test message to {row.name!r} ({transport.target(row.config)})"
 
     def _row(self, db: Session, channel: Channel) -> NotificationChannel:
         column = NotificationChannel.id if isinstance(channel, int) else NotificationChannel.name
-        row = db.scalar(select(NotificationChannel).where(NotificationChannel.tenant_id == self.tenant_id,
-                                                          column == channel))
+        row = db.scalar(
+            select(NotificationChannel).where(NotificationChannel.tenant_id == self.tenant_id, column == channel)
+        )
         if row is None:
             raise ChannelNotFound(f"no notification channel {channel!r}; workbench.notify.channels() lists yours")
         return row
 
     def _refuse_taken(self, db: Session, name: str) -> None:
-        taken = db.scalar(select(NotificationChannel.id).where(NotificationChannel.tenant_id == self.tenant_id,
-                                                               NotificationChannel.name == name))
+        taken = db.scalar(
+            select(NotificationChannel.id).where(
+                NotificationChannel.tenant_id == self.tenant_id, NotificationChannel.name == name
+            )
+        )
         if taken is not None:
             raise NotifyError(f"name {name!r} is already used by notification channel {taken}; choose another")
 
     def _session(self, db: Session, session: int | None) -> int | None:
         if session is None:
             return None
-        found = db.scalar(select(TradingSession.id).where(TradingSession.tenant_id == self.tenant_id,
-                                                          TradingSession.id == int(session)))
+        found = db.scalar(
+            select(TradingSession.id).where(
+                TradingSession.tenant_id == self.tenant_id, TradingSession.id == int(session)
+            )
+        )
         if found is None:
-            raise NotifyError(f"no trading session #{session}; workbench.live.sessions() lists yours "
-                              "(session=None: every session)")
+            raise NotifyError(
+                f"no trading session #{session}; workbench.live.sessions() lists yours (session=None: every session)"
+            )
         return found
 
 
@@ -200,13 +224,35 @@ def listing(db: Session) -> pd.DataFrame:
 
     rows = db.scalars(select(NotificationChannel).order_by(NotificationChannel.id)).all()
     known = _transport.transports()
-    table = [{"id": r.id, "name": r.name, "kind": r.kind,
-              "target": known[r.kind].target(r.config) if r.kind in known else "?",
-              "events": ", ".join(r.events), "session": "all" if r.session_id is None else f"#{r.session_id}",
-              "enabled": r.enabled, "state": _state(r), "failures": r.failures, "rate_limit": r.rate_limit,
-              "created_at": r.created_at} for r in rows]
-    columns = ["id", "name", "kind", "target", "events", "session", "enabled", "state", "failures", "rate_limit",
-               "created_at"]
+    table = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "kind": r.kind,
+            "target": known[r.kind].target(r.config) if r.kind in known else "?",
+            "events": ", ".join(r.events),
+            "session": "all" if r.session_id is None else f"#{r.session_id}",
+            "enabled": r.enabled,
+            "state": _state(r),
+            "failures": r.failures,
+            "rate_limit": r.rate_limit,
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+    columns = [
+        "id",
+        "name",
+        "kind",
+        "target",
+        "events",
+        "session",
+        "enabled",
+        "state",
+        "failures",
+        "rate_limit",
+        "created_at",
+    ]
     return pd.DataFrame(table, columns=columns).set_index("id")
 
 

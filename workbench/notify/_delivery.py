@@ -17,6 +17,7 @@ channel: its pending deliveries are skipped and the tenant's other channels get 
 ``channel.disabled`` notice. A pass that dies mid-send leaves the delivery pending, so a
 message may (rarely) arrive twice; webhooks carry a stable ``X-Workbench-Delivery`` for that.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import procrastinate
@@ -36,11 +37,11 @@ from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from workbench import store
 from workbench.errors import NotifyError, VaultError
+from workbench.jobs import NAMESPACE, QUEUE, blueprint
 from workbench.notify import _transport
 from workbench.notify._channels import open_secrets, scrub
 from workbench.notify._events import render
 from workbench.notify._outbox import emit
-from workbench.jobs import NAMESPACE, QUEUE, blueprint
 from workbench.store.models import NotificationChannel, NotificationDelivery, NotificationEvent, Tenant
 
 _log = logging.getLogger("workbench.notify")
@@ -83,7 +84,7 @@ class PassReport:
 
 def deliver(policy: Policy = Policy(), now: datetime | None = None) -> PassReport:
     """One delivery pass (trusted side). ``now``: the time to act at (tests move the clock)."""
-    started, ticking = now or datetime.now(timezone.utc), time.monotonic()
+    started, ticking = now or datetime.now(UTC), time.monotonic()
 
     def clock() -> datetime:
         return started + timedelta(seconds=time.monotonic() - ticking)
@@ -92,12 +93,23 @@ def deliver(policy: Policy = Policy(), now: datetime | None = None) -> PassRepor
         if not mine:
             return PassReport(busy=True)
         with store.owner_session() as db:
-            rows = db.execute(_due(select(NotificationDelivery.id, NotificationDelivery.channel_id,
-                                          NotificationDelivery.attempts, NotificationEvent.id.label("event_id"),
-                                          NotificationEvent.kind, NotificationEvent.session_id,
-                                          NotificationEvent.data, NotificationEvent.created_at), clock())
-                              .order_by(NotificationDelivery.next_attempt_at, NotificationDelivery.id)
-                              .limit(policy.batch)).all()
+            rows = db.execute(
+                _due(
+                    select(
+                        NotificationDelivery.id,
+                        NotificationDelivery.channel_id,
+                        NotificationDelivery.attempts,
+                        NotificationEvent.id.label("event_id"),
+                        NotificationEvent.kind,
+                        NotificationEvent.session_id,
+                        NotificationEvent.data,
+                        NotificationEvent.created_at,
+                    ),
+                    clock(),
+                )
+                .order_by(NotificationDelivery.next_attempt_at, NotificationDelivery.id)
+                .limit(policy.batch)
+            ).all()
         by_channel: dict[int, list[Any]] = defaultdict(list)
         for row in rows:
             by_channel[row.channel_id].append(row)
@@ -108,16 +120,21 @@ def deliver(policy: Policy = Policy(), now: datetime | None = None) -> PassRepor
                 report.add(part)
         _forget(clock() - timedelta(days=policy.keep_days))
     if rows:
-        _log.info("notifications: %s sent, %s to retry, %s failed, %s held by rate limits%s", report.sent,
-                  report.retried, report.failed, report.postponed,
-                  f", disabled {report.disabled}" if report.disabled else "")
+        _log.info(
+            "notifications: %s sent, %s to retry, %s failed, %s held by rate limits%s",
+            report.sent,
+            report.retried,
+            report.failed,
+            report.postponed,
+            f", disabled {report.disabled}" if report.disabled else "",
+        )
     return report
 
 
 def has_due(now: datetime | None = None) -> bool:
     """Whether a delivery is due (the dispatcher's cheap question)."""
     with store.owner_session() as db:
-        return bool(db.scalar(select(exists(_due(select(NotificationDelivery.id), now or datetime.now(timezone.utc))))))
+        return bool(db.scalar(select(exists(_due(select(NotificationDelivery.id), now or datetime.now(UTC))))))
 
 
 @blueprint.task(name=TASK, queue=QUEUE, queueing_lock="notifications", priority=-1)
@@ -131,8 +148,9 @@ async def defer_delivery(app: procrastinate.App) -> bool:
     if not await asyncio.to_thread(has_due):
         return False
     try:
-        await app.configure_task(f"{NAMESPACE}:{TASK}", queue=QUEUE, queueing_lock="notifications",
-                                 priority=-1).defer_async()
+        await app.configure_task(
+            f"{NAMESPACE}:{TASK}", queue=QUEUE, queueing_lock="notifications", priority=-1
+        ).defer_async()
     except procrastinate.exceptions.AlreadyEnqueued:
         pass
     return True
@@ -141,16 +159,31 @@ async def defer_delivery(app: procrastinate.App) -> bool:
 def _due(query: Any, now: datetime) -> Any:
     """``query`` over the deliveries due at ``now``: pending, their time come, channel enabled and
     not paused, tenant not removed."""
-    return (query.select_from(NotificationDelivery)
-            .join(NotificationEvent, and_(NotificationEvent.tenant_id == NotificationDelivery.tenant_id,
-                                          NotificationEvent.id == NotificationDelivery.event_id))
-            .join(NotificationChannel, and_(NotificationChannel.tenant_id == NotificationDelivery.tenant_id,
-                                            NotificationChannel.id == NotificationDelivery.channel_id))
-            .join(Tenant, Tenant.id == NotificationDelivery.tenant_id)
-            .where(NotificationDelivery.status == "pending", NotificationDelivery.next_attempt_at <= now,
-                   NotificationChannel.enabled,
-                   or_(NotificationChannel.paused_until.is_(None), NotificationChannel.paused_until <= now),
-                   Tenant.removed_at.is_(None)))
+    return (
+        query.select_from(NotificationDelivery)
+        .join(
+            NotificationEvent,
+            and_(
+                NotificationEvent.tenant_id == NotificationDelivery.tenant_id,
+                NotificationEvent.id == NotificationDelivery.event_id,
+            ),
+        )
+        .join(
+            NotificationChannel,
+            and_(
+                NotificationChannel.tenant_id == NotificationDelivery.tenant_id,
+                NotificationChannel.id == NotificationDelivery.channel_id,
+            ),
+        )
+        .join(Tenant, Tenant.id == NotificationDelivery.tenant_id)
+        .where(
+            NotificationDelivery.status == "pending",
+            NotificationDelivery.next_attempt_at <= now,
+            NotificationChannel.enabled,
+            or_(NotificationChannel.paused_until.is_(None), NotificationChannel.paused_until <= now),
+            Tenant.removed_at.is_(None),
+        )
+    )
 
 
 @contextmanager
@@ -167,8 +200,9 @@ def _exclusive() -> Iterator[bool]:
                 connection.commit()
 
 
-def _serve(channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[], datetime],
-           deadline: float) -> PassReport:
+def _serve(
+    channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[], datetime], deadline: float
+) -> PassReport:
     """Send one channel's due deliveries, in order, as its rate limit allows."""
     from workbench.vault import LocalVault
 
@@ -179,8 +213,11 @@ def _serve(channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[],
         if channel is None:  # removed since the pass read its deliveries (they went with it)
             return report
         tenant = db.get(Tenant, channel.tenant_id)
-        sent_lately = db.scalar(select(func.count()).where(NotificationDelivery.channel_id == channel_id,
-                                                           NotificationDelivery.last_attempt_at > now - _WINDOW))
+        sent_lately = db.scalar(
+            select(func.count()).where(
+                NotificationDelivery.channel_id == channel_id, NotificationDelivery.last_attempt_at > now - _WINDOW
+            )
+        )
         broken: _transport.DeliveryError | None = None
         secrets = {}
         try:
@@ -195,8 +232,9 @@ def _serve(channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[],
             break
         if time.monotonic() > deadline:
             break  # still due: the next pass takes them
-        message = render(row.kind, row.data, event_id=row.event_id, session_id=row.session_id,
-                         created_at=row.created_at)
+        message = render(
+            row.kind, row.data, event_id=row.event_id, session_id=row.session_id, created_at=row.created_at
+        )
         try:
             if broken is not None:
                 raise broken
@@ -205,8 +243,9 @@ def _serve(channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[],
             except _transport.DeliveryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a transport's bug fails its channel, not the pass
-                raise _transport.DeliveryError(f"the {channel.kind} transport failed: {type(exc).__name__}: "
-                                               f"{exc}") from None
+                raise _transport.DeliveryError(
+                    f"the {channel.kind} transport failed: {type(exc).__name__}: {exc}"
+                ) from None
         except _transport.DeliveryError as exc:
             outcome = _failed(row.id, row.attempts + 1, channel_id, scrub(str(exc), secrets), exc, clock(), policy)
             report.failed += outcome == "failed"
@@ -223,23 +262,49 @@ def _serve(channel_id: int, rows: list[Any], policy: Policy, clock: Callable[[],
 
 def _sent(delivery_id: int, channel_id: int, at: datetime) -> None:
     with store.owner_session() as db:
-        db.execute(update(NotificationDelivery).where(NotificationDelivery.id == delivery_id).values(
-            status="sent", attempts=NotificationDelivery.attempts + 1, sent_at=at, last_attempt_at=at, error=None))
-        db.execute(update(NotificationChannel).where(NotificationChannel.id == channel_id)
-                   .values(failures=0, paused_until=None))
+        db.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == delivery_id)
+            .values(
+                status="sent", attempts=NotificationDelivery.attempts + 1, sent_at=at, last_attempt_at=at, error=None
+            )
+        )
+        db.execute(
+            update(NotificationChannel)
+            .where(NotificationChannel.id == channel_id)
+            .values(failures=0, paused_until=None)
+        )
 
 
-def _failed(delivery_id: int, attempts: int, channel_id: int, error: str, exc: _transport.DeliveryError,
-            at: datetime, policy: Policy) -> str:
+def _failed(
+    delivery_id: int,
+    attempts: int,
+    channel_id: int,
+    error: str,
+    exc: _transport.DeliveryError,
+    at: datetime,
+    policy: Policy,
+) -> str:
     """Record a failed attempt; "retry", "failed", "paused" (the far end asked for a pause) or
     "disabled" (the channel failed once too often)."""
     final = exc.permanent or attempts >= policy.max_attempts
-    wait = exc.retry_after if exc.retry_after is not None else min(policy.max_backoff,
-                                                                   policy.backoff * 2 ** (attempts - 1))
+    wait = (
+        exc.retry_after
+        if exc.retry_after is not None
+        else min(policy.max_backoff, policy.backoff * 2 ** (attempts - 1))
+    )
     with store.owner_session() as db:
-        db.execute(update(NotificationDelivery).where(NotificationDelivery.id == delivery_id).values(
-            status="failed" if final else "pending", attempts=attempts, last_attempt_at=at, error=error[:1000],
-            next_attempt_at=at + timedelta(seconds=wait)))
+        db.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == delivery_id)
+            .values(
+                status="failed" if final else "pending",
+                attempts=attempts,
+                last_attempt_at=at,
+                error=error[:1000],
+                next_attempt_at=at + timedelta(seconds=wait),
+            )
+        )
         channel = db.get(NotificationChannel, channel_id, with_for_update=True)
         if exc.retry_after is not None and not final:  # a rate limit: not the channel's fault
             channel.paused_until = at + timedelta(seconds=wait)
@@ -254,28 +319,43 @@ def _failed(delivery_id: int, attempts: int, channel_id: int, error: str, exc: _
 def _disable(db: Any, channel: NotificationChannel, reason: str) -> None:
     """Disable ``channel``, skip what it still had to send, and tell the tenant's other channels."""
     channel.enabled, channel.disabled_reason = False, reason[:1000]
-    db.execute(update(NotificationDelivery).where(NotificationDelivery.channel_id == channel.id,
-                                                  NotificationDelivery.status == "pending")
-               .values(status="skipped", error="the channel was disabled"))
+    db.execute(
+        update(NotificationDelivery)
+        .where(NotificationDelivery.channel_id == channel.id, NotificationDelivery.status == "pending")
+        .values(status="skipped", error="the channel was disabled")
+    )
     db.flush()
-    emit(db, channel.tenant_id, None, "channel.disabled", f"channel.disabled:{channel.id}:{uuid.uuid4()}",
-         {"channel": channel.name, "kind": channel.kind, "reason": channel.disabled_reason})
+    emit(
+        db,
+        channel.tenant_id,
+        None,
+        "channel.disabled",
+        f"channel.disabled:{channel.id}:{uuid.uuid4()}",
+        {"channel": channel.name, "kind": channel.kind, "reason": channel.disabled_reason},
+    )
     _log.warning("notification channel %s (%r of tenant %s) %s", channel.id, channel.name, channel.tenant_id, reason)
 
 
 def _hold(channel_id: int, delivery_ids: list[int], now: datetime) -> int:
     """Postpone deliveries over the rate limit until the window has room again."""
     with store.owner_session() as db:
-        oldest = db.scalar(select(func.min(NotificationDelivery.last_attempt_at)).where(
-            NotificationDelivery.channel_id == channel_id, NotificationDelivery.last_attempt_at > now - _WINDOW))
-        db.execute(update(NotificationDelivery).where(NotificationDelivery.id.in_(delivery_ids))
-                   .values(next_attempt_at=(oldest or now) + _WINDOW))
+        oldest = db.scalar(
+            select(func.min(NotificationDelivery.last_attempt_at)).where(
+                NotificationDelivery.channel_id == channel_id, NotificationDelivery.last_attempt_at > now - _WINDOW
+            )
+        )
+        db.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id.in_(delivery_ids))
+            .values(next_attempt_at=(oldest or now) + _WINDOW)
+        )
     return len(delivery_ids)
 
 
 def _forget(before: datetime) -> None:
     """Drop events older than ``before`` that have nothing pending."""
     with store.owner_session() as db:
-        pending = select(NotificationDelivery.id).where(NotificationDelivery.event_id == NotificationEvent.id,
-                                                        NotificationDelivery.status == "pending")
+        pending = select(NotificationDelivery.id).where(
+            NotificationDelivery.event_id == NotificationEvent.id, NotificationDelivery.status == "pending"
+        )
         db.execute(delete(NotificationEvent).where(NotificationEvent.created_at < before, ~exists(pending)))

@@ -9,6 +9,7 @@ The host is the tenant's choice, so it passes the webhooks' public-address check
 connection goes to the checked address (``_http.public_address``); TLS still verifies the
 certificate against the host name.
 """
+
 from __future__ import annotations
 
 import smtplib
@@ -60,8 +61,7 @@ class Email(Transport):
     def target(self, config: Mapping[str, Any]) -> str:
         return f"{', '.join(config['to'])} via {config['host']}:{config['port']}"
 
-    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret],
-             timeout: float) -> None:
+    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret], timeout: float) -> None:
         mail = EmailMessage()
         mail["Subject"] = f"[workbench] {message.title}"
         mail["From"], mail["To"] = config["sender"], ", ".join(config["to"])
@@ -72,8 +72,11 @@ class Email(Transport):
         address = public_address(host, port)
         tls = ssl.create_default_context()
         try:
-            server = (_PinnedSMTPSSL(address, host, port, timeout=timeout, context=tls) if security == "ssl"
-                      else _PinnedSMTP(address, host, port, timeout=timeout))
+            server = (
+                _PinnedSMTPSSL(address, host, port, timeout=timeout, context=tls)
+                if security == "ssl"
+                else _PinnedSMTP(address, host, port, timeout=timeout)
+            )
             with server:
                 if security == "starttls":
                     server.starttls(context=tls)
@@ -84,22 +87,29 @@ class Email(Transport):
             raise DeliveryError(f"{host}: login refused ({exc.smtp_code})", permanent=True) from None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            raise DeliveryError(f"{host} refused the recipients {sorted(exc.recipients)} ({codes})",
-                                permanent=all(code >= 500 for code in codes)) from None
+            raise DeliveryError(
+                f"{host} refused the recipients {sorted(exc.recipients)} ({codes})",
+                permanent=all(code >= 500 for code in codes),
+            ) from None
         except smtplib.SMTPResponseException as exc:
             said = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-            raise DeliveryError(f"{host} answered {exc.smtp_code} {said}"[:300], permanent=exc.smtp_code >= 500) from None
+            raise DeliveryError(
+                f"{host} answered {exc.smtp_code} {said}"[:300], permanent=exc.smtp_code >= 500
+            ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise DeliveryError(f"{host}: {exc}", permanent=True) from None
         except ssl.SSLCertVerificationError as exc:
-            raise DeliveryError(f"{host}: its TLS certificate does not verify ({exc.verify_message})",
-                                permanent=True) from None
+            raise DeliveryError(
+                f"{host}: its TLS certificate does not verify ({exc.verify_message})", permanent=True
+            ) from None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             if not isinstance(exc, TimeoutError) and not isinstance(exc.__context__, TimeoutError):
                 raise DeliveryError(f"{host}:{port}: {exc}") from None
             raise DeliveryError(f"{host}:{port} did not answer within {timeout:g} s") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"{host}:{port}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise DeliveryError(
+                f"{host}:{port}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
 
 
 class _PinnedSMTP(smtplib.SMTP):

@@ -4,6 +4,7 @@ Events carry facts (``data``, as the triggers of migration 0007 record them: num
 exact decimal strings); the words are made here, at delivery, so every transport says the
 same thing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -50,8 +51,9 @@ class Message:
         return f"{self.title}\n{self.text}" if self.text else self.title
 
 
-def render(kind: str, data: Mapping[str, Any], *, event_id: int, session_id: int | None,
-           created_at: datetime | None) -> Message:
+def render(
+    kind: str, data: Mapping[str, Any], *, event_id: int, session_id: int | None, created_at: datetime | None
+) -> Message:
     """The message of one stored event."""
     title, text = _WORDS.get(kind, _unknown)(data, session_id)
     return Message(kind, title, text, f"wb-event-{event_id}", session_id, created_at, dict(data))
@@ -59,8 +61,9 @@ def render(kind: str, data: Mapping[str, Any], *, event_id: int, session_id: int
 
 def test_message(channel: str) -> Message:
     """What ``workbench.notify.test`` sends."""
-    return Message("test", "Test message from workbench",
-                   f"If you read this, notification channel {channel!r} works.", "wb-test")
+    return Message(
+        "test", "Test message from workbench", f"If you read this, notification channel {channel!r} works.", "wb-test"
+    )
 
 
 def _num(value: Any) -> str:
@@ -87,10 +90,15 @@ def _of(session_id: int | None) -> str:
 
 def _session(kind: str) -> Callable[[Mapping[str, Any], int | None], tuple[str, str]]:
     def words(data: Mapping[str, Any], sid: int | None) -> tuple[str, str]:
-        what = {"session.started": "resumed" if data.get("resumed") else "started", "session.paused": "paused",
-                "session.stopped": "stopped", "session.error": "stopped trading on an error"}[kind]
+        what = {
+            "session.started": "resumed" if data.get("resumed") else "started",
+            "session.paused": "paused",
+            "session.stopped": "stopped",
+            "session.error": "stopped trading on an error",
+        }[kind]
         about = f"{data.get('strategy')} on {data.get('exchange')} {data.get('symbol')}"
         return f"Session #{sid} {what}", f"{about}." + (f" {data['message']}" if data.get("message") else "")
+
     return words
 
 
@@ -100,9 +108,12 @@ def _order(headline: str, filled: bool) -> Callable[[Mapping[str, Any], int | No
         amount = data.get("filled") if filled else data.get("amount")
         at = f" at {_num(price)}" if price is not None else ""
         title = f"{headline}: {data.get('side')} {_num(amount)} {data.get('symbol')}{at}"
-        text = (f"{data.get('type')} order {data.get('client_order_id')} (leg {data.get('leg')}) of {_of(sid)}, "
-                f"{_num(data.get('filled'))} of {_num(data.get('amount'))} filled, status {data.get('status')}.")
+        text = (
+            f"{data.get('type')} order {data.get('client_order_id')} (leg {data.get('leg')}) of {_of(sid)}, "
+            f"{_num(data.get('filled'))} of {_num(data.get('amount'))} filled, status {data.get('status')}."
+        )
         return title, text
+
     return words
 
 
@@ -117,8 +128,10 @@ def _run_failed(data: Mapping[str, Any], sid: int | None) -> tuple[str, str]:
 
 def _daily(data: Mapping[str, Any], sid: int | None) -> tuple[str, str]:
     title = f"Session #{sid} {data.get('symbol')}, {data.get('day')}: PnL {_money(data.get('pnl'))}"
-    text = (f"{data.get('trades')} trades, fees {_num(data.get('fees'))}, equity {_num(data.get('equity'))}, "
-            f"position {_num(data.get('position'))}, PnL since start {_money(data.get('total_pnl'))}.")
+    text = (
+        f"{data.get('trades')} trades, fees {_num(data.get('fees'))}, equity {_num(data.get('equity'))}, "
+        f"position {_num(data.get('position'))}, PnL since start {_money(data.get('total_pnl'))}."
+    )
     return title, text
 
 

@@ -3,6 +3,7 @@
 Secrets go into password fields, never into code (which would keep them in the notebook
 file), and the form clears them as soon as the channel is stored.
 """
+
 from __future__ import annotations
 
 import html
@@ -27,8 +28,13 @@ def form() -> ipywidgets.VBox:
     kind = w.Dropdown(options=kinds, value=kinds[0], description="Kind")
     name = w.Text(description="Name", placeholder="e.g. phone")
     settings = w.VBox()
-    events = w.SelectMultiple(options=[(f"{k}: {v}", k) for k, v in EVENTS.items()], value=DEFAULT_EVENTS,
-                              description="Events", rows=8, layout=w.Layout(width="90%"))
+    events = w.SelectMultiple(
+        options=[(f"{k}: {v}", k) for k, v in EVENTS.items()],
+        value=DEFAULT_EVENTS,
+        description="Events",
+        rows=8,
+        layout=w.Layout(width="90%"),
+    )
     session = w.Dropdown(description="Session")
     add = w.Button(description="Add", button_style="primary", icon="bell")
     chosen = w.Dropdown(description="Channel")
@@ -42,9 +48,11 @@ def form() -> ipywidgets.VBox:
         fields.clear()
         for setting in _transport.get(kind.value).settings:
             widget = w.Password if setting.secret else w.Text
-            fields[setting.name] = widget(description=setting.label, placeholder=setting.help or (
-                f"default {setting.default}" if setting.default is not None else ""),
-                style={"description_width": "initial"})
+            fields[setting.name] = widget(
+                description=setting.label,
+                placeholder=setting.help or (f"default {setting.default}" if setting.default is not None else ""),
+                style={"description_width": "initial"},
+            )
         settings.children = list(fields.values())
 
     def refresh() -> None:
@@ -53,8 +61,9 @@ def form() -> ipywidgets.VBox:
         chosen.options = [(f"{row['name']} ({row['kind']})", int(index)) for index, row in listing.iterrows()]
         if chosen.value is None and chosen.options:
             chosen.value = chosen.options[-1][1]  # the newest
-        session.options = [("all sessions", None)] + [(f"#{sid} {symbol} ({status})", sid)
-                                                      for sid, symbol, status in _sessions()]
+        session.options = [("all sessions", None)] + [
+            (f"#{sid} {symbol} ({status})", sid) for sid, symbol, status in _sessions()
+        ]
 
     def say(text: str, error: bool = False) -> None:
         style = ' style="color:#b00020"' if error else ""
@@ -68,12 +77,12 @@ def form() -> ipywidgets.VBox:
                 say(str(exc), error=True)
                 return
             refresh()
+
         return handler
 
     def on_add() -> str:
         values = {key: widget.value for key, widget in fields.items() if widget.value.strip()}
-        channel = notify.add_channel(kind.value, name.value, events=list(events.value), session=session.value,
-                                     **values)
+        channel = notify.add_channel(kind.value, name.value, events=list(events.value), session=session.value, **values)
         for widget in fields.values():
             widget.value = ""
         name.value = ""
@@ -81,13 +90,15 @@ def form() -> ipywidgets.VBox:
 
     add.on_click(act(on_add))
     test.on_click(act(lambda: notify.test(chosen.value) if chosen.value is not None else "No channel chosen."))
-    remove.on_click(act(lambda: (notify.remove(chosen.value), "Removed.")[1] if chosen.value is not None
-                        else "No channel chosen."))
+    remove.on_click(
+        act(lambda: (notify.remove(chosen.value), "Removed.")[1] if chosen.value is not None else "No channel chosen.")
+    )
     kind.observe(show_settings, names="value")
     show_settings()
     refresh()
-    return w.VBox([w.VBox([kind, name, settings, events, session, add]), w.HBox([chosen, test, remove]),
-                   message, table])
+    return w.VBox(
+        [w.VBox([kind, name, settings, events, session, add]), w.HBox([chosen, test, remove]), message, table]
+    )
 
 
 def _sessions() -> list[tuple[int, str, str]]:
@@ -97,5 +108,11 @@ def _sessions() -> list[tuple[int, str, str]]:
     from workbench.store.models import TradingSession
 
     with store.session() as db:
-        return [tuple(row) for row in db.execute(select(TradingSession.id, TradingSession.symbol,
-                                                        TradingSession.status).order_by(TradingSession.id.desc()))]
+        return [
+            tuple(row)
+            for row in db.execute(
+                select(TradingSession.id, TradingSession.symbol, TradingSession.status).order_by(
+                    TradingSession.id.desc()
+                )
+            )
+        ]

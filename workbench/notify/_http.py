@@ -12,6 +12,7 @@ A refused host is refused before any connection, with a message that names the a
 never the port, so a tenant learns nothing of which internal ports are open. The e-mail
 transport connects through :func:`public_address` the same way.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -21,8 +22,8 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from workbench.notify._transport import DeliveryError
@@ -47,7 +48,7 @@ class Response:
         except ValueError:
             pass
         try:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
         except (TypeError, ValueError):
             return None
 
@@ -58,7 +59,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> R
     host, tls = parts.hostname or "", parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     address = public_address(host, port)
-    connection = (_PinnedTLS(host, port, address, timeout) if tls else _Pinned(host, port, address, timeout))
+    connection = _PinnedTLS(host, port, address, timeout) if tls else _Pinned(host, port, address, timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("POST", path, body=body, headers=dict(headers))
@@ -68,8 +69,9 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> R
     except TimeoutError:
         raise DeliveryError(f"{host} did not answer within {timeout:g} s") from None
     except ssl.SSLCertVerificationError as exc:
-        raise DeliveryError(f"{host}: its TLS certificate does not verify ({exc.verify_message})",
-                            permanent=True) from None
+        raise DeliveryError(
+            f"{host}: its TLS certificate does not verify ({exc.verify_message})", permanent=True
+        ) from None
     except (OSError, http.client.HTTPException) as exc:
         raise DeliveryError(f"{host}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}") from None
     finally:
@@ -90,8 +92,11 @@ def public_address(host: str, port: int) -> str:
         return addresses[0]
     public = [a for a in addresses if ipaddress.ip_address(a.split("%")[0]).is_global]
     if not public:
-        raise DeliveryError(f"{host} resolves to {addresses[0]}, which is not a public address; the operator "
-                            f"allows such hosts with {ALLOW_PRIVATE_ENV}=1", permanent=True)
+        raise DeliveryError(
+            f"{host} resolves to {addresses[0]}, which is not a public address; the operator "
+            f"allows such hosts with {ALLOW_PRIVATE_ENV}=1",
+            permanent=True,
+        )
     return public[0]
 
 

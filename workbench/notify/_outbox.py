@@ -4,6 +4,7 @@ Events of sessions, orders and runs are written by database triggers (migration 
 transaction that caused them; ``notification_emit`` is the one way in, for them and for the
 ``send`` below, and files nothing when no channel wants the event.
 """
+
 from __future__ import annotations
 
 import html
@@ -36,8 +37,14 @@ def send(text: str, *, session: int | None = None, key: str | None = None) -> in
     None when no channel wants it or an event with ``key`` was sent before (a notebook that
     may run twice passes a ``key`` to say something once)."""
     with store.session() as db:
-        return emit(db, func.current_tenant_id(), session, "message", key or f"message:{uuid.uuid4()}",
-                    {"text": str(text)[:4000]})
+        return emit(
+            db,
+            func.current_tenant_id(),
+            session,
+            "message",
+            key or f"message:{uuid.uuid4()}",
+            {"text": str(text)[:4000]},
+        )
 
 
 def recent(db: Session, session: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -49,18 +56,37 @@ def recent(db: Session, session: int | None = None, limit: int = 20) -> list[dic
     events = db.scalars(query).all()
     deliveries: dict[int, list[dict[str, Any]]] = defaultdict(list)
     if events:
-        rows = db.execute(select(NotificationDelivery, NotificationChannel.name)
-                          .join(NotificationChannel, (NotificationChannel.tenant_id == NotificationDelivery.tenant_id)
-                                & (NotificationChannel.id == NotificationDelivery.channel_id))
-                          .where(NotificationDelivery.event_id.in_([e.id for e in events]))
-                          .order_by(NotificationDelivery.id)).all()
+        rows = db.execute(
+            select(NotificationDelivery, NotificationChannel.name)
+            .join(
+                NotificationChannel,
+                (NotificationChannel.tenant_id == NotificationDelivery.tenant_id)
+                & (NotificationChannel.id == NotificationDelivery.channel_id),
+            )
+            .where(NotificationDelivery.event_id.in_([e.id for e in events]))
+            .order_by(NotificationDelivery.id)
+        ).all()
         for delivery, channel in rows:
-            deliveries[delivery.event_id].append({"channel": channel, "status": delivery.status,
-                                                  "attempts": delivery.attempts, "error": delivery.error,
-                                                  "sent_at": delivery.sent_at})
-    return [{"id": e.id, "created_at": e.created_at, "session": e.session_id, "kind": e.kind,
-             "title": render(e.kind, e.data, event_id=e.id, session_id=e.session_id, created_at=e.created_at).title,
-             "deliveries": deliveries[e.id]} for e in events]
+            deliveries[delivery.event_id].append(
+                {
+                    "channel": channel,
+                    "status": delivery.status,
+                    "attempts": delivery.attempts,
+                    "error": delivery.error,
+                    "sent_at": delivery.sent_at,
+                }
+            )
+    return [
+        {
+            "id": e.id,
+            "created_at": e.created_at,
+            "session": e.session_id,
+            "kind": e.kind,
+            "title": render(e.kind, e.data, event_id=e.id, session_id=e.session_id, created_at=e.created_at).title,
+            "deliveries": deliveries[e.id],
+        }
+        for e in events
+    ]
 
 
 def notifications(session: int | None = None, limit: int = 20) -> pd.DataFrame:
@@ -70,8 +96,13 @@ def notifications(session: int | None = None, limit: int = 20) -> pd.DataFrame:
 
     with store.session() as db:
         rows = recent(db, session, limit)
-    table = [{**{k: v for k, v in row.items() if k != "deliveries"},
-              "delivered": "; ".join(_delivery_text(d) for d in row["deliveries"])} for row in rows]
+    table = [
+        {
+            **{k: v for k, v in row.items() if k != "deliveries"},
+            "delivered": "; ".join(_delivery_text(d) for d in row["deliveries"]),
+        }
+        for row in rows
+    ]
     columns = ["id", "created_at", "session", "kind", "title", "delivered"]
     return pd.DataFrame(table, columns=columns).set_index("id")
 
@@ -85,9 +116,13 @@ def notifications_html(session: int) -> str:
     body = "".join(
         f"<tr class='wb-notification'><td>{row['created_at']:%Y-%m-%d %H:%M:%S}</td><td>{html.escape(row['kind'])}</td>"
         f"<td>{html.escape(row['title'])}</td>"
-        f"<td>{html.escape('; '.join(_delivery_text(d) for d in row['deliveries']))}</td></tr>" for row in rows)
-    return ("<h4>Notifications</h4><table class='wb-table wb-notifications'><tr><th>time</th><th>event</th>"
-            "<th>message</th><th>delivered</th></tr>" + body + "</table>")
+        f"<td>{html.escape('; '.join(_delivery_text(d) for d in row['deliveries']))}</td></tr>"
+        for row in rows
+    )
+    return (
+        "<h4>Notifications</h4><table class='wb-table wb-notifications'><tr><th>time</th><th>event</th>"
+        "<th>message</th><th>delivered</th></tr>" + body + "</table>"
+    )
 
 
 def _delivery_text(delivery: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ Settings: ``bot_token`` (secret, from @BotFather), ``chat_id`` (a number, or ``@
 ``api_url`` (default ``https://api.telegram.org``; a self-hosted Bot API server). Telegram's
 ``429`` answers carry ``parameters.retry_after``, which the workers wait out.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ class Telegram(Transport):
 
     def check(self, config: dict[str, Any], secrets: dict[str, str]) -> None:
         if not _TOKEN.fullmatch(secrets["bot_token"]):
-            raise NotifyError("bot_token does not look like a Telegram bot token (digits, a colon, then letters, "
-                              "digits, '_' or '-'); copy it again from @BotFather")
+            raise NotifyError(
+                "bot_token does not look like a Telegram bot token (digits, a colon, then letters, "
+                "digits, '_' or '-'); copy it again from @BotFather"
+            )
         config["chat_id"] = str(config["chat_id"])
         if not _CHAT.fullmatch(config["chat_id"]):
             raise NotifyError(f"chat_id {config['chat_id']!r} is neither a chat number nor an @channelname")
@@ -43,11 +46,11 @@ class Telegram(Transport):
     def target(self, config: Mapping[str, Any]) -> str:
         return f"chat {config['chat_id']}"
 
-    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret],
-             timeout: float) -> None:
+    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret], timeout: float) -> None:
         url = f"{str(config['api_url']).rstrip('/')}/bot{secrets['bot_token'].reveal()}/sendMessage"
-        body = json.dumps({"chat_id": config["chat_id"], "text": message.plain()[:_LIMIT],
-                           "disable_web_page_preview": True}).encode()
+        body = json.dumps(
+            {"chat_id": config["chat_id"], "text": message.plain()[:_LIMIT], "disable_web_page_preview": True}
+        ).encode()
         response = _http.post(url, body, {"Content-Type": "application/json"}, timeout)
         try:
             answer = json.loads(response.body)

@@ -6,6 +6,7 @@ message or raises ``DeliveryError`` saying whether trying again may help. The bu
 ``telegram``, ``webhook`` and ``email``; ``register(MyTransport())`` adds another, and the
 channel store, the form and the workers pick it up by its ``name``.
 """
+
 from __future__ import annotations
 
 import abc
@@ -57,8 +58,9 @@ class Transport(abc.ABC):
         known = {s.name: s for s in self.settings}
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise NotifyError(f"a {self.name} channel has no setting {unknown[0]!r}; its settings are "
-                              f"{', '.join(known)}")
+            raise NotifyError(
+                f"a {self.name} channel has no setting {unknown[0]!r}; its settings are {', '.join(known)}"
+            )
         config: dict[str, Any] = {}
         secrets: dict[str, str] = {}
         for setting in self.settings:
@@ -68,8 +70,10 @@ class Transport(abc.ABC):
                 value = value.strip()
             if value in (None, ""):
                 if setting.required:
-                    raise NotifyError(f"a {self.name} channel needs {setting.name} ({setting.label.lower()}"
-                                      f"{': ' + setting.help if setting.help else ''})")
+                    raise NotifyError(
+                        f"a {self.name} channel needs {setting.name} ({setting.label.lower()}"
+                        f"{': ' + setting.help if setting.help else ''})"
+                    )
                 value = setting.default
             if value is None:
                 continue
@@ -77,7 +81,7 @@ class Transport(abc.ABC):
         self.check(config, secrets)
         return config, secrets
 
-    def check(self, config: dict[str, Any], secrets: dict[str, str]) -> None:
+    def check(self, config: dict[str, Any], secrets: dict[str, str]) -> None:  # noqa: B027 - optional
         """Normalise ``config`` in place; NotifyError naming a setting that is wrong."""
 
     @abc.abstractmethod
@@ -85,8 +89,7 @@ class Transport(abc.ABC):
         """Where the channel sends, in words that reveal no secret (for listings)."""
 
     @abc.abstractmethod
-    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret],
-             timeout: float) -> None:
+    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret], timeout: float) -> None:
         """Send ``message`` within about ``timeout`` seconds, or raise DeliveryError."""
 
 

@@ -21,6 +21,7 @@ recomputes it, compares in constant time, and refuses timestamps older than a fe
 Any 2xx is success; 408, 425, 429 and 5xx are retried (429 and 503 after their
 ``Retry-After``); other answers are permanent failures.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,36 +48,54 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def body(message: Message) -> bytes:
     """The JSON document a webhook receives for ``message``."""
-    return json.dumps({"id": message.key, "event": message.kind, "session_id": message.session_id,
-                       "created_at": message.created_at.isoformat() if message.created_at else None,
-                       "title": message.title, "text": message.text, "data": dict(message.data)},
-                      sort_keys=True, default=str).encode()
+    return json.dumps(
+        {
+            "id": message.key,
+            "event": message.kind,
+            "session_id": message.session_id,
+            "created_at": message.created_at.isoformat() if message.created_at else None,
+            "title": message.title,
+            "text": message.text,
+            "data": dict(message.data),
+        },
+        sort_keys=True,
+        default=str,
+    ).encode()
 
 
 class Webhook(Transport):
     name = "webhook"
     settings = (
         Setting("url", "URL", secret=True, help="where to POST each message, https://... (kept in the vault)"),
-        Setting("signing_secret", "Signing secret", secret=True, required=False,
-                help="signs each request: X-Workbench-Signature = sha256=HMAC(secret, timestamp.body)"),
+        Setting(
+            "signing_secret",
+            "Signing secret",
+            secret=True,
+            required=False,
+            help="signs each request: X-Workbench-Signature = sha256=HMAC(secret, timestamp.body)",
+        ),
     )
 
     def check(self, config: dict[str, Any], secrets: dict[str, str]) -> None:
         parts = urlsplit(secrets["url"])
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise NotifyError("url must be an https:// (or http://) address with a host name")
-        config["target"] = f"{parts.scheme}://{parts.hostname}{':%d' % parts.port if parts.port else ''}/…"
+        port = f":{parts.port}" if parts.port else ""
+        config["target"] = f"{parts.scheme}://{parts.hostname}{port}/…"
 
     def target(self, config: Mapping[str, Any]) -> str:
         return str(config["target"])
 
-    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret],
-             timeout: float) -> None:
+    def send(self, message: Message, config: Mapping[str, Any], secrets: Mapping[str, Secret], timeout: float) -> None:
         payload = body(message)
         timestamp = str(int(time.time()))
-        headers = {"Content-Type": "application/json", "User-Agent": "workbench-notify",
-                   "X-Workbench-Event": message.kind, "X-Workbench-Delivery": message.key,
-                   "X-Workbench-Timestamp": timestamp}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "workbench-notify",
+            "X-Workbench-Event": message.kind,
+            "X-Workbench-Delivery": message.key,
+            "X-Workbench-Timestamp": timestamp,
+        }
         if secrets.get("signing_secret"):
             headers["X-Workbench-Signature"] = signature(secrets["signing_secret"].reveal(), timestamp, payload)
         response = _http.post(secrets["url"].reveal(), payload, headers, timeout)
@@ -85,8 +104,9 @@ class Webhook(Transport):
         said = f"the webhook answered {response.status}"
         if response.status in _RETRIED or response.status >= 500:
             raise DeliveryError(said, retry_after=response.retry_after() if response.status in (429, 503) else None)
-        raise DeliveryError(said + (" (redirects are not followed)" if 300 <= response.status < 400 else ""),
-                            permanent=True)
+        raise DeliveryError(
+            said + (" (redirects are not followed)" if 300 <= response.status < 400 else ""), permanent=True
+        )
 
 
 register(Webhook())

@@ -30,6 +30,7 @@ Example::
     wb.record_trials("channel", candles, len(table))                # the sweep counts too
     wb.validate("channel", candles, {"entry_window": range(10, 200, 5)}).checks    # the whole battery
 """
+
 from workbench.research._cross_validate import CrossValidation, cross_validate
 from workbench.research._lookahead import LookAhead, check_lookahead
 from workbench.research._monte_carlo import MonteCarlo, monte_carlo
@@ -38,6 +39,21 @@ from workbench.research._trials import record_trials, trial_count, trials
 from workbench.research._validate import ValidationReport, validate
 from workbench.research._walk_forward import WalkForward, walk_forward
 
-__all__ = ["CrossValidation", "DeflatedSharpe", "LookAhead", "MonteCarlo", "ValidationReport", "WalkForward",
-           "check_lookahead", "cross_validate", "deflated_sharpe", "monte_carlo", "probabilistic_sharpe",
-           "record_trials", "trial_count", "trials", "validate", "walk_forward"]
+__all__ = [
+    "CrossValidation",
+    "DeflatedSharpe",
+    "LookAhead",
+    "MonteCarlo",
+    "ValidationReport",
+    "WalkForward",
+    "check_lookahead",
+    "cross_validate",
+    "deflated_sharpe",
+    "monte_carlo",
+    "probabilistic_sharpe",
+    "record_trials",
+    "trial_count",
+    "trials",
+    "validate",
+    "walk_forward",
+]

@@ -26,6 +26,7 @@ returns are summed over the stretches between the groups' edges and the purge an
 limits, and every split's in- and out-of-sample score is a sum of those stretches, so no
 split backtests anything again.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -40,14 +41,14 @@ import numpy as np
 import pandas as pd
 from numba import njit, prange
 
-from workbench.engine import core as e
 from workbench.backtest import sweep
 from workbench.backtest._run import _cfg, _combinations, _Market, _settings
 from workbench.backtest._venues import market_rules
+from workbench.engine import core as e
+from workbench.engine.indicators import IndicatorKey, stack
 from workbench.errors import ParameterError
 from workbench.research._trials import record_run
 from workbench.strategies import Template, get_template, kernel_for
-from workbench.engine.indicators import IndicatorKey, stack
 
 OBJECTIVES = ("sharpe", "sortino", "total_return")
 _MAX_GROUPS = 20  # C(20, 10) = 184,756 CSCV splits; 22 would be 705,432
@@ -129,8 +130,11 @@ class CrossValidation:
         """The positions of the training and the test bars of CPCV split ``split`` (a row
         number of :attr:`splits`): purge and embargo taken out of the training bars."""
         if split not in self.splits.index:
-            raise ParameterError(f"split: {split!r} is not allowed; expected a split from 1 to {len(self.splits)}",
-                                 param="split", value=split)
+            raise ParameterError(
+                f"split: {split!r} is not allowed; expected a split from 1 to {len(self.splits)}",
+                param="split",
+                value=split,
+            )
         edges = np.append(0, self.groups["bars"].cumsum().to_numpy())
         test_groups = np.asarray(self.splits.at[split, "test_groups"]) - 1
         bars = np.arange(edges[-1])
@@ -152,15 +156,25 @@ class CrossValidation:
 
         charts = []
         for values, title, label in (
-                (self.logits.to_numpy(), f"PBO {self.pbo:.2f}: logit of the in-sample best's out-of-sample rank, "
-                                         f"{len(self.logits):,} splits", "λ"),
-                (self.paths["sharpe"].to_numpy(), f"Out-of-sample Sharpe of {len(self.paths)} CPCV paths",
-                 "sharpe")):
+            (
+                self.logits.to_numpy(),
+                f"PBO {self.pbo:.2f}: logit of the in-sample best's out-of-sample rank, {len(self.logits):,} splits",
+                "λ",
+            ),
+            (self.paths["sharpe"].to_numpy(), f"Out-of-sample Sharpe of {len(self.paths)} CPCV paths", "sharpe"),
+        ):
             finite = values[np.isfinite(values)]
             counts, edges = np.histogram(finite, bins=min(40, max(5, len(finite) // 5)))
             chart = figure(height=300, width=450, title=title, tools="xpan,xwheel_zoom,box_zoom,reset,save")
-            chart.quad(top=counts, bottom=0, left=edges[:-1], right=edges[1:], fill_color="#1f77b4",
-                       line_color="white", fill_alpha=0.7)
+            chart.quad(
+                top=counts,
+                bottom=0,
+                left=edges[:-1],
+                right=edges[1:],
+                fill_color="#1f77b4",
+                line_color="white",
+                fill_alpha=0.7,
+            )
             chart.add_layout(Span(location=0, dimension="height", line_color="#d62728", line_dash="dashed"))
             chart.xaxis.axis_label = label
             chart.yaxis.axis_label = "count"
@@ -168,13 +182,24 @@ class CrossValidation:
         return row(charts)
 
     def __repr__(self) -> str:
-        return (f"<CrossValidation {len(self.splits)} splits, {len(self.paths)} paths by {self.objective}: median "
-                f"out-of-sample sharpe={self.paths['sharpe'].median():.3f} PBO={self.pbo:.3f}>")
+        return (
+            f"<CrossValidation {len(self.splits)} splits, {len(self.paths)} paths by {self.objective}: median "
+            f"out-of-sample sharpe={self.paths['sharpe'].median():.3f} PBO={self.pbo:.3f}>"
+        )
 
 
-def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *, n_groups: int = 16,
-                   k_test: int = 2, purge: int = 0, embargo: int = 0, objective: str = "sharpe",
-                   **settings: Any) -> CrossValidation:
+def cross_validate(
+    template: str | Template,
+    candles: pd.DataFrame,
+    grid: Mapping[str, Any],
+    *,
+    n_groups: int = 16,
+    k_test: int = 2,
+    purge: int = 0,
+    embargo: int = 0,
+    objective: str = "sharpe",
+    **settings: Any,
+) -> CrossValidation:
     """Cross-validate the choice of a grid row: CPCV paths and the probability of overfitting.
 
     Args:
@@ -211,26 +236,43 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     """
     tpl = template if isinstance(template, Template) else get_template(template)
     if objective not in OBJECTIVES:
-        raise ParameterError(f"objective: {objective!r} is not allowed; expected one of {', '.join(OBJECTIVES)}",
-                             param="objective", value=objective)
+        raise ParameterError(
+            f"objective: {objective!r} is not allowed; expected one of {', '.join(OBJECTIVES)}",
+            param="objective",
+            value=objective,
+        )
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
-        raise ParameterError(f"settings: {', '.join(unknown)} not allowed; expected any of {', '.join(_SETTINGS)} "
-                             "(rows are chosen by objective=...)", param="settings", value=unknown)
+        raise ParameterError(
+            f"settings: {', '.join(unknown)} not allowed; expected any of {', '.join(_SETTINGS)} "
+            "(rows are chosen by objective=...)",
+            param="settings",
+            value=unknown,
+        )
     args = {name: settings.get(name, inspect.signature(sweep).parameters[name].default) for name in _SETTINGS}
     market = _Market(candles, funding=args["funding"])
     total = len(market.candles)
-    if (isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or n_groups % 2
-            or not 2 <= n_groups <= min(_MAX_GROUPS, total // 2)):
-        raise ParameterError(f"n_groups: {n_groups!r} is not allowed; expected an even number of groups from 2 to "
-                             f"{min(_MAX_GROUPS, total // 2)} (at least 2 of the candles' {total} bars each)",
-                             param="n_groups", value=n_groups)
+    if (
+        isinstance(n_groups, bool)
+        or not isinstance(n_groups, (int, np.integer))
+        or n_groups % 2
+        or not 2 <= n_groups <= min(_MAX_GROUPS, total // 2)
+    ):
+        raise ParameterError(
+            f"n_groups: {n_groups!r} is not allowed; expected an even number of groups from 2 to "
+            f"{min(_MAX_GROUPS, total // 2)} (at least 2 of the candles' {total} bars each)",
+            param="n_groups",
+            value=n_groups,
+        )
     k_test = _whole("k_test", k_test, 1, n_groups - 1)
     purge, embargo = _whole("purge", purge, 0, total), _whole("embargo", embargo, 0, total)
     combos = _combinations(tpl, grid)
     if len(combos) < 2:
-        raise ParameterError("grid: 1 combination is not allowed; expected at least 2 rows to choose from",
-                             param="grid", value=len(combos))
+        raise ParameterError(
+            "grid: 1 combination is not allowed; expected at least 2 rows to choose from",
+            param="grid",
+            value=len(combos),
+        )
     edges = np.arange(n_groups + 1) * total // n_groups
     inner = edges[1:-1]
     starts = np.unique(np.concatenate((edges[:-1], inner - purge, inner + embargo)))
@@ -251,17 +293,24 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
     train_sums, test_sums = sums.over(training), sums.over(tested)
     short = np.flatnonzero(train_sums.bars[0] < 2)
     if short.size:
-        raise ParameterError(f"purge + embargo: {purge} + {embargo} bars leave the split testing groups "
-                             f"{tuple(g + 1 for g in splits[short[0]])} with {int(train_sums.bars[0, short[0]])} "
-                             "training bars; expected at least 2 (less purge or embargo, or fewer groups)",
-                             param="purge", value=purge)
+        raise ParameterError(
+            f"purge + embargo: {purge} + {embargo} bars leave the split testing groups "
+            f"{tuple(g + 1 for g in splits[short[0]])} with {int(train_sums.bars[0, short[0]])} "
+            "training bars; expected at least 2 (less purge or embargo, or fewer groups)",
+            param="purge",
+            value=purge,
+        )
     chosen = _best(train_sums.metric(objective, rf, ann))
     columns = np.arange(len(splits))
     in_sample = train_sums.pick((chosen, columns)).metrics(rf, ann)
     out_of_sample = test_sums.pick((chosen, columns)).metrics(rf, ann)
-    table = pd.DataFrame({"test_groups": [tuple(g + 1 for g in split) for split in splits],
-                          "train_bars": train_sums.bars[0].astype(np.int64),
-                          "test_bars": test_sums.bars[0].astype(np.int64)})
+    table = pd.DataFrame(
+        {
+            "test_groups": [tuple(g + 1 for g in split) for split in splits],
+            "train_bars": train_sums.bars[0].astype(np.int64),
+            "test_bars": test_sums.bars[0].astype(np.int64),
+        }
+    )
     for name in grid:
         table[name] = [tpl.axis(combos[c], name) for c in chosen]
     for prefix, values in (("is", in_sample), ("oos", out_of_sample)):
@@ -279,11 +328,21 @@ def cross_validate(template: str | Template, candles: pd.DataFrame, grid: Mappin
 
     record_run(tpl, candles, len(combos), "cross_validate", grid)  # the tenant's trial ledger
     index = market.candles.index
-    groups = pd.DataFrame({"start": index[edges[:-1]], "end": index[edges[1:] - 1], "bars": np.diff(edges)},
-                          index=pd.RangeIndex(1, n_groups + 1, name="group"))
-    return CrossValidation(groups=groups, splits=table, paths=paths,
-                           logits=_cscv(per_group, objective, rf, ann), objective=objective, n_groups=n_groups,
-                           k_test=k_test, purge=purge, embargo=embargo)
+    groups = pd.DataFrame(
+        {"start": index[edges[:-1]], "end": index[edges[1:] - 1], "bars": np.diff(edges)},
+        index=pd.RangeIndex(1, n_groups + 1, name="group"),
+    )
+    return CrossValidation(
+        groups=groups,
+        splits=table,
+        paths=paths,
+        logits=_cscv(per_group, objective, rf, ann),
+        objective=objective,
+        n_groups=n_groups,
+        k_test=k_test,
+        purge=purge,
+        embargo=embargo,
+    )
 
 
 def _cscv(per_group: _Sums, objective: str, rf: float, ann: float) -> pd.Series:
@@ -295,7 +354,7 @@ def _cscv(per_group: _Sums, objective: str, rf: float, ann: float) -> pd.Series:
     logits = []
     for first in range(0, len(halves), _SPLIT_CHUNK):
         chosen = np.zeros((n_groups, min(_SPLIT_CHUNK, len(halves) - first)))
-        chosen[halves[first:first + _SPLIT_CHUNK].T, np.arange(chosen.shape[1])] = 1.0
+        chosen[halves[first : first + _SPLIT_CHUNK].T, np.arange(chosen.shape[1])] = 1.0
         in_sample = per_group.over(chosen).metric(objective, rf, ann)
         out = np.nan_to_num(per_group.over(1.0 - chosen).metric(objective, rf, ann), nan=-np.inf)
         best = out[_best(in_sample), np.arange(out.shape[1])]
@@ -310,24 +369,44 @@ def _best(scores: np.ndarray) -> np.ndarray:
     return np.nan_to_num(scores, nan=-np.inf).argmax(axis=0)
 
 
-def _grid_sums(tpl: Template, market: _Market, combos: list[dict[str, Any]], args: Mapping[str, Any],
-               starts: np.ndarray, rf: float) -> _Sums:
+def _grid_sums(
+    tpl: Template, market: _Market, combos: list[dict[str, Any]], args: Mapping[str, Any], starts: np.ndarray, rf: float
+) -> _Sums:
     """Every row's bar returns from one backtest over all the candles, as sums over the
     stretches beginning at ``starts``: the sweep's set-up, with the equity recorded."""
     limits = tpl.validate_risk(args["risk"])
-    settings = _settings(args["fees"], args["slippage"], args["init_cash"], args["maintenance_margin"],
-                         args["risk_free"], market_rules(args["market"]))
+    settings = _settings(
+        args["fees"],
+        args["slippage"],
+        args["init_cash"],
+        args["maintenance_margin"],
+        args["risk_free"],
+        market_rules(args["market"]),
+    )
     kernel = kernel_for(tpl.name)
     keys: dict[IndicatorKey, int] = {}
-    rows = np.array([[keys.setdefault(k, len(keys)) for k in kernel.indicator_keys(c)] for c in combos],
-                    dtype=np.int64)
+    rows = np.array([[keys.setdefault(k, len(keys)) for k in kernel.indicator_keys(c)] for c in combos], dtype=np.int64)
     ind = stack(list(keys), market.arrays)
     params = np.array([kernel.param_vector(c) for c in combos])
     cfgs = np.array([_cfg(settings, limits, kernel.leverage(c), market) for c in combos])
     sums = np.zeros((len(_Sums._fields), len(combos), len(starts)))
     a = market.arrays
-    _simulate_sums(kernel.simulate, a["open"], a["high"], a["low"], a["close"], market.day, market.funding, ind, rows,
-                   params, cfgs, starts, rf, sums)
+    _simulate_sums(
+        kernel.simulate,
+        a["open"],
+        a["high"],
+        a["low"],
+        a["close"],
+        market.day,
+        market.funding,
+        ind,
+        rows,
+        params,
+        cfgs,
+        starts,
+        rf,
+        sums,
+    )
     return _Sums(*sums)
 
 
@@ -339,8 +418,23 @@ def _simulate_sums(simulate, open_, high, low, close, day, funding, ind, rows, p
     no_intent = np.zeros((0, e.INTENT_WIDTH))
     for j in prange(params.shape[0]):
         equity = np.empty(close.shape[0])
-        simulate(open_, high, low, close, day, funding, ind, rows[j], params[j], cfgs[j], no_fills, equity,
-                 np.empty(close.shape[0]), np.empty(e.N_METRICS), no_intent)
+        simulate(
+            open_,
+            high,
+            low,
+            close,
+            day,
+            funding,
+            ind,
+            rows[j],
+            params[j],
+            cfgs[j],
+            no_fills,
+            equity,
+            np.empty(close.shape[0]),
+            np.empty(e.N_METRICS),
+            no_intent,
+        )
         _stretch_sums(equity, cfgs[j][e.C_INIT_CASH], starts, rf, sums[:, j])
 
 
@@ -367,6 +461,7 @@ def _stretch_sums(equity, init_cash, starts, rf, out):
 
 def _whole(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ParameterError(f"{name}: {value!r} is not allowed; expected a whole number from {low} to {high}",
-                             param=name, value=value)
+        raise ParameterError(
+            f"{name}: {value!r} is not allowed; expected a whole number from {low} to {high}", param=name, value=value
+        )
     return int(value)

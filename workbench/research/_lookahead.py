@@ -12,6 +12,7 @@ and there is no shift, offset or future bar to name. What the check can still ca
 that peeks: an indicator or a kernel (a template's, or a future one) that reads past the
 bar. The suite proves it does by swapping a centred moving average in for ``SMA``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -53,9 +54,15 @@ class LookAhead:
         return f"look-ahead at {self.bar} (candles cut at bar {self.cut}): {self.difference}"
 
 
-def check_lookahead(template_or_rules: str | Template | Mapping[str, Any], candles: pd.DataFrame,
-                    params: Mapping[str, Any] | None = None, *, cuts: int | Sequence[int] = 20, seed: int | None = 0,
-                    **settings: Any) -> LookAhead:
+def check_lookahead(
+    template_or_rules: str | Template | Mapping[str, Any],
+    candles: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    cuts: int | Sequence[int] = 20,
+    seed: int | None = 0,
+    **settings: Any,
+) -> LookAhead:
     """Check that a strategy decides nothing from candles after the bar it decides on.
 
     Args:
@@ -79,8 +86,9 @@ def check_lookahead(template_or_rules: str | Template | Mapping[str, Any], candl
         >>> wb.check_lookahead("buy when close > EMA(50)\\nexit long when close < EMA(50)", candles)  # doctest: +SKIP
         >>> wb.check_lookahead("channel", candles, {"entry_window": 48}).passed                      # doctest: +SKIP
     """
-    if isinstance(template_or_rules, Template) or (isinstance(template_or_rules, str)
-                                                   and template_or_rules in templates()):
+    if isinstance(template_or_rules, Template) or (
+        isinstance(template_or_rules, str) and template_or_rules in templates()
+    ):
         tpl = template_or_rules if isinstance(template_or_rules, Template) else get_template(template_or_rules)
         params = dict(params or {})
     else:
@@ -103,18 +111,25 @@ def check_lookahead(template_or_rules: str | Template | Mapping[str, Any], candl
 def _cuts(cuts: int | Sequence[int], total: int, seed: int | None) -> tuple[int, ...]:
     if isinstance(cuts, (int, np.integer)) and not isinstance(cuts, bool):
         if not 1 <= cuts <= total - 2:
-            raise ParameterError(f"cuts: {cuts!r} is not allowed; expected a number of cuts from 1 to {total - 2}",
-                                 param="cuts", value=cuts)
+            raise ParameterError(
+                f"cuts: {cuts!r} is not allowed; expected a number of cuts from 1 to {total - 2}",
+                param="cuts",
+                value=cuts,
+            )
         bounds = np.linspace(2, total, int(cuts) + 1).astype(np.int64)
         drawn = np.random.default_rng(seed).integers(bounds[:-1], np.maximum(bounds[1:], bounds[:-1] + 1))
         return tuple(sorted({int(c) for c in drawn}))
     if isinstance(cuts, (str, bytes)) or not isinstance(cuts, Sequence) or not cuts:
-        raise ParameterError(f"cuts: {cuts!r} is not allowed; expected a number of cuts or a list of bar positions",
-                             param="cuts", value=cuts)
+        raise ParameterError(
+            f"cuts: {cuts!r} is not allowed; expected a number of cuts or a list of bar positions",
+            param="cuts",
+            value=cuts,
+        )
     for cut in cuts:
         if isinstance(cut, bool) or not isinstance(cut, (int, np.integer)) or not 2 <= cut <= total - 1:
-            raise ParameterError(f"cuts: {cut!r} is not allowed; expected bar positions from 2 to {total - 1}",
-                                 param="cuts", value=cut)
+            raise ParameterError(
+                f"cuts: {cut!r} is not allowed; expected bar positions from 2 to {total - 1}", param="cuts", value=cut
+            )
     return tuple(sorted({int(c) for c in cuts}))
 
 
@@ -124,15 +139,21 @@ def _first_difference(full: BacktestResult, part: BacktestResult, cut: int) -> t
     same = np.equal(full.position.to_numpy()[:cut], part.position.to_numpy())
     if not same.all():
         bar = int(np.argmin(same))
-        found.append((bar, f"position {full.position.iloc[bar]:g} with all {len(full.candles)} bars, "
-                           f"{part.position.iloc[bar]:g} with {cut}"))
+        found.append(
+            (
+                bar,
+                f"position {full.position.iloc[bar]:g} with all {len(full.candles)} bars, "
+                f"{part.position.iloc[bar]:g} with {cut}",
+            )
+        )
     before = full.fills[full.fills["time"] < full.candles.index[cut]]
     mine, theirs = _fill_rows(before, full), _fill_rows(part.fills, part)
     for i in range(max(len(mine), len(theirs))):
         if i >= len(mine) or i >= len(theirs) or mine[i] != theirs[i]:
-            bar = min(row[0] for row in (mine[i:i + 1] + theirs[i:i + 1]))
-            found.append((bar, f"fill {_describe(mine, i)} with all {len(full.candles)} bars, "
-                               f"{_describe(theirs, i)} with {cut}"))
+            bar = min(row[0] for row in (mine[i : i + 1] + theirs[i : i + 1]))
+            found.append(
+                (bar, f"fill {_describe(mine, i)} with all {len(full.candles)} bars, {_describe(theirs, i)} with {cut}")
+            )
             break
     return min(found) if found else None
 

@@ -12,6 +12,7 @@ long under water, how likely ruin.
   moving-block bootstrap), which keeps the returns' short-range dependence (a trade held
   for many bars) and what happens between trades.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,17 @@ class MonteCarlo:
         init_cash: the equity every path starts from.
     """
 
-    def __init__(self, *, paths: pd.DataFrame, bands: pd.DataFrame, actual: pd.Series, method: str,
-                 block: int | None, seed: int | None, init_cash: float):
+    def __init__(
+        self,
+        *,
+        paths: pd.DataFrame,
+        bands: pd.DataFrame,
+        actual: pd.Series,
+        method: str,
+        block: int | None,
+        seed: int | None,
+        init_cash: float,
+    ):
         self.paths = paths
         self.bands = bands
         self.actual = actual
@@ -61,8 +71,9 @@ class MonteCarlo:
         for equity, the 5 % mildest for drawdown: read ``max_drawdown`` at 0.95 for the bad tail)."""
         for value in q:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ParameterError(f"q: {value!r} is not allowed; expected quantiles from 0 to 1", param="q",
-                                     value=value)
+                raise ParameterError(
+                    f"q: {value!r} is not allowed; expected quantiles from 0 to 1", param="q", value=value
+                )
         table = self.paths.quantile(list(q))
         table.index.name = "quantile"
         return table
@@ -71,8 +82,9 @@ class MonteCarlo:
         """The share of paths whose equity fell to ``floor`` (quote currency) or below at any
         step; 0 asks how often the account is wiped out, ``0.5 * init_cash`` how often it halves."""
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor):
-            raise ParameterError(f"floor: {floor!r} is not allowed; expected an equity in the quote currency",
-                                 param="floor", value=floor)
+            raise ParameterError(
+                f"floor: {floor!r} is not allowed; expected an equity in the quote currency", param="floor", value=floor
+            )
         return float((self.paths["min_equity"] <= floor).mean())
 
     @cached_property
@@ -83,17 +95,31 @@ class MonteCarlo:
 
         by_time = self.unit == "bars"
         x = self.bands.index.tz_convert(None) if by_time and self.bands.index.tz is not None else self.bands.index
-        source = ColumnDataSource({"x": x, **{c: self.bands[c].to_numpy() for c in self.bands},
-                                   "actual": self.actual.to_numpy()})
-        chart = figure(height=350, width=900, x_axis_type="datetime" if by_time else "linear",
-                       title=f"Monte Carlo: {len(self.paths):,} paths resampling the backtest's {self.unit}",
-                       tools="xpan,xwheel_zoom,box_zoom,reset,save")
+        source = ColumnDataSource(
+            {"x": x, **{c: self.bands[c].to_numpy() for c in self.bands}, "actual": self.actual.to_numpy()}
+        )
+        chart = figure(
+            height=350,
+            width=900,
+            x_axis_type="datetime" if by_time else "linear",
+            title=f"Monte Carlo: {len(self.paths):,} paths resampling the backtest's {self.unit}",
+            tools="xpan,xwheel_zoom,box_zoom,reset,save",
+        )
         chart.varea("x", "p5", "p95", source=source, fill_color="#1f77b4", fill_alpha=0.15, legend_label="5-95 %")
         chart.varea("x", "p25", "p75", source=source, fill_color="#1f77b4", fill_alpha=0.3, legend_label="25-75 %")
         median = chart.line("x", "p50", source=source, color="#1f77b4", line_width=2, legend_label="median")
         chart.line("x", "actual", source=source, color="#d62728", legend_label="backtest")
-        chart.add_tools(HoverTool(renderers=[median], tooltips=[("p5", "@p5{0,0}"), ("median", "@p50{0,0}"),
-                                                                ("p95", "@p95{0,0}"), ("backtest", "@actual{0,0}")]))
+        chart.add_tools(
+            HoverTool(
+                renderers=[median],
+                tooltips=[
+                    ("p5", "@p5{0,0}"),
+                    ("median", "@p50{0,0}"),
+                    ("p95", "@p95{0,0}"),
+                    ("backtest", "@actual{0,0}"),
+                ],
+            )
+        )
         chart.xaxis.axis_label = "time" if by_time else "trade"
         chart.yaxis.axis_label = "equity"
         chart.yaxis.formatter = NumeralTickFormatter(format="0,0")
@@ -103,13 +129,21 @@ class MonteCarlo:
 
     def __repr__(self) -> str:
         median = self.paths.median()
-        return (f"<MonteCarlo {len(self.paths)} paths of {self.unit}: median final_equity="
-                f"{median['final_equity']:,.2f} median max_drawdown={median['max_drawdown']:.4f} "
-                f"P(ruin)={self.probability_of_ruin():.4f}>")
+        return (
+            f"<MonteCarlo {len(self.paths)} paths of {self.unit}: median final_equity="
+            f"{median['final_equity']:,.2f} median max_drawdown={median['max_drawdown']:.4f} "
+            f"P(ruin)={self.probability_of_ruin():.4f}>"
+        )
 
 
-def monte_carlo(result: BacktestResult, n: int = 1000, *, method: Literal["trades", "bars"] = "trades",
-                block: int | None = None, seed: int | None = None) -> MonteCarlo:
+def monte_carlo(
+    result: BacktestResult,
+    n: int = 1000,
+    *,
+    method: Literal["trades", "bars"] = "trades",
+    block: int | None = None,
+    seed: int | None = None,
+) -> MonteCarlo:
     """Resample a backtest into ``n`` equity paths: the range of outcomes its edge allows.
 
     Args:
@@ -139,25 +173,37 @@ def monte_carlo(result: BacktestResult, n: int = 1000, *, method: Literal["trade
         >>> mc.figure                                                                # doctest: +SKIP
     """
     if not isinstance(result, BacktestResult):
-        raise ParameterError(f"result: a {type(result).__name__} is not allowed; expected a BacktestResult "
-                             "(wb.backtest(...))", param="result", value=result)
+        raise ParameterError(
+            f"result: a {type(result).__name__} is not allowed; expected a BacktestResult (wb.backtest(...))",
+            param="result",
+            value=result,
+        )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 1_000_000:
-        raise ParameterError(f"n: {n!r} is not allowed; expected a whole number of paths from 1 to 1,000,000",
-                             param="n", value=n)
+        raise ParameterError(
+            f"n: {n!r} is not allowed; expected a whole number of paths from 1 to 1,000,000", param="n", value=n
+        )
     if method not in ("trades", "bars"):
-        raise ParameterError(f"method: {method!r} is not allowed; expected 'trades' or 'bars'", param="method",
-                             value=method)
+        raise ParameterError(
+            f"method: {method!r} is not allowed; expected 'trades' or 'bars'", param="method", value=method
+        )
     trades = result.trades
     if trades.empty:
-        raise ParameterError(f"result: the {result.template.name} backtest {result.params} closed no trade, so there "
-                             "is nothing to resample; backtest more candles or other parameters", param="result",
-                             value=0)
+        raise ParameterError(
+            f"result: the {result.template.name} backtest {result.params} closed no trade, so there "
+            "is nothing to resample; backtest more candles or other parameters",
+            param="result",
+            value=0,
+        )
     init_cash = float(result.settings["init_cash"])
     rng = np.random.default_rng(seed)
     if method == "trades":
         if block is not None:
-            raise ParameterError(f"block: {block!r} is not allowed with method='trades', which draws single trades; "
-                                 "use method='bars' for blocks", param="block", value=block)
+            raise ParameterError(
+                f"block: {block!r} is not allowed with method='trades', which draws single trades; "
+                "use method='bars' for blocks",
+                param="block",
+                value=block,
+            )
         entered_with = init_cash + np.concatenate(([0.0], trades["pnl"].cumsum().to_numpy()[:-1]))
         returns = trades["pnl"].to_numpy(np.float64) / entered_with
         steps = pd.RangeIndex(len(returns) + 1, name="trade")
@@ -168,8 +214,11 @@ def monte_carlo(result: BacktestResult, n: int = 1000, *, method: Literal["trade
         if block is None:
             block = max(1, round(len(returns) ** (1 / 3)))
         elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 1 <= block <= len(returns):
-            raise ParameterError(f"block: {block!r} is not allowed; expected a whole number of bars from 1 to "
-                                 f"{len(returns)}", param="block", value=block)
+            raise ParameterError(
+                f"block: {block!r} is not allowed; expected a whole number of bars from 1 to {len(returns)}",
+                param="block",
+                value=block,
+            )
         block = int(block)
         start = result.candles.index[0] - (result.candles.index[1] - result.candles.index[0])
         steps = pd.DatetimeIndex([start]).append(result.candles.index).rename("time")
@@ -181,15 +230,26 @@ def monte_carlo(result: BacktestResult, n: int = 1000, *, method: Literal["trade
         equity = init_cash * _compound(draw(min(_CHUNK, n - first)))
         stats.append(_path_stats(equity, init_cash))
         sampled.append(equity[:, kept])
-    paths = pd.DataFrame(np.concatenate(stats), columns=["final_equity", "max_drawdown", "time_under_water",
-                                                         "min_equity"])
+    paths = pd.DataFrame(
+        np.concatenate(stats), columns=["final_equity", "max_drawdown", "time_under_water", "min_equity"]
+    )
     paths.insert(1, "total_return", paths["final_equity"] / init_cash - 1.0)
     paths["time_under_water"] = paths["time_under_water"].astype(np.int64)
     paths.index.name = "path"
-    bands = pd.DataFrame(np.percentile(np.concatenate(sampled), PERCENTILES, axis=0).T, index=steps[kept],
-                         columns=[f"p{p}" for p in PERCENTILES])
-    return MonteCarlo(paths=paths, bands=bands, actual=pd.Series(actual[kept], index=steps[kept], name="equity"),
-                      method=method, block=block if method == "bars" else None, seed=seed, init_cash=init_cash)
+    bands = pd.DataFrame(
+        np.percentile(np.concatenate(sampled), PERCENTILES, axis=0).T,
+        index=steps[kept],
+        columns=[f"p{p}" for p in PERCENTILES],
+    )
+    return MonteCarlo(
+        paths=paths,
+        bands=bands,
+        actual=pd.Series(actual[kept], index=steps[kept], name="equity"),
+        method=method,
+        block=block if method == "bars" else None,
+        seed=seed,
+        init_cash=init_cash,
+    )
 
 
 def _draw_single(returns: np.ndarray, rng: np.random.Generator):
@@ -201,7 +261,7 @@ def _draw_blocks(returns: np.ndarray, block: int, rng: np.random.Generator):
 
     def draw(count: int) -> np.ndarray:
         starts = rng.integers(0, len(returns) - block + 1, size=(count, blocks))
-        index = (starts[:, :, None] + np.arange(block)).reshape(count, -1)[:, :len(returns)]
+        index = (starts[:, :, None] + np.arange(block)).reshape(count, -1)[:, : len(returns)]
         return returns[index]
 
     return draw

@@ -1,4 +1,5 @@
 """The bar returns a backtest's metrics are measured on, shared by the research tools."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -20,6 +20,7 @@ and ``γ`` the Euler–Mascheroni constant.
 Both formulas take the **per-period** Sharpe ratio (mean over standard deviation of one
 bar's return, not annualised) and the **non-excess** kurtosis (3 for normal returns).
 """
+
 from __future__ import annotations
 
 import math
@@ -93,16 +94,27 @@ class DeflatedSharpe:
     def __str__(self) -> str:
         verdict = "passes" if self.passed() else "does not pass"
         scale = "annualised " if self.periods_per_year else "per-period "
-        shown = (self.annualised_sharpe, self.annualised_expected_max_sharpe) if self.periods_per_year else (
-            self.sharpe, self.expected_max_sharpe)
-        return (f"deflated Sharpe {self.probability:.3f} ({verdict} 0.95): {scale}Sharpe {shown[0]:.3f} against "
-                f"{shown[1]:.3f} expected from the best of {self.trials} trials by luck; n={self.n}, "
-                f"skew={self.skew:.3f}, kurtosis={self.kurtosis:.3f}")
+        shown = (
+            (self.annualised_sharpe, self.annualised_expected_max_sharpe)
+            if self.periods_per_year
+            else (self.sharpe, self.expected_max_sharpe)
+        )
+        return (
+            f"deflated Sharpe {self.probability:.3f} ({verdict} 0.95): {scale}Sharpe {shown[0]:.3f} against "
+            f"{shown[1]:.3f} expected from the best of {self.trials} trials by luck; n={self.n}, "
+            f"skew={self.skew:.3f}, kurtosis={self.kurtosis:.3f}"
+        )
 
 
-def probabilistic_sharpe(returns_or_sharpe: ReturnsOrSharpe, *, benchmark: float = 0.0,
-                         skew: float | None = None, kurtosis: float | None = None, n: int | None = None,
-                         periods_per_year: float | None = None) -> float:
+def probabilistic_sharpe(
+    returns_or_sharpe: ReturnsOrSharpe,
+    *,
+    benchmark: float = 0.0,
+    skew: float | None = None,
+    kurtosis: float | None = None,
+    n: int | None = None,
+    periods_per_year: float | None = None,
+) -> float:
     """The probability that the true Sharpe ratio exceeds ``benchmark`` (the PSR).
 
     A Sharpe ratio measured on few, skewed or fat-tailed returns is a noisy estimate; the PSR
@@ -139,9 +151,16 @@ def probabilistic_sharpe(returns_or_sharpe: ReturnsOrSharpe, *, benchmark: float
     return _psr(moments.sharpe, target, moments)
 
 
-def deflated_sharpe(returns_or_sharpe: ReturnsOrSharpe, *, trials: int | Sequence[float] | pd.Series,
-                    skew: float | None = None, kurtosis: float | None = None, n: int | None = None,
-                    sharpe_std: float | None = None, periods_per_year: float | None = None) -> DeflatedSharpe:
+def deflated_sharpe(
+    returns_or_sharpe: ReturnsOrSharpe,
+    *,
+    trials: int | Sequence[float] | pd.Series,
+    skew: float | None = None,
+    kurtosis: float | None = None,
+    n: int | None = None,
+    sharpe_std: float | None = None,
+    periods_per_year: float | None = None,
+) -> DeflatedSharpe:
     """The deflated Sharpe ratio: the probability that the Sharpe ratio of the best of
     ``trials`` tries is more than the luck of trying.
 
@@ -197,15 +216,25 @@ def deflated_sharpe(returns_or_sharpe: ReturnsOrSharpe, *, trials: int | Sequenc
     if sharpe_std is not None:
         spread = _finite("sharpe_std", sharpe_std) / moments.scale
         if spread < 0:
-            raise ParameterError(f"sharpe_std: {sharpe_std!r} is not allowed; expected a standard deviation >= 0",
-                                 param="sharpe_std", value=sharpe_std)
+            raise ParameterError(
+                f"sharpe_std: {sharpe_std!r} is not allowed; expected a standard deviation >= 0",
+                param="sharpe_std",
+                value=sharpe_std,
+            )
     if spread is None:  # trials without skill: the noise of a Sharpe ratio measured on n returns
         spread = 1.0 / math.sqrt(moments.n - 1)
     expected_max = spread * expected_max_z(count)
-    return DeflatedSharpe(sharpe=moments.sharpe, expected_max_sharpe=expected_max,
-                          probability=_psr(moments.sharpe, expected_max, moments), trials=count, n=moments.n,
-                          skew=moments.skew, kurtosis=moments.kurtosis, sharpe_std=spread,
-                          periods_per_year=moments.periods_per_year)
+    return DeflatedSharpe(
+        sharpe=moments.sharpe,
+        expected_max_sharpe=expected_max,
+        probability=_psr(moments.sharpe, expected_max, moments),
+        trials=count,
+        n=moments.n,
+        skew=moments.skew,
+        kurtosis=moments.kurtosis,
+        sharpe_std=spread,
+        periods_per_year=moments.periods_per_year,
+    )
 
 
 def expected_max_z(trials: int) -> float:
@@ -213,8 +242,9 @@ def expected_max_z(trials: int) -> float:
     de Prado's approximation; 0 for one trial, which nothing was chosen from)."""
     if trials == 1:
         return 0.0
-    return ((1.0 - EULER_MASCHERONI) * _NORMAL.inv_cdf(1.0 - 1.0 / trials)
-            + EULER_MASCHERONI * _NORMAL.inv_cdf(1.0 - 1.0 / (trials * math.e)))
+    return (1.0 - EULER_MASCHERONI) * _NORMAL.inv_cdf(1.0 - 1.0 / trials) + EULER_MASCHERONI * _NORMAL.inv_cdf(
+        1.0 - 1.0 / (trials * math.e)
+    )
 
 
 @dataclass(frozen=True)
@@ -231,24 +261,42 @@ class _Moments:
         return math.sqrt(self.periods_per_year) if self.periods_per_year else 1.0
 
 
-def _moments(source: ReturnsOrSharpe, *, skew: float | None, kurtosis: float | None, n: int | None,
-             periods_per_year: float | None) -> _Moments:
+def _moments(
+    source: ReturnsOrSharpe,
+    *,
+    skew: float | None,
+    kurtosis: float | None,
+    n: int | None,
+    periods_per_year: float | None,
+) -> _Moments:
     if periods_per_year is not None:
         _check_range("periods_per_year", periods_per_year, 1e-9, math.inf)
     if isinstance(source, Real) and not isinstance(source, bool):
         if n is None:
-            raise ParameterError("n: missing; a Sharpe ratio given as a number needs the number of returns it was "
-                                 "measured on (n=...)", param="n", value=None)
+            raise ParameterError(
+                "n: missing; a Sharpe ratio given as a number needs the number of returns it was measured on (n=...)",
+                param="n",
+                value=None,
+            )
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-            raise ParameterError(f"n: {n!r} is not allowed; expected a whole number of returns >= 2", param="n",
-                                 value=n)
+            raise ParameterError(
+                f"n: {n!r} is not allowed; expected a whole number of returns >= 2", param="n", value=n
+            )
         scale = math.sqrt(periods_per_year) if periods_per_year else 1.0
-        return _Moments(_finite("sharpe", source) / scale, int(n),
-                        0.0 if skew is None else _finite("skew", skew),
-                        3.0 if kurtosis is None else _kurtosis(kurtosis), periods_per_year)
+        return _Moments(
+            _finite("sharpe", source) / scale,
+            int(n),
+            0.0 if skew is None else _finite("skew", skew),
+            3.0 if kurtosis is None else _kurtosis(kurtosis),
+            periods_per_year,
+        )
     if n is not None:
-        raise ParameterError(f"n: {n!r} is not allowed with returns or a backtest, which are counted; give n with a "
-                             "Sharpe ratio number only", param="n", value=n)
+        raise ParameterError(
+            f"n: {n!r} is not allowed with returns or a backtest, which are counted; give n with a "
+            "Sharpe ratio number only",
+            param="n",
+            value=n,
+        )
     excess = 0.0
     if isinstance(source, BacktestResult):
         returns = bar_returns(source)
@@ -258,51 +306,77 @@ def _moments(source: ReturnsOrSharpe, *, skew: float | None, kurtosis: float | N
         returns = np.asarray(source, dtype=np.float64).ravel()
         returns = returns[~np.isnan(returns)]
     else:
-        raise ParameterError(f"returns_or_sharpe: a {type(source).__name__} is not allowed; expected a BacktestResult, "
-                             "returns (Series, array, list) or a Sharpe ratio number", param="returns_or_sharpe",
-                             value=source)
+        raise ParameterError(
+            f"returns_or_sharpe: a {type(source).__name__} is not allowed; expected a BacktestResult, "
+            "returns (Series, array, list) or a Sharpe ratio number",
+            param="returns_or_sharpe",
+            value=source,
+        )
     if not np.isfinite(returns).all():
-        raise ParameterError("returns: an infinite return is not allowed; expected finite simple returns",
-                             param="returns", value=source)
+        raise ParameterError(
+            "returns: an infinite return is not allowed; expected finite simple returns", param="returns", value=source
+        )
     if len(returns) < 3:
-        raise ParameterError(f"returns: {len(returns)} returns are too few; expected at least 3", param="returns",
-                             value=len(returns))
+        raise ParameterError(
+            f"returns: {len(returns)} returns are too few; expected at least 3", param="returns", value=len(returns)
+        )
     centred = returns - returns.mean()
     std = returns.std(ddof=1)
     if not std > 0:
-        raise ParameterError("returns: all returns are equal, so they have no Sharpe ratio; expected returns that "
-                             "vary", param="returns", value=float(returns[0]))
-    moment2 = np.mean(centred ** 2)
-    return _Moments(float((returns - excess).mean() / std), len(returns),
-                    float(np.mean(centred ** 3) / moment2 ** 1.5) if skew is None else _finite("skew", skew),
-                    float(np.mean(centred ** 4) / moment2 ** 2) if kurtosis is None else _kurtosis(kurtosis),
-                    periods_per_year)
+        raise ParameterError(
+            "returns: all returns are equal, so they have no Sharpe ratio; expected returns that vary",
+            param="returns",
+            value=float(returns[0]),
+        )
+    moment2 = np.mean(centred**2)
+    return _Moments(
+        float((returns - excess).mean() / std),
+        len(returns),
+        float(np.mean(centred**3) / moment2**1.5) if skew is None else _finite("skew", skew),
+        float(np.mean(centred**4) / moment2**2) if kurtosis is None else _kurtosis(kurtosis),
+        periods_per_year,
+    )
 
 
 def _trials(trials: int | Sequence[float] | pd.Series, scale: float) -> tuple[int, float | None]:
     """The number of trials and, when their Sharpe ratios are given, their per-period spread."""
     if isinstance(trials, (int, np.integer)) and not isinstance(trials, bool):
         if trials < 1:
-            raise ParameterError(f"trials: {trials!r} is not allowed; expected a whole number of trials >= 1",
-                                 param="trials", value=trials)
+            raise ParameterError(
+                f"trials: {trials!r} is not allowed; expected a whole number of trials >= 1",
+                param="trials",
+                value=trials,
+            )
         return int(trials), None
     if isinstance(trials, (pd.Series, np.ndarray, list, tuple)):
         sharpes = np.asarray(trials, dtype=np.float64).ravel()
         sharpes = sharpes[np.isfinite(sharpes)]
         if len(sharpes) < 2:
-            raise ParameterError(f"trials: {len(sharpes)} finite Sharpe ratios are too few; expected at least 2 (or "
-                                 "the number of trials as an int)", param="trials", value=len(sharpes))
+            raise ParameterError(
+                f"trials: {len(sharpes)} finite Sharpe ratios are too few; expected at least 2 (or "
+                "the number of trials as an int)",
+                param="trials",
+                value=len(sharpes),
+            )
         return len(sharpes), float(sharpes.std(ddof=1)) / scale
-    raise ParameterError(f"trials: {trials!r} is not allowed; expected the number of trials (int >= 1) or their "
-                         "Sharpe ratios (a sequence)", param="trials", value=trials)
+    raise ParameterError(
+        f"trials: {trials!r} is not allowed; expected the number of trials (int >= 1) or their "
+        "Sharpe ratios (a sequence)",
+        param="trials",
+        value=trials,
+    )
 
 
 def _psr(sharpe: float, benchmark: float, moments: _Moments) -> float:
-    variance = 1.0 - moments.skew * sharpe + (moments.kurtosis - 1.0) / 4.0 * sharpe ** 2
+    variance = 1.0 - moments.skew * sharpe + (moments.kurtosis - 1.0) / 4.0 * sharpe**2
     if not variance > 0:
-        raise ParameterError(f"skew {moments.skew:g} and kurtosis {moments.kurtosis:g} are not allowed with a "
-                             f"per-period Sharpe ratio of {sharpe:g}: they give the Sharpe ratio no positive "
-                             "variance (kurtosis is not excess: normal = 3)", param="kurtosis", value=moments.kurtosis)
+        raise ParameterError(
+            f"skew {moments.skew:g} and kurtosis {moments.kurtosis:g} are not allowed with a "
+            f"per-period Sharpe ratio of {sharpe:g}: they give the Sharpe ratio no positive "
+            "variance (kurtosis is not excess: normal = 3)",
+            param="kurtosis",
+            value=moments.kurtosis,
+        )
     return _NORMAL.cdf((sharpe - benchmark) * math.sqrt(moments.n - 1) / math.sqrt(variance))
 
 
@@ -310,8 +384,11 @@ def _kurtosis(value: object) -> float:
     """A kurtosis given by hand: at least 1 for any distribution; not excess, so normal is 3."""
     kurtosis = _finite("kurtosis", value)
     if kurtosis < 1:
-        raise ParameterError(f"kurtosis: {value!r} is not allowed; expected the kurtosis (not excess: normal = 3), "
-                             "which is at least 1", param="kurtosis", value=value)
+        raise ParameterError(
+            f"kurtosis: {value!r} is not allowed; expected the kurtosis (not excess: normal = 3), which is at least 1",
+            param="kurtosis",
+            value=value,
+        )
     return kurtosis
 
 
@@ -323,5 +400,6 @@ def _finite(name: str, value: object) -> float:
 
 def _check_range(name: str, value: object, low: float, high: float) -> None:
     if _finite(name, value) < low or value > high:
-        raise ParameterError(f"{name}: {value!r} is not allowed; expected a number from {low:g} to {high:g}",
-                             param=name, value=value)
+        raise ParameterError(
+            f"{name}: {value!r} is not allowed; expected a number from {low:g} to {high:g}", param=name, value=value
+        )

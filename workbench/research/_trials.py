@@ -21,6 +21,7 @@ below the research layer and records nothing itself). A row holds:
 fails with a one-line :class:`~workbench.errors.DatabaseError` (the workbench always has
 one; an embedded PostgreSQL by default).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -36,8 +37,7 @@ from workbench.errors import DatabaseError, ParameterError, WorkbenchError
 from workbench.strategies import Template, get_template, templates
 
 OHLCV = ("open", "high", "low", "close", "volume")
-COLUMNS = ("recorded_at", "what", "template", "family", "combinations", "data_hash", "data_start", "data_end",
-           "bars")
+COLUMNS = ("recorded_at", "what", "template", "family", "combinations", "data_hash", "data_start", "data_end", "bars")
 _PAUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("workbench_trials_paused", default=False)
 
 
@@ -45,8 +45,11 @@ def hash_candles(candles: pd.DataFrame) -> str:
     """sha256 (hex) of the candles' OHLCV values as little-endian float64, row by row."""
     missing = [c for c in OHLCV if not isinstance(candles, pd.DataFrame) or c not in candles.columns]
     if missing:
-        raise ParameterError(f"candles: no {', '.join(missing)} column; expected OHLCV candles (wb.load_candles())",
-                             param="candles", value=missing)
+        raise ParameterError(
+            f"candles: no {', '.join(missing)} column; expected OHLCV candles (wb.load_candles())",
+            param="candles",
+            value=missing,
+        )
     values = np.ascontiguousarray(candles[list(OHLCV)].to_numpy(dtype="<f8"))
     return hashlib.sha256(values.tobytes()).hexdigest()
 
@@ -61,7 +64,7 @@ def strategy_family(template: str | Template | Mapping[str, Any], grid: Mapping[
     from workbench.strategies.rules import parse_rules, rules_text
 
     texts = []
-    for one in (rules if isinstance(rules, (list, tuple)) else [rules]):
+    for one in rules if isinstance(rules, (list, tuple)) else [rules]:
         parsed = parse_rules(one)
         lines = rules_text(parsed).splitlines()
         if lines and lines[0].startswith("vars "):
@@ -70,8 +73,14 @@ def strategy_family(template: str | Template | Mapping[str, Any], grid: Mapping[
     return "rules:\n" + "\n--\n".join(sorted(set(texts)))  # a grid of several rule strategies: all of them
 
 
-def record_trials(template: str | Template | Mapping[str, Any], candles: pd.DataFrame, n: int,
-                  what: str = "sweep", *, grid: Mapping[str, Any] | None = None) -> int:
+def record_trials(
+    template: str | Template | Mapping[str, Any],
+    candles: pd.DataFrame,
+    n: int,
+    what: str = "sweep",
+    *,
+    grid: Mapping[str, Any] | None = None,
+) -> int:
     """Record that ``n`` parameter combinations of ``template`` were tried on ``candles``.
 
     :func:`workbench.walk_forward`, :func:`workbench.cross_validate` and
@@ -99,21 +108,34 @@ def record_trials(template: str | Template | Mapping[str, Any], candles: pd.Data
         >>> wb.record_trials("channel", candles, len(table))            # doctest: +SKIP
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ParameterError(f"n: {n!r} is not allowed; expected the number of combinations tried, a whole "
-                             "number >= 1", param="n", value=n)
+        raise ParameterError(
+            f"n: {n!r} is not allowed; expected the number of combinations tried, a whole number >= 1",
+            param="n",
+            value=n,
+        )
     if not isinstance(what, str) or not what.strip() or len(what) > 64:
-        raise ParameterError(f"what: {what!r} is not allowed; expected a short name of what ran, e.g. 'sweep'",
-                             param="what", value=what)
+        raise ParameterError(
+            f"what: {what!r} is not allowed; expected a short name of what ran, e.g. 'sweep'", param="what", value=what
+        )
     name, _ = _resolve(template, grid)
     key, digest = strategy_family(template, grid), hash_candles(candles)
     index = candles.index
     if len(index) < 1 or not isinstance(index, pd.DatetimeIndex):
-        raise ParameterError("candles: expected candles indexed by time with at least one bar", param="candles",
-                             value=len(index))
+        raise ParameterError(
+            "candles: expected candles indexed by time with at least one bar", param="candles", value=len(index)
+        )
     from workbench import store
 
-    row = {"template": name, "family": key, "data_hash": digest, "data_start": _utc(index[0]),
-           "data_end": _utc(index[-1]), "bars": len(index), "combinations": int(n), "what": what.strip()}
+    row = {
+        "template": name,
+        "family": key,
+        "data_hash": digest,
+        "data_start": _utc(index[0]),
+        "data_end": _utc(index[-1]),
+        "bars": len(index),
+        "combinations": int(n),
+        "what": what.strip(),
+    }
     try:
         with store.session() as scope:
             scope.add(store.Trial(**row))
@@ -122,8 +144,9 @@ def record_trials(template: str | Template | Mapping[str, Any], candles: pd.Data
     except WorkbenchError as exc:
         raise DatabaseError(f"trial ledger: could not record {n} {what} trials of {name}: {_line(exc)}") from None
     except Exception as exc:  # SQLAlchemy and driver errors: one line, never a silent skip
-        raise DatabaseError(f"trial ledger: could not record {n} {what} trials of {name}: "
-                            f"{type(exc).__name__}: {_line(exc)}") from None
+        raise DatabaseError(
+            f"trial ledger: could not record {n} {what} trials of {name}: {type(exc).__name__}: {_line(exc)}"
+        ) from None
 
 
 def trial_count(family: str | Template | Mapping[str, Any], data_hash: str | pd.DataFrame) -> int:
@@ -151,8 +174,9 @@ def trial_count(family: str | Template | Mapping[str, Any], data_hash: str | pd.
         raise DatabaseError(f"trial ledger: could not read: {type(exc).__name__}: {_line(exc)}") from None
 
 
-def trials(template: str | Template | Mapping[str, Any] | None = None,
-           candles: pd.DataFrame | None = None) -> pd.DataFrame:
+def trials(
+    template: str | Template | Mapping[str, Any] | None = None, candles: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The tenant's trial ledger, oldest first: one row per recorded run.
 
     Args:
@@ -188,8 +212,9 @@ def trials(template: str | Template | Mapping[str, Any] | None = None,
     return table
 
 
-def record_run(template: str | Template, candles: pd.DataFrame, n: int, what: str,
-               grid: Mapping[str, Any] | None) -> int | None:
+def record_run(
+    template: str | Template, candles: pd.DataFrame, n: int, what: str, grid: Mapping[str, Any] | None
+) -> int | None:
     """What the research tools call: record unless a :func:`paused` block (validate's own
     walk-forward and cross-validation, which it records once as a whole) is running."""
     if _PAUSED.get():
@@ -212,13 +237,17 @@ def _count(scope: Any, key: str, digest: str) -> int:
 
     from workbench import store
 
-    total = scope.scalar(select(func.coalesce(func.sum(store.Trial.combinations), 0))
-                         .where(store.Trial.family == key, store.Trial.data_hash == digest))
+    total = scope.scalar(
+        select(func.coalesce(func.sum(store.Trial.combinations), 0)).where(
+            store.Trial.family == key, store.Trial.data_hash == digest
+        )
+    )
     return int(total)
 
 
-def _resolve(template: str | Template | Mapping[str, Any],
-             grid: Mapping[str, Any] | None) -> tuple[str, str | Mapping[str, Any] | None]:
+def _resolve(
+    template: str | Template | Mapping[str, Any], grid: Mapping[str, Any] | None
+) -> tuple[str, str | Mapping[str, Any] | None]:
     """(template name, rule strategy or None)."""
     if isinstance(template, Template):
         name = template.name
@@ -227,16 +256,26 @@ def _resolve(template: str | Template | Mapping[str, Any],
     elif isinstance(template, (str, Mapping)):
         return "rules", template
     else:
-        raise ParameterError(f"template: a {type(template).__name__} is not allowed; expected a template name, "
-                             "a Template or a rule strategy", param="template", value=template)
+        raise ParameterError(
+            f"template: a {type(template).__name__} is not allowed; expected a template name, "
+            "a Template or a rule strategy",
+            param="template",
+            value=template,
+        )
     if name == "rules":
         rules = (grid or {}).get("rules")
         if isinstance(rules, (list, tuple)) and len(rules) == 1:
             rules = rules[0]
-        if not (isinstance(rules, (str, Mapping)) or (isinstance(rules, (list, tuple)) and rules
-                                                      and all(isinstance(r, (str, Mapping)) for r in rules))):
-            raise ParameterError("grid: the rules template needs its rule strategy, one text or JSON in "
-                                 "grid['rules'], to name the family searched", param="rules", value=rules)
+        if not (
+            isinstance(rules, (str, Mapping))
+            or (isinstance(rules, (list, tuple)) and rules and all(isinstance(r, (str, Mapping)) for r in rules))
+        ):
+            raise ParameterError(
+                "grid: the rules template needs its rule strategy, one text or JSON in "
+                "grid['rules'], to name the family searched",
+                param="rules",
+                value=rules,
+            )
         return name, rules
     return name, None
 

@@ -19,6 +19,7 @@ one set of candles, and gives a verdict against written-down thresholds:
 The shown rows get a threshold (checked as "below") through ``thresholds=``. The trial count
 comes from the tenant's trial ledger (``_trials``), this run included.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from html import escape
 from pathlib import Path
@@ -81,9 +82,20 @@ class ValidationReport:
         result: the backtest of :attr:`params` on all the candles.
     """
 
-    def __init__(self, *, checks: pd.DataFrame, certificate: dict[str, Any], params: dict[str, Any], trials: int,
-                 walk_forward: WalkForward, cross_validation: CrossValidation, deflated_sharpe: DeflatedSharpe | None,
-                 monte_carlo: MonteCarlo | None, lookahead: LookAhead, result: BacktestResult):
+    def __init__(
+        self,
+        *,
+        checks: pd.DataFrame,
+        certificate: dict[str, Any],
+        params: dict[str, Any],
+        trials: int,
+        walk_forward: WalkForward,
+        cross_validation: CrossValidation,
+        deflated_sharpe: DeflatedSharpe | None,
+        monte_carlo: MonteCarlo | None,
+        lookahead: LookAhead,
+        result: BacktestResult,
+    ):
         self.checks = checks
         self.certificate = certificate
         self.params = params
@@ -124,16 +136,21 @@ class ValidationReport:
         from bokeh.resources import CDN, INLINE
 
         if resources not in ("cdn", "inline"):
-            raise ParameterError(f"resources: {resources!r} is not allowed; expected 'cdn' or 'inline'",
-                                 param="resources", value=resources)
+            raise ParameterError(
+                f"resources: {resources!r} is not allowed; expected 'cdn' or 'inline'",
+                param="resources",
+                value=resources,
+            )
         script, div = components(self.figure)
         head = (CDN if resources == "cdn" else INLINE).render()
         certificate = escape(json.dumps(self.certificate, indent=2))
         title = escape(f"Validation of {self.certificate['strategy']['template']}")
-        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{title}</title>{head}<style>{_STYLE}</style></head><body>"
-                f"{self._repr_html_()}{div}<details><summary>Certificate (JSON)</summary><pre>{certificate}</pre>"
-                f"</details>{script}</body></html>")
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{title}</title>{head}<style>{_STYLE}</style></head><body>"
+            f"{self._repr_html_()}{div}<details><summary>Certificate (JSON)</summary><pre>{certificate}</pre>"
+            f"</details>{script}</body></html>"
+        )
 
     def _repr_html_(self) -> str:
         verdict = "passed" if self.passed else f"failed: {', '.join(self.failed)}"
@@ -142,24 +159,37 @@ class ValidationReport:
             f"<tr><td>{escape(row.name)}</td><td>{_shown(row.value)}</td>"
             f"<td>{'' if row.threshold is None else escape(THRESHOLDS[row.name][1]) + ' ' + _shown(row.threshold)}"
             f"</td><td>{'' if row.passed is None else ('✔' if row.passed else '✘')}</td></tr>"
-            for row in self.checks.itertuples())
-        return (f"<div class=\"wb-validation\"><h3>{escape(strategy['template'])} "
-                f"{escape(json.dumps(strategy['params']))}: <span style=\"color:"
-                f"{'#2ca02c' if self.passed else '#d62728'}\">{escape(verdict)}</span></h3>"
-                f"<p>{data['bars']:,} bars from {escape(data['start'])} to {escape(data['end'])} "
-                f"(sha256 {data['sha256'][:12]}…); {self.trials:,} combinations tried on this family and data set"
-                f"</p><table><thead><tr><th>check</th><th>value</th><th>threshold</th><th>passed</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table></div>")
+            for row in self.checks.itertuples()
+        )
+        return (
+            f'<div class="wb-validation"><h3>{escape(strategy["template"])} '
+            f'{escape(json.dumps(strategy["params"]))}: <span style="color:'
+            f'{"#2ca02c" if self.passed else "#d62728"}">{escape(verdict)}</span></h3>'
+            f"<p>{data['bars']:,} bars from {escape(data['start'])} to {escape(data['end'])} "
+            f"(sha256 {data['sha256'][:12]}…); {self.trials:,} combinations tried on this family and data set"
+            f"</p><table><thead><tr><th>check</th><th>value</th><th>threshold</th><th>passed</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
 
     def __repr__(self) -> str:
         verdict = "passed" if self.passed else f"failed ({', '.join(self.failed)})"
-        return (f"<ValidationReport {self.certificate['strategy']['template']} {self.params}: {verdict}; "
-                f"{self.trials} trials>")
+        return (
+            f"<ValidationReport {self.certificate['strategy']['template']} {self.params}: {verdict}; "
+            f"{self.trials} trials>"
+        )
 
 
-def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *,
-             params: Mapping[str, Any] | None = None, folds: int = 4, n_groups: int = 8,
-             thresholds: Mapping[str, Any] | None = None, **settings: Any) -> ValidationReport:
+def validate(
+    template: str | Template,
+    candles: pd.DataFrame,
+    grid: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    folds: int = 4,
+    n_groups: int = 8,
+    thresholds: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> ValidationReport:
     """Validate a parameter search: walk-forward, CPCV and PBO, deflated Sharpe, Monte Carlo
     and look-ahead, with a verdict and a certificate.
 
@@ -224,8 +254,11 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
     table = sweep(tpl, candles, grid, sort_by=OBJECTIVE, progress=False, **settings)  # checks grid and settings
     combos = len(table)
     if combos < 2:
-        raise ParameterError(f"grid: {combos} combination is not allowed; expected at least 2 rows to choose from",
-                             param="grid", value=combos)
+        raise ParameterError(
+            f"grid: {combos} combination is not allowed; expected at least 2 rows to choose from",
+            param="grid",
+            value=combos,
+        )
     with paused():  # recorded below, once, as this validation
         wf = walk_forward(tpl, candles, grid, train=train, test=test, objective=OBJECTIVE, **settings)
         cv = cross_validate(tpl, candles, grid, n_groups=n_groups, k_test=2, objective=OBJECTIVE, **settings)
@@ -233,8 +266,11 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
         chosen = {name: _plain(table.iloc[0][name]) for name in grid}
     else:
         if not isinstance(params, Mapping):
-            raise ParameterError(f"params: a {type(params).__name__} is not allowed; expected a mapping of "
-                                 "parameters", param="params", value=params)
+            raise ParameterError(
+                f"params: a {type(params).__name__} is not allowed; expected a mapping of parameters",
+                param="params",
+                value=params,
+            )
         chosen = {**({"rules": grid["rules"]} if "rules" in grid and "rules" not in params else {}), **params}
     result = backtest(tpl, candles, chosen, **settings)
     cumulative = record_trials(tpl, candles, combos, "validate", grid=grid)
@@ -257,57 +293,105 @@ def validate(template: str | Template, candles: pd.DataFrame, grid: Mapping[str,
         "max_drawdown_p50": float(drawdowns[0]),
         "max_drawdown_p95": float(drawdowns[1]),
     }
-    checks = pd.DataFrame([{"name": name, "value": values[name], "threshold": limits[name],
-                            "passed": None if limits[name] is None else _passes(values[name], limits[name],
-                                                                                THRESHOLDS[name][1])}
-                           for name in THRESHOLDS], columns=["name", "value", "threshold", "passed"])
+    checks = pd.DataFrame(
+        [
+            {
+                "name": name,
+                "value": values[name],
+                "threshold": limits[name],
+                "passed": None if limits[name] is None else _passes(values[name], limits[name], THRESHOLDS[name][1]),
+            }
+            for name in THRESHOLDS
+        ],
+        columns=["name", "value", "threshold", "passed"],
+    )
     checks = checks.astype({"value": object, "threshold": object, "passed": object}).set_index("name", drop=False)
     checks.index.name = None
     statistics = {
         **values,
-        "walk_forward": {"folds": len(wf.folds), "train_bars": train, "test_bars": test,
-                         "in_sample_cagr": float(wf.folds["is_cagr"].mean()),
-                         "oos_cagr": float(wf.efficiency * wf.folds["is_cagr"].mean())
-                         if np.isfinite(wf.efficiency) else None},
-        "cross_validation": {"n_groups": cv.n_groups, "k_test": cv.k_test, "splits": len(cv.splits),
-                             "paths": len(cv.paths), "median_path_sharpe": float(cv.paths["sharpe"].median())},
-        "selected": {"sharpe": result.metrics["sharpe"], "total_return": result.metrics["total_return"],
-                     "max_drawdown": result.metrics["max_drawdown"], "trades": result.metrics["trades"]},
-        "deflated_sharpe_detail": None if dsr is None else {
+        "walk_forward": {
+            "folds": len(wf.folds),
+            "train_bars": train,
+            "test_bars": test,
+            "in_sample_cagr": float(wf.folds["is_cagr"].mean()),
+            "oos_cagr": float(wf.efficiency * wf.folds["is_cagr"].mean()) if np.isfinite(wf.efficiency) else None,
+        },
+        "cross_validation": {
+            "n_groups": cv.n_groups,
+            "k_test": cv.k_test,
+            "splits": len(cv.splits),
+            "paths": len(cv.paths),
+            "median_path_sharpe": float(cv.paths["sharpe"].median()),
+        },
+        "selected": {
+            "sharpe": result.metrics["sharpe"],
+            "total_return": result.metrics["total_return"],
+            "max_drawdown": result.metrics["max_drawdown"],
+            "trades": result.metrics["trades"],
+        },
+        "deflated_sharpe_detail": None
+        if dsr is None
+        else {
             "annualised_sharpe": dsr.annualised_sharpe,
             "annualised_expected_max_sharpe": dsr.annualised_expected_max_sharpe,
-            "trials": dsr.trials, "n": dsr.n, "skew": dsr.skew, "kurtosis": dsr.kurtosis},
-        "monte_carlo": {"paths": MONTE_CARLO_PATHS if mc is not None else 0, "ruin_floor": RUIN * init_cash,
-                        "seed": 0},
+            "trials": dsr.trials,
+            "n": dsr.n,
+            "skew": dsr.skew,
+            "kurtosis": dsr.kurtosis,
+        },
+        "monte_carlo": {"paths": MONTE_CARLO_PATHS if mc is not None else 0, "ruin_floor": RUIN * init_cash, "seed": 0},
         "lookahead_cuts": list(look.cuts),
     }
-    certificate = _jsonable({
-        "kind": "workbench.validation",
-        "passed": bool(checks["passed"].dropna().astype(bool).all()) and checks["passed"].notna().any(),
-        "strategy": {"template": tpl.name, "family": strategy_family(tpl, grid), "params": result.params,
-                     "grid": {name: _axis(values) for name, values in grid.items()}},
-        "data": {"sha256": hash_candles(candles), "start": candles.index[0], "end": candles.index[-1],
-                 "bars": total},
-        "settings": result.settings,
-        "workbench_version": sys.modules["workbench"].__version__,  # the root package, loaded with this one
-        "code_version": code_version(),
-        "trials": {"this_run": combos, "cumulative": cumulative},
-        "statistics": statistics,
-        "thresholds": {name: {"value": limits[name], "passes_when": THRESHOLDS[name][1]} for name in THRESHOLDS},
-        "checks": checks.to_dict("records"),
-        "created_at": datetime.now(timezone.utc),
-    })
-    return ValidationReport(checks=checks, certificate=certificate, params=dict(result.params), trials=cumulative,
-                            walk_forward=wf, cross_validation=cv, deflated_sharpe=dsr, monte_carlo=mc,
-                            lookahead=look, result=result)
+    certificate = _jsonable(
+        {
+            "kind": "workbench.validation",
+            "passed": bool(checks["passed"].dropna().astype(bool).all()) and checks["passed"].notna().any(),
+            "strategy": {
+                "template": tpl.name,
+                "family": strategy_family(tpl, grid),
+                "params": result.params,
+                "grid": {name: _axis(values) for name, values in grid.items()},
+            },
+            "data": {
+                "sha256": hash_candles(candles),
+                "start": candles.index[0],
+                "end": candles.index[-1],
+                "bars": total,
+            },
+            "settings": result.settings,
+            "workbench_version": sys.modules["workbench"].__version__,  # the root package, loaded with this one
+            "code_version": code_version(),
+            "trials": {"this_run": combos, "cumulative": cumulative},
+            "statistics": statistics,
+            "thresholds": {name: {"value": limits[name], "passes_when": THRESHOLDS[name][1]} for name in THRESHOLDS},
+            "checks": checks.to_dict("records"),
+            "created_at": datetime.now(UTC),
+        }
+    )
+    return ValidationReport(
+        checks=checks,
+        certificate=certificate,
+        params=dict(result.params),
+        trials=cumulative,
+        walk_forward=wf,
+        cross_validation=cv,
+        deflated_sharpe=dsr,
+        monte_carlo=mc,
+        lookahead=look,
+        result=result,
+    )
 
 
 def fold_windows(total: int, folds: int) -> tuple[int, int]:
     """(train, test) bars of ``folds`` rolling walk-forward folds over ``total`` bars: the test
     windows tile the end, each training window twice a test window (or more)."""
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 1 <= folds <= max(1, total // 6):
-        raise ParameterError(f"folds: {folds!r} is not allowed; expected a whole number from 1 to "
-                             f"{max(1, total // 6)} for {total} candles", param="folds", value=folds)
+        raise ParameterError(
+            f"folds: {folds!r} is not allowed; expected a whole number from 1 to "
+            f"{max(1, total // 6)} for {total} candles",
+            param="folds",
+            value=folds,
+        )
     test = total // (int(folds) + 2)
     return total - int(folds) * test, test
 
@@ -316,8 +400,9 @@ def code_version() -> str | None:
     """The git commit of the checkout this package runs from, None when it is not one."""
     root = Path(__file__).resolve().parents[2]
     try:
-        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        top = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     lines = top.stdout.split()
@@ -331,24 +416,37 @@ def _thresholds(given: Mapping[str, Any] | None) -> dict[str, Any]:
     if given is None:
         return limits
     if not isinstance(given, Mapping):
-        raise ParameterError(f"thresholds: a {type(given).__name__} is not allowed; expected a mapping of check "
-                             f"names to thresholds", param="thresholds", value=given)
+        raise ParameterError(
+            f"thresholds: a {type(given).__name__} is not allowed; expected a mapping of check names to thresholds",
+            param="thresholds",
+            value=given,
+        )
     unknown = sorted(str(name) for name in set(given) - set(THRESHOLDS))
     if unknown:
-        raise ParameterError(f"thresholds: {', '.join(unknown)} not a check; expected any of "
-                             f"{', '.join(THRESHOLDS)}", param="thresholds", value=unknown)
+        raise ParameterError(
+            f"thresholds: {', '.join(unknown)} not a check; expected any of {', '.join(THRESHOLDS)}",
+            param="thresholds",
+            value=unknown,
+        )
     for name, value in given.items():
         if name == "lookahead":
             ok = value is None or isinstance(value, (bool, np.bool_))
         else:
-            ok = value is None or (isinstance(value, (int, float, np.integer, np.floating))
-                                   and not isinstance(value, bool) and math.isfinite(value))
+            ok = value is None or (
+                isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
         if not ok:
-            raise ParameterError(f"thresholds: {name}={value!r} is not allowed; expected "
-                                 f"{'True, False or None' if name == 'lookahead' else 'a finite number or None'}",
-                                 param="thresholds", value=value)
-        limits[name] = bool(value) if name == "lookahead" and value is not None else (
-            None if value is None else float(value))
+            raise ParameterError(
+                f"thresholds: {name}={value!r} is not allowed; expected "
+                f"{'True, False or None' if name == 'lookahead' else 'a finite number or None'}",
+                param="thresholds",
+                value=value,
+            )
+        limits[name] = (
+            bool(value) if name == "lookahead" and value is not None else (None if value is None else float(value))
+        )
     return limits
 
 
@@ -394,7 +492,9 @@ def _shown(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (float, np.floating)) else escape(str(value))
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;max-width:960px}"
-          ".wb-validation table{border-collapse:collapse;margin:1em 0}"
-          ".wb-validation td,.wb-validation th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}"
-          "pre{font-size:12px;background:#f6f6f6;padding:1em;overflow:auto}")
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;max-width:960px}"
+    ".wb-validation table{border-collapse:collapse;margin:1em 0}"
+    ".wb-validation td,.wb-validation th{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:left}"
+    "pre{font-size:12px;background:#f6f6f6;padding:1em;overflow:auto}"
+)

@@ -5,6 +5,7 @@ the choice instead: on each fold the grid is swept over a training window, the b
 parameter set by the objective is backtested on the test window that follows, and the test
 windows' equity is stitched into one out-of-sample curve that no choice has seen.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,9 @@ class WalkForward:
         init_cash: the equity the stitched curve starts from.
     """
 
-    def __init__(self, *, folds: pd.DataFrame, equity: pd.Series, results: list[BacktestResult], objective: str,
-                 init_cash: float):
+    def __init__(
+        self, *, folds: pd.DataFrame, equity: pd.Series, results: list[BacktestResult], objective: str, init_cash: float
+    ):
         self.folds = folds
         self.init_cash = init_cash
         self.equity = equity
@@ -66,26 +68,50 @@ class WalkForward:
         from bokeh.plotting import figure
 
         naive = self.equity.index.tz_convert(None)
-        chart = figure(height=350, width=900, x_axis_type="datetime", tools="xpan,xwheel_zoom,box_zoom,reset,save",
-                       title=f"Walk-forward: {len(self.folds)} folds chosen by {self.objective}, out-of-sample "
-                             f"equity (efficiency {self.efficiency:.2f})")
+        chart = figure(
+            height=350,
+            width=900,
+            x_axis_type="datetime",
+            tools="xpan,xwheel_zoom,box_zoom,reset,save",
+            title=f"Walk-forward: {len(self.folds)} folds chosen by {self.objective}, out-of-sample "
+            f"equity (efficiency {self.efficiency:.2f})",
+        )
         chart.line(naive, self.equity.to_numpy(), color="#1f77b4", line_width=2, legend_label="out of sample")
         for i, fold in enumerate(self.folds.itertuples()):
-            chart.add_layout(BoxAnnotation(left=fold.test_start.tz_convert(None), right=fold.test_end.tz_convert(None),
-                                           fill_alpha=0.06 if i % 2 else 0.12, fill_color="#2ca02c"))
+            chart.add_layout(
+                BoxAnnotation(
+                    left=fold.test_start.tz_convert(None),
+                    right=fold.test_end.tz_convert(None),
+                    fill_alpha=0.06 if i % 2 else 0.12,
+                    fill_color="#2ca02c",
+                )
+            )
         chart.yaxis.formatter = NumeralTickFormatter(format="0,0")
         chart.yaxis.axis_label = "equity"
         chart.legend.location = "top_left"
         return chart
 
     def __repr__(self) -> str:
-        return (f"<WalkForward {len(self.folds)} folds by {self.objective}: out-of-sample total_return="
-                f"{self.equity.iloc[-1] / self.init_cash - 1:.4f} efficiency={self.efficiency:.3f}>")
+        return (
+            f"<WalkForward {len(self.folds)} folds by {self.objective}: out-of-sample total_return="
+            f"{self.equity.iloc[-1] / self.init_cash - 1:.4f} efficiency={self.efficiency:.3f}>"
+        )
 
 
-def walk_forward(template: str | Template, candles: pd.DataFrame, grid: Mapping[str, Any], *, train: int, test: int,
-                 step: int | None = None, anchored: bool = False, objective: str = "sharpe", purge: int = 0,
-                 warmup: int | None = None, **settings: Any) -> WalkForward:
+def walk_forward(
+    template: str | Template,
+    candles: pd.DataFrame,
+    grid: Mapping[str, Any],
+    *,
+    train: int,
+    test: int,
+    step: int | None = None,
+    anchored: bool = False,
+    objective: str = "sharpe",
+    purge: int = 0,
+    warmup: int | None = None,
+    **settings: Any,
+) -> WalkForward:
     """Walk a parameter choice forward: sweep a training window, trade its best on the next.
 
     Args:
@@ -128,38 +154,60 @@ def walk_forward(template: str | Template, candles: pd.DataFrame, grid: Mapping[
     train, test = _bars("train", train, 2, total), _bars("test", test, 2, total)
     step = test if step is None else _bars("step", step, 1, total)
     if step < test:
-        raise ParameterError(f"step: {step} is not allowed with test={test}; expected at least the test window, "
-                             "or the test windows would overlap", param="step", value=step)
+        raise ParameterError(
+            f"step: {step} is not allowed with test={test}; expected at least the test window, "
+            "or the test windows would overlap",
+            param="step",
+            value=step,
+        )
     purge = _bars("purge", purge, 0, total)
     if warmup is not None:
         warmup = _bars("warmup", warmup, 0, total)
     if train + purge + test > total:
-        raise ParameterError(f"train + purge + test: {train} + {purge} + {test} = {train + purge + test} bars is "
-                             f"more than the candles' {total}; expected windows that fit", param="train", value=train)
+        raise ParameterError(
+            f"train + purge + test: {train} + {purge} + {test} = {train + purge + test} bars is "
+            f"more than the candles' {total}; expected windows that fit",
+            param="train",
+            value=train,
+        )
     if objective not in METRIC_NAMES:
-        raise ParameterError(f"objective: {objective!r} is not a metric; choose one of {', '.join(METRIC_NAMES)}",
-                             param="objective", value=objective)
+        raise ParameterError(
+            f"objective: {objective!r} is not a metric; choose one of {', '.join(METRIC_NAMES)}",
+            param="objective",
+            value=objective,
+        )
     if "sort_by" in settings or "progress" in settings:
-        raise ParameterError("settings: sort_by and progress are walk_forward's own (objective=...)",
-                             param="settings", value=sorted(settings))
+        raise ParameterError(
+            "settings: sort_by and progress are walk_forward's own (objective=...)",
+            param="settings",
+            value=sorted(settings),
+        )
     rows, results, curves = [], [], []
     test_start = train + purge
     while test_start + test <= total:
         train_start = 0 if anchored else test_start - purge - train
-        training = candles.iloc[train_start:test_start - purge]
+        training = candles.iloc[train_start : test_start - purge]
         table = sweep(tpl, training, grid, sort_by=objective, progress=False, **settings)
         best = table.iloc[0]
         params = {name: _plain(best[name]) for name in grid}
         chosen = tpl.validate(params)
         lead = _warmup(tpl, chosen) if warmup is None else warmup
         first = max(0, test_start - lead)
-        result = backtest(tpl, candles.iloc[first:test_start + test], params, **settings)
+        result = backtest(tpl, candles.iloc[first : test_start + test], params, **settings)
         metrics, curve = _window_metrics(result, test_start - first)
         window = candles.index
-        rows.append({"train_start": window[train_start], "train_end": window[test_start - purge - 1],
-                     "test_start": window[test_start], "test_end": window[test_start + test - 1], **params,
-                     **{f"is_{m}": best[m] for m in _METRICS}, **{f"oos_{m}": metrics[m] for m in _METRICS},
-                     "warmup": test_start - first})
+        rows.append(
+            {
+                "train_start": window[train_start],
+                "train_end": window[test_start - purge - 1],
+                "test_start": window[test_start],
+                "test_end": window[test_start + test - 1],
+                **params,
+                **{f"is_{m}": best[m] for m in _METRICS},
+                **{f"oos_{m}": metrics[m] for m in _METRICS},
+                "warmup": test_start - first,
+            }
+        )
         results.append(result)
         curves.append(curve)
         test_start += step
@@ -167,8 +215,9 @@ def walk_forward(template: str | Template, candles: pd.DataFrame, grid: Mapping[
     folds.index = pd.RangeIndex(1, len(folds) + 1, name="fold")
     init_cash = float(results[0].settings["init_cash"])
     record_run(tpl, candles, len(table), "walk_forward", grid)  # the tenant's trial ledger
-    return WalkForward(folds=folds, equity=_stitch(curves, init_cash), results=results, objective=objective,
-                       init_cash=init_cash)
+    return WalkForward(
+        folds=folds, equity=_stitch(curves, init_cash), results=results, objective=objective, init_cash=init_cash
+    )
 
 
 def _window_metrics(result: BacktestResult, start: int) -> tuple[dict[str, float], pd.Series]:
@@ -184,9 +233,13 @@ def _window_metrics(result: BacktestResult, start: int) -> tuple[dict[str, float
     excess = returns - risk_free_per_bar(result)
     trades = result.trades
     closed_inside = (trades["entry_time"] >= equity.index[0]).sum()
-    return {"total_return": float(growth.iloc[-1] - 1.0), "cagr": _cagr(growth),
-            "sharpe": float(excess.mean() / std * math.sqrt(bars_per_year(result))) if std > 0 else math.nan,
-            "max_drawdown": float((1.0 - growth.to_numpy() / peak).max()), "trades": int(closed_inside)}, growth
+    return {
+        "total_return": float(growth.iloc[-1] - 1.0),
+        "cagr": _cagr(growth),
+        "sharpe": float(excess.mean() / std * math.sqrt(bars_per_year(result))) if std > 0 else math.nan,
+        "max_drawdown": float((1.0 - growth.to_numpy() / peak).max()),
+        "trades": int(closed_inside),
+    }, growth
 
 
 def _stitch(curves: list[pd.Series], init_cash: float) -> pd.Series:
@@ -220,6 +273,9 @@ def _plain(value: Any) -> Any:
 
 def _bars(name: str, value: object, low: int, total: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= total:
-        raise ParameterError(f"{name}: {value!r} is not allowed; expected a whole number of bars from {low} to the "
-                             f"candles' {total}", param=name, value=value)
+        raise ParameterError(
+            f"{name}: {value!r} is not allowed; expected a whole number of bars from {low} to the candles' {total}",
+            param=name,
+            value=value,
+        )
     return int(value)

@@ -20,6 +20,7 @@ warm kernels, forked by ``_zygote``), ``_slot`` (one run's processes: papermill 
 kernel, as the tenant), ``_keys`` (exchange keys handed to the run in memory), ``_schedule``
 (cron and candle schedules).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -27,8 +28,18 @@ from typing import TYPE_CHECKING
 from workbench._lazy import from_modules, lazy_exports
 
 _MODULES = {
-    "workbench.scheduler._promote": ["INJECTED", "LiveStatus", "check_notebook", "demote", "live_notebooks",
-                                     "pause", "promote", "resume", "run_now", "stop"],
+    "workbench.scheduler._promote": [
+        "INJECTED",
+        "LiveStatus",
+        "check_notebook",
+        "demote",
+        "live_notebooks",
+        "pause",
+        "promote",
+        "resume",
+        "run_now",
+        "stop",
+    ],
     "workbench.scheduler._runs": ["runs", "wait_for_runs"],
     "workbench.scheduler._schedule": ["Schedule", "parse_schedule"],
     "workbench.scheduler._worker": ["WorkerOptions", "run_worker"],
@@ -42,9 +53,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from workbench.scheduler._button import promote_button
     from workbench.scheduler._dashboard import dashboard, dashboard_page, serve_dashboard
     from workbench.scheduler._local import LocalWorker, start_worker
-    from workbench.scheduler._promote import (INJECTED, LiveStatus, check_notebook, demote, live_notebooks,
-                                              pause, promote, resume, run_now, stop)
+    from workbench.scheduler._promote import (
+        INJECTED,
+        LiveStatus,
+        check_notebook,
+        demote,
+        live_notebooks,
+        pause,
+        promote,
+        resume,
+        run_now,
+        stop,
+    )
     from workbench.scheduler._runs import runs, wait_for_runs
     from workbench.scheduler._schedule import Schedule, parse_schedule
     from workbench.scheduler._worker import WorkerOptions, run_worker
-

@@ -1,4 +1,5 @@
 """The promote button: promotion from the notebook UI, with the refusal shown in place."""
+
 from __future__ import annotations
 
 import html
@@ -16,19 +17,27 @@ def promote_button(notebook: str | Path, session: int, schedule: str = "candle:5
     path = widgets.Text(str(notebook), description="notebook", layout=widgets.Layout(width="60%"))
     number = widgets.IntText(int(session), description="session")
     when = widgets.Text(schedule, description="schedule", placeholder="candle:5m or */5 * * * *")
-    button = widgets.Button(description="Promote", button_style="warning", icon="rocket",
-                            tooltip="freeze this notebook and run it on the schedule")
+    button = widgets.Button(
+        description="Promote",
+        button_style="warning",
+        icon="rocket",
+        tooltip="freeze this notebook and run it on the schedule",
+    )
     result = widgets.HTML()
 
     def clicked(_: widgets.Button) -> None:
         try:
             live = promote(path.value, number.value, when.value)
         except WorkbenchError as exc:
-            result.value = f"<span class='wb-refused' style='color:#b00020'>not promoted: {html.escape(str(exc))}</span>"
+            result.value = (
+                f"<span class='wb-refused' style='color:#b00020'>not promoted: {html.escape(str(exc))}</span>"
+            )
             return
-        result.value = (f"<span class='wb-promoted'>session #{live.session_id}: {html.escape(Path(live.source_path).name)} "
-                        f"v{live.version} is live on {html.escape(live.schedule)}; next run "
-                        f"{live.next_run_at:%Y-%m-%d %H:%M:%S} UTC</span>")
+        result.value = (
+            f"<span class='wb-promoted'>session #{live.session_id}: {html.escape(Path(live.source_path).name)} "
+            f"v{live.version} is live on {html.escape(live.schedule)}; next run "
+            f"{live.next_run_at:%Y-%m-%d %H:%M:%S} UTC</span>"
+        )
 
     button.on_click(clicked)
     return widgets.VBox([path, widgets.HBox([number, when, button]), result])

@@ -3,6 +3,7 @@
 ``live`` commands act as the tenant when ``WORKBENCH_TENANT_DATABASE_URL`` is set (a tenant's
 terminal), otherwise as the operator (owner role: every tenant's live notebooks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,24 +19,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument("session", type=int)
     promote.add_argument("schedule", help="'candle:5m' (every closed 5-minute candle) or a cron expression")
     promote.set_defaults(func=_promote)
-    for name, text in (("pause", "stop scheduling runs until resume"),
-                       ("resume", "schedule runs again from the next due time"),
-                       ("demote", "the notebook stops being live; the session keeps its state"),
-                       ("run-now", "make the live notebook due now")):
+    for name, text in (
+        ("pause", "stop scheduling runs until resume"),
+        ("resume", "schedule runs again from the next due time"),
+        ("demote", "the notebook stops being live; the session keeps its state"),
+        ("run-now", "make the live notebook due now"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("session", type=int)
         action.set_defaults(func=_change, change=name.replace("-", "_"))
 
     worker = subparsers.add_parser("worker", help="run one scheduler worker (dispatcher + notebook runs)")
     worker.add_argument("--concurrency", type=int, default=10, help="runs executed at once (default 10)")
-    worker.add_argument("--warm-kernels", type=int, default=10, metavar="N",
-                        help="ready kernels kept for the tenants with live notebooks, ~55 MB each "
-                             "(default 10; 0: every run forks its kernel when it starts)")
-    worker.add_argument("--dispatch-interval", type=float, default=1.0, metavar="SECONDS",
-                        help="longest pause between dispatcher passes (it also wakes at each due time)")
+    worker.add_argument(
+        "--warm-kernels",
+        type=int,
+        default=10,
+        metavar="N",
+        help="ready kernels kept for the tenants with live notebooks, ~55 MB each "
+        "(default 10; 0: every run forks its kernel when it starts)",
+    )
+    worker.add_argument(
+        "--dispatch-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="longest pause between dispatcher passes (it also wakes at each due time)",
+    )
     worker.add_argument("--heartbeat", type=float, default=2.0, metavar="SECONDS")
-    worker.add_argument("--stalled-after", type=float, default=15.0, metavar="SECONDS",
-                        help="a worker without heartbeat this long is dead; its runs are marked abandoned")
+    worker.add_argument(
+        "--stalled-after",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a worker without heartbeat this long is dead; its runs are marked abandoned",
+    )
     worker.add_argument("-v", "--verbose", action="store_true", help="log every run")
     worker.set_defaults(func=_worker)
 
@@ -61,8 +79,10 @@ def _require_schema() -> None:
 
     current, head = store.current_revision(), store.head_revision()
     if current != head:
-        raise DatabaseError(f"the database is at schema revision {current or 'none'}, this workbench needs "
-                            f"{head}; run `workbench db upgrade`")
+        raise DatabaseError(
+            f"the database is at schema revision {current or 'none'}, this workbench needs "
+            f"{head}; run `workbench db upgrade`"
+        )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -73,10 +93,20 @@ def _list(args: argparse.Namespace) -> int:
         print("nothing is live; promote a notebook with `workbench live promote NOTEBOOK SESSION SCHEDULE`")
         return 0
     header = ("TENANT", "SESSION", "SYMBOL", "SESSION STATUS", "NOTEBOOK", "SCHEDULE", "STATUS", "NEXT RUN", "LAST RUN")
-    lines = [header] + [(r.tenant, f"#{r.session_id}", r.symbol, r.session_status,
-                         f"{os.path.basename(r.notebook)} v{r.version}", r.schedule, r.status,
-                         f"{r.next_run_at:%Y-%m-%d %H:%M:%S}" if r.next_run_at else "-", r.last_run or "-")
-                        for r in rows]
+    lines = [header] + [
+        (
+            r.tenant,
+            f"#{r.session_id}",
+            r.symbol,
+            r.session_status,
+            f"{os.path.basename(r.notebook)} v{r.version}",
+            r.schedule,
+            r.status,
+            f"{r.next_run_at:%Y-%m-%d %H:%M:%S}" if r.next_run_at else "-",
+            r.last_run or "-",
+        )
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
@@ -87,8 +117,10 @@ def _promote(args: argparse.Namespace) -> int:
     from workbench.scheduler._promote import promote
 
     live = promote(args.notebook, args.session, args.schedule, opener=_opener())
-    print(f"session #{live.session_id}: {live.source_path} v{live.version} is live on {live.schedule!r}; "
-          f"next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC")
+    print(
+        f"session #{live.session_id}: {live.source_path} v{live.version} is live on {live.schedule!r}; "
+        f"next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
     return 0
 
 
@@ -112,11 +144,18 @@ def _worker(args: argparse.Namespace) -> int:
     if args.warm_kernels < 0:
         raise SchedulerError(f"--warm-kernels must be 0 or more, not {args.warm_kernels}")
     _require_schema()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_worker(WorkerOptions(concurrency=args.concurrency, warm_kernels=args.warm_kernels,
-                             dispatch_interval=args.dispatch_interval, heartbeat=args.heartbeat,
-                             stalled_after=args.stalled_after))
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    run_worker(
+        WorkerOptions(
+            concurrency=args.concurrency,
+            warm_kernels=args.warm_kernels,
+            dispatch_interval=args.dispatch_interval,
+            heartbeat=args.heartbeat,
+            stalled_after=args.stalled_after,
+        )
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ server, and then final: the URL cannot switch sessions); else the Voila query st
 the connected tenant: the workbench service serves it to the viewer (no kernel, no code of the
 owner; every tenant string escaped; the chart's scripts carry the page's CSP nonce).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,9 @@ import html
 import os
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -84,10 +85,12 @@ class SessionDashboard(widgets.VBox):
         data = _load(self.session_id) if self.session_id is not None else None
         self._found = data is not None
         if data is None:
-            self.title.value = (f"<h3 class='wb-unknown'>No session #{self.session_id}: it does not exist or "
-                                f"is not yours.</h3>" if self.session_id is not None else
-                                "<h3 class='wb-unknown'>No session given: open this dashboard with "
-                                "<code>?session=N</code> in its address.</h3>")
+            self.title.value = (
+                f"<h3 class='wb-unknown'>No session #{self.session_id}: it does not exist or is not yours.</h3>"
+                if self.session_id is not None
+                else "<h3 class='wb-unknown'>No session given: open this dashboard with "
+                "<code>?session=N</code> in its address.</h3>"
+            )
             self.status.value = self.chart.value = self.tables.value = ""
             return
         self.title.value = _title_html(data["session"])
@@ -129,8 +132,9 @@ class SessionDashboard(widgets.VBox):
             return
         from workbench.backtest._chart import standalone_html
 
-        self.chart.value = standalone_html(_figure(equity), title="equity and drawdown", css_class="wb-chart",
-                                           style="width:100%;height:470px;border:0")
+        self.chart.value = standalone_html(
+            _figure(equity), title="equity and drawdown", css_class="wb-chart", style="width:100%;height:470px;border:0"
+        )
         self._drawn = key
 
 
@@ -141,14 +145,26 @@ def _figure(frame: pd.DataFrame) -> Any:
 
     times = pd.to_datetime(frame.index, utc=True).tz_convert(None)
     equity = frame["equity"].astype(float)
-    source = ColumnDataSource({"ts": times, "equity": equity.to_numpy(),
-                               "drawdown": ((equity / equity.cummax() - 1.0) * 100).to_numpy()})
-    top = figure(height=260, sizing_mode="stretch_width", x_axis_type="datetime", title="Equity",
-                 tools="pan,wheel_zoom,box_zoom,reset,hover")
+    source = ColumnDataSource(
+        {"ts": times, "equity": equity.to_numpy(), "drawdown": ((equity / equity.cummax() - 1.0) * 100).to_numpy()}
+    )
+    top = figure(
+        height=260,
+        sizing_mode="stretch_width",
+        x_axis_type="datetime",
+        title="Equity",
+        tools="pan,wheel_zoom,box_zoom,reset,hover",
+    )
     top.line("ts", "equity", source=source, line_width=2)
     top.scatter("ts", "equity", source=source, size=4)
-    bottom = figure(height=160, sizing_mode="stretch_width", x_axis_type="datetime", title="Drawdown (%)",
-                    x_range=top.x_range, tools="pan,wheel_zoom,box_zoom,reset")
+    bottom = figure(
+        height=160,
+        sizing_mode="stretch_width",
+        x_axis_type="datetime",
+        title="Drawdown (%)",
+        x_range=top.x_range,
+        tools="pan,wheel_zoom,box_zoom,reset",
+    )
     bottom.varea("ts", y1=0, y2="drawdown", source=source, fill_color="#c62828", fill_alpha=0.4)
     return column(top, bottom, sizing_mode="stretch_width")
 
@@ -160,28 +176,57 @@ def _load(session_id: int, opener: Opener | None = None, owner_id: int | None = 
         trading = db.get(TradingSession, session_id)
         if trading is None or (owner_id is not None and trading.tenant_id != owner_id):
             return None
-        equity = db.execute(select(EquitySnapshot.ts, EquitySnapshot.equity, EquitySnapshot.balance,
-                                   EquitySnapshot.position, EquitySnapshot.pnl)
-                            .where(EquitySnapshot.session_id == session_id)
-                            .order_by(EquitySnapshot.ts.desc()).limit(_POINTS)).all()
-        orders = db.scalars(select(Order).where(Order.session_id == session_id, Order.status.in_(("new", "open")))
-                            .order_by(Order.id)).all()
-        fills = db.execute(select(Fill, Order.side).join(Order, (Order.tenant_id == Fill.tenant_id)
-                                                         & (Order.id == Fill.order_id))
-                           .where(Order.session_id == session_id).order_by(Fill.ts.desc()).limit(_FILLS)).all()
-        live = db.scalar(select(LiveNotebook).where(LiveNotebook.session_id == session_id)
-                         .order_by(LiveNotebook.version.desc()).limit(1))
+        equity = db.execute(
+            select(
+                EquitySnapshot.ts,
+                EquitySnapshot.equity,
+                EquitySnapshot.balance,
+                EquitySnapshot.position,
+                EquitySnapshot.pnl,
+            )
+            .where(EquitySnapshot.session_id == session_id)
+            .order_by(EquitySnapshot.ts.desc())
+            .limit(_POINTS)
+        ).all()
+        orders = db.scalars(
+            select(Order).where(Order.session_id == session_id, Order.status.in_(("new", "open"))).order_by(Order.id)
+        ).all()
+        fills = db.execute(
+            select(Fill, Order.side)
+            .join(Order, (Order.tenant_id == Fill.tenant_id) & (Order.id == Fill.order_id))
+            .where(Order.session_id == session_id)
+            .order_by(Fill.ts.desc())
+            .limit(_FILLS)
+        ).all()
+        live = db.scalar(
+            select(LiveNotebook)
+            .where(LiveNotebook.session_id == session_id)
+            .order_by(LiveNotebook.version.desc())
+            .limit(1)
+        )
         # a viewer of a shared session reads its runs but not its live notebooks (revision 0011)
-        run_session = func.coalesce(LiveNotebook.session_id,
-                                    func.shared_live_session(NotebookRun.tenant_id, NotebookRun.live_notebook_id))
-        runs = db.scalars(select(NotebookRun).outerjoin(LiveNotebook,
-                                                        (LiveNotebook.tenant_id == NotebookRun.tenant_id)
-                                                        & (LiveNotebook.id == NotebookRun.live_notebook_id))
-                          .where(run_session == session_id)
-                          .order_by(NotebookRun.scheduled_for.desc(), NotebookRun.id.desc()).limit(_RUNS)).all()
+        run_session = func.coalesce(
+            LiveNotebook.session_id, func.shared_live_session(NotebookRun.tenant_id, NotebookRun.live_notebook_id)
+        )
+        runs = db.scalars(
+            select(NotebookRun)
+            .outerjoin(
+                LiveNotebook,
+                (LiveNotebook.tenant_id == NotebookRun.tenant_id) & (LiveNotebook.id == NotebookRun.live_notebook_id),
+            )
+            .where(run_session == session_id)
+            .order_by(NotebookRun.scheduled_for.desc(), NotebookRun.id.desc())
+            .limit(_RUNS)
+        ).all()
     frame = pd.DataFrame(equity, columns=["ts", "equity", "balance", "position", "pnl"]).iloc[::-1]
-    return {"session": trading, "equity": frame.set_index("ts"), "orders": orders, "fills": fills,
-            "live": live, "runs": runs}
+    return {
+        "session": trading,
+        "equity": frame.set_index("ts"),
+        "orders": orders,
+        "fills": fills,
+        "live": live,
+        "runs": runs,
+    }
 
 
 def _title_html(trading: TradingSession) -> str:
@@ -191,33 +236,50 @@ def _title_html(trading: TradingSession) -> str:
 def _status_html(data: dict[str, Any]) -> str:
     trading, equity, live = data["session"], data["equity"], data["live"]
     last = equity.iloc[-1] if len(equity) else None
-    facts = [("status", f"<b class='wb-status'>{html.escape(trading.status)}</b>"
-                        + (f" ({html.escape(trading.status_message)})" if trading.status_message else "")),
-             ("equity", f"{float(last['equity']):,.2f}" if last is not None else "-"),
-             ("position", f"{float(last['position']):g}" if last is not None else "-"),
-             ("PnL", f"{float(last['pnl']):,.2f}" if last is not None else f"{float(trading.total_pnl):,.2f}"),
-             ("points", f"<span class='wb-equity-points'>{len(equity)} equity points</span>")]
+    facts = [
+        (
+            "status",
+            f"<b class='wb-status'>{html.escape(trading.status)}</b>"
+            + (f" ({html.escape(trading.status_message)})" if trading.status_message else ""),
+        ),
+        ("equity", f"{float(last['equity']):,.2f}" if last is not None else "-"),
+        ("position", f"{float(last['position']):g}" if last is not None else "-"),
+        ("PnL", f"{float(last['pnl']):,.2f}" if last is not None else f"{float(trading.total_pnl):,.2f}"),
+        ("points", f"<span class='wb-equity-points'>{len(equity)} equity points</span>"),
+    ]
     if live is not None:
         nxt = f", next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC" if live.next_run_at else ""
-        facts.append(("live notebook", f"{html.escape(Path(live.source_path).name)} v{live.version}, "
-                                       f"{html.escape(live.schedule)}, {html.escape(live.status)}{nxt}"))
+        facts.append(
+            (
+                "live notebook",
+                f"{html.escape(Path(live.source_path).name)} v{live.version}, "
+                f"{html.escape(live.schedule)}, {html.escape(live.status)}{nxt}",
+            )
+        )
     return " &nbsp;·&nbsp; ".join(f"{name}: {value}" for name, value in facts)
 
 
 def _tables_html(data: dict[str, Any]) -> str:
-    orders = [(o.client_order_id, o.side, o.type, _num(o.price), _num(o.amount), _num(o.filled), o.status)
-              for o in data["orders"]]
-    fills = [(f"{f.ts:%Y-%m-%d %H:%M:%S}", side, _num(f.price), _num(f.amount), _num(f.fee)) for f, side in data["fills"]]
+    orders = [
+        (o.client_order_id, o.side, o.type, _num(o.price), _num(o.amount), _num(o.filled), o.status)
+        for o in data["orders"]
+    ]
+    fills = [
+        (f"{f.ts:%Y-%m-%d %H:%M:%S}", side, _num(f.price), _num(f.amount), _num(f.fee)) for f, side in data["fills"]
+    ]
     runs = "".join(
         f"<tr class='wb-run wb-{html.escape(r.status)}' data-status='{html.escape(r.status)}'><td>#{r.id}</td>"
         f"<td>{r.scheduled_for:%Y-%m-%d %H:%M:%S}</td><td>{_time(r.started_at)}</td><td>{_time(r.finished_at)}</td>"
         f"<td>{html.escape(r.status)}</td><td>{html.escape((r.error or '').splitlines()[0] if r.error else '')}</td>"
-        f"</tr>" for r in data["runs"])
-    return (_table("Open orders", "wb-orders", ("client id", "side", "type", "price", "amount", "filled", "status"),
-                   orders)
-            + _table("Fills", "wb-fills", ("time", "side", "price", "amount", "fee"), fills)
-            + "<h4>Runs</h4><table class='wb-table wb-runs'><tr><th>run</th><th>scheduled</th><th>started</th>"
-              "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>")
+        f"</tr>"
+        for r in data["runs"]
+    )
+    return (
+        _table("Open orders", "wb-orders", ("client id", "side", "type", "price", "amount", "filled", "status"), orders)
+        + _table("Fills", "wb-fills", ("time", "side", "price", "amount", "fee"), fills)
+        + "<h4>Runs</h4><table class='wb-table wb-runs'><tr><th>run</th><th>scheduled</th><th>started</th>"
+        "<th>finished</th><th>status</th><th>error</th></tr>" + runs + "</table>"
+    )
 
 
 def _table(title: str, css: str, header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -228,8 +290,9 @@ def _table(title: str, css: str, header: tuple[str, ...], rows: list[tuple]) -> 
     return f"<h4>{title}</h4><table class='wb-table {css}'><tr>{head}</tr>{body}</table>"
 
 
-def dashboard_page(session_id: int, *, opener: Opener, owner_id: int, nonce: str, bokeh_url: str,
-                   refresh: int = 5) -> str | None:
+def dashboard_page(
+    session_id: int, *, opener: Opener, owner_id: int, nonce: str, bokeh_url: str, refresh: int = 5
+) -> str | None:
     """A session's dashboard as one static page, read through ``opener`` (the viewer's own
     role), or None when the connection sees no session ``session_id`` of tenant ``owner_id``.
     Its only scripts are BokehJS (from ``bokeh_url``) and the chart's, both with ``nonce``; it
@@ -242,12 +305,16 @@ def dashboard_page(session_id: int, *, opener: Opener, owner_id: int, nonce: str
     chart = "<p class='wb-chart'>no equity yet</p>"
     if len(data["equity"]):
         code, div = components(_figure(data["equity"]), wrap_script=False)
-        chart = (f"<script nonce='{nonce}' src='{html.escape(bokeh_url)}'></script>"
-                 f"<div class='wb-chart'>{div}</div><script nonce='{nonce}'>{code}</script>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='{int(refresh)}'>"
-            f"<title>Session #{int(session_id)}</title>{_STYLE}</head><body class='wb-shared'>"
-            f"{_title_html(data['session'])}<p class='wb-facts'>{_status_html(data)}</p>{chart}{_tables_html(data)}"
-            f"<p class='wb-note'>Shared read-only; this page reloads every {int(refresh)} s.</p></body></html>")
+        chart = (
+            f"<script nonce='{nonce}' src='{html.escape(bokeh_url)}'></script>"
+            f"<div class='wb-chart'>{div}</div><script nonce='{nonce}'>{code}</script>"
+        )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='{int(refresh)}'>"
+        f"<title>Session #{int(session_id)}</title>{_STYLE}</head><body class='wb-shared'>"
+        f"{_title_html(data['session'])}<p class='wb-facts'>{_status_html(data)}</p>{chart}{_tables_html(data)}"
+        f"<p class='wb-note'>Shared read-only; this page reloads every {int(refresh)} s.</p></body></html>"
+    )
 
 
 def _num(value: Any) -> str:
@@ -266,6 +333,14 @@ def serve_dashboard(session: int, port: int = 8866) -> int:
     """Serve the session's dashboard with Voila on 127.0.0.1 until Ctrl-C; the exit status."""
     url = f"http://127.0.0.1:{port}/?session={int(session)}"
     print(f"dashboard of session #{session}: {url}  (Ctrl-C stops)", flush=True)
-    command = [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", "--no-browser",
-               "--Voila.ip=127.0.0.1", "--show_tracebacks=False"]
+    command = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(NOTEBOOK),
+        f"--port={port}",
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        "--show_tracebacks=False",
+    ]
     return subprocess.run(command, env={**os.environ, SESSION_ENV: ""}).returncode

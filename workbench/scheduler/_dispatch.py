@@ -21,12 +21,13 @@ session with the exchange, as every tick does.
 Demand: ``demand`` counts each tenant's live notebooks of running sessions, soonest due
 first; the worker keeps warm kernels for them (``_pool``).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import procrastinate
 from procrastinate.jobs import Status
@@ -42,8 +43,10 @@ from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSes
 
 _log = logging.getLogger("workbench.scheduler")
 
-_DEFER = text(f"SELECT unnest({SCHEMA}.procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :lock, "
-              f"CAST(:args AS jsonb), NULL)::{SCHEMA}.procrastinate_job_to_defer_v1]))")
+_DEFER = text(
+    f"SELECT unnest({SCHEMA}.procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :lock, "
+    f"CAST(:args AS jsonb), NULL)::{SCHEMA}.procrastinate_job_to_defer_v1]))"
+)
 # a session's notebook runs while it trades, and after it stopped or failed while its wind-down
 # could not secure the position yet (each run tries again: workbench.live.tick)
 _RUNNABLE = (TradingSession.status == "running") | TradingSession.wind_down_pending.is_not(None)
@@ -52,15 +55,19 @@ _WAITING = text(f"SELECT 1 FROM {SCHEMA}.procrastinate_jobs WHERE queueing_lock 
 
 def dispatch_due(now: datetime | None = None) -> list[int]:
     """One dispatcher pass; the ids of the runs it queued."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     queued = []
     with store.owner_session() as db:
-        due = db.execute(select(LiveNotebook, _RUNNABLE)
-                         .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
-                               & (TradingSession.id == LiveNotebook.session_id))
-                         .where(LiveNotebook.status == "active", LiveNotebook.next_run_at <= now)
-                         .order_by(LiveNotebook.next_run_at)
-                         .with_for_update(of=LiveNotebook, skip_locked=True)).all()
+        due = db.execute(
+            select(LiveNotebook, _RUNNABLE)
+            .join(
+                TradingSession,
+                (TradingSession.tenant_id == LiveNotebook.tenant_id) & (TradingSession.id == LiveNotebook.session_id),
+            )
+            .where(LiveNotebook.status == "active", LiveNotebook.next_run_at <= now)
+            .order_by(LiveNotebook.next_run_at)
+            .with_for_update(of=LiveNotebook, skip_locked=True)
+        ).all()
         if due:  # procrastinate's functions resolve their tables through the search path
             db.execute(text(f"SET LOCAL search_path TO {SCHEMA}, public"))
         for live, runnable in due:
@@ -72,13 +79,17 @@ def dispatch_due(now: datetime | None = None) -> list[int]:
             lock = session_lock(live.session_id)
             if db.execute(_WAITING, {"lock": lock}).first() is not None:
                 continue  # the session's previous run has not started yet: it is this one, late
-            run_id = db.scalar(insert(NotebookRun)
-                               .values(tenant_id=live.tenant_id, live_notebook_id=live.id, scheduled_for=scheduled_for)
-                               .on_conflict_do_nothing().returning(NotebookRun.id))
+            run_id = db.scalar(
+                insert(NotebookRun)
+                .values(tenant_id=live.tenant_id, live_notebook_id=live.id, scheduled_for=scheduled_for)
+                .on_conflict_do_nothing()
+                .returning(NotebookRun.id)
+            )
             if run_id is None:
                 continue
-            job_id = db.scalar(_DEFER, {"queue": QUEUE, "task": TASK, "lock": lock,
-                                        "args": json.dumps({"run_id": run_id})})
+            job_id = db.scalar(
+                _DEFER, {"queue": QUEUE, "task": TASK, "lock": lock, "args": json.dumps({"run_id": run_id})}
+            )
             db.execute(update(NotebookRun).where(NotebookRun.id == run_id).values(job_id=job_id))
             queued.append(run_id)
     if queued:
@@ -98,12 +109,17 @@ def demand() -> Demand:
     """Each tenant's live notebooks of running sessions (or with a wind-down due), soonest due first."""
     soonest = func.min(LiveNotebook.next_run_at)
     with store.owner_session() as db:
-        rows = db.execute(select(Tenant.name, func.count(), soonest)
-                          .join(LiveNotebook, LiveNotebook.tenant_id == Tenant.id)
-                          .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
-                                & (TradingSession.id == LiveNotebook.session_id))
-                          .where(LiveNotebook.status == "active", _RUNNABLE, Tenant.removed_at.is_(None))
-                          .group_by(Tenant.name).order_by(soonest)).all()
+        rows = db.execute(
+            select(Tenant.name, func.count(), soonest)
+            .join(LiveNotebook, LiveNotebook.tenant_id == Tenant.id)
+            .join(
+                TradingSession,
+                (TradingSession.tenant_id == LiveNotebook.tenant_id) & (TradingSession.id == LiveNotebook.session_id),
+            )
+            .where(LiveNotebook.status == "active", _RUNNABLE, Tenant.removed_at.is_(None))
+            .group_by(Tenant.name)
+            .order_by(soonest)
+        ).all()
     return Demand([(name, count) for name, count, _ in rows], min((due for *_, due in rows if due), default=None))
 
 
@@ -123,9 +139,17 @@ async def sweep_abandoned(app: procrastinate.App, stalled_after: float) -> list[
 
 def _abandon(run_id: int, stalled_after: float) -> bool:
     with store.owner_session() as db:
-        return db.execute(update(NotebookRun)
-                          .where(NotebookRun.id == run_id, NotebookRun.status.in_(("queued", "running")))
-                          .values(status="failed", finished_at=func.clock_timestamp(),
-                                  error=f"abandoned: the worker running it stopped (no heartbeat for "
-                                        f"{stalled_after:g} s); not retried, the next scheduled run "
-                                        f"picks up the session's state")).rowcount > 0
+        return (
+            db.execute(
+                update(NotebookRun)
+                .where(NotebookRun.id == run_id, NotebookRun.status.in_(("queued", "running")))
+                .values(
+                    status="failed",
+                    finished_at=func.clock_timestamp(),
+                    error=f"abandoned: the worker running it stopped (no heartbeat for "
+                    f"{stalled_after:g} s); not retried, the next scheduled run "
+                    f"picks up the session's state",
+                )
+            ).rowcount
+            > 0
+        )

@@ -15,6 +15,7 @@ notebook is not retried: the next scheduled run starts from the exchange's and d
 state. Only a kernel lost before the run started (nothing of the run executed) is replaced
 by another one.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -134,8 +135,14 @@ def _tenant_setup(tenant: str) -> TenantSetup:
         tenant_runs.chmod(0o750)
         os.chown(tenant_home, *owner)
     env = passed_environment()
-    env.update({"HOME": str(tenant_home), "WORKBENCH_HOME": str(tenant_home),
-                store.TENANT_URL_ENV: store.tenant_url(tenant), "MPLBACKEND": "Agg"})
+    env.update(
+        {
+            "HOME": str(tenant_home),
+            "WORKBENCH_HOME": str(tenant_home),
+            store.TENANT_URL_ENV: store.tenant_url(tenant),
+            "MPLBACKEND": "Agg",
+        }
+    )
     return TenantSetup(env, owner)
 
 
@@ -147,24 +154,36 @@ def _claim(run_id: int) -> Claim | None:
         live = db.get(LiveNotebook, run.live_notebook_id)
         trading = db.get(TradingSession, live.session_id)
         tenant = db.get(Tenant, run.tenant_id)
-        reason = (f"the live notebook is {live.status}" if live.status != "active" else
-                  f"session #{trading.id} is {trading.status}" if trading.status != "running"
-                  and trading.wind_down_pending is None else
-                  f"tenant {tenant.name!r} was removed" if tenant.removed_at else None)
+        reason = (
+            f"the live notebook is {live.status}"
+            if live.status != "active"
+            else f"session #{trading.id} is {trading.status}"
+            if trading.status != "running" and trading.wind_down_pending is None
+            else f"tenant {tenant.name!r} was removed"
+            if tenant.removed_at
+            else None
+        )
         if reason:
             run.status, run.error, run.finished_at = "skipped", f"skipped: {reason}", func.clock_timestamp()
             return None
         run.status, run.started_at = "running", func.clock_timestamp()
-        return Claim(run.id, trading.id, tenant.name, trading.exchange_account_id, run.scheduled_for,
-                     live.content)
+        return Claim(run.id, trading.id, tenant.name, trading.exchange_account_id, run.scheduled_for, live.content)
 
 
 def _record(run_id: int, outcome: Outcome) -> None:
     with store.owner_session() as db:
-        db.execute(update(NotebookRun).where(NotebookRun.id == run_id, NotebookRun.status == "running")
-                   .values(status=outcome.status, error=outcome.error, failing_cell=outcome.failing_cell,
-                           output_path=outcome.output_path, timings=outcome.timings,
-                           finished_at=func.clock_timestamp()))
+        db.execute(
+            update(NotebookRun)
+            .where(NotebookRun.id == run_id, NotebookRun.status == "running")
+            .values(
+                status=outcome.status,
+                error=outcome.error,
+                failing_cell=outcome.failing_cell,
+                output_path=outcome.output_path,
+                timings=outcome.timings,
+                finished_at=func.clock_timestamp(),
+            )
+        )
 
 
 async def _execute(claim: Claim, pool: KernelPool, timeout: float) -> Outcome:
@@ -206,8 +225,11 @@ async def _run_in(slot: Slot, warm: bool, claim: Claim, timeout: float, asked: f
             await handoff.start()
             arm = [claim.session_id, claim.account_id, str(handoff.path), handoff.token]
             redactions = [*keys.redactions(), (handoff.token, "***")]
-        parameters = {"session_id": claim.session_id, "run_id": claim.run_id,
-                      "scheduled_for": claim.scheduled_for.isoformat()}
+        parameters = {
+            "session_id": claim.session_id,
+            "run_id": claim.run_id,
+            "scheduled_for": claim.scheduled_for.isoformat(),
+        }
         try:
             finished = await slot.run({"notebook": claim.content, "parameters": parameters, "arm": arm}, timeout)
         except TimeoutError:
@@ -238,8 +260,9 @@ def _read_output(path: Path, uid: int) -> str | None:
         return file.read() if stat.S_ISREG(info.st_mode) and info.st_uid == uid else None
 
 
-def _outcome(claim: Claim, output: str | None, log: str, finished: Finished, redactions: list[tuple[str, str]],
-             clock: _Clock) -> Outcome:
+def _outcome(
+    claim: Claim, output: str | None, log: str, finished: Finished, redactions: list[tuple[str, str]], clock: _Clock
+) -> Outcome:
     done = time.time()
     notebook = None
     saved = None
@@ -271,8 +294,11 @@ def _save(claim: Claim, text: str) -> str:
 
 def _code_cells(notebook: Any) -> list[Any]:
     """The notebook's own code cells (papermill's injected parameters cell left out)."""
-    return [cell for cell in notebook.cells if cell.cell_type == "code"
-            and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
+    return [
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code" and "injected-parameters" not in cell.get("metadata", {}).get("tags", [])
+    ]
 
 
 def _failing_cell(notebook: Any) -> tuple[int | None, str | None]:
@@ -289,8 +315,11 @@ def _timings(notebook: Any, clock: _Clock, finished: float) -> dict[str, Any]:
     """Seconds per phase: waiting for a ready kernel (``kernel_wait``, 0 when one was ``warm``),
     from asking for it to the first cell (``kernel_start``), each code cell, cells summed by tag
     (e.g. ``imports``, ``tick``), and the ``total`` from asking for a kernel to the end."""
-    timings: dict[str, Any] = {"total": round(finished - clock.asked, 3), "warm": clock.warm,
-                               "kernel_wait": round(clock.acquired - clock.asked, 3)}
+    timings: dict[str, Any] = {
+        "total": round(finished - clock.asked, 3),
+        "warm": clock.warm,
+        "kernel_wait": round(clock.acquired - clock.asked, 3),
+    }
     cells = _code_cells(notebook) if notebook is not None else []
     meta = [cell.get("metadata", {}).get("papermill", {}) for cell in cells]
     starts = [datetime.fromisoformat(m["start_time"]).timestamp() for m in meta if m.get("start_time")]

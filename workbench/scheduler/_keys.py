@@ -11,6 +11,7 @@ keys; the first connection that presents the token and comes from the run's unix
 ``RunVault`` is the vault backend, so the tenant's code calls
 ``workbench.vault.keys_for(account)`` as it would anywhere else.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,7 +71,7 @@ class KeyHandoff:
             if peer_uid == self._uid and hmac.compare_digest(token.encode(), self.token.encode()):
                 writer.write(json.dumps(_as_json(self._keys)).encode() + b"\n")
                 await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -87,11 +88,14 @@ class RunVault(VaultBackend):
 
     def keys_for(self, account_id: int) -> ExchangeKeys:
         if self._account is None:
-            raise VaultError(f"session #{self._session} trades on paper: it has no exchange account, so "
-                             f"this run has no keys")
+            raise VaultError(
+                f"session #{self._session} trades on paper: it has no exchange account, so this run has no keys"
+            )
         if int(account_id) != self._account:
-            raise VaultError(f"this run of session #{self._session} may use only the keys of its own "
-                             f"account {self._account}, not account {account_id}")
+            raise VaultError(
+                f"this run of session #{self._session} may use only the keys of its own "
+                f"account {self._account}, not account {account_id}"
+            )
         if self._keys is None:
             self._keys = self._fetch()
         return self._keys
@@ -115,14 +119,17 @@ class RunVault(VaultBackend):
         raise self._refused("remove")
 
     def _refused(self, what: str) -> VaultError:
-        return VaultError(f"vault.{what} is not available inside a live run of session #{self._session}; "
-                          f"use it from your notebook server")
+        return VaultError(
+            f"vault.{what} is not available inside a live run of session #{self._session}; "
+            f"use it from your notebook server"
+        )
 
     def _fetch(self) -> ExchangeKeys:
         token, self._token = self._token, None
         if not token or not self._path:
-            raise VaultError(f"this run of session #{self._session} already received its keys once; "
-                             f"they are served a single time")
+            raise VaultError(
+                f"this run of session #{self._session} already received its keys once; they are served a single time"
+            )
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(_TIMEOUT)
@@ -130,13 +137,20 @@ class RunVault(VaultBackend):
                 conn.sendall(token.encode() + b"\n")
                 reply = conn.makefile("rb").readline()
         except OSError as exc:
-            raise VaultError(f"the worker did not hand over the keys of account {self._account} "
-                             f"({type(exc).__name__}: {exc.strerror or exc})") from None
+            raise VaultError(
+                f"the worker did not hand over the keys of account {self._account} "
+                f"({type(exc).__name__}: {exc.strerror or exc})"
+            ) from None
         if not reply:
             raise VaultError(f"the worker refused the keys of account {self._account} to this process")
         data = json.loads(reply)
-        return ExchangeKeys(data["account_id"], data["exchange"], Secret(data["api_key"]),
-                            Secret(data["secret"]), Secret(data["passphrase"]) if data["passphrase"] else None)
+        return ExchangeKeys(
+            data["account_id"],
+            data["exchange"],
+            Secret(data["api_key"]),
+            Secret(data["secret"]),
+            Secret(data["passphrase"]) if data["passphrase"] else None,
+        )
 
 
 def arm(session_id: int, account_id: int | None, path: str | None, token: str | None) -> None:
@@ -146,8 +160,13 @@ def arm(session_id: int, account_id: int | None, path: str | None, token: str | 
 
 
 def _as_json(keys: ExchangeKeys) -> dict[str, Any]:
-    return {"account_id": keys.account_id, "exchange": keys.exchange, "api_key": keys.api_key.reveal(),
-            "secret": keys.secret.reveal(), "passphrase": keys.passphrase.reveal() if keys.passphrase else None}
+    return {
+        "account_id": keys.account_id,
+        "exchange": keys.exchange,
+        "api_key": keys.api_key.reveal(),
+        "secret": keys.secret.reveal(),
+        "passphrase": keys.passphrase.reveal() if keys.passphrase else None,
+    }
 
 
 def _peer_uid(sock: socket.socket) -> int:

@@ -4,6 +4,7 @@ In the hub the operator runs the workers; on a laptop the tenant is also the ope
 notebook may start one in the background: ``worker = wb.scheduler.start_worker()`` ...
 ``worker.stop()``. It is the same ``workbench worker`` command, in its own process.
 """
+
 from __future__ import annotations
 
 import signal
@@ -43,6 +44,10 @@ def start_worker(*options: str) -> LocalWorker:
     """Start ``workbench worker`` with ``options`` (e.g. ``"--concurrency", "2"``) in the background."""
     log = home() / "worker.log"
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--verbose", *options],
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "worker", "--verbose", *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return LocalWorker(process, log)

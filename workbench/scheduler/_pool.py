@@ -24,6 +24,7 @@ Each slot runs in a cgroup of its own where the machine allows it (``_slot.run_c
 releasing it kills the cgroup whole, so nothing its run started survives the run, whatever it
 forked or detached.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -127,13 +128,16 @@ class Slot:
         """The tail of what the slot and its kernel wrote to stdout and stderr."""
         return self._log.decode(errors="replace")
 
-    async def attach(self, control: socket.socket, log: socket.socket, setup: dict[str, Any],
-                     on_gone: Callable[[Slot], None]) -> None:
+    async def attach(
+        self, control: socket.socket, log: socket.socket, setup: dict[str, Any], on_gone: Callable[[Slot], None]
+    ) -> None:
         reader, self._writer = await asyncio.open_unix_connection(sock=control)
         log_reader, self._log_writer = await asyncio.open_unix_connection(sock=log)  # kept: closes it when dropped
         self._send(setup)
-        self._tasks = [asyncio.create_task(self._read(reader, on_gone)),
-                       asyncio.create_task(self._read_log(log_reader))]
+        self._tasks = [
+            asyncio.create_task(self._read(reader, on_gone)),
+            asyncio.create_task(self._read_log(log_reader)),
+        ]
 
     def fail(self, error: BaseException) -> None:
         if not self.ready.done():
@@ -192,7 +196,9 @@ class Slot:
                 elif "failed" in message and not self.ready.done():
                     await asyncio.sleep(0.1)  # let the log catch up: the kernel's last words say why
                     said = self.output()[-2000:].strip()
-                    self.fail(SlotLost(f"the kernel did not start: {message['failed']}" + (f":\n{said}" if said else "")))
+                    self.fail(
+                        SlotLost(f"the kernel did not start: {message['failed']}" + (f":\n{said}" if said else ""))
+                    )
                 else:
                     self._messages.put_nowait(message)
         except (ValueError, ConnectionError):
@@ -230,8 +236,10 @@ class KernelPool:
     async def start(self) -> None:
         self._cgroups = await asyncio.to_thread(run_cgroups)
         if self._cgroups is None:
-            _log.warning("no cgroup v2 to contain runs here (needs root and cgroup.kill): a run is killed by "
-                         "its process group and descendants, which a process that calls setsid() escapes")
+            _log.warning(
+                "no cgroup v2 to contain runs here (needs root and cgroup.kill): a run is killed by "
+                "its process group and descendants, which a process that calls setsid() escapes"
+            )
         await self._zygote.start()
 
     def want(self, demand: Iterable[tuple[str, int]]) -> None:
@@ -271,8 +279,12 @@ class KernelPool:
     def kernels(self) -> dict[str, Any]:
         """What the pool holds now: the zygote's pid, the warm and warming slots' pids."""
         idle = [s for slots in self._idle.values() for s in slots]
-        return {"zygote": self._zygote.pid, "warm": [(s.tenant, s.pid, s.kernel) for s in idle if s.warm],
-                "warming": sum(not s.ready.done() for s in idle), "busy": len(self._busy)}
+        return {
+            "zygote": self._zygote.pid,
+            "warm": [(s.tenant, s.pid, s.kernel) for s in idle if s.warm],
+            "warming": sum(not s.ready.done() for s in idle),
+            "busy": len(self._busy),
+        }
 
     async def close(self) -> None:
         """Kill every slot (warm, warming or running), whatever they started, and the zygote."""
@@ -342,20 +354,26 @@ class KernelPool:
             if self._cgroups is not None:
                 slot.cgroup = self._cgroups / slot.folder.name
                 slot.cgroup.mkdir()
-            env = dict(setup.env, IPYTHONDIR=str(slot.private / "ipython"),
-                       JUPYTER_RUNTIME_DIR=str(slot.private / "runtime"),
-                       JUPYTER_CONFIG_DIR=str(slot.private / "jupyter"))
+            env = dict(
+                setup.env,
+                IPYTHONDIR=str(slot.private / "ipython"),
+                JUPYTER_RUNTIME_DIR=str(slot.private / "runtime"),
+                JUPYTER_CONFIG_DIR=str(slot.private / "jupyter"),
+            )
             control, log = socket.socketpair(), socket.socketpair()
             ours = [control[0], log[0]]
             try:
                 account = {"uid": setup.owner[0], "gid": setup.owner[1]} if setup.owner else {}
-                await self._zygote.fork({"folder": str(slot.folder), "cgroup": slot.cgroup and str(slot.cgroup),
-                                         **account}, [control[1].fileno(), log[1].fileno()])
+                await self._zygote.fork(
+                    {"folder": str(slot.folder), "cgroup": slot.cgroup and str(slot.cgroup), **account},
+                    [control[1].fileno(), log[1].fileno()],
+                )
             finally:
                 control[1].close()
                 log[1].close()
-            await slot.attach(control[0], log[0], {"env": env, "folder": str(slot.work),
-                                                   "private": str(slot.private)}, self._gone)
+            await slot.attach(
+                control[0], log[0], {"env": env, "folder": str(slot.work), "private": str(slot.private)}, self._gone
+            )
         except Exception as exc:  # noqa: BLE001 - the run waiting for this slot gets the error
             for sock in ours:
                 sock.close()
@@ -387,8 +405,13 @@ class _Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "workbench.scheduler._zygote", stdin=theirs.fileno(),
-                env=passed_environment(), start_new_session=True)
+                sys.executable,
+                "-m",
+                "workbench.scheduler._zygote",
+                stdin=theirs.fileno(),
+                env=passed_environment(),
+                start_new_session=True,
+            )
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -419,7 +442,7 @@ class _Zygote:
         if self._process is not None and self._process.returncode is None:
             try:
                 await asyncio.wait_for(self._process.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._process.kill()
                 await self._process.wait()
 

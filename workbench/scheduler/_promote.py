@@ -5,13 +5,14 @@ tenant (``store.session()``), so row-level security decides which sessions exist
 tenant's session is "no session #N", exactly like one that was never created. The trusted
 side (``workbench live`` as the operator) passes an owner session instead.
 """
+
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -60,15 +61,21 @@ def check_notebook(notebook: str | Path) -> tuple[Path, str]:
     except (nbformat.reader.NotJSONError, json.JSONDecodeError, nbformat.ValidationError) as exc:
         raise SchedulerError(f"{path} is not a readable notebook: {exc}") from None
     if not notebook_node.metadata.get("kernelspec", {}).get("name"):
-        raise SchedulerError(f"notebook {path.name} names no kernel (metadata.kernelspec); open and save it "
-                             f"in JupyterLab with the Python 3 kernel")
+        raise SchedulerError(
+            f"notebook {path.name} names no kernel (metadata.kernelspec); open and save it "
+            f"in JupyterLab with the Python 3 kernel"
+        )
     if not any("parameters" in cell.get("metadata", {}).get("tags", []) for cell in notebook_node.cells):
-        raise SchedulerError(f"notebook {path.name} has no cell tagged 'parameters'; add one defining "
-                             f"{', '.join(INJECTED)} (papermill injects them into every run)")
+        raise SchedulerError(
+            f"notebook {path.name} has no cell tagged 'parameters'; add one defining "
+            f"{', '.join(INJECTED)} (papermill injects them into every run)"
+        )
     missing = [name for name in INJECTED if name not in papermill.inspect_notebook(str(path))]
     if missing:
-        raise SchedulerError(f"the parameters cell of {path.name} does not define {', '.join(missing)}; "
-                             f"add e.g. `session_id = 0`, `run_id = 0`, `scheduled_for = ''`")
+        raise SchedulerError(
+            f"the parameters cell of {path.name} does not define {', '.join(missing)}; "
+            f"add e.g. `session_id = 0`, `run_id = 0`, `scheduled_for = ''`"
+        )
     return path, text
 
 
@@ -81,16 +88,31 @@ def promote(notebook: str | Path, session: int, schedule: str, *, opener: Opener
     with (opener or store.session)() as db:
         trading = _session(db, session)
         if trading.status == "error":
-            raise SchedulerError(f"session #{session} is in error ({trading.status_message or 'no message'}); "
-                                 f"fix and restart it before promoting a notebook for it")
-        db.execute(LiveNotebook.__table__.update()
-                   .where(LiveNotebook.session_id == trading.id, LiveNotebook.status.in_(LIVE))
-                   .values(status="stopped", next_run_at=None))
-        version = db.scalar(select(func.coalesce(func.max(LiveNotebook.version), 0))
-                            .where(LiveNotebook.session_id == trading.id)) + 1
-        live = LiveNotebook(tenant_id=trading.tenant_id, session_id=trading.id, source_path=str(path),
-                            content=text, version=version, schedule=parsed.text, status="active",
-                            next_run_at=parsed.next_after(_now()))
+            raise SchedulerError(
+                f"session #{session} is in error ({trading.status_message or 'no message'}); "
+                f"fix and restart it before promoting a notebook for it"
+            )
+        db.execute(
+            LiveNotebook.__table__.update()
+            .where(LiveNotebook.session_id == trading.id, LiveNotebook.status.in_(LIVE))
+            .values(status="stopped", next_run_at=None)
+        )
+        version = (
+            db.scalar(
+                select(func.coalesce(func.max(LiveNotebook.version), 0)).where(LiveNotebook.session_id == trading.id)
+            )
+            + 1
+        )
+        live = LiveNotebook(
+            tenant_id=trading.tenant_id,
+            session_id=trading.id,
+            source_path=str(path),
+            content=text,
+            version=version,
+            schedule=parsed.text,
+            status="active",
+            next_run_at=parsed.next_after(_now()),
+        )
         db.add(live)
         db.flush()
         db.refresh(live)
@@ -135,20 +157,39 @@ def run_now(session: int, *, opener: Opener | None = None) -> LiveNotebook:
 
 def live_notebooks(*, opener: Opener | None = None) -> list[LiveStatus]:
     """Every live (active or paused) notebook the connection may see, with its next run."""
-    last = (select(NotebookRun.live_notebook_id, func.max(NotebookRun.id).label("run_id"))
-            .group_by(NotebookRun.live_notebook_id).subquery())
-    query = (select(LiveNotebook, TradingSession, Tenant.name, NotebookRun)
-             .join(TradingSession, (TradingSession.tenant_id == LiveNotebook.tenant_id)
-                   & (TradingSession.id == LiveNotebook.session_id))
-             .join(Tenant, Tenant.id == LiveNotebook.tenant_id)
-             .outerjoin(last, last.c.live_notebook_id == LiveNotebook.id)
-             .outerjoin(NotebookRun, NotebookRun.id == last.c.run_id)
-             .where(LiveNotebook.status.in_(LIVE))
-             .order_by(Tenant.name, LiveNotebook.session_id))
+    last = (
+        select(NotebookRun.live_notebook_id, func.max(NotebookRun.id).label("run_id"))
+        .group_by(NotebookRun.live_notebook_id)
+        .subquery()
+    )
+    query = (
+        select(LiveNotebook, TradingSession, Tenant.name, NotebookRun)
+        .join(
+            TradingSession,
+            (TradingSession.tenant_id == LiveNotebook.tenant_id) & (TradingSession.id == LiveNotebook.session_id),
+        )
+        .join(Tenant, Tenant.id == LiveNotebook.tenant_id)
+        .outerjoin(last, last.c.live_notebook_id == LiveNotebook.id)
+        .outerjoin(NotebookRun, NotebookRun.id == last.c.run_id)
+        .where(LiveNotebook.status.in_(LIVE))
+        .order_by(Tenant.name, LiveNotebook.session_id)
+    )
     with (opener or store.session)() as db:
-        return [LiveStatus(tenant, live.session_id, trading.symbol, trading.status, live.source_path,
-                           live.version, live.schedule, live.status, live.next_run_at, _describe(run))
-                for live, trading, tenant, run in db.execute(query)]
+        return [
+            LiveStatus(
+                tenant,
+                live.session_id,
+                trading.symbol,
+                trading.status,
+                live.source_path,
+                live.version,
+                live.schedule,
+                live.status,
+                live.next_run_at,
+                _describe(run),
+            )
+            for live, trading, tenant, run in db.execute(query)
+        ]
 
 
 def _describe(run: NotebookRun | None) -> str | None:
@@ -176,13 +217,18 @@ def _session(db: Session, session: int) -> TradingSession:
 
 def _live(db: Session, session: int) -> LiveNotebook:
     trading = _session(db, session)
-    live = db.scalar(select(LiveNotebook).where(LiveNotebook.session_id == trading.id,
-                                                LiveNotebook.status.in_(LIVE)).with_for_update())
+    live = db.scalar(
+        select(LiveNotebook)
+        .where(LiveNotebook.session_id == trading.id, LiveNotebook.status.in_(LIVE))
+        .with_for_update()
+    )
     if live is None:
-        raise SchedulerError(f"session #{session} has no live notebook; promote one with "
-                             f"workbench.promote(notebook, {session}, schedule)")
+        raise SchedulerError(
+            f"session #{session} has no live notebook; promote one with "
+            f"workbench.promote(notebook, {session}, schedule)"
+        )
     return live
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -6,6 +6,7 @@ database by the worker that takes it. Each job of a session has ``lock`` and
 lock is being worked on (one run of a session at a time), and keeps at most one job per
 session waiting (a slow session is not buried under a backlog).
 """
+
 from __future__ import annotations
 
 import procrastinate
@@ -22,8 +23,9 @@ async def run_notebook(context: procrastinate.JobContext, run_id: int) -> None:
     do its part (never because the notebook failed)."""
     from workbench.scheduler._execute import execute_run
 
-    await execute_run(run_id, worker=f"{context.worker_name}/job {context.job.id}",
-                      pool=context.additional_context["pool"])
+    await execute_run(
+        run_id, worker=f"{context.worker_name}/job {context.job.id}", pool=context.additional_context["pool"]
+    )
 
 
 def session_lock(session_id: int) -> str:

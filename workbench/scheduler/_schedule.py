@@ -11,11 +11,12 @@ Two forms, both in UTC:
 Coalescing lives here: ``latest(now)`` is the one due time that a scheduler which was down
 runs, however many fire times it missed.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
@@ -24,7 +25,7 @@ from workbench.errors import SchedulerError
 _CANDLE = re.compile(r"candle:(\d+)([mhd])(?:\+(\d+)s)?")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 DEFAULT_CANDLE_DELAY = 3
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -57,30 +58,37 @@ class Schedule:
 def parse_schedule(text: str) -> Schedule:
     """``text`` as a Schedule, or SchedulerError saying which forms are accepted."""
     if not isinstance(text, str) or not text.strip():
-        raise SchedulerError(f"schedule {text!r} is empty; use 'candle:5m' (every closed 5-minute "
-                             f"candle) or a cron expression such as '*/5 * * * *'")
+        raise SchedulerError(
+            f"schedule {text!r} is empty; use 'candle:5m' (every closed 5-minute "
+            f"candle) or a cron expression such as '*/5 * * * *'"
+        )
     text = " ".join(text.split())
     if text.startswith("candle:"):
         match = _CANDLE.fullmatch(text)
         if not match or int(match.group(1)) == 0:
-            raise SchedulerError(f"schedule {text!r} is not a candle schedule; write 'candle:' and a "
-                                 f"timeframe such as 1m, 5m, 1h or 1d, optionally '+Ns' for the delay "
-                                 f"after the close (e.g. 'candle:5m+10s')")
+            raise SchedulerError(
+                f"schedule {text!r} is not a candle schedule; write 'candle:' and a "
+                f"timeframe such as 1m, 5m, 1h or 1d, optionally '+Ns' for the delay "
+                f"after the close (e.g. 'candle:5m+10s')"
+            )
         number, unit, delay = match.groups()
         period = int(number) * _UNIT_SECONDS[unit]
         delay = DEFAULT_CANDLE_DELAY if delay is None else int(delay)
         if delay >= period:
-            raise SchedulerError(f"schedule {text!r}: the delay {delay}s must be shorter than the "
-                                 f"timeframe ({period}s)")
+            raise SchedulerError(
+                f"schedule {text!r}: the delay {delay}s must be shorter than the timeframe ({period}s)"
+            )
         return Schedule(text, period, delay)
     if len(text.split()) not in (5, 6) or not croniter.is_valid(text):
-        raise SchedulerError(f"schedule {text!r} is neither a candle schedule ('candle:5m') nor a "
-                             f"valid cron expression (five fields: minute hour day month weekday, "
-                             f"optionally a sixth for seconds, e.g. '*/5 * * * *')")
+        raise SchedulerError(
+            f"schedule {text!r} is neither a candle schedule ('candle:5m') nor a "
+            f"valid cron expression (five fields: minute hour day month weekday, "
+            f"optionally a sixth for seconds, e.g. '*/5 * * * *')"
+        )
     return Schedule(text)
 
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise SchedulerError(f"time {moment.isoformat()} has no time zone; schedules are in UTC")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)

@@ -31,6 +31,7 @@ Messages to the worker, one JSON object a line: ``{"pid": pid}`` (first), ``{"re
 with code 0 (succeeded), 1 (a cell raised: the output notebook says which) or 2 (the run
 failed outside its cells, e.g. the kernel died; ``error`` says how).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -95,8 +96,7 @@ class _Forked:
 def main(fds: list[int], spec: dict[str, Any]) -> int:
     """A slot's whole life, in a fresh child of the zygote; its exit status."""
     _take_fds(*fds)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the zygote ignores it; this process waits for its kernel
     slot = _Slot(socket.socket(fileno=CONTROL_FD))
@@ -223,7 +223,7 @@ class _Slot:
                 return None
             self._buffer += chunk
         line = bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
+        del self._buffer[: end + 1]
         return json.loads(line)
 
     def _alive(self, kernel: _Forked) -> bool:
@@ -247,8 +247,7 @@ def _fork_kernel(folder: Path) -> tuple[_Forked, str]:
     """Fork this process into an IPython kernel listening on ipc sockets inside ``folder``."""
     from jupyter_client.connect import write_connection_file
 
-    connection_file, _ = write_connection_file(str(folder / "kernel.json"), transport="ipc",
-                                               ip=str(folder / "kernel"))
+    connection_file, _ = write_connection_file(str(folder / "kernel.json"), transport="ipc", ip=str(folder / "kernel"))
     slot = os.getpid()
     pid = os.fork()
     if pid == 0:
@@ -270,8 +269,9 @@ def _kernel(connection_file: str, slot: int) -> None:
 
     np.random.seed()  # the zygote's global RandomState is every fork's: this run gets its own
     sys.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file]
-    IPKernelApp.launch_instance(argv=["-f", connection_file, f"--IPKernelApp.parent_handle={slot}",
-                                      "--HistoryManager.hist_file=:memory:"])
+    IPKernelApp.launch_instance(
+        argv=["-f", connection_file, f"--IPKernelApp.parent_handle={slot}", "--HistoryManager.hist_file=:memory:"]
+    )
 
 
 def _arm(client: Any, arm: list[Any], kernel: _Forked) -> None:
@@ -289,8 +289,9 @@ def _arm(client: Any, arm: list[Any], kernel: _Forked) -> None:
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     if reply["content"]["status"] != "ok":
-        raise RuntimeError(f"the kernel could not be armed: {reply['content'].get('ename')}: "
-                           f"{reply['content'].get('evalue')}")
+        raise RuntimeError(
+            f"the kernel could not be armed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+        )
 
 
 def _manager(connection_file: str, kernel: _Forked) -> Any:
@@ -315,8 +316,15 @@ def _execute(manager: Any, order: dict[str, Any], private: Path) -> tuple[int, s
     notebook = private / "input.ipynb"
     notebook.write_text(order["notebook"], encoding="utf-8")
     try:
-        papermill.execute_notebook(str(notebook), "output.ipynb", parameters=order["parameters"],
-                                   kernel_name="python3", progress_bar=False, log_output=False, km=manager)
+        papermill.execute_notebook(
+            str(notebook),
+            "output.ipynb",
+            parameters=order["parameters"],
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+            km=manager,
+        )
     except PapermillExecutionError:
         return 1, None
     except Exception as exc:  # noqa: BLE001 - e.g. the kernel died: the run failed outside its cells

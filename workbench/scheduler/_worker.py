@@ -11,6 +11,7 @@ The dispatcher wakes at the next due time of a live notebook (and at least every
 ``dispatch_interval``), so a run is queued as it falls due; procrastinate's LISTEN/NOTIFY
 hands the job to a worker at once; the run takes a warm kernel of its tenant (``_pool``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import procrastinate
 import psycopg
@@ -65,16 +66,25 @@ async def serve(options: WorkerOptions) -> None:
                     dispatcher = asyncio.create_task(_dispatch_forever(app, pool, options))
                     try:
                         await app.run_worker_async(
-                            queues=[QUEUE], name=options.name, concurrency=options.concurrency,
-                            update_heartbeat_interval=options.heartbeat, stalled_worker_timeout=options.stalled_after,
-                            delete_jobs="successful", install_signal_handlers=True,
-                            additional_context={"pool": pool})
+                            queues=[QUEUE],
+                            name=options.name,
+                            concurrency=options.concurrency,
+                            update_heartbeat_interval=options.heartbeat,
+                            stalled_worker_timeout=options.stalled_after,
+                            delete_jobs="successful",
+                            install_signal_handlers=True,
+                            additional_context={"pool": pool},
+                        )
                     finally:
                         dispatcher.cancel()
                 return  # stopped by a signal
             except (procrastinate.exceptions.ConnectorException, psycopg.OperationalError, OSError) as exc:
-                _log.warning("worker %s lost the database (%s); reconnecting in %g s", options.name,
-                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__, options.reconnect_delay)
+                _log.warning(
+                    "worker %s lost the database (%s); reconnecting in %g s",
+                    options.name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    options.reconnect_delay,
+                )
                 await asyncio.sleep(options.reconnect_delay)
     finally:
         await pool.close()
@@ -91,7 +101,7 @@ async def _dispatch_forever(app: procrastinate.App, pool: KernelPool, options: W
             await sweep_abandoned(app, options.stalled_after)
             await defer_delivery(app)  # workbench.notify: queue a delivery pass when one is due
             if wanted.next_due is not None:
-                until = (wanted.next_due - datetime.now(timezone.utc)).total_seconds()
+                until = (wanted.next_due - datetime.now(UTC)).total_seconds()
                 pause = min(pause, max(_MIN_PAUSE, until))
         except Exception:  # noqa: BLE001 - a failed pass is logged; the next one retries
             _log.exception("dispatcher pass failed")

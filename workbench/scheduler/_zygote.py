@@ -19,6 +19,7 @@ When the worker goes away (even killed) the socket closes: the slots notice on t
 sockets and kill themselves, and this process kills their cgroups (what they started, even
 detached), removes their folders and exits.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -64,12 +65,23 @@ def _warm() -> None:
     bars = 400
     index = pd.date_range("2020-01-01", periods=bars, freq="1h", tz="UTC")
     close = 100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, bars)))
-    candles = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99, "close": close,
-                            "volume": 1.0}, index=index)
+    candles = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1.0}, index=index
+    )
     for name in templates():
         try:
-            plan(name, {}, {}, candles.iloc[:-1], index[bars // 4], index[-1], float(close[-1]), 10_000.0,
-                 fees={"maker": 0.001, "taker": 0.001}, slippage=0.0)
+            plan(
+                name,
+                {},
+                {},
+                candles.iloc[:-1],
+                index[bars // 4],
+                index[-1],
+                float(close[-1]),
+                10_000.0,
+                fees={"maker": 0.001, "taker": 0.001},
+                slippage=0.0,
+            )
         except Exception:  # noqa: BLE001 - a template that cannot warm up still runs, only slower
             _log.warning("could not warm up template %s", name, exc_info=True)
 

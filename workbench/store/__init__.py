@@ -50,6 +50,7 @@ Errors: :class:`workbench.errors.DatabaseError` (server, URL, migrations) and
 :class:`workbench.errors.TenantError` (tenant names). Integrity violations (e.g. editing a
 locked strategy, a duplicate client order id) are SQLAlchemy ``IntegrityError``.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -59,27 +60,91 @@ from workbench._lazy import from_modules, lazy_exports
 # public name -> module, imported on first access (PEP 562), so the CLI can import
 # workbench.store._cli without loading SQLAlchemy, Alembic and psycopg
 _MODULES = {
-    "workbench.store._engine": ["TENANT_URL_ENV", "database_url", "dispose", "embedded_server",
-                                "engine_for", "owner_engine", "owner_session", "session_scope"],
+    "workbench.store._engine": [
+        "TENANT_URL_ENV",
+        "database_url",
+        "dispose",
+        "embedded_server",
+        "engine_for",
+        "owner_engine",
+        "owner_session",
+        "session_scope",
+    ],
     "workbench.store._migrate": ["current_revision", "downgrade", "head_revision", "upgrade"],
-    "workbench.store._tenants": ["LOCAL_TENANT", "check_tenant_roles", "create_tenant", "current_tenant",
-                                 "list_tenants", "remove_tenant", "restore_role", "session",
-                                 "tenant_engine", "tenant_session", "tenant_url", "validate_name"],
-    "workbench.store.models": ["BacktestResult", "EquitySnapshot", "ExchangeAccount", "Fill",
-                               "FundingPayment", "LiveNotebook", "NotebookRun", "Order", "Strategy", "Tenant",
-                               "TenantDataKey", "TradingSession", "Trial",
-                               "PaperAccountRow", "PaperFillRow", "PaperOrderRow", "PaperPositionRow"],
+    "workbench.store._tenants": [
+        "LOCAL_TENANT",
+        "check_tenant_roles",
+        "create_tenant",
+        "current_tenant",
+        "list_tenants",
+        "remove_tenant",
+        "restore_role",
+        "session",
+        "tenant_engine",
+        "tenant_session",
+        "tenant_url",
+        "validate_name",
+    ],
+    "workbench.store.models": [
+        "BacktestResult",
+        "EquitySnapshot",
+        "ExchangeAccount",
+        "Fill",
+        "FundingPayment",
+        "LiveNotebook",
+        "NotebookRun",
+        "Order",
+        "Strategy",
+        "Tenant",
+        "TenantDataKey",
+        "TradingSession",
+        "Trial",
+        "PaperAccountRow",
+        "PaperFillRow",
+        "PaperOrderRow",
+        "PaperPositionRow",
+    ],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, from_modules(_MODULES))
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from workbench.store._engine import (TENANT_URL_ENV, database_url, dispose, embedded_server,
-                                         engine_for, owner_engine, owner_session, session_scope)
+    from workbench.store._engine import (
+        TENANT_URL_ENV,
+        database_url,
+        dispose,
+        embedded_server,
+        engine_for,
+        owner_engine,
+        owner_session,
+        session_scope,
+    )
     from workbench.store._migrate import current_revision, downgrade, head_revision, upgrade
-    from workbench.store._tenants import (LOCAL_TENANT, check_tenant_roles, create_tenant,
-                                          current_tenant, list_tenants, remove_tenant, restore_role,
-                                          session, tenant_engine, tenant_session, tenant_url,
-                                          validate_name)
-    from workbench.store.models import (BacktestResult, EquitySnapshot, ExchangeAccount, Fill,
-                                        FundingPayment, LiveNotebook, NotebookRun, Order, Strategy, Tenant,
-                                        TenantDataKey, TradingSession, Trial)
+    from workbench.store._tenants import (
+        LOCAL_TENANT,
+        check_tenant_roles,
+        create_tenant,
+        current_tenant,
+        list_tenants,
+        remove_tenant,
+        restore_role,
+        session,
+        tenant_engine,
+        tenant_session,
+        tenant_url,
+        validate_name,
+    )
+    from workbench.store.models import (
+        BacktestResult,
+        EquitySnapshot,
+        ExchangeAccount,
+        Fill,
+        FundingPayment,
+        LiveNotebook,
+        NotebookRun,
+        Order,
+        Strategy,
+        Tenant,
+        TenantDataKey,
+        TradingSession,
+        Trial,
+    )

@@ -3,6 +3,7 @@
 The store (SQLAlchemy, Alembic, psycopg) is imported when a command runs, not when the
 parser is built, so ``workbench --help`` and other commands stay fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def register(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="the database: embedded server, migrations, URLs")
     actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("start", help="start the embedded PostgreSQL server (if not running)"
-                       ).set_defaults(func=_start)
+    actions.add_parser("start", help="start the embedded PostgreSQL server (if not running)").set_defaults(func=_start)
     actions.add_parser("stop", help="stop the embedded PostgreSQL server").set_defaults(func=_stop)
-    actions.add_parser("status", help="is the embedded server running? (exit status 3: no)"
-                       ).set_defaults(func=_status)
+    actions.add_parser("status", help="is the embedded server running? (exit status 3: no)").set_defaults(func=_status)
     upgrade = actions.add_parser("upgrade", help="migrate the schema up (default: newest)")
     upgrade.add_argument("revision", nargs="?", default="head")
     upgrade.set_defaults(func=_upgrade)
@@ -32,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     url = actions.add_parser("url", help="print the owner's (or a tenant's) connection URL")
     url.add_argument("--tenant", metavar="NAME", help="print this tenant's URL instead")
     url.set_defaults(func=_url)
-    actions.add_parser("check", help="what tenant roles may still do that they should not, and "
-                       "roles their tenants changed (restored); exit status 1 when anything is found"
-                       ).set_defaults(func=_check)
+    actions.add_parser(
+        "check",
+        help="what tenant roles may still do that they should not, and "
+        "roles their tenants changed (restored); exit status 1 when anything is found",
+    ).set_defaults(func=_check)
 
     tenant = subparsers.add_parser("tenant", help="add, list and remove tenants")
     actions = tenant.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -44,8 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="list tenants")
     listing.add_argument("--all", action="store_true", help="include removed tenants")
     listing.set_defaults(func=_tenant_list)
-    remove = actions.add_parser("remove", help="revoke a tenant's role and stop its sessions "
-                                "(its records are kept)")
+    remove = actions.add_parser("remove", help="revoke a tenant's role and stop its sessions (its records are kept)")
     remove.add_argument("name")
     remove.set_defaults(func=_tenant_remove)
 
@@ -55,8 +55,10 @@ def _embedded() -> EmbeddedServer:
 
     for variable in _engine.OWNER_URL_ENV:
         if os.environ.get(variable):
-            raise DatabaseError(f"{variable} is set, so the workbench uses that server and not "
-                                f"the embedded one; unset it to manage the embedded server")
+            raise DatabaseError(
+                f"{variable} is set, so the workbench uses that server and not "
+                f"the embedded one; unset it to manage the embedded server"
+            )
     return _engine.embedded_server()
 
 
@@ -77,8 +79,7 @@ def _status(args: argparse.Namespace) -> int:
     if not status.running:
         print(f"PostgreSQL not running (data in {status.data_dir})")
         return 3
-    print(f"PostgreSQL running (pid {status.pid}), data in {status.data_dir}, "
-          f"socket in {status.socket_dir}")
+    print(f"PostgreSQL running (pid {status.pid}), data in {status.data_dir}, socket in {status.socket_dir}")
     return 0
 
 
@@ -145,8 +146,7 @@ def _tenant_remove(args: argparse.Namespace) -> int:
 
     _require_head()
     tenant = _tenants.remove_tenant(args.name)
-    print(f"removed tenant {tenant.name}: role {tenant.role_name} can no longer log in; "
-          f"its records are kept")
+    print(f"removed tenant {tenant.name}: role {tenant.role_name} can no longer log in; its records are kept")
     return 0
 
 
@@ -155,5 +155,7 @@ def _require_head() -> None:
 
     current, head = _migrate.current_revision(), _migrate.head_revision()
     if current != head:
-        raise DatabaseError(f"the database is at revision {current or 'base (empty)'} but this "
-                            f"workbench needs {head}: run `workbench db upgrade`")
+        raise DatabaseError(
+            f"the database is at revision {current or 'base (empty)'} but this "
+            f"workbench needs {head}: run `workbench db upgrade`"
+        )

@@ -3,6 +3,7 @@
 The owner URL comes from ``WORKBENCH_DATABASE_URL`` or ``DATABASE_URL``; with neither set, the
 embedded server in ``home()/postgres`` is started (or found running) and its owner role used.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,11 +33,13 @@ def normalize_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise DatabaseError("database URL is malformed; expected "
-                            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+        raise DatabaseError(
+            "database URL is malformed; expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise DatabaseError(f"database URL uses {parsed.get_backend_name()!r}; the workbench "
-                            f"needs PostgreSQL (postgresql://...)")
+        raise DatabaseError(
+            f"database URL uses {parsed.get_backend_name()!r}; the workbench needs PostgreSQL (postgresql://...)"
+        )
     return parsed.set(drivername=_DRIVER).render_as_string(hide_password=False)
 
 

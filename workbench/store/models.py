@@ -9,15 +9,31 @@ keys, so a row can never point at another tenant's row, even by guessing its id.
 Money and quantities are ``Numeric`` (``decimal.Decimal`` in Python, never float); every
 timestamp is ``timestamptz``.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey,
-                        ForeignKeyConstraint, Identity, Index, Integer, LargeBinary, MetaData, Numeric,
-                        Text, UniqueConstraint, func, text)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,13 +52,15 @@ def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_N_name)s",
-        "pk": "pk_%(table_name)s",
-    })
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
     type_annotation_map = {
         int: BigInteger,
         str: Text,
@@ -93,8 +111,7 @@ class TenantOwned(Base):
 
     __abstract__ = True
 
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"),
-                                           server_default=text("current_tenant_id()"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), server_default=text("current_tenant_id()"))
 
 
 class Strategy(TenantOwned):
@@ -106,8 +123,9 @@ class Strategy(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("tenant_id", "name", "version"),
-        ForeignKeyConstraint(["tenant_id", "parent_id"], ["strategies.tenant_id", "strategies.id"],
-                             ondelete="SET NULL (parent_id)"),
+        ForeignKeyConstraint(
+            ["tenant_id", "parent_id"], ["strategies.tenant_id", "strategies.id"], ondelete="SET NULL (parent_id)"
+        ),
         CheckConstraint("version >= 1", name="version"),
         CheckConstraint("name <> ''", name="name"),
     )
@@ -130,8 +148,9 @@ class TenantDataKey(TenantOwned):
 
     __tablename__ = "tenant_data_keys"
 
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True,
-                                           server_default=text("current_tenant_id()"))
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id"), primary_key=True, server_default=text("current_tenant_id()")
+    )
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     wrapped_key: Mapped[bytes]
     master_key_version: Mapped[int] = mapped_column(Integer)
@@ -146,8 +165,9 @@ class ExchangeAccount(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("tenant_id", "label"),
-        ForeignKeyConstraint(["tenant_id", "data_key_version"],
-                             ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]),
+        ForeignKeyConstraint(
+            ["tenant_id", "data_key_version"], ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]
+        ),
         _one_of("permissions", PERMISSIONS),
     )
 
@@ -173,8 +193,9 @@ class TradingSession(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         ForeignKeyConstraint(["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"]),
-        ForeignKeyConstraint(["tenant_id", "exchange_account_id"],
-                             ["exchange_accounts.tenant_id", "exchange_accounts.id"]),
+        ForeignKeyConstraint(
+            ["tenant_id", "exchange_account_id"], ["exchange_accounts.tenant_id", "exchange_accounts.id"]
+        ),
         _one_of("status", SESSION_STATUSES),
         _one_of("wind_down_pending", WIND_DOWN_POLICIES),
         CheckConstraint("leverage > 0", name="leverage"),
@@ -214,8 +235,9 @@ class Order(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("session_id", "client_order_id"),
-        ForeignKeyConstraint(["tenant_id", "session_id"],
-                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
         _one_of("side", ORDER_SIDES),
         _one_of("status", ORDER_STATUSES),
     )
@@ -248,8 +270,7 @@ class Fill(TenantOwned):
     __tablename__ = "fills"
     __table_args__ = (
         UniqueConstraint("order_id", "exchange_trade_id"),
-        ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"], ondelete="CASCADE"),
     )
 
     id: Mapped[int] = _id()
@@ -269,8 +290,9 @@ class FundingPayment(TenantOwned):
     __tablename__ = "funding_payments"
     __table_args__ = (
         UniqueConstraint("session_id", "exchange_payment_id"),
-        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = _id()
@@ -287,8 +309,9 @@ class EquitySnapshot(TenantOwned):
     __tablename__ = "equity_snapshots"
     __table_args__ = (
         UniqueConstraint("session_id", "ts"),
-        ForeignKeyConstraint(["tenant_id", "session_id"],
-                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = _id()
@@ -305,8 +328,9 @@ class BacktestResult(TenantOwned):
 
     __tablename__ = "backtest_results"
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"],
-                             ondelete="SET NULL (strategy_id)"),
+        ForeignKeyConstraint(
+            ["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"], ondelete="SET NULL (strategy_id)"
+        ),
     )
 
     id: Mapped[int] = _id()
@@ -326,8 +350,9 @@ class LiveNotebook(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("session_id", "version"),
-        ForeignKeyConstraint(["tenant_id", "session_id"],
-                             ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
         _one_of("status", LIVE_NOTEBOOK_STATUSES),
     )
 
@@ -349,8 +374,9 @@ class NotebookRun(TenantOwned):
     __tablename__ = "notebook_runs"
     __table_args__ = (
         UniqueConstraint("live_notebook_id", "scheduled_for"),
-        ForeignKeyConstraint(["tenant_id", "live_notebook_id"],
-                             ["live_notebooks.tenant_id", "live_notebooks.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "live_notebook_id"], ["live_notebooks.tenant_id", "live_notebooks.id"], ondelete="CASCADE"
+        ),
         _one_of("status", RUN_STATUSES),
     )
 
@@ -389,8 +415,9 @@ class PaperAccountRow(TenantOwned):
 
 
 def _paper_account_fk() -> ForeignKeyConstraint:
-    return ForeignKeyConstraint(["tenant_id", "account_id"], ["paper_accounts.tenant_id", "paper_accounts.id"],
-                                ondelete="CASCADE")
+    return ForeignKeyConstraint(
+        ["tenant_id", "account_id"], ["paper_accounts.tenant_id", "paper_accounts.id"], ondelete="CASCADE"
+    )
 
 
 class PaperPositionRow(TenantOwned):
@@ -494,8 +521,7 @@ class MarketListingParams(Base):
 
     __tablename__ = "market_listing_params"
 
-    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"),
-                                            primary_key=True)
+    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"), primary_key=True)
     params: Mapped[dict[str, Any]]
     risk_limits: Mapped[dict[str, Any]]
 
@@ -506,8 +532,7 @@ class MarketEntitlement(Base):
 
     __tablename__ = "market_entitlements"
 
-    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"),
-                                            primary_key=True)
+    listing_id: Mapped[int] = mapped_column(ForeignKey("market_listings.id", ondelete="CASCADE"), primary_key=True)
     grantee: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
     granted_by: Mapped[str | None] = mapped_column(server_default=text("current_tenant_name()"))
     created_at: Mapped[datetime] = _created_at()
@@ -529,10 +554,12 @@ class NotificationChannel(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("tenant_id", "name"),
-        ForeignKeyConstraint(["tenant_id", "data_key_version"],
-                             ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]),
-        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "data_key_version"], ["tenant_data_keys.tenant_id", "tenant_data_keys.version"]
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
         CheckConstraint("name <> ''", name="name"),
         CheckConstraint("rate_limit > 0", name="rate_limit"),
     )
@@ -563,8 +590,9 @@ class NotificationEvent(TenantOwned):
     __table_args__ = (
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("tenant_id", "dedup_key"),
-        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[int] = _id()
@@ -583,10 +611,14 @@ class NotificationDelivery(TenantOwned):
     __tablename__ = "notification_deliveries"
     __table_args__ = (
         UniqueConstraint("event_id", "channel_id"),
-        ForeignKeyConstraint(["tenant_id", "event_id"], ["notification_events.tenant_id", "notification_events.id"],
-                             ondelete="CASCADE"),
-        ForeignKeyConstraint(["tenant_id", "channel_id"],
-                             ["notification_channels.tenant_id", "notification_channels.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "event_id"], ["notification_events.tenant_id", "notification_events.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "channel_id"],
+            ["notification_channels.tenant_id", "notification_channels.id"],
+            ondelete="CASCADE",
+        ),
         _one_of("status", NOTIFICATION_DELIVERY_STATUSES),
         Index("ix_notification_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_notification_deliveries_channel_id_last_attempt_at", "channel_id", "last_attempt_at"),
@@ -614,8 +646,9 @@ class ExchangeKeyReview(TenantOwned):
 
     __tablename__ = "exchange_key_reviews"
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "account_id"], ["exchange_accounts.tenant_id", "exchange_accounts.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "account_id"], ["exchange_accounts.tenant_id", "exchange_accounts.id"], ondelete="CASCADE"
+        ),
     )
 
     account_id: Mapped[int] = mapped_column(primary_key=True)
@@ -656,14 +689,16 @@ class DashboardShare(TenantOwned):
 
     __tablename__ = "dashboard_shares"
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"],
-                             ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"], ondelete="CASCADE"
+        ),
         CheckConstraint("viewer <> owner", name="not_self"),
         Index("ix_dashboard_shares_viewer", "viewer"),
     )
 
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True,
-                                           server_default=text("current_tenant_id()"))
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id"), primary_key=True, server_default=text("current_tenant_id()")
+    )
     session_id: Mapped[int] = mapped_column(primary_key=True)
     viewer: Mapped[str] = mapped_column(ForeignKey("tenants.name"), primary_key=True)
     owner: Mapped[str] = mapped_column(ForeignKey("tenants.name"), server_default=text("current_tenant_name()"))

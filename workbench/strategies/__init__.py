@@ -9,6 +9,7 @@ Saved strategies (``save_strategy``, ``list_strategies``, ``load_strategy``,
 ``clone_strategy``, ``delete_strategy``) keep a template + parameters + risk limits per
 tenant in PostgreSQL; saving an existing name adds a version.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,8 +18,20 @@ from functools import cache
 from workbench.errors import TemplateError
 from workbench.strategies._spec import Param, Template, load_specs
 
-__all__ = ["Param", "SavedStrategy", "Template", "clone_strategy", "delete_strategy", "get_template",
-           "kernel_for", "list_strategies", "load_strategy", "save_strategy", "templates"]
+__all__ = [
+    "Param",
+    "SavedStrategy",
+    "Template",
+    "clone_strategy",
+    "delete_strategy",
+    "get_template",
+    "kernel_for",
+    "list_strategies",
+    "load_strategy",
+    "save_strategy",
+    "templates",
+]
+
 
 @cache
 def _specs() -> dict[str, Template]:
@@ -47,11 +60,18 @@ def kernel_for(name: str):
     if name not in KERNELS:
         importlib.import_module(template.kernel)
     if name not in KERNELS:
-        raise TemplateError(f"templates/{name}.json: its kernel module {template.kernel!r} registers no kernel "
-                            f"named {name!r}")
+        raise TemplateError(
+            f"templates/{name}.json: its kernel module {template.kernel!r} registers no kernel named {name!r}"
+        )
     return KERNELS[name]
 
 
 # saved strategies (PostgreSQL); defined after the template helpers they use
 from workbench.strategies._saved import (  # noqa: E402
-    SavedStrategy, clone_strategy, delete_strategy, list_strategies, load_strategy, save_strategy)
+    SavedStrategy,
+    clone_strategy,
+    delete_strategy,
+    list_strategies,
+    load_strategy,
+    save_strategy,
+)

@@ -12,6 +12,7 @@ float vector, and points at one ``simulate`` function compiled by numba::
 ``intent`` is empty except in a live tick, where the kernel writes the orders of its last
 (forming) bar into it (see ``workbench.engine.core.intend``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -4,6 +4,7 @@ Saving under a name that exists adds a new *version* (the old rows stay, so a st
 ran live keeps exactly what it ran). The rows live in PostgreSQL and are read and written
 through the tenant's own database role, so row-level security decides what a tenant sees.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -53,9 +54,18 @@ class SavedStrategy:
 
 
 def _row(row) -> SavedStrategy:
-    return SavedStrategy(id=row.id, name=row.name, version=row.version, template=row.template,
-                         params=dict(row.params), risk_limits=dict(row.risk_limits), is_locked=row.is_locked,
-                         parent_id=row.parent_id, created_at=row.created_at, listing_id=row.listing_id)
+    return SavedStrategy(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        template=row.template,
+        params=dict(row.params),
+        risk_limits=dict(row.risk_limits),
+        is_locked=row.is_locked,
+        parent_id=row.parent_id,
+        created_at=row.created_at,
+        listing_id=row.listing_id,
+    )
 
 
 def _find(scope, strategy: str | int, version: int | None = None):
@@ -73,13 +83,18 @@ def _find(scope, strategy: str | int, version: int | None = None):
     row = scope.scalars(query.order_by(Strategy.version.desc()).limit(1)).first()
     if row is None:
         what = f"#{strategy}" if isinstance(strategy, int) else repr(strategy)
-        raise StrategyError(f"no saved strategy {what}{f' version {version}' if version else ''}; "
-                            "list_strategies() shows yours")
+        raise StrategyError(
+            f"no saved strategy {what}{f' version {version}' if version else ''}; list_strategies() shows yours"
+        )
     return row
 
 
-def save_strategy(name: str, template: str | Template | Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                  risk_limits: Mapping[str, Any] | None = None) -> SavedStrategy:
+def save_strategy(
+    name: str,
+    template: str | Template | Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    risk_limits: Mapping[str, Any] | None = None,
+) -> SavedStrategy:
     """Save a parameter set as a strategy; an existing name gets a new version.
 
     ``template`` is a template name, a :class:`Template`, or a whole strategy JSON
@@ -100,20 +115,29 @@ def save_strategy(name: str, template: str | Template | Mapping[str, Any], param
         raise StrategyError(f"a strategy needs a non-empty name, not {name!r}")
     clean_params, clean_risk = tpl.validate(params), tpl.validate_risk(risk_limits)
     with store.session() as scope:
-        latest = scope.execute(select(store.Strategy.id, store.Strategy.version)
-                               .where(store.Strategy.name == name.strip())
-                               .order_by(store.Strategy.version.desc()).limit(1)).first()
-        row = store.Strategy(name=name.strip(), template=tpl.name, params=clean_params, risk_limits=clean_risk,
-                             version=latest.version + 1 if latest else 1,
-                             parent_id=latest.id if latest else None)
+        latest = scope.execute(
+            select(store.Strategy.id, store.Strategy.version)
+            .where(store.Strategy.name == name.strip())
+            .order_by(store.Strategy.version.desc())
+            .limit(1)
+        ).first()
+        row = store.Strategy(
+            name=name.strip(),
+            template=tpl.name,
+            params=clean_params,
+            risk_limits=clean_risk,
+            version=latest.version + 1 if latest else 1,
+            parent_id=latest.id if latest else None,
+        )
         scope.add(row)
         scope.flush()
         scope.refresh(row)
         return _row(row)
 
 
-def load_strategy(strategy: str | int, version: int | None = None, *,
-                  opener: Callable[[], Any] | None = None) -> SavedStrategy:
+def load_strategy(
+    strategy: str | int, version: int | None = None, *, opener: Callable[[], Any] | None = None
+) -> SavedStrategy:
     """A saved strategy by name (its newest version, or ``version``) or by id. ``opener``: the
     session factory to read with (default ``store.session``; the hub's service passes the caller's)."""
     from workbench import store
@@ -130,8 +154,9 @@ def list_strategies(all_versions: bool = False) -> pd.DataFrame:
     from workbench import store
 
     with store.session() as scope:
-        rows = [_row(r) for r in scope.scalars(select(store.Strategy).order_by(store.Strategy.name,
-                                                                                store.Strategy.version))]
+        rows = [
+            _row(r) for r in scope.scalars(select(store.Strategy).order_by(store.Strategy.name, store.Strategy.version))
+        ]
     if not all_versions:
         newest = {r.name: r for r in rows}
         rows = list(newest.values())
@@ -160,15 +185,25 @@ def delete_strategy(strategy: str | int) -> None:
 
     with store.session() as scope:
         row = _find(scope, strategy)
-        ids = [row.id] if isinstance(strategy, int) else list(
-            scope.scalars(select(store.Strategy.id).where(store.Strategy.name == row.name)))
-        sessions = scope.execute(select(store.TradingSession.id, store.TradingSession.status)
-                                 .where(store.TradingSession.strategy_id.in_(ids))).all()
+        ids = (
+            [row.id]
+            if isinstance(strategy, int)
+            else list(scope.scalars(select(store.Strategy.id).where(store.Strategy.name == row.name)))
+        )
+        sessions = scope.execute(
+            select(store.TradingSession.id, store.TradingSession.status).where(
+                store.TradingSession.strategy_id.in_(ids)
+            )
+        ).all()
         live = [s for s in sessions if s.status in _LIVE]
         if live:
-            raise StrategyError(f"strategy {row.name!r} is used by live session #{live[0].id} ({live[0].status}); "
-                                "stop the session before deleting the strategy")
+            raise StrategyError(
+                f"strategy {row.name!r} is used by live session #{live[0].id} ({live[0].status}); "
+                "stop the session before deleting the strategy"
+            )
         if sessions:
-            raise StrategyError(f"strategy {row.name!r} has trading history (session #{sessions[0].id}); "
-                                "it is kept so the session's records stay explained")
+            raise StrategyError(
+                f"strategy {row.name!r} has trading history (session #{sessions[0].id}); "
+                "it is kept so the session's records stay explained"
+            )
         scope.execute(delete(store.Strategy).where(store.Strategy.id.in_(ids)))

@@ -8,6 +8,7 @@ against it. The strategy format is JSON::
      "params": {"dip_levels": [0.3, 0.5, 0.8], "leverage": 100, ...},
      "risk_limits": {"max_position_size": 1000, "max_daily_loss": 100}}
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,7 @@ class Param:
             return "a rule strategy as text or JSON (workbench.parse_rules)"
         bounds = f"{_fmt(self.min)} to {_fmt(self.max)}"
         if self.kind == "float_list":
-            return (f"a list of {self.min_items} to {self.max_items} ascending numbers, "
-                    f"each from {bounds}")
+            return f"a list of {self.min_items} to {self.max_items} ascending numbers, each from {bounds}"
         return ("a whole number from " if self.kind == "int" else "a number from ") + bounds
 
     def check(self, value: Any) -> Any:
@@ -61,9 +61,9 @@ class Param:
         except (TypeError, ValueError) as exc:
             detail = f" ({exc})" if str(exc) else ""
             raise ParameterError(
-                f"parameter {self.name!r}: {value!r} is not allowed{detail}; "
-                f"expected {self.describe_range()}",
-                param=self.name, value=value,
+                f"parameter {self.name!r}: {value!r} is not allowed{detail}; expected {self.describe_range()}",
+                param=self.name,
+                value=value,
             ) from None
 
     def _convert(self, value: Any) -> Any:
@@ -127,9 +127,9 @@ class Template:
         unknown = sorted(set(params) - set(self.params))
         if unknown:
             raise ParameterError(
-                f"template {self.name!r} has no parameter {unknown[0]!r}; "
-                f"its parameters are {', '.join(self.params)}",
-                param=unknown[0], value=params[unknown[0]],
+                f"template {self.name!r} has no parameter {unknown[0]!r}; its parameters are {', '.join(self.params)}",
+                param=unknown[0],
+                value=params[unknown[0]],
             )
         return {name: p.check(params.get(name, p.default)) for name, p in self.params.items()}
 
@@ -140,7 +140,8 @@ class Template:
         if unknown:
             raise ParameterError(
                 f"unknown risk limit {unknown[0]!r}; the limits are {', '.join(RISK_LIMITS)}",
-                param=unknown[0], value=risk[unknown[0]],
+                param=unknown[0],
+                value=risk[unknown[0]],
             )
         out: dict[str, float | None] = {}
         for name in RISK_LIMITS:
@@ -151,7 +152,8 @@ class Template:
                     raise ParameterError(
                         f"risk limit {name!r}: {value!r} is not allowed; expected a positive "
                         "amount in the quote currency, or None for no limit",
-                        param=name, value=value,
+                        param=name,
+                        value=value,
                     )
                 value = float(value)
             out[name] = value
@@ -165,11 +167,11 @@ class Template:
         """Validated ``params`` in one line, for a chart's subtitle."""
         return ", ".join(f"{k}={v}" for k, v in params.items())
 
-    def strategy(self, params: Mapping[str, Any] | None = None,
-                 risk_limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def strategy(
+        self, params: Mapping[str, Any] | None = None, risk_limits: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The strategy JSON: ``{"type": ..., "params": ..., "risk_limits": ...}``."""
-        return {"type": self.name, "params": self.validate(params),
-                "risk_limits": self.validate_risk(risk_limits)}
+        return {"type": self.name, "params": self.validate(params), "risk_limits": self.validate_risk(risk_limits)}
 
     def __repr__(self) -> str:
         return f"<Template {self.name!r}: {', '.join(self.params)}>"
@@ -189,19 +191,24 @@ def parse_spec(spec: Mapping[str, Any], source: str) -> Template:
             kind = raw["type"]
             if kind not in _KINDS:
                 raise TemplateError(f"{source}: parameter {name!r} has unknown type {kind!r}")
-            options = {k: raw[k] for k in ("min", "max", "step", "min_items", "max_items", "unit", "help")
-                       if k in raw}
-            param = Param(name=name, kind=kind, default=raw["default"],
-                          choices=tuple(raw.get("choices", ())), **options)
+            options = {k: raw[k] for k in ("min", "max", "step", "min_items", "max_items", "unit", "help") if k in raw}
+            param = Param(
+                name=name, kind=kind, default=raw["default"], choices=tuple(raw.get("choices", ())), **options
+            )
             param.check(param.default)
             params[name] = param
         cls = Template
         if any(p.kind == "rules" for p in params.values()):  # its variables are parameters too
             from workbench.strategies.rules import RuleTemplate as cls
-        return cls(name=spec["name"], title=spec.get("title", spec["name"]),
-                   description=spec.get("description", ""), params=params,
-                   risk_limits=dict(spec.get("risk_limits", {})),
-                   semantics=dict(spec.get("semantics", {})), kernel=spec["kernel"])
+        return cls(
+            name=spec["name"],
+            title=spec.get("title", spec["name"]),
+            description=spec.get("description", ""),
+            params=params,
+            risk_limits=dict(spec.get("risk_limits", {})),
+            semantics=dict(spec.get("semantics", {})),
+            kernel=spec["kernel"],
+        )
     except KeyError as exc:
         raise TemplateError(f"{source}: missing field {exc.args[0]!r}") from None
     except ParameterError as exc:

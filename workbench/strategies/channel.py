@@ -6,6 +6,7 @@ A short (a perpetual, unleveraged) is liquidated when a bar reaches its liquidat
 (see ``workbench.engine.core``); a ruin stops the run.
 Live intent legs: ``LEG_EXIT`` (close the position) and ``LEG_ENTRY``, market orders.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -39,8 +40,7 @@ def _target(side, close, upper_entry, lower_entry, upper_exit, lower_exit, rever
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
-             intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     reversion = p[0] == 1.0
     direction = int(p[1])
     fraction = p[2]
@@ -84,8 +84,9 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
             target = 0
             risk_exit = side != 0
         else:  # NaN bands (warm-up, or a side not traded) compare False: no signal
-            target = _target(side, close[t], upper_entry[t], lower_entry[t], upper_exit[t],
-                             lower_exit[t], reversion, direction)
+            target = _target(
+                side, close[t], upper_entry[t], lower_entry[t], upper_exit[t], lower_exit[t], reversion, direction
+            )
         value = e.equity(state, close[t])
         if recording:
             equity_out[t] = value
@@ -123,5 +124,7 @@ class Channel(Kernel):
 
     @staticmethod
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
-        return np.array([_MODES.index(params["mode"]), _DIRECTIONS.index(params["direction"]),
-                         params["position_size"]], dtype=np.float64)
+        return np.array(
+            [_MODES.index(params["mode"]), _DIRECTIONS.index(params["direction"]), params["position_size"]],
+            dtype=np.float64,
+        )

@@ -7,6 +7,7 @@ isolated-margin position; a ruin stops the run.
 Live intent: a stop-market order for the whole position, the take-profit ladder and the
 unfilled dip levels as limit orders, each sized as the kernel would fill it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -84,8 +85,7 @@ def _intend_dips(intent, state, cfg, ema_prev, p, dips_done, level_budget):
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
-             intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     ema = ind[rows[0]]
     n_dips = int(p[P_DIPS])
     state = e.new_state(cfg)
@@ -115,8 +115,22 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
             risk_close = False
             exited = True
         if state[e.UNITS] > 0.0:
-            exited, tps_done, tp_unit = _exits(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t],
-                                               mark_low[t], p, tps_done, tp_unit, intent, live)
+            exited, tps_done, tp_unit = _exits(
+                state,
+                cfg,
+                fills,
+                t,
+                open_[t],
+                high[t],
+                low[t],
+                mark_high[t],
+                mark_low[t],
+                p,
+                tps_done,
+                tp_unit,
+                intent,
+                live,
+            )
         if exited:
             ruin = e.ruined(state, cfg, t)
         if state[e.UNITS] == 0.0:
@@ -157,8 +171,12 @@ class EmaReversal(Kernel):
     fills_per_bar = 2 * _LADDER + 2
     simulate = simulate
     reads_mark = True
-    legs = {LEG_RISK: "risk", LEG_STOP: "stop", **{LEG_TP0 + k: f"tp{k}" for k in range(_LADDER)},
-            **{LEG_DIP0 + k: f"dip{k}" for k in range(_LADDER)}}
+    legs = {
+        LEG_RISK: "risk",
+        LEG_STOP: "stop",
+        **{LEG_TP0 + k: f"tp{k}" for k in range(_LADDER)},
+        **{LEG_DIP0 + k: f"dip{k}" for k in range(_LADDER)},
+    }
     reducing = {LEG_RISK, LEG_STOP, *range(LEG_TP0, LEG_TP0 + _LADDER)}
 
     @staticmethod
@@ -171,6 +189,6 @@ class EmaReversal(Kernel):
         p[P_STOP], p[P_SIZE] = params["stop_loss"], params["position_size"]
         dips, tps = params["dip_levels"], params["take_profit"]
         p[P_DIPS], p[P_TPS] = len(dips), len(tps)
-        p[P_DIP0:P_DIP0 + len(dips)] = dips
-        p[P_TP0:P_TP0 + len(tps)] = tps
+        p[P_DIP0 : P_DIP0 + len(dips)] = dips
+        p[P_TP0 : P_TP0 + len(tps)] = tps
         return p

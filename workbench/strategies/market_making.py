@@ -7,6 +7,7 @@ price (checked for the inventory held at the bar's open); a ruin stops the run.
 Live intent: both quotes as limit orders, each sized as if it filled first (the kernel sizes
 the second quote of a bar after the first filled: see ``workbench.live`` on parity).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -40,8 +41,7 @@ def _quote(state, cfg, fills, t, side, limit, open_, high, low, quote, max_units
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
-             intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     ref = ind[rows[0]]
     half = p[P_SPREAD] / 200.0
     state = e.new_state(cfg)
@@ -62,7 +62,8 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
         # short inventory (a perpetual, unleveraged) held into the bar: liquidated if the bar
         # reaches its liquidation price (worst case first: before the quotes; none after it)
         liquidated = state[e.UNITS] < 0.0 and e.liquidation_reached(
-            state, cfg, fills, t, mark_open[t], mark_open[t] if risk_close else mark_high[t], mark_low[t])
+            state, cfg, fills, t, mark_open[t], mark_open[t] if risk_close else mark_high[t], mark_low[t]
+        )
         if liquidated:
             ruin = e.ruined(state, cfg, t)
             risk_close = False
@@ -81,8 +82,7 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
                 if side > 0:
                     _quote(state, cfg, fills, t, 1, bid, open_[t], high[t], low[t], quote, max_long, intent, live)
                 else:
-                    _quote(state, cfg, fills, t, -1, ask, open_[t], high[t], low[t], quote, max_short, intent,
-                           live)
+                    _quote(state, cfg, fills, t, -1, ask, open_[t], high[t], low[t], quote, max_short, intent, live)
         if daily and e.daily_loss_breached(state, cfg, close[t]):
             state[e.HALTED] = 1.0
             risk_close = state[e.UNITS] != 0.0
@@ -118,5 +118,11 @@ class MarketMaking(Kernel):
 
     @staticmethod
     def param_vector(params: Mapping[str, Any]) -> np.ndarray:
-        return np.array([params["spread"], params["order_size"], params["max_inventory"],
-                         1.0 if params["inventory"] == "both" else 0.0])
+        return np.array(
+            [
+                params["spread"],
+                params["order_size"],
+                params["max_inventory"],
+                1.0 if params["inventory"] == "both" else 0.0,
+            ]
+        )

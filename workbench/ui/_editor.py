@@ -5,6 +5,7 @@ bounded box for a long one, a dropdown for a choice, a list input for a ladder).
 re-runs the backtest and redraws the bokeh chart and the metrics table; bad input shows
 its message in the form instead of raising.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,8 +23,9 @@ _SLIDER_STEPS = 500  # longer ranges get a number box: a slider that wide is unu
 
 
 def _control(param: Param, value: Any) -> widgets.Widget:
-    common = dict(description=param.name, style=_STYLE, layout=_LAYOUT,
-                  tooltip=param.help, description_tooltip=param.help)
+    common = dict(
+        description=param.name, style=_STYLE, layout=_LAYOUT, tooltip=param.help, description_tooltip=param.help
+    )
     if param.kind == "rules":  # edited as its text form (workbench.strategies.rules)
         from workbench.strategies.rules import rules_text
 
@@ -33,8 +35,9 @@ def _control(param: Param, value: Any) -> widgets.Widget:
     if param.kind == "bool":
         return widgets.Checkbox(value=value, **common)
     if param.kind == "float_list":
-        return widgets.FloatsInput(value=list(value), format=".2f", **{k: v for k, v in common.items()
-                                                                        if k not in ("style",)})
+        return widgets.FloatsInput(
+            value=list(value), format=".2f", **{k: v for k, v in common.items() if k not in ("style",)}
+        )
     step = param.step or (1 if param.kind == "int" else 0.01)
     steps = (param.max - param.min) / step
     if param.kind == "int":
@@ -52,24 +55,38 @@ class StrategyEditor(BacktestForm):
     pressed, and its return value (e.g. the saved strategy) is shown in the status line.
     """
 
-    def __init__(self, template: Template, candles: pd.DataFrame, params: Mapping[str, Any] | None,
-                 on_save: OnSave | None, **backtest_options: Any):
+    def __init__(
+        self,
+        template: Template,
+        candles: pd.DataFrame,
+        params: Mapping[str, Any] | None,
+        on_save: OnSave | None,
+        **backtest_options: Any,
+    ):
         super().__init__(template, candles, on_save, backtest_options)
         start = template.validate(params)
         self.controls = {name: _control(p, start[name]) for name, p in template.params.items()}
         for control in [*self.controls.values(), *self.risk_controls.values()]:
             control.observe(lambda change: self.run(), names="value")
-        form = widgets.VBox([widgets.HTML(f"<b>{template.title}</b>: {template.description}"),
-                             *self.controls.values(), widgets.HTML("<b>Risk limits</b>"),
-                             *self.risk_controls.values(),
-                             widgets.HBox([self.name_box, self.save_button]), self.status])
+        form = widgets.VBox(
+            [
+                widgets.HTML(f"<b>{template.title}</b>: {template.description}"),
+                *self.controls.values(),
+                widgets.HTML("<b>Risk limits</b>"),
+                *self.risk_controls.values(),
+                widgets.HBox([self.name_box, self.save_button]),
+                self.status,
+            ]
+        )
         self.children = [widgets.HBox([form, self.metrics_view]), self.chart]
         self.run()
 
     @property
     def params(self) -> dict[str, Any]:
-        return {name: (list(c.value) if isinstance(c.value, (list, tuple)) else c.value)
-                for name, c in self.controls.items()}
+        return {
+            name: (list(c.value) if isinstance(c.value, (list, tuple)) else c.value)
+            for name, c in self.controls.items()
+        }
 
     def run(self) -> None:
         """Backtest the form's values; show the chart and metrics, or the error."""
@@ -82,9 +99,14 @@ class StrategyEditor(BacktestForm):
         return self._save(self.result.strategy)
 
 
-def editor(template: str | Template, candles: pd.DataFrame, params: Mapping[str, Any] | None = None, *,
-           on_save: OnSave | None = save_to_store,
-           **backtest_options: Any) -> StrategyEditor:
+def editor(
+    template: str | Template,
+    candles: pd.DataFrame,
+    params: Mapping[str, Any] | None = None,
+    *,
+    on_save: OnSave | None = save_to_store,
+    **backtest_options: Any,
+) -> StrategyEditor:
     """An ipywidgets editor of a template's parameters over a live backtest.
 
     Args:

@@ -4,6 +4,7 @@ the metrics and bokeh chart of the last good backtest, and "Save as strategy".
 Both forms show bad input in the status line and keep their last good result, so a typo in
 a notebook never raises and never loses what was there.
 """
+
 from __future__ import annotations
 
 import html
@@ -31,8 +32,13 @@ class BacktestForm(widgets.VBox):
     ``.result`` is the last good backtest and ``.error`` the message the status line shows, or None.
     """
 
-    def __init__(self, template: Template, candles: pd.DataFrame | None, on_save: OnSave | None,
-                 backtest_options: Mapping[str, Any]):
+    def __init__(
+        self,
+        template: Template,
+        candles: pd.DataFrame | None,
+        on_save: OnSave | None,
+        backtest_options: Mapping[str, Any],
+    ):
         from workbench.backtest import backtest
 
         self._backtest = backtest
@@ -44,10 +50,17 @@ class BacktestForm(widgets.VBox):
         self.result = None
         self.error: str | None = None
         self.risk_controls = {
-            name: widgets.BoundedFloatText(value=risk[name] or 0.0, min=0.0, max=1e12, description=name,
-                                           style=STYLE, layout=LAYOUT,
-                                           tooltip="quote currency; 0 = no limit")
-            for name in risk}
+            name: widgets.BoundedFloatText(
+                value=risk[name] or 0.0,
+                min=0.0,
+                max=1e12,
+                description=name,
+                style=STYLE,
+                layout=LAYOUT,
+                tooltip="quote currency; 0 = no limit",
+            )
+            for name in risk
+        }
         self.status = widgets.HTML()
         self.metrics_view = widgets.HTML()
         self.chart = widgets.HTML()

@@ -11,10 +11,10 @@ Every change rebuilds the JSON, checks it with the rule model and shows the text
 show in the form (the status line and the row they concern), never raise. Backtest and save are
 buttons.
 """
+
 from __future__ import annotations
 
 import html
-
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -52,15 +52,17 @@ def _box(value: str, placeholder: str, tooltip: str | None = None, width: str = 
 
 
 def _button(icon: str, tooltip: str, action: Callable[[], Any], description: str = "") -> widgets.Button:
-    button = widgets.Button(icon=icon, tooltip=tooltip, description=description,
-                            layout=_layout("96px" if description else "32px"))
+    button = widgets.Button(
+        icon=icon, tooltip=tooltip, description=description, layout=_layout("96px" if description else "32px")
+    )
     button.on_click(lambda _: action())
     return button
 
 
 def _and_or(value: str) -> widgets.ToggleButtons:
-    return widgets.ToggleButtons(options=["and", "or"], value=value, style={"button_width": "52px"},
-                                 layout=_layout("auto"))
+    return widgets.ToggleButtons(
+        options=["and", "or"], value=value, style={"button_width": "52px"}, layout=_layout("auto")
+    )
 
 
 def _read_number(text: str, what: str, *, variable: bool = True, percent: bool = False) -> Any:
@@ -126,7 +128,7 @@ class _Check:
         except RuleError as exc:
             where = _WHERE.match(str(exc))
             side = next((s for s in ("left", "right") if f".{s}" in (where.group("path") or "")), None)
-            raise RuleError((f"{side}: " if side else "") + str(exc)[where.end():]) from None
+            raise RuleError((f"{side}: " if side else "") + str(exc)[where.end() :]) from None
 
     def text_condition(self, text: str) -> dict[str, Any]:
         """A condition written as text (one line), in canonical form; errors point at its column."""
@@ -140,14 +142,24 @@ class _Check:
         except RuleError as exc:
             if exc.line != 2:
                 raise
-            message = str(exc)[_WHERE.match(str(exc)).end():]
+            message = str(exc)[_WHERE.match(str(exc)).end() :]
             if message.startswith("a second "):
                 raise RuleError(_ONLY_A_CONDITION) from None
             raise RuleError(f"column {max(exc.column - len(_HEAD), 1)}: {message}") from None
         entry = rules["long"]["entry"]
-        alone = {"vars": self.vars, "leverage": 2, "short": None,
-                 "long": {"entry": entry, "exit": None, "size": {"percent": 1}, "stop_loss": None,
-                          "take_profit": [], "trailing_stop": None}}
+        alone = {
+            "vars": self.vars,
+            "leverage": 2,
+            "short": None,
+            "long": {
+                "entry": entry,
+                "exit": None,
+                "size": {"percent": 1},
+                "stop_loss": None,
+                "take_profit": [],
+                "trailing_stop": None,
+            },
+        }
         if rules != alone:
             raise RuleError(_ONLY_A_CONDITION)
         return entry
@@ -160,8 +172,11 @@ class _Operand(widgets.HBox):
     def __init__(self, node: Any, changed: Callable[[], None]):
         self._changed = changed
         indicator = isinstance(node, Mapping) and "indicator" in node
-        self.kind = widgets.Dropdown(options=[_NUMBER_KIND, *_CATALOGUE],
-                                     value=node["indicator"] if indicator else _NUMBER_KIND, layout=_layout("104px"))
+        self.kind = widgets.Dropdown(
+            options=[_NUMBER_KIND, *_CATALOGUE],
+            value=node["indicator"] if indicator else _NUMBER_KIND,
+            layout=_layout("104px"),
+        )
         self.value = _box("0" if indicator else _show_number(node), "number or $var")
         self.value.observe(lambda _: changed(), names="value")
         self.output = widgets.Dropdown(layout=_layout("84px"))
@@ -188,8 +203,12 @@ class _Operand(widgets.HBox):
             else:
                 text = "" if arg["default"] is None else _show_number(arg["default"])
             kind_of = "whole number" if arg["whole"] else "number"
-            box = _box(text, arg["name"], f"{kind} {arg['name']}: a {kind_of} from {_show_number(arg['min'])} "
-                                          f"to {_show_number(arg['max'])}, or a $variable")
+            box = _box(
+                text,
+                arg["name"],
+                f"{kind} {arg['name']}: a {kind_of} from {_show_number(arg['min'])} "
+                f"to {_show_number(arg['max'])}, or a $variable",
+            )
             box.observe(lambda _: self._changed(), names="value")
             self.params.append(box)
         children = [self.kind, *self.params]
@@ -211,8 +230,12 @@ class _Operand(widgets.HBox):
         if kind == _NUMBER_KIND:
             return _read_number(self.value.value, what)
         info = _CATALOGUE[kind]
-        node: dict[str, Any] = {"indicator": kind, "params": [
-            _read_number(box.value, f"{what} {kind} {arg['name']}") for arg, box in zip(info["params"], self.params)]}
+        node: dict[str, Any] = {
+            "indicator": kind,
+            "params": [
+                _read_number(box.value, f"{what} {kind} {arg['name']}") for arg, box in zip(info["params"], self.params)
+            ],
+        }
         if info["outputs"]:
             node["output"] = self.output.value
         return node
@@ -241,8 +264,11 @@ class _Row(widgets.HBox):
             self.text = None
             controls = [self.negate, self.left, self.op, self.right]
         else:
-            self.text = widgets.Text(value=_condition_text(node), layout=_layout("520px"),
-                                     tooltip="a condition deeper than groups of rows, as text")
+            self.text = widgets.Text(
+                value=_condition_text(node),
+                layout=_layout("520px"),
+                tooltip="a condition deeper than groups of rows, as text",
+            )
             controls = [self.text]
         for control in controls:
             if not isinstance(control, _Operand):
@@ -299,8 +325,10 @@ class _Group(_Items, widgets.VBox):
         self.body = widgets.VBox(list(self.items))
         self.add_button = _button("plus", "add a row to this group", self.add_row, "row")
         self._op_line = widgets.HBox([widgets.HTML("<i>rows combine with</i>"), self.op])
-        super().__init__([widgets.HBox([self._op_line, *_tools(self, condition)]), self.body, self.add_button],
-                         layout=widgets.Layout(border="1px solid #ccc", padding="2px", margin="2px 0"))
+        super().__init__(
+            [widgets.HBox([self._op_line, *_tools(self, condition)]), self.body, self.add_button],
+            layout=widgets.Layout(border="1px solid #ccc", padding="2px", margin="2px 0"),
+        )
 
     @property
     def rows(self) -> list[_Row]:
@@ -384,28 +412,48 @@ class _Side(widgets.VBox):
         self.verb = "buy" if side == "long" else "sell"
         self.enabled = widgets.Checkbox(description=f"{side} ({self.verb})", indent=False, layout=_layout("120px"))
         self.size = _box("100", "size", "the size: a percent of the balance or a number of units", "72px")
-        self.size_kind = widgets.Dropdown(options=[("% of balance", "percent"), ("units", "units")],
-                                          layout=_layout("116px"))
+        self.size_kind = widgets.Dropdown(
+            options=[("% of balance", "percent"), ("units", "units")], layout=_layout("116px")
+        )
         self.stop_loss = _box("", "none", "stop loss, percent from the average entry (empty: none)")
-        self.take_profit = _box("", "none", "take-profit ladder, percents from the average entry, "
-                                            "ascending, e.g. 1, 2, 3 (empty: none)", "110px")
-        self.trailing_stop = _box("", "none", "trailing stop, percent from the best price since entry "
-                                              "(empty: none)")
+        self.take_profit = _box(
+            "",
+            "none",
+            "take-profit ladder, percents from the average entry, ascending, e.g. 1, 2, 3 (empty: none)",
+            "110px",
+        )
+        self.trailing_stop = _box("", "none", "trailing stop, percent from the best price since entry (empty: none)")
         self.entry = _Condition(side, changed)
         self.exit = _Condition(side, changed)
-        for control in (self.enabled, self.size, self.size_kind, self.stop_loss, self.take_profit,
-                        self.trailing_stop):
+        for control in (self.enabled, self.size, self.size_kind, self.stop_loss, self.take_profit, self.trailing_stop):
             control.observe(lambda _: changed(), names="value")
         self.enabled.observe(lambda change: self._fold(), names="value")
         label = widgets.HTML
-        self.body = widgets.VBox([
-            widgets.HBox([label(self.verb), self.size, self.size_kind, label("&nbsp;stop_loss"), self.stop_loss,
-                          label("%&nbsp;take_profit"), self.take_profit, label("%&nbsp;trailing_stop"),
-                          self.trailing_stop, label("%")]),
-            label(f"<b>{self.verb} when</b>"), self.entry,
-            label(f"<b>exit {side} when</b> <i>(no groups: only stops and reversals exit)</i>"), self.exit])
-        super().__init__([self.enabled, self.body],
-                         layout=widgets.Layout(border="1px solid #999", padding="4px", margin="4px 0"))
+        self.body = widgets.VBox(
+            [
+                widgets.HBox(
+                    [
+                        label(self.verb),
+                        self.size,
+                        self.size_kind,
+                        label("&nbsp;stop_loss"),
+                        self.stop_loss,
+                        label("%&nbsp;take_profit"),
+                        self.take_profit,
+                        label("%&nbsp;trailing_stop"),
+                        self.trailing_stop,
+                        label("%"),
+                    ]
+                ),
+                label(f"<b>{self.verb} when</b>"),
+                self.entry,
+                label(f"<b>exit {side} when</b> <i>(no groups: only stops and reversals exit)</i>"),
+                self.exit,
+            ]
+        )
+        super().__init__(
+            [self.enabled, self.body], layout=widgets.Layout(border="1px solid #999", padding="4px", margin="4px 0")
+        )
 
     def _fold(self) -> None:
         self.body.layout.display = None if self.enabled.value else "none"
@@ -415,8 +463,14 @@ class _Side(widgets.VBox):
         self.enabled.value = node is not None
         self._fold()
         if node is None:
-            node = {"entry": _new_row(self.side), "exit": None,
-                    "size": {"percent": 100}, "stop_loss": None, "take_profit": [], "trailing_stop": None}
+            node = {
+                "entry": _new_row(self.side),
+                "exit": None,
+                "size": {"percent": 100},
+                "stop_loss": None,
+                "take_profit": [],
+                "trailing_stop": None,
+            }
         kind, amount = next(iter(node["size"].items()))
         self.size_kind.value = kind
         self.size.value = _show_number(amount)
@@ -441,10 +495,12 @@ class _Side(widgets.VBox):
             "exit": self.exit.json(check, f"{side} exit"),
             "size": {kind: check.number(self.size.value, f"{side} size", percent=kind == "percent")},
             "stop_loss": check.number(self.stop_loss.value, f"{side} stop_loss", optional=True, percent=True),
-            "take_profit": [check.number(part, f"{side} take_profit {i}", percent=True)
-                            for i, part in enumerate(ladder, 1)],
-            "trailing_stop": check.number(self.trailing_stop.value, f"{side} trailing_stop", optional=True,
-                                          percent=True),
+            "take_profit": [
+                check.number(part, f"{side} take_profit {i}", percent=True) for i, part in enumerate(ladder, 1)
+            ],
+            "trailing_stop": check.number(
+                self.trailing_stop.value, f"{side} trailing_stop", optional=True, percent=True
+            ),
         }
 
 
@@ -513,8 +569,9 @@ class RuleBuilder(BacktestForm):
     backtest. ``backtest()`` and ``save()`` do what their buttons do; ``load()`` shows another rule.
     """
 
-    def __init__(self, candles: pd.DataFrame | None, rules: Any, name: str, on_save: OnSave | None,
-                 **backtest_options: Any):
+    def __init__(
+        self, candles: pd.DataFrame | None, rules: Any, name: str, on_save: OnSave | None, **backtest_options: Any
+    ):
         super().__init__(get_template("rules"), candles, on_save, backtest_options)
         self._quiet = True
         self._rules: dict[str, Any] | None = None
@@ -526,18 +583,32 @@ class RuleBuilder(BacktestForm):
         self.long = _Side("long", self._update)
         self.short = _Side("short", self._update)
         self.text_view = widgets.HTML()
-        self.backtest_button = widgets.Button(description="Backtest", icon="play", disabled=candles is None,
-                                              tooltip="backtest the rules on the candles" if candles is not None
-                                              else "open the builder with candles to backtest")
+        self.backtest_button = widgets.Button(
+            description="Backtest",
+            icon="play",
+            disabled=candles is None,
+            tooltip="backtest the rules on the candles"
+            if candles is not None
+            else "open the builder with candles to backtest",
+        )
         self.backtest_button.on_click(lambda _: self.backtest())
         for control in self.risk_controls.values():
             control.observe(lambda _: self._update(), names="value")
-        form = widgets.VBox([
-            widgets.HTML("<b>Variables</b> <i>(write $name where a number goes; each is a sweep axis)</i>"),
-            self.variables, widgets.HBox([widgets.HTML("<b>Leverage</b>&nbsp;"), self.leverage]),
-            self.long, self.short, widgets.HTML("<b>Risk limits</b>"), *self.risk_controls.values(),
-            widgets.HTML("<b>Text form</b>"), self.text_view,
-            widgets.HBox([self.backtest_button, self.name_box, self.save_button]), self.status])
+        form = widgets.VBox(
+            [
+                widgets.HTML("<b>Variables</b> <i>(write $name where a number goes; each is a sweep axis)</i>"),
+                self.variables,
+                widgets.HBox([widgets.HTML("<b>Leverage</b>&nbsp;"), self.leverage]),
+                self.long,
+                self.short,
+                widgets.HTML("<b>Risk limits</b>"),
+                *self.risk_controls.values(),
+                widgets.HTML("<b>Text form</b>"),
+                self.text_view,
+                widgets.HBox([self.backtest_button, self.name_box, self.save_button]),
+                self.status,
+            ]
+        )
         self.children = [widgets.HBox([form, self.metrics_view]), self.chart]
         self.load(rules)
 
@@ -565,8 +636,12 @@ class RuleBuilder(BacktestForm):
     def _collect(self) -> tuple[dict[str, Any], list[str]]:
         check = _Check()
         check.vars = self.variables.json(check)
-        raw = {"vars": check.vars, "leverage": check.number(self.leverage.value, "leverage"),
-               "long": self.long.json(check), "short": self.short.json(check)}
+        raw = {
+            "vars": check.vars,
+            "leverage": check.number(self.leverage.value, "leverage"),
+            "long": self.long.json(check),
+            "short": self.short.json(check),
+        }
         return raw, check.errors
 
     def _update(self) -> None:
@@ -593,7 +668,8 @@ class RuleBuilder(BacktestForm):
     def _show_text(self, faded: bool) -> None:
         """The text form; while the form has an error, the last good one, faded."""
         style = "margin:0;padding:4px;font-family:monospace;white-space:pre;background:#f7f7f7" + (
-            ";opacity:0.4" if faded else "")
+            ";opacity:0.4" if faded else ""
+        )
         self.text_view.value = f'<pre style="{style}">{html.escape(self._shown_text, quote=False)}</pre>'
 
     def backtest(self) -> Any:
@@ -623,13 +699,19 @@ def _opened(rules: Any) -> tuple[Any, Mapping[str, Any] | None, str]:
     else:
         return rules, None, ""
     if kind != "rules":
-        raise StrategyError(f"the rule builder edits rules strategies; this one is a {kind} strategy "
-                            "(open it with wb.editor)")
+        raise StrategyError(
+            f"the rule builder edits rules strategies; this one is a {kind} strategy (open it with wb.editor)"
+        )
     return template.validate(params)["rules"], risk, name
 
 
-def rule_builder(candles: pd.DataFrame | None = None, rules: Any = None, *,
-                 on_save: OnSave | None = save_to_store, **backtest_options: Any) -> RuleBuilder:
+def rule_builder(
+    candles: pd.DataFrame | None = None,
+    rules: Any = None,
+    *,
+    on_save: OnSave | None = save_to_store,
+    **backtest_options: Any,
+) -> RuleBuilder:
     """The visual rule builder: edit a rule strategy as rows of conditions, see its text form
     live, backtest it on demand, save it.
 

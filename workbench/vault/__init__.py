@@ -20,6 +20,7 @@ print masked. The helpers use ``backend()``: a ``LocalVault`` (this process hold
 master key) unless another ``VaultBackend`` was installed with ``use``. How keys are
 stored: ``_envelope`` (ciphertext format), ``_keyring`` (master key), ``_rotate``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -37,16 +38,42 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from workbench.vault._local import LocalVault
 
-__all__ = ["Account", "ExchangeKeys", "KeyUse", "KeyWarning", "LocalVault", "Secret", "VaultBackend", "VaultError", "accounts",
-           "add_account", "audit", "backend", "check", "deactivate", "form", "keys_for", "mask", "remove", "use"]
+__all__ = [
+    "Account",
+    "ExchangeKeys",
+    "KeyUse",
+    "KeyWarning",
+    "LocalVault",
+    "Secret",
+    "VaultBackend",
+    "VaultError",
+    "accounts",
+    "add_account",
+    "audit",
+    "backend",
+    "check",
+    "deactivate",
+    "form",
+    "keys_for",
+    "mask",
+    "remove",
+    "use",
+]
 
 
 class KeyWarning(UserWarning):
     """Something to fix about a stored key (e.g. no IP restriction); it was stored all the same."""
 
 
-def add_account(exchange: str, api_key: str | Secret, secret: str | Secret, passphrase: str | Secret | None = None,
-                permissions: str = "read", label: str = "", ccxt_config: Mapping[str, Any] | None = None) -> int:
+def add_account(
+    exchange: str,
+    api_key: str | Secret,
+    secret: str | Secret,
+    passphrase: str | Secret | None = None,
+    permissions: str = "read",
+    label: str = "",
+    ccxt_config: Mapping[str, Any] | None = None,
+) -> int:
     """Ask the exchange what the key may do, then encrypt and store the account's keys; its id.
 
     ``exchange`` is a ccxt id; ``ccxt_config`` adds ccxt constructor options (timeout, urls) for
@@ -54,8 +81,15 @@ def add_account(exchange: str, api_key: str | Secret, secret: str | Secret, pass
     as a ``KeyWarning``.
     """
     vault = backend()
-    account_id = vault.add_account(exchange, Secret(api_key), Secret(secret),
-                                   Secret(passphrase) if passphrase else None, permissions, label, ccxt_config)
+    account_id = vault.add_account(
+        exchange,
+        Secret(api_key),
+        Secret(secret),
+        Secret(passphrase) if passphrase else None,
+        permissions,
+        label,
+        ccxt_config,
+    )
     _warn_about(vault, account_id)
     return account_id
 
@@ -64,8 +98,18 @@ def accounts() -> pd.DataFrame:
     """The tenant's exchange accounts, one row each, the API key shown only as its hint."""
     import pandas as pd
 
-    columns = ["id", "exchange", "label", "permissions", "is_active", "key_hint", "created_at", "can_withdraw",
-               "ip_restricted", "key_warning"]
+    columns = [
+        "id",
+        "exchange",
+        "label",
+        "permissions",
+        "is_active",
+        "key_hint",
+        "created_at",
+        "can_withdraw",
+        "ip_restricted",
+        "key_warning",
+    ]
     return pd.DataFrame([vars(a) for a in backend().accounts()], columns=columns).set_index("id")
 
 

@@ -7,6 +7,7 @@ The row names the account (and the key's masked hint), the purpose, the session 
 process, and the time; never the key. Tenants read their rows through their own database role
 (row-level security shows each tenant only its own, and the table is append-only for everyone).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,11 +35,22 @@ def this_process() -> str:
     return f"{program} (pid {os.getpid()}, uid {os.getuid()}) on {socket.gethostname()}"
 
 
-def record(session: Session, tenant_id: int, account_id: int, exchange: str, key_hint: str, use: KeyUse,
-           actor: str) -> None:
+def record(
+    session: Session, tenant_id: int, account_id: int, exchange: str, key_hint: str, use: KeyUse, actor: str
+) -> None:
     """Add one audit row in ``session``'s transaction (the trusted side's, as the database owner)."""
-    session.add(KeyUseRecord(tenant_id=tenant_id, account_id=account_id, exchange=exchange, key_hint=key_hint,
-                             purpose=use.purpose, actor=actor, session_id=use.session_id, run_id=use.run_id))
+    session.add(
+        KeyUseRecord(
+            tenant_id=tenant_id,
+            account_id=account_id,
+            exchange=exchange,
+            key_hint=key_hint,
+            purpose=use.purpose,
+            actor=actor,
+            session_id=use.session_id,
+            run_id=use.run_id,
+        )
+    )
 
 
 def audit(account_id: int | None = None, limit: int = 200) -> pd.DataFrame:

@@ -8,6 +8,7 @@ belongs to the JupyterHub issue: it implements the abstract methods below and is
 installed with ``workbench.vault.use(...)`` (or chosen in ``backend()``) — nothing else
 in the vault changes.
 """
+
 from __future__ import annotations
 
 import abc
@@ -57,8 +58,16 @@ class VaultBackend(abc.ABC):
     remote: bool = False
 
     @abc.abstractmethod
-    def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+    def add_account(
+        self,
+        exchange: str,
+        api_key: Secret,
+        secret: Secret,
+        passphrase: Secret | None,
+        permissions: str,
+        label: str,
+        ccxt_config: Mapping[str, Any] | None = None,
+    ) -> int:
         """Ask the exchange what the key may do, then encrypt and store it; its id."""
 
     @abc.abstractmethod

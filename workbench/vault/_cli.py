@@ -3,6 +3,7 @@
 No command takes a key as an argument: process arguments are visible to every user of
 the machine (``ps``), so keys enter through the notebook helpers or the form only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vault = subparsers.add_parser("vault", help="the exchange-key vault: master key status and rotation")
     commands = vault.add_subparsers(dest="vault_command", metavar="SUBCOMMAND", required=True)
     commands.add_parser(
-        "status", help="master key versions in the keyring and in use by tenant data keys",
+        "status",
+        help="master key versions in the keyring and in use by tenant data keys",
     ).set_defaults(func=_status)
     rotate = commands.add_parser(
         "rotate",
         help="re-wrap every tenant data key under a new master key version, then retire the old one "
-             "(--tenant: rotate one tenant's data key)",
+        "(--tenant: rotate one tenant's data key)",
         description=_ROTATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -15,6 +15,7 @@ belongs to (``data-key / tenant / version`` or ``field / tenant / account / fiel
 GCM authenticates both, so a blob copied onto another row, field or tenant, or with an
 edited key version, fails to decrypt instead of yielding someone else's key.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ the API key) at DEBUG, so each client gets a logger that masks its own credentia
 ccxt's ``verbose`` printing is refused. ccxt error messages may quote the request, so the
 check scrubs the keys out of them before they reach a ``VaultError``.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Keys typed into a cell end up in the notebook file and its history; password fields do
 not, and the form clears them as soon as the keys are stored.
 """
+
 from __future__ import annotations
 
 import html
@@ -41,8 +42,12 @@ def form(vault: VaultBackend | None = None) -> ipywidgets.VBox:
     def on_add(_button: w.Button) -> None:
         try:
             account_id = vault.add_account(
-                exchange.value, Secret(api_key.value), Secret(secret.value),
-                Secret(passphrase.value) if passphrase.value else None, permissions.value, label.value,
+                exchange.value,
+                Secret(api_key.value),
+                Secret(secret.value),
+                Secret(passphrase.value) if passphrase.value else None,
+                permissions.value,
+                label.value,
             )
         except WorkbenchError as exc:
             message.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
@@ -50,7 +55,8 @@ def form(vault: VaultBackend | None = None) -> ipywidgets.VBox:
         api_key.value = secret.value = passphrase.value = label.value = ""
         warning = vault.key_warning(account_id)
         message.value = f"Added {html.escape(exchange.value)} account {account_id}." + (
-            f' <span style="color:#8a6d00">{html.escape(warning)}</span>' if warning else "")
+            f' <span style="color:#8a6d00">{html.escape(warning)}</span>' if warning else ""
+        )
         table.value = _accounts_html(vault)
 
     add.on_click(on_add)
@@ -60,8 +66,12 @@ def form(vault: VaultBackend | None = None) -> ipywidgets.VBox:
 
 def _accounts_html(vault: VaultBackend) -> str:
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            a.id, a.exchange, a.label, a.permissions, "yes" if a.is_active else "no", a.key_hint)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (a.id, a.exchange, a.label, a.permissions, "yes" if a.is_active else "no", a.key_hint)
+        )
+        + "</tr>"
         for a in vault.accounts()
     )
     head = "".join(f"<th>{h}</th>" for h in ("id", "exchange", "label", "permissions", "active", "key"))

@@ -12,6 +12,7 @@ random bytes in base64 (url-safe or standard). The highest version wraps new dat
 lower versions stay until ``workbench vault rotate`` has re-wrapped every data key off
 them, then it retires them. Messages never echo a key, only where it came from.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,9 +32,7 @@ ENV_KEY = "WORKBENCH_MASTER_KEY"
 ENV_FILE = "WORKBENCH_MASTER_KEY_FILE"
 DEFAULT_FILE_NAME = "master.key"
 
-_NEW_KEY_COMMAND = (
-    "python -c \"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())\""
-)
+_NEW_KEY_COMMAND = 'python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
 _FILE_HEADER = (
     "# workbench master keyring: one VERSION:KEY per line, KEY = 32 bytes in base64.\n"
     "# The highest version wraps new tenant data keys; `workbench vault rotate` adds and retires versions.\n"
@@ -139,8 +138,7 @@ def _read(path: Path) -> Keyring:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise VaultError(
-                f"the master key file {path} is accessible to group or others (mode {mode:04o}); "
-                f"run `chmod 600 {path}`"
+                f"the master key file {path} is accessible to group or others (mode {mode:04o}); run `chmod 600 {path}`"
             )
         text = path.read_text()
     except OSError as exc:

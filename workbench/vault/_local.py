@@ -14,6 +14,7 @@ Each decryption of an account's key is recorded in ``key_use_audit`` in the tran
 read it (``_audit``), and a key is asked about at the exchange when it is added or checked
 (``_permissions``): one that may withdraw is refused.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,7 @@ class LocalVault(VaultBackend):
     """The vault of tenant ``tenant`` (default: the tenant of ``store.session()``, in
     single-user mode ``local``). A missing or malformed master key stops it here."""
 
-    def __init__(self, tenant: str | None = None, keyring: _keyring.Keyring | None = None,
-                 actor: str | None = None):
+    def __init__(self, tenant: str | None = None, keyring: _keyring.Keyring | None = None, actor: str | None = None):
         self._keyring = keyring or _keyring.load()
         self.actor = actor or this_process()  # who the audit log says used the keys
         if tenant is None:
@@ -64,8 +64,16 @@ class LocalVault(VaultBackend):
 
     # --- VaultBackend ---------------------------------------------------------------------
 
-    def add_account(self, exchange: str, api_key: Secret, secret: Secret, passphrase: Secret | None,
-                    permissions: str, label: str, ccxt_config: Mapping[str, Any] | None = None) -> int:
+    def add_account(
+        self,
+        exchange: str,
+        api_key: Secret,
+        secret: Secret,
+        passphrase: Secret | None,
+        permissions: str,
+        label: str,
+        ccxt_config: Mapping[str, Any] | None = None,
+    ) -> int:
         """Ask the exchange what the key may do (``ccxt_config``: where it is), refuse it if it may
         withdraw, then encrypt and store it with the exchange's answer."""
         name = _exchange.validate_exchange(exchange, bool(passphrase))
@@ -85,8 +93,16 @@ class LocalVault(VaultBackend):
         with store.owner_session() as session:
             self._refuse_taken_label(session, label)
             version, data_key = self._current_data_key(session)
-            row = ExchangeAccount(tenant_id=self.tenant_id, exchange=name, label=label, permissions=permissions,
-                                  api_key_ct=b"", secret_ct=b"", key_hint=hint, data_key_version=version)
+            row = ExchangeAccount(
+                tenant_id=self.tenant_id,
+                exchange=name,
+                label=label,
+                permissions=permissions,
+                api_key_ct=b"",
+                secret_ct=b"",
+                key_hint=hint,
+                data_key_version=version,
+            )
             session.add(row)
             session.flush()  # the id is part of the associated data
             for field, value in zip(_FIELDS, (api_key, secret, passphrase)):
@@ -95,20 +111,39 @@ class LocalVault(VaultBackend):
                     setattr(row, f"{field}_ct", _envelope.seal(data_key, version, value.reveal().encode(), context))
             account_id = row.id
             self._store_review(session, row, review)
-            record(session, self.tenant_id, account_id, name, hint, KeyUse("add: asked the exchange what it may do"),
-                   self.actor)
+            record(
+                session,
+                self.tenant_id,
+                account_id,
+                name,
+                hint,
+                KeyUse("add: asked the exchange what it may do"),
+                self.actor,
+            )
         _log.info("tenant %s added %s account %s (key %s)", self.tenant, name, account_id, hint)
         return account_id
 
     def accounts(self) -> list[Account]:
         with store.owner_session() as session:
-            rows = session.execute(select(ExchangeAccount, ExchangeKeyReview)
-                                   .outerjoin(ExchangeKeyReview, ExchangeKeyReview.account_id == ExchangeAccount.id)
-                                   .where(ExchangeAccount.tenant_id == self.tenant_id)
-                                   .order_by(ExchangeAccount.id)).all()
-            return [Account(r.id, r.exchange, r.label, r.permissions, r.is_active, r.key_hint, r.created_at,
-                            *((k.can_withdraw, k.ip_restricted, k.warning) if k else (None, None, "")))
-                    for r, k in rows]
+            rows = session.execute(
+                select(ExchangeAccount, ExchangeKeyReview)
+                .outerjoin(ExchangeKeyReview, ExchangeKeyReview.account_id == ExchangeAccount.id)
+                .where(ExchangeAccount.tenant_id == self.tenant_id)
+                .order_by(ExchangeAccount.id)
+            ).all()
+            return [
+                Account(
+                    r.id,
+                    r.exchange,
+                    r.label,
+                    r.permissions,
+                    r.is_active,
+                    r.key_hint,
+                    r.created_at,
+                    *((k.can_withdraw, k.ip_restricted, k.warning) if k else (None, None, "")),
+                )
+                for r, k in rows
+            ]
 
     def deactivate(self, account_id: int) -> None:
         with store.owner_session() as session:
@@ -182,10 +217,18 @@ class LocalVault(VaultBackend):
 
     def _store_review(self, session: Session, row: ExchangeAccount, review: _permissions.KeyReview) -> None:
         warning = "; ".join(review.warnings(row.exchange, row.key_hint, row.permissions))
-        values = dict(can_withdraw=review.can_withdraw, ip_restricted=review.ip_restricted,
-                      abilities=_permissions.describe(review), warning=warning, reviewed_at=func.now())
-        session.execute(insert(ExchangeKeyReview).values(tenant_id=self.tenant_id, account_id=row.id, **values)
-                        .on_conflict_do_update(index_elements=[ExchangeKeyReview.account_id], set_=values))
+        values = dict(
+            can_withdraw=review.can_withdraw,
+            ip_restricted=review.ip_restricted,
+            abilities=_permissions.describe(review),
+            warning=warning,
+            reviewed_at=func.now(),
+        )
+        session.execute(
+            insert(ExchangeKeyReview)
+            .values(tenant_id=self.tenant_id, account_id=row.id, **values)
+            .on_conflict_do_update(index_elements=[ExchangeKeyReview.account_id], set_=values)
+        )
         if warning:
             _log.warning("tenant %s, exchange account %s: %s", self.tenant, row.id, warning)
 
@@ -202,23 +245,34 @@ class LocalVault(VaultBackend):
 
     def _current_data_key(self, session: Session) -> tuple[int, bytes]:
         """The tenant's newest data key, created (version 1) with its first account."""
-        version = session.scalar(select(func.max(TenantDataKey.version))
-                                 .where(TenantDataKey.tenant_id == self.tenant_id))
+        version = session.scalar(
+            select(func.max(TenantDataKey.version)).where(TenantDataKey.tenant_id == self.tenant_id)
+        )
         if version is None:
             session.execute(text("SELECT pg_advisory_xact_lock_shared(:lock)"), {"lock": DATA_KEY_LOCK})
             self._keyring = _keyring.load()  # under the lock: a rotation may just have retired a version
             version, master = 1, self._keyring.current
             wrapped = wrap(self._keyring, master, self.tenant_id, version, os.urandom(_envelope.KEY_SIZE))
-            session.execute(insert(TenantDataKey).values(
-                tenant_id=self.tenant_id, version=version, wrapped_key=wrapped, master_key_version=master,
-            ).on_conflict_do_nothing())
+            session.execute(
+                insert(TenantDataKey)
+                .values(
+                    tenant_id=self.tenant_id,
+                    version=version,
+                    wrapped_key=wrapped,
+                    master_key_version=master,
+                )
+                .on_conflict_do_nothing()
+            )
         return version, self._data_key(session, version)
 
     # --- store access -----------------------------------------------------------------------
 
     def _refuse_taken_label(self, session: Session, label: str) -> None:
-        taken = session.scalar(select(ExchangeAccount.id).where(ExchangeAccount.tenant_id == self.tenant_id,
-                                                                ExchangeAccount.label == label))
+        taken = session.scalar(
+            select(ExchangeAccount.id).where(
+                ExchangeAccount.tenant_id == self.tenant_id, ExchangeAccount.label == label
+            )
+        )
         if taken is not None:
             raise VaultError(f"label {label!r} is already used by exchange account {taken}; choose another label")
 

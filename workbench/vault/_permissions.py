@@ -19,6 +19,7 @@ a withdrawal that does not exist (``DELETE /withdrawals/{id}``) is refused with 
 ``FORBIDDEN`` when the key may not withdraw, and answers anything else (not found) when it may.
 Other exchanges cannot be asked; their keys get a warning to check by hand.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -40,12 +41,25 @@ EGRESS_IPS_ENV = "WORKBENCH_EGRESS_IPS"
 # a withdrawal id no real withdrawal has: the probe must never cancel anything
 _PROBE_WITHDRAWAL_ID = "0"
 # Binance's apiRestrictions flags, as abilities (tradingAuthorityExpirationTime is a time, kept aside)
-_BINANCE_FLAGS = {"enableReading": "read", "enableSpotAndMarginTrading": "spot and margin trading",
-                  "enableFutures": "futures", "enableMargin": "margin", "enableVanillaOptions": "options",
-                  "enableWithdrawals": "withdrawals", "enableInternalTransfer": "internal transfers",
-                  "permitsUniversalTransfer": "universal transfers"}
-_TRADING = {"spot and margin trading", "futures", "margin", "options",
-            "spot", "delivery", "unified"}  # the last three: Gate's permission names
+_BINANCE_FLAGS = {
+    "enableReading": "read",
+    "enableSpotAndMarginTrading": "spot and margin trading",
+    "enableFutures": "futures",
+    "enableMargin": "margin",
+    "enableVanillaOptions": "options",
+    "enableWithdrawals": "withdrawals",
+    "enableInternalTransfer": "internal transfers",
+    "permitsUniversalTransfer": "universal transfers",
+}
+_TRADING = {
+    "spot and margin trading",
+    "futures",
+    "margin",
+    "options",
+    "spot",
+    "delivery",
+    "unified",
+}  # the last three: Gate's permission names
 
 
 @dataclass(frozen=True)
@@ -62,12 +76,17 @@ class KeyReview:
         """One line per thing the tenant should fix (empty: nothing to fix)."""
         what = f"{exchange} key {key_hint}"
         if self.unknown:
-            return [f"{what}: could not ask the exchange what it may do ({self.unknown}); make sure on the "
-                    f"exchange that it cannot withdraw and is restricted to the workbench's IP addresses"]
+            return [
+                f"{what}: could not ask the exchange what it may do ({self.unknown}); make sure on the "
+                f"exchange that it cannot withdraw and is restricted to the workbench's IP addresses"
+            ]
         found = []
         egress = egress_ips()
-        whitelist = (f"whitelist {', '.join(egress)} for it on the exchange" if egress else
-                     f"whitelist the workbench's egress addresses for it (the operator lists them in {EGRESS_IPS_ENV})")
+        whitelist = (
+            f"whitelist {', '.join(egress)} for it on the exchange"
+            if egress
+            else f"whitelist the workbench's egress addresses for it (the operator lists them in {EGRESS_IPS_ENV})"
+        )
         if self.ip_restricted is False:
             found.append(f"{what} is not restricted to IP addresses: {whitelist}")
         elif self.ip_restricted is None:
@@ -88,8 +107,10 @@ def egress_ips() -> list[str]:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise VaultError(f"{EGRESS_IPS_ENV} lists {address!r}, which is not an IP address; "
-                             "list the workbench's egress addresses, comma-separated") from None
+            raise VaultError(
+                f"{EGRESS_IPS_ENV} lists {address!r}, which is not an IP address; "
+                "list the workbench's egress addresses, comma-separated"
+            ) from None
     return addresses
 
 
@@ -104,8 +125,10 @@ def withdrawal_keys_allowed() -> bool:
 def refusal(review: KeyReview, exchange: str, key_hint: str) -> str:
     """Why the key is refused ('' when it is not): it may withdraw and the operator does not allow that."""
     if review.can_withdraw and not withdrawal_keys_allowed():
-        return (f"{exchange} key {key_hint} may withdraw funds, which the workbench refuses "
-                f"(turn withdrawals off for it on the exchange)")
+        return (
+            f"{exchange} key {key_hint} may withdraw funds, which the workbench refuses "
+            f"(turn withdrawals off for it on the exchange)"
+        )
     return ""
 
 

@@ -21,6 +21,7 @@ Test hook: ``WORKBENCH_VAULT_ROTATE_PAUSE_AFTER=N`` makes step 2 stop after N te
 print ``paused after N tenants`` on stderr and sleep, so a test can kill it mid-way (a
 tenant's data key rotation: after N re-encrypted accounts).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,9 @@ class VaultStatus:
     @property
     def unfinished(self) -> bool:
         """True while a rotation has rows or keyring versions left to move off."""
-        return set(self.keyring_versions) != {self.current} or bool(set(self.data_keys_by_master_version) - {self.current})
+        return set(self.keyring_versions) != {self.current} or bool(
+            set(self.data_keys_by_master_version) - {self.current}
+        )
 
     def lines(self) -> list[str]:
         versions = ", ".join(f"{v} (current)" if v == self.current else str(v) for v in self.keyring_versions)
@@ -66,8 +69,11 @@ class VaultStatus:
             out.append(f"master key version {version}: wraps {count} tenant data key(s)")
         for version, count in sorted(self.accounts_by_data_key_version.items()):
             out.append(f"data key version {version}: encrypts {count} exchange account(s)")
-        out.append("rotation: unfinished, run `workbench vault rotate` to finish it" if self.unfinished
-                   else "rotation: none in progress")
+        out.append(
+            "rotation: unfinished, run `workbench vault rotate` to finish it"
+            if self.unfinished
+            else "rotation: none in progress"
+        )
         return out
 
 
@@ -75,10 +81,16 @@ def status(keyring: _keyring.Keyring | None = None) -> VaultStatus:
     """The key versions in the keyring and in the database."""
     keyring = keyring or _keyring.load()
     with store.owner_session() as session:
-        by_master = dict(session.execute(select(TenantDataKey.master_key_version, func.count())
-                                         .group_by(TenantDataKey.master_key_version)).all())
-        by_data_key = dict(session.execute(select(ExchangeAccount.data_key_version, func.count())
-                                           .group_by(ExchangeAccount.data_key_version)).all())
+        by_master = dict(
+            session.execute(
+                select(TenantDataKey.master_key_version, func.count()).group_by(TenantDataKey.master_key_version)
+            ).all()
+        )
+        by_data_key = dict(
+            session.execute(
+                select(ExchangeAccount.data_key_version, func.count()).group_by(ExchangeAccount.data_key_version)
+            ).all()
+        )
     return VaultStatus(keyring.source, sorted(keyring.keys), keyring.current, by_master, by_data_key)
 
 
@@ -103,14 +115,20 @@ def _rewrap_pending(keyring: _keyring.Keyring, report: Callable[[str], None]) ->
     """Step 2: re-wrap tenant by tenant; the number of tenants done."""
     pause_after = int(os.environ.get(PAUSE_ENV) or 0)
     with store.owner_session() as session:
-        tenants = session.execute(select(Tenant.id, Tenant.name).join(TenantDataKey)
-                                  .where(TenantDataKey.master_key_version != keyring.current)
-                                  .distinct().order_by(Tenant.id)).all()
+        tenants = session.execute(
+            select(Tenant.id, Tenant.name)
+            .join(TenantDataKey)
+            .where(TenantDataKey.master_key_version != keyring.current)
+            .distinct()
+            .order_by(Tenant.id)
+        ).all()
     for done, (tenant_id, tenant_name) in enumerate(tenants, 1):
         with store.owner_session() as session:
-            rows = session.scalars(select(TenantDataKey).where(TenantDataKey.tenant_id == tenant_id,
-                                                               TenantDataKey.master_key_version != keyring.current)
-                                   .with_for_update()).all()
+            rows = session.scalars(
+                select(TenantDataKey)
+                .where(TenantDataKey.tenant_id == tenant_id, TenantDataKey.master_key_version != keyring.current)
+                .with_for_update()
+            ).all()
             for row in rows:
                 data_key = unwrap(keyring, row, f"data key version {row.version} of tenant {tenant_name!r}")
                 row.wrapped_key = wrap(keyring, keyring.current, tenant_id, row.version, data_key)
@@ -159,17 +177,28 @@ def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
     with store.owner_session() as session:
         # shared: a master key rotation may not retire the version the new key is wrapped under
         session.execute(text("SELECT pg_advisory_xact_lock_shared(:lock)"), {"lock": DATA_KEY_LOCK})
-        old = session.scalars(select(TenantDataKey).where(TenantDataKey.tenant_id == vault.tenant_id)
-                              .with_for_update()).all()
+        old = session.scalars(
+            select(TenantDataKey).where(TenantDataKey.tenant_id == vault.tenant_id).with_for_update()
+        ).all()
         if not old:
             raise VaultError(f"tenant {tenant!r} has no data key yet (it gets one with its first exchange account)")
         version, data_key = max(row.version for row in old) + 1, os.urandom(_envelope.KEY_SIZE)
         keyring = _keyring.load()
-        session.add(TenantDataKey(tenant_id=vault.tenant_id, version=version, master_key_version=keyring.current,
-                                  wrapped_key=wrap(keyring, keyring.current, vault.tenant_id, version, data_key)))
+        session.add(
+            TenantDataKey(
+                tenant_id=vault.tenant_id,
+                version=version,
+                master_key_version=keyring.current,
+                wrapped_key=wrap(keyring, keyring.current, vault.tenant_id, version, data_key),
+            )
+        )
         session.flush()
-        accounts = session.scalars(select(ExchangeAccount).where(ExchangeAccount.tenant_id == vault.tenant_id)
-                                   .order_by(ExchangeAccount.id).with_for_update()).all()
+        accounts = session.scalars(
+            select(ExchangeAccount)
+            .where(ExchangeAccount.tenant_id == vault.tenant_id)
+            .order_by(ExchangeAccount.id)
+            .with_for_update()
+        ).all()
         for done, row in enumerate(accounts, 1):
             keys = vault.open_account(session, row)
             for field in _FIELDS:
@@ -178,15 +207,24 @@ def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
                     context = _envelope.field_context(vault.tenant_id, row.id, field)
                     setattr(row, f"{field}_ct", _envelope.seal(data_key, version, secret.reveal().encode(), context))
             row.data_key_version = version
-            record(session, vault.tenant_id, row.id, row.exchange, row.key_hint,
-                   KeyUse(f"re-encrypted under data key version {version}"), vault.actor)
+            record(
+                session,
+                vault.tenant_id,
+                row.id,
+                row.exchange,
+                row.key_hint,
+                KeyUse(f"re-encrypted under data key version {version}"),
+                vault.actor,
+            )
             if done == pause_after:
                 session.flush()
                 print(f"paused after {done} accounts ({PAUSE_ENV})", file=sys.stderr, flush=True)
                 time.sleep(3600)
-        channels = session.scalars(select(NotificationChannel).where(NotificationChannel.tenant_id == vault.tenant_id,
-                                                                     NotificationChannel.secret_ct.is_not(None))
-                                   .with_for_update()).all()
+        channels = session.scalars(
+            select(NotificationChannel)
+            .where(NotificationChannel.tenant_id == vault.tenant_id, NotificationChannel.secret_ct.is_not(None))
+            .with_for_update()
+        ).all()
         for channel in channels:
             owner = _CHANNEL_OWNER.format(channel.id)
             plain = vault.unseal(session, owner, _CHANNEL_FIELD, channel.data_key_version, channel.secret_ct)
@@ -196,6 +234,8 @@ def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
         session.flush()
         for row in old:
             session.delete(row)
-    report(f"tenant {tenant!r}: data key version {version} now encrypts {len(accounts)} exchange account(s) and "
-           f"{len(channels)} notification channel(s); old version(s) {sorted(r.version for r in old)} deleted")
+    report(
+        f"tenant {tenant!r}: data key version {version} now encrypts {len(accounts)} exchange account(s) and "
+        f"{len(channels)} notification channel(s); old version(s) {sorted(r.version for r in old)} deleted"
+    )
     return version

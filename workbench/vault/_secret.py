@@ -4,6 +4,7 @@ Notebook outputs, logs, tracebacks and pickles are where keys leak by accident, 
 ``Secret`` prints masked, refuses to be pickled and hands out its value only through the
 explicit ``reveal()``.
 """
+
 from __future__ import annotations
 
 import hmac

@@ -1,5 +1,6 @@
 """Alembic environment: migrations run on the owner connection that
 ``workbench.store.upgrade``/``downgrade`` opens (there is no alembic.ini; see ``_migrate.py``)."""
+
 from alembic import context
 from sqlalchemy import text
 

@@ -6,6 +6,7 @@ in ``_model``); ``rules_text(JSON or text)`` gives the canonical text (described
 parameters and outputs. The ``rules`` template backtests, sweeps and trades them with one
 compiled kernel (``_kernel``) over signal rows evaluated with numpy (``_evaluate``).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,17 @@ from workbench.strategies.rules._parse import MAX_TEXT, parse
 from workbench.strategies.rules._template import RuleTemplate
 from workbench.strategies.rules._text import to_text
 
-__all__ = ["MAX_DEPTH", "MAX_LADDER", "MAX_TEXT", "RuleTemplate", "parse_rules", "resolve", "rule_indicators",
-           "rules_text", "tree"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LADDER",
+    "MAX_TEXT",
+    "RuleTemplate",
+    "parse_rules",
+    "resolve",
+    "rule_indicators",
+    "rules_text",
+    "tree",
+]
 
 
 def parse_rules(rules: str | Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Logic is three-valued: a comparison with an indicator still warming up (NaN) is 
 ``not`` unknown is unknown, ``and`` is false if any part is false, ``or`` true if any part is
 true; a signal fires only where its condition is known to be true.
 """
+
 from __future__ import annotations
 
 import numpy as np

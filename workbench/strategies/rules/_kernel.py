@@ -9,6 +9,7 @@ take-profit ladder are checked inside each bar, worst case first (the stop or th
 liquidation: the nearer first); a short is liquidated at leverage 1 too; a ruin stops the run.
 Live intent legs: ``exit`` and ``entry`` (market), ``stop`` (stop-market), ``tp0``.. (limits).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -37,8 +38,9 @@ def _enter(state, cfg, fills, t, side, open_, p, b):
         return
     slip = cfg[e.C_SLIPPAGE]
     price = open_ * (1.0 + slip) if side > 0 else open_ * (1.0 - slip)
-    units = e.tradeable(cfg, min(p[b + B_SIZE], e.entry_units(state, cfg, price, state[e.CASH], cfg[e.C_FEE_TAKER])),
-                        price)
+    units = e.tradeable(
+        cfg, min(p[b + B_SIZE], e.entry_units(state, cfg, price, state[e.CASH], cfg[e.C_FEE_TAKER])), price
+    )
     if units > 0.0:
         e.fill(state, cfg, fills, t, side * units, price, cfg[e.C_FEE_TAKER], e.FILL_ENTRY)
 
@@ -57,8 +59,7 @@ def _stop(entry, best, side, p, b):
 
 
 @njit(cache=True)
-def _protect(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, b, best, tps_done, tp_unit, intent,
-             live):
+def _protect(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, b, best, tps_done, tp_unit, intent, live):
     """Liquidation (on the mark's high and low) or stop, then take-profits, inside bar t;
     returns (tps_done, tp_unit)."""
     units = state[e.UNITS]
@@ -85,8 +86,14 @@ def _protect(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, b, 
             if live:  # the rest of the ladder rests through the bar, each level as it would fill
                 for k in range(tps_done, n_tps):
                     size = held if k == n_tps - 1 else min(unit, held)
-                    e.intend(intent, True, LEG_TP0 + k, e.ORDER_LIMIT, -side * size,
-                             entry * (1.0 + side * p[b + B_TP0 + k] / 100.0))
+                    e.intend(
+                        intent,
+                        True,
+                        LEG_TP0 + k,
+                        e.ORDER_LIMIT,
+                        -side * size,
+                        entry * (1.0 + side * p[b + B_TP0 + k] / 100.0),
+                    )
                     held -= size
             break
         tp_unit = unit
@@ -100,8 +107,7 @@ def _protect(state, cfg, fills, t, open_, high, low, mark_high, mark_low, p, b, 
 
 
 @njit(cache=True)
-def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out,
-             intent):
+def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, equity_out, position_out, out, intent):
     long_entry, long_exit = ind[rows[0]], ind[rows[1]]
     short_entry, short_exit = ind[rows[2]], ind[rows[3]]
     can_long, can_short = p[B_ON] == 1.0, p[BLOCK + B_ON] == 1.0
@@ -129,8 +135,11 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
         if funding[t] != 0.0:  # a funding time: the position held into the bar pays or receives
             e.pay_funding(state, cfg, funding[t], open_[t])
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
-        if target != side and side != 0 and e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_open[t],
-                                                                   mark_open[t]):
+        if (
+            target != side
+            and side != 0
+            and e.liquidation_reached(state, cfg, fills, t, mark_open[t], mark_open[t], mark_open[t])
+        ):
             ruin = e.ruined(state, cfg, t)  # the open gapped through it: no order on this bar
             side = target = 0
         if target != side:
@@ -145,13 +154,45 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
                 tps_done = 0
         risk_exit = False
         if state[e.UNITS] > 0.0 and guard_long:
-            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t], mark_low[t],
-                                         p, 0, best, tps_done, tp_unit, intent, live)
+            tps_done, tp_unit = _protect(
+                state,
+                cfg,
+                fills,
+                t,
+                open_[t],
+                high[t],
+                low[t],
+                mark_high[t],
+                mark_low[t],
+                p,
+                0,
+                best,
+                tps_done,
+                tp_unit,
+                intent,
+                live,
+            )
             best = max(best, high[t])
             ruin = ruin or e.ruined(state, cfg, t)
         elif state[e.UNITS] < 0.0:
-            tps_done, tp_unit = _protect(state, cfg, fills, t, open_[t], high[t], low[t], mark_high[t], mark_low[t],
-                                         p, BLOCK, best, tps_done, tp_unit, intent, live)
+            tps_done, tp_unit = _protect(
+                state,
+                cfg,
+                fills,
+                t,
+                open_[t],
+                high[t],
+                low[t],
+                mark_high[t],
+                mark_low[t],
+                p,
+                BLOCK,
+                best,
+                tps_done,
+                tp_unit,
+                intent,
+                live,
+            )
             best = min(best, low[t])
             ruin = ruin or e.ruined(state, cfg, t)
         side = 0 if state[e.UNITS] == 0.0 else (1 if state[e.UNITS] > 0.0 else -1)
@@ -161,8 +202,15 @@ def simulate(open_, high, low, close, day, funding, ind, rows, p, cfg, fills, eq
             target = 0
             risk_exit = side != 0
         else:  # 1.0 where a condition holds; 0.0, or NaN for a rule not given, never fires
-            target = e.target_side(side, long_entry[t] == 1.0, long_exit[t] == 1.0, short_entry[t] == 1.0,
-                                   short_exit[t] == 1.0, can_long, can_short)
+            target = e.target_side(
+                side,
+                long_entry[t] == 1.0,
+                long_exit[t] == 1.0,
+                short_entry[t] == 1.0,
+                short_exit[t] == 1.0,
+                can_long,
+                can_short,
+            )
         value = e.equity(state, close[t])
         if recording:
             equity_out[t] = value
@@ -180,8 +228,12 @@ class Rules(Kernel):
     fills_per_bar = 3 + MAX_LADDER  # exit, entry, stop (or liquidation), take-profits
     simulate = simulate
     reads_mark = True
-    legs = {LEG_EXIT: "exit", LEG_ENTRY: "entry", LEG_STOP: "stop",
-            **{LEG_TP0 + k: f"tp{k}" for k in range(MAX_LADDER)}}
+    legs = {
+        LEG_EXIT: "exit",
+        LEG_ENTRY: "entry",
+        LEG_STOP: "stop",
+        **{LEG_TP0 + k: f"tp{k}" for k in range(MAX_LADDER)},
+    }
     reducing = {LEG_EXIT, LEG_STOP, *range(LEG_TP0, LEG_TP0 + MAX_LADDER)}
 
     @staticmethod
@@ -212,7 +264,7 @@ class Rules(Kernel):
             p[b + B_STOP] = np.nan if node["stop_loss"] is None else node["stop_loss"]
             p[b + B_TRAIL] = np.nan if node["trailing_stop"] is None else node["trailing_stop"]
             p[b + B_TPS] = len(node["take_profit"])
-            p[b + B_TP0:b + B_TP0 + len(node["take_profit"])] = node["take_profit"]
+            p[b + B_TP0 : b + B_TP0 + len(node["take_profit"])] = node["take_profit"]
         return p
 
     @staticmethod

@@ -21,6 +21,7 @@ A rule strategy (canonical JSON, what ``normalise`` returns and a saved strategy
 a rule may be a variable; ``resolve`` substitutes the values and checks each against the
 range of the place it is used in.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,30 +80,48 @@ def _price(field: str, help: str) -> Indicator:
     return Indicator(field, (), lambda output: ("price", field), help)
 
 
-INDICATORS: dict[str, Indicator] = {ind.name: ind for ind in (
-    _price("open", "the bar's open"),
-    _price("high", "the bar's high"),
-    _price("low", "the bar's low"),
-    _price("close", "the bar's close"),
-    _price("volume", "the bar's volume"),
-    Indicator("EMA", (_window(),), lambda n, output: ("ema", n),
-              "exponential moving average of the close, alpha 2/(window+1), seeded with the first close"),
-    Indicator("SMA", (_window(),), lambda n, output: ("sma", n), "simple moving average of the last window closes"),
-    Indicator("RSI", (_window(14),), lambda n, output: ("rsi", n), "Wilder's relative strength index, 0 to 100"),
-    Indicator("MACD", (Arg("fast", True, 1, 100_000, 12), Arg("slow", True, 1, 100_000, 26),
-                       Arg("signal", True, 1, 100_000, 9)),
-              lambda fast, slow, signal, output: ("macd", fast, slow, signal, output),
-              "EMA(fast) - EMA(slow) of the close (line), its EMA(signal) (signal) and line - signal (hist)",
-              ("line", "signal", "hist"), "line"),
-    Indicator("BB", (_window(20), Arg("width", False, 0.01, 100, 2)),
-              lambda n, width, output: ("bb", n, width, output),
-              "Bollinger bands: SMA(window) of the close -/+ width population standard deviations",
-              ("upper", "middle", "lower"), "middle"),
-    Indicator("ATR", (_window(14),), lambda n, output: ("atr", n), "Wilder's average true range"),
-    Indicator("DONCHIAN", (_window(),), lambda n, output: ("high_max" if output == "high" else "low_min", n),
-              "highest high (high) / lowest low (low) of the window bars before this one (this bar excluded)",
-              ("high", "low")),
-)}
+INDICATORS: dict[str, Indicator] = {
+    ind.name: ind
+    for ind in (
+        _price("open", "the bar's open"),
+        _price("high", "the bar's high"),
+        _price("low", "the bar's low"),
+        _price("close", "the bar's close"),
+        _price("volume", "the bar's volume"),
+        Indicator(
+            "EMA",
+            (_window(),),
+            lambda n, output: ("ema", n),
+            "exponential moving average of the close, alpha 2/(window+1), seeded with the first close",
+        ),
+        Indicator("SMA", (_window(),), lambda n, output: ("sma", n), "simple moving average of the last window closes"),
+        Indicator("RSI", (_window(14),), lambda n, output: ("rsi", n), "Wilder's relative strength index, 0 to 100"),
+        Indicator(
+            "MACD",
+            (Arg("fast", True, 1, 100_000, 12), Arg("slow", True, 1, 100_000, 26), Arg("signal", True, 1, 100_000, 9)),
+            lambda fast, slow, signal, output: ("macd", fast, slow, signal, output),
+            "EMA(fast) - EMA(slow) of the close (line), its EMA(signal) (signal) and line - signal (hist)",
+            ("line", "signal", "hist"),
+            "line",
+        ),
+        Indicator(
+            "BB",
+            (_window(20), Arg("width", False, 0.01, 100, 2)),
+            lambda n, width, output: ("bb", n, width, output),
+            "Bollinger bands: SMA(window) of the close -/+ width population standard deviations",
+            ("upper", "middle", "lower"),
+            "middle",
+        ),
+        Indicator("ATR", (_window(14),), lambda n, output: ("atr", n), "Wilder's average true range"),
+        Indicator(
+            "DONCHIAN",
+            (_window(),),
+            lambda n, output: ("high_max" if output == "high" else "low_min", n),
+            "highest high (high) / lowest low (low) of the window bars before this one (this bar excluded)",
+            ("high", "low"),
+        ),
+    )
+}
 _BY_LOWER = {name.lower(): ind for name, ind in INDICATORS.items()}
 
 
@@ -131,8 +150,11 @@ class Range:
         if too_low or number > self.high or (self.whole and number != int(number)):
             given = f"${var} = {_fmt(number)}" if var is not None else _fmt(number)
             kind = "a whole number" if self.whole else "a number"
-            bounds = (f"above {_fmt(self.low)} and at most {_fmt(self.high)}" if self.low_open
-                      else f"from {_fmt(self.low)} to {_fmt(self.high)}")
+            bounds = (
+                f"above {_fmt(self.low)} and at most {_fmt(self.high)}"
+                if self.low_open
+                else f"from {_fmt(self.low)} to {_fmt(self.high)}"
+            )
             raise RuleError(f"{self.what}: {given} is not allowed; expected {kind} {bounds}")
         return int(number) if self.whole else number
 
@@ -148,9 +170,13 @@ def _protection(what: str, side: str) -> Range:
 
 
 # a long's stop (and a short's take-profit) below 100% keeps the price positive
-_PROTECTIONS = {(what, side): Range(f"{side} {what} (percent)", 0,
-                                    1000.0 if (side == "long") == (what == "take_profit") else 99.99, low_open=True)
-                for what in ("stop_loss", "take_profit", "trailing_stop") for side in SIDES}
+_PROTECTIONS = {
+    (what, side): Range(
+        f"{side} {what} (percent)", 0, 1000.0 if (side == "long") == (what == "take_profit") else 99.99, low_open=True
+    )
+    for what in ("stop_loss", "take_profit", "trailing_stop")
+    for side in SIDES
+}
 
 
 def _finite(value: Any, what: str) -> int | float:
@@ -184,6 +210,7 @@ def _located(check: Callable[..., Any]) -> Callable[..., Any]:
     """Point a RuleError raised while checking ``node`` at the node's text position, when the
     node came from rule text (the parser's objects and numbers carry ``line`` and ``column``)
     and nothing inside it was pointed at already."""
+
     def run(self: _Normaliser, node: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return check(self, node, *args, **kwargs)
@@ -192,6 +219,7 @@ def _located(check: Callable[..., Any]) -> Callable[..., Any]:
             if exc.line is not None or line is None:
                 raise
             raise RuleError(f"line {line}, column {node.column}: {exc}", line=line, column=node.column) from None
+
     return run
 
 
@@ -208,8 +236,10 @@ class _Normaliser:
             _keys(value, {"var"}, {"var"}, path)
             name = value["var"]
             if name not in self.declared:
-                raise RuleError(f"{path}: unknown variable {name!r}; declare it in \"vars\""
-                                + (f" (declared: {', '.join(sorted(self.declared))})" if self.declared else ""))
+                raise RuleError(
+                    f'{path}: unknown variable {name!r}; declare it in "vars"'
+                    + (f" (declared: {', '.join(sorted(self.declared))})" if self.declared else "")
+                )
             return {"var": name}
         try:
             return where.check(value)
@@ -235,21 +265,31 @@ class _Normaliser:
         if "not" in node:
             _keys(node, {"not"}, {"not"}, path)
             return {"not": self.condition(node["not"], f"{path}.not", depth + 1)}
-        _keys(node, {"left", "op", "right"}, {"left", "op", "right"}, path,
-              hint="a comparison {left, op, right}, or {and: [...]}, {or: [...]}, {not: ...}")
+        _keys(
+            node,
+            {"left", "op", "right"},
+            {"left", "op", "right"},
+            path,
+            hint="a comparison {left, op, right}, or {and: [...]}, {or: [...]}, {not: ...}",
+        )
         if node["op"] not in COMPARATORS:
-            raise RuleError(f"{path}.op: {_short(node['op'])} is not a comparison; "
-                            f"expected one of {', '.join(COMPARATORS)}")
-        return {"left": self.operand(node["left"], f"{path}.left"), "op": node["op"],
-                "right": self.operand(node["right"], f"{path}.right")}
+            raise RuleError(
+                f"{path}.op: {_short(node['op'])} is not a comparison; expected one of {', '.join(COMPARATORS)}"
+            )
+        return {
+            "left": self.operand(node["left"], f"{path}.left"),
+            "op": node["op"],
+            "right": self.operand(node["right"], f"{path}.right"),
+        }
 
     @_located
     def operand(self, node: Any, path: str) -> Any:
         if isinstance(node, Mapping) and "var" in node or isinstance(node, numbers.Real):
             return self.number(node, ANY, path)
         if not isinstance(node, Mapping):
-            raise RuleError(f"{path}: expected a number, {{\"var\": name}} or {{\"indicator\": name, ...}}, "
-                            f"not {_short(node)}")
+            raise RuleError(
+                f'{path}: expected a number, {{"var": name}} or {{"indicator": name, ...}}, not {_short(node)}'
+            )
         _keys(node, {"indicator"}, {"indicator", "params", "output"}, path)
         try:
             ind = find_indicator(node["indicator"])
@@ -270,8 +310,10 @@ class _Normaliser:
         output = node.get("output", ind.default_output)
         if ind.outputs:
             if output not in ind.outputs:
-                raise RuleError(f"{path}.output: {ind.name} has the outputs {', '.join(ind.outputs)}"
-                                + (f", not {_short(output)}" if output is not None else "; choose one"))
+                raise RuleError(
+                    f"{path}.output: {ind.name} has the outputs {', '.join(ind.outputs)}"
+                    + (f", not {_short(output)}" if output is not None else "; choose one")
+                )
             out["output"] = output
         elif output is not None:
             raise RuleError(f"{path}.output: {ind.name} has a single output; remove {_short(output)}")
@@ -286,8 +328,7 @@ class _Normaliser:
         _keys(node, {"entry"}, {"entry", "exit", "size", "stop_loss", "take_profit", "trailing_stop"}, side)
         size = node.get("size", {"percent": 100})
         if not isinstance(size, Mapping) or len(size) != 1 or next(iter(size)) not in ("percent", "units"):
-            raise RuleError(f"{side}.size: expected {{\"percent\": number}} or {{\"units\": number}}, "
-                            f"not {_short(size)}")
+            raise RuleError(f'{side}.size: expected {{"percent": number}} or {{"units": number}}, not {_short(size)}')
         kind = next(iter(size))
         ladder = node.get("take_profit")
         ladder = [] if ladder is None else ladder
@@ -299,8 +340,10 @@ class _Normaliser:
             "exit": None if exit_ is None else self.condition(exit_, f"{side}.exit"),
             "size": {kind: self.number(size[kind], PERCENT if kind == "percent" else UNITS, f"{side}.size.{kind}")},
             "stop_loss": self._optional(node, "stop_loss", side),
-            "take_profit": [self.number(v, _protection("take_profit", side), f"{side}.take_profit[{i}]")
-                            for i, v in enumerate(ladder)],
+            "take_profit": [
+                self.number(v, _protection("take_profit", side), f"{side}.take_profit[{i}]")
+                for i, v in enumerate(ladder)
+            ],
             "trailing_stop": self._optional(node, "trailing_stop", side),
         }
 
@@ -313,8 +356,11 @@ def _arg_range(ind: Indicator, arg: Arg) -> Range:
     return _ARG_RANGES[ind.name, arg.name]
 
 
-_ARG_RANGES = {(ind.name, arg.name): Range(f"{ind.name} {arg.name}", arg.low, arg.high, whole=arg.whole)
-               for ind in INDICATORS.values() for arg in ind.args}
+_ARG_RANGES = {
+    (ind.name, arg.name): Range(f"{ind.name} {arg.name}", arg.low, arg.high, whole=arg.whole)
+    for ind in INDICATORS.values()
+    for arg in ind.args
+}
 
 
 def _keys(node: Mapping, required: set[str], allowed: set[str], path: str, hint: str | None = None) -> None:
@@ -339,10 +385,11 @@ def normalise(rules: Any) -> dict[str, Any]:
     declared = {} if declared is None else declared
     if not isinstance(declared, Mapping) or len(declared) > MAX_VARS:
         raise RuleError(f"vars: expected an object of at most {MAX_VARS} {{name: number}}")
-    for name, value in declared.items():
+    for name in declared:
         if not isinstance(name, str) or not _NAME.match(name):
-            raise RuleError(f"vars: {_short(name)} is not a variable name (letters, digits and _, "
-                            "not starting with a digit)")
+            raise RuleError(
+                f"vars: {_short(name)} is not a variable name (letters, digits and _, not starting with a digit)"
+            )
     declared = {name: _finite(value, f"vars.{name}") for name, value in declared.items()}
     check = _Normaliser(set(declared))
     out = {"vars": declared, "leverage": check.number(rules.get("leverage", 1), LEVERAGE, "leverage")}
@@ -390,11 +437,11 @@ def resolve(rules: Mapping[str, Any], values: Mapping[str, Any] | None = None) -
             "entry": condition(node["entry"]),
             "exit": None if node["exit"] is None else condition(node["exit"]),
             "size": {kind: num(amount, PERCENT if kind == "percent" else UNITS)},
-            "stop_loss": None if node["stop_loss"] is None else num(node["stop_loss"],
-                                                                     _protection("stop_loss", side)),
+            "stop_loss": None if node["stop_loss"] is None else num(node["stop_loss"], _protection("stop_loss", side)),
             "take_profit": [num(v, _protection("take_profit", side)) for v in node["take_profit"]],
-            "trailing_stop": None if node["trailing_stop"] is None else num(node["trailing_stop"],
-                                                                             _protection("trailing_stop", side)),
+            "trailing_stop": None
+            if node["trailing_stop"] is None
+            else num(node["trailing_stop"], _protection("trailing_stop", side)),
         }
         if any(b <= a for a, b in zip(out[side]["take_profit"], out[side]["take_profit"][1:])):
             raise RuleError(f"{side} take_profit: {out[side]['take_profit']} is not strictly ascending")
@@ -432,8 +479,15 @@ def _operand_key(node: Any) -> float | tuple:
 
 def catalogue() -> dict[str, dict[str, Any]]:
     """The indicators as plain data (for a rule builder): parameters, defaults, ranges, outputs."""
-    return {name: {"help": ind.help, "signature": ind.signature(), "outputs": list(ind.outputs),
-                   "default_output": ind.default_output,
-                   "params": [{"name": a.name, "whole": a.whole, "min": a.low, "max": a.high, "default": a.default}
-                              for a in ind.args]}
-            for name, ind in INDICATORS.items()}
+    return {
+        name: {
+            "help": ind.help,
+            "signature": ind.signature(),
+            "outputs": list(ind.outputs),
+            "default_output": ind.default_output,
+            "params": [
+                {"name": a.name, "whole": a.whole, "min": a.low, "max": a.high, "default": a.default} for a in ind.args
+            ],
+        }
+        for name, ind in INDICATORS.items()
+    }

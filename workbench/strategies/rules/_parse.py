@@ -4,6 +4,7 @@ Nothing is evaluated: the text becomes JSON, which ``_model.normalise`` checks. 
 and its callbacks use no recursion, the input length and the nesting depth are bounded, so
 hostile input (deep nesting, huge numbers, unicode, code) ends in a RuleError, quickly.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,9 +77,14 @@ NAME: /[A-Za-z_][A-Za-z0-9_]*/
 """
 
 # how the parser's terminals read in an error message
-_READABLE = {"NUMBER": "a number", "VAR": "a $variable", "NAME": "a name (an indicator, or a variable in vars)",
-             "SIDE": "long or short", "COMPARATOR": "a comparison (>, <, >=, <=, crosses_above, crosses_below)",
-             "$END": "the end of the text"}
+_READABLE = {
+    "NUMBER": "a number",
+    "VAR": "a $variable",
+    "NAME": "a name (an indicator, or a variable in vars)",
+    "SIDE": "long or short",
+    "COMPARATOR": "a comparison (>, <, >=, <=, crosses_above, crosses_below)",
+    "$END": "the end of the text",
+}
 
 
 class _Int(int):
@@ -199,8 +205,10 @@ class _Build(Transformer):
         for what, keyword, value in statements:
             if what in seen:
                 again = {"long": "buy", "short": "sell"}.get(what, what)
-                raise _fail(keyword, f"a second {again} rule (the first is at line {seen[what].line}); "
-                                     "combine the conditions with or")
+                raise _fail(
+                    keyword,
+                    f"a second {again} rule (the first is at line {seen[what].line}); combine the conditions with or",
+                )
             seen[what] = keyword
             if what == "vars":
                 for name, number in value:
@@ -213,8 +221,7 @@ class _Build(Transformer):
             if what.startswith("exit "):
                 side = what[5:]
                 if side not in rules:
-                    raise _fail(keyword, f"'{what}' needs a {'buy' if side == 'long' else 'sell'} rule "
-                                         "to exit from")
+                    raise _fail(keyword, f"'{what}' needs a {'buy' if side == 'long' else 'sell'} rule to exit from")
                 rules[side]["exit"] = value
         return rules
 
@@ -257,9 +264,12 @@ def parse(text: Any) -> dict[str, Any]:
         return m.normalise(parser.parse(text))
     except UnexpectedCharacters as exc:
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
-        expected = _expected(parser, _accepted(parser, text[:exc.pos_in_stream]) or set(exc.allowed or ()))
-        raise RuleError(f"line {exc.line}, column {exc.column}: unexpected character {char!r}; "
-                        f"expected {expected}", line=exc.line, column=exc.column) from None
+        expected = _expected(parser, _accepted(parser, text[: exc.pos_in_stream]) or set(exc.allowed or ()))
+        raise RuleError(
+            f"line {exc.line}, column {exc.column}: unexpected character {char!r}; expected {expected}",
+            line=exc.line,
+            column=exc.column,
+        ) from None
     except UnexpectedToken as exc:
         token = exc.token
         if token.type == "$END":
@@ -269,8 +279,9 @@ def parse(text: Any) -> dict[str, Any]:
             line, column = token.line, token.column
             got = repr(str(token)[:40])
         expected = _expected(parser, set(exc.accepts or exc.expected))
-        raise RuleError(f"line {line}, column {column}: unexpected {got}; expected {expected}",
-                        line=line, column=column) from None
+        raise RuleError(
+            f"line {line}, column {column}: unexpected {got}; expected {expected}", line=line, column=column
+        ) from None
 
 
 def _accepted(parser: Lark, prefix: str) -> set[str]:

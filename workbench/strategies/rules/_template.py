@@ -1,6 +1,7 @@
 """The ``rules`` template: one parameter, ``rules`` (text or JSON), whose variables are
 parameters too, so ``{"rules": text, "fast": 20}`` backtests the rule with $fast = 20 and a
 sweep grid ``{"rules": text, "fast": range(5, 50, 5)}`` sweeps it."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -14,6 +14,7 @@ reads statements in any order, spread over lines as you like)::
 Nested and/or groups are always parenthesised, so text -> JSON -> text and JSON -> text ->
 JSON both give back exactly what they started from (for canonical input).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -10,14 +10,15 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-25 12:40:00
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from workbench.store._rls import driver
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -33,14 +34,18 @@ def upgrade() -> None:
     conn.execute(f"SET LOCAL search_path TO {QUEUE_SCHEMA}")
     conn.execute(SchemaManager.get_schema())  # no parameters: psycopg sends it as one script
     conn.execute("SELECT set_config('search_path', %s, true)", [path])
-    op.add_column('live_notebooks', sa.Column('next_run_at', sa.DateTime(timezone=True), nullable=True))
-    op.add_column('notebook_runs', sa.Column('job_id', sa.BigInteger(), nullable=True))
-    op.add_column('notebook_runs', sa.Column('timings', postgresql.JSONB(astext_type=sa.Text()),
-                                             server_default=sa.text("'{}'::jsonb"), nullable=False))
+    op.add_column("live_notebooks", sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("notebook_runs", sa.Column("job_id", sa.BigInteger(), nullable=True))
+    op.add_column(
+        "notebook_runs",
+        sa.Column(
+            "timings", postgresql.JSONB(astext_type=sa.Text()), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
+    )
 
 
 def downgrade() -> None:
-    op.drop_column('notebook_runs', 'timings')
-    op.drop_column('notebook_runs', 'job_id')
-    op.drop_column('live_notebooks', 'next_run_at')
+    op.drop_column("notebook_runs", "timings")
+    op.drop_column("notebook_runs", "job_id")
+    op.drop_column("live_notebooks", "next_run_at")
     op.execute(f"DROP SCHEMA {QUEUE_SCHEMA} CASCADE")

@@ -18,18 +18,19 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-25 15:00:00
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from workbench.store._rls import driver, forget_tenant_table, tenant_table
 
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-_SESSION_FK = (['tenant_id', 'session_id'], ['trading_sessions.tenant_id', 'trading_sessions.id'])
+_SESSION_FK = (["tenant_id", "session_id"], ["trading_sessions.tenant_id", "trading_sessions.id"])
 
 _FUNCTIONS = """
 CREATE FUNCTION notification_subscribers(_tenant bigint, _kind text, _session bigint)
@@ -196,81 +197,105 @@ DROP FUNCTION notification_subscribers(bigint, text, bigint);
 
 
 def upgrade() -> None:
-    op.create_table('notification_channels',
-        sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column('name', sa.Text(), nullable=False),
-        sa.Column('kind', sa.Text(), nullable=False),
-        sa.Column('config', postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
-        sa.Column('secret_ct', sa.LargeBinary(), nullable=True),
-        sa.Column('data_key_version', sa.Integer(), nullable=True),
-        sa.Column('events', postgresql.JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
-        sa.Column('session_id', sa.BigInteger(), nullable=True),
-        sa.Column('enabled', sa.Boolean(), server_default=sa.text('true'), nullable=False),
-        sa.Column('disabled_reason', sa.Text(), nullable=True),
-        sa.Column('failures', sa.Integer(), server_default=sa.text('0'), nullable=False),
-        sa.Column('paused_until', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('rate_limit', sa.Integer(), server_default=sa.text('20'), nullable=False),
-        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.Column('tenant_id', sa.BigInteger(), server_default=sa.text('current_tenant_id()'), nullable=False),
-        sa.CheckConstraint("name <> ''", name=op.f('ck_notification_channels_name')),
-        sa.CheckConstraint('rate_limit > 0', name=op.f('ck_notification_channels_rate_limit')),
-        sa.ForeignKeyConstraint(['tenant_id', 'data_key_version'], ['tenant_data_keys.tenant_id', 'tenant_data_keys.version'],
-                                name=op.f('fk_notification_channels_tenant_id_data_key_version')),
-        sa.ForeignKeyConstraint(*_SESSION_FK, name=op.f('fk_notification_channels_tenant_id_session_id'), ondelete='CASCADE'),
-        sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_notification_channels_tenant_id')),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_channels')),
-        sa.UniqueConstraint('tenant_id', 'id', name=op.f('uq_notification_channels_tenant_id_id')),
-        sa.UniqueConstraint('tenant_id', 'name', name=op.f('uq_notification_channels_tenant_id_name'))
+    op.create_table(
+        "notification_channels",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("config", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column("secret_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("data_key_version", sa.Integer(), nullable=True),
+        sa.Column("events", postgresql.JSONB(), server_default=sa.text("'[]'::jsonb"), nullable=False),
+        sa.Column("session_id", sa.BigInteger(), nullable=True),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("disabled_reason", sa.Text(), nullable=True),
+        sa.Column("failures", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rate_limit", sa.Integer(), server_default=sa.text("20"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("tenant_id", sa.BigInteger(), server_default=sa.text("current_tenant_id()"), nullable=False),
+        sa.CheckConstraint("name <> ''", name=op.f("ck_notification_channels_name")),
+        sa.CheckConstraint("rate_limit > 0", name=op.f("ck_notification_channels_rate_limit")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "data_key_version"],
+            ["tenant_data_keys.tenant_id", "tenant_data_keys.version"],
+            name=op.f("fk_notification_channels_tenant_id_data_key_version"),
+        ),
+        sa.ForeignKeyConstraint(
+            *_SESSION_FK, name=op.f("fk_notification_channels_tenant_id_session_id"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_notification_channels_tenant_id")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_channels")),
+        sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_notification_channels_tenant_id_id")),
+        sa.UniqueConstraint("tenant_id", "name", name=op.f("uq_notification_channels_tenant_id_name")),
     )
-    tenant_table('notification_channels', "SELECT")
-    op.create_table('notification_events',
-        sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column('session_id', sa.BigInteger(), nullable=True),
-        sa.Column('kind', sa.Text(), nullable=False),
-        sa.Column('dedup_key', sa.Text(), nullable=False),
-        sa.Column('data', postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
-        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.Column('tenant_id', sa.BigInteger(), server_default=sa.text('current_tenant_id()'), nullable=False),
-        sa.ForeignKeyConstraint(*_SESSION_FK, name=op.f('fk_notification_events_tenant_id_session_id'), ondelete='CASCADE'),
-        sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_notification_events_tenant_id')),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_events')),
-        sa.UniqueConstraint('tenant_id', 'dedup_key', name=op.f('uq_notification_events_tenant_id_dedup_key')),
-        sa.UniqueConstraint('tenant_id', 'id', name=op.f('uq_notification_events_tenant_id_id'))
+    tenant_table("notification_channels", "SELECT")
+    op.create_table(
+        "notification_events",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("session_id", sa.BigInteger(), nullable=True),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("dedup_key", sa.Text(), nullable=False),
+        sa.Column("data", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("tenant_id", sa.BigInteger(), server_default=sa.text("current_tenant_id()"), nullable=False),
+        sa.ForeignKeyConstraint(
+            *_SESSION_FK, name=op.f("fk_notification_events_tenant_id_session_id"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_notification_events_tenant_id")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_events")),
+        sa.UniqueConstraint("tenant_id", "dedup_key", name=op.f("uq_notification_events_tenant_id_dedup_key")),
+        sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_notification_events_tenant_id_id")),
     )
-    op.create_index(op.f('ix_notification_events_session_id'), 'notification_events', ['session_id'])
-    tenant_table('notification_events', "SELECT, INSERT")
-    op.create_table('notification_deliveries',
-        sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column('event_id', sa.BigInteger(), nullable=False),
-        sa.Column('channel_id', sa.BigInteger(), nullable=False),
-        sa.Column('status', sa.Text(), server_default=sa.text("'pending'"), nullable=False),
-        sa.Column('attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
-        sa.Column('next_attempt_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
-        sa.Column('error', sa.Text(), nullable=True),
-        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-        sa.Column('tenant_id', sa.BigInteger(), server_default=sa.text('current_tenant_id()'), nullable=False),
-        sa.CheckConstraint("status IN ('pending', 'sent', 'failed', 'skipped')", name=op.f('ck_notification_deliveries_status')),
-        sa.ForeignKeyConstraint(['tenant_id', 'channel_id'], ['notification_channels.tenant_id', 'notification_channels.id'],
-                                name=op.f('fk_notification_deliveries_tenant_id_channel_id'), ondelete='CASCADE'),
-        sa.ForeignKeyConstraint(['tenant_id', 'event_id'], ['notification_events.tenant_id', 'notification_events.id'],
-                                name=op.f('fk_notification_deliveries_tenant_id_event_id'), ondelete='CASCADE'),
-        sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_notification_deliveries_tenant_id')),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_deliveries')),
-        sa.UniqueConstraint('event_id', 'channel_id', name=op.f('uq_notification_deliveries_event_id_channel_id'))
+    op.create_index(op.f("ix_notification_events_session_id"), "notification_events", ["session_id"])
+    tenant_table("notification_events", "SELECT, INSERT")
+    op.create_table(
+        "notification_deliveries",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("event_id", sa.BigInteger(), nullable=False),
+        sa.Column("channel_id", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.Text(), server_default=sa.text("'pending'"), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("tenant_id", sa.BigInteger(), server_default=sa.text("current_tenant_id()"), nullable=False),
+        sa.CheckConstraint(
+            "status IN ('pending', 'sent', 'failed', 'skipped')", name=op.f("ck_notification_deliveries_status")
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "channel_id"],
+            ["notification_channels.tenant_id", "notification_channels.id"],
+            name=op.f("fk_notification_deliveries_tenant_id_channel_id"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "event_id"],
+            ["notification_events.tenant_id", "notification_events.id"],
+            name=op.f("fk_notification_deliveries_tenant_id_event_id"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_notification_deliveries_tenant_id")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_deliveries")),
+        sa.UniqueConstraint("event_id", "channel_id", name=op.f("uq_notification_deliveries_event_id_channel_id")),
     )
-    op.create_index('ix_notification_deliveries_status_next_attempt_at', 'notification_deliveries',
-                    ['status', 'next_attempt_at'])
-    op.create_index('ix_notification_deliveries_channel_id_last_attempt_at', 'notification_deliveries',
-                    ['channel_id', 'last_attempt_at'])
-    tenant_table('notification_deliveries', "SELECT, INSERT")
+    op.create_index(
+        "ix_notification_deliveries_status_next_attempt_at", "notification_deliveries", ["status", "next_attempt_at"]
+    )
+    op.create_index(
+        "ix_notification_deliveries_channel_id_last_attempt_at",
+        "notification_deliveries",
+        ["channel_id", "last_attempt_at"],
+    )
+    tenant_table("notification_deliveries", "SELECT, INSERT")
     driver(op.get_bind()).execute(_FUNCTIONS)  # no parameters: psycopg sends it as one script
 
 
 def downgrade() -> None:
     driver(op.get_bind()).execute(_DROP)
-    for table in ('notification_deliveries', 'notification_events', 'notification_channels'):
+    for table in ("notification_deliveries", "notification_events", "notification_channels"):
         forget_tenant_table(table)
         op.drop_table(table)

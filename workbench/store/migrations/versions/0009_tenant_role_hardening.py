@@ -12,25 +12,26 @@ Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07 02:00:00
 """
+
 from alembic import op
 
 from workbench.store._rls import close_public_access, driver, set_tenant_privileges
 
-revision = '0009'
-down_revision = '0008'
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     bind = op.get_bind()
-    set_tenant_privileges(bind, 'tenant_data_keys', None)
-    set_tenant_privileges(bind, 'exchange_accounts', "SELECT")
+    set_tenant_privileges(bind, "tenant_data_keys", None)
+    set_tenant_privileges(bind, "exchange_accounts", "SELECT")
     conn = driver(bind)
     close_public_access(conn, keep=conn.execute("SELECT current_user").fetchone()[0])
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    set_tenant_privileges(bind, 'exchange_accounts', "SELECT, INSERT, UPDATE, DELETE")
-    set_tenant_privileges(bind, 'tenant_data_keys', "SELECT, INSERT")
+    set_tenant_privileges(bind, "exchange_accounts", "SELECT, INSERT, UPDATE, DELETE")
+    set_tenant_privileges(bind, "tenant_data_keys", "SELECT, INSERT")

@@ -11,20 +11,21 @@ Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07 02:00:00
 """
-from alembic import op
-import sqlalchemy as sa
 
-revision = '0012'
-down_revision = '0011'
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column('orders', sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True))
-    op.add_column('orders', sa.Column('resolution', sa.Text(), nullable=True))
+    op.add_column("orders", sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("orders", sa.Column("resolution", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column('orders', 'resolution')
-    op.drop_column('orders', 'sent_at')
+    op.drop_column("orders", "resolution")
+    op.drop_column("orders", "sent_at")

@@ -9,21 +9,25 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07 18:00:00
 """
-from alembic import op
-import sqlalchemy as sa
 
-revision = '0013'
-down_revision = '0012'
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column('trading_sessions', sa.Column('wind_down_pending', sa.Text(), nullable=True))
-    op.create_check_constraint(op.f('ck_trading_sessions_wind_down_pending'), 'trading_sessions',
-                               "wind_down_pending IN ('flatten', 'protect', 'leave')")
+    op.add_column("trading_sessions", sa.Column("wind_down_pending", sa.Text(), nullable=True))
+    op.create_check_constraint(
+        op.f("ck_trading_sessions_wind_down_pending"),
+        "trading_sessions",
+        "wind_down_pending IN ('flatten', 'protect', 'leave')",
+    )
 
 
 def downgrade() -> None:
-    op.drop_constraint('ck_trading_sessions_wind_down_pending', 'trading_sessions')
-    op.drop_column('trading_sessions', 'wind_down_pending')
+    op.drop_constraint("ck_trading_sessions_wind_down_pending", "trading_sessions")
+    op.drop_column("trading_sessions", "wind_down_pending")
