@@ -448,6 +448,7 @@ def _open_venue(plan: TrialPlan, candles: pd.DataFrame, key: str, secret: str) -
         candles={SYMBOL: served},
         visibility_delay=plan.visibility,
     )
+    server.candles_through_now = True  # a trial may outlast the hour its candles end in
 
     def move(request: Request) -> Reply:
         _set_market(server, json.loads(request.body)["price"])

@@ -81,6 +81,29 @@ class _Fault:
 class LoopbackExchange:
     """The venue-neutral part: routing, request log, fault injection, start/stop."""
 
+    # A venue makes a candle for every interval, trades or not (Binance: "Kline always generate
+    # even if there is no trade", binance/binance-public-data#153): with this on, the candles
+    # after the newest one given run on to the one forming now, flat at its close with no volume.
+    # Off for tests that serve a fixed history at the machine's time.
+    candles_through_now = False
+
+    def served_candles(self, symbol: str, now_s: float) -> pd.DataFrame:
+        """``self.candles[symbol]`` as the venue serves it at ``now_s``."""
+        frame = self.candles[symbol]
+        if not self.candles_through_now or not len(frame):
+            return frame
+        from ccxt.base.exchange import Exchange
+
+        step = pd.Timedelta(seconds=Exchange.parse_timeframe(frame.attrs["timeframe"]))
+        opens = pd.date_range(frame.index[-1] + step, pd.Timestamp(now_s, unit="s", tz="UTC"), freq=step)
+        if not len(opens):
+            return frame
+        last = float(frame["close"].iloc[-1])
+        flat = pd.DataFrame({"open": last, "high": last, "low": last, "close": last, "volume": 0.0}, index=opens)
+        served = pd.concat([frame, flat.rename_axis(frame.index.name)])
+        served.attrs = dict(frame.attrs)
+        return served
+
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.errors: list[BaseException] = []  # exceptions raised by handlers (answered with 500)
@@ -390,7 +413,7 @@ class BinanceSpot(LoopbackExchange):
         symbol = next((s for s in self.candles if self.market_id(s) == query.get("symbol")), None)
         if symbol is None:
             return self._error(400, -1121, "Invalid symbol.")
-        frame = self.candles[symbol]
+        frame = self.served_candles(symbol, self._now_ms() / 1000)
         if query.get("interval") != frame.attrs["timeframe"]:
             return self._error(400, -1120, "Invalid interval.")
         limit = int(query.get("limit", self.DEFAULT_KLINES))
@@ -2421,7 +2444,7 @@ class Gate(_GatePriceOrders, LoopbackExchange):
             symbol = next((s for s in self.candles if self.market_id(s) == market_id), None)
             if symbol is None:
                 return self._error(400, "INVALID_CURRENCY_PAIR", f"invalid currency pair {market_id}")
-            frame = self.candles[symbol]
+            frame = self.served_candles(symbol, self.clock())
             if q.get("interval") != frame.attrs["timeframe"]:
                 return self._error(400, "INVALID_PARAM_VALUE", "invalid argument: interval")
             opens = frame.index.as_unit("s").asi8

@@ -554,6 +554,27 @@ def test_fetch_ohlcv_returns_closed_candles_only():
     assert frame["close"].tolist() == candles["close"].iloc[30:40].tolist()
 
 
+@pytest.mark.parametrize("venue", ["binance", "gate"])
+def test_the_price_is_found_hours_after_the_newest_candle_given(venue):
+    """A venue makes a candle every interval, trades or not: a wind-down that prices its
+    close-out hours after the newest candle a test gave reads a flat one at that candle's close."""
+    candles = workbench.load_candles().iloc[:50].copy()
+    candles.index = pd.date_range(end="2024-03-01 09:00", periods=50, freq="1h", tz="UTC", name="time")
+    candles.attrs["timeframe"] = "1h"
+    now = pd.Timestamp("2024-03-01 12:20", tz="UTC").timestamp()
+    kind, symbol = (Binance, "BTC/USDT") if venue == "binance" else (Gate, "BTC/USDT")
+    with kind(KEY, SECRET, {"USDT": "1"}, candles={symbol: candles}, clock=lambda: now) as server:
+        urls = server.config()["urls"]["api"] if venue == "binance" else server.api_urls()
+        client = open_exchange(venue, urls=urls, config={"enableRateLimit": False}, clock=lambda: now)
+        with pytest.raises(ExchangeError, match="no recent 1h candle of BTC/USDT"):
+            client.fetch_price(symbol, "1h")  # a fixed history: nothing after 09:00
+        server.candles_through_now = True
+        assert client.fetch_price(symbol, "1h") == Decimal(str(candles["close"].iloc[-1]))
+        served = client.fetch_ohlcv(symbol, "1h", limit=4)
+    assert list(served.index.hour) == [8, 9, 10, 11]
+    assert served["volume"].iloc[-2:].tolist() == [0.0, 0.0]
+
+
 def test_unknown_exchange_names_the_known_ones():
     with pytest.raises(ExchangeError, match="available: binance, gate, paper"):
         open_exchange("kraken")
