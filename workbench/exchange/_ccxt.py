@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import ccxt
 import pandas as pd
@@ -49,7 +49,7 @@ _STOP_LIMIT_SLACK = Decimal("0.005")
 _QUIET_UNTIL: dict[tuple[str, str, str], float] = {}
 # the longest wait a request sits out before calling; a longer one fails at once (RateLimited)
 _QUIET_WAIT_MAX = 10.0
-_STATUSES = {
+_STATUSES: dict[str | None, str] = {
     "open": "open",
     "closed": "closed",
     "canceled": "canceled",
@@ -244,8 +244,8 @@ class CcxtExchange(Exchange):
             quote=m["quote"],
             settle=m.get("settle"),
             contract_size=size,
-            amount_step=_dec(precision.get("amount")) * size,
-            price_step=_dec(precision.get("price")),
+            amount_step=cast(Decimal, _dec(precision.get("amount"))) * size,
+            price_step=cast(Decimal, _dec(precision.get("price"))),
             min_amount=None if min_amount is None else min_amount * size,
             min_cost=_dec((limits.get("cost") or {}).get("min")),
             max_leverage=_dec((limits.get("leverage") or {}).get("max")),
@@ -475,7 +475,7 @@ class CcxtExchange(Exchange):
     def fetch_my_trades(self, symbol: str, since: datetime | None = None, until: datetime | None = None) -> list[Fill]:
         market = self.market(symbol)
         since = since or datetime.now(UTC) - self._venue.history_span[self.market_type]
-        fills = {}
+        fills: dict[str, Fill] = {}
         for page in self._history(self._client.fetch_my_trades, "fetch_my_trades", symbol, since, until):
             fills.update((f.id, f) for f in (self._fill(t, market) for t in page))
         # Gate's "from" is whole seconds
@@ -493,7 +493,7 @@ class CcxtExchange(Exchange):
         market = self.market(symbol)
         if market.type != "swap":
             return []
-        payments = {}
+        payments: dict[str, FundingPayment] = {}
         for page in self._history(self._funding_page, "fetch_funding_history", symbol, since, until):
             payments.update((p.id, p) for p in (self._funding(raw, market) for raw in page))
         return sorted(
@@ -514,7 +514,7 @@ class CcxtExchange(Exchange):
             symbol=market.symbol,
             amount=_dec(raw.get("amount")) or Decimal(0),
             currency=raw.get("code") or market.settle,
-            timestamp=_time(stamp),
+            timestamp=cast(datetime, _time(stamp)),
         )
 
     _PAGE = 500
@@ -578,7 +578,9 @@ class CcxtExchange(Exchange):
             # Gate a price order that places a limit order (spot) or a market one ("0", tif ioc, futures)
             params["stopLossPrice"] = str(price)
             type, limit = (
-                ("market", None) if market.type == "swap" else ("limit", str(self._stop_limit(market, side, price)))
+                ("market", None)
+                if market.type == "swap"
+                else ("limit", str(self._stop_limit(market, side, cast(Decimal, price))))
             )
         with self._calling("create_order"):
             raw = self._client.create_order(market.symbol, type, side, contracts, limit, params)
@@ -670,11 +672,11 @@ class CcxtExchange(Exchange):
         stops = self._venue.stops.get(market.type)
         waiting = stop and stops is not None and info.get(stops.id_field) is not None
         return Order(
-            id=f"{stops.prefix}{info[stops.id_field]}" if waiting else str(o["id"]),
+            id=f"{cast(_Stops, stops).prefix}{info[cast(_Stops, stops).id_field]}" if waiting else str(o["id"]),
             client_order_id=self._client_id(o.get("clientOrderId")),
             symbol=market.symbol,
-            side=o.get("side"),
-            type="stop" if stop else o.get("type"),
+            side=cast(str, o.get("side")),
+            type="stop" if stop else cast(str, o.get("type")),
             amount=amount * size,
             price=_dec(o.get("triggerPrice")) if stop else _dec(o.get("price")) if o.get("type") == "limit" else None,
             filled=filled * size,
@@ -693,12 +695,12 @@ class CcxtExchange(Exchange):
             order_id=str(t.get("order")),
             client_order_id=self._client_id(info.get("text")),
             symbol=market.symbol,
-            side=t.get("side"),
+            side=cast(str, t.get("side")),
             amount=(_dec(t.get("amount")) or Decimal(0)) * market.contract_size,
-            price=_dec(t.get("price")),
+            price=cast(Decimal, _dec(t.get("price"))),
             fee=_dec(fee.get("cost")) or Decimal(0),
             fee_currency=fee.get("currency"),
-            timestamp=_time(t.get("timestamp")),
+            timestamp=cast(datetime, _time(t.get("timestamp"))),
             taker=None if taker is None else taker == "taker",
         )
 

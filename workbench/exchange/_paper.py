@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -189,7 +190,11 @@ class PaperExchange(Exchange):
         ``stop_or_liquidation``), other stops, then limit orders along the bar's likely path
         (a rising bar goes open-low-high-close, so buys fill before sells; a falling bar the
         reverse; the nearer price first on each side), as the templates assume."""
-        live = [o for o in state.orders.values() if o.symbol == symbol and o.status == "open" and o.timestamp <= when]
+        live = [
+            o
+            for o in state.orders.values()
+            if o.symbol == symbol and o.status == "open" and cast(datetime, o.timestamp) <= when
+        ]
         position = state.positions.get(symbol, PaperPosition())
         stops = [o for o in live if o.type == "stop"]
         protective = next(
@@ -199,7 +204,7 @@ class PaperExchange(Exchange):
             kind, price = e.stop_or_liquidation(
                 self._vector(state, position),
                 self._cfg(position.leverage),
-                np.nan if protective is None else float(protective.price),
+                np.nan if protective is None else float(cast(Decimal, protective.price)),
                 open_,
                 high,
                 low,
@@ -207,23 +212,26 @@ class PaperExchange(Exchange):
             if kind == e.FILL_LIQUIDATION:
                 self._liquidate(state, symbol, when, price)
             elif kind == e.FILL_STOP:
-                self._fill_resting(state, protective, price, self._fees["taker"], when, taker=True)
+                self._fill_resting(state, cast(Order, protective), price, self._fees["taker"], when, taker=True)
         for order in stops:
             if state.orders[order.id].status == "open" and order is not protective:
                 side = 1 if order.side == "buy" else -1
-                price = e.stop_fill(side, float(order.price), open_, high, low, self._cfg(1.0))
+                price = e.stop_fill(side, float(cast(Decimal, order.price)), open_, high, low, self._cfg(1.0))
                 if not math.isnan(price):
                     self._fill_resting(state, order, price, self._fees["taker"], when, taker=True)
         rising = close >= open_
         limits = sorted(
             (o for o in live if o.type == "limit"),
-            key=lambda o: ((o.side == "buy") != rising, -float(o.price) if o.side == "buy" else float(o.price)),
+            key=lambda o: (
+                (o.side == "buy") != rising,
+                -float(cast(Decimal, o.price)) if o.side == "buy" else float(cast(Decimal, o.price)),
+            ),
         )
         for order in limits:
             if state.orders[order.id].status != "open":
                 continue
             side = 1 if order.side == "buy" else -1
-            limit = float(order.price)
+            limit = float(cast(Decimal, order.price))
             cfg = self._cfg(state.positions.get(symbol, PaperPosition()).leverage)
             price, fee_rate = e.limit_fill(side, limit, open_, high, low, cfg)
             if not math.isnan(price):
@@ -359,7 +367,7 @@ class PaperExchange(Exchange):
         for order in state.orders.values():
             if order.status != "open" or order.reduce_only:  # a reduce-only order only releases
                 continue
-            remaining, price = float(order.remaining), float(order.price)
+            remaining, price = float(order.remaining), float(cast(Decimal, order.price))
             leverage = state.positions.get(order.symbol, PaperPosition()).leverage
             if self.market_type == "spot" and order.side == "sell":
                 asset, amount = self._markets[order.symbol].base, remaining
@@ -450,7 +458,7 @@ class PaperExchange(Exchange):
             if not reduce_only:
                 self._check_funds(state, market, side, size, fill_price, self._fees["taker"])
         elif not reduce_only:
-            self._check_funds(state, market, side, size, float(price), max(self._fees.values()))
+            self._check_funds(state, market, side, size, float(cast(Decimal, price)), max(self._fees.values()))
         order = Order(
             id=f"P{state.next_id}",
             client_order_id=client_order_id,
@@ -507,7 +515,7 @@ class PaperExchange(Exchange):
         market = self.market(symbol)
         if market.type != "swap":
             raise InvalidOrder(f"paper {symbol}: leverage is set on swaps only, not on {market.type}")
-        if not 1 <= leverage <= market.max_leverage:
+        if not 1 <= leverage <= cast(Decimal, market.max_leverage):
             raise InvalidOrder(f"paper {symbol}: leverage {leverage} is outside 1..{market.max_leverage}")
         state = self._load()
         position = state.positions.get(market.symbol, PaperPosition())

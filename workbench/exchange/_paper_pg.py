@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -60,7 +61,7 @@ class PostgresPaperStore(PaperStore):
     ) -> None:
         if session is None:
             from workbench.store import session
-        self._session = session
+        self._session = cast(Callable[[], AbstractContextManager[Session]], session)  # not None: set above
         self._exclusive, self._since = exclusive, since
         self._seen: dict[str, _Seen] = {}
 
@@ -84,7 +85,7 @@ class PostgresPaperStore(PaperStore):
     def _read(self, scope: Session, account_id: int, version: int) -> _Seen:
         from workbench.store import PaperAccountRow, PaperFillRow, PaperOrderRow, PaperPositionRow
 
-        row = scope.get(PaperAccountRow, account_id)
+        row = cast(PaperAccountRow, scope.get(PaperAccountRow, account_id))  # the caller just found it
         state = PaperAccount(row.currency, float(row.cash), synced=row.synced, next_id=row.next_id)
         for p in scope.scalars(select(PaperPositionRow).where(PaperPositionRow.account_id == account_id)):
             state.positions[p.symbol] = PaperPosition(
@@ -128,7 +129,7 @@ class PostgresPaperStore(PaperStore):
             )
             for f in scope.scalars(fills)
         ]
-        total = scope.scalar(select(func.count()).where(PaperFillRow.account_id == account_id))
+        total = cast(int, scope.scalar(select(func.count()).where(PaperFillRow.account_id == account_id)))
         return _Seen(account_id, version, state, total - len(state.fills))
 
     def save(self, account: str, state: PaperAccount) -> None:

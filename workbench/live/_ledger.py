@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -159,7 +160,8 @@ def record_fills(db: Db, session_id: int, fills: list[Fill], *, adopt: bool) -> 
 def adopt_order(db: Db, session_id: int, order: Order, resolution: str) -> None:
     """Write the row of an order of the session's that the exchange has and the database does
     not (e.g. after a restore from an older backup), so its fills are recorded like any other."""
-    candle, leg = parse_client_id(session_id, order.client_order_id) or (None, "exchange")
+    # adopted orders carry a client id: the session's own, or the "liq-" one given to a liquidation
+    candle, leg = parse_client_id(session_id, cast(str, order.client_order_id)) or (None, "exchange")
     with db() as scope:
         scope.execute(
             insert(store.Order)
@@ -242,7 +244,7 @@ def recorded_fills(db: Db, session_id: int, order_ids: list[str]) -> dict[str, d
             .join(store.Order, store.Order.id == store.Fill.order_id)
             .where(store.Order.session_id == session_id, store.Order.exchange_order_id.in_(order_ids))
         ):
-            found.setdefault(order_id, {})[trade_id] = amount
+            found.setdefault(cast(str, order_id), {})[trade_id] = amount  # in order_ids: not NULL
     return found
 
 

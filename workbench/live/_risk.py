@@ -43,6 +43,7 @@ def check(
         )
     if max_daily_loss is not None and day_start is not None:
         loss = day_start - equity
+        limit: Decimal | None  # here a Decimal; below None when there is no position limit
         limit = _amount(max_daily_loss)
         if loss >= limit:
             raise RiskLimitBreached(

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 from sqlalchemy import cast, func, select, text, update
@@ -49,9 +50,14 @@ from workbench.errors import (
     RiskLimitBreached,
     VaultError,
 )
-from workbench.exchange import Fill, Order, capability
+from workbench.exchange import Balance, Fill, Order, capability
 from workbench.live import _ledger, _risk, _sessions, _venue
 from workbench.live._plan import Leg, Plan, plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy import Engine
+
+    from workbench.exchange import PaperExchange
 
 _log = logging.getLogger("workbench.live")
 _LOCK_CLASS = 0x77626C76  # "wblv": advisory locks of live sessions, keyed by session id
@@ -155,7 +161,7 @@ def halted(session_id: int, *, wait: float, opener: Callable[[], Any] | None = N
     every order it sends), wait up to ``wait`` seconds for it to end, then hold the tick's own
     lock for the block, so no tick runs meanwhile; None when the tick did not end in time."""
     with (opener or store.session)() as scope:
-        engine = scope.get_bind()
+        engine = typing.cast("Engine", scope.get_bind())  # sessions are bound to an engine, not a connection
     with engine.connect() as connection:
         connection.scalar(select(func.pg_advisory_lock(_HALT_CLASS, session_id)))
         connection.commit()
@@ -175,7 +181,7 @@ def _exclusive(
     server releases it when the process dies); yields how to open transactions as this
     tenant, or None when another tick holds the lock (for longer than ``wait`` seconds)."""
     with (opener or store.session)() as scope:
-        engine = scope.get_bind()
+        engine = typing.cast("Engine", scope.get_bind())  # sessions are bound to an engine, not a connection
     with engine.connect() as connection:  # the whole tick's work runs on it, one transaction at a time
         if not _lock(connection, session_id, wait):
             yield None
@@ -277,11 +283,14 @@ def _notify(db: _ledger.Db, session_id: int, text: str, *, key: str) -> None:
 def _failed(db: _ledger.Db, row, exc: BaseException, *, final: bool) -> None:
     """Count a failed tick; ``final`` faults, or too many in a row, end in ``error``."""
     with db() as scope:
-        failures = scope.scalar(
-            update(store.TradingSession)
-            .where(store.TradingSession.id == row.id)
-            .values(failed_ticks=store.TradingSession.failed_ticks + 1)
-            .returning(store.TradingSession.failed_ticks)
+        failures = typing.cast(
+            int,
+            scope.scalar(
+                update(store.TradingSession)
+                .where(store.TradingSession.id == row.id)
+                .values(failed_ticks=store.TradingSession.failed_ticks + 1)
+                .returning(store.TradingSession.failed_ticks)
+            ),
         )
     limit = int(row.settings.get("max_failures", 3))
     detail = f"{type(exc).__name__}: {exc}"
@@ -297,7 +306,7 @@ class _Tick:
         self.row, self.now, self.db = row, now, db
         self.settings: dict[str, Any] = dict(row.settings)
         with db() as scope:
-            self.strategy = scope.get(store.Strategy, row.strategy_id)
+            self.strategy = typing.cast(store.Strategy, scope.get(store.Strategy, row.strategy_id))
         self.step = parse_timeframe(row.timeframe)
         self.paper = row.exchange == _venue.PAPER
         self.report = TickReport(row.id, "running")
@@ -313,7 +322,8 @@ class _Tick:
             reraise=True,
             stop=stop_any(
                 stop_after_attempt(int(self.settings.get("retry_attempts", 4))),
-                _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0))),
+                # tenacity annotates stop_any's stops as stop_base; it calls any callable stop
+                _LongRateLimit(float(self.settings.get("retry_max_wait", 30.0))),  # type: ignore[arg-type]
             ),
         )
 
@@ -356,7 +366,8 @@ class _Tick:
             self.market = exchange.market(row.symbol)
             if not self.market.active:
                 self._pause_closed_market()
-            if self.paper and exchange.clock.finished:  # record the last bar's fills, then stop
+            # record the last bar's fills, then stop
+            if self.paper and typing.cast("PaperExchange", exchange).clock.finished:
                 self._record(self._call(exchange.fetch_price, row.symbol, row.timeframe))
                 self._cancel_pending()
                 self._finish_replay()
@@ -402,7 +413,7 @@ class _Tick:
             since=self._settled(),
         ) as exchange:
             self.exchange = exchange
-            if self.paper and exchange.clock.finished:
+            if self.paper and typing.cast("PaperExchange", exchange).clock.finished:
                 return "the replay had ended: nothing rests on the paper exchange"
             self.candle = self.report.candle = candle or pd.Timestamp(exchange.now()).floor(self.step).to_pydatetime()
             self.market = exchange.market(row.symbol)
@@ -721,7 +732,8 @@ class _Tick:
         if not liquidations:
             return
         for order_id in sorted({f.order_id for f in liquidations}):
-            order = self._call(self.exchange.fetch_order, self.row.symbol, order_id)
+            # the venue showed its fills, so it shows the order (None would fail in replace())
+            order = typing.cast(Order, self._call(self.exchange.fetch_order, self.row.symbol, order_id))
             _ledger.adopt_order(
                 self.db,
                 self.row.id,
@@ -827,6 +839,7 @@ class _Tick:
                     (o.remaining for o in self._sent.values() if o.type == "stop" and o.status == "open"), Decimal(0)
                 )
             )
+            free: Decimal | Balance | None  # here the free base; below the quote balance
             free = min(
                 base.free if base else Decimal(0),
                 (base.total if base else Decimal(0)) - stops,
@@ -868,6 +881,7 @@ class _Tick:
         an answer was missing. ``unknown``: an earlier attempt (last sent at ``sent_at``) may
         have reached the exchange; then, and after every send whose answer is lost, the order
         is resolved from the exchange's records before it is sent again (see ORDERS.md)."""
+        failure: ExchangeError | None
         attempts, failure = int(self.settings.get("retry_attempts", 4)), None
         for attempt in range(1, attempts + 1):
             if unknown:
@@ -892,7 +906,7 @@ class _Tick:
                     raise  # a long rate limit: the next run resolves the order from the exchange
                 time.sleep(wait)
             unknown = True
-        raise failure
+        raise typing.cast(ExchangeError, failure)  # attempts >= 1: the loop set it
 
     def _resolve(self, cid: str, sent_at: datetime) -> Order | None:
         """What the exchange did with the order sent under ``cid`` at ``sent_at`` whose answer
@@ -1008,7 +1022,7 @@ class _Tick:
         if not foreign:
             return
         with self.db() as scope:
-            row = scope.get(store.TradingSession, self.row.id, with_for_update=True)
+            row = typing.cast(store.TradingSession, scope.get(store.TradingSession, self.row.id, with_for_update=True))
             seen = set(row.settings.get("hand_trades", []))
             new = [f for f in foreign if f.id not in seen]
             if not new:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -79,7 +79,7 @@ def open_venue(
         )
     from workbench import vault
 
-    keys = vault.keys_for(account_id)
+    keys = vault.keys_for(cast(int, account_id))  # a ccxt session has an exchange account
     ccxt = settings.get("ccxt", {})
     clock = {} if at is None else {"clock": at.timestamp}  # a tick told when "now" is
     return open_exchange(

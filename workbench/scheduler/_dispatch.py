@@ -28,10 +28,11 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import procrastinate
 from procrastinate.jobs import Status
-from sqlalchemy import func, select, text, update
+from sqlalchemy import CursorResult, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from workbench import store
@@ -126,9 +127,9 @@ def demand() -> Demand:
 async def sweep_abandoned(app: procrastinate.App, stalled_after: float) -> list[int]:
     """Mark the runs of dead workers failed and their jobs failed; the run ids."""
     jobs = await app.job_manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=stalled_after)
-    abandoned = []
+    abandoned: list[int] = []
     for job in jobs:
-        run_id = job.task_kwargs.get("run_id")
+        run_id = cast("int | None", job.task_kwargs.get("run_id"))  # the task's keyword, a run id
         if run_id is not None and await database(_abandon, run_id, stalled_after):
             abandoned.append(run_id)
         await app.job_manager.finish_job(job=job, status=Status.FAILED, delete_job=False)
@@ -140,16 +141,19 @@ async def sweep_abandoned(app: procrastinate.App, stalled_after: float) -> list[
 def _abandon(run_id: int, stalled_after: float) -> bool:
     with store.owner_session() as db:
         return (
-            db.execute(
-                update(NotebookRun)
-                .where(NotebookRun.id == run_id, NotebookRun.status.in_(("queued", "running")))
-                .values(
-                    status="failed",
-                    finished_at=func.clock_timestamp(),
-                    error=f"abandoned: the worker running it stopped (no heartbeat for "
-                    f"{stalled_after:g} s); not retried, the next scheduled run "
-                    f"picks up the session's state",
-                )
+            cast(  # an UPDATE: a cursor result
+                CursorResult[Any],
+                db.execute(
+                    update(NotebookRun)
+                    .where(NotebookRun.id == run_id, NotebookRun.status.in_(("queued", "running")))
+                    .values(
+                        status="failed",
+                        finished_at=func.clock_timestamp(),
+                        error=f"abandoned: the worker running it stopped (no heartbeat for "
+                        f"{stalled_after:g} s); not retried, the next scheduled run "
+                        f"picks up the session's state",
+                    )
+                ),
             ).rowcount
             > 0
         )

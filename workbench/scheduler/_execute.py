@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nbformat
 from sqlalchemy import func, update
@@ -151,9 +151,10 @@ def _claim(run_id: int) -> Claim | None:
         run = db.get(NotebookRun, run_id, with_for_update=True)
         if run is None or run.status != "queued":
             return None  # already taken (a job delivered twice) or abandoned
-        live = db.get(LiveNotebook, run.live_notebook_id)
-        trading = db.get(TradingSession, live.session_id)
-        tenant = db.get(Tenant, run.tenant_id)
+        # foreign keys: the run's live notebook, its session and its tenant exist
+        live = cast(LiveNotebook, db.get(LiveNotebook, run.live_notebook_id))
+        trading = cast(TradingSession, db.get(TradingSession, live.session_id))
+        tenant = cast(Tenant, db.get(Tenant, run.tenant_id))
         reason = (
             f"the live notebook is {live.status}"
             if live.status != "active"
@@ -221,7 +222,7 @@ async def _run_in(slot: Slot, warm: bool, claim: Claim, timeout: float, asked: f
     try:
         if claim.account_id is not None:
             keys = await database(_keys_of, claim)
-            handoff = KeyHandoff(keys, slot.folder, *(slot.owner or (None, None)))
+            handoff = KeyHandoff(keys, cast(Path, slot.folder), *(slot.owner or (None, None)))  # a slot has a folder
             await handoff.start()
             arm = [claim.session_id, claim.account_id, str(handoff.path), handoff.token]
             redactions = [*keys.redactions(), (handoff.token, "***")]
@@ -245,7 +246,7 @@ def _keys_of(claim: Claim) -> Any:
     from workbench.vault import KeyUse, LocalVault
 
     use = KeyUse("live run", session_id=claim.session_id, run_id=claim.run_id)  # recorded in the key audit log
-    return LocalVault(tenant=claim.tenant).keys_for(claim.account_id, use)
+    return LocalVault(tenant=claim.tenant).keys_for(cast(int, claim.account_id), use)  # asked only with an account
 
 
 def _read_output(path: Path, uid: int) -> str | None:

@@ -23,7 +23,7 @@ import socket
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workbench.errors import VaultError
 from workbench.vault import Account, ExchangeKeys, Secret, VaultBackend, use
@@ -42,7 +42,7 @@ class KeyHandoff:
         self.path = folder / "keys.sock"
         self.token = secrets.token_urlsafe(32)
         self._uid = os.getuid() if uid is None else uid
-        self._owner = (uid, gid) if uid is not None else None
+        self._owner = (uid, cast(int, gid)) if uid is not None else None  # callers pass both or neither
         self._server: asyncio.base_events.Server | None = None
         self.served = False
 

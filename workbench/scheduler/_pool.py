@@ -41,7 +41,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from workbench.scheduler._slot import PRIVATE, kill_cgroup, run_cgroups
 
@@ -426,14 +426,15 @@ class _Zygote:
                 await self.stop()
                 await self.start()
             try:
-                socket.send_fds(self._socket, [json.dumps(spec).encode()], fds)
+                socket.send_fds(cast(socket.socket, self._socket), [json.dumps(spec).encode()], fds)  # start() set it
                 return
             except OSError:
                 if attempt == 2:
                     raise
-                if self._process.returncode is None:  # alive but not listening: replace it
-                    self._process.kill()
-                    await self._process.wait()
+                # start() set self._process
+                if cast(asyncio.subprocess.Process, self._process).returncode is None:  # alive but not listening
+                    cast(asyncio.subprocess.Process, self._process).kill()  # replace it
+                    await cast(asyncio.subprocess.Process, self._process).wait()
 
     async def stop(self) -> None:
         if self._socket is not None:

@@ -14,9 +14,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import nbformat
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from workbench import store
@@ -93,13 +94,19 @@ def promote(notebook: str | Path, session: int, schedule: str, *, opener: Opener
                 f"fix and restart it before promoting a notebook for it"
             )
         db.execute(
-            LiveNotebook.__table__.update()
+            cast(Table, LiveNotebook.__table__)
+            .update()
             .where(LiveNotebook.session_id == trading.id, LiveNotebook.status.in_(LIVE))
             .values(status="stopped", next_run_at=None)
         )
         version = (
-            db.scalar(
-                select(func.coalesce(func.max(LiveNotebook.version), 0)).where(LiveNotebook.session_id == trading.id)
+            cast(
+                int,  # coalesce: never NULL
+                db.scalar(
+                    select(func.coalesce(func.max(LiveNotebook.version), 0)).where(
+                        LiveNotebook.session_id == trading.id
+                    )
+                ),
             )
             + 1
         )

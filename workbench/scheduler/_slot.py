@@ -302,7 +302,9 @@ def _manager(connection_file: str, kernel: _Forked) -> Any:
     manager = AsyncKernelManager(connection_file=connection_file, kernel_name="python3")
     manager.load_connection_file()
     provisioner = LocalProvisioner(kernel_id=manager.kernel_id, kernel_spec=None, parent=manager)
-    provisioner.process, provisioner.pid = kernel, kernel.pid  # no pgid: signals go to the kernel only
+    # no pgid: signals go to the kernel only; jupyter_client types process as a Popen, but only calls
+    # the poll/wait/send_signal/kill that _Forked has
+    provisioner.process, provisioner.pid = kernel, kernel.pid  # type: ignore[assignment]
     manager.provisioner = provisioner
     return manager
 

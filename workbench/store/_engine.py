@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
@@ -76,7 +76,7 @@ def owner_engine() -> Engine:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
+def session_scope(engine: Engine | Connection) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error. Objects stay
     readable after the block (no expiry on commit)."""
     with Session(engine, expire_on_commit=False) as session, session.begin():

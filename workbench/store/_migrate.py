@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from alembic import command
 from alembic.config import Config
@@ -27,7 +28,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this version of the workbench knows."""
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    return cast(str, ScriptDirectory.from_config(_config()).get_current_head())  # one head: never None
 
 
 def current_revision() -> str | None:

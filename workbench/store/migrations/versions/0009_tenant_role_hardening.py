@@ -13,7 +13,10 @@ Revises: 0008
 Create Date: 2026-12-07 02:00:00
 """
 
+from typing import cast
+
 from alembic import op
+from psycopg.rows import TupleRow
 
 from workbench.store._rls import close_public_access, driver, set_tenant_privileges
 
@@ -28,7 +31,7 @@ def upgrade() -> None:
     set_tenant_privileges(bind, "tenant_data_keys", None)
     set_tenant_privileges(bind, "exchange_accounts", "SELECT")
     conn = driver(bind)
-    close_public_access(conn, keep=conn.execute("SELECT current_user").fetchone()[0])
+    close_public_access(conn, keep=cast(TupleRow, conn.execute("SELECT current_user").fetchone())[0])
 
 
 def downgrade() -> None:
