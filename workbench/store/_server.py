@@ -285,6 +285,10 @@ def _system_user() -> pwd.struct_passwd | None:
             text=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
+        try:  # another process starting a server made it a moment ago
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
         detail = getattr(exc, "stderr", None) or exc
         raise DatabaseError(
             f"PostgreSQL refuses to run as root and creating system user {name!r} "
