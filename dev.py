@@ -2,7 +2,7 @@
 """Set up and run the workbench, or its tests, on a machine that only has Python 3.11+.
 
     python3 dev.py run     # the product on http://127.0.0.1:8000 (JupyterHub, one server per tenant)
-    python3 dev.py test    # the whole test suite (extra arguments go to pytest)
+    python3 dev.py test    # the whole test suite, in parallel (extra arguments go to pytest)
 
 Both create ``.venv`` and install the project into it on the first run, then only when
 ``pyproject.toml`` changes, so the second run starts at once. State (the embedded
@@ -124,9 +124,13 @@ def _ensure_chromium() -> None:
 
 
 def test(args: list[str]) -> int:
+    """The whole suite spread over the cores (pytest-xdist; the tests that make unix accounts
+    or run a hub stay on one worker, in turn), or what ``args`` ask pytest for."""
     _setup("dev")  # the tests keep their state in temporary folders, never in var/
     _ensure_chromium()
-    result = subprocess.run([str(PYTHON), "-m", "pytest", *(args or ["tests"])], cwd=ROOT, env=_environment())
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    args = args or ["tests", "--numprocesses", str(workers), "--dist", "loadgroup"]
+    result = subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=_environment())
     return result.returncode
 
 

@@ -1,4 +1,13 @@
-"""Shared fixtures. Database tests run against real PostgreSQL servers only.
+"""Shared fixtures and the test tiers. Database tests run against real PostgreSQL servers only.
+
+Tiers (markers, set here at collection): ``unit`` tests use no service and open no
+connection (checked: a connection from a unit test fails it); ``integration`` tests use
+PostgreSQL, papermill, loopback venues or other local servers (a test that needs one without
+a database fixture says ``@pytest.mark.integration``), and so do the ``slow`` ones (whole
+reference libraries side by side, command-line runs); ``e2e`` tests run a JupyterHub, its
+servers or chromium. ``python3 dev.py test -m unit`` runs one tier. Under pytest-xdist the
+tests that create unix accounts or run a hub stay on one worker, one after another (the
+``accounts`` group of ``--dist loadgroup``).
 
 ``pg_server`` is the embedded server (started once per test session in a temporary folder),
 the one a user's machine runs. ``--pg embedded,external`` (or ``WORKBENCH_TEST_PG``) adds the
@@ -16,6 +25,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +42,61 @@ from workbench.store._server import EmbeddedServer
 
 _EXTERNAL = ("127.0.0.1", 5432)
 _BACKENDS = ("embedded", "external")
+
+TIERS = {
+    "unit": "no service, no connection (a connection fails the test)",
+    "integration": "PostgreSQL, papermill, loopback venues or other local servers; slow ones",
+    "e2e": "a JupyterHub with its servers, or chromium",
+}
+_SERVICE_FIXTURES = {"pg_server", "embedded_server", "server_folder"}
+_E2E_MODULES = {"test_browser", "test_culling", "test_hub", "test_dashboard", "test_login"}
+# unix accounts and hubs: one worker runs these in turn (names and the hub's accounts are shared)
+_ACCOUNT_MODULES = _E2E_MODULES | {"test_scheduler", "test_root_paths"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, meaning in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: test tier: {meaning}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its tier, and the account-making ones their xdist group."""
+    for item in items:
+        module = item.path.stem
+        if module in _E2E_MODULES or item.get_closest_marker("e2e"):
+            tier = "e2e"
+        elif (
+            item.get_closest_marker("integration")
+            or item.get_closest_marker("slow")
+            or _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            tier = "integration"
+        else:
+            tier = "unit"
+        item.add_marker(tier)
+        if module in _ACCOUNT_MODULES:
+            item.add_marker(pytest.mark.xdist_group("accounts"))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_connect_nowhere(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that opens a connection (TCP or unix socket) from its own thread fails:
+    it belongs in the integration tier. Threads a test did not start are left alone."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    test_thread = threading.current_thread()
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(real):
+        def connect(self, address):
+            if threading.current_thread() is test_thread:
+                raise AssertionError(f"a unit test connected to {address!r}: mark it integration")
+            return real(self, address)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", refuse(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse(real_connect_ex))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -34,6 +34,7 @@ def _close(a: float, b: float, rel: float = 1e-9) -> bool:
     return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= rel * max(1.0, abs(a), abs(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template, params", CASES)
 def test_vectorbt_replays_the_same_fills_to_the_same_equity_and_metrics(candles, template, params):
     result = wb.backtest(template, candles, params, funding=None)  # vectorbt has no funding
@@ -78,6 +79,7 @@ def test_each_metric_is_written_to_its_own_named_slot():
     assert all(engine.METRIC_NAMES[slot] == name for name, slot in slots.items())
 
 
+@pytest.mark.slow
 def test_channel_trades_equal_vectorbts_standard_from_signals_pipeline(candles):
     import vectorbt as vbt
 
@@ -130,6 +132,7 @@ def test_leveraged_runs_have_no_vectorbt_portfolio_and_say_why(candles):
         ("market_making", {"spread": [0.2, 0.8, 2.0], "order_size": [0.05, 0.2], "inventory": ["long_only", "both"]}),
     ],
 )
+@pytest.mark.slow
 def test_every_sweep_row_equals_the_backtest_of_that_combination(candles, template, grid):
     table = wb.sweep(template, candles, grid, progress=False)
     expected = int(np.prod([len(list(v)) for v in grid.values()]))
@@ -215,6 +218,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_backtest_prints_json_metrics_equal_to_the_api(tmp_path, candles):
     path = tmp_path / "candles.csv"
     candles.reset_index().to_csv(path, index=False)
@@ -242,6 +246,7 @@ def test_cli_backtest_prints_json_metrics_equal_to_the_api(tmp_path, candles):
     assert _close(json.loads(venue.stdout)["metrics"]["sharpe"], expected.metrics["sharpe"])
 
 
+@pytest.mark.slow
 def test_cli_sweep_ranks_a_grid(tmp_path):
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"entry_window": [20, 40, 80], "exit_window": [10, 20]}))
@@ -271,6 +276,7 @@ def test_cli_sweep_ranks_a_grid(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_clear_line(args, message):
     run = _cli(*args)
     assert run.returncode == 2
@@ -456,6 +462,7 @@ def test_the_funding_each_bar_settled_sums_to_funding_paid_in_every_template():
     assert any(wb.backtest(t, candles, p, funding=0.0003).metrics["funding_paid"] for t, p in runs)
 
 
+@pytest.mark.slow
 def test_a_funding_series_is_paid_at_the_bars_holding_its_settlement_times_and_spot_longs_pay_none():
     from _bars import FREE, bars
 

@@ -281,6 +281,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     path = _write(
         tmp_path / "dup.csv",
@@ -543,6 +544,7 @@ def _kernel_result(root, hashed):
     return int(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_an_edited_engine_is_compiled_afresh_not_loaded_from_a_stale_cache(tmp_path):
     from workbench.engine import core
 

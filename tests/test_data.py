@@ -608,6 +608,7 @@ def klines_starts(server: BinanceSpot) -> list[pd.Timestamp]:
     return [pd.Timestamp(int(r.query["startTime"]), unit="ms", tz="UTC") for r in server.requests_to("/api/v3/klines")]
 
 
+@pytest.mark.integration
 def test_fetch_pages_through_more_than_one_page(binance, tmp_path):
     until = START + pd.Timedelta(hours=2500)
     candles = wb.fetch_candles(binance.client(), "BTC/USDT", "1h", since=START, until=until, cache_dir=tmp_path)
@@ -621,6 +622,7 @@ def test_fetch_pages_through_more_than_one_page(binance, tmp_path):
     assert [p.name for p in (tmp_path / "binance").iterdir()] == ["BTC-USDT_1h.csv"]  # no temporary left
 
 
+@pytest.mark.integration
 def test_second_fetch_only_asks_for_what_is_new_then_works_offline(binance, tmp_path):
     client = binance.client()
     first = wb.fetch_candles(
@@ -651,6 +653,7 @@ def test_second_fetch_only_asks_for_what_is_new_then_works_offline(binance, tmp_
         wb.fetch_candles("binance", "BTC/USDT", "1h", since="2023-12-01", until=until, cache_dir=tmp_path, offline=True)
 
 
+@pytest.mark.integration
 def test_network_failure_after_the_last_closed_candle_serves_what_arrived(tmp_path):
     now = pd.Timestamp.now(tz="UTC").floor("1h")
     series = synthetic(1003, start=now - pd.Timedelta(hours=1000))  # 1000 closed, then forming, then future
@@ -662,6 +665,7 @@ def test_network_failure_after_the_last_closed_candle_serves_what_arrived(tmp_pa
         assert len(candles) == 1000 and candles.index[-1] == now - pd.Timedelta(hours=1)
 
 
+@pytest.mark.integration
 def test_network_down_and_cache_short_of_the_range(binance, tmp_path):
     client = binance.client()
     wb.fetch_candles(client, "BTC/USDT", "1h", since=START, until=START + pd.Timedelta(hours=300), cache_dir=tmp_path)
@@ -684,6 +688,7 @@ def test_network_down_and_cache_short_of_the_range(binance, tmp_path):
         )
 
 
+@pytest.mark.integration
 def test_server_errors_and_unknown_symbols_are_clear(binance, tmp_path):
     client = binance.client()
     with pytest.raises(CandleError, match=r"binance has no market 'DOGE/USDT'"):
@@ -709,6 +714,7 @@ def test_server_errors_and_unknown_symbols_are_clear(binance, tmp_path):
         wb.fetch_candles("binanse", "BTC/USDT", cache_dir=tmp_path)
 
 
+@pytest.mark.integration
 def test_partial_pages_before_a_failure_are_kept_and_resumed(binance, tmp_path):
     client = binance.client()
     until = START + pd.Timedelta(hours=2500)
@@ -721,6 +727,7 @@ def test_partial_pages_before_a_failure_are_kept_and_resumed(binance, tmp_path):
     assert klines_starts(binance) == [START + pd.Timedelta(hours=1000), START + pd.Timedelta(hours=2000)]
 
 
+@pytest.mark.integration
 def test_still_forming_candle_is_dropped(tmp_path):
     before = pd.Timestamp.now(tz="UTC").floor("1h")
     series = synthetic(60, start=before - pd.Timedelta(hours=50))  # runs 10 hours into the future
@@ -733,6 +740,7 @@ def test_still_forming_candle_is_dropped(tmp_path):
     assert cached["time"].iloc[-1] == candles.index[-1].value // 10**6  # the forming candle is not cached
 
 
+@pytest.mark.integration
 def test_exchange_data_is_validated(tmp_path):
     series = synthetic(30)
     series = series.drop(series.index[10:12])
@@ -819,6 +827,7 @@ def ms(time: pd.Timestamp) -> int:
     return time.value // 10**6
 
 
+@pytest.mark.integration
 def test_fetch_funding_pages_through_more_than_one_page(venue, tmp_path):
     rates = fetch_funding(venue.exchange_id, PERP, F_START, F_STOP, cache_dir=tmp_path, client=funding_client(venue))
     expected = settled(venue, F_START, F_STOP)
@@ -847,6 +856,7 @@ def test_fetch_funding_pages_through_more_than_one_page(venue, tmp_path):
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary left
 
 
+@pytest.mark.integration
 def test_fetch_funding_reuses_the_cache_offline_and_fetches_only_the_missing_tail(venue, tmp_path):
     client, middle = funding_client(venue), pd.Timestamp("2025-01-01", tz="UTC")
     first = fetch_funding(venue.exchange_id, PERP, F_START, middle, cache_dir=tmp_path, client=client)
@@ -894,6 +904,7 @@ def test_fetch_funding_reuses_the_cache_offline_and_fetches_only_the_missing_tai
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.integration
 def test_a_backtest_takes_fetched_funding_unchanged_and_pays_it(binanceusdm, tmp_path):
     from _bars import FREE, bars
 
@@ -920,6 +931,7 @@ def test_a_backtest_takes_fetched_funding_unchanged_and_pays_it(binanceusdm, tmp
     assert short.settings["funding"] == {str(t): r for t, r in rates.items()}  # stored to reproduce the run
 
 
+@pytest.mark.integration
 def test_fetch_funding_bad_inputs_and_venue_failures_are_one_line_errors(binanceusdm, tmp_path):
     client = funding_client(binanceusdm)
     fetch = fetch_funding
@@ -992,6 +1004,7 @@ def test_fetch_funding_bad_inputs_and_venue_failures_are_one_line_errors(binance
         fetch("binanceusdm", PERP, F_START, F_STOP, cache_dir=other, client=client)
 
 
+@pytest.mark.integration
 def test_pages_before_a_failure_are_kept_and_the_rest_fetched_later(binanceusdm, tmp_path):
     client = funding_client(binanceusdm)
     binanceusdm.fail("/fapi/v1/fundingRate", 502, after=1)
@@ -1012,6 +1025,7 @@ def format_utc(time: pd.Timestamp) -> str:
     return time.strftime("%Y-%m-%d %H:%M") + " UTC"
 
 
+@pytest.mark.integration
 def test_the_loopback_funding_endpoints_are_as_strict_as_the_venues():
     import requests
 

@@ -27,6 +27,8 @@ from workbench.errors import (
 from workbench.exchange import MemoryPaperStore, PaperExchange, ReplayClock, open_exchange
 from workbench.vault import Secret
 
+pytestmark = pytest.mark.integration  # the loopback venues, and the paper exchange beside them
+
 KEY, SECRET = secrets.token_hex(16), secrets.token_hex(32)
 SYMBOLS = {"spot": "BTC/USDT", "swap": "BTC/USDT:USDT"}
 # where each venue takes orders, by market type

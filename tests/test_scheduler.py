@@ -747,6 +747,7 @@ def test_a_stopped_worker_leaves_no_process_behind(embedded_only, tmp_path, monk
     _wait(lambda: not _alive(spawned), 10, "the worker's processes to exit")
 
 
+@pytest.mark.slow
 def test_a_tenant_whose_kernels_cannot_start_gets_an_error_and_a_pause():
     calls = []
 
@@ -786,6 +787,7 @@ def test_the_output_notebook_is_read_only_as_the_runs_own_regular_file(tmp_path)
     assert _read_output(tmp_path / "missing.ipynb", os.getuid()) is None
 
 
+@pytest.mark.slow
 def test_the_worker_refuses_bad_pool_settings(capsys):
     assert main(["worker", "--concurrency", "0"]) == 2
     assert main(["worker", "--warm-kernels", "-1"]) == 2

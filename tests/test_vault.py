@@ -193,6 +193,7 @@ def _keys(api_key: str, secret: str) -> ExchangeKeys:
     return ExchangeKeys(account_id=1, exchange="binance", api_key=Secret(api_key), secret=Secret(secret))
 
 
+@pytest.mark.integration
 def test_check_signs_with_the_real_binance_client(binance):
     assert check(_keys(binance.api_key, binance.secret), binance.config()) == {"BTC": 0.5, "USDT": 1200.0}
     account_calls = binance.requests_to("/api/v3/account")
@@ -200,6 +201,7 @@ def test_check_signs_with_the_real_binance_client(binance):
     assert "signature" in account_calls[0].query
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("wrong", ["secret", "api_key"])
 def test_check_with_a_wrong_key_says_authentication_failed_without_the_key(binance, wrong):
     keys = {"api_key": binance.api_key, "secret": binance.secret, wrong: _random_key()}
@@ -210,6 +212,7 @@ def test_check_with_a_wrong_key_says_authentication_failed_without_the_key(binan
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+@pytest.mark.integration
 def test_check_of_an_unreachable_exchange_says_so():
     config = {
         "urls": {"api": {k: "http://127.0.0.1:9/x" for k in ("public", "private", "sapi", "fapiPublic", "dapiPublic")}},
@@ -224,6 +227,7 @@ def test_check_refuses_verbose_clients(binance):
         check(_keys(binance.api_key, binance.secret), {**binance.config(), "verbose": True})
 
 
+@pytest.mark.integration
 def test_ccxt_debug_log_masks_the_keys(binance, caplog):
     caplog.set_level("DEBUG")
     check(_keys(binance.api_key, binance.secret), binance.config())
