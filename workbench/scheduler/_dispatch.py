@@ -4,8 +4,8 @@ Every worker runs it at each due time and at least once a second (``demand`` tel
 next due time); any number may, because each pass locks the due live notebooks it handles
 (``FOR UPDATE SKIP LOCKED``) and a run is unique per live notebook and scheduled time. In
 one transaction a pass creates the run, advances ``next_run_at`` and defers the job
-(procrastinate's own ``procrastinate_defer_jobs_v1``), so a crash leaves either all three or
-none.
+(procrastinate's defer on that transaction's connection), so a crash leaves either all three
+or none.
 
 Coalescing: a live notebook whose due time passed while everything was down gets one run,
 for the latest due time, never one per missed time. A due session whose previous job is
@@ -24,7 +24,6 @@ first; the worker keeps warm kernels for them (``_pool``).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,10 +43,9 @@ from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSes
 
 _log = logging.getLogger("workbench.scheduler")
 
-_DEFER = text(
-    f"SELECT unnest({SCHEMA}.procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, :lock, :lock, "
-    f"CAST(:args AS jsonb), NULL)::{SCHEMA}.procrastinate_job_to_defer_v1]))"
-)
+# Defers on the dispatcher's own transaction (procrastinate's ``connection=`` option of
+# ``configure``): a synchronous connector, never opened, for it runs no query of its own.
+_DEFERRER = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
 # a session's notebook runs while it trades, and after it stopped or failed while its wind-down
 # could not secure the position yet (each run tries again: workbench.live.tick)
 _RUNNABLE = (TradingSession.status == "running") | TradingSession.wind_down_pending.is_not(None)
@@ -88,9 +86,13 @@ def dispatch_due(now: datetime | None = None) -> list[int]:
             )
             if run_id is None:
                 continue
-            job_id = db.scalar(
-                _DEFER, {"queue": QUEUE, "task": TASK, "lock": lock, "args": json.dumps({"run_id": run_id})}
-            )
+            job_id = _DEFERRER.configure_task(
+                TASK,
+                queue=QUEUE,
+                lock=lock,
+                queueing_lock=lock,
+                connection=db.connection().connection.driver_connection,
+            ).defer(run_id=run_id)
             db.execute(update(NotebookRun).where(NotebookRun.id == run_id).values(job_id=job_id))
             queued.append(run_id)
     if queued:
