@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Title
+from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter
+from bokeh.models.annotations import Title  # bokeh.models re-exports it, but not to type checkers
 from bokeh.plotting import figure
 
 if TYPE_CHECKING:

@@ -108,6 +108,7 @@ class BacktestResult:
 
     @cached_property
     def trades(self) -> pd.DataFrame:
+        opened: Any  # the fill that opened the trade (a row of the fills frame)
         rows, position, opened, entry_cost, fees = [], 0.0, None, 0.0, 0.0
         for fill in self.fills.itertuples(index=False):
             size = fill.size

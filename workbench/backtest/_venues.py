@@ -26,7 +26,7 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from workbench.errors import ParameterError
 
@@ -213,7 +213,7 @@ def describe_maintenance(spec: Any) -> float | str | list[list[float | None]]:
         return spec.strip().lower()
     return [
         [floor, rate, amount, None if lev == float("inf") else lev]
-        for floor, rate, amount, lev in maintenance_tiers(spec)
+        for floor, rate, amount, lev in cast("tuple[Tier, ...]", maintenance_tiers(spec))  # not a number: tiers
     ]
 
 

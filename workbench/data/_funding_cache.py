@@ -298,6 +298,8 @@ def _read_cache(path: Path) -> tuple[pd.Series, int, int] | None:
     """The cached rates and the stretch [from, to) (ms) they cover, or None without a cache."""
     if not path.exists():
         return None
+    checked_from: str | int  # read as text, then the milliseconds
+    checked_to: str | int
     try:
         with open(path, encoding="utf-8") as handle:
             mark, word, checked_from, checked_to = handle.readline().split()

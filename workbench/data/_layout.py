@@ -7,6 +7,8 @@ in-memory frames go through the same rules.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pandas as pd
 
 from workbench.errors import CandleError
@@ -33,7 +35,7 @@ def _key(name: object) -> str:
 
 def _find(columns: pd.Index, aliases: tuple[str, ...]) -> object | None:
     """The first column (in alias priority) whose name matches one of ``aliases``."""
-    by_key = {}
+    by_key: dict[str, object] = {}
     for column in columns:
         by_key.setdefault(_key(column), column)
     return next((by_key[a] for a in aliases if a in by_key), None)
@@ -58,7 +60,7 @@ def candle_table(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, str | No
             "Expected a time column (time, timestamp, datetime, date or unix) and open, high, low, "
             "close, volume (any case; Bitfinex's VolumeFrom counts as volume)"
         )
-    table = pd.DataFrame({"time": times.reset_index(drop=True)})
+    table = pd.DataFrame({"time": cast(pd.Series, times).reset_index(drop=True)})  # found, else raised above
     for tidy in COLUMNS:
         table[tidy] = raw[found[tidy]].reset_index(drop=True)
     symbol_column = _find(raw.columns, _SYMBOL)

@@ -182,7 +182,8 @@ def _parse_numbers(raw: pd.Series) -> np.ndarray:
 def _check_rows(table: pd.DataFrame, work: pd.DataFrame, report: _Report, *, record: bool) -> np.ndarray:
     """Flag rows with a missing or unparsable time, or impossible prices or volume."""
     low, high = work["low"].to_numpy(), work["high"].to_numpy()
-    checks: list[tuple[np.ndarray, Callable[[int], str]]] = []
+    # called with the row position; the lambdas bind their loop values as defaults
+    checks: list[tuple[np.ndarray, Callable[..., str]]] = []
     absent_time = table["time"].isna().to_numpy()
     checks.append((absent_time, lambda i: "timestamp is missing"))
     checks.append(
@@ -310,7 +311,7 @@ def _check_sessions(
         lambda i: f"the {calendar.name} market is closed throughout this {name} candle (closed {calendar.closed})",
         None,
     )
-    missing: dict[int, np.ndarray] = {}  # row position -> the expected candles missing before it
+    missing: dict[np.integer, np.ndarray] = {}  # row position -> the expected candles missing before it
     off_grid = []
     for k in np.flatnonzero(np.diff(times) != bar):
         before, after = times[k], times[k + 1]

@@ -106,6 +106,8 @@ def use_hashed_cache(
     root = next((Path(b) / name for b in bases if _writable(Path(b) / name)), Path(bases[0]) / name)
 
     class _HashedLocator(caching.UserProvidedCacheLocator):
+        workbench_package: str  # set below: the package whose locator this is
+
         def __init__(self, py_func, py_file):
             self._py_file = py_file
             self._lineno = py_func.__code__.co_firstlineno

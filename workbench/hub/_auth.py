@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from nativeauthenticator import NativeAuthenticator
@@ -110,7 +111,8 @@ def client_address(request: httputil.HTTPServerRequest, trusted_proxies: list[st
     for entry in reversed(forwarded):
         if entry and entry not in trusted_proxies:
             return entry
-    return str(request.connection.context.address[0]) if request.connection else ""
+    # tornado types the connection as the abstract HTTPConnection; its HTTP1Connection has the context
+    return str(cast(Any, request.connection).context.address[0]) if request.connection else ""
 
 
 class WorkbenchAuthenticator(NativeAuthenticator):

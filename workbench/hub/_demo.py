@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 from nativeauthenticator.orm import Base, UserInfo
@@ -25,7 +26,9 @@ from workbench import store
 from workbench.hub._provision import provision
 from workbench.hub._settings import Settings
 
-_SAMPLES = (  # (strategy name, template, parameters) of the first and of every other demo tenant
+_SAMPLES: tuple[
+    list[tuple[str, str, dict[str, Any]]], ...
+] = (  # (strategy name, template, parameters) of the first and of every other demo tenant
     [
         ("dip ladder", "ema_reversal", {"dip_levels": [0.5, 1.0, 2.0], "take_profit": [1.0, 2.0, 3.0]}),
         ("channel breakout", "channel", {"entry_window": 48, "exit_window": 24}),

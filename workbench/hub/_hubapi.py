@@ -31,7 +31,7 @@ class HubAPI:
 
     async def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
         """The decoded JSON answer of ``method path``; status codes in ``ok`` answer None."""
-        request = dict(method=method, headers={"Authorization": f"token {self._token}"})
+        request: dict[str, Any] = dict(method=method, headers={"Authorization": f"token {self._token}"})
         if body is not None or method in ("POST", "PATCH"):
             request["body"] = json.dumps(body or {})
         try:

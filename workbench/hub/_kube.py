@@ -60,6 +60,9 @@ class KubeTenantSpawner(_TenantServer, KubeSpawner):
         "given to the pod as WORKBENCH_SERVICE_URL.",
     ).tag(config=True)
 
+    volumes: list[dict]  # KubeSpawner's traits, replaced for dashboard servers
+    volume_mounts: list[dict]
+
     @default("workbench_service_url")
     def _default_service_url(self) -> str:
         return f"http://hub:{Settings.from_env().service_port}/services/{SERVICE_NAME}/"

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 from workbench import store
 from workbench.errors import HubError, TenantError
@@ -240,7 +241,9 @@ def _copy_missing(folder: Path, notebooks: Path) -> list[str]:
             try:
                 target = _open_folder(root, relative.parts)
             except OSError as exc:
-                refused.append(f"{relative}: not copied into, {exc.strerror.lower()} (a link or not a folder)")
+                refused.append(
+                    f"{relative}: not copied into, {cast(str, exc.strerror).lower()} (a link or not a folder)"
+                )
                 dirs[:] = []
                 continue
             try:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -140,8 +140,11 @@ def unshare(owner: str, session_id: int, viewer: str) -> None:
     """Take the share back: the viewer's next read finds nothing."""
     with store.tenant_session(owner) as db:
         _own_session(db, owner, session_id)
-        gone = db.execute(
-            delete(DashboardShare).where(DashboardShare.session_id == session_id, DashboardShare.viewer == viewer)
+        gone = cast(  # a DELETE: a cursor result
+            CursorResult[Any],
+            db.execute(
+                delete(DashboardShare).where(DashboardShare.session_id == session_id, DashboardShare.viewer == viewer)
+            ),
         ).rowcount
     if not gone:
         raise NotFound(f"session {session_id} is not shared with {viewer!r}")

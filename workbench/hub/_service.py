@@ -56,7 +56,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
@@ -582,7 +582,7 @@ def _local_vaults() -> Callable[[str], Any]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s %(asctime)s %(name)s] %(message)s")
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
-    make_app().listen(url.port, url.hostname)
+    make_app().listen(cast(int, url.port), url.hostname)  # JupyterHub gives its services a port
     _log.info("workbench service listening on %s", os.environ["JUPYTERHUB_SERVICE_URL"])
     ioloop.IOLoop.current().start()
 

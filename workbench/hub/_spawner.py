@@ -21,6 +21,7 @@ import asyncio
 import pwd
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
 from tornado import web
@@ -69,7 +70,13 @@ def dashboard_notebook(settings: Settings) -> Path:
     return settings.notebooks / "dashboards" / "session.ipynb"
 
 
-class _TenantServer:
+if TYPE_CHECKING:  # pragma: no cover - the mixin's methods use the spawner's (untyped, so Any)
+    from jupyterhub.spawner import Spawner as _Spawner
+else:
+    _Spawner = object
+
+
+class _TenantServer(_Spawner):
     """Mixin over a JupyterHub spawner: provisioning, the tenant's environment, server kinds."""
 
     _tenant_url = ""

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from workbench.errors import MarketError
 from workbench.market._listing import Listing
@@ -116,7 +116,7 @@ def update(
         if row.status != "listed":
             raise MarketError(f"listing #{row.id} is withdrawn; publish the strategy again instead")
         if remeasure:
-            kept = db.get(MarketListingParams, row.id)
+            kept = cast(MarketListingParams, db.get(MarketListingParams, row.id))  # the author's listing has them
             template, params, risk = resolved or (row.template, kept.params, kept.risk_limits)
             if dataset is None:
                 if not row.dataset_info.get("bundled"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from workbench.errors import MarketError
 from workbench.market._catalogue import Opener, check_author, find
@@ -45,7 +45,7 @@ def grant(listing: int, tenant: str, *, opener: Opener | None = None) -> Entitle
             if getattr(exc.orig, "sqlstate", None) == "23503":  # foreign key: no such tenant
                 raise MarketError(f"no tenant named {tenant!r}") from None
             raise
-        granted = db.get(MarketEntitlement, (row.id, tenant))
+        granted = cast(MarketEntitlement, db.get(MarketEntitlement, (row.id, tenant)))  # inserted, or there already
         return Entitlement(granted.listing_id, granted.grantee, granted.granted_by, granted.created_at)
 
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from workbench.errors import MarketError
 
@@ -53,7 +53,8 @@ class Listing:
     def strategy(self) -> dict[str, Any]:
         """The strategy JSON of the listed strategy (MarketError if you cannot clone it)."""
         self._require_params("its parameters")
-        return {"type": self.template, "params": dict(self.params), "risk_limits": dict(self.risk_limits)}
+        params, risk_limits = cast(dict[str, Any], self.params), cast(dict[str, Any], self.risk_limits)  # required
+        return {"type": self.template, "params": dict(params), "risk_limits": dict(risk_limits)}
 
     @property
     def figure(self):

@@ -99,7 +99,7 @@ def fingerprint(candles: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def backtest_options(settings: Mapping[str, float]) -> dict[str, Any]:
+def backtest_options(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The :func:`workbench.backtest` keywords that reproduce ``result.settings``."""
     from workbench.backtest import MarketRules
     from workbench.backtest._funding import from_description

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -47,7 +47,8 @@ def open_secrets(vault: LocalVault, db: Session, row: NotificationChannel) -> di
     """The plaintext secrets of a channel, for the one process that sends with them."""
     if row.secret_ct is None:
         return {}
-    plain = vault.unseal(db, owner_of(row.id), _SECRETS_FIELD, row.data_key_version, row.secret_ct)
+    # sealed secrets have their data key version
+    plain = vault.unseal(db, owner_of(row.id), _SECRETS_FIELD, cast(int, row.data_key_version), row.secret_ct)
     return {name: Secret(value) for name, value in json.loads(plain.reveal()).items()}
 
 

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import procrastinate
 from sqlalchemy import and_, delete, exists, func, or_, select, update
@@ -116,7 +116,7 @@ def deliver(policy: Policy = Policy(), now: datetime | None = None) -> PassRepor
         report = PassReport()
         deadline = ticking + policy.budget
         with ThreadPoolExecutor(max_workers=max(1, min(policy.threads, len(by_channel)))) as pool:
-            for part in pool.map(lambda item: _serve(*item, policy, clock, deadline), by_channel.items()):
+            for part in pool.map(lambda item: _serve(item[0], item[1], policy, clock, deadline), by_channel.items()):
                 report.add(part)
         _forget(clock() - timedelta(days=policy.keep_days))
     if rows:
@@ -212,11 +212,14 @@ def _serve(
         channel = db.get(NotificationChannel, channel_id)
         if channel is None:  # removed since the pass read its deliveries (they went with it)
             return report
-        tenant = db.get(Tenant, channel.tenant_id)
-        sent_lately = db.scalar(
-            select(func.count()).where(
-                NotificationDelivery.channel_id == channel_id, NotificationDelivery.last_attempt_at > now - _WINDOW
-            )
+        tenant = cast(Tenant, db.get(Tenant, channel.tenant_id))  # the channel's tenant
+        sent_lately = cast(
+            int,
+            db.scalar(
+                select(func.count()).where(
+                    NotificationDelivery.channel_id == channel_id, NotificationDelivery.last_attempt_at > now - _WINDOW
+                )
+            ),
         )
         broken: _transport.DeliveryError | None = None
         secrets = {}
@@ -305,7 +308,8 @@ def _failed(
                 next_attempt_at=at + timedelta(seconds=wait),
             )
         )
-        channel = db.get(NotificationChannel, channel_id, with_for_update=True)
+        # the delivery just updated is the channel's (deleted with it)
+        channel = cast(NotificationChannel, db.get(NotificationChannel, channel_id, with_for_update=True))
         if exc.retry_after is not None and not final:  # a rate limit: not the channel's fault
             channel.paused_until = at + timedelta(seconds=wait)
             return "paused"

@@ -7,7 +7,7 @@ file), and the form clears them as soon as the channel is stored.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from workbench.errors import WorkbenchError
 from workbench.notify import _transport
@@ -90,9 +90,14 @@ def form() -> ipywidgets.VBox:
 
     add.on_click(act(on_add))
     test.on_click(act(lambda: notify.test(chosen.value) if chosen.value is not None else "No channel chosen."))
-    remove.on_click(
-        act(lambda: (notify.remove(chosen.value), "Removed.")[1] if chosen.value is not None else "No channel chosen.")
-    )
+
+    def on_remove() -> str:
+        if chosen.value is None:
+            return "No channel chosen."
+        notify.remove(chosen.value)
+        return "Removed."
+
+    remove.on_click(act(on_remove))
     kind.observe(show_settings, names="value")
     show_settings()
     refresh()
@@ -109,7 +114,7 @@ def _sessions() -> list[tuple[int, str, str]]:
 
     with store.session() as db:
         return [
-            tuple(row)
+            cast(tuple[int, str, str], tuple(row))  # (id, symbol, status)
             for row in db.execute(
                 select(TradingSession.id, TradingSession.symbol, TradingSession.status).order_by(
                     TradingSession.id.desc()

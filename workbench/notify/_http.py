@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import cast
 from urllib.parse import urlsplit
 
 from workbench.notify._transport import DeliveryError
@@ -87,7 +88,7 @@ def public_address(host: str, port: int) -> str:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise DeliveryError(f"{host} does not resolve: {exc.strerror}") from None
-    addresses = [info[4][0] for info in found]
+    addresses = [cast(str, info[4][0]) for info in found]  # IP addresses: (host, port...) tuples
     if os.environ.get(ALLOW_PRIVATE_ENV) == "1":
         return addresses[0]
     public = [a for a in addresses if ipaddress.ip_address(a.split("%")[0]).is_global]

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 from statistics import NormalDist
+from typing import TypeAlias, cast
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from workbench.research._returns import bar_returns, bars_per_year, risk_free_pe
 EULER_MASCHERONI = 0.5772156649015329
 _NORMAL = NormalDist()
 
-ReturnsOrSharpe = BacktestResult | pd.Series | np.ndarray | Sequence[float] | float
+ReturnsOrSharpe: TypeAlias = BacktestResult | pd.Series | np.ndarray | Sequence[float] | float
 
 
 @dataclass(frozen=True)
@@ -399,7 +400,7 @@ def _finite(name: str, value: object) -> float:
 
 
 def _check_range(name: str, value: object, low: float, high: float) -> None:
-    if _finite(name, value) < low or value > high:
+    if _finite(name, value) < low or cast(float, value) > high:  # a finite number: _finite checked
         raise ParameterError(
             f"{name}: {value!r} is not allowed; expected a number from {low:g} to {high:g}", param=name, value=value
         )

@@ -247,8 +247,8 @@ def _count(scope: Any, key: str, digest: str) -> int:
 
 def _resolve(
     template: str | Template | Mapping[str, Any], grid: Mapping[str, Any] | None
-) -> tuple[str, str | Mapping[str, Any] | None]:
-    """(template name, rule strategy or None)."""
+) -> tuple[str, str | Mapping[str, Any] | list[Any] | tuple[Any, ...] | None]:
+    """(template name, rule strategy (or a grid's several) or None)."""
     if isinstance(template, Template):
         name = template.name
     elif isinstance(template, str) and template in templates():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from workbench.errors import StrategyError
 from workbench.strategies import Template, get_template
@@ -109,7 +109,12 @@ def save_strategy(
     from workbench import store
 
     if isinstance(template, Mapping):
-        params, risk_limits, template = template.get("params"), template.get("risk_limits"), template.get("type")
+        # "type" names a template (get_template says when it does not)
+        params, risk_limits, template = (
+            template.get("params"),
+            template.get("risk_limits"),
+            cast(str, template.get("type")),
+        )
     tpl = template if isinstance(template, Template) else get_template(template)
     if not isinstance(name, str) or not name.strip():
         raise StrategyError(f"a strategy needs a non-empty name, not {name!r}")
@@ -173,7 +178,7 @@ def clone_strategy(strategy: str | int, new_name: str, params: Mapping[str, Any]
         raise StrategyError(f"a strategy named {new_name!r} exists already; save to it to add a version")
     saved = save_strategy(new_name, source.template, {**source.params, **(params or {})}, source.risk_limits)
     with store.session() as scope:  # the clone remembers its origin
-        scope.get(store.Strategy, saved.id).parent_id = source.id
+        cast(store.Strategy, scope.get(store.Strategy, saved.id)).parent_id = source.id
     return load_strategy(saved.id)
 
 

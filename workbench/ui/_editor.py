@@ -9,7 +9,7 @@ its message in the form instead of raising.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ipywidgets as widgets
 import pandas as pd
@@ -18,6 +18,9 @@ from workbench.strategies import Param, Template, get_template
 from workbench.ui._form import LAYOUT as _LAYOUT
 from workbench.ui._form import STYLE as _STYLE
 from workbench.ui._form import BacktestForm, OnSave, save_to_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.backtest import BacktestResult
 
 _SLIDER_STEPS = 500  # longer ranges get a number box: a slider that wide is unusable
 
@@ -39,7 +42,7 @@ def _control(param: Param, value: Any) -> widgets.Widget:
             value=list(value), format=".2f", **{k: v for k, v in common.items() if k not in ("style",)}
         )
     step = param.step or (1 if param.kind == "int" else 0.01)
-    steps = (param.max - param.min) / step
+    steps = (cast(float, param.max) - cast(float, param.min)) / step  # numbers have bounds
     if param.kind == "int":
         cls = widgets.IntSlider if steps <= _SLIDER_STEPS else widgets.BoundedIntText
     else:
@@ -96,7 +99,7 @@ class StrategyEditor(BacktestForm):
         """Hand the current strategy to ``on_save``; the outcome goes to the status line."""
         if self.error:
             return None
-        return self._save(self.result.strategy)
+        return self._save(cast("BacktestResult", self.result).strategy)  # backtested on opening
 
 
 def editor(

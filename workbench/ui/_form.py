@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -17,6 +17,9 @@ import pandas as pd
 from workbench.backtest._chart import standalone_html
 from workbench.errors import WorkbenchError
 from workbench.strategies import Template, save_strategy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.backtest import BacktestResult
 
 STYLE = {"description_width": "150px"}
 LAYOUT = widgets.Layout(width="420px")
@@ -47,7 +50,7 @@ class BacktestForm(widgets.VBox):
         options = dict(backtest_options)
         risk = template.validate_risk(options.pop("risk", None))
         self.options = options
-        self.result = None
+        self.result: BacktestResult | None = None
         self.error: str | None = None
         self.risk_controls = {
             name: widgets.BoundedFloatText(

@@ -18,7 +18,7 @@ import html
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import pandas as pd
@@ -126,7 +126,7 @@ class _Check:
         try:
             return parse_rules({"vars": self.vars, "long": {"entry": node}})["long"]["entry"]
         except RuleError as exc:
-            where = _WHERE.match(str(exc))
+            where = cast(re.Match[str], _WHERE.match(str(exc)))  # every part optional: it always matches
             side = next((s for s in ("left", "right") if f".{s}" in (where.group("path") or "")), None)
             raise RuleError((f"{side}: " if side else "") + str(exc)[where.end() :]) from None
 
@@ -142,10 +142,10 @@ class _Check:
         except RuleError as exc:
             if exc.line != 2:
                 raise
-            message = str(exc)[_WHERE.match(str(exc)).end() :]
+            message = str(exc)[cast(re.Match[str], _WHERE.match(str(exc))).end() :]
             if message.startswith("a second "):
                 raise RuleError(_ONLY_A_CONDITION) from None
-            raise RuleError(f"column {max(exc.column - len(_HEAD), 1)}: {message}") from None
+            raise RuleError(f"column {max(cast(int, exc.column) - len(_HEAD), 1)}: {message}") from None  # on line 2
         entry = rules["long"]["entry"]
         alone = {
             "vars": self.vars,
@@ -660,7 +660,7 @@ class RuleBuilder(BacktestForm):
             self._show_text(faded=True)
             self._fail(errors[0] + more)
             return
-        self._shown_text = rules_text(self._rules)
+        self._shown_text = rules_text(cast(dict[str, Any], self._rules))  # parsed: no errors
         self._show_text(faded=False)
         ran = self.result is not None and self.result.params["rules"] == self._rules and self.result.risk == self.risk
         self._ok("backtest up to date" if ran else "rules valid; press Backtest to run them")
@@ -692,6 +692,8 @@ def _opened(rules: Any) -> tuple[Any, Mapping[str, Any] | None, str]:
     template = get_template("rules")
     if rules is None:
         return template.params["rules"].default, None, ""
+    params: Mapping[str, Any] | None
+    risk: Mapping[str, Any] | None
     if isinstance(rules, SavedStrategy):
         kind, params, risk, name = rules.template, rules.params, rules.risk_limits, rules.name
     elif isinstance(rules, Mapping) and "type" in rules:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,5 +63,5 @@ def audit(account_id: int | None = None, limit: int = 200) -> pd.DataFrame:
     if account_id is not None:
         query = query.where(KeyUseRecord.account_id == int(account_id))
     with store.session() as session:
-        rows: list[Any] = session.execute(query).all()
+        rows: Sequence[Any] = session.execute(query).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS)

@@ -50,6 +50,7 @@ class LocalVault(VaultBackend):
     def __init__(self, tenant: str | None = None, keyring: _keyring.Keyring | None = None, actor: str | None = None):
         self._keyring = keyring or _keyring.load()
         self.actor = actor or this_process()  # who the audit log says used the keys
+        found: store.Tenant | None
         if tenant is None:
             found = store.current_tenant()
         else:
@@ -79,6 +80,7 @@ class LocalVault(VaultBackend):
         name = _exchange.validate_exchange(exchange, bool(passphrase))
         if permissions not in PERMISSIONS:
             raise VaultError(f"permissions={permissions!r}: choose one of {', '.join(PERMISSIONS)}")
+        value: Secret | None  # the key and secret checked here, then each field sealed
         for field, value in (("api_key", api_key), ("secret", secret)):
             if not isinstance(value, Secret) or not value.reveal().strip():
                 raise VaultError(f"{field} is empty; paste the {field.replace('_', ' ')} the exchange gave you")

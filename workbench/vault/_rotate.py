@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import func, select, text
 
@@ -199,6 +200,7 @@ def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
             .order_by(ExchangeAccount.id)
             .with_for_update()
         ).all()
+        row: ExchangeAccount | TenantDataKey  # the accounts re-encrypted, then the old data keys deleted
         for done, row in enumerate(accounts, 1):
             keys = vault.open_account(session, row)
             for field in _FIELDS:
@@ -227,7 +229,10 @@ def rotate_data_key(tenant: str, report: Callable[[str], None] = print) -> int:
         ).all()
         for channel in channels:
             owner = _CHANNEL_OWNER.format(channel.id)
-            plain = vault.unseal(session, owner, _CHANNEL_FIELD, channel.data_key_version, channel.secret_ct)
+            # a channel with a secret has its data key version
+            plain = vault.unseal(
+                session, owner, _CHANNEL_FIELD, cast(int, channel.data_key_version), cast(bytes, channel.secret_ct)
+            )
             context = _envelope.field_context(vault.tenant_id, owner, _CHANNEL_FIELD)
             channel.secret_ct = _envelope.seal(data_key, version, plain.reveal().encode(), context)
             channel.data_key_version = version

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -263,8 +263,10 @@ def parse(text: Any) -> dict[str, Any]:
     try:
         return m.normalise(parser.parse(text))
     except UnexpectedCharacters as exc:
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
-        expected = _expected(parser, _accepted(parser, text[: exc.pos_in_stream]) or set(exc.allowed or ()))
+        # lark declares pos_in_stream on the base class as None; UnexpectedCharacters sets the int
+        position = cast(int, exc.pos_in_stream)
+        char = text[position] if position < len(text) else ""
+        expected = _expected(parser, _accepted(parser, text[:position]) or set(exc.allowed or ()))
         raise RuleError(
             f"line {exc.line}, column {exc.column}: unexpected character {char!r}; expected {expected}",
             line=exc.line,
