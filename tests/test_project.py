@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -185,3 +187,72 @@ def test_a_missing_registration_is_a_clear_error():
         r"\(installed: service\)",
     ):
         _plugins.load("workbench.vault_backends", "nope")
+
+
+def _lazy_exporters() -> dict[str, tuple[ast.Module, ast.Call]]:
+    """The modules of the package that export names lazily: {module name: (its syntax tree,
+    its ``lazy_exports(...)`` call)}."""
+    found = {}
+    for path in sorted((ROOT / "workbench").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        calls = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "lazy_exports"
+        ]
+        if calls:
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = (tree, calls[0])
+    return found
+
+
+def _type_checking_names(tree: ast.Module) -> set[str]:
+    """The names the module's ``if TYPE_CHECKING:`` blocks import from the workbench package
+    (what type checkers and IDEs see of the lazy names; third-party imports there only serve
+    annotations)."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and (statement.module or "").split(".")[0] == "workbench":
+                    names.update(alias.asname or alias.name for alias in statement.names)
+                elif isinstance(statement, ast.Import):
+                    names.update(
+                        alias.asname or alias.name.split(".")[0]
+                        for alias in statement.names
+                        if alias.name.split(".")[0] == "workbench"
+                    )
+    return names
+
+
+def test_lazy_exports_are_listed_for_type_checkers_and_all_resolve():
+    """Every lazily exported name (workbench._lazy) is imported in its module's
+    ``if TYPE_CHECKING:`` block, so IDEs and mypy know it, and no other name of the package is;
+    the eager names are defined at import; every target exists."""
+    exporters = _lazy_exporters()
+    assert "workbench" in exporters and "workbench.exchange" in exporters
+    for name, (tree, call) in exporters.items():
+        module = importlib.import_module(name)
+        namespace = dict(vars(module))  # the call's arguments, evaluated as the module did
+        targets = eval(compile(ast.Expression(call.args[1]), name, "eval"), namespace)
+        eager_arg = next((k.value for k in call.keywords if k.arg == "eager"), None)
+        eager = set(eval(compile(ast.Expression(eager_arg), name, "eval"), namespace)) if eager_arg else set()
+        listed = _type_checking_names(tree)
+        assert listed == set(targets), (
+            f"{name}: TYPE_CHECKING imports lack {sorted(set(targets) - listed)}, "
+            f"have extra {sorted(listed - set(targets))}"
+        )
+        assert set(module.__all__) == {*targets, *eager}
+        assert not eager & set(targets) and eager <= set(vars(module)), f"{name}: eager names not defined"
+        for public, target in targets.items():
+            where, _, attribute = target.partition(":")
+            value = importlib.import_module(where)
+            assert not attribute or hasattr(value, attribute), f"{name}.{public}: {target} does not exist"
+
+
+@pytest.mark.integration  # a cold mypy run takes about a minute of CPU: not for the fast unit tier
+def test_types_check_with_mypy():
+    """mypy over the package as pyproject.toml configures it ([tool.mypy])."""
+    mypy = str(Path(sys.executable).with_name("mypy"))
+    run = subprocess.run([mypy, "--config-file", "pyproject.toml"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, "mypy:\n" + run.stdout[-4000:] + run.stderr[-2000:]

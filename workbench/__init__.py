@@ -82,9 +82,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
     eager=["CandleError", "ParameterError", "RuleError", "StrategyError", "TemplateError", "WorkbenchError"],
 )
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only (tests/test_project.py: every _LAZY name)
+    from workbench import live, market, notify, research, scheduler, vault
     from workbench.backtest import BacktestResult, backtest, sweep
     from workbench.data import fetch_candles, fetch_funding, load_candles, read_candles, resample, validate_candles
+    from workbench.exchange import open_exchange
     from workbench.research import (
         CrossValidation,
         DeflatedSharpe,
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         validate,
         walk_forward,
     )
+    from workbench.scheduler import dashboard, demote, promote, promote_button
     from workbench.strategies import (
         Template,
         clone_strategy,

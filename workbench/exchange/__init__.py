@@ -34,6 +34,8 @@ never showing keys.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from workbench._lazy import lazy_exports
 from workbench.exchange._capabilities import CAPABILITIES, Capability, capability
 from workbench.exchange._registry import open_exchange, register
@@ -67,3 +69,10 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "register",
     ],
 )
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from workbench.exchange._ccxt import CcxtExchange
+    from workbench.exchange._clock import ReplayClock
+    from workbench.exchange._paper import PaperExchange
+    from workbench.exchange._paper_pg import PostgresPaperStore
+    from workbench.exchange._paper_store import MemoryPaperStore, PaperAccount, PaperPosition, PaperStore

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from workbench.exchange import Exchange, open_exchange
+
+if TYPE_CHECKING:  # pragma: no cover
+    from workbench.exchange import ReplayClock
 
 PAPER = "paper"
 Db = Callable[[], AbstractContextManager[Any]]
@@ -61,6 +64,7 @@ def open_venue(
     """The session's exchange, its clock at ``at`` (paper: the forming candle; ccxt: when
     given, the time to act at). A paper account is read and written through ``db`` by a
     caller holding the session's lock, which needs no order or fill older than ``since``."""
+    clock: ReplayClock | dict[str, Callable[[], float]]  # paper: the replay's; ccxt: open_exchange's option
     if exchange == PAPER:
         from workbench.exchange import PostgresPaperStore, ReplayClock
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from workbench.notify._channels import Admin, Channel, listing
     from workbench.notify._delivery import Policy, defer_delivery, deliver
-    from workbench.notify._events import DEFAULT_EVENTS, EVENTS
+    from workbench.notify._events import DEFAULT_EVENTS, EVENTS, Message
     from workbench.notify._form import form
     from workbench.notify._outbox import notifications, notifications_html, send
     from workbench.notify._transport import DeliveryError, Setting, Transport, register, transports
