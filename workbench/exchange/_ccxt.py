@@ -214,6 +214,7 @@ class CcxtExchange(Exchange):
         self._markets: dict[str, Market] | None = None
         self._quiet_key = (name, market_type, repr(sorted((urls or {}).items())))
 
+    # a read-only property over Exchange's class attribute, which mypy reads as writable
     @property
     def order_types(self) -> tuple[str, ...]:  # type: ignore[override]
         """Market and limit everywhere; "stop" where the venue rests stops natively (CAPABILITIES)."""
