@@ -828,6 +828,24 @@ def test_rule_errors_reach_backtest_and_sweep_with_their_position(candles):
         wb.backtest("rules", candles, {"rules": RICH, "stop": 150})
 
 
+def test_rule_errors_carry_where_and_why_as_attributes():
+    """A form places an error itself: it reads where (path, or line and column) and why
+    (reason) from the error, never from its wording."""
+    with pytest.raises(RuleError) as text_error:
+        wb.parse_rules("buy 10% when close > 1\nexit long when close >")
+    assert (text_error.value.line, text_error.value.column) == (2, 23)
+    assert text_error.value.reason.startswith("unexpected end of the text; expected")
+    assert str(text_error.value) == f"line 2, column 23: {text_error.value.reason}"
+    with pytest.raises(RuleError) as json_error:
+        wb.parse_rules({"long": {"entry": {"left": {"indicator": "RSI", "params": [0]}, "op": "<", "right": 30}}})
+    assert json_error.value.path == "long.entry.left.params[0]" and json_error.value.line is None
+    assert str(json_error.value) == f"long.entry.left.params[0]: {json_error.value.reason}"
+    assert "RSI window" in json_error.value.reason
+    with pytest.raises(RuleError) as bad_leverage:
+        wb.parse_rules({"leverage": 500, "long": {"entry": {"left": "close", "op": ">", "right": 1}}})
+    assert bad_leverage.value.path == "leverage" and bad_leverage.value.reason.startswith("500 is not allowed")
+
+
 def test_the_rules_template_is_declared_like_the_others():
     template = wb.get_template("rules")
     assert {"signal", "fill", "exits", "sweep", "language"} <= set(template.semantics)

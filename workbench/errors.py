@@ -25,12 +25,25 @@ class ParameterError(WorkbenchError, ValueError):
 
 
 class RuleError(ParameterError):
-    """A rule strategy that does not parse or does not fit its schema. Text errors carry the
-    ``line`` and ``column`` (1-based) and say what was expected there; JSON errors name the path
-    (``long.entry.and[1].left``); unknown indicators, variables and bad values are named."""
+    """A rule strategy that does not parse or does not fit its schema.
 
-    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
-        super().__init__(message, param="rules")
+    The message reads ``line L, column C: path: reason``, each part where known; callers that
+    place the error themselves (a form showing it beside the field) take the parts:
+
+    Attributes:
+        reason: what is wrong and what was expected, without where.
+        path: where in the rules: a JSON path (``long.entry.and[1].left``), or the name of the
+            setting (``leverage``, ``long stop_loss (percent)``); None for the whole strategy.
+        line, column: where in rule text (1-based); None for JSON.
+    """
+
+    def __init__(
+        self, reason: str, *, path: str | None = None, line: int | None = None, column: int | None = None
+    ) -> None:
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + (f"{path}: " if path else "") + reason, param="rules")
+        self.reason = reason
+        self.path = path
         self.line = line
         self.column = column
 

@@ -26,9 +26,7 @@ _SLIDER_STEPS = 500  # longer ranges get a number box: a slider that wide is unu
 
 
 def _control(param: Param, value: Any) -> widgets.Widget:
-    common = dict(
-        description=param.name, style=_STYLE, layout=_LAYOUT, tooltip=param.help, description_tooltip=param.help
-    )
+    common = dict(description=param.name, style=_STYLE, layout=_LAYOUT, tooltip=param.help)
     if param.kind == "rules":  # edited as its text form (workbench.strategies.rules)
         from workbench.strategies.rules import rules_text
 

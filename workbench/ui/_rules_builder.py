@@ -37,8 +37,6 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER_KIND = "number"
 _CATALOGUE = rule_indicators()
 _NEW_ROW = {"long": "RSI(14) < 30", "short": "RSI(14) > 70"}  # what "+ row" adds, valid as it is
-# the position prefixes of a RuleError from a row checked alone (the row's label replaces them)
-_WHERE = re.compile(r"^(?:line 2, column \d+: )?(?:long\.entry(?P<path>[\w.\[\]]*): )?")
 _HEAD = "buy 1% when "  # a text row is parsed as the condition of this statement
 _ONLY_A_CONDITION = "only a condition goes here (no buy, sell, exit, vars, leverage or protections)"
 
@@ -86,6 +84,14 @@ def _read_number(text: str, what: str, *, variable: bool = True, percent: bool =
     return value
 
 
+def _row_reason(exc: RuleError) -> str:
+    """The error of a row checked alone as the entry of a scratch strategy, without its place
+    there (the row's label says where)."""
+    if exc.path is None or exc.path.startswith("long.entry"):
+        return exc.reason
+    return f"{exc.path}: {exc.reason}"
+
+
 def _is_group(node: Mapping[str, Any]) -> bool:
     return "and" in node or "or" in node
 
@@ -126,9 +132,10 @@ class _Check:
         try:
             return parse_rules({"vars": self.vars, "long": {"entry": node}})["long"]["entry"]
         except RuleError as exc:
-            where = cast(re.Match[str], _WHERE.match(str(exc)))  # every part optional: it always matches
-            side = next((s for s in ("left", "right") if f".{s}" in (where.group("path") or "")), None)
-            raise RuleError((f"{side}: " if side else "") + str(exc)[where.end() :]) from None
+            path = exc.path or ""
+            inside = path.removeprefix("long.entry") if path.startswith("long.entry") else ""
+            side = next((s for s in ("left", "right") if f".{s}" in inside), None)
+            raise RuleError(_row_reason(exc), path=side) from None
 
     def text_condition(self, text: str) -> dict[str, Any]:
         """A condition written as text (one line), in canonical form; errors point at its column."""
@@ -142,7 +149,7 @@ class _Check:
         except RuleError as exc:
             if exc.line != 2:
                 raise
-            message = str(exc)[cast(re.Match[str], _WHERE.match(str(exc))).end() :]
+            message = _row_reason(exc)
             if message.startswith("a second "):
                 raise RuleError(_ONLY_A_CONDITION) from None
             raise RuleError(f"column {max(cast(int, exc.column) - len(_HEAD), 1)}: {message}") from None  # on line 2

@@ -155,7 +155,7 @@ class Range:
                 if self.low_open
                 else f"from {_fmt(self.low)} to {_fmt(self.high)}"
             )
-            raise RuleError(f"{self.what}: {given} is not allowed; expected {kind} {bounds}")
+            raise RuleError(f"{given} is not allowed; expected {kind} {bounds}", path=self.what)
         return int(number) if self.whole else number
 
 
@@ -184,13 +184,13 @@ def _finite(value: Any, what: str) -> int | float:
     if type(value) is float and math.isfinite(value) or type(value) is int and -1e300 < value < 1e300:
         return value  # the common case, without the slower checks below
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise RuleError(f"{what}: {_short(value)} is not a number")
+        raise RuleError(f"{_short(value)} is not a number", path=what)
     try:
         ok = math.isfinite(float(value))
     except OverflowError:
         ok = False
     if not ok:
-        raise RuleError(f"{what}: {_short(value)} is not a finite number")
+        raise RuleError(f"{_short(value)} is not a finite number", path=what)
     return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
@@ -218,7 +218,7 @@ def _located(check: Callable[..., Any]) -> Callable[..., Any]:
             line = getattr(node, "line", None)
             if exc.line is not None or line is None:
                 raise
-            raise RuleError(f"line {line}, column {node.column}: {exc}", line=line, column=node.column) from None
+            raise RuleError(exc.reason, path=exc.path, line=line, column=node.column) from None
 
     return run
 
@@ -237,30 +237,30 @@ class _Normaliser:
             name = value["var"]
             if name not in self.declared:
                 raise RuleError(
-                    f'{path}: unknown variable {name!r}; declare it in "vars"'
-                    + (f" (declared: {', '.join(sorted(self.declared))})" if self.declared else "")
+                    f'unknown variable {name!r}; declare it in "vars"'
+                    + (f" (declared: {', '.join(sorted(self.declared))})" if self.declared else ""),
+                    path=path,
                 )
             return {"var": name}
         try:
             return where.check(value)
         except RuleError as exc:
-            message = str(exc)
-            if where.what.split(" (")[0].replace(" ", ".") == path:  # the label only repeats the path
-                message = message.removeprefix(f"{where.what}: ")
-            raise RuleError(f"{path}: {message}") from None
+            # the range's label only repeats the path: the reason alone
+            repeats = exc.path == where.what and where.what.split(" (")[0].replace(" ", ".") == path
+            raise RuleError(exc.reason if repeats else str(exc), path=path) from None
 
     @_located
     def condition(self, node: Any, path: str, depth: int = 0) -> dict[str, Any]:
         if depth > MAX_DEPTH:
-            raise RuleError(f"{path}: conditions nest deeper than {MAX_DEPTH} levels")
+            raise RuleError(f"conditions nest deeper than {MAX_DEPTH} levels", path=path)
         if not isinstance(node, Mapping):
-            raise RuleError(f"{path}: expected a condition object, not {_short(node)}")
+            raise RuleError(f"expected a condition object, not {_short(node)}", path=path)
         for group in ("and", "or"):
             if group in node:
                 _keys(node, {group}, {group}, path)
                 items = node[group]
                 if not isinstance(items, list) or len(items) < 2:
-                    raise RuleError(f"{path}.{group}: expected a list of at least 2 conditions")
+                    raise RuleError("expected a list of at least 2 conditions", path=f"{path}.{group}")
                 return {group: [self.condition(c, f"{path}.{group}[{i}]", depth + 1) for i, c in enumerate(items)]}
         if "not" in node:
             _keys(node, {"not"}, {"not"}, path)
@@ -274,7 +274,7 @@ class _Normaliser:
         )
         if node["op"] not in COMPARATORS:
             raise RuleError(
-                f"{path}.op: {_short(node['op'])} is not a comparison; expected one of {', '.join(COMPARATORS)}"
+                f"{_short(node['op'])} is not a comparison; expected one of {', '.join(COMPARATORS)}", path=f"{path}.op"
             )
         return {
             "left": self.operand(node["left"], f"{path}.left"),
@@ -288,22 +288,22 @@ class _Normaliser:
             return self.number(node, ANY, path)
         if not isinstance(node, Mapping):
             raise RuleError(
-                f'{path}: expected a number, {{"var": name}} or {{"indicator": name, ...}}, not {_short(node)}'
+                f'expected a number, {{"var": name}} or {{"indicator": name, ...}}, not {_short(node)}', path=path
             )
         _keys(node, {"indicator"}, {"indicator", "params", "output"}, path)
         try:
             ind = find_indicator(node["indicator"])
         except RuleError as exc:
-            raise RuleError(f"{path}.indicator: {exc}") from None
+            raise RuleError(exc.reason, path=f"{path}.indicator") from None
         params = node.get("params", [])
         if not isinstance(params, list) or len(params) > len(ind.args):
-            raise RuleError(f"{path}.params: {ind.name} takes {len(ind.args)} parameter(s): {ind.signature()}")
+            raise RuleError(f"{ind.name} takes {len(ind.args)} parameter(s): {ind.signature()}", path=f"{path}.params")
         values = []
         for i, arg in enumerate(ind.args):
             if i < len(params):
                 values.append(self.number(params[i], _arg_range(ind, arg), f"{path}.params[{i}]"))
             elif arg.default is None:
-                raise RuleError(f"{path}.params: {ind.name} needs its {arg.name} ({ind.signature()})")
+                raise RuleError(f"{ind.name} needs its {arg.name} ({ind.signature()})", path=f"{path}.params")
             else:
                 values.append(arg.default)
         out = {"indicator": ind.name, "params": values}
@@ -311,12 +311,13 @@ class _Normaliser:
         if ind.outputs:
             if output not in ind.outputs:
                 raise RuleError(
-                    f"{path}.output: {ind.name} has the outputs {', '.join(ind.outputs)}"
-                    + (f", not {_short(output)}" if output is not None else "; choose one")
+                    f"{ind.name} has the outputs {', '.join(ind.outputs)}"
+                    + (f", not {_short(output)}" if output is not None else "; choose one"),
+                    path=f"{path}.output",
                 )
             out["output"] = output
         elif output is not None:
-            raise RuleError(f"{path}.output: {ind.name} has a single output; remove {_short(output)}")
+            raise RuleError(f"{ind.name} has a single output; remove {_short(output)}", path=f"{path}.output")
         return out
 
     @_located
@@ -324,16 +325,18 @@ class _Normaliser:
         if node is None:
             return None
         if not isinstance(node, Mapping):
-            raise RuleError(f"{side}: expected an object with an entry condition, or null")
+            raise RuleError("expected an object with an entry condition, or null", path=side)
         _keys(node, {"entry"}, {"entry", "exit", "size", "stop_loss", "take_profit", "trailing_stop"}, side)
         size = node.get("size", {"percent": 100})
         if not isinstance(size, Mapping) or len(size) != 1 or next(iter(size)) not in ("percent", "units"):
-            raise RuleError(f'{side}.size: expected {{"percent": number}} or {{"units": number}}, not {_short(size)}')
+            raise RuleError(
+                f'expected {{"percent": number}} or {{"units": number}}, not {_short(size)}', path=f"{side}.size"
+            )
         kind = next(iter(size))
         ladder = node.get("take_profit")
         ladder = [] if ladder is None else ladder
         if not isinstance(ladder, list) or len(ladder) > MAX_LADDER:
-            raise RuleError(f"{side}.take_profit: expected a list of at most {MAX_LADDER} percents")
+            raise RuleError(f"expected a list of at most {MAX_LADDER} percents", path=f"{side}.take_profit")
         exit_ = node.get("exit")
         return {
             "entry": self.condition(node["entry"], f"{side}.entry"),
@@ -365,11 +368,11 @@ _ARG_RANGES = {
 
 def _keys(node: Mapping, required: set[str], allowed: set[str], path: str, hint: str | None = None) -> None:
     if not all(isinstance(k, str) for k in node):
-        raise RuleError(f"{path}: keys must be strings")
+        raise RuleError("keys must be strings", path=path)
     missing, extra = sorted(required - set(node)), sorted(set(node) - allowed)
     if missing or extra:
         what = f"missing {missing[0]!r}" if missing else f"unknown key {_short(extra[0])}"
-        raise RuleError(f"{path}: {what}; expected {hint or 'the keys ' + ', '.join(sorted(allowed))}")
+        raise RuleError(f"{what}; expected {hint or 'the keys ' + ', '.join(sorted(allowed))}", path=path)
 
 
 def normalise(rules: Any) -> dict[str, Any]:
@@ -384,11 +387,12 @@ def normalise(rules: Any) -> dict[str, Any]:
     declared = rules.get("vars")
     declared = {} if declared is None else declared
     if not isinstance(declared, Mapping) or len(declared) > MAX_VARS:
-        raise RuleError(f"vars: expected an object of at most {MAX_VARS} {{name: number}}")
+        raise RuleError(f"expected an object of at most {MAX_VARS} {{name: number}}", path="vars")
     for name in declared:
         if not isinstance(name, str) or not _NAME.match(name):
             raise RuleError(
-                f"vars: {_short(name)} is not a variable name (letters, digits and _, not starting with a digit)"
+                f"{_short(name)} is not a variable name (letters, digits and _, not starting with a digit)",
+                path="vars",
             )
     declared = {name: _finite(value, f"vars.{name}") for name, value in declared.items()}
     check = _Normaliser(set(declared))
@@ -444,7 +448,7 @@ def resolve(rules: Mapping[str, Any], values: Mapping[str, Any] | None = None) -
             else num(node["trailing_stop"], _protection("trailing_stop", side)),
         }
         if any(b <= a for a, b in zip(out[side]["take_profit"], out[side]["take_profit"][1:])):
-            raise RuleError(f"{side} take_profit: {out[side]['take_profit']} is not strictly ascending")
+            raise RuleError(f"{out[side]['take_profit']} is not strictly ascending", path=f"{side} take_profit")
     return out
 
 

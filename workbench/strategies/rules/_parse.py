@@ -227,7 +227,7 @@ class _Build(Transformer):
 
 
 def _fail(where: Any, message: str) -> RuleError:
-    return RuleError(f"line {where.line}, column {where.column}: {message}", line=where.line, column=where.column)
+    return RuleError(message, line=where.line, column=where.column)
 
 
 @cache
@@ -268,9 +268,7 @@ def parse(text: Any) -> dict[str, Any]:
         char = text[position] if position < len(text) else ""
         expected = _expected(parser, _accepted(parser, text[:position]) or set(exc.allowed or ()))
         raise RuleError(
-            f"line {exc.line}, column {exc.column}: unexpected character {char!r}; expected {expected}",
-            line=exc.line,
-            column=exc.column,
+            f"unexpected character {char!r}; expected {expected}", line=exc.line, column=exc.column
         ) from None
     except UnexpectedToken as exc:
         token = exc.token
@@ -281,9 +279,7 @@ def parse(text: Any) -> dict[str, Any]:
             line, column = token.line, token.column
             got = repr(str(token)[:40])
         expected = _expected(parser, set(exc.accepts or exc.expected))
-        raise RuleError(
-            f"line {line}, column {column}: unexpected {got}; expected {expected}", line=line, column=column
-        ) from None
+        raise RuleError(f"unexpected {got}; expected {expected}", line=line, column=column) from None
 
 
 def _accepted(parser: Lark, prefix: str) -> set[str]:
