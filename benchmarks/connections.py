@@ -555,8 +555,9 @@ DASHBOARD_SHARE = 0.10  # a dashboard page open at that hour (its kernel lives w
 LIVE_SHARE = 0.30  # tenants with a live paper/exchange session (runs every minute)
 SERVICE_SHARE = 1.00  # tenants that called the workbench service since it started (it keeps each)
 LIVE_PER_WORKER = 200  # 1-minute live notebooks one 2-core worker machine keeps up with
-# bounds from the code: owner engine pool 5 + overflow 10; procrastinate pool concurrency + 2; concurrency
-WORKER_BOUND = 15 + 12 + 10
+# bounds from the code: owner engine pool 5 + overflow 10; procrastinate's pool concurrency + 2 and
+# its LISTEN connection; a run per concurrency slot
+WORKER_BOUND = 15 + 12 + 1 + 10
 IN_QUERY_SHARE = 0.05  # with pools cut: share of the working tenants inside a transaction at once
 
 
