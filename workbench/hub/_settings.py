@@ -1,34 +1,8 @@
 """The hub deployment's settings, read from the environment in one place.
 
 ``hub_config/jupyterhub_config.py``, the launcher, the spawners and the workbench service
-all read them here, so a variable means the same thing to every process.
-
-============================== =========================================================
-variable                       meaning (default)
-============================== =========================================================
-``WORKBENCH_HOME``             the data directory; the hub keeps its own state in
-                               ``<home>/hub`` (its sqlite database, cookie secret, users'
-                               folders in development mode), apart from PostgreSQL
-``WORKBENCH_HUB_IP``           the public address of the proxy (``127.0.0.1``)
-``WORKBENCH_HUB_PORT``         the public port of the proxy (``8000``)
-``WORKBENCH_HUB_INTERNAL_PORT`` the hub's own port, behind the proxy (``8081``)
-``WORKBENCH_PROXY_API_PORT``   the proxy's REST API port (``8001``)
-``WORKBENCH_SERVICE_PORT``     the workbench service's port (``8011``)
-``WORKBENCH_HUB_ADMINS``       comma-separated admin user names (``admin``)
-``WORKBENCH_HUB_DEMO_TENANTS`` the demo tenants the first run creates (``alice,bob``)
-``WORKBENCH_HUB_OPEN_SIGNUP``  ``1``: sign-ups need no approval (default ``0``)
-``WORKBENCH_HUB_SPAWNER``      ``local`` (one unix account per tenant; needs root),
-                               ``simple`` (development: one shared account), ``kube``;
-                               default: ``local`` as root, else ``simple``
-``WORKBENCH_NOTEBOOKS``        the example notebooks copied into new workspaces
-                               (the repository's ``notebooks/``)
-``WORKBENCH_CULL_IDLE_AFTER``  seconds without activity after which a tenant's JupyterLab
-                               server is stopped (``3600``; ``0``: never); its workspace
-                               stays, and it starts again on the next visit
-``WORKBENCH_CULL_DASHBOARDS_AFTER`` seconds without activity after which a dashboard server
-                               (``dash-<session id>``) is stopped (``600``; ``0``: never);
-                               opening the dashboard starts it again
-============================== =========================================================
+all read them here, so a variable means the same thing to every process. What each variable
+means, its type and its default: ``workbench.settings``, rendered as ``docs/SETTINGS.md``.
 """
 
 from __future__ import annotations
