@@ -12,17 +12,20 @@ superuser, every ``--interval`` seconds) all along:
 3. that tenant and a second one calling the workbench service's API;
 4. the first demo tenant's promoted paper session: runs on the worker (``run_now``): the
    active tenant;
-5. that session's dashboard (a Voila server ``dash-<id>``), rendered once.
+5. that session's dashboard (a Voila server ``dash-<id>``): two page views (the OAuth round
+   trip renders it once, a second GET again), then the same a minute later.
 
 Every backend is attributed to the process on the other end of its unix socket (``ss -xp``:
 the peer of the backend's socket), and that process to a component by its command line
 (and its parent's, for kernels). A phase's "held" figure is what is open at its end, after a
-pause; "peak" is the most seen at once during it. Then one idle tenant backend's memory
-(``/proc/<pid>/smaps_rollup``), the server's settings, and the figures for 100 and 1,000
-tenants. Counts and memory are meaningful on a busy machine; times are not measured.
+pause; "peak" is the most seen at once during it. Then the memory of the idle backends of
+each component (``/proc/<pid>/smaps_rollup``), the server's settings, the CPU a new tenant
+connection costs (``/proc/<pid>/schedstat``), and the connections and memory for 100 and
+1,000 tenants under the assumptions at the end of this file. Counts, memory and CPU time are
+meaningful on a busy machine; wall times are not measured.
 
-Usage: ``python benchmarks/connections.py [--interval 0.2] [--runs 3]`` (RESULTS.md,
-"Connections and capacity").
+Usage: ``python benchmarks/connections.py [--interval 0.2] [--runs 3] [--json FILE]``
+(RESULTS.md, "Connections and capacity"; about 5 minutes, as root).
 """
 
 from __future__ import annotations
@@ -53,8 +56,6 @@ from hub_harness import Hub, approved_tenant, running_hub  # noqa: E402
 from sqlalchemy import make_url  # noqa: E402
 
 from workbench import store  # noqa: E402
-
-_MB = 1024 * 1024
 
 # component names, in the order of the table
 HUB, SERVICE, WORKER_POOLS, WORKER_LISTEN, RUN, LAB, LAB_KERNEL, DASH, DASH_KERNEL, OTHER = (
