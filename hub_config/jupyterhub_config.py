@@ -3,9 +3,9 @@ workbench service, read-only dashboard sharing.
 
     jupyterhub -f hub_config/jupyterhub_config.py      # what `workbench hub` runs
 
-Every setting comes from the environment (``workbench.hub._settings`` lists the variables:
-``WORKBENCH_HOME``, ``WORKBENCH_HUB_PORT``, ``WORKBENCH_HUB_OPEN_SIGNUP``,
-``WORKBENCH_HUB_SPAWNER``...). This process is on the trusted side: it holds the database
+Every setting comes from the environment (``workbench.settings`` declares the variables,
+``docs/SETTINGS.md`` lists them: ``WORKBENCH_HOME``, ``WORKBENCH_HUB_PORT``,
+``WORKBENCH_HUB_OPEN_SIGNUP``, ``WORKBENCH_HUB_SPAWNER``...). This process is on the trusted side: it holds the database
 owner's credentials (to create tenant roles) and passes the master key on to the workbench
 service only. The references followed: JupyterHub's "Security overview" (web security,
 services, RBAC) and The Littlest JupyterHub's single-machine setup.

@@ -21,6 +21,7 @@ import runpy
 from kubespawner import KubeSpawner
 from traitlets import Unicode, default
 
+from workbench.errors import HubError
 from workbench.hub._provision import workspace
 from workbench.hub._settings import SERVICE_NAME, SERVICE_URL_ENV, Settings
 from workbench.hub._spawner import _TenantServer, dashboard_session
@@ -123,6 +124,10 @@ def load_workbench_config(c, path: str | None = None) -> None:
     service_port = Settings.from_env().service_port
     for service in c.JupyterHub.services:
         if service["name"] == SERVICE_NAME:
+            if not os.environ.get(POD_IP_ENV):
+                raise HubError(
+                    f"{POD_IP_ENV} is not set: the hub pod's address (the chart sets it from the downward API)"
+                )
             service["url"] = f"http://{os.environ[POD_IP_ENV]}:{service_port}"
     # the chart sets KubeSpawner.environment (singleuser.extraEnv), which would hide Spawner's
     if "environment" in c.KubeSpawner:

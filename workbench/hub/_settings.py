@@ -90,7 +90,7 @@ class Settings:
         admins = frozenset(_names("WORKBENCH_HUB_ADMINS", "admin"))
         return cls(
             home=home(),
-            ip=os.environ.get("WORKBENCH_HUB_IP", "127.0.0.1"),
+            ip=os.environ.get("WORKBENCH_HUB_IP", "").strip() or "127.0.0.1",  # empty: unset, never every interface
             port=_int("WORKBENCH_HUB_PORT", 8000),
             hub_port=_int("WORKBENCH_HUB_INTERNAL_PORT", 8081),
             proxy_api_port=_int("WORKBENCH_PROXY_API_PORT", 8001),
