@@ -153,7 +153,7 @@ def test_sweep_fixed_values_and_defaults(candles):
     assert set(table.columns) >= {"entry_window", "exit_window", "sharpe", "max_drawdown", "trades"}
 
 
-def test_an_interrupted_sweep_keeps_the_rows_already_done(candles, monkeypatch):
+def test_an_interrupted_sweep_keeps_the_rows_already_done(candles, monkeypatch, request):
     from workbench.backtest import _kernel
 
     real, calls = _kernel._run_many, []
@@ -165,6 +165,9 @@ def test_an_interrupted_sweep_keeps_the_rows_already_done(candles, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(_kernel, "_run_many", run_then_press_ctrl_c)
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal or a kernel (a test runner's worker may ignore SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     grid = {"entry_window": range(2, 602), "exit_window": [5, 10]}  # 1200 runs, 4 per chunk
     with pytest.warns(UserWarning, match=r"sweep interrupted: returning the 8 of 1200"):
         table = wb.sweep("channel", candles, grid, progress=False, chunk_size=4)
