@@ -95,7 +95,9 @@ def test_a_hammering_address_waits_longer_and_longer_while_the_user_gets_in(hub:
     time.sleep(first_wait + 0.2)
     assert _attempt(attacker, name, WRONG).status_code == 200
     second_wait = int(_attempt(attacker, name, WRONG).headers["Retry-After"])
-    assert second_wait > first_wait
+    # Retry-After is the rest of the wait in whole seconds: on a loaded machine a slow answer
+    # can round two doubled delays alike (the doubling itself: the throttle test below)
+    assert second_wait >= first_wait
     # meanwhile the admin logs in from their own address, and is told
     owner = _client(hub, "127.0.0.32")
     response = owner.login(name, password)
