@@ -32,8 +32,10 @@ JSON API (under ``/services/workbench/api``)::
 
 Another tenant's account, session, live notebook, run, dashboard or channel answers 404,
 exactly like one that does not exist. Request bodies (keys, channel secrets) are never logged.
-A body over 64 KiB answers 413 before it is read; each field has a type and a length limit
-(400 names the field).
+A body over 64 KiB answers 413 and is not kept: up to 32 MiB it is read and dropped first, so
+that the answer reaches the client through the hub's proxy (which reports a connection closed
+under a request it is still sending as 503); a larger one is refused at once. Each field has a
+type and a length limit (400 names the field).
 
 Shared dashboards (``GET shared/<owner>/<session id>``, an HTML page) are rendered here, for
 the viewer, from the rows the viewer's own database role may read (``dashboard_shares`` and
@@ -74,6 +76,7 @@ from workbench.vault import Secret
 _log = logging.getLogger("workbench.hub.service")
 _ID = r"(\d{1,18})"  # a bigint; longer ids match no route (404)
 MAX_BODY = 64 * 1024  # bytes: the largest body any endpoint needs is a key pair with a PEM secret
+DRAIN_LIMIT = 32 * 1024 * 1024  # bytes: an oversized body up to this is read and dropped before the 413
 # JSON answers are data, never a page: nothing in them may run or be framed
 _API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # a page's scripts run only with the page's nonce; 'self' is not enough, since tenants' own
@@ -168,7 +171,7 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
     def prepare(self) -> None:
         self._chunks = []
         declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY:
+        if declared.isdigit() and int(declared) > DRAIN_LIMIT:
             raise web.HTTPError(413, f"the request body is {declared} bytes; the service takes at most {MAX_BODY}")
         if self.current_user is None:
             raise web.HTTPError(403, "log in through the hub first (or send a hub API token)")
@@ -200,7 +203,7 @@ class _Handler(HubOAuthenticated, web.RequestHandler):
     def body(self, fields: dict[str, Field]) -> dict[str, Any]:
         """The JSON object of the request, each member checked against ``fields``."""
         if self._received > MAX_BODY:
-            raise web.HTTPError(413, f"the request body is over {MAX_BODY} bytes")
+            raise web.HTTPError(413, f"the request body is {self._received} bytes; the service takes at most {MAX_BODY}")
         try:
             value = json.loads(b"".join(self._chunks) or b"{}")
         except ValueError:
