@@ -325,3 +325,20 @@ def test_notebook_session_is_the_local_tenant_or_the_tenant_of_the_process(datab
     store.dispose()
     with pytest.raises(Exception, match="not permitted to log in"):
         store.current_tenant()
+
+
+def test_opener_is_the_operators_on_a_migrated_database_and_the_tenants_with_a_tenant_url(database, monkeypatch):
+    monkeypatch.delenv(store.TENANT_URL_ENV, raising=False)
+    assert store.opener() is store.owner_session
+    store.create_tenant("fred")
+    monkeypatch.setenv(store.TENANT_URL_ENV, store.tenant_url("fred"))
+    opener = store.opener()
+    assert opener is store.session
+    with opener() as s:
+        assert s.scalar(select(text("current_user"))) == f"{database.name}_fred"
+
+
+def test_opener_asks_for_migrations_on_an_unmigrated_database(empty_database, monkeypatch):
+    monkeypatch.delenv(store.TENANT_URL_ENV, raising=False)
+    with pytest.raises(DatabaseError, match="schema revision none, .*run `workbench db upgrade`"):
+        store.opener()

@@ -12,8 +12,8 @@ import argparse
 import json
 from typing import Any
 
+from workbench import store
 from workbench.errors import MarketError
-from workbench.scheduler._cli import _opener  # tenant with a tenant URL, else the operator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +78,7 @@ def _list(args: argparse.Namespace) -> int:
         search=args.search,
         min_metrics=_bounds(args.min, "--min"),
         max_metrics=_bounds(args.max, "--max"),
-        opener=_opener(),
+        opener=store.opener(),
     )
     if table.empty:
         print("no listings match")
@@ -106,7 +106,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from workbench.market import listing
 
-    found = listing(args.listing, opener=_opener())
+    found = listing(args.listing, opener=store.opener())
     if args.json:
         fields = {
             k: getattr(found, k)
@@ -176,7 +176,7 @@ def _clone(args: argparse.Namespace) -> int:
 def _grant(args: argparse.Namespace) -> int:
     from workbench.market import grant
 
-    made = grant(args.listing, args.tenant, opener=_opener())
+    made = grant(args.listing, args.tenant, opener=store.opener())
     print(f"{made.grantee} may clone listing #{made.listing_id} (granted by {made.granted_by or 'the operator'})")
     return 0
 
@@ -184,14 +184,14 @@ def _grant(args: argparse.Namespace) -> int:
 def _withdraw(args: argparse.Namespace) -> int:
     from workbench.market import withdraw
 
-    print(f"listing {withdraw(args.listing, opener=_opener())}")
+    print(f"listing {withdraw(args.listing, opener=store.opener())}")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from workbench.market import listing
 
-    table = listing(args.listing, opener=_opener()).verify()  # MarketError (exit 2) when they differ
+    table = listing(args.listing, opener=store.opener()).verify()  # MarketError (exit 2) when they differ
     print(table.to_string())
     print(f"listing #{args.listing}: every published metric matches a new backtest")
     return 0

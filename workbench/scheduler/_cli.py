@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from workbench import store
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     live = subparsers.add_parser("live", help="promoted (live) notebooks: list, promote, pause, resume, stop")
@@ -63,32 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dashboard.set_defaults(func=_dashboard)
 
 
-def _opener():
-    from workbench import store
-
-    if os.environ.get(store.TENANT_URL_ENV):
-        return store.session
-    _require_schema()
-    return store.owner_session
-
-
-def _require_schema() -> None:
-    """The trusted side works on a migrated database only; say how to get there."""
-    from workbench import store
-    from workbench.errors import DatabaseError
-
-    current, head = store.current_revision(), store.head_revision()
-    if current != head:
-        raise DatabaseError(
-            f"the database is at schema revision {current or 'none'}, this workbench needs "
-            f"{head}; run `workbench db upgrade`"
-        )
-
-
 def _list(args: argparse.Namespace) -> int:
     from workbench.scheduler._promote import live_notebooks
 
-    rows = live_notebooks(opener=_opener())
+    rows = live_notebooks(opener=store.opener())
     if not rows:
         print("nothing is live; promote a notebook with `workbench live promote NOTEBOOK SESSION SCHEDULE`")
         return 0
@@ -116,7 +96,7 @@ def _list(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from workbench.scheduler._promote import promote
 
-    live = promote(args.notebook, args.session, args.schedule, opener=_opener())
+    live = promote(args.notebook, args.session, args.schedule, opener=store.opener())
     print(
         f"session #{live.session_id}: {live.source_path} v{live.version} is live on {live.schedule!r}; "
         f"next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -127,7 +107,7 @@ def _promote(args: argparse.Namespace) -> int:
 def _change(args: argparse.Namespace) -> int:
     from workbench.scheduler import _promote
 
-    live = getattr(_promote, args.change)(args.session, opener=_opener())
+    live = getattr(_promote, args.change)(args.session, opener=store.opener())
     nxt = f", next run {live.next_run_at:%Y-%m-%d %H:%M:%S} UTC" if live.next_run_at else ""
     print(f"session #{live.session_id}: live notebook v{live.version} is {live.status}{nxt}")
     return 0
@@ -143,7 +123,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise SchedulerError(f"--concurrency must be at least 1, not {args.concurrency}")
     if args.warm_kernels < 0:
         raise SchedulerError(f"--warm-kernels must be 0 or more, not {args.warm_kernels}")
-    _require_schema()
+    store.require_head()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )

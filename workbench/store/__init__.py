@@ -37,7 +37,10 @@ Reference (all importable from ``workbench.store``):
   (cached per URL), ``dispose()`` (drop cached engines, e.g. after a fork), ``embedded_server()``
   (``start()``/``stop()``/``status()``), ``TENANT_URL_ENV``.
 - Sessions (commit on success, rollback on error, objects usable after the block):
-  ``owner_session()``, ``tenant_session(name)``, ``session()``, ``session_scope(engine)``.
+  ``owner_session()``, ``tenant_session(name)``, ``session()``, ``session_scope(engine)``;
+  ``opener()`` picks the factory of a command-line process: ``session`` where
+  ``TENANT_URL_ENV`` is set (a tenant's terminal), else ``owner_session`` once the schema is
+  at head (``require_head()``: otherwise ``DatabaseError`` asking for ``workbench db upgrade``).
 - Tenants: ``create_tenant(name) -> Tenant``, ``remove_tenant(name) -> Tenant``,
   ``list_tenants(include_removed=False)``, ``current_tenant() -> Tenant``, ``validate_name``,
   ``LOCAL_TENANT``. Wherever a tenant name is taken, a ``Tenant`` is accepted too.
@@ -71,6 +74,7 @@ _MODULES = {
         "session_scope",
     ],
     "workbench.store._migrate": ["current_revision", "downgrade", "head_revision", "upgrade"],
+    "workbench.store._opener": ["opener", "require_head"],
     "workbench.store._tenants": [
         "LOCAL_TENANT",
         "check_tenant_roles",
@@ -119,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         session_scope,
     )
     from workbench.store._migrate import current_revision, downgrade, head_revision, upgrade
+    from workbench.store._opener import opener, require_head
     from workbench.store._tenants import (
         LOCAL_TENANT,
         check_tenant_roles,
