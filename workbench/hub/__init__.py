@@ -11,8 +11,9 @@ Modules, one concern each:
 - ``_auth``: NativeAuthenticator wired to provisioning (``WorkbenchAuthenticator``);
 - ``_spawner``/``_kube``: one server per tenant with its own role and no trusted secret;
   ``dash-<session>`` named servers run only Voila (``_dashboard``);
-- ``_service`` (+ ``_records``, ``_hubapi``): the hub-managed workbench service behind
-  JupyterHub OAuth: vault, schedules, runs, dashboard sharing, all for the caller only;
+- ``_service`` (+ ``apihandlers``, one module per resource, ``_records``, ``_hubapi``): the
+  hub-managed workbench service behind JupyterHub OAuth: vault, schedules, runs, dashboard
+  sharing, notification channels, all for the caller only;
 - ``_vault``: ``ServiceVault``, the vault a tenant's server uses (``workbench.vault.backend()``
   picks it when ``WORKBENCH_SERVICE_URL`` is set);
 - ``_demo``, ``_launcher``, ``_cli``: first-run accounts, start and stop, the command.
