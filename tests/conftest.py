@@ -49,7 +49,7 @@ TIERS = {
     "e2e": "a JupyterHub with its servers, or chromium",
 }
 _SERVICE_FIXTURES = {"pg_server", "embedded_server", "server_folder"}
-_E2E_MODULES = {"test_browser", "test_culling", "test_hub", "test_dashboard", "test_login"}
+_E2E_MODULES = {"test_browser", "test_culling", "test_hub", "test_dashboard", "test_login", "test_multihost"}
 # unix accounts and hubs: one worker runs these in turn (names and the hub's accounts are shared)
 _ACCOUNT_MODULES = _E2E_MODULES | {"test_scheduler", "test_root_paths"}
 
