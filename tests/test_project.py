@@ -110,7 +110,6 @@ PRIVATE_IMPORTS = {
     ("workbench.exchange._ccxt", "workbench.vault._exchange"),
     ("workbench.hub._launcher", "workbench.vault._keyring"),
     ("workbench.live._plan", "workbench.backtest._kernel"),
-    ("workbench.market._cli", "workbench.scheduler._cli"),
     ("workbench.market._clone", "workbench.strategies._saved"),
     ("workbench.market._listing", "workbench.backtest._result"),
     ("workbench.market._snapshot", "workbench.backtest._chart"),

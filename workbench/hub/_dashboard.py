@@ -3,7 +3,7 @@
 The hub starts it as the named server ``dash-<session id>`` of the session's owner, as the
 owner's unix account and database role (row-level security decides what it can read), for
 the owner only: a session shared with another tenant is shown to them by the workbench
-service instead (``_service.SharedPageHandler``), so nothing the owner runs reaches a
+service instead (``apihandlers.dashboards.SharedPageHandler``), so nothing the owner runs reaches a
 viewer's browser. Why this server cannot be used to do more than look:
 
 - it is Voila's standalone app, not a Jupyter server: no contents, terminals or sessions

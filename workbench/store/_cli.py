@@ -151,11 +151,6 @@ def _tenant_remove(args: argparse.Namespace) -> int:
 
 
 def _require_head() -> None:
-    from workbench.store import _migrate
+    from workbench.store._opener import require_head  # SQLAlchemy and Alembic load only now
 
-    current, head = _migrate.current_revision(), _migrate.head_revision()
-    if current != head:
-        raise DatabaseError(
-            f"the database is at revision {current or 'base (empty)'} but this "
-            f"workbench needs {head}: run `workbench db upgrade`"
-        )
+    require_head()
