@@ -7,6 +7,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 
 import psutil
@@ -342,3 +343,35 @@ def test_opener_asks_for_migrations_on_an_unmigrated_database(empty_database, mo
     monkeypatch.delenv(store.TENANT_URL_ENV, raising=False)
     with pytest.raises(DatabaseError, match="schema revision none, .*run `workbench db upgrade`"):
         store.opener()
+
+
+def test_an_idle_tenant_connection_is_closed_and_the_next_session_connects_again(database, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB_IDLE_CLOSE", "1")
+    store.dispose()
+    store.create_tenant("gina")
+    role = f"{database.name}_gina"
+
+    def held() -> int:
+        with store.owner_session() as s:
+            return s.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE usename = :role"), {"role": role})
+
+    for _ in range(3):  # a session at a time reuses the one pooled connection
+        with store.tenant_session("gina") as s:
+            assert s.scalar(select(text("current_user"))) == role
+    assert held() == 1
+    deadline = time.monotonic() + 10
+    while held() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held() == 0
+    with store.tenant_session("gina") as s:  # connects again
+        assert s.scalar(select(text("current_user"))) == role
+        assert held() == 1  # in use: never closed under a session
+        time.sleep(2)
+        assert held() == 1
+
+
+def test_the_idle_delay_must_be_seconds(database, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB_IDLE_CLOSE", "soon")
+    store.dispose()
+    with pytest.raises(DatabaseError, match="WORKBENCH_DB_IDLE_CLOSE='soon' is not a number of seconds"):
+        store.tenant_engine(store.create_tenant("hana"))

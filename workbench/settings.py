@@ -72,6 +72,15 @@ GROUPS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 HUB_AND_WORKER,
             ),
             Setting(
+                "WORKBENCH_DB_IDLE_CLOSE",
+                "seconds",
+                "60",
+                "How long a tenant role's pooled connection stays open unused before it is closed "
+                "(the next session connects again); `0` keeps it. Server connections then follow "
+                "the tenants at work, not every tenant a process served.",
+                OPERATOR,
+            ),
+            Setting(
                 "WORKBENCH_DB_ROLE_SECRET",
                 "secret",
                 "generated in `<home>/db-role.key`",

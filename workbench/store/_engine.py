@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from workbench._home import home
 from workbench.errors import DatabaseError
+from workbench.store._idle import close_when_idle, idle_close_after
 from workbench.store._server import EmbeddedServer
 
 OWNER_URL_ENV = ("WORKBENCH_DATABASE_URL", "DATABASE_URL")
@@ -63,10 +64,17 @@ def _embedded_url(root: Path) -> str:
     return server.url()
 
 
-def engine_for(url: str) -> Engine:
-    """One cached engine per URL; pre-ping so a restarted server costs no failed query."""
+def engine_for(url: str, *, tenant: bool = False) -> Engine:
+    """One cached engine per URL; pre-ping so a restarted server costs no failed query. A
+    ``tenant`` role's engine keeps at most one idle connection and closes it once unused for
+    ``WORKBENCH_DB_IDLE_CLOSE`` seconds (``_idle``): the server's connections then follow the
+    tenants at work, not every tenant a process ever served."""
     if url not in _engines:
-        _engines[url] = create_engine(normalize_url(url), pool_pre_ping=True)
+        if tenant:
+            engine = create_engine(normalize_url(url), pool_pre_ping=True, pool_size=1, max_overflow=4)
+            _engines[url] = close_when_idle(engine, idle_close_after())
+        else:
+            _engines[url] = create_engine(normalize_url(url), pool_pre_ping=True)
     return _engines[url]
 
 

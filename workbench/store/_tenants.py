@@ -195,7 +195,7 @@ def _role_url(role: str) -> str:
 
 def tenant_engine(name: str | Tenant) -> Engine:
     """A cached engine connected as tenant ``name``: row-level security applies."""
-    return engine_for(tenant_url(name))
+    return engine_for(tenant_url(name), tenant=True)
 
 
 @contextmanager
@@ -211,7 +211,7 @@ def session() -> Iterator[Session]:
     set by the hub or the worker) it connects as that tenant's role; otherwise (single-user
     mode) the database is migrated if needed and tenant ``local`` is created on first use."""
     url = os.environ.get(TENANT_URL_ENV)
-    engine = engine_for(normalize_url(url)) if url else tenant_engine(_local_tenant(database_url()))
+    engine = engine_for(normalize_url(url), tenant=True) if url else tenant_engine(_local_tenant(database_url()))
     with session_scope(engine) as scope:
         yield scope
 
