@@ -22,7 +22,9 @@ from fault_campaign import plan_trial, run_trial
 
 from workbench import vault
 
-SEEDS = [32, 31, 51, 22, 59, 107, 61, 41, 68, 37, 1003, 1005, 1018, 1035, 1037, 2045, 2084, 3139, 4052, 4073]
+# one seed per venue, market and template (the coverage test checks the faults they bring);
+# thousands more run in benchmarks/fault_campaign.py
+SEEDS = [32, 31, 37, 59, 4052, 1037, 3139, 41, 68, 1018, 4073, 1035]
 
 
 @pytest.fixture

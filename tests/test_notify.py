@@ -52,10 +52,16 @@ FAST = Policy(timeout=0.5, backoff=1.0, max_backoff=60.0)
 @pytest.fixture
 def db(database, monkeypatch):
     """The session's database as tenant 'local' in single-user mode; loopback receivers allowed;
-    no channel outlives the test (other tests' sessions would notify it)."""
+    no channel from before the test (other modules' tests share the worker's database) and none
+    outlives it (other tests' sessions would notify it)."""
     vault.use(None)
     monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
+    _forget_channels()
     yield database
+    _forget_channels()
+
+
+def _forget_channels() -> None:
     with store.owner_session() as s:
         s.execute(delete(NotificationChannel))
         s.execute(delete(NotificationEvent))
