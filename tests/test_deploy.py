@@ -495,3 +495,18 @@ def test_tenant_pods_reach_the_service_database_and_internet_but_not_the_hubs_in
     }
     assert chart["proxy"]["chp"]["networkPolicy"]["enabled"] is True
     assert [p["port"] for rule in chart["proxy"]["chp"]["networkPolicy"]["egress"] for p in rule["ports"]] == [8011]
+
+
+def test_the_spawners_settings_are_traitlets_a_hub_configuration_sets(tmp_path):
+    from traitlets.config import Config
+
+    from workbench.hub._settings import Settings
+    from workbench.hub._spawner import LocalTenantSpawner
+
+    assert LocalTenantSpawner(_mock=True).workbench_service_url == Settings.from_env().service_url
+    config = Config()
+    config.LocalTenantSpawner.notebooks_dir = str(tmp_path)
+    config.Spawner.workbench_service_url = "http://10.1.0.5:8011/services/workbench/"
+    spawner = LocalTenantSpawner(config=config, _mock=True)
+    assert spawner.workbench_settings().notebooks == tmp_path
+    assert spawner.workbench_service_url == "http://10.1.0.5:8011/services/workbench/"

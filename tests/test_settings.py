@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from workbench.settings import GROUPS, SETTINGS, reference
+from workbench.settings import GROUPS, SETTINGS, SPAWNERS, TRAITLETS, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "workbench"
@@ -94,3 +94,19 @@ def test_the_settings_module_imports_nothing_from_the_package():
         "." * n.level + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
     }
     assert not {m for m in imported if m.split(".")[0] in ("workbench", "")}, imported
+
+
+def test_the_hub_classes_configurable_traitlets_are_the_tables():
+    from workbench.hub._auth import WorkbenchAuthenticator
+    from workbench.hub._kube import KubeTenantSpawner
+    from workbench.hub._spawner import LocalTenantSpawner, SimpleTenantSpawner, _TenantServer
+
+    classes = {
+        c.__name__: c for c in (WorkbenchAuthenticator, LocalTenantSpawner, SimpleTenantSpawner, KubeTenantSpawner)
+    }
+    own = {"WorkbenchAuthenticator": WorkbenchAuthenticator, **dict.fromkeys(SPAWNERS, _TenantServer)}
+    declared = {name: {n: t.help for n, t in own[name].class_own_traits(config=True).items()} for name in classes}
+    assert declared == {name: {t.name: t.help for t in TRAITLETS if name in t.classes} for name in classes}
+    for trait in TRAITLETS:  # and the classes really take them from a hub's configuration
+        for name in trait.classes:
+            assert classes[name].class_traits(config=True)[trait.name].help == trait.help

@@ -7,6 +7,10 @@ reference ``docs/SETTINGS.md`` is generated from it (``python -m workbench.setti
 ``tests/test_settings.py`` checks both that the page is current and that the table names
 exactly the variables the code reads. A new variable is declared here first.
 
+The hub's own classes take their settings as traitlets too (``c.<class>.<name>`` in
+``jupyterhub_config.py``); those are declared in ``TRAITLETS`` below, which the classes take
+their help from and ``tests/test_settings.py`` holds them to.
+
 This module imports nothing from the package, so any module may import it.
 """
 
@@ -355,6 +359,64 @@ GROUPS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
 SETTINGS: tuple[Setting, ...] = tuple(setting for _, group in GROUPS for setting in group)
 
 
+@dataclass(frozen=True)
+class Trait:
+    """One configurable traitlet of the hub's own classes: which classes have it, its name,
+    type, default and meaning (the trait's ``help``)."""
+
+    classes: tuple[str, ...]
+    name: str
+    type: str
+    default: str
+    help: str
+
+
+SPAWNERS = ("LocalTenantSpawner", "SimpleTenantSpawner", "KubeTenantSpawner")
+TRAITLETS: tuple[Trait, ...] = (
+    Trait(
+        ("WorkbenchAuthenticator",),
+        "free_failed_logins",
+        "int",
+        "5",
+        "Failed logins a client address has before each further attempt must wait.",
+    ),
+    Trait(
+        ("WorkbenchAuthenticator",),
+        "longest_login_wait",
+        "int",
+        "300",
+        "The longest wait, in seconds, between an address's login attempts (the wait doubles up to it).",
+    ),
+    Trait(
+        ("WorkbenchAuthenticator",),
+        "trusted_proxies",
+        "list of text",
+        "none",
+        "Addresses of proxies in front of the hub's own, skipped in `X-Forwarded-For` to find the client's address.",
+    ),
+    Trait(
+        SPAWNERS,
+        "notebooks_dir",
+        "path",
+        "`WORKBENCH_NOTEBOOKS`, else the notebooks shipped with the workbench",
+        "The folder whose notebooks a new tenant's workspace starts with; its "
+        "`dashboards/session.ipynb` is what every dashboard server renders.",
+    ),
+    Trait(
+        SPAWNERS,
+        "workbench_service_url",
+        "url",
+        "the service on the hub's loopback (`WORKBENCH_SERVICE_PORT`); on Kubernetes the hub Service's port",
+        "The workbench service's URL as a tenant's server reaches it, given to the server as `WORKBENCH_SERVICE_URL`.",
+    ),
+)
+
+
+def trait_help(name: str) -> str:
+    """The ``help`` of traitlet ``name`` (the classes declare it with this)."""
+    return next(t.help for t in TRAITLETS if t.name == name)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -380,6 +442,19 @@ def reference() -> str:
         for s in group:
             cells = (f"`{s.name}`", s.type, s.default, s.who, s.help)
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += [
+        "",
+        "## JupyterHub configuration",
+        "",
+        "The hub's own classes take their settings as traitlets, set in `jupyterhub_config.py` "
+        "(`c.<class>.<name> = value`) like JupyterHub's; `jupyterhub --help-all` lists them too.",
+        "",
+        "| class | traitlet | type | default | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in TRAITLETS:
+        cells = (", ".join(f"`{c}`" for c in t.classes), f"`{t.name}`", t.type, t.default, t.help)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

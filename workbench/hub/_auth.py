@@ -43,6 +43,7 @@ from traitlets import Integer, List, Unicode
 from workbench.errors import HubError
 from workbench.hub._provision import deprovision, provision, validate_username
 from workbench.hub._settings import Settings
+from workbench.settings import trait_help
 
 
 @dataclass
@@ -119,11 +120,9 @@ class WorkbenchAuthenticator(NativeAuthenticator):
     """NativeAuthenticator whose approval provisions a tenant and whose deletion retires one,
     and whose failed logins slow the client address down instead of locking the name."""
 
-    free_failed_logins = Integer(5, config=True, help="failed logins an address has before it must wait")
-    longest_login_wait = Integer(300, config=True, help="longest wait (s) between an address's attempts")
-    trusted_proxies = List(
-        Unicode(), config=True, help="addresses of proxies in front of the hub's own, skipped in X-Forwarded-For"
-    )
+    free_failed_logins = Integer(5, config=True, help=trait_help("free_failed_logins"))
+    longest_login_wait = Integer(300, config=True, help=trait_help("longest_login_wait"))
+    trusted_proxies = List(Unicode(), config=True, help=trait_help("trusted_proxies"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -19,11 +19,11 @@ import os
 import runpy
 
 from kubespawner import KubeSpawner
-from traitlets import Unicode, default
+from traitlets import default
 
 from workbench.errors import HubError
 from workbench.hub._provision import workspace
-from workbench.hub._settings import SERVICE_NAME, SERVICE_URL_ENV, Settings
+from workbench.hub._settings import SERVICE_NAME, Settings
 from workbench.hub._spawner import _TenantServer, dashboard_session
 
 # the images' layout (hub_config/images/*.Dockerfile)
@@ -56,16 +56,12 @@ _ONE_MACHINE_ONLY = (
 class KubeTenantSpawner(_TenantServer, KubeSpawner):
     """A pod per tenant; its home volume holds the workspace."""
 
-    workbench_service_url = Unicode(
-        help="The workbench service's URL as a tenant's pod reaches it (the hub Service's extra port), "
-        "given to the pod as WORKBENCH_SERVICE_URL.",
-    ).tag(config=True)
-
     volumes: list[dict]  # KubeSpawner's traits, replaced for dashboard servers
     volume_mounts: list[dict]
 
     @default("workbench_service_url")
     def _default_service_url(self) -> str:
+        """The hub Service's extra port: the one-machine URL, the hub's loopback, is not the pod's."""
         return f"http://hub:{Settings.from_env().service_port}/services/{SERVICE_NAME}/"
 
     async def start(self):
@@ -92,12 +88,6 @@ class KubeTenantSpawner(_TenantServer, KubeSpawner):
 
     def dashboard_command(self, settings: Settings) -> list[str]:
         return ["python", "-m", "workbench.hub._dashboard", f"{IMAGE_NOTEBOOKS}/dashboards/session.ipynb"]
-
-    def get_env(self) -> dict[str, str]:
-        env = super().get_env()
-        # the one-machine URL is the hub's loopback, which is not the pod's
-        env[SERVICE_URL_ENV] = self.workbench_service_url
-        return env
 
 
 def _listed(items) -> list[dict]:

@@ -18,6 +18,7 @@ account, in ``<home>/hub/users/<name>``, and says loudly that files are not isol
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pwd
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
 from tornado import web
+from traitlets import HasTraits, Unicode, default
 
 from workbench import store
 from workbench.hub._provision import provision, unix_name, workspace
@@ -36,6 +38,7 @@ from workbench.hub._settings import (
     bin_path,
     dashboard_environment,
 )
+from workbench.settings import trait_help
 
 # never handed to a tenant's process (see workbench.store and workbench.vault._keyring)
 TRUSTED_ONLY_ENV = (
@@ -73,16 +76,35 @@ def dashboard_notebook(settings: Settings) -> Path:
 if TYPE_CHECKING:  # pragma: no cover - the mixin's methods use the spawner's (untyped, so Any)
     from jupyterhub.spawner import Spawner as _Spawner
 else:
-    _Spawner = object
+    _Spawner = HasTraits  # so that the mixin's own traitlets are set up as a spawner's
 
 
 class _TenantServer(_Spawner):
-    """Mixin over a JupyterHub spawner: provisioning, the tenant's environment, server kinds."""
+    """Mixin over a JupyterHub spawner: provisioning, the tenant's environment, server kinds.
+
+    Its settings are traitlets, as JupyterHub's own are, so ``jupyterhub_config.py`` may set
+    them (``c.LocalTenantSpawner.notebooks_dir = ...``); their defaults come from the
+    environment (docs/SETTINGS.md)."""
+
+    workbench_service_url = Unicode(help=trait_help("workbench_service_url")).tag(config=True)
+    notebooks_dir = Unicode(help=trait_help("notebooks_dir")).tag(config=True)
 
     _tenant_url = ""
 
+    @default("workbench_service_url")
+    def _default_service_url(self) -> str:
+        return Settings.from_env().service_url
+
+    @default("notebooks_dir")
+    def _default_notebooks_dir(self) -> str:
+        return str(Settings.from_env().notebooks)
+
+    def workbench_settings(self) -> Settings:
+        """The hub's settings, with what this spawner's configuration says instead."""
+        return dataclasses.replace(Settings.from_env(), notebooks=Path(self.notebooks_dir))
+
     async def start(self):
-        settings = Settings.from_env()
+        settings = self.workbench_settings()
         session_id = dashboard_session(self.name)
         if self.name and session_id is None:
             raise web.HTTPError(
@@ -113,7 +135,7 @@ class _TenantServer(_Spawner):
         for name in TRUSTED_ONLY_ENV:
             env.pop(name, None)
         env[store.TENANT_URL_ENV] = self._tenant_url
-        env[SERVICE_URL_ENV] = Settings.from_env().service_url
+        env[SERVICE_URL_ENV] = self.workbench_service_url
         session_id = dashboard_session(self.name)
         if session_id is not None:
             env[SESSION_ENV] = str(session_id)
