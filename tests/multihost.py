@@ -57,6 +57,7 @@ from workbench.store._server import POSTGRES_BIN_PATH
 VENV_BIN = Path(sys.executable).parent
 POSTGRES_USER = "workbench-postgres"  # the unprivileged account the product's embedded server uses
 OWNER, DATABASE = "workbench", "workbench"
+KEEP_LOGS = "WBMH_KEEP_LOGS"  # a folder: the hosts' logs are copied there at teardown
 _ADDRESSES = {"client": 1, "db": 2, "hub": 3, "w1": 4, "w2": 5}
 
 
@@ -184,6 +185,18 @@ class Hosts:
             )
         host.processes.append(process)
         return process
+
+    def run(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 60.0
+    ) -> tuple[int, str]:
+        """``argv`` on host ``name`` to its end: its exit status and output."""
+        log = f"run-{secrets.token_hex(3)}"
+        process = self.spawn(name, argv, env or {"PATH": "/usr/bin:/bin"}, log)
+        try:
+            code = process.wait(timeout)
+        finally:
+            self.stop(process)
+        return code, self[name].log(log).read_text(errors="replace")
 
     def environment(self, name: str, **extra: str) -> dict[str, str]:
         """A trusted host's environment: its own home, the database and the secrets it is handed."""
@@ -344,6 +357,10 @@ class Hosts:
         _ip("netns", "del", self.switch, check=False)
         if self.client_link:
             _ip("link", "del", self.client_link, check=False)
+        if os.environ.get(KEEP_LOGS):  # the hosts' logs, for reading after a failure
+            for log in self.root.glob("*/*.log"):
+                Path(os.environ[KEEP_LOGS], log.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, Path(os.environ[KEEP_LOGS], log.parent.name, log.name))
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -20,8 +20,10 @@ its JupyterLab terminal, and then:
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
@@ -31,7 +33,7 @@ from tests.hub_harness import Client, in_terminal
 from tests.multihost import VENV_BIN, Hosts, Unavailable, hosts
 
 HEARTBEAT, STALLED_AFTER = 0.5, 6.0  # seconds: `workbench worker --heartbeat/--stalled-after`
-DB_OUTAGE = 4.0  # seconds the database host is unplugged: shorter than STALLED_AFTER, see below
+DB_OUTAGE = 3.0  # seconds the database host is unplugged: well below STALLED_AFTER, see below
 SCHEDULE = "* * * * * */3"  # cron with seconds: a tick every 3 s
 HOLD = 2.0  # seconds each run holds on after its tick, so a worker can be cut while one runs
 _STARTED = re.compile(r"run #(\d+) of session #(\d+) \(\w+\) started by ([\w-]+):\d+/job")
@@ -77,6 +79,17 @@ def _started(net: Hosts) -> dict[int, list[str]]:
     return found
 
 
+def _beating(net: Hosts) -> int:
+    """The workers whose procrastinate heartbeat is fresh."""
+    with psycopg.connect(net.owner_url, connect_timeout=3) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate.procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => %s)",
+            [HEARTBEAT * 4],
+        ).fetchone()
+    return row[0] if row else 0
+
+
 def _wait(predicate, timeout: float, what: str, net: Hosts | None = None):
     deadline = time.monotonic() + timeout
     while True:
@@ -105,12 +118,33 @@ def _login(net: Hosts, name: str) -> Client:
     return client
 
 
-# --- the test --------------------------------------------------------------------------------
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_each_host_sees_its_own_files_and_a_worker_needs_the_hubs_role_secret(net: Hosts):
+    marker = Path(tempfile.mkdtemp(prefix=f"wbmh-{net.tag}-"))  # in this machine's /tmp
+    try:
+        for name in net.hosts:
+            code, listed = net.run(name, ["ls", "-A", str(net.root), "/tmp"])
+            assert code == 0 and sorted(listed.split()) == sorted([f"{net.root}:", name, "/tmp:"]), listed
+    finally:
+        marker.rmdir()
+    # a worker handed the database but not the hub's role secret refuses to start, saying why
+    env = {k: v for k, v in net.environment("w2").items() if not k.startswith("_") and k != "WORKBENCH_DB_ROLE_SECRET"}
+    code, printed = net.run("w2", [str(VENV_BIN / "workbench"), "worker"], env)
+    assert code == 2 and "WORKBENCH_DB_ROLE_SECRET" in printed and "Traceback" not in printed, printed
+    assert not (net["w2"].home / "db-role.key").exists()
+    # the hub says where its workers are
+    assert "worker: not started (--no-worker)" in net["hub"].log("hub").read_text()
 
 
 def test_hosts_share_only_the_database(net: Hosts):
     tenant, admin = f"mh{net.tag}", f"adm{net.tag}"
     began = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        phases[name] = round(time.monotonic() - began - sum(phases.values()), 1)
 
     # the tenant, from the client host: login, the session the first run made, its server
     client = _login(net, tenant)
@@ -141,6 +175,8 @@ def test_hosts_share_only_the_database(net: Hosts):
     def held(run: dict) -> bool:  # a run of the promoted (holding) notebook
         return run["version"] == version
 
+    phase("login, server, promotion")
+
     # both worker hosts execute runs; each run once
     def both_ran():
         done = {r["id"] for r in _runs(net, session_id) if held(r) and r["status"] == "succeeded"}
@@ -148,6 +184,7 @@ def test_hosts_share_only_the_database(net: Hosts):
         return {w for run_id in done for w in by.get(run_id, [])} >= set(_WORKERS)
 
     _wait(both_ran, 90, "succeeded runs on both worker hosts", net)
+    phase("runs on both workers")
 
     # a worker host unplugged while a run executes there
     def running_somewhere():
@@ -181,9 +218,14 @@ def test_hosts_share_only_the_database(net: Hosts):
         ]
 
     _wait(next_on_survivor, 30, f"the next run on {survivor}", net)
+    phase("worker cut: abandoned, taken over")
 
-    # the database host unplugged for a few seconds, then back: shorter than STALLED_AFTER, or
-    # the surviving worker's own silent heartbeat would make its run in progress look abandoned
+    # the database host unplugged for a few seconds, then back. Well below STALLED_AFTER: TCP
+    # retransmits with a doubling timeout (0.2, 0.4, 0.8, 1.6, 3.2 s...), so a connection
+    # resumes up to about as long again after the cable is back, and a heartbeat older than
+    # STALLED_AFTER makes a live worker's run in progress look abandoned
+    approval = Client(net.hub_url)  # the admin, logged in before (JupyterHub's own sqlite)
+    approval.form("/hub/login?next=%2Fhub%2Fauthorize", {"username": admin, "password": net.passwords[admin]})
     net.cut("db")
     time.sleep(DB_OUTAGE)
     net.restore("db")
@@ -198,7 +240,6 @@ def test_hosts_share_only_the_database(net: Hosts):
     newcomer = f"mhn{net.tag}"
     net.accounts.append(newcomer)
     Client(net.hub_url).signup(newcomer)
-    approval = _login(net, admin)
     assert approval.get(approval.url(f"/hub/authorize/{newcomer}"), timeout=60).status_code == 200
     with psycopg.connect(net.owner_url, connect_timeout=3) as conn:
         assert conn.execute("SELECT 1 FROM tenants WHERE name = %s", [newcomer]).fetchone(), "hub did not provision"
@@ -209,13 +250,20 @@ def test_hosts_share_only_the_database(net: Hosts):
         net,
     )
     recovered = time.monotonic() - restored
+    phase("database cut: everyone recovered")
 
-    # the unplugged worker comes back: it records nothing over the abandoned run, runs nothing twice
+    # the unplugged worker comes back: it records nothing over the abandoned run, runs nothing
+    # twice, and is back in the job queue without a restart (a new heartbeat)
     net.restore(victim)
-    time.sleep(STALLED_AFTER / 2)
+    _wait(lambda: _beating(net) == 2, 45, "both workers beating", net)
+    phase("worker back")
     runs = _runs(net, session_id)
     by = _started(net)
     assert next(r for r in runs if r["id"] == lost["id"])["status"] == "failed"
+    # no other run was abandoned: not by the database's outage (heartbeats resumed in time),
+    # not by the worker coming back (its first job after the cut is not started: Fence)
+    failed = [r for r in runs if held(r) and r["status"] == "failed" and r["id"] != lost["id"]]
+    assert all("not started" in r["error"] for r in failed), failed
     twice = {run_id: hosts_ for run_id, hosts_ in by.items() if len(hosts_) > 1}
     assert not twice, f"runs started twice: {twice}"
     slots = Counter(r["scheduled_for"] for r in runs)
@@ -232,5 +280,5 @@ def test_hosts_share_only_the_database(net: Hosts):
     assert net["hub"].processes[0].poll() is None, "the hub exited"
     print(
         f"\nruns: {len(runs)} ({Counter(w for r in runs for w in by.get(r['id'], []))}), "
-        f"recovered {recovered:.1f} s after the database came back, test body {time.monotonic() - began:.0f} s"
+        f"recovered {recovered:.1f} s after the database came back; seconds per phase: {phases}"
     )

@@ -153,7 +153,7 @@ def run(settings: Settings | None = None, *, worker: bool = True) -> int:
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _interrupt)
     processes = start(settings, worker=worker)
-    _announce(settings, passwords, processes)
+    _announce(settings, passwords, processes, worker)
     try:
         while processes.hub.poll() is None and (processes.worker is None or processes.worker.poll() is None):
             time.sleep(0.5)
@@ -174,7 +174,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _announce(settings: Settings, passwords: dict[str, str] | None, processes: Processes) -> None:
+def _announce(settings: Settings, passwords: dict[str, str] | None, processes: Processes, worker: bool = True) -> None:
     lines = [f"JupyterHub is running at {settings.public_url}/  (Ctrl-C stops it)"]
     if passwords:
         lines.append(
@@ -187,7 +187,13 @@ def _announce(settings: Settings, passwords: dict[str, str] | None, processes: P
         ]
     else:
         lines.append(f"accounts of the first run: see {_demo.credentials_file(settings)}")
-    lines.append("worker: running" if processes.worker else "worker: not started (the scheduler is not installed)")
+    lines.append(
+        "worker: running"
+        if processes.worker
+        else "worker: not started (--no-worker): run `workbench worker` on this or other machines"
+        if not worker
+        else "worker: not started (the scheduler is not installed)"
+    )
     if settings.spawner == "simple":
         lines.append("WARNING: not root, so all tenants' servers share one unix account: file isolation is OFF")
     for line in lines:

@@ -117,7 +117,7 @@ def _worker(args: argparse.Namespace) -> int:
     import logging
 
     from workbench.errors import SchedulerError
-    from workbench.scheduler._worker import WorkerOptions, run_worker
+    from workbench.scheduler._worker import WorkerOptions, check_shared_secrets, run_worker
 
     if args.concurrency < 1:
         raise SchedulerError(f"--concurrency must be at least 1, not {args.concurrency}")
@@ -127,6 +127,7 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    check_shared_secrets()
     run_worker(
         WorkerOptions(
             concurrency=args.concurrency,

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import nbformat
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlalchemy.exc import DBAPIError
 
 from workbench import store
 from workbench._home import home
+from workbench.jobs import SCHEMA
 from workbench.scheduler._keys import KeyHandoff
 from workbench.scheduler._pool import Finished, KernelPool, Slot, SlotLost, TenantSetup, passed_environment
 from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSession
@@ -72,10 +73,39 @@ class Outcome:
     timings: dict[str, Any] = field(default_factory=dict)
 
 
-async def execute_run(run_id: int, worker: str, pool: KernelPool, timeout: float = RUN_TIMEOUT) -> None:
-    """Run ``run_id`` in a kernel from ``pool`` if it is still queued; record how it ended."""
-    claim = await database(_claim, run_id)
+@dataclass(frozen=True)
+class Fence:
+    """The job a run came with and the worker's ``--stalled-after``: a run starts only while that
+    job is still being worked on by a worker whose heartbeat is younger than ``stalled_after``.
+
+    A worker cut off from the database longer than that is presumed dead: the others mark its
+    runs abandoned and free their sessions. When the network comes back it may still fetch a
+    job before its own heartbeat is fresh again; the fence records such a run abandoned without
+    starting it (the session's next run goes on) instead of executing a tick that the others'
+    sweep would record abandoned while it trades."""
+
+    job_id: int
+    stalled_after: float
+    rejoin: Callable[[], None] | None = None  # the worker's: end this job loop and register afresh
+
+
+_FENCE = text(
+    f"SELECT 1 FROM {SCHEMA}.procrastinate_jobs j JOIN {SCHEMA}.procrastinate_workers w ON w.id = j.worker_id "
+    "WHERE j.id = :job AND j.status = 'doing' AND w.last_heartbeat > now() - make_interval(secs => :stalled)"
+)
+
+
+async def execute_run(
+    run_id: int, worker: str, pool: KernelPool, timeout: float = RUN_TIMEOUT, fence: Fence | None = None
+) -> None:
+    """Run ``run_id`` in a kernel from ``pool`` if it is still queued (and ``fence`` holds);
+    record how it ended."""
+    claim = await database(_claim, run_id, fence)
     if claim is None:
+        return
+    if isinstance(claim, _PresumedDead):
+        if fence is not None and fence.rejoin is not None:
+            fence.rejoin()  # its heartbeat is lost: a new job loop beats again
         return
     _log.info("run #%d of session #%d (%s) started by %s", run_id, claim.session_id, claim.tenant, worker)
     try:
@@ -146,11 +176,28 @@ def _tenant_setup(tenant: str) -> TenantSetup:
     return TenantSetup(env, owner)
 
 
-def _claim(run_id: int) -> Claim | None:
+class _PresumedDead:
+    """``_claim``'s answer when the fence stopped the run."""
+
+
+def _claim(run_id: int, fence: Fence | None = None) -> Claim | _PresumedDead | None:
     with store.owner_session() as db:
         run = db.get(NotebookRun, run_id, with_for_update=True)
         if run is None or run.status != "queued":
             return None  # already taken (a job delivered twice) or abandoned
+        if (
+            fence is not None
+            and db.execute(_FENCE, {"job": fence.job_id, "stalled": fence.stalled_after}).first() is None
+        ):
+            _log.warning(
+                "run #%d not started: this worker is presumed dead (no heartbeat for %g s)", run_id, fence.stalled_after
+            )
+            run.status, run.finished_at = "failed", func.clock_timestamp()
+            run.error = (
+                f"abandoned: the worker that took it had sent no heartbeat for {fence.stalled_after:g} s "
+                "(cut off from the database); not started, the next scheduled run picks up the session's state"
+            )
+            return _PresumedDead()
         # foreign keys: the run's live notebook, its session and its tenant exist
         live = cast(LiveNotebook, db.get(LiveNotebook, run.live_notebook_id))
         trading = cast(TradingSession, db.get(TradingSession, live.session_id))

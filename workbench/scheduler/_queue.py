@@ -21,10 +21,16 @@ async def run_notebook(context: procrastinate.JobContext, run_id: int) -> None:
     """Execute run ``run_id`` in a kernel of the worker's pool (``additional_context["pool"]``);
     its outcome is recorded on the run, so the job itself fails only when the worker could not
     do its part (never because the notebook failed)."""
-    from workbench.scheduler._execute import execute_run
+    from workbench.scheduler._execute import Fence, execute_run
 
+    extra = context.additional_context
     await execute_run(
-        run_id, worker=f"{context.worker_name}/job {context.job.id}", pool=context.additional_context["pool"]
+        run_id,
+        worker=f"{context.worker_name}/job {context.job.id}",
+        pool=extra["pool"],
+        fence=Fence(context.job.id, extra["stalled_after"], extra.get("rejoin"))
+        if extra.get("stalled_after") and context.job.id is not None
+        else None,
     )
 
 
