@@ -89,7 +89,9 @@ GROUPS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
                 "secret",
                 "generated in `<home>/db-role.key`",
                 "The secret the tenant roles' passwords are derived from (at least 32 characters); "
-                "set it when several machines must agree on it.",
+                "set it when several machines must agree on it. A worker given a database URL refuses "
+                "to start without it or its file: one generated there would change the tenants' "
+                "passwords.",
                 OPERATOR,
             ),
             Setting(
