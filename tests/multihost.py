@@ -50,7 +50,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from tests.hub_harness import _delete_accounts, _notebooks
+from tests.hub_harness import Client, _delete_accounts, _notebooks
 from workbench.store._rls import close_public_access
 from workbench.store._server import POSTGRES_BIN_PATH
 
@@ -117,6 +117,7 @@ class Hosts:
     secrets: dict[str, str] = field(default_factory=dict)  # what the operator hands the trusted hosts
     accounts: list[str] = field(default_factory=list)  # tenants whose unix accounts go at the end
     passwords: dict[str, str] = field(default_factory=dict)  # the hub's first-run accounts
+    clients: dict[str, Client] = field(default_factory=dict)  # browsers logged in, by user name
 
     def __getitem__(self, name: str) -> Host:
         return self.hosts[name]
@@ -346,10 +347,19 @@ class Hosts:
     # --- teardown ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        for host in reversed(list(self.hosts.values())):
+        for host in self.hosts.values():
             with contextlib.suppress(Exception):
                 self.restore(host.name)
-            for process in reversed(host.processes):
+        # the hub and the workers stop together (each waits for its runs and servers), the
+        # database after them
+        last = [p for host in self.hosts.values() if host.name == "db" for p in host.processes]
+        first = [p for host in self.hosts.values() if host.name != "db" for p in host.processes]
+        for group in (first, last):
+            for process in group:
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+            for process in group:
                 self.stop(process)
         _delete_accounts(self.accounts)
         for host in self.hosts.values():

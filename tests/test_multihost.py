@@ -26,16 +26,18 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
+import nbformat
 import psycopg
 import pytest
+import requests
 
-from tests.hub_harness import Client, in_terminal
+from tests.hub_harness import REPO, Client, in_terminal
 from tests.multihost import VENV_BIN, Hosts, Unavailable, hosts
 
 HEARTBEAT, STALLED_AFTER = 0.5, 6.0  # seconds: `workbench worker --heartbeat/--stalled-after`
 DB_OUTAGE = 3.0  # seconds the database host is unplugged: well below STALLED_AFTER, see below
 SCHEDULE = "* * * * * */3"  # cron with seconds: a tick every 3 s
-HOLD = 2.0  # seconds each run holds on after its tick, so a worker can be cut while one runs
+HOLD = 1.5  # seconds each run holds on after its tick (a run ~2.5 s in all, within the schedule): a worker is cut while one runs
 _STARTED = re.compile(r"run #(\d+) of session #(\d+) \(\w+\) started by ([\w-]+):\d+/job")
 _WORKERS = ("w1", "w2")
 
@@ -46,7 +48,11 @@ def net():
         with hosts() as made:
             made.start_database()
             made.trusted_secrets()
-            made.passwords = made.start_hub(f"adm{made.tag}", f"mh{made.tag}")
+            tenant = f"mh{made.tag}"
+            made.passwords = made.start_hub(f"adm{made.tag}", tenant)
+            # the tenant, from the client host: logs in, which starts its server on the hub host
+            # (it gets ready while the workers start)
+            made.clients[tenant] = _login(made, tenant)
             for worker in _WORKERS:
                 made.start_worker(worker, "--heartbeat", str(HEARTBEAT), "--stalled-after", str(STALLED_AFTER))
             yield made
@@ -146,25 +152,32 @@ def test_hosts_share_only_the_database(net: Hosts):
     def phase(name: str) -> None:
         phases[name] = round(time.monotonic() - began - sum(phases.values()), 1)
 
-    # the tenant, from the client host: login, the session the first run made, its server
-    client = _login(net, tenant)
+    # the tenant, from the client host (logged in by the fixture): the session the first run
+    # made, its server
+    client = net.clients[tenant]
     sessions = client.service("GET", "sessions")
     assert sessions.status_code == 200, sessions.text
     session_id = sessions.json()[0]["id"]
     client.start_server(tenant)
-    # the terminal of the tenant's JupyterLab (on the hub host): a paper notebook that holds on
-    # after its tick, promoted on a seconds schedule; the server reaches PostgreSQL as the tenant
-    make = (
-        "import nbformat as n; nb = n.read('live/paper_channel.ipynb', 4); "
-        f"c = n.v4.new_code_cell('import time\\ntime.sleep({HOLD})'); c.metadata['tags'] = ['hold']; "
-        "nb.cells.append(c); n.write(nb, 'live/paper_hold.ipynb')"
+    # a paper notebook that holds on after its tick, saved in the tenant's JupyterLab (contents
+    # API) and promoted from its terminal on a seconds schedule: the server, on the hub host,
+    # reaches PostgreSQL as the tenant
+    notebook = nbformat.read(REPO / "notebooks" / "live" / "paper_channel.ipynb", as_version=4)
+    hold = nbformat.v4.new_code_cell(f"import time\ntime.sleep({HOLD})")
+    hold.metadata["tags"] = ["hold"]
+    notebook.cells.append(hold)
+    saved = requests.put(
+        f"{net.hub_url}/user/{tenant}/api/contents/live/paper_hold.ipynb",
+        headers={"Authorization": f"token {client.token(tenant)}"},
+        json={"type": "notebook", "format": "json", "content": notebook},
+        timeout=30,
     )
+    assert saved.status_code in (200, 201), saved.text
     status, printed = in_terminal(
         SimpleNamespace(url=net.hub_url),
         client,
         tenant,
-        f'{VENV_BIN}/python -c "{make}" && {VENV_BIN}/workbench live promote live/paper_hold.ipynb '
-        f"{session_id} '{SCHEDULE}'",
+        f"{VENV_BIN}/workbench live promote live/paper_hold.ipynb {session_id} '{SCHEDULE}'",
     )
     assert status == 0 and "is live on" in printed, printed
     with psycopg.connect(net.owner_url, connect_timeout=3) as conn:
