@@ -14,7 +14,13 @@ its JupyterLab terminal, and then:
 * the database host unplugged for a few seconds and plugged back: the hub (provisioning a
   new tenant), the service (the tenant's API) and the remaining worker (the next runs) go on
   without being restarted;
-* the unplugged worker plugged back in does not record or run anything a second time.
+* the unplugged worker plugged back in records nothing over its abandoned run, starts none
+  of the jobs it fetched while presumed dead (``scheduler._execute.Fence``) and beats again
+  without a restart; no run executes twice, no scheduled time has two runs.
+
+Before that: each host sees only its own folder and /tmp, and a worker handed the database
+but not the hub's role secret refuses to start. Skipped, with the reason, where network
+namespaces cannot be made (not root, no ``ip netns``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from tests.multihost import VENV_BIN, Hosts, Unavailable, hosts
 HEARTBEAT, STALLED_AFTER = 0.5, 6.0  # seconds: `workbench worker --heartbeat/--stalled-after`
 DB_OUTAGE = 3.0  # seconds the database host is unplugged: well below STALLED_AFTER, see below
 SCHEDULE = "* * * * * */3"  # cron with seconds: a tick every 3 s
-HOLD = 1.5  # seconds each run holds on after its tick (a run ~2.5 s in all, within the schedule): a worker is cut while one runs
+HOLD = 1.5  # seconds a run holds on after its tick (~2.5 s in all, within the schedule): time to cut its worker
 _STARTED = re.compile(r"run #(\d+) of session #(\d+) \(\w+\) started by ([\w-]+):\d+/job")
 _WORKERS = ("w1", "w2")
 

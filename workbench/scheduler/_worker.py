@@ -106,7 +106,8 @@ async def serve(options: WorkerOptions) -> None:
     app = queue_app(_queue_url(options.stalled_after), pool_size=options.concurrency + 2)  # once: reopened after a loss
     app.perform_import_paths()
     # SIGTERM/SIGINT are ours, not procrastinate's: its job loop also ends by itself when one of
-    # its side tasks fails (a heartbeat on a dead connection), and then it starts again
+    # its background loops fails (a heartbeat on a dead connection: procrastinate 3's
+    # Worker._monitor_side_tasks stops the worker), and then it starts again
     stopping, running = asyncio.Event(), list[procrastinate.worker.Worker]()
 
     def stop() -> None:
@@ -182,9 +183,12 @@ def _queue_url(stalled_after: float) -> str:
     found dead. A worker whose heartbeat query hangs so is presumed dead by the others after
     ``stalled_after`` (its runs marked abandoned), yet goes on taking jobs on its other
     connections once the network is back. libpq's ``tcp_user_timeout`` (unacknowledged data)
-    and ``keepalives_*`` (idle connections) end such a connection within ``stalled_after``,
-    so the heartbeat fails, procrastinate stops the job loop (a failed side task stops the
-    worker) and ``serve`` starts a new one, registered afresh. Keywords:
+    and ``keepalives_*`` (idle connections) end such a connection within ``stalled_after``;
+    the heartbeat then fails (at the latest when the pool gives up waiting for a new
+    connection, 30 s), procrastinate stops the job loop and ``serve`` starts a new one,
+    registered afresh (procrastinate 3: ``update_heartbeat_interval`` and
+    ``stalled_worker_timeout`` of ``App.run_worker_async``, ``JobManager.get_stalled_jobs``).
+    Until then ``_execute.Fence`` keeps such a worker from starting runs. Keywords:
     https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS (ignored on
     a unix socket, as the embedded server's)."""
     url = make_url(store.database_url())
