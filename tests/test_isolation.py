@@ -17,10 +17,12 @@ from psycopg import errors, sql
 from sqlalchemy import make_url, select, update
 from sqlalchemy.exc import ProgrammingError
 
+from tests._certificates import certify_strategy
 from workbench import store
 from workbench.store._server import OWNER
 from workbench.store.models import (
     Base,
+    CertificateRequest,
     DashboardShare,
     ExchangeKeyReview,
     KeyUseRecord,
@@ -135,6 +137,8 @@ def _seed(tenant: store.Tenant, share_with: str | None = None) -> dict[str, int]
                 metrics={"sharpe": 1.2},
             )
         )
+        certify_strategy(tenant.id, strategy.id, db=s)  # the session trades on binance: the gate wants one
+        s.add(CertificateRequest(**owner, strategy_id=strategy.id, dataset="bundled:btc-usd-1h"))
         notebook = add(
             store.LiveNotebook(
                 **owner, session_id=trading.id, source_path="live.ipynb", content="{}", schedule="*/5 * * * *"

@@ -74,6 +74,9 @@ _LAZY = {
     "trials": "workbench.research:trials",
     "trial_count": "workbench.research:trial_count",
     "record_trials": "workbench.research:record_trials",
+    "request_certificate": "workbench.research:request_certificate",
+    "certificates": "workbench.research:certificates",
+    "certificate_requests": "workbench.research:certificate_requests",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -94,12 +97,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only (tests/t
         MonteCarlo,
         ValidationReport,
         WalkForward,
+        certificate_requests,
+        certificates,
         check_lookahead,
         cross_validate,
         deflated_sharpe,
         monte_carlo,
         probabilistic_sharpe,
         record_trials,
+        request_certificate,
         trial_count,
         trials,
         validate,

@@ -17,6 +17,9 @@
   combination ever tried per strategy family and data set (walk-forward, cross-validation
   and validation record themselves; a sweep is recorded with ``record_trials``), which the
   deflated Sharpe ratio of :func:`validate` counts.
+* :func:`request_certificate`, :func:`certificates`, :func:`certificate_requests`: the
+  certificates the platform computes itself (a trusted worker runs :func:`validate` on the
+  strategy as stored and a named data set), which real-money promotion requires.
 
 Example::
 
@@ -31,6 +34,7 @@ Example::
     wb.validate("channel", candles, {"entry_window": range(10, 200, 5)}).checks    # the whole battery
 """
 
+from workbench.research._certify import certificate_requests, certificates, request_certificate
 from workbench.research._cross_validate import CrossValidation, cross_validate
 from workbench.research._lookahead import LookAhead, check_lookahead
 from workbench.research._monte_carlo import MonteCarlo, monte_carlo
@@ -46,12 +50,15 @@ __all__ = [
     "MonteCarlo",
     "ValidationReport",
     "WalkForward",
+    "certificate_requests",
+    "certificates",
     "check_lookahead",
     "cross_validate",
     "deflated_sharpe",
     "monte_carlo",
     "probabilistic_sharpe",
     "record_trials",
+    "request_certificate",
     "trial_count",
     "trials",
     "validate",

@@ -4,13 +4,18 @@ These functions run in the tenant's own process (a notebook, its CLI) and connec
 tenant (``store.session()``), so row-level security decides which sessions exist: another
 tenant's session is "no session #N", exactly like one that was never created. The trusted
 side (``workbench live`` as the operator) passes an owner session instead.
+
+Real money waits for a certificate: PostgreSQL refuses to make a live notebook of a session
+that trades on any exchange but the paper one active (promote, resume) unless the platform
+certified the session's strategy as it is now (revision 0016, ``workbench.research._certify``);
+its one-line reason becomes a :class:`SchedulerError` here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import cast
 
 import nbformat
 from sqlalchemy import Table, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from workbench import store
@@ -28,6 +34,7 @@ from workbench.store.models import LiveNotebook, NotebookRun, Tenant, TradingSes
 # what the scheduler injects into every run (papermill parameters)
 INJECTED = ("session_id", "run_id", "scheduled_for")
 LIVE = ("active", "paused")  # a session has at most one live notebook in these states
+GATE = "certificate gate: "  # how the database's refusal of an uncertified real-money notebook starts
 
 Opener = Callable[[], AbstractContextManager[Session]]
 
@@ -86,7 +93,7 @@ def promote(notebook: str | Path, session: int, schedule: str, *, opener: Opener
     version; later edits of the file change nothing until the next promotion."""
     path, text = check_notebook(notebook)
     parsed = parse_schedule(schedule)
-    with (opener or store.session)() as db:
+    with _gated(), (opener or store.session)() as db:
         trading = _session(db, session)
         if trading.status == "error":
             raise SchedulerError(
@@ -208,11 +215,24 @@ def _describe(run: NotebookRun | None) -> str | None:
 
 
 def _change(session: int, status: str, opener: Opener | None) -> LiveNotebook:
-    with (opener or store.session)() as db:
+    with _gated(), (opener or store.session)() as db:
         live = _live(db, session)
         live.status = status
         live.next_run_at = parse_schedule(live.schedule).next_after(_now()) if status == "active" else None
     return live
+
+
+@contextmanager
+def _gated() -> Iterator[None]:
+    """The database's refusal of an uncertified real-money notebook as a one-line SchedulerError."""
+    try:
+        yield
+    except DBAPIError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        message = getattr(diag, "message_primary", None) or ""
+        if not message.startswith(GATE):
+            raise
+        raise SchedulerError("promotion refused: " + " ".join(message[len(GATE) :].split())) from None
 
 
 def _session(db: Session, session: int) -> TradingSession:

@@ -12,7 +12,7 @@ timestamp is ``timestamptz``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    Interval,
     LargeBinary,
     MetaData,
     Numeric,
@@ -734,3 +735,83 @@ class Trial(TenantOwned):
     combinations: Mapped[int]
     what: Mapped[str]
     recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# --- certificates computed by the platform, and the gate of real-money notebooks (revision 0016) ----
+
+CERTIFICATE_REQUEST_STATUSES = ("pending", "running", "done", "failed")
+
+
+class CertificatePolicy(Base):
+    """The operator's policy for real-money live notebooks, one row (``id`` 1), read by the
+    certifying worker and by the database's gate: ``thresholds`` maps a check of the
+    validation battery to ``{"value": ..., "passes_when": ">" | "<" | "=="}`` (a null value:
+    shown, not checked), and a certificate's data may end at most ``max_data_age`` ago.
+    Only the owner writes it; tenants may read it."""
+
+    __tablename__ = "certificate_policy"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, server_default=text("1"))
+    thresholds: Mapped[dict[str, Any]]
+    max_data_age: Mapped[timedelta] = mapped_column(Interval, server_default=text("'30 days'::interval"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class StrategyCertificate(TenantOwned):
+    """The validation battery's verdict on one version of a strategy, computed by a trusted
+    worker from the stored strategy and a named data set (never from a tenant's code).
+    ``fingerprint`` is ``strategy_fingerprint(template, params, risk_limits)`` of what was
+    validated; ``statistics`` and ``thresholds`` are those of the research certificate, and
+    ``certificate`` the whole of it. Tenants may only read theirs; the owner writes them."""
+
+    __tablename__ = "strategy_certificates"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        ForeignKeyConstraint(
+            ["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"], ondelete="CASCADE"
+        ),
+        Index("ix_strategy_certificates_tenant_id_strategy_id", "tenant_id", "strategy_id"),
+    )
+
+    id: Mapped[int] = _id()
+    strategy_id: Mapped[int]
+    fingerprint: Mapped[str]
+    template: Mapped[str]
+    dataset: Mapped[str]
+    data_sha256: Mapped[str]
+    data_start: Mapped[datetime]
+    data_end: Mapped[datetime]
+    bars: Mapped[int]
+    passed: Mapped[bool]
+    statistics: Mapped[dict[str, Any]]
+    thresholds: Mapped[dict[str, Any]]
+    certificate: Mapped[dict[str, Any]]
+    request_id: Mapped[int | None]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class CertificateRequest(TenantOwned):
+    """A tenant's request that the platform certify a strategy on data set ``dataset``
+    (``options``: ``bars``, ``grid``, ``folds``, ``n_groups`` of the battery). Tenants insert
+    (always as ``pending``: a trigger says so) and read theirs; the worker updates them."""
+
+    __tablename__ = "certificate_requests"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "strategy_id"], ["strategies.tenant_id", "strategies.id"], ondelete="CASCADE"
+        ),
+        _one_of("status", CERTIFICATE_REQUEST_STATUSES),
+        Index("ix_certificate_requests_status", "status"),
+    )
+
+    id: Mapped[int] = _id()
+    strategy_id: Mapped[int]
+    dataset: Mapped[str]
+    options: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(server_default=text("'pending'"))
+    message: Mapped[str | None]
+    certificate_id: Mapped[int | None]
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
