@@ -130,7 +130,7 @@ def test_the_policys_defaults_are_the_research_packages_thresholds(database):
         thresholds, age = s.execute(text("SELECT thresholds, max_data_age FROM certificate_policy")).one()
     assert {name: (spec["value"], spec["passes_when"]) for name, spec in thresholds.items()} == THRESHOLDS
     assert age == timedelta(days=30)
-    periodic = {task.task.name for task in _certify.blueprint.periodic_registry.periodic_tasks.values()}
+    periodic = {entry.task.name for entry in _certify.blueprint.periodic_registry.periodic_tasks.values()}
     assert _certify.TASK in periodic  # the worker defers it every minute
 
 
@@ -147,6 +147,7 @@ def test_real_money_without_a_certificate_is_refused_and_paper_needs_none(trader
         assert s.scalar(select(LiveNotebook.id).where(LiveNotebook.session_id == trader["real"])) is None
 
 
+@pytest.mark.slow  # the battery itself takes a second; compiling the channel kernel in a fresh process, ~15
 def test_a_certificate_the_worker_computed_gates_by_the_operators_policy(trader, policy):
     policy(max_data_age="20000 days")  # the bundled candles end in 2019
     request = wb.request_certificate(trader["strategy"], "bundled:btc-usd-1h", **SMALL)
