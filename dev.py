@@ -98,6 +98,8 @@ def _setup(extras: str) -> None:
     uv = VENV / "bin" / "uv"
     if uv.exists() or subprocess.run([*pip, "uv>=0.9"], cwd=ROOT).returncode == 0:
         subprocess.run([str(uv), "pip", "install", "-q", "--python", str(PYTHON), "-e", target], check=True, cwd=ROOT)
+        # uv leaves its lock file writable by everyone; nothing in the tenants' Python may be
+        (VENV / ".lock").unlink(missing_ok=True)
     else:
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
         subprocess.run([*pip, "-e", target], check=True, cwd=ROOT)

@@ -27,8 +27,9 @@ IDLE_CLOSE_ENV = "WORKBENCH_DB_IDLE_CLOSE"
 DEFAULT_IDLE_CLOSE = 60.0  # seconds: one reconnect per idle minute, not one per query
 
 _lock = threading.Lock()
-_last_used: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+_last_used: weakref.WeakKeyDictionary[Engine, tuple[float, float]] = weakref.WeakKeyDictionary()  # (last use, after)
 _reaper: tuple[int, threading.Thread] | None = None  # (pid that started it, thread)
+_registered = threading.Event()
 
 
 def idle_close_after() -> float:
@@ -51,32 +52,36 @@ def close_when_idle(engine: Engine, after: float) -> Engine:
         return engine
 
     def used(*_: object) -> None:
-        _last_used[engine] = time.monotonic()
+        _last_used[engine] = (time.monotonic(), after)
 
     event.listen(engine, "checkout", used)
     event.listen(engine, "checkin", used)
     with _lock:
-        _last_used[engine] = time.monotonic()
-        _ensure_reaper(after)
+        _last_used[engine] = (time.monotonic(), after)
+        _ensure_reaper()
+    _registered.set()
     return engine
 
 
-def _ensure_reaper(after: float) -> None:
+def _ensure_reaper() -> None:
     global _reaper
     if _reaper is not None and _reaper[0] == os.getpid() and _reaper[1].is_alive():
         return
-    thread = threading.Thread(target=_reap, args=(after,), name="workbench-idle-connections", daemon=True)
+    thread = threading.Thread(target=_reap, name="workbench-idle-connections", daemon=True)
     _reaper = (os.getpid(), thread)
     thread.start()
 
 
-def _reap(after: float) -> None:
+def _reap() -> None:
+    """Every quarter of the shortest delay (0.25 s to 15 s), dispose of the idle pools."""
     while True:
-        time.sleep(max(after / 4, 0.25))
-        now = time.monotonic()
         with _lock:
             engines = list(_last_used.items())
-        for engine, last in engines:
+        now = time.monotonic()
+        for engine, (last, after) in engines:
             pool = engine.pool
             if now - last >= after and pool.checkedout() == 0 and pool.checkedin() > 0:  # type: ignore[attr-defined]
                 pool.dispose()
+        shortest = min((after for _, (_, after) in engines), default=DEFAULT_IDLE_CLOSE)
+        _registered.wait(min(max(shortest / 4, 0.25), 15.0))  # a new pool may want a shorter look
+        _registered.clear()
