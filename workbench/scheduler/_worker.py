@@ -32,8 +32,10 @@ import procrastinate.worker
 import psycopg
 from sqlalchemy import make_url
 
-from workbench import store
-from workbench._home import home
+from workbench import (
+    research,  # noqa: F401 - registers certify_pending (every minute) on the job queue
+    store,
+)
 from workbench.errors import SchedulerError
 from workbench.jobs import QUEUE, queue_app
 from workbench.notify import defer_delivery
@@ -71,28 +73,19 @@ def check_shared_secrets() -> None:
     not know (``store.restore_role`` takes the difference for the tenant's own change). The
     master key is checked alike, with a warning only: without it only the runs of sessions
     that trade with exchange keys fail, each saying why."""
-    from workbench.store._engine import OWNER_URL_ENV
-    from workbench.store._secret import _ENV as ROLE_SECRET_ENV
-    from workbench.store._secret import _FILE as ROLE_SECRET_FILE
-    from workbench.vault._keyring import DEFAULT_FILE_NAME, ENV_FILE, ENV_KEY
+    from workbench.vault import master_key_missing
 
-    if not any(os.environ.get(name) for name in OWNER_URL_ENV):
+    if not store.external_database():
         return  # the embedded server: one machine, one home
-    if ROLE_SECRET_ENV not in os.environ and not (home() / ROLE_SECRET_FILE).exists():
+    missing = store.role_secret_missing()
+    if missing is not None:
         raise SchedulerError(
-            f"the database is set ({' or '.join(OWNER_URL_ENV)}) but {ROLE_SECRET_ENV} is not, and "
-            f"{home() / ROLE_SECRET_FILE} does not exist: set {ROLE_SECRET_ENV} to the hub's role "
-            "secret (hub_config/README.md, Hosts); one generated here would change the tenants' "
-            "database passwords"
+            f"the database is another machine's but {missing} (hub_config/README.md, Hosts); one "
+            "generated here would change the tenants' database passwords"
         )
-    if not os.environ.get(ENV_KEY) and not os.environ.get(ENV_FILE) and not (home() / DEFAULT_FILE_NAME).exists():
-        _log.warning(
-            "neither %s nor %s is set and %s does not exist: runs of sessions with exchange keys "
-            "will fail until this worker has the hub's master keyring",
-            ENV_KEY,
-            ENV_FILE,
-            home() / DEFAULT_FILE_NAME,
-        )
+    missing = master_key_missing()
+    if missing is not None:
+        _log.warning("%s; runs of sessions with exchange keys fail until then", missing)
 
 
 def run_worker(options: WorkerOptions = WorkerOptions()) -> None:

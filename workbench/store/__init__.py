@@ -35,7 +35,9 @@ Reference (all importable from ``workbench.store``):
 - URLs and engines: ``database_url()`` (owner URL; starts the embedded server when needed),
   ``owner_engine()``, ``tenant_url(name)``, ``tenant_engine(name)``, ``engine_for(url)``
   (cached per URL), ``dispose()`` (drop cached engines, e.g. after a fork), ``embedded_server()``
-  (``start()``/``stop()``/``status()``), ``TENANT_URL_ENV``.
+  (``start()``/``stop()``/``status()``), ``TENANT_URL_ENV``; ``external_database()`` (an
+  owner URL is set) and ``role_secret_missing()`` (what a machine without the hub's role
+  secret must be given), for processes on other machines than the hub's.
 - Sessions (commit on success, rollback on error, objects usable after the block):
   ``owner_session()``, ``tenant_session(name)``, ``session()``, ``session_scope(engine)``;
   ``opener()`` picks the factory of a command-line process: ``session`` where
@@ -69,12 +71,14 @@ _MODULES = {
         "dispose",
         "embedded_server",
         "engine_for",
+        "external_database",
         "owner_engine",
         "owner_session",
         "session_scope",
     ],
     "workbench.store._migrate": ["current_revision", "downgrade", "head_revision", "upgrade"],
     "workbench.store._opener": ["opener", "require_head"],
+    "workbench.store._secret": ["role_secret_missing"],
     "workbench.store._tenants": [
         "LOCAL_TENANT",
         "check_tenant_roles",
@@ -118,12 +122,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         dispose,
         embedded_server,
         engine_for,
+        external_database,
         owner_engine,
         owner_session,
         session_scope,
     )
     from workbench.store._migrate import current_revision, downgrade, head_revision, upgrade
     from workbench.store._opener import opener, require_head
+    from workbench.store._secret import role_secret_missing
     from workbench.store._tenants import (
         LOCAL_TENANT,
         check_tenant_roles,

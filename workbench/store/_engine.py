@@ -64,6 +64,11 @@ def _embedded_url(root: Path) -> str:
     return server.url()
 
 
+def external_database() -> bool:
+    """Whether the owner URL names a server (else the embedded one in this machine's home)."""
+    return any(os.environ.get(name) for name in OWNER_URL_ENV)
+
+
 def engine_for(url: str, *, tenant: bool = False) -> Engine:
     """One cached engine per URL; pre-ping so a restarted server costs no failed query. A
     ``tenant`` role's engine keeps at most one idle connection and closes it once unused for

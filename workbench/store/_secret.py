@@ -25,6 +25,15 @@ _FILE = "db-role.key"
 _MIN_LENGTH = 32
 
 
+def role_secret_missing() -> str | None:
+    """None when this machine has the tenant roles' secret (``WORKBENCH_DB_ROLE_SECRET`` or
+    ``<home>/db-role.key``); otherwise what to set, for a message. A machine that shares the
+    database but not the hub's home must be given it: one generated here would differ."""
+    if _ENV in os.environ or (home() / _FILE).exists():
+        return None
+    return f"{_ENV} is not set and {home() / _FILE} does not exist: set {_ENV} to the hub's role secret"
+
+
 def _secret() -> bytes:
     """The role secret from the environment, or from its file (created on first use)."""
     value = os.environ.get(_ENV)

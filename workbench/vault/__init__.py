@@ -31,6 +31,7 @@ from workbench.errors import VaultError
 from workbench.vault._backend import Account, KeyUse, VaultBackend, backend, use
 from workbench.vault._exchange import ExchangeKeys
 from workbench.vault._form import form
+from workbench.vault._keyring import master_key_missing
 from workbench.vault._secret import Secret, mask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +57,7 @@ __all__ = [
     "form",
     "keys_for",
     "mask",
+    "master_key_missing",
     "remove",
     "use",
 ]

@@ -80,6 +80,18 @@ class Keyring:
         return _FILE_HEADER + "".join(lines)
 
 
+def master_key_missing() -> str | None:
+    """None when this machine has the master keyring (``WORKBENCH_MASTER_KEY``,
+    ``WORKBENCH_MASTER_KEY_FILE`` or ``<home>/master.key``); otherwise what to set, for a
+    message. A machine that shares the database but not the hub's home must be given it."""
+    if os.environ.get(ENV_KEY) or os.environ.get(ENV_FILE) or (_home.home() / DEFAULT_FILE_NAME).exists():
+        return None
+    return (
+        f"neither {ENV_KEY} nor {ENV_FILE} is set and {_home.home() / DEFAULT_FILE_NAME} does not exist: "
+        "give this machine the hub's master keyring"
+    )
+
+
 def load() -> Keyring:
     """The keyring this process may use; a missing, short or malformed key stops here."""
     if os.environ.get(ENV_KEY):
