@@ -5,9 +5,12 @@ connection (checked: a connection from a unit test fails it); ``integration`` te
 PostgreSQL, papermill, loopback venues or other local servers (a test that needs one without
 a database fixture says ``@pytest.mark.integration``), and so do the ``slow`` ones (whole
 reference libraries side by side, command-line runs); ``e2e`` tests run a JupyterHub, its
-servers or chromium. ``python3 dev.py test -m unit`` runs one tier. Under pytest-xdist the
-tests that create unix accounts or run a hub stay on one worker, one after another (the
-``accounts`` group of ``--dist loadgroup``).
+servers or chromium. ``python3 dev.py test -m unit`` runs one tier. Under pytest-xdist
+(``--dist loadgroup``) the modules of one group stay on one worker, one after another: the
+hubs with their browsers and culler (``hub``), the workers' runs as tenants' unix accounts and
+the simulated hosts (``hosts``), and the notebooks, whose nbval runs one module fixture starts
+together (``notebooks``). Each test makes its own tenants (random names) and hubs (their own
+ports and data), so the groups run side by side.
 
 ``pg_server`` is the embedded server (started once per test session in a temporary folder),
 the one a user's machine runs. ``--pg embedded,external`` (or ``WORKBENCH_TEST_PG``) adds the
@@ -50,8 +53,13 @@ TIERS = {
 }
 _SERVICE_FIXTURES = {"pg_server", "embedded_server", "server_folder"}
 _E2E_MODULES = {"test_browser", "test_culling", "test_hub", "test_dashboard", "test_login", "test_multihost"}
-# unix accounts and hubs: one worker runs these in turn (names and the hub's accounts are shared)
-_ACCOUNT_MODULES = _E2E_MODULES | {"test_scheduler", "test_root_paths"}
+# modules that one worker runs in turn: their module fixtures (a hub, the notebooks' runs)
+# serve all of their tests, and each of these groups mostly waits on processes of its own
+_GROUPS = {
+    **dict.fromkeys(("test_browser", "test_culling", "test_hub", "test_dashboard", "test_login"), "hub"),
+    **dict.fromkeys(("test_scheduler", "test_root_paths", "test_multihost"), "hosts"),
+    "test_notebooks": "notebooks",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,8 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         else:
             tier = "unit"
         item.add_marker(tier)
-        if module in _ACCOUNT_MODULES:
-            item.add_marker(pytest.mark.xdist_group("accounts"))
+        if module in _GROUPS:
+            item.add_marker(pytest.mark.xdist_group(_GROUPS[module]))
 
 
 @pytest.fixture(autouse=True)
