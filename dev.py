@@ -137,9 +137,7 @@ def test(args: list[str]) -> int:
     or run a hub stay on one worker, in turn), or what ``args`` ask pytest for."""
     _setup("dev")  # the tests keep their state in temporary folders, never in var/
     _ensure_chromium()
-    # one worker more than the cores: many tests mostly wait (a hub starting, a schedule,
-    # a culler's interval, a venue's delays), and the groups of one worker run in turn
-    workers = max(2, min((os.cpu_count() or 1) + 1, 4))
+    workers = max(1, min(os.cpu_count() or 1, 4))  # one more than the cores measured slower
     args = args or ["tests", "--numprocesses", str(workers), "--dist", "loadgroup"]
     result = subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=_environment())
     return result.returncode
