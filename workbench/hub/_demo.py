@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +77,9 @@ def _samples(tenant: str, first: bool, settings: Settings) -> None:
     from workbench import live, scheduler
     from workbench.strategies import save_strategy
 
-    with _as_tenant(tenant):
+    with store.acting_as(tenant):
         saved = [save_strategy(name, template, params) for name, template, params in _SAMPLES[0 if first else 1]]
         if first:
             session = live.create_session(saved[-1].id, exchange="paper")
             live.start(session)
             scheduler.promote(settings.notebooks / "live" / "paper_channel.ipynb", session, schedule=DEMO_SCHEDULE)
-
-
-@contextmanager
-def _as_tenant(tenant: str) -> Iterator[None]:
-    """Library calls in this block act as ``tenant`` (its role), as in the tenant's own server."""
-    previous = os.environ.get(store.TENANT_URL_ENV)
-    os.environ[store.TENANT_URL_ENV] = store.tenant_url(tenant)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(store.TENANT_URL_ENV)
-        else:
-            os.environ[store.TENANT_URL_ENV] = previous

@@ -30,10 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -70,7 +67,6 @@ COLUMNS = (
     "fingerprint",
     "created_at",
 )
-_AS_TENANT = threading.Lock()  # one certification at a time in a process acts as its tenant
 
 
 # --- the tenant's side ---------------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def certify(request_id: int) -> int | None:
         settings = {k: options[k] for k in ("folds", "n_groups") if options.get(k) is not None}
         from workbench.research._validate import validate
 
-        with as_tenant(tenant):
+        with store.acting_as(tenant):
             report = validate(
                 template,
                 candles,
@@ -315,22 +311,6 @@ def certification_grid(template: Template, params: Mapping[str, Any], given: Map
                 values.add(int(round(v)) if whole else float(v))
             axes[name] = sorted(values)
     return {**fixed, **axes}
-
-
-@contextmanager
-def as_tenant(name: str) -> Iterator[None]:
-    """The research calls in this block act as tenant ``name`` (its trial ledger), one
-    certification at a time in this process."""
-    with _AS_TENANT:
-        previous = os.environ.get(store.TENANT_URL_ENV)
-        os.environ[store.TENANT_URL_ENV] = store.tenant_url(name)
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(store.TENANT_URL_ENV, None)
-            else:
-                os.environ[store.TENANT_URL_ENV] = previous
 
 
 def _finish(request_id: int, status: str, message: str, certificate_id: int | None) -> None:

@@ -44,7 +44,8 @@ Reference (all importable from ``workbench.store``):
   ``TENANT_URL_ENV`` is set (a tenant's terminal), else ``owner_session`` once the schema is
   at head (``require_head()``: otherwise ``DatabaseError`` asking for ``workbench db upgrade``).
 - Tenants: ``create_tenant(name) -> Tenant``, ``remove_tenant(name) -> Tenant``,
-  ``list_tenants(include_removed=False)``, ``current_tenant() -> Tenant``, ``validate_name``,
+  ``list_tenants(include_removed=False)``, ``current_tenant() -> Tenant``, ``acting_as(name)`` (a
+  trusted process acting as a tenant for a block), ``validate_name``,
   ``LOCAL_TENANT``. Wherever a tenant name is taken, a ``Tenant`` is accepted too.
 - Schema: ``upgrade(revision="head")``, ``downgrade(revision)``, ``current_revision()``,
   ``head_revision()``; models ``Tenant``, ``Strategy``, ``TenantDataKey``, ``ExchangeAccount``,
@@ -81,6 +82,7 @@ _MODULES = {
     "workbench.store._secret": ["role_secret_missing"],
     "workbench.store._tenants": [
         "LOCAL_TENANT",
+        "acting_as",
         "check_tenant_roles",
         "create_tenant",
         "current_tenant",
@@ -132,6 +134,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from workbench.store._secret import role_secret_missing
     from workbench.store._tenants import (
         LOCAL_TENANT,
+        acting_as,
         check_tenant_roles,
         create_tenant,
         current_tenant,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -214,6 +215,25 @@ def session() -> Iterator[Session]:
     engine = engine_for(normalize_url(url), tenant=True) if url else tenant_engine(_local_tenant(database_url()))
     with session_scope(engine) as scope:
         yield scope
+
+
+_ACTING = threading.Lock()  # the environment is the process's: one tenant at a time acts in it
+
+
+@contextmanager
+def acting_as(name: str | Tenant) -> Iterator[None]:
+    """Library calls in this block act as tenant ``name`` (its role, through :func:`session`),
+    as in the tenant's own server: for trusted processes that work for tenants in turn."""
+    with _ACTING:
+        previous = os.environ.get(TENANT_URL_ENV)
+        os.environ[TENANT_URL_ENV] = tenant_url(name)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(TENANT_URL_ENV, None)
+            else:
+                os.environ[TENANT_URL_ENV] = previous
 
 
 def current_tenant() -> Tenant:
